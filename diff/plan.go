@@ -1,0 +1,400 @@
+package diff
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/nkudo/nkudo/model"
+)
+
+// PruneLimit is the largest share of a site's managed VMs, in percent, that
+// one plan may delete because they are gone from git. Deleting more is
+// refused unless the Site carries model.AnnotationAllowPrune="true".
+//
+// The zero value selects the default rule: refuse deleting all of a site's
+// managed VMs, or more than half of them when the site has more than 4.
+// PruneUnlimited (100) never refuses; PruneNone (any negative value) refuses
+// every prune.
+type PruneLimit int
+
+const (
+	// PruneDefault is the default rule (see PruneLimit).
+	PruneDefault PruneLimit = 0
+	// PruneUnlimited lets a plan delete every managed VM of a site.
+	PruneUnlimited PruneLimit = 100
+	// PruneNone refuses any plan that prunes a VM without the site's opt-in.
+	PruneNone PruneLimit = -1
+)
+
+// Options says what to plan and how.
+type Options struct {
+	// Tenant and Commit are copied into every plan; Tenant is part of every ID.
+	Tenant string `json:"tenant,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	// Sites restricts planning to these sites (incremental reconciles).
+	// Nil plans every site found in desired or actual.
+	Sites []string `json:"sites,omitempty"`
+	// PruneLimit sets the prune-safety share; zero is the default rule.
+	PruneLimit PruneLimit `json:"pruneLimit,omitempty"`
+}
+
+// SiteResult is the outcome of planning one site.
+type SiteResult struct {
+	Site string `json:"site"`
+	// Plan always carries Tenant, Site, Commit, InventoryVersion and
+	// Unmanaged; Actions is empty when the site is converged, and then ID is
+	// empty too (no plan is stored for a converged site).
+	Plan model.Plan `json:"plan"`
+	// Refused is non-empty when prune safety refused the plan; it says why
+	// and how to opt in. Plan still holds the refused actions, for display.
+	Refused string `json:"refused,omitempty"`
+	// AwaitingReport is true when the site's agent has never reported: the
+	// plan was computed against an empty inventory.
+	AwaitingReport bool `json:"awaitingReport,omitempty"`
+	// Conflicts lists desired VMs that were not planned because an unmanaged
+	// VM of the same name exists at the edge (sorted by VM name). Nil means none.
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+}
+
+// Conflict is a desired VM that the planner left alone.
+type Conflict struct {
+	VM     string `json:"vm"`
+	Reason string `json:"reason"`
+}
+
+// Result is the outcome of one planning run.
+type Result struct {
+	// Sites is sorted by site name.
+	Sites []SiteResult `json:"sites"`
+}
+
+// Plans returns the plans to store and hand to agents: those with at least
+// one action whose site was not refused, in site order.
+func (r Result) Plans() []model.Plan {
+	var out []model.Plan
+	for _, s := range r.Sites {
+		if s.Refused == "" && len(s.Plan.Actions) > 0 {
+			out = append(out, s.Plan)
+		}
+	}
+	return out
+}
+
+// Plan compares the desired state of one commit with the inventory each site
+// last reported and returns one SiteResult per site. It is pure: the same
+// inputs always give the same result, byte for byte.
+//
+// Input is expected to be validated (schema.Load): for duplicate VM names in
+// one site, or duplicate names in one inventory, the first one wins.
+func Plan(desired model.Desired, actual map[string]model.Inventory, opts Options) Result {
+	sites := make(map[string]*siteInput)
+	get := func(name string) *siteInput {
+		s, ok := sites[name]
+		if !ok {
+			s = &siteInput{name: name}
+			sites[name] = s
+		}
+		return s
+	}
+	for i := range desired.Sites {
+		s := get(desired.Sites[i].Name)
+		if s.site == nil {
+			s.site = &desired.Sites[i]
+		}
+	}
+	for i := range desired.VMs {
+		vm := &desired.VMs[i]
+		s := get(vm.Site)
+		s.vms = append(s.vms, vm)
+	}
+	for name, inv := range actual {
+		s := get(name)
+		s.inv = inv
+		s.hasInv = true
+	}
+
+	var only map[string]bool
+	if opts.Sites != nil {
+		only = make(map[string]bool, len(opts.Sites))
+		for _, n := range opts.Sites {
+			only[n] = true
+		}
+	}
+	names := make([]string, 0, len(sites))
+	for n := range sites {
+		if only == nil || only[n] {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+
+	res := Result{Sites: make([]SiteResult, 0, len(names))}
+	for _, n := range names {
+		res.Sites = append(res.Sites, planSite(sites[n], opts))
+	}
+	return res
+}
+
+type siteInput struct {
+	name   string
+	site   *model.Site // nil when the site is gone from git
+	vms    []*model.VirtualMachine
+	inv    model.Inventory
+	hasInv bool
+}
+
+func planSite(in *siteInput, opts Options) SiteResult {
+	sr := SiteResult{
+		Site: in.name,
+		Plan: model.Plan{
+			Tenant:           opts.Tenant,
+			Site:             in.name,
+			Commit:           opts.Commit,
+			InventoryVersion: in.inv.Version,
+			Actions:          []model.Action{},
+		},
+	}
+	// An agent that never reported has nothing we can trust: plan against
+	// an empty inventory and say so, rather than guess.
+	var observed []model.ObservedVM
+	if in.hasInv && in.inv.Reported {
+		observed = in.inv.VMs
+	} else {
+		sr.AwaitingReport = true
+	}
+
+	obs := make(map[string]*model.ObservedVM, len(observed))
+	managed := 0
+	for i := range observed {
+		o := &observed[i]
+		if _, dup := obs[o.Name]; dup {
+			continue
+		}
+		obs[o.Name] = o
+		if o.Managed {
+			managed++
+		} else {
+			sr.Plan.Unmanaged = append(sr.Plan.Unmanaged, o.Name)
+		}
+	}
+	slices.Sort(sr.Plan.Unmanaged)
+
+	b := builder{tenant: opts.Tenant, site: in.name, version: in.inv.Version}
+	want := make(map[string]bool, len(in.vms))
+	for _, vm := range in.vms {
+		if want[vm.Name] {
+			continue
+		}
+		want[vm.Name] = true
+		o := obs[vm.Name]
+		if o != nil && !o.Managed {
+			// Never adopt, replace or shadow a VM n-kudo did not create.
+			sr.Conflicts = append(sr.Conflicts, Conflict{
+				VM: vm.Name,
+				Reason: "an unmanaged VM with this name exists at the edge; " +
+					"rename the manifest or remove the VM at the edge",
+			})
+			continue
+		}
+		b.vm(vm, o)
+	}
+	slices.SortFunc(sr.Conflicts, func(a, c Conflict) int { return cmp.Compare(a.VM, c.VM) })
+
+	pruned := 0
+	for _, o := range obs {
+		if o.Managed && !want[o.Name] {
+			pruned++
+			b.prune(o)
+		}
+	}
+
+	slices.SortFunc(b.actions, func(a, c model.Action) int {
+		if p := cmp.Compare(a.Operation.Phase(), c.Operation.Phase()); p != 0 {
+			return p
+		}
+		return cmp.Compare(a.VM, c.VM)
+	})
+	sr.Plan.Actions = b.actions
+	if len(b.actions) > 0 {
+		ids := make([]string, len(b.actions))
+		for i, a := range b.actions {
+			ids[i] = a.ID
+		}
+		sr.Plan.ID = planID(opts.Tenant, in.name, ids)
+	}
+	sr.Refused = pruneRefusal(in, pruned, managed, opts.PruneLimit)
+	return sr
+}
+
+// pruneRefusal applies prune safety. Only deletions of VMs gone from git
+// count; a replace deletes and re-creates, so it keeps the VM count.
+func pruneRefusal(in *siteInput, pruned, managed int, limit PruneLimit) string {
+	if pruned == 0 || managed == 0 {
+		return ""
+	}
+	if in.site != nil && in.site.AllowsPrune() {
+		return ""
+	}
+	var refuse bool
+	var rule string
+	switch {
+	case limit == PruneDefault:
+		refuse = pruned == managed || (managed > 4 && 2*pruned > managed)
+		rule = "the default limit refuses deleting all managed VMs of a site, or more than half when it has more than 4"
+	case limit < 0:
+		refuse = true
+		rule = "the prune limit refuses every deletion"
+	default:
+		refuse = pruned*100 > int(limit)*managed
+		rule = "the prune limit is " + strconv.Itoa(int(limit)) + "% of a site's managed VMs"
+	}
+	if !refuse {
+		return ""
+	}
+	how := fmt.Sprintf("annotate Site %s with %s: \"true\" to allow it", in.name, model.AnnotationAllowPrune)
+	if in.site == nil {
+		how = fmt.Sprintf("the Site is gone from git: restore it with annotation %s: \"true\" and no VMs, then remove it once its VMs are deleted", model.AnnotationAllowPrune)
+	}
+	return fmt.Sprintf("would delete %d of %d managed VMs (%s); %s", pruned, managed, rule, how)
+}
+
+type builder struct {
+	tenant, site string
+	version      int64
+	actions      []model.Action
+}
+
+func (b *builder) add(op model.Operation, vm string, reason model.Reason, hash string, spec *model.VMSpec, changes []model.FieldChange) {
+	b.actions = append(b.actions, model.Action{
+		ID:          b.actionID(op, vm, hash, spec),
+		Operation:   op,
+		VM:          vm,
+		Reason:      reason,
+		Destructive: op == model.OpDelete || reason == model.ReasonReplace,
+		Spec:        spec,
+		SpecHash:    hash,
+		Changes:     changes,
+	})
+}
+
+func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
+	spec := vm.Spec // a copy: actions must not alias the caller's input
+	hash := spec.Hash()
+	wantRunning := spec.State == model.VMRunning
+	if o == nil {
+		b.add(model.OpCreate, vm.Name, model.ReasonMissing, hash, &spec, nil)
+		if wantRunning {
+			b.add(model.OpStart, vm.Name, model.ReasonMissing, hash, nil, nil)
+		}
+		return
+	}
+	running := o.State == model.VMRunning
+	if o.SpecHash != hash {
+		ch := []model.FieldChange{{Field: "specHash", From: o.SpecHash, To: hash}}
+		ch = appendIntChange(ch, "maxCpus", effMax(o.MaxCPUs, o.CPUs), spec.EffectiveMaxCPUs())
+		ch = appendIntChange(ch, "maxMemoryMiB", effMax(o.MaxMemoryMiB, o.MemoryMiB), spec.EffectiveMaxMemoryMiB())
+		ch = appendIntChange(ch, "cpus", o.CPUs, spec.CPUs)
+		ch = appendIntChange(ch, "memoryMiB", o.MemoryMiB, spec.MemoryMiB)
+		if running {
+			b.add(model.OpStop, vm.Name, model.ReasonReplace, o.SpecHash, nil, nil)
+		}
+		b.add(model.OpDelete, vm.Name, model.ReasonReplace, o.SpecHash, nil, nil)
+		b.add(model.OpCreate, vm.Name, model.ReasonReplace, hash, &spec, ch)
+		if wantRunning {
+			b.add(model.OpStart, vm.Name, model.ReasonReplace, hash, nil, nil)
+		}
+		return
+	}
+	// Same hash means same resize ceilings, so any cpus/memory change fits.
+	if o.CPUs != spec.CPUs || o.MemoryMiB != spec.MemoryMiB {
+		ch := appendIntChange(nil, "cpus", o.CPUs, spec.CPUs)
+		ch = appendIntChange(ch, "memoryMiB", o.MemoryMiB, spec.MemoryMiB)
+		b.add(model.OpResize, vm.Name, model.ReasonResize, hash, &spec, ch)
+	}
+	if running != wantRunning {
+		op := model.OpStart
+		if running {
+			op = model.OpStop
+		}
+		from := o.State
+		if from == "" {
+			from = model.VMStopped
+		}
+		ch := []model.FieldChange{{Field: "state", From: string(from), To: string(spec.State)}}
+		b.add(op, vm.Name, model.ReasonState, hash, nil, ch)
+	}
+}
+
+func (b *builder) prune(o *model.ObservedVM) {
+	if o.State == model.VMRunning {
+		b.add(model.OpStop, o.Name, model.ReasonPrune, o.SpecHash, nil, nil)
+	}
+	b.add(model.OpDelete, o.Name, model.ReasonPrune, o.SpecHash, nil, nil)
+}
+
+func effMax(maxV, base int) int { return max(maxV, base) }
+
+func appendIntChange(ch []model.FieldChange, field string, from, to int) []model.FieldChange {
+	if from == to {
+		return ch
+	}
+	return append(ch, model.FieldChange{Field: field, From: strconv.Itoa(from), To: strconv.Itoa(to)})
+}
+
+// actionID hashes (tenant, site, VM, operation, spec hash, inventory
+// version), each field length-prefixed so no two tuples share an encoding.
+//
+// The inventory version is included on purpose: the agent caches results by
+// action ID, so without it a second identical drift repair (a VM stopped by
+// hand twice, each time planned back to Running) would get the same ID as
+// the first and be answered from the cache instead of executed.
+//
+// For create and resize the target cpus and memory are added as well: the
+// spec hash leaves them out (they can change without a replace), and two
+// resizes to different sizes must not share an ID.
+func (b *builder) actionID(op model.Operation, vm, hash string, spec *model.VMSpec) string {
+	h := sha256.New()
+	var buf []byte
+	field := func(s string) {
+		buf = binary.AppendUvarint(buf[:0], uint64(len(s)))
+		buf = append(buf, s...)
+		h.Write(buf)
+	}
+	field("nkudo.action.v1")
+	field(b.tenant)
+	field(b.site)
+	field(vm)
+	field(string(op))
+	field(hash)
+	field(strconv.FormatInt(b.version, 10))
+	if spec != nil && (op == model.OpCreate || op == model.OpResize) {
+		field(strconv.Itoa(spec.CPUs))
+		field(strconv.Itoa(spec.MemoryMiB))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// planID hashes (tenant, site, action IDs in order). The commit is left out
+// so that an identical plan from a later commit is recognised as the same
+// plan and not stored twice.
+func planID(tenant, site string, actionIDs []string) string {
+	h := sha256.New()
+	var buf []byte
+	field := func(s string) {
+		buf = binary.AppendUvarint(buf[:0], uint64(len(s)))
+		buf = append(buf, s...)
+		h.Write(buf)
+	}
+	field("nkudo.plan.v1")
+	field(tenant)
+	field(site)
+	for _, id := range actionIDs {
+		field(id)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
