@@ -1,0 +1,667 @@
+// Package store owns n-kudo's persistence contract: the Store interface, the
+// entity types it reads and writes, and the typed errors every backend
+// returns. store/sqlite (embedded default) and store/postgres (production,
+// several replicas) implement it; store/storetest is the conformance suite
+// both pass; store/backend opens one from a database URL.
+//
+// Conventions that hold for every method:
+//   - Reads of tenant data take the tenant ID; an object of another tenant
+//     is reported as ErrNotFound, exactly like a missing one.
+//   - Mutations that change tenant-visible state take an Actor and append
+//     one hash-chained audit event in the same transaction as the change.
+//     Telemetry writes (heartbeats, logs, commit statuses, deliveries,
+//     leases) are not audited: they would grow the audit log per heartbeat.
+//   - Errors for expected cases are the sentinels below, wrapped with
+//     context; test them with errors.Is. Anything else is an I/O failure.
+//   - Secrets (tokens, webhook secrets, setup keys) go in as hashes where a
+//     hash suffices; the few stored as-is are never returned by Get/List
+//     methods, only by their one dedicated accessor.
+//   - Times are stored with microsecond precision, in UTC.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nkudo/nkudo/model"
+)
+
+// Sentinel errors. Backends wrap them with context ("get site edge-1: not found").
+var (
+	// ErrNotFound: the object does not exist, or belongs to another tenant.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique name is taken, or a state transition is not allowed
+	// (for example a different result for an action that already finished).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the input breaks a rule the store enforces (empty ID, bad name, …).
+	ErrInvalid = errors.New("invalid input")
+	// ErrTokenUsed: an enrollment token was already redeemed.
+	ErrTokenUsed = errors.New("token already used")
+	// ErrTokenExpired: a token's expiry has passed.
+	ErrTokenExpired = errors.New("token expired")
+	// ErrSuperseded: the plan was superseded by a newer plan for its site.
+	ErrSuperseded = errors.New("plan superseded")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store closed")
+)
+
+// Store is everything the control plane and the GitOps loop persist.
+// Implementations are safe for concurrent use by many goroutines and, for
+// Postgres, by many processes sharing one database.
+type Store interface {
+	Tenants
+	Repositories
+	Tokens
+	Sites
+	Plans
+	Logs
+	Statuses
+	Webhooks
+	Audit
+	Coordination
+
+	// Ping reports whether the database answers (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases connections and ends subscriptions. Further calls return ErrClosed.
+	Close() error
+}
+
+// Tenants manages tenants. Tenant IDs are chosen by the admin: a lower-case
+// DNS label (a-z, 0-9, '-', 1–63 chars), because they appear in
+// certificates, URLs and audit records.
+type Tenants interface {
+	// CreateTenant stores t (CreatedAt is set by the store).
+	// ErrInvalid if t.ID is not a DNS label; ErrConflict if it exists.
+	CreateTenant(ctx context.Context, actor Actor, t Tenant) (Tenant, error)
+	// GetTenant returns one tenant. ErrNotFound if it does not exist.
+	GetTenant(ctx context.Context, id string) (Tenant, error)
+	// ListTenants returns all tenants ordered by ID.
+	ListTenants(ctx context.Context) ([]Tenant, error)
+	// DeleteTenant removes the tenant and purges everything it owns
+	// (repositories, tokens, sites, plans, logs, statuses, previews).
+	// Audit events are kept: the log is append-only. ErrNotFound if absent.
+	DeleteTenant(ctx context.Context, actor Actor, id string) error
+}
+
+// Repositories manages the git sources a tenant reconciles from.
+type Repositories interface {
+	// CreateRepository stores r; the store assigns ID (when empty) and
+	// CreatedAt. webhookSecret may be empty (no webhook configured).
+	// ErrNotFound if the tenant does not exist; ErrConflict if the tenant
+	// already has a repository named r.Name; ErrInvalid if Name or URL is empty.
+	CreateRepository(ctx context.Context, actor Actor, r Repository, webhookSecret Secret) (Repository, error)
+	// GetRepository returns one repository (without its webhook secret).
+	// ErrNotFound if absent or of another tenant.
+	GetRepository(ctx context.Context, tenant, id string) (Repository, error)
+	// ListRepositories returns the tenant's repositories ordered by name.
+	ListRepositories(ctx context.Context, tenant string) ([]Repository, error)
+	// ListAllRepositories returns every tenant's repositories (for the
+	// reconcile loop, which runs for the whole installation).
+	ListAllRepositories(ctx context.Context) ([]Repository, error)
+	// UpdateRepository changes the settings named in u (nil fields stay).
+	// ErrNotFound if absent; ErrConflict if a new name is taken.
+	UpdateRepository(ctx context.Context, actor Actor, tenant, id string, u RepositoryUpdate) (Repository, error)
+	// DeleteRepository removes the repository, its statuses, previews and
+	// desired-state records (plans stay: they belong to sites). ErrNotFound if absent.
+	DeleteRepository(ctx context.Context, actor Actor, tenant, id string) error
+	// WebhookSecret returns the repository's webhook secret, needed to check
+	// an HMAC signature ("" if none is set). The secret is stored as-is
+	// because HMAC verification needs the key itself; it is returned by
+	// this method only. ErrNotFound if the repository is absent.
+	WebhookSecret(ctx context.Context, tenant, id string) (Secret, error)
+
+	// MarkCommitSeen records the newest commit fetched from the branch
+	// (not audited: bookkeeping). ErrNotFound if absent.
+	MarkCommitSeen(ctx context.Context, tenant, id, commit string, now time.Time) error
+	// MarkCommitApplied records the commit whose desired state is now in
+	// force (the last valid commit) and clears LastError. Audited.
+	// ErrNotFound if absent.
+	MarkCommitApplied(ctx context.Context, actor Actor, tenant, id, commit string, now time.Time) error
+	// SetRepositoryError records the last reconcile error ("" clears it).
+	// ErrNotFound if absent.
+	SetRepositoryError(ctx context.Context, tenant, id, msg string, now time.Time) error
+
+	// SiteDesired returns the per-site desired-state hashes last planned
+	// from this repository, keyed by site name (empty map when none), for
+	// incremental reconciles. ErrNotFound if the repository is absent.
+	SiteDesired(ctx context.Context, tenant, repoID string) (map[string]SiteDesired, error)
+	// SetSiteDesired upserts one site's desired-state hash and commit.
+	// ErrNotFound if the repository is absent.
+	SetSiteDesired(ctx context.Context, tenant, repoID string, d SiteDesired) error
+}
+
+// Tokens manages API tokens (people, CLI) and enrollment tokens (agents).
+// Only hashes are stored: HashSecret(secret), lower-case hex SHA-256.
+type Tokens interface {
+	// CreateAPIToken stores a token by its hash; the store assigns ID (when
+	// empty) and CreatedAt. t.Tenant "" with t.Admin true is an admin token.
+	// ErrInvalid if hash is empty, or neither tenant nor admin is given;
+	// ErrNotFound if the tenant does not exist; ErrConflict if the hash exists.
+	CreateAPIToken(ctx context.Context, actor Actor, t APIToken, hash string) (APIToken, error)
+	// APITokenByHash finds a token for authentication. ErrNotFound if no
+	// token has that hash; ErrTokenExpired if it has expired at now.
+	APITokenByHash(ctx context.Context, hash string, now time.Time) (APIToken, error)
+	// TouchAPIToken sets LastUsedAt (cheap, not audited). ErrNotFound if absent.
+	TouchAPIToken(ctx context.Context, id string, now time.Time) error
+	// ListAPITokens returns the tenant's tokens, or the admin tokens when
+	// tenant is "". Hashes are never returned.
+	ListAPITokens(ctx context.Context, tenant string) ([]APIToken, error)
+	// DeleteAPIToken revokes a token. ErrNotFound if absent or of another tenant.
+	DeleteAPIToken(ctx context.Context, actor Actor, tenant, id string) error
+
+	// CreateEnrollmentToken stores a one-time token. t.ID is the public
+	// half of "id.secret" (see NewEnrollmentToken), secretHash the hash of
+	// the secret half. ErrNotFound if the tenant or site does not exist;
+	// ErrConflict if the ID exists; ErrInvalid if ID, hash or expiry is missing.
+	CreateEnrollmentToken(ctx context.Context, actor Actor, t EnrollmentToken, secretHash string) (EnrollmentToken, error)
+	// RedeemEnrollmentToken atomically marks the token used (compare-and-set
+	// on UsedAt): of two concurrent redemptions exactly one succeeds.
+	// ErrNotFound if the ID is unknown or the secret hash does not match
+	// (compared in constant time); ErrTokenUsed if already redeemed;
+	// ErrTokenExpired if now is past ExpiresAt. Audited (actor "enroll:<id>").
+	RedeemEnrollmentToken(ctx context.Context, id, secretHash string, now time.Time) (EnrollmentToken, error)
+	// ListEnrollmentTokens returns the tenant's enrollment tokens, newest first.
+	ListEnrollmentTokens(ctx context.Context, tenant string) ([]EnrollmentToken, error)
+	// DeleteEnrollmentToken removes a token. ErrNotFound if absent.
+	DeleteEnrollmentToken(ctx context.Context, actor Actor, tenant, id string) error
+}
+
+// Sites manages edge sites, their agents' identity and their reports.
+type Sites interface {
+	// CreateSite registers a site. ErrInvalid if name is not a DNS label;
+	// ErrNotFound if the tenant does not exist; ErrConflict if it exists.
+	CreateSite(ctx context.Context, actor Actor, tenant, name string) (Site, error)
+	// GetSite returns one site. ErrNotFound if absent.
+	GetSite(ctx context.Context, tenant, name string) (Site, error)
+	// ListSites returns the tenant's sites ordered by name.
+	ListSites(ctx context.Context, tenant string) ([]Site, error)
+	// DeleteSite removes a site with its inventory, plans, logs and
+	// enrollment tokens. ErrNotFound if absent.
+	DeleteSite(ctx context.Context, actor Actor, tenant, name string) error
+
+	// SetSiteCertificate records the serial of the certificate just issued
+	// to the site's agent (enrollment or renewal); the first call sets
+	// EnrolledAt. Audited. ErrNotFound if the site is absent.
+	SetSiteCertificate(ctx context.Context, actor Actor, tenant, site, serial string, now time.Time) error
+	// RevokeSerial revokes a certificate serial of the site. Revoking twice
+	// is not an error. Audited. ErrNotFound if the site is absent.
+	RevokeSerial(ctx context.Context, actor Actor, tenant, site, serial string, now time.Time) error
+	// IsSerialRevoked reports whether a serial was revoked (checked on every
+	// agent handshake; serials are unique per CA, so no tenant is needed).
+	IsSerialRevoked(ctx context.Context, serial string) (bool, error)
+	// ListRevokedSerials returns every revoked serial (for the CRL), oldest first.
+	ListRevokedSerials(ctx context.Context) ([]RevokedSerial, error)
+
+	// SetSiteNetBird stores the NetBird management URL and setup key handed
+	// to the site's agent at enrollment. An empty key clears it. Audited
+	// (without the key). ErrNotFound if the site is absent.
+	SetSiteNetBird(ctx context.Context, actor Actor, tenant, site, managementURL string, setupKey Secret) error
+	// SiteNetBird returns the management URL and setup key (the only way to
+	// read the key back). ErrNotFound if the site is absent.
+	SiteNetBird(ctx context.Context, tenant, site string) (managementURL string, setupKey Secret, err error)
+
+	// RecordHeartbeat is the hottest write: it updates the site's one row
+	// (facts, last heartbeat, interval, inventory) and grows no history.
+	// The inventory's Version increments only when the normalised VM set
+	// (sorted by name) differs from the stored one; the first report always
+	// counts as a change. Not audited. ErrNotFound if the site is absent.
+	RecordHeartbeat(ctx context.Context, tenant, site string, hb Heartbeat) (HeartbeatResult, error)
+	// Inventory returns the site's last reported inventory (Reported false,
+	// Version 0 and no VMs when the agent never reported). ErrNotFound if
+	// the site is absent.
+	Inventory(ctx context.Context, tenant, site string) (model.Inventory, error)
+	// Inventories returns every site's inventory keyed by site name (the
+	// shape diff.Plan takes).
+	Inventories(ctx context.Context, tenant string) (map[string]model.Inventory, error)
+}
+
+// Plans stores planner output and the agents' progress through it.
+type Plans interface {
+	// StorePlan stores p with its actions in one transaction and makes it
+	// the site's active plan: the site's older pending and in-progress
+	// plans become superseded (SupersededBy = p.ID) atomically, and the
+	// site's plan topic is notified. The tenant is p.Tenant; repoID may be
+	// "" (a plan not from a repository).
+	//
+	// A plan whose ID already exists is not stored again (stored false),
+	// also under concurrency: of two simultaneous calls exactly one reports
+	// stored. The one exception: an existing plan that was superseded is
+	// made active again (stored true), because the desired state went back
+	// to it. ErrInvalid if p has no ID, tenant, site or actions;
+	// ErrNotFound if the tenant or site does not exist. Audited when stored.
+	StorePlan(ctx context.Context, actor Actor, p model.Plan, repoID string, now time.Time) (stored bool, err error)
+	// GetPlan returns a plan with its actions. ErrNotFound if absent.
+	GetPlan(ctx context.Context, tenant, id string) (StoredPlan, error)
+	// ActivePlan returns the site's pending or in-progress plan with its
+	// actions (at most one exists). ErrNotFound if the site has none.
+	ActivePlan(ctx context.Context, tenant, site string) (StoredPlan, error)
+	// ListPlans returns the tenant's plans matching f, newest first.
+	// Actions are filled only when f.WithActions is set.
+	ListPlans(ctx context.Context, tenant string, f PlanFilter) ([]StoredPlan, error)
+
+	// StartAction marks an action running and its plan in progress
+	// (idempotent: starting a running action again is fine). ErrNotFound if
+	// the plan or action is absent; ErrSuperseded if the plan was
+	// superseded; ErrConflict if the action already finished.
+	StartAction(ctx context.Context, tenant, site, planID, actionID string, now time.Time) error
+	// RecordActionResult records a finished action (r.Status succeeded,
+	// failed or skipped). The same result reported again is accepted once:
+	// New is false the second time. A different result for a finished
+	// action is ErrConflict. Results for superseded plans are recorded (the
+	// agent finishes the action it is in) but do not change the plan's
+	// status. Otherwise the plan becomes failed on the first failed action
+	// and succeeded once every action succeeded or was skipped; PlanStatus
+	// reports the plan's status after the call. Audited when new.
+	// ErrNotFound if the plan or action is absent, or the plan is not the
+	// given site's; ErrInvalid for a non-terminal status.
+	RecordActionResult(ctx context.Context, actor Actor, tenant, site string, r ActionResult) (ResultOutcome, error)
+}
+
+// Logs stores execution log lines streamed by agents.
+type Logs interface {
+	// AppendLogs stores a batch of lines of one site's plans. Lines whose
+	// (plan, seq) is already stored are ignored; inserted counts the new
+	// ones. Notifies LogTopic(plan) for each plan that got lines. Not
+	// audited. ErrNotFound if a line names a plan that is not the site's.
+	AppendLogs(ctx context.Context, tenant, site string, lines []LogLine) (inserted int, err error)
+	// Logs returns a plan's lines with Seq > afterSeq in Seq order, at most
+	// limit (0 = 1000). Missing sequence numbers are gaps: see Gaps.
+	// ErrNotFound if the plan is absent.
+	Logs(ctx context.Context, tenant, planID string, afterSeq int64, limit int) ([]LogLine, error)
+}
+
+// Statuses stores commit statuses and pull-request previews.
+type Statuses interface {
+	// SetCommitStatus upserts the status of (repo, commit, context). When
+	// state, description or target URL change, Posted is reset to false and
+	// changed is true; otherwise nothing is written. ErrNotFound if the
+	// repository is absent; ErrInvalid for an unknown state.
+	SetCommitStatus(ctx context.Context, tenant string, s CommitStatus) (changed bool, err error)
+	// MarkCommitStatusPosted records that the forge accepted the status
+	// with this exact state (a newer state set meanwhile stays unposted).
+	// ErrNotFound if absent.
+	MarkCommitStatusPosted(ctx context.Context, tenant string, s CommitStatus, now time.Time) error
+	// CommitStatuses returns the statuses of one commit ordered by context.
+	CommitStatuses(ctx context.Context, tenant, repoID, commit string) ([]CommitStatus, error)
+	// UnpostedCommitStatuses returns statuses not yet accepted by the forge
+	// (all tenants, oldest first, at most limit; 0 = 100), for the poster's retry loop.
+	UnpostedCommitStatuses(ctx context.Context, limit int) ([]CommitStatus, error)
+
+	// PutPreview upserts the preview of (repo, PR number, commit).
+	// ErrNotFound if the repository is absent.
+	PutPreview(ctx context.Context, tenant string, p Preview) error
+	// GetPreview returns the newest preview of a pull request. ErrNotFound if none.
+	GetPreview(ctx context.Context, tenant, repoID string, pr int) (Preview, error)
+	// ListPreviews returns the repository's previews, newest first.
+	ListPreviews(ctx context.Context, tenant, repoID string) ([]Preview, error)
+}
+
+// Webhooks de-duplicates forge deliveries.
+type Webhooks interface {
+	// RecordDelivery remembers a delivery ID per forge; duplicate is true
+	// when it was seen before (the caller then ignores the delivery).
+	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
+	// PruneDeliveries forgets deliveries received before cutoff.
+	PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error)
+}
+
+// Audit reads and extends the hash-chained audit log.
+type Audit interface {
+	// AppendAudit records an event that is not a store mutation (for
+	// example a reconcile trigger or a failed login). Seq, Time and the
+	// hashes are set by the store; Detail must be a JSON object or empty.
+	AppendAudit(ctx context.Context, e AuditEvent) (AuditEvent, error)
+	// ListAudit returns the tenant's events with Seq > afterSeq, oldest
+	// first, at most limit (0 = 100). tenant "" returns every tenant's
+	// events (admin view).
+	ListAudit(ctx context.Context, tenant string, afterSeq int64, limit int) ([]AuditEvent, error)
+	// VerifyAudit recomputes the whole chain and reports the first broken
+	// link (an edited, inserted or deleted event); error only for I/O.
+	VerifyAudit(ctx context.Context) (AuditVerification, error)
+}
+
+// Coordination is what lets several control-plane replicas share work.
+type Coordination interface {
+	// AcquireLease takes or renews the named lease for holder until ttl
+	// from now (database time on Postgres). It returns false, nil when
+	// another holder has an unexpired lease.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// RenewLease extends a lease holder already has; false when it was lost
+	// (expired and taken by another holder, or released).
+	RenewLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// ReleaseLease gives up the lease if holder has it (no error otherwise).
+	ReleaseLease(ctx context.Context, name, holder string) error
+
+	// Subscribe returns a channel that receives a value (coalesced, buffer
+	// of one) after every Notify of topic by any replica, until cancel is
+	// called or ctx ends. Subscribe before reading state, then read, then
+	// wait: a change between read and wait is not lost.
+	Subscribe(ctx context.Context, topic string) (<-chan struct{}, func())
+	// Notify wakes the subscribers of topic on every replica. Stores call
+	// it themselves after plan and log writes; callers may use other topics.
+	Notify(ctx context.Context, topic string) error
+}
+
+// PlanTopic is notified when a site's active plan changes.
+func PlanTopic(tenant, site string) string { return "plan/" + tenant + "/" + site }
+
+// LogTopic is notified when log lines of a plan arrive.
+func LogTopic(planID string) string { return "logs/" + planID }
+
+// Actor names who made a change, for the audit log.
+type Actor struct {
+	// Kind is one of the ActorKind constants.
+	Kind ActorKind `json:"kind"`
+	// ID identifies the actor within its kind: token ID, "tenant/site" for
+	// an agent, component name for the system.
+	ID string `json:"id"`
+}
+
+// ActorKind says what kind of principal an Actor is.
+type ActorKind string
+
+const (
+	ActorAdmin  ActorKind = "admin"  // an admin API token or the local CLI
+	ActorToken  ActorKind = "token"  // a tenant-scoped API token
+	ActorAgent  ActorKind = "agent"  // an edge agent (mTLS identity)
+	ActorSystem ActorKind = "system" // the control plane itself (reconciler, …)
+	ActorEnroll ActorKind = "enroll" // an enrollment-token redemption
+)
+
+// String renders "kind:id".
+func (a Actor) String() string { return string(a.Kind) + ":" + a.ID }
+
+// Secret is a value that must not reach a log: it prints as "[redacted]".
+type Secret string
+
+// String hides the value.
+func (Secret) String() string { return "[redacted]" }
+
+// GoString hides the value from %#v.
+func (Secret) GoString() string { return "[redacted]" }
+
+// MarshalJSON hides the value from JSON encoders.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+
+// Reveal returns the secret itself, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Tenant is one customer of the installation.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"` // display name; "" = ID
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// ForgeKind names the commit-status writer of a repository.
+type ForgeKind string
+
+const (
+	ForgeNone     ForgeKind = ""         // no statuses posted
+	ForgeGitHub   ForgeKind = "github"   // GitHub (and GitHub Enterprise)
+	ForgeGitea    ForgeKind = "gitea"    // Gitea and Forgejo
+	ForgeGitLab   ForgeKind = "gitlab"   // GitLab
+	ForgeGitNotes ForgeKind = "gitnotes" // git notes under refs/notes/nkudo
+)
+
+// Repository is a git source of one tenant's manifests.
+type Repository struct {
+	ID     string `json:"id"`
+	Tenant string `json:"tenant"`
+	Name   string `json:"name"` // unique per tenant
+	URL    string `json:"url"`
+	Branch string `json:"branch"` // "" = the remote's default branch
+	Path   string `json:"path"`   // directory inside the repository; "" = root
+	// CredentialsRef names where fetch credentials live (for example a
+	// file under the data dir); the store never holds the credentials.
+	CredentialsRef string `json:"credentialsRef,omitempty"`
+	// HasWebhookSecret reports whether a webhook secret is set (see WebhookSecret).
+	HasWebhookSecret bool `json:"hasWebhookSecret"`
+	Suspended        bool `json:"suspended"` // true: reconcile paused, drift not repaired
+
+	ForgeKind ForgeKind `json:"forgeKind,omitempty"`
+	// ForgeAPIURL is the forge's API base ("" = the public default for the kind).
+	ForgeAPIURL string `json:"forgeApiUrl,omitempty"`
+	// ForgeProject is "owner/name" (GitHub, Gitea) or the project path or ID (GitLab).
+	ForgeProject string `json:"forgeProject,omitempty"`
+	// ForgeCredentialsRef names where the status-posting token lives.
+	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
+
+	LastSeenCommit    string    `json:"lastSeenCommit,omitempty"`
+	LastSeenAt        time.Time `json:"lastSeenAt,omitzero"`
+	LastAppliedCommit string    `json:"lastAppliedCommit,omitempty"` // last valid commit in force
+	LastAppliedAt     time.Time `json:"lastAppliedAt,omitzero"`
+	LastError         string    `json:"lastError,omitempty"`
+	LastErrorAt       time.Time `json:"lastErrorAt,omitzero"`
+	CreatedAt         time.Time `json:"createdAt"`
+}
+
+// RepositoryUpdate changes repository settings; nil fields are left as they are.
+type RepositoryUpdate struct {
+	Name                *string
+	URL                 *string
+	Branch              *string
+	Path                *string
+	CredentialsRef      *string
+	WebhookSecret       *Secret // "" clears it
+	Suspended           *bool
+	ForgeKind           *ForgeKind
+	ForgeAPIURL         *string
+	ForgeProject        *string
+	ForgeCredentialsRef *string
+}
+
+// SiteDesired is the desired-state hash of one site as last planned from a repository.
+type SiteDesired struct {
+	Site      string    `json:"site"`
+	Hash      string    `json:"hash"`
+	Commit    string    `json:"commit"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// APIToken is a bearer token for people and the CLI. Its hash never leaves the store.
+type APIToken struct {
+	ID        string    `json:"id"`
+	Tenant    string    `json:"tenant,omitempty"` // "" for admin tokens
+	Admin     bool      `json:"admin"`
+	Name      string    `json:"name"` // free text ("ci", "alice's laptop")
+	CreatedAt time.Time `json:"createdAt"`
+	// ExpiresAt zero means the token does not expire.
+	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
+	LastUsedAt time.Time `json:"lastUsedAt,omitzero"` // zero = never used
+}
+
+// EnrollmentToken is a one-time token that lets an agent enroll one site.
+type EnrollmentToken struct {
+	ID        string    `json:"id"` // public half of "id.secret"
+	Tenant    string    `json:"tenant"`
+	Site      string    `json:"site"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	UsedAt    time.Time `json:"usedAt,omitzero"` // zero = not redeemed
+}
+
+// Site is one edge location as the control plane knows it.
+type Site struct {
+	Tenant     string    `json:"tenant"`
+	Name       string    `json:"name"`
+	CreatedAt  time.Time `json:"createdAt"`
+	EnrolledAt time.Time `json:"enrolledAt,omitzero"` // zero = never enrolled
+	// CertSerial is the serial of the newest certificate issued to the agent.
+	CertSerial string `json:"certSerial,omitempty"`
+	// Facts is the host facts JSON of the last heartbeat (nil = none yet).
+	Facts         json.RawMessage `json:"facts,omitempty"`
+	LastHeartbeat time.Time       `json:"lastHeartbeat,omitzero"` // zero = never
+	// HeartbeatInterval is the interval the agent was told to use (zero = unknown).
+	HeartbeatInterval    time.Duration `json:"heartbeatInterval,omitempty"`
+	InventoryVersion     int64         `json:"inventoryVersion"`
+	NetBirdManagementURL string        `json:"netbirdManagementUrl,omitempty"`
+	HasNetBirdSetupKey   bool          `json:"hasNetbirdSetupKey"`
+}
+
+// RevokedSerial is one revoked agent certificate.
+type RevokedSerial struct {
+	Serial    string    `json:"serial"`
+	Tenant    string    `json:"tenant"`
+	Site      string    `json:"site"`
+	RevokedAt time.Time `json:"revokedAt"`
+}
+
+// Heartbeat is one agent report.
+type Heartbeat struct {
+	Facts    json.RawMessage    // host facts; nil keeps the stored facts
+	VMs      []model.ObservedVM // the complete VM inventory
+	Interval time.Duration      // the interval the agent was told to use (zero = keep)
+	Time     time.Time          // when it arrived
+}
+
+// HeartbeatResult says what a heartbeat did to the inventory.
+type HeartbeatResult struct {
+	InventoryVersion int64
+	Changed          bool // true when the VM set differed (the planner should look)
+}
+
+// StoredPlan is a plan with its lifecycle.
+type StoredPlan struct {
+	// Plan is the planner's output as stored (Plan.Actions in order).
+	Plan         model.Plan       `json:"plan"`
+	RepoID       string           `json:"repoId,omitempty"`
+	Status       model.PlanStatus `json:"status"`
+	SupersededBy string           `json:"supersededBy,omitempty"`
+	CreatedAt    time.Time        `json:"createdAt"`
+	UpdatedAt    time.Time        `json:"updatedAt"`
+	// Actions holds one record per Plan.Actions entry, same order (nil
+	// from ListPlans unless PlanFilter.WithActions).
+	Actions []ActionRecord `json:"actions,omitempty"`
+}
+
+// ActionRecord is one action of a stored plan with its progress.
+type ActionRecord struct {
+	PlanID     string             `json:"planId"`
+	Index      int                `json:"index"` // position in the plan, from 0
+	Action     model.Action       `json:"action"`
+	Status     model.ActionStatus `json:"status"`
+	Result     json.RawMessage    `json:"result,omitempty"`
+	Error      string             `json:"error,omitempty"`
+	StartedAt  time.Time          `json:"startedAt,omitzero"`
+	FinishedAt time.Time          `json:"finishedAt,omitzero"`
+}
+
+// PlanFilter selects plans in ListPlans; zero fields match everything.
+type PlanFilter struct {
+	Site        string
+	Commit      string
+	RepoID      string
+	Status      model.PlanStatus
+	Limit       int // 0 = 100
+	WithActions bool
+}
+
+// ActionResult is an agent's report that an action finished.
+type ActionResult struct {
+	PlanID     string             `json:"planId"`
+	ActionID   string             `json:"actionId"`
+	Status     model.ActionStatus `json:"status"` // succeeded, failed or skipped
+	Result     json.RawMessage    `json:"result,omitempty"`
+	Error      string             `json:"error,omitempty"`
+	StartedAt  time.Time          `json:"startedAt,omitzero"`
+	FinishedAt time.Time          `json:"finishedAt"`
+}
+
+// ResultOutcome says what RecordActionResult did.
+type ResultOutcome struct {
+	New        bool             // false: the same result was already recorded
+	PlanStatus model.PlanStatus // the plan's status after the call
+}
+
+// LogStream names where a log line came from.
+type LogStream string
+
+const (
+	StreamStdout LogStream = "stdout"
+	StreamStderr LogStream = "stderr"
+	StreamAgent  LogStream = "agent" // the agent's own messages about the action
+)
+
+// LogLine is one line of execution output.
+type LogLine struct {
+	PlanID   string    `json:"planId"`
+	ActionID string    `json:"actionId,omitempty"`
+	Seq      int64     `json:"seq"` // per plan, from 1, assigned by the agent
+	Time     time.Time `json:"time"`
+	Stream   LogStream `json:"stream"`
+	Line     string    `json:"line"`
+}
+
+// StatusState is a commit status state, as forges know them.
+type StatusState string
+
+const (
+	StatePending StatusState = "pending"
+	StateSuccess StatusState = "success"
+	StateFailure StatusState = "failure"
+	StateError   StatusState = "error"
+)
+
+// Valid reports whether s is one of the four states.
+func (s StatusState) Valid() bool {
+	switch s {
+	case StatePending, StateSuccess, StateFailure, StateError:
+		return true
+	}
+	return false
+}
+
+// CommitStatus is one status context on one commit.
+type CommitStatus struct {
+	Tenant      string      `json:"tenant"`
+	RepoID      string      `json:"repoId"`
+	Commit      string      `json:"commit"`
+	Context     string      `json:"context"` // "nkudo/validate", "nkudo/plan", "nkudo/apply"
+	State       StatusState `json:"state"`
+	Description string      `json:"description,omitempty"`
+	TargetURL   string      `json:"targetUrl,omitempty"`
+	UpdatedAt   time.Time   `json:"updatedAt"`
+	Posted      bool        `json:"posted"`
+	PostedAt    time.Time   `json:"postedAt,omitzero"`
+}
+
+// Preview is the plan a pull request's head would produce (never applied).
+type Preview struct {
+	Tenant    string          `json:"tenant"`
+	RepoID    string          `json:"repoId"`
+	PR        int             `json:"pr"`
+	Commit    string          `json:"commit"`
+	Summary   string          `json:"summary"`
+	PlanText  string          `json:"planText"`
+	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
+}
+
+// AuditEvent is one entry of the append-only audit log.
+type AuditEvent struct {
+	Seq    int64     `json:"seq"` // 1, 2, 3, … without gaps
+	Time   time.Time `json:"time"`
+	Tenant string    `json:"tenant,omitempty"` // "" for installation-wide events
+	Actor  string    `json:"actor"`            // Actor.String()
+	Action string    `json:"action"`           // "site.create", "plan.store", …
+	Object string    `json:"object,omitempty"` // "site/edge-1", "plan/<id>", …
+	// Detail is a compact JSON object with event specifics (never secrets).
+	Detail   json.RawMessage `json:"detail,omitempty"`
+	PrevHash string          `json:"prevHash"` // Hash of event Seq-1 ("" for the first)
+	Hash     string          `json:"hash"`     // see AuditHash
+}
+
+// AuditVerification is the outcome of VerifyAudit.
+type AuditVerification struct {
+	Events int64 `json:"events"` // how many events were checked
+	// FirstBroken is the Seq of the first event whose link is broken (0 =
+	// the chain is intact). For a deleted event it is the Seq that is missing.
+	FirstBroken int64  `json:"firstBroken,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// OK reports whether the chain is intact.
+func (v AuditVerification) OK() bool { return v.FirstBroken == 0 }
