@@ -245,20 +245,20 @@ func pruneRefusal(in *siteInput, pruned, managed int, limit PruneLimit) string {
 	switch {
 	case limit == PruneDefault:
 		refuse = pruned == managed || (managed > 4 && 2*pruned > managed)
-		rule = "the default limit refuses deleting all managed VMs of a site, or more than half when it has more than 4"
+		rule = "default limit: never all of a site's managed VMs, nor more than half when it has more than 4"
 	case limit < 0:
 		refuse = true
-		rule = "the prune limit refuses every deletion"
+		rule = "prune limit: none without opt-in"
 	default:
 		refuse = pruned*100 > int(limit)*managed
-		rule = "the prune limit is " + strconv.Itoa(int(limit)) + "% of a site's managed VMs"
+		rule = "prune limit: " + strconv.Itoa(int(limit)) + "% of a site's managed VMs"
 	}
 	if !refuse {
 		return ""
 	}
 	how := fmt.Sprintf("annotate Site %s with %s: \"true\" to allow it", in.name, model.AnnotationAllowPrune)
 	if in.site == nil {
-		how = fmt.Sprintf("the Site is gone from git: restore it with annotation %s: \"true\" and no VMs, then remove it once its VMs are deleted", model.AnnotationAllowPrune)
+		how = fmt.Sprintf("Site %s is gone from git: to decommission it, restore the Site with annotation %s: \"true\" until its VMs are deleted", in.name, model.AnnotationAllowPrune)
 	}
 	return fmt.Sprintf("would delete %d of %d managed VMs (%s); %s", pruned, managed, rule, how)
 }

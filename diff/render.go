@@ -191,14 +191,21 @@ func RenderText(w io.Writer, r Result, o RenderOptions) error {
 		}
 		for _, a := range s.Plan.Actions {
 			sym, col := symbol(a)
-			line := fmt.Sprintf("%-3s %-6s %-*s  %-7s", sym, a.Operation, width, a.VM, a.Reason)
-			line = strings.TrimRight(line, " ")
-			b.WriteString("  " + p.paint(col, line))
-			if ch := renderChanges(a.Changes); ch != "" {
-				b.WriteString("  " + ch)
-			}
+			var tail []string
 			if a.Destructive {
-				b.WriteString("  " + p.paint(ansiRed+ansiBold, "(destructive)"))
+				tail = append(tail, p.paint(ansiRed+ansiBold, "DESTRUCTIVE"))
+			}
+			if ch := renderChanges(a.Changes); ch != "" {
+				tail = append(tail, ch)
+			}
+			reason := string(a.Reason)
+			if len(tail) > 0 {
+				reason = fmt.Sprintf("%-7s", reason) // width of the longest reason, "replace"
+			}
+			line := fmt.Sprintf("%-3s %-6s %-*s  %s", sym, a.Operation, width, a.VM, reason)
+			b.WriteString("  " + p.paint(col, line))
+			if len(tail) > 0 {
+				b.WriteString("  " + strings.Join(tail, "  "))
 			}
 			b.WriteByte('\n')
 		}
