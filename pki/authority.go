@@ -300,8 +300,19 @@ func (a *Authority) Pool() *x509.CertPool { return a.pool.Clone() }
 // Fingerprint is the CA fingerprint, "sha256:<hex of DER>".
 func (a *Authority) Fingerprint() string { return Fingerprint(a.caCert.Raw) }
 
-// ServerCertificate is the control plane's TLS certificate.
-func (a *Authority) ServerCertificate() tls.Certificate { return a.serverCert }
+// ServerCertificate is the control plane's TLS certificate, with the CA
+// appended to the chain so that an enrolling agent can pin the CA by its
+// fingerprint before it has the CA file.
+func (a *Authority) ServerCertificate() tls.Certificate {
+	sc := a.serverCert
+	for _, der := range sc.Certificate[1:] {
+		if string(der) == string(a.caCert.Raw) {
+			return sc
+		}
+	}
+	sc.Certificate = append(append([][]byte(nil), sc.Certificate...), a.caCert.Raw)
+	return sc
+}
 
 // ClientCertTTL is the lifetime of the agent certificates this Authority issues.
 func (a *Authority) ClientCertTTL() time.Duration { return a.clientTTL }

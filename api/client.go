@@ -1,0 +1,576 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ClientConfig configures a Client. BaseURL is required; the rest selects
+// the authentication mode: Token for people and the CLI, Certificate for an
+// enrolled agent, neither for enrollment and the public endpoints.
+type ClientConfig struct {
+	// BaseURL is the control plane, for example "https://cp.example.net:8443".
+	BaseURL string
+	// Token is a bearer API token ("" = none).
+	Token string
+	// Tenant is sent in the Nkudo-Tenant header, for admin tokens acting on a tenant.
+	Tenant string
+	// RootCAs verifies the server. nil with CAFingerprint set: the server's
+	// chain must contain a CA with that fingerprint (enrollment, before the
+	// agent has the CA). nil without CAFingerprint: the system roots.
+	RootCAs *x509.CertPool
+	// CAFingerprint pins the control plane's CA ("sha256:<hex>").
+	CAFingerprint string
+	// Certificate returns the mTLS client certificate; called at every TLS
+	// handshake, so an agent can swap in a renewed certificate (then call
+	// CloseIdleConnections). nil = no client certificate.
+	Certificate func() (*tls.Certificate, error)
+	// HTTPClient replaces the default client (its transport then decides TLS).
+	HTTPClient *http.Client
+	// UserAgent is sent with every request ("" = "nkudo-api-client").
+	UserAgent string
+}
+
+// Client is a typed client of the control plane API. Errors from the server
+// are *Error values; test them with errors.Is against the Err* sentinels.
+type Client struct {
+	base   *url.URL
+	hc     *http.Client
+	cfg    ClientConfig
+	closer interface{ CloseIdleConnections() }
+}
+
+// NewClient returns a Client for cfg.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("control plane URL %q: want scheme://host[:port]", cfg.BaseURL)
+	}
+	c := &Client{base: u, cfg: cfg}
+	if cfg.HTTPClient != nil {
+		c.hc = cfg.HTTPClient
+		c.closer = cfg.HTTPClient
+		return c, nil
+	}
+	tc, err := clientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	tr.ForceAttemptHTTP2 = true
+	c.hc = &http.Client{Transport: tr}
+	c.closer = tr
+	return c, nil
+}
+
+func clientTLS(cfg ClientConfig) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs}
+	if cfg.Certificate != nil {
+		get := cfg.Certificate
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }
+	}
+	if cfg.RootCAs == nil && cfg.CAFingerprint != "" {
+		pin := strings.ToLower(cfg.CAFingerprint)
+		if !strings.HasPrefix(pin, "sha256:") || len(pin) != len("sha256:")+64 {
+			return nil, fmt.Errorf("CA fingerprint %q: want sha256:<64 hex digits>", cfg.CAFingerprint)
+		}
+		// Verify the chain ourselves against the pinned CA the server sends.
+		tc.InsecureSkipVerify = true
+		tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyPinned(cs, pin) }
+	}
+	return tc, nil
+}
+
+// verifyPinned accepts a server whose presented chain contains a CA with
+// the pinned fingerprint and whose leaf verifies under that CA for the host.
+func verifyPinned(cs tls.ConnectionState, pin string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("server presented no certificate")
+	}
+	pool := x509.NewCertPool()
+	found := false
+	for _, c := range cs.PeerCertificates {
+		if fingerprint(c.Raw) == pin {
+			pool.AddCert(c)
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("server's CA does not match the pinned fingerprint %s", pin)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: cs.ServerName, Roots: pool, Intermediates: inter})
+	if err != nil {
+		return fmt.Errorf("server certificate does not verify under the pinned CA: %w", err)
+	}
+	return nil
+}
+
+// CloseIdleConnections drops pooled connections, so the next request
+// handshakes again (with a renewed client certificate).
+func (c *Client) CloseIdleConnections() {
+	if c.closer != nil {
+		c.closer.CloseIdleConnections()
+	}
+}
+
+// BaseURL is the control plane URL the client talks to.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, in any) (*http.Request, error) {
+	u := *c.base
+	u.Path = c.base.Path + path
+	u.RawPath = ""
+	if p, err := url.PathUnescape(u.Path); err == nil && p != u.Path {
+		u.RawPath = u.Path
+		u.Path = p
+	}
+	u.RawQuery = query.Encode()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("build %s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	ua := c.cfg.UserAgent
+	if ua == "" {
+		ua = "nkudo-api-client"
+	}
+	req.Header.Set("User-Agent", ua)
+	if c.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+	}
+	if c.cfg.Tenant != "" {
+		req.Header.Set(TenantHeader, c.cfg.Tenant)
+	}
+	return req, nil
+}
+
+// do sends a request and decodes a 2xx JSON answer into out (when non-nil).
+// It returns the status code; 204 leaves out untouched.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (int, error) {
+	req, err := c.newRequest(ctx, method, path, query, in)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, decodeError(resp)
+	}
+	if resp.StatusCode == http.StatusNoContent || out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return resp.StatusCode, fmt.Errorf("%s %s: decode response: %w", method, path, err)
+	}
+	return resp.StatusCode, nil
+}
+
+// decodeError turns an error response into *Error; a body that is not the
+// envelope (a proxy's HTML page) still yields the status.
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body ErrorBody
+	if err := json.Unmarshal(b, &body); err != nil || body.Error.Code == "" {
+		msg := strings.TrimSpace(string(b))
+		if len(msg) > 200 {
+			msg = msg[:200]
+		}
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		return &Error{Status: resp.StatusCode, Message: msg}
+	}
+	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+}
+
+// ---- Operational ----
+
+// Health calls /healthz (or /readyz when ready is true).
+func (c *Client) Health(ctx context.Context, ready bool) error {
+	p := PathHealthz
+	if ready {
+		p = PathReadyz
+	}
+	_, err := c.do(ctx, http.MethodGet, p, nil, nil, nil)
+	return err
+}
+
+// CRL fetches the certificate revocation list in DER.
+func (c *Client) CRL(ctx context.Context) ([]byte, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, PathCRL, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get CRL: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, decodeError(resp)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read CRL: %w", err)
+	}
+	return b, nil
+}
+
+// ---- Agent ----
+
+// Enroll redeems an enrollment token (no client certificate needed).
+func (c *Client) Enroll(ctx context.Context, req EnrollRequest) (CertResponse, error) {
+	if req.ProtocolVersion == 0 {
+		req.ProtocolVersion = ProtocolVersion
+	}
+	var out CertResponse
+	_, err := c.do(ctx, http.MethodPost, PathEnroll, nil, req, &out)
+	return out, err
+}
+
+// Renew asks for a fresh certificate for the current identity.
+func (c *Client) Renew(ctx context.Context, req RenewRequest) (CertResponse, error) {
+	if req.ProtocolVersion == 0 {
+		req.ProtocolVersion = ProtocolVersion
+	}
+	var out CertResponse
+	_, err := c.do(ctx, http.MethodPost, PathAgentRenew, nil, req, &out)
+	return out, err
+}
+
+// Heartbeat reports facts and inventory.
+func (c *Client) Heartbeat(ctx context.Context, req HeartbeatRequest) (HeartbeatResponse, error) {
+	if req.ProtocolVersion == 0 {
+		req.ProtocolVersion = ProtocolVersion
+	}
+	var out HeartbeatResponse
+	_, err := c.do(ctx, http.MethodPost, PathAgentHB, nil, req, &out)
+	return out, err
+}
+
+// WaitPlan long-polls for the site's active plan when it differs from
+// after (the ID of the plan the agent already has, "" for none). It returns
+// (nil, nil) when wait elapses without a newer plan.
+func (c *Client) WaitPlan(ctx context.Context, after string, wait time.Duration) (*AgentPlan, error) {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+	}
+	if wait > 0 {
+		q.Set("wait", wait.String())
+	}
+	var out AgentPlan
+	status, err := c.do(ctx, http.MethodGet, PathAgentPlan, q, nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	if status == http.StatusNoContent {
+		return nil, nil
+	}
+	return &out, nil
+}
+
+// ReportResults sends action outcomes (idempotent).
+func (c *Client) ReportResults(ctx context.Context, results ...ActionResult) (ResultsResponse, error) {
+	var out ResultsResponse
+	_, err := c.do(ctx, http.MethodPost, PathAgentResults, nil, ResultsRequest{Results: results}, &out)
+	return out, err
+}
+
+// SendLogs sends an ordered batch of log lines.
+func (c *Client) SendLogs(ctx context.Context, lines []LogLine) (LogsResponse, error) {
+	var out LogsResponse
+	_, err := c.do(ctx, http.MethodPost, PathAgentLogs, nil, LogsRequest{Lines: lines}, &out)
+	return out, err
+}
+
+// ---- Tenants and tokens (admin) ----
+
+// CreateTenant creates a tenant (admin).
+func (c *Client) CreateTenant(ctx context.Context, req CreateTenantRequest) (Tenant, error) {
+	var out Tenant
+	_, err := c.do(ctx, http.MethodPost, PathTenants, nil, req, &out)
+	return out, err
+}
+
+// ListTenants lists tenants (admin).
+func (c *Client) ListTenants(ctx context.Context) ([]Tenant, error) {
+	var out []Tenant
+	_, err := c.do(ctx, http.MethodGet, PathTenants, nil, nil, &out)
+	return out, err
+}
+
+// GetTenant returns one tenant (admin, or the tenant's own token).
+func (c *Client) GetTenant(ctx context.Context, id string) (Tenant, error) {
+	var out Tenant
+	_, err := c.do(ctx, http.MethodGet, Path(PathTenant, id), nil, nil, &out)
+	return out, err
+}
+
+// CreateToken creates an API token (admin). The token is in the response only.
+func (c *Client) CreateToken(ctx context.Context, req CreateTokenRequest) (CreateTokenResponse, error) {
+	var out CreateTokenResponse
+	_, err := c.do(ctx, http.MethodPost, PathTokens, nil, req, &out)
+	return out, err
+}
+
+// ListTokens lists the caller's tenant's tokens (or admin tokens for an admin without a tenant).
+func (c *Client) ListTokens(ctx context.Context) ([]APIToken, error) {
+	var out []APIToken
+	_, err := c.do(ctx, http.MethodGet, PathTokens, nil, nil, &out)
+	return out, err
+}
+
+// DeleteToken revokes an API token.
+func (c *Client) DeleteToken(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, Path(PathToken, id), nil, nil, nil)
+	return err
+}
+
+// ---- Repositories ----
+
+// CreateRepo registers a repository.
+func (c *Client) CreateRepo(ctx context.Context, req CreateRepoRequest) (Repository, error) {
+	var out Repository
+	_, err := c.do(ctx, http.MethodPost, PathRepos, nil, req, &out)
+	return out, err
+}
+
+// ListRepos lists the tenant's repositories.
+func (c *Client) ListRepos(ctx context.Context) ([]Repository, error) {
+	var out []Repository
+	_, err := c.do(ctx, http.MethodGet, PathRepos, nil, nil, &out)
+	return out, err
+}
+
+// GetRepo returns one repository.
+func (c *Client) GetRepo(ctx context.Context, id string) (Repository, error) {
+	var out Repository
+	_, err := c.do(ctx, http.MethodGet, Path(PathRepo, id), nil, nil, &out)
+	return out, err
+}
+
+// UpdateRepo changes repository settings.
+func (c *Client) UpdateRepo(ctx context.Context, id string, req UpdateRepoRequest) (Repository, error) {
+	var out Repository
+	_, err := c.do(ctx, http.MethodPatch, Path(PathRepo, id), nil, req, &out)
+	return out, err
+}
+
+// DeleteRepo removes a repository.
+func (c *Client) DeleteRepo(ctx context.Context, id string) error {
+	_, err := c.do(ctx, http.MethodDelete, Path(PathRepo, id), nil, nil, nil)
+	return err
+}
+
+// Reconcile triggers a reconcile of the repository.
+func (c *Client) Reconcile(ctx context.Context, id, ref string) (TriggerResult, error) {
+	var out TriggerResult
+	_, err := c.do(ctx, http.MethodPost, Path(PathRepoReconcile, id), nil, ReconcileRequest{Ref: ref}, &out)
+	return out, err
+}
+
+// CommitStatuses returns the statuses of one commit.
+func (c *Client) CommitStatuses(ctx context.Context, repoID, commit string) ([]CommitStatus, error) {
+	var out []CommitStatus
+	_, err := c.do(ctx, http.MethodGet, Path(PathRepoStatuses, repoID, commit), nil, nil, &out)
+	return out, err
+}
+
+// ListPreviews returns the repository's pull-request previews, newest first.
+func (c *Client) ListPreviews(ctx context.Context, repoID string) ([]Preview, error) {
+	var out []Preview
+	_, err := c.do(ctx, http.MethodGet, Path(PathRepoPreviews, repoID), nil, nil, &out)
+	return out, err
+}
+
+// GetPreview returns the newest preview of a pull request.
+func (c *Client) GetPreview(ctx context.Context, repoID string, pr int) (Preview, error) {
+	var out Preview
+	_, err := c.do(ctx, http.MethodGet, Path(PathRepoPreview, repoID, strconv.Itoa(pr)), nil, nil, &out)
+	return out, err
+}
+
+// ---- Sites ----
+
+// CreateSite registers a site.
+func (c *Client) CreateSite(ctx context.Context, name string) (Site, error) {
+	var out Site
+	_, err := c.do(ctx, http.MethodPost, PathSites, nil, CreateSiteRequest{Name: name}, &out)
+	return out, err
+}
+
+// ListSites lists the tenant's sites.
+func (c *Client) ListSites(ctx context.Context) ([]Site, error) {
+	var out []Site
+	_, err := c.do(ctx, http.MethodGet, PathSites, nil, nil, &out)
+	return out, err
+}
+
+// GetSite returns one site with its facts and heartbeat age.
+func (c *Client) GetSite(ctx context.Context, name string) (Site, error) {
+	var out Site
+	_, err := c.do(ctx, http.MethodGet, Path(PathSite, name), nil, nil, &out)
+	return out, err
+}
+
+// DeleteSite removes a site.
+func (c *Client) DeleteSite(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, Path(PathSite, name), nil, nil, nil)
+	return err
+}
+
+// SetNetBird sets the site's NetBird management URL and setup key.
+func (c *Client) SetNetBird(ctx context.Context, site string, req SetNetBirdRequest) error {
+	_, err := c.do(ctx, http.MethodPut, Path(PathSiteNetBird, site), nil, req, nil)
+	return err
+}
+
+// RevokeSite revokes the site's current agent certificate.
+func (c *Client) RevokeSite(ctx context.Context, site string) (RevokeResponse, error) {
+	var out RevokeResponse
+	_, err := c.do(ctx, http.MethodPost, Path(PathSiteRevoke, site), nil, struct{}{}, &out)
+	return out, err
+}
+
+// CreateEnrollmentToken creates a one-time enrollment token for a site.
+func (c *Client) CreateEnrollmentToken(ctx context.Context, site string, ttl time.Duration) (EnrollmentToken, error) {
+	var out EnrollmentToken
+	_, err := c.do(ctx, http.MethodPost, Path(PathSiteEnroll, site), nil, CreateEnrollmentTokenRequest{TTL: Duration(ttl)}, &out)
+	return out, err
+}
+
+// SiteVMs compares desired and actual VMs of a site.
+func (c *Client) SiteVMs(ctx context.Context, site string) (SiteVMs, error) {
+	var out SiteVMs
+	_, err := c.do(ctx, http.MethodGet, Path(PathSiteVMs, site), nil, nil, &out)
+	return out, err
+}
+
+// ---- Plans, logs, audit ----
+
+// PlanFilter selects plans in ListPlans; zero fields match everything.
+type PlanFilter struct {
+	Site, Commit, RepoID, Status string
+	Limit                        int
+}
+
+// ListPlans lists the tenant's plans, newest first.
+func (c *Client) ListPlans(ctx context.Context, f PlanFilter) ([]Plan, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"site": f.Site, "commit": f.Commit, "repo": f.RepoID, "status": f.Status} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out []Plan
+	_, err := c.do(ctx, http.MethodGet, PathPlans, q, nil, &out)
+	return out, err
+}
+
+// GetPlan returns a plan with its actions.
+func (c *Client) GetPlan(ctx context.Context, id string) (Plan, error) {
+	var out Plan
+	_, err := c.do(ctx, http.MethodGet, Path(PathPlan, id), nil, nil, &out)
+	return out, err
+}
+
+// Logs returns a plan's log lines with Seq > after.
+func (c *Client) Logs(ctx context.Context, planID string, after int64) (LogPage, error) {
+	var out LogPage
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
+	_, err := c.do(ctx, http.MethodGet, Path(PathPlanLogs, planID), q, nil, &out)
+	return out, err
+}
+
+// FollowLogs streams a plan's log lines with Seq > after, calling fn for
+// each, until ctx ends, fn returns an error, or the server ends the stream
+// (the plan finished and every line was sent). The returned error is nil in
+// the last case.
+func (c *Client) FollowLogs(ctx context.Context, planID string, after int64, fn func(LogLine) error) error {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "follow": {"true"}}
+	req, err := c.newRequest(ctx, http.MethodGet, Path(PathPlanLogs, planID), q, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("follow logs: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return decodeError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue // keep-alive
+		}
+		var l LogLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return fmt.Errorf("follow logs: decode line: %w", err)
+		}
+		if err := fn(l); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("follow logs: %w", err)
+	}
+	return nil
+}
+
+// ListAudit returns audit events with Seq > after, oldest first.
+func (c *Client) ListAudit(ctx context.Context, after int64, limit int) ([]AuditEvent, error) {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out []AuditEvent
+	_, err := c.do(ctx, http.MethodGet, PathAudit, q, nil, &out)
+	return out, err
+}
+
+// fingerprint is "sha256:<hex of DER>", the form pki.Fingerprint prints.
+func fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}

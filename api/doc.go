@@ -1,0 +1,22 @@
+// Package api is the wire contract between the n-kudo control plane, the
+// edge agent and the CLI: request and response types, URL paths, the error
+// envelope with its codes, the protocol version, and a typed Client.
+//
+// Every endpoint lives under /v1. Agents authenticate with mTLS client
+// certificates issued at enrollment; people and the CLI use bearer API
+// tokens, scoped to one tenant or to the whole installation (admin).
+// docs/api.md describes each endpoint.
+//
+// # Protocol version
+//
+// ProtocolVersion increases by one whenever the agent-facing contract
+// changes in a way an older peer could notice. Additive fields in responses
+// do not bump it; new fields in agent requests do, because the server
+// rejects unknown fields in agent reports. Changelog:
+//
+//   - 1 (2026-11-26): first version: enroll, renew, heartbeat with host facts
+//     and inventory, plan long-poll, action results, ordered log batches.
+package api
+
+// ProtocolVersion is the agent protocol this package speaks; see the changelog above.
+const ProtocolVersion = 1

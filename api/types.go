@@ -1,0 +1,484 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nkudo/nkudo/model"
+)
+
+// Duration is a time.Duration that travels as a Go duration string ("30s").
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string such as "1m30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a duration string such as "90s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ---- Agent: enrollment and renewal ----
+
+// EnrollRequest redeems a one-time enrollment token for a client certificate.
+type EnrollRequest struct {
+	// Token is the "id.secret" enrollment token.
+	Token string `json:"token"`
+	// CSR is a PEM certificate request for an ECDSA P-256 key. Its names are
+	// ignored: the identity comes from the token.
+	CSR string `json:"csr"`
+	// Tenant and Site, when set, must match the token's binding; a mismatch is
+	// refused without consuming the token.
+	Tenant string `json:"tenant,omitempty"`
+	Site   string `json:"site,omitempty"`
+	// Hostname is informational (audit log).
+	Hostname        string `json:"hostname,omitempty"`
+	ProtocolVersion int    `json:"protocolVersion"`
+}
+
+// RenewRequest asks for a fresh certificate for the identity of the current one.
+type RenewRequest struct {
+	CSR             string `json:"csr"`
+	ProtocolVersion int    `json:"protocolVersion"`
+}
+
+// CertResponse answers enroll and renew.
+type CertResponse struct {
+	Tenant string `json:"tenant"`
+	Site   string `json:"site"`
+	// Certificate is the PEM client certificate; CA is the PEM CA bundle to
+	// trust for the control plane (and to present the certificate under).
+	Certificate string    `json:"certificate"`
+	CA          string    `json:"ca"`
+	NotAfter    time.Time `json:"notAfter"`
+	// NetBird is the site's NetBird configuration, nil when none is set.
+	NetBird *NetBirdConfig `json:"netbird,omitempty"`
+	// HeartbeatInterval is when to send the first heartbeat.
+	HeartbeatInterval Duration `json:"heartbeatInterval"`
+	ProtocolVersion   int      `json:"protocolVersion"`
+}
+
+// NetBirdConfig is what the agent needs to join the site to NetBird. The
+// setup key is a secret: agents must not log it.
+type NetBirdConfig struct {
+	ManagementURL string `json:"managementUrl,omitempty"`
+	SetupKey      string `json:"setupKey,omitempty"`
+}
+
+// ---- Agent: heartbeat ----
+
+// HeartbeatRequest carries host facts and the complete VM inventory.
+// Unknown fields are rejected.
+type HeartbeatRequest struct {
+	ProtocolVersion int                `json:"protocolVersion"`
+	AgentVersion    string             `json:"agentVersion,omitempty"`
+	Facts           HostFacts          `json:"facts"`
+	VMs             []model.ObservedVM `json:"vms"`
+}
+
+// HostFacts describe the edge host. Zero values mean "not known".
+type HostFacts struct {
+	Hostname      string `json:"hostname,omitempty"`
+	OS            string `json:"os,omitempty"`
+	Arch          string `json:"arch,omitempty"`
+	KernelVersion string `json:"kernelVersion,omitempty"`
+	CPUs          int    `json:"cpus,omitempty"`
+	MemoryMiB     int64  `json:"memoryMiB,omitempty"`
+	// DiskTotalGiB and DiskFreeGiB describe the filesystem holding VM disks.
+	DiskTotalGiB float64 `json:"diskTotalGiB,omitempty"`
+	DiskFreeGiB  float64 `json:"diskFreeGiB,omitempty"`
+	// KVM reports whether /dev/kvm is usable.
+	KVM        bool            `json:"kvm"`
+	Hypervisor HypervisorFacts `json:"hypervisor,omitzero"`
+	NetBird    NetBirdFacts    `json:"netbird,omitzero"`
+	// BootTime is when the host booted (zero = unknown).
+	BootTime time.Time `json:"bootTime,omitzero"`
+	// Labels are free-form facts the agent wants to show.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// HypervisorFacts describe the hypervisor binary found on the host.
+type HypervisorFacts struct {
+	Name    string `json:"name,omitempty"` // "cloud-hypervisor"
+	Version string `json:"version,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Error   string `json:"error,omitempty"` // why it is not usable, if it is not
+}
+
+// NetBirdFacts describe the NetBird client state.
+type NetBirdFacts struct {
+	Installed           bool   `json:"installed"`
+	State               string `json:"state,omitempty"` // "Connected", "NeedsLogin", …
+	IP                  string `json:"ip,omitempty"`
+	FQDN                string `json:"fqdn,omitempty"`
+	ManagementConnected bool   `json:"managementConnected"`
+	PeersConnected      int    `json:"peersConnected,omitempty"`
+	PeersTotal          int    `json:"peersTotal,omitempty"`
+	Error               string `json:"error,omitempty"`
+}
+
+// HeartbeatResponse tells the agent when to come back.
+type HeartbeatResponse struct {
+	// NextHeartbeat is the interval to wait before the next heartbeat; it
+	// grows with the fleet so the server's heartbeat rate stays bounded.
+	NextHeartbeat Duration `json:"nextHeartbeat"`
+	// InventoryVersion is the version the server holds after this report.
+	InventoryVersion int64     `json:"inventoryVersion"`
+	ServerTime       time.Time `json:"serverTime"`
+	// RenewAfter is when the agent should renew its certificate (zero = unknown).
+	RenewAfter time.Time `json:"renewAfter,omitzero"`
+}
+
+// ---- Agent: plans, results, logs ----
+
+// AgentPlan is the long-poll answer: the site's active plan.
+type AgentPlan struct {
+	Plan   model.Plan       `json:"plan"`
+	Status model.PlanStatus `json:"status"`
+}
+
+// ResultsRequest reports one or more action outcomes. Results are idempotent:
+// the same result twice is accepted once.
+type ResultsRequest struct {
+	Results []ActionResult `json:"results"`
+}
+
+// ActionResult is the outcome of one action. Status "running" marks an action
+// started; succeeded, failed and skipped are final.
+type ActionResult struct {
+	PlanID   string             `json:"planId"`
+	ActionID string             `json:"actionId"`
+	Status   model.ActionStatus `json:"status"`
+	// Error says why a failed action failed.
+	Error string `json:"error,omitempty"`
+	// Output is a small JSON document of provider details (optional).
+	Output     json.RawMessage `json:"output,omitempty"`
+	StartedAt  time.Time       `json:"startedAt,omitzero"`
+	FinishedAt time.Time       `json:"finishedAt,omitzero"`
+}
+
+// ResultsResponse says what happened to each reported result, in order.
+type ResultsResponse struct {
+	Results []ResultAck `json:"results"`
+}
+
+// ResultAck acknowledges one result.
+type ResultAck struct {
+	ActionID string `json:"actionId"`
+	// New is false when the same result had been recorded before.
+	New bool `json:"new"`
+	// PlanStatus is the plan's status after the result.
+	PlanStatus model.PlanStatus `json:"planStatus,omitempty"`
+}
+
+// LogStream names where a log line came from.
+type LogStream string
+
+const (
+	StreamStdout LogStream = "stdout"
+	StreamStderr LogStream = "stderr"
+	StreamAgent  LogStream = "agent"
+)
+
+// LogLine is one line of execution output. Seq is per plan, from 1, assigned by the agent.
+type LogLine struct {
+	PlanID   string    `json:"planId"`
+	ActionID string    `json:"actionId,omitempty"`
+	Seq      int64     `json:"seq"`
+	Time     time.Time `json:"time"`
+	Stream   LogStream `json:"stream"`
+	Line     string    `json:"line"`
+}
+
+// LogsRequest is an ordered batch of lines (of one or more plans of the site).
+type LogsRequest struct {
+	Lines []LogLine `json:"lines"`
+}
+
+// LogsResponse reports what the batch did. Lines already stored are counted
+// as duplicates and dropped; missing sequence numbers are reported as gaps so
+// the agent can resend them.
+type LogsResponse struct {
+	Accepted   int      `json:"accepted"`
+	Duplicates int      `json:"duplicates"`
+	Gaps       []LogGap `json:"gaps,omitempty"`
+}
+
+// LogGap is a closed range of missing sequence numbers of one plan.
+type LogGap struct {
+	PlanID string `json:"planId"`
+	From   int64  `json:"from"`
+	To     int64  `json:"to"`
+}
+
+// ---- User: tenants and tokens ----
+
+// Tenant is one customer of the installation.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// CreateTenantRequest creates a tenant; ID is a DNS label.
+type CreateTenantRequest struct {
+	ID   string `json:"id"`
+	Name string `json:"name,omitempty"`
+}
+
+// CreateTokenRequest creates an API token: for Tenant, or admin-scoped when Admin is set.
+type CreateTokenRequest struct {
+	Tenant string   `json:"tenant,omitempty"`
+	Admin  bool     `json:"admin,omitempty"`
+	Name   string   `json:"name,omitempty"`
+	TTL    Duration `json:"ttl,omitempty"` // zero = does not expire
+}
+
+// APIToken describes a token (never its secret).
+type APIToken struct {
+	ID         string    `json:"id"`
+	Tenant     string    `json:"tenant,omitempty"`
+	Admin      bool      `json:"admin"`
+	Name       string    `json:"name,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	ExpiresAt  time.Time `json:"expiresAt,omitzero"`
+	LastUsedAt time.Time `json:"lastUsedAt,omitzero"`
+}
+
+// CreateTokenResponse carries the token itself, shown this once.
+type CreateTokenResponse struct {
+	APIToken
+	Token string `json:"token"`
+}
+
+// ---- User: repositories ----
+
+// Repository is a tenant's git source. The webhook secret is never returned.
+type Repository struct {
+	ID                string    `json:"id"`
+	Tenant            string    `json:"tenant"`
+	Name              string    `json:"name"`
+	URL               string    `json:"url"`
+	Branch            string    `json:"branch,omitempty"`
+	Path              string    `json:"path,omitempty"`
+	HasWebhookSecret  bool      `json:"hasWebhookSecret"`
+	Suspended         bool      `json:"suspended"`
+	ForgeKind         string    `json:"forgeKind,omitempty"`
+	ForgeAPIURL       string    `json:"forgeApiUrl,omitempty"`
+	ForgeProject      string    `json:"forgeProject,omitempty"`
+	LastSeenCommit    string    `json:"lastSeenCommit,omitempty"`
+	LastAppliedCommit string    `json:"lastAppliedCommit,omitempty"`
+	LastError         string    `json:"lastError,omitempty"`
+	CreatedAt         time.Time `json:"createdAt"`
+	// WebhookURL is where the forge should deliver push and pull-request events.
+	WebhookURL string `json:"webhookUrl,omitempty"`
+}
+
+// CreateRepoRequest registers a repository. WebhookSecret is mandatory.
+type CreateRepoRequest struct {
+	Name           string `json:"name"`
+	URL            string `json:"url"`
+	Branch         string `json:"branch,omitempty"`
+	Path           string `json:"path,omitempty"`
+	WebhookSecret  string `json:"webhookSecret"`
+	CredentialsRef string `json:"credentialsRef,omitempty"`
+	ForgeKind      string `json:"forgeKind,omitempty"`
+	ForgeAPIURL    string `json:"forgeApiUrl,omitempty"`
+	ForgeProject   string `json:"forgeProject,omitempty"`
+	// ForgeCredentialsRef names where the status-posting token lives.
+	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
+}
+
+// UpdateRepoRequest changes settings; nil fields stay.
+type UpdateRepoRequest struct {
+	Branch        *string `json:"branch,omitempty"`
+	Path          *string `json:"path,omitempty"`
+	WebhookSecret *string `json:"webhookSecret,omitempty"`
+	Suspended     *bool   `json:"suspended,omitempty"`
+}
+
+// ReconcileRequest asks for a reconcile of a ref ("" = the configured branch).
+type ReconcileRequest struct {
+	Ref string `json:"ref,omitempty"`
+}
+
+// TriggerResult is what a reconcile trigger did.
+type TriggerResult struct {
+	RepoID string `json:"repoId"`
+	Ref    string `json:"ref,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	// Queued is true when the reconcile runs asynchronously.
+	Queued bool `json:"queued"`
+	// Summary is the plan summary, when the reconcile ran synchronously.
+	Summary string `json:"summary,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// CommitStatus is one status context of one commit.
+type CommitStatus struct {
+	RepoID      string    `json:"repoId"`
+	Commit      string    `json:"commit"`
+	Context     string    `json:"context"`
+	State       string    `json:"state"`
+	Description string    `json:"description,omitempty"`
+	TargetURL   string    `json:"targetUrl,omitempty"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	Posted      bool      `json:"posted"`
+}
+
+// Preview is the plan a pull request's head would produce.
+type Preview struct {
+	RepoID    string          `json:"repoId"`
+	PR        int             `json:"pr"`
+	Commit    string          `json:"commit"`
+	Summary   string          `json:"summary"`
+	PlanText  string          `json:"planText"`
+	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
+}
+
+// ---- User: sites ----
+
+// Site is an edge location with its agent's last report.
+type Site struct {
+	Tenant     string    `json:"tenant"`
+	Name       string    `json:"name"`
+	CreatedAt  time.Time `json:"createdAt"`
+	EnrolledAt time.Time `json:"enrolledAt,omitzero"`
+	CertSerial string    `json:"certSerial,omitempty"`
+	Revoked    bool      `json:"revoked"`
+	// Facts is nil until the first heartbeat.
+	Facts         *HostFacts `json:"facts,omitempty"`
+	LastHeartbeat time.Time  `json:"lastHeartbeat,omitzero"`
+	// HeartbeatAge is the time since the last heartbeat (zero when never).
+	HeartbeatAge Duration `json:"heartbeatAge,omitempty"`
+	// HeartbeatInterval is the interval the agent was told to use.
+	HeartbeatInterval Duration `json:"heartbeatInterval,omitempty"`
+	// Online is true when the last heartbeat is within interval plus grace.
+	Online               bool   `json:"online"`
+	InventoryVersion     int64  `json:"inventoryVersion"`
+	NetBirdManagementURL string `json:"netbirdManagementUrl,omitempty"`
+	// NetBirdConfigured says whether a setup key is set; the key is never returned.
+	NetBirdConfigured bool `json:"netbirdConfigured"`
+}
+
+// CreateSiteRequest registers a site; Name is a DNS label.
+type CreateSiteRequest struct {
+	Name string `json:"name"`
+}
+
+// SetNetBirdRequest sets the site's NetBird management URL and setup key.
+// An empty SetupKey clears it.
+type SetNetBirdRequest struct {
+	ManagementURL string `json:"managementUrl"`
+	SetupKey      string `json:"setupKey"`
+}
+
+// RevokeResponse names the revoked certificate serial.
+type RevokeResponse struct {
+	Site   string `json:"site"`
+	Serial string `json:"serial"`
+}
+
+// CreateEnrollmentTokenRequest creates a one-time token for a site.
+type CreateEnrollmentTokenRequest struct {
+	// TTL is how long the token stays valid; zero = the server default (1h).
+	TTL Duration `json:"ttl,omitempty"`
+}
+
+// EnrollmentToken is returned once, at creation.
+type EnrollmentToken struct {
+	ID            string    `json:"id"`
+	Tenant        string    `json:"tenant"`
+	Site          string    `json:"site"`
+	Token         string    `json:"token"`
+	ExpiresAt     time.Time `json:"expiresAt"`
+	CAFingerprint string    `json:"caFingerprint"`
+	// Command is the full command to run on the edge host.
+	Command string `json:"command"`
+}
+
+// SiteVMs compares desired and actual VMs of a site.
+type SiteVMs struct {
+	Site             string `json:"site"`
+	Reported         bool   `json:"reported"`
+	InventoryVersion int64  `json:"inventoryVersion"`
+	// DesiredKnown is false when no desired state is available (no reconciler,
+	// or the site's repository was never reconciled).
+	DesiredKnown  bool     `json:"desiredKnown"`
+	DesiredCommit string   `json:"desiredCommit,omitempty"`
+	VMs           []VMView `json:"vms"`
+}
+
+// VMView is one VM, desired and/or actual.
+type VMView struct {
+	Name    string            `json:"name"`
+	Desired *model.VMSpec     `json:"desired,omitempty"`
+	Actual  *model.ObservedVM `json:"actual,omitempty"`
+	// InSync is true when the actual VM matches the desired spec and state.
+	InSync bool `json:"inSync"`
+}
+
+// ---- User: plans, logs, audit ----
+
+// Plan is a stored plan with its lifecycle and actions.
+type Plan struct {
+	Plan         model.Plan       `json:"plan"`
+	RepoID       string           `json:"repoId,omitempty"`
+	Status       model.PlanStatus `json:"status"`
+	SupersededBy string           `json:"supersededBy,omitempty"`
+	CreatedAt    time.Time        `json:"createdAt"`
+	UpdatedAt    time.Time        `json:"updatedAt"`
+	Actions      []Action         `json:"actions,omitempty"`
+}
+
+// Action is one action of a stored plan with its progress.
+type Action struct {
+	Index      int                `json:"index"`
+	Action     model.Action       `json:"action"`
+	Status     model.ActionStatus `json:"status"`
+	Error      string             `json:"error,omitempty"`
+	Output     json.RawMessage    `json:"output,omitempty"`
+	StartedAt  time.Time          `json:"startedAt,omitzero"`
+	FinishedAt time.Time          `json:"finishedAt,omitzero"`
+}
+
+// LogPage is a page of a plan's log lines. Gaps lists missing sequence numbers.
+type LogPage struct {
+	Lines []LogLine `json:"lines"`
+	Gaps  []LogGap  `json:"gaps,omitempty"`
+}
+
+// AuditEvent is one entry of the hash-chained audit log.
+type AuditEvent struct {
+	Seq      int64           `json:"seq"`
+	Time     time.Time       `json:"time"`
+	Tenant   string          `json:"tenant,omitempty"`
+	Actor    string          `json:"actor"`
+	Action   string          `json:"action"`
+	Object   string          `json:"object,omitempty"`
+	Detail   json.RawMessage `json:"detail,omitempty"`
+	PrevHash string          `json:"prevHash"`
+	Hash     string          `json:"hash"`
+}
+
+// Health is the body of /healthz and /readyz.
+type Health struct {
+	Status string `json:"status"` // "ok" or "unavailable"
+	Error  string `json:"error,omitempty"`
+}
