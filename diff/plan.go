@@ -283,11 +283,13 @@ func (b *builder) add(op model.Operation, vm string, reason model.Reason, hash s
 }
 
 func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
-	spec := vm.Spec // a copy: actions must not alias the caller's input
+	spec := vm.Spec
 	hash := spec.Hash()
+	// Actions carry their own copy: they must not alias the caller's input.
+	specCopy := func() *model.VMSpec { c := spec; return &c }
 	wantRunning := spec.State == model.VMRunning
 	if o == nil {
-		b.add(model.OpCreate, vm.Name, model.ReasonMissing, hash, &spec, nil)
+		b.add(model.OpCreate, vm.Name, model.ReasonMissing, hash, specCopy(), nil)
 		if wantRunning {
 			b.add(model.OpStart, vm.Name, model.ReasonMissing, hash, nil, nil)
 		}
@@ -304,7 +306,7 @@ func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
 			b.add(model.OpStop, vm.Name, model.ReasonReplace, o.SpecHash, nil, nil)
 		}
 		b.add(model.OpDelete, vm.Name, model.ReasonReplace, o.SpecHash, nil, nil)
-		b.add(model.OpCreate, vm.Name, model.ReasonReplace, hash, &spec, ch)
+		b.add(model.OpCreate, vm.Name, model.ReasonReplace, hash, specCopy(), ch)
 		if wantRunning {
 			b.add(model.OpStart, vm.Name, model.ReasonReplace, hash, nil, nil)
 		}
@@ -314,7 +316,7 @@ func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
 	if o.CPUs != spec.CPUs || o.MemoryMiB != spec.MemoryMiB {
 		ch := appendIntChange(nil, "cpus", o.CPUs, spec.CPUs)
 		ch = appendIntChange(ch, "memoryMiB", o.MemoryMiB, spec.MemoryMiB)
-		b.add(model.OpResize, vm.Name, model.ReasonResize, hash, &spec, ch)
+		b.add(model.OpResize, vm.Name, model.ReasonResize, hash, specCopy(), ch)
 	}
 	if running != wantRunning {
 		op := model.OpStart
