@@ -323,11 +323,8 @@ func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
 		if running {
 			op = model.OpStop
 		}
-		from := o.State
-		if from == "" {
-			from = model.VMStopped
-		}
-		ch := []model.FieldChange{{Field: "state", From: string(from), To: string(spec.State)}}
+		// From is what the agent reported, empty included: it counts as stopped.
+		ch := []model.FieldChange{{Field: "state", From: string(o.State), To: string(spec.State)}}
 		b.add(op, vm.Name, model.ReasonState, hash, nil, ch)
 	}
 }
