@@ -1,0 +1,300 @@
+package webhooks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nkudo/nkudo/store"
+)
+
+// Store is what the handler needs from the store.
+type Store interface {
+	ListAllRepositories(ctx context.Context) ([]store.Repository, error)
+	WebhookSecret(ctx context.Context, tenant, id string) (store.Secret, error)
+	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
+}
+
+// Sink receives the work deliveries ask for (the reconciler implements it).
+type Sink interface {
+	// Trigger reconciles the repository; ref "" means its tracked branch head.
+	Trigger(ctx context.Context, tenant, repoID, ref string) error
+	// Preview validates and plans a pull request head without applying it.
+	Preview(ctx context.Context, tenant, repoID string, pr int, headSHA string) error
+}
+
+// Options configures a Handler.
+type Options struct {
+	Store Store
+	Sink  Sink
+	// Logger receives one line per ignored or rejected delivery; nil discards.
+	Logger *slog.Logger
+	// Queue bounds the deliveries waiting for the sink (default 256). Pushes
+	// coalesce per repository and previews per pull request, so the bound
+	// is reached only with that many distinct repositories or PRs waiting;
+	// beyond it deliveries are dropped with a log line (polling catches up).
+	Queue int
+	// MaxBody bounds a payload (default 25 MiB, GitHub's own cap).
+	MaxBody int64
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Handler serves POST /v1/webhooks/{repo}. It answers within milliseconds
+// and hands the work to Run's goroutine.
+type Handler struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	repos   map[string]store.Repository
+	loaded  time.Time
+	pending map[string]job // coalescing key → latest job
+	order   []string       // keys in arrival order
+	wake    chan struct{}
+}
+
+type job struct {
+	repo store.Repository
+	ev   Event
+}
+
+// New returns a handler; call Run to process deliveries.
+func New(o Options) *Handler {
+	if o.Queue <= 0 {
+		o.Queue = 256
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = 25 << 20
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{
+		opts:    o,
+		log:     o.Logger.With("component", "webhooks"),
+		repos:   map[string]store.Repository{},
+		pending: map[string]job{},
+		wake:    make(chan struct{}, 1),
+	}
+}
+
+type reply struct {
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, errCode, msg string) {
+	writeJSON(w, code, map[string]any{"error": map[string]string{"code": errCode, "message": msg}})
+}
+
+// repoID takes the {repo} path value, or the last path segment when the
+// handler is mounted without a pattern.
+func repoID(r *http.Request) string {
+	if v := r.PathValue("repo"); v != "" {
+		return v
+	}
+	p := strings.TrimRight(r.URL.Path, "/")
+	return p[strings.LastIndex(p, "/")+1:]
+}
+
+// lookup finds a repository by ID across tenants. The list is cached and
+// re-read on a miss at most once a second, so unknown IDs cannot hammer the store.
+func (h *Handler) lookup(ctx context.Context, id string) (store.Repository, bool, error) {
+	h.mu.Lock()
+	r, ok := h.repos[id]
+	stale := h.opts.Now().Sub(h.loaded) > time.Second
+	h.mu.Unlock()
+	if ok && !stale {
+		return r, true, nil
+	}
+	if !ok && !stale {
+		return store.Repository{}, false, nil
+	}
+	list, err := h.opts.Store.ListAllRepositories(ctx)
+	if err != nil {
+		return store.Repository{}, false, fmt.Errorf("list repositories: %w", err)
+	}
+	m := make(map[string]store.Repository, len(list))
+	for _, r := range list {
+		m[r.ID] = r
+	}
+	h.mu.Lock()
+	h.repos, h.loaded = m, h.opts.Now()
+	h.mu.Unlock()
+	r, ok = m[id]
+	return r, ok, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if r.Method != http.MethodPost {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "webhooks are POSTed")
+		return
+	}
+	id := repoID(r)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "payload too large")
+		return
+	}
+	repo, ok, err := h.lookup(ctx, id)
+	if err != nil {
+		h.log.Error("webhook: repository lookup failed", "repo", id, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "store unavailable")
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_found", "no such repository")
+		return
+	}
+	log := h.log.With("tenant", repo.Tenant, "repo", repo.ID)
+	secret, err := h.opts.Store.WebhookSecret(ctx, repo.Tenant, repo.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "no such repository")
+		return
+	}
+	if err != nil {
+		log.Error("webhook: read secret failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "store unavailable")
+		return
+	}
+	if err := Verify(r.Header, body, []byte(secret.Reveal())); err != nil {
+		log.Warn("webhook rejected", "err", err, "remote", r.RemoteAddr)
+		if errors.Is(err, ErrUnknownForge) {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		writeError(w, http.StatusUnauthorized, "unauthorized", "bad signature")
+		return
+	}
+	ev, err := Parse(r.Header, body)
+	if err != nil {
+		log.Warn("webhook rejected", "err", err)
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	log = log.With("forge", ev.Forge, "event", ev.Name, "delivery", ev.DeliveryID)
+	switch ev.Kind {
+	case KindPing:
+		writeJSON(w, http.StatusOK, reply{Status: "pong"})
+		return
+	case KindIgnored:
+		log.Info("webhook ignored", "reason", ev.Reason)
+		writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: ev.Reason})
+		return
+	case KindPush:
+		if tracked := trackedBranch(repo, ev); tracked != "" && ev.Branch != tracked {
+			log.Info("webhook ignored", "reason", "push to untracked branch "+ev.Branch)
+			writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "branch " + ev.Branch + " is not tracked"})
+			return
+		}
+	case KindPullRequest:
+		if tracked := trackedBranch(repo, ev); tracked != "" && ev.BaseRef != "" && ev.BaseRef != tracked {
+			log.Info("webhook ignored", "reason", "pull request into untracked branch "+ev.BaseRef)
+			writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "base " + ev.BaseRef + " is not tracked"})
+			return
+		}
+	}
+	if ev.DeliveryID != "" {
+		dup, err := h.opts.Store.RecordDelivery(ctx, string(ev.Forge), repo.ID+"/"+ev.DeliveryID, h.opts.Now())
+		if err != nil {
+			log.Error("webhook: record delivery failed", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "store unavailable")
+			return
+		}
+		if dup {
+			log.Info("webhook duplicate delivery ignored")
+			writeJSON(w, http.StatusOK, reply{Status: "duplicate"})
+			return
+		}
+	}
+	h.enqueue(log, job{repo: repo, ev: ev})
+	writeJSON(w, http.StatusAccepted, reply{Status: "accepted"})
+}
+
+// trackedBranch is the repository's branch, or the forge's default branch
+// when the repository tracks the default ("" when unknown: accept).
+func trackedBranch(repo store.Repository, ev Event) string {
+	if repo.Branch != "" {
+		return repo.Branch
+	}
+	return ev.DefaultBranch
+}
+
+func (h *Handler) enqueue(log *slog.Logger, j job) {
+	key := j.repo.ID
+	if j.ev.Kind == KindPullRequest {
+		key = fmt.Sprintf("%s#%d", j.repo.ID, j.ev.PR)
+	}
+	h.mu.Lock()
+	if _, ok := h.pending[key]; !ok {
+		if len(h.pending) >= h.opts.Queue {
+			h.mu.Unlock()
+			log.Warn("webhook queue full, delivery dropped (polling will catch up)")
+			return
+		}
+		h.order = append(h.order, key)
+	}
+	h.pending[key] = j
+	h.mu.Unlock()
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (h *Handler) dequeue() (job, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.order) == 0 {
+		return job{}, false
+	}
+	key := h.order[0]
+	h.order = h.order[1:]
+	j := h.pending[key]
+	delete(h.pending, key)
+	return j, true
+}
+
+// Run hands queued deliveries to the sink until ctx ends.
+func (h *Handler) Run(ctx context.Context) {
+	for {
+		j, ok := h.dequeue()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.wake:
+				continue
+			}
+		}
+		var err error
+		switch j.ev.Kind {
+		case KindPush:
+			err = h.opts.Sink.Trigger(ctx, j.repo.Tenant, j.repo.ID, "")
+		case KindPullRequest:
+			err = h.opts.Sink.Preview(ctx, j.repo.Tenant, j.repo.ID, j.ev.PR, j.ev.HeadSHA)
+		}
+		if err != nil && ctx.Err() == nil {
+			h.log.Error("webhook: hand-off failed", "tenant", j.repo.Tenant, "repo", j.repo.ID, "kind", j.ev.Kind, "err", err)
+		}
+	}
+}
