@@ -1,0 +1,422 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/pki"
+	"github.com/nkudo/nkudo/store"
+)
+
+// ---- enrollment ----
+
+func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if ok, wait := s.limiters.allow(c.source); !ok {
+		s.metrics.enrollments.WithLabelValues("rate_limited").Inc()
+		return &httpError{status: http.StatusTooManyRequests, code: api.CodeRateLimited,
+			msg: fmt.Sprintf("too many enrollment attempts from %s; retry in %s", c.source, wait.Round(time.Second)), retryAfter: wait}
+	}
+	var req api.EnrollRequest
+	if err := decode(r, &req); err != nil {
+		s.metrics.enrollments.WithLabelValues("bad_request").Inc()
+		return err
+	}
+	resp, result, err := s.Enroll(r.Context(), req)
+	s.metrics.enrollments.WithLabelValues(result).Inc()
+	if err != nil {
+		return err
+	}
+	s.log.Info("site enrolled", "tenant", resp.Tenant, "site", resp.Site, "source", c.source, "hostname", req.Hostname)
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+var errTokenInvalid = errorf(http.StatusUnauthorized, api.CodeTokenInvalid, "enrollment token is not valid")
+
+// Enroll redeems a one-time token for a certificate. result is the metric
+// label of the outcome. Requests that fail validation (bad CSR, wrong site)
+// are refused before the token is redeemed, so they do not burn it. An
+// unknown token and a wrong secret get the same answer, so a caller cannot
+// probe which tokens exist.
+func (s *Server) Enroll(ctx context.Context, req api.EnrollRequest) (_ api.CertResponse, result string, _ error) {
+	if err := checkProtocol(req.ProtocolVersion); err != nil {
+		return api.CertResponse{}, "bad_request", err
+	}
+	id, secret, err := store.ParseEnrollmentToken(req.Token)
+	if err != nil {
+		return api.CertResponse{}, "invalid", errTokenInvalid
+	}
+	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
+		return api.CertResponse{}, "bad_request", badRequest("field \"csr\": %v", err)
+	}
+	if req.Site != "" || req.Tenant != "" {
+		if req.Tenant == "" {
+			return api.CertResponse{}, "bad_request", badRequest("field \"site\" needs field \"tenant\" as well")
+		}
+		toks, err := s.store.ListEnrollmentTokens(ctx, req.Tenant)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return api.CertResponse{}, "error", err
+		}
+		i := slices.IndexFunc(toks, func(t store.EnrollmentToken) bool { return t.ID == id })
+		if i < 0 {
+			return api.CertResponse{}, "invalid", errTokenInvalid
+		}
+		if req.Site != "" && toks[i].Site != req.Site {
+			return api.CertResponse{}, "wrong_site", errorf(http.StatusForbidden, api.CodeForbidden,
+				"enrollment token %s is not for site %s; create a token for that site", id, req.Site)
+		}
+	}
+	tok, err := s.store.RedeemEnrollmentToken(ctx, id, store.HashSecret(secret), s.now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return api.CertResponse{}, "invalid", errTokenInvalid
+	case errors.Is(err, store.ErrTokenUsed):
+		return api.CertResponse{}, "used", errorf(http.StatusUnauthorized, api.CodeTokenUsed, "enrollment token %s was already used; create a new one", id)
+	case errors.Is(err, store.ErrTokenExpired):
+		return api.CertResponse{}, "expired", errorf(http.StatusUnauthorized, api.CodeTokenExpired, "enrollment token %s expired; create a new one", id)
+	case err != nil:
+		return api.CertResponse{}, "error", err
+	}
+	ident := pki.Identity{Tenant: tok.Tenant, Site: tok.Site}
+	resp, err := s.issue(ctx, store.Actor{Kind: store.ActorEnroll, ID: tok.ID}, ident, []byte(req.CSR))
+	if err != nil {
+		return api.CertResponse{}, "error", err
+	}
+	return resp, "ok", nil
+}
+
+func checkProtocol(v int) error {
+	if v > api.ProtocolVersion {
+		return badRequest("agent speaks protocol %d, this control plane %d: upgrade the control plane", v, api.ProtocolVersion)
+	}
+	return nil
+}
+
+// issue signs a certificate for ident, records its serial and assembles the
+// answer, NetBird configuration included.
+func (s *Server) issue(ctx context.Context, actor store.Actor, ident pki.Identity, csr []byte) (api.CertResponse, error) {
+	iss, err := s.pki.Sign(csr, ident)
+	if err != nil {
+		return api.CertResponse{}, err
+	}
+	if err := s.store.SetSiteCertificate(ctx, actor, ident.Tenant, ident.Site, iss.Serial, s.now()); err != nil {
+		return api.CertResponse{}, fmt.Errorf("record certificate: %w", err)
+	}
+	mgmt, key, err := s.store.SiteNetBird(ctx, ident.Tenant, ident.Site)
+	if err != nil {
+		return api.CertResponse{}, fmt.Errorf("read NetBird settings: %w", err)
+	}
+	resp := api.CertResponse{
+		Tenant:            ident.Tenant,
+		Site:              ident.Site,
+		Certificate:       string(iss.CertPEM),
+		CA:                string(s.pki.CAPEM()),
+		NotAfter:          iss.NotAfter,
+		HeartbeatInterval: api.Duration(s.heartbeatInterval(ctx)),
+		ProtocolVersion:   api.ProtocolVersion,
+	}
+	if mgmt != "" || key != "" {
+		resp.NetBird = &api.NetBirdConfig{ManagementURL: mgmt, SetupKey: key.Reveal()}
+	}
+	return resp, nil
+}
+
+// ---- renewal ----
+
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.RenewRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if err := checkProtocol(req.ProtocolVersion); err != nil {
+		return err
+	}
+	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
+		return badRequest("field \"csr\": %v", err)
+	}
+	resp, err := s.issue(r.Context(), c.actor(), c.id, []byte(req.CSR))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// ---- heartbeat ----
+
+func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.HeartbeatRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	resp, err := s.Heartbeat(r.Context(), c, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// Heartbeat records a report and tells the agent when to come back.
+func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+	if err := checkProtocol(req.ProtocolVersion); err != nil {
+		return api.HeartbeatResponse{}, err
+	}
+	seen := make(map[string]bool, len(req.VMs))
+	for i, vm := range req.VMs {
+		if vm.Name == "" {
+			return api.HeartbeatResponse{}, badRequest("field \"vms[%d].name\" is empty", i)
+		}
+		if seen[vm.Name] {
+			return api.HeartbeatResponse{}, badRequest("field \"vms[%d].name\": VM %q reported twice", i, vm.Name)
+		}
+		seen[vm.Name] = true
+	}
+	facts, err := json.Marshal(req.Facts)
+	if err != nil {
+		return api.HeartbeatResponse{}, fmt.Errorf("encode facts: %w", err)
+	}
+	now := s.now()
+	interval := s.heartbeatInterval(ctx)
+	vms := req.VMs
+	if vms == nil {
+		vms = []model.ObservedVM{}
+	}
+	res, err := s.store.RecordHeartbeat(ctx, c.id.Tenant, c.id.Site, store.Heartbeat{Facts: facts, VMs: vms, Interval: interval, Time: now})
+	if err != nil {
+		return api.HeartbeatResponse{}, err
+	}
+	s.metrics.heartbeats.Inc()
+	if prev := c.site.LastHeartbeat; !prev.IsZero() {
+		lag := now.Sub(prev) - c.site.HeartbeatInterval
+		s.metrics.observeLag(c.id.Tenant, c.id.Site, max(0, lag.Seconds()))
+	}
+	if res.Changed && s.opts.Reconciler != nil {
+		s.opts.Reconciler.InventoryChanged(ctx, c.id.Tenant, c.id.Site)
+	}
+	return api.HeartbeatResponse{
+		NextHeartbeat:    api.Duration(interval),
+		InventoryVersion: res.InventoryVersion,
+		ServerTime:       now.UTC(),
+		RenewAfter:       c.notAfter.Add(-s.pki.ClientCertTTL() / 3).UTC().Truncate(time.Second),
+	}, nil
+}
+
+// ---- plan long-poll ----
+
+func (s *Server) handleAgentPlan(w http.ResponseWriter, r *http.Request, c *caller) error {
+	q := r.URL.Query()
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return badRequest("query parameter wait=%q: want a duration such as 30s", v)
+		}
+		wait = min(d, s.opts.MaxLongPoll)
+	}
+	p, err := s.WaitPlan(r.Context(), c.id, q.Get("after"), wait)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, p)
+	return nil
+}
+
+// WaitPlan returns the site's active plan as soon as it differs from after,
+// or nil when wait elapses (or the server shuts down) first. It subscribes
+// before reading, so a plan stored in between is not missed.
+func (s *Server) WaitPlan(ctx context.Context, id pki.Identity, after string, wait time.Duration) (*api.AgentPlan, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, unsubscribe := s.store.Subscribe(ctx, store.PlanTopic(id.Tenant, id.Site))
+	defer unsubscribe()
+	s.metrics.longPolls.Inc()
+	defer s.metrics.longPolls.Dec()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		p, err := s.store.ActivePlan(ctx, id.Tenant, id.Site)
+		switch {
+		case err == nil && p.Plan.ID != after:
+			return &api.AgentPlan{Plan: p.Plan, Status: p.Status}, nil
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return nil, err
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return nil, nil
+		case <-s.shutdown:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// ---- results ----
+
+func (s *Server) handleResults(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.ResultsRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	resp, err := s.ReportResults(r.Context(), c, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// ReportResults records action starts and outcomes in order. Each is
+// idempotent, so an agent that got an error resends the whole batch.
+func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRequest) (api.ResultsResponse, error) {
+	if len(req.Results) == 0 {
+		return api.ResultsResponse{}, badRequest("field \"results\" is empty")
+	}
+	for i, res := range req.Results {
+		if res.PlanID == "" || res.ActionID == "" {
+			return api.ResultsResponse{}, badRequest("results[%d]: planId and actionId are required", i)
+		}
+		switch res.Status {
+		case model.ActionRunning, model.ActionSucceeded, model.ActionFailed, model.ActionSkipped:
+		default:
+			return api.ResultsResponse{}, badRequest("results[%d].status %q: want running, succeeded, failed or skipped", i, res.Status)
+		}
+		if len(res.Output) > 0 && !json.Valid(res.Output) {
+			return api.ResultsResponse{}, badRequest("results[%d].output is not valid JSON", i)
+		}
+	}
+	now := s.now()
+	out := api.ResultsResponse{Results: make([]api.ResultAck, 0, len(req.Results))}
+	for i, res := range req.Results {
+		if res.Status == model.ActionRunning {
+			started := res.StartedAt
+			if started.IsZero() {
+				started = now
+			}
+			if err := s.store.StartAction(ctx, c.id.Tenant, c.id.Site, res.PlanID, res.ActionID, started); err != nil {
+				return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
+			}
+			out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: true, PlanStatus: model.PlanInProgress})
+			continue
+		}
+		finished := res.FinishedAt
+		if finished.IsZero() {
+			finished = now
+		}
+		o, err := s.store.RecordActionResult(ctx, c.actor(), c.id.Tenant, c.id.Site, store.ActionResult{
+			PlanID: res.PlanID, ActionID: res.ActionID, Status: res.Status,
+			Result: res.Output, Error: res.Error, StartedAt: res.StartedAt, FinishedAt: finished,
+		})
+		if err != nil {
+			return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
+		}
+		if o.New {
+			s.metrics.actions.WithLabelValues(string(res.Status)).Inc()
+		}
+		out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: o.New, PlanStatus: o.PlanStatus})
+	}
+	return out, nil
+}
+
+// ---- logs ----
+
+func (s *Server) handleAgentLogs(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.LogsRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	resp, err := s.AppendLogs(r.Context(), c, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// AppendLogs stores a batch, drops lines already stored, and reports the
+// sequence numbers still missing below the batch's highest per plan (so
+// the agent can resend them) instead of silently accepting a hole.
+func (s *Server) AppendLogs(ctx context.Context, c *caller, req api.LogsRequest) (api.LogsResponse, error) {
+	if len(req.Lines) == 0 {
+		return api.LogsResponse{}, badRequest("field \"lines\" is empty")
+	}
+	lines := make([]store.LogLine, 0, len(req.Lines))
+	seen := map[string]map[int64]bool{}
+	dups := 0
+	for i, l := range req.Lines {
+		if l.PlanID == "" || l.Seq < 1 {
+			return api.LogsResponse{}, badRequest("lines[%d]: planId is required and seq must be ≥ 1", i)
+		}
+		switch l.Stream {
+		case api.StreamStdout, api.StreamStderr, api.StreamAgent:
+		default:
+			return api.LogsResponse{}, badRequest("lines[%d].stream %q: want stdout, stderr or agent", i, l.Stream)
+		}
+		if seen[l.PlanID] == nil {
+			seen[l.PlanID] = map[int64]bool{}
+		}
+		if seen[l.PlanID][l.Seq] {
+			dups++
+			continue
+		}
+		seen[l.PlanID][l.Seq] = true
+		t := l.Time
+		if t.IsZero() {
+			t = s.now()
+		}
+		lines = append(lines, store.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: t, Stream: store.LogStream(l.Stream), Line: l.Line})
+	}
+	n, err := s.store.AppendLogs(ctx, c.id.Tenant, c.id.Site, lines)
+	if err != nil {
+		return api.LogsResponse{}, err
+	}
+	resp := api.LogsResponse{Accepted: n, Duplicates: dups + len(lines) - n}
+	plans := make([]string, 0, len(seen))
+	for p := range seen {
+		plans = append(plans, p)
+	}
+	slices.Sort(plans)
+	for _, p := range plans {
+		var hi int64
+		for seq := range seen[p] {
+			hi = max(hi, seq)
+		}
+		gaps, err := s.logGaps(ctx, c.id.Tenant, p, hi)
+		if err != nil {
+			return api.LogsResponse{}, err
+		}
+		resp.Gaps = append(resp.Gaps, gaps...)
+	}
+	return resp, nil
+}
+
+// logGaps returns the missing sequence numbers of plan up to hi, looking
+// back at most logGapWindow lines (older gaps were reported before).
+func (s *Server) logGaps(ctx context.Context, tenant, plan string, hi int64) ([]api.LogGap, error) {
+	const logGapWindow = 1000
+	from := max(0, hi-logGapWindow)
+	stored, err := s.store.Logs(ctx, tenant, plan, from, logGapWindow)
+	if err != nil {
+		return nil, err
+	}
+	stored = slices.DeleteFunc(stored, func(l store.LogLine) bool { return l.Seq > hi })
+	var out []api.LogGap
+	for _, g := range store.Gaps(stored, from) {
+		out = append(out, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
+	}
+	return out, nil
+}

@@ -1,0 +1,93 @@
+package controlplane
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus series, registered on a per-server
+// registry so tests and several servers in one process do not collide.
+type metrics struct {
+	reg *prometheus.Registry
+	// perSite enables the per-site lag gauge (tenant, site labels): one
+	// series per site, which very large fleets switch off.
+	perSite     bool
+	lagPerSite  *prometheus.GaugeVec
+	lagHist     prometheus.Histogram
+	enrollments *prometheus.CounterVec
+	actions     *prometheus.CounterVec
+	httpDur     *prometheus.HistogramVec
+	heartbeats  prometheus.Counter
+	longPolls   prometheus.Gauge
+}
+
+func newMetrics(reg *prometheus.Registry, perSite bool) (*metrics, error) {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		if err := reg.Register(collectors.NewGoCollector()); err != nil {
+			return nil, fmt.Errorf("register go collector: %w", err)
+		}
+		if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+			return nil, fmt.Errorf("register process collector: %w", err)
+		}
+	}
+	m := &metrics{
+		reg:     reg,
+		perSite: perSite,
+		lagPerSite: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nkudo_heartbeat_lag_seconds",
+			Help: "How late the site's last heartbeat arrived past the interval it was given (0 = on time).",
+		}, []string{"tenant", "site"}),
+		lagHist: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "nkudo_heartbeat_lag_distribution_seconds",
+			Help:    "Heartbeat lateness past the given interval, across all sites.",
+			Buckets: []float64{0, 0.5, 1, 2, 5, 10, 30, 60, 300, 900},
+		}),
+		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nkudo_enrollment_attempts_total",
+			Help: "Enrollment attempts by result.",
+		}, []string{"result"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nkudo_plan_actions_total",
+			Help: "Plan action results reported by agents, by result.",
+		}, []string{"result"}),
+		httpDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nkudo_http_request_duration_seconds",
+			Help:    "HTTP request duration by route pattern, method and status code.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route", "method", "code"}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nkudo_heartbeats_total",
+			Help: "Heartbeats accepted.",
+		}),
+		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "nkudo_plan_long_polls",
+			Help: "Plan long-polls currently waiting.",
+		}),
+	}
+	cs := []prometheus.Collector{m.lagHist, m.enrollments, m.actions, m.httpDur, m.heartbeats, m.longPolls}
+	if perSite {
+		cs = append(cs, m.lagPerSite)
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metric: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeLag(tenant, site string, lagSeconds float64) {
+	m.lagHist.Observe(lagSeconds)
+	if m.perSite {
+		m.lagPerSite.WithLabelValues(tenant, site).Set(lagSeconds)
+	}
+}
+
+func (m *metrics) forgetSite(tenant, site string) {
+	if m.perSite {
+		m.lagPerSite.DeleteLabelValues(tenant, site)
+	}
+}

@@ -1,0 +1,336 @@
+// Package controlplane owns the n-kudo HTTPS API server: the route table,
+// authentication (mTLS for agents, bearer API tokens for people), tenant
+// and site scoping of every request, enrollment and certificate renewal
+// through pki, the agent endpoints (heartbeat, plan long-poll, results,
+// logs), the user endpoints, metrics and graceful shutdown.
+//
+// It composes the store and pki; the GitOps loop plugs in through the
+// Reconciler, DesiredState and webhook hooks declared here. HTTP handlers are
+// thin adapters: they decode, call a domain method on Server that never sees
+// an *http.Request, and encode the answer.
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/pki"
+	"github.com/nkudo/nkudo/store"
+)
+
+// Reconciler is the GitOps loop as the API server sees it.
+type Reconciler interface {
+	// Trigger asks for a reconcile of one repository at ref ("" = its
+	// branch). It should queue and return quickly.
+	Trigger(ctx context.Context, tenantID, repoID, ref string) (api.TriggerResult, error)
+	// InventoryChanged is called after a heartbeat changed a site's VM
+	// inventory. It must not block: queue the work.
+	InventoryChanged(ctx context.Context, tenantID, site string)
+}
+
+// DesiredState gives the API the desired VMs of a site, for the desired
+// vs actual view. ok is false when nothing is known (never reconciled).
+type DesiredState interface {
+	DesiredVMs(ctx context.Context, tenantID, site string) (vms []model.VirtualMachine, commit string, ok bool, err error)
+}
+
+// Options configure a Server. Store, PKI and Logger are required; every
+// other zero value means the documented default.
+type Options struct {
+	Store  store.Store
+	PKI    *pki.Authority
+	Logger *slog.Logger
+
+	// PublicURL is how agents and forges reach this server, used in the
+	// enrollment command and webhook URLs ("" = https://<request Host>).
+	PublicURL string
+
+	// Reconciler handles reconcile triggers and inventory changes (nil: the
+	// reconcile endpoint answers 501 and inventory changes are not forwarded).
+	Reconciler Reconciler
+	// Desired feeds the desired side of the VM view (nil: desired unknown).
+	Desired DesiredState
+	// Webhooks serves POST /v1/webhooks/{repo}; it checks signatures itself
+	// (nil: 501). The repository ID is in r.PathValue("repo").
+	Webhooks http.Handler
+
+	// HeartbeatRate is the total heartbeats per second the server is sized
+	// for; the interval handed to agents is max(MinHeartbeatInterval,
+	// sites/HeartbeatRate) (Nomad's rule). Default 50.
+	HeartbeatRate float64
+	// MinHeartbeatInterval is the floor of that interval. Default 10s.
+	MinHeartbeatInterval time.Duration
+	// HeartbeatGrace is added to a site's interval before it counts as
+	// offline. Default 10s.
+	HeartbeatGrace time.Duration
+
+	// EnrollRate and EnrollBurst limit enrollment attempts per source
+	// address. Defaults: one every 6s (10 per minute), burst 5.
+	EnrollRate  rate.Limit
+	EnrollBurst int
+	// EnrollTokenTTL is the default lifetime of enrollment tokens. Default 1h.
+	EnrollTokenTTL time.Duration
+
+	// MaxBodyBytes limits request bodies. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxLongPoll caps the wait of the plan long-poll. Default 60s.
+	MaxLongPoll time.Duration
+	// ShutdownTimeout bounds how long Serve waits for in-flight requests
+	// once its context ends. Default 30s.
+	ShutdownTimeout time.Duration
+
+	// PerSiteMetrics exports the heartbeat lag gauge per site. Large fleets
+	// turn it off (DisablePerSiteMetrics) and keep the histogram.
+	DisablePerSiteMetrics bool
+	// Registry receives the server's metrics (nil: a new registry with Go
+	// and process collectors). Never the global registry.
+	Registry *prometheus.Registry
+
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Server is the control plane API. Create it with New; serve it with Serve
+// or mount Handler under your own http.Server with TLSConfig.
+type Server struct {
+	opts     Options
+	store    store.Store
+	pki      *pki.Authority
+	log      *slog.Logger
+	now      func() time.Time
+	routes   []Route
+	handler  http.Handler
+	metrics  *metrics
+	limiters *limiterSet
+	sites    siteCounter
+
+	shutdownOnce sync.Once
+	shutdown     chan struct{} // closed when the server begins shutting down
+}
+
+// New builds a Server from opts.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.PKI == nil || opts.Logger == nil {
+		return nil, errors.New("controlplane: Store, PKI and Logger are required")
+	}
+	if opts.HeartbeatRate <= 0 {
+		opts.HeartbeatRate = 50
+	}
+	if opts.MinHeartbeatInterval <= 0 {
+		opts.MinHeartbeatInterval = 10 * time.Second
+	}
+	if opts.HeartbeatGrace <= 0 {
+		opts.HeartbeatGrace = 10 * time.Second
+	}
+	if opts.EnrollRate <= 0 {
+		opts.EnrollRate = rate.Every(6 * time.Second)
+	}
+	if opts.EnrollBurst <= 0 {
+		opts.EnrollBurst = 5
+	}
+	if opts.EnrollTokenTTL <= 0 {
+		opts.EnrollTokenTTL = time.Hour
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 1 << 20
+	}
+	if opts.MaxLongPoll <= 0 {
+		opts.MaxLongPoll = 60 * time.Second
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = 30 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{
+		opts:     opts,
+		store:    opts.Store,
+		pki:      opts.PKI,
+		log:      opts.Logger.With("component", "controlplane"),
+		now:      opts.Now,
+		shutdown: make(chan struct{}),
+	}
+	s.limiters = newLimiterSet(opts.EnrollRate, opts.EnrollBurst, opts.Now)
+	m, err := newMetrics(opts.Registry, !opts.DisablePerSiteMetrics)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	s.routes = s.routeTable()
+	s.handler = s.buildMux()
+	return s, nil
+}
+
+// Handler is the server's HTTP handler (all routes, auth and metrics).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registry is the Prometheus registry holding the server's metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
+
+// TLSConfig is the TLS configuration the server must be served with: the
+// server certificate, and client certificates requested but not required,
+// so user routes work without one. Agent routes verify the certificate per
+// request (chain, expiry, identity, revocation), which lets an expired or
+// foreign certificate get a clear JSON error instead of a failed handshake.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{s.pki.ServerCertificate()},
+		ClientAuth:   tls.RequestClientCert,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+}
+
+// Serve serves HTTPS on ln until ctx ends, then shuts down gracefully:
+// long-polls and log streams return at once, other in-flight requests get
+// up to ShutdownTimeout to finish. It returns nil after a clean shutdown.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	srv.RegisterOnShutdown(s.beginShutdown)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	s.log.Info("serving", "addr", ln.Addr().String(), "pki_mode", s.pki.Mode())
+	select {
+	case err := <-errc:
+		s.beginShutdown()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
+	defer cancel()
+	s.beginShutdown()
+	err := srv.Shutdown(sctx)
+	<-errc
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// beginShutdown releases waiting long-polls and log streams.
+func (s *Server) beginShutdown() {
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+}
+
+// heartbeatInterval is Nomad's rule: max(min, sites / rate).
+func (s *Server) heartbeatInterval(ctx context.Context) time.Duration {
+	n := s.sites.count(ctx, s.store, s.now(), s.log)
+	iv := time.Duration(float64(n) / s.opts.HeartbeatRate * float64(time.Second))
+	return max(s.opts.MinHeartbeatInterval, iv)
+}
+
+// siteCounter caches the installation's site count; a heartbeat must not
+// list every site, and the interval tolerates a count half a minute old.
+type siteCounter struct {
+	mu   sync.Mutex
+	n    int
+	at   time.Time
+	busy bool
+}
+
+func (c *siteCounter) count(ctx context.Context, st store.Store, now time.Time, log *slog.Logger) int {
+	c.mu.Lock()
+	if !c.at.IsZero() && now.Sub(c.at) < 30*time.Second || c.busy && !c.at.IsZero() {
+		n := c.n
+		c.mu.Unlock()
+		return n
+	}
+	c.busy = true
+	c.mu.Unlock()
+	n, err := countSites(ctx, st)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.busy = false
+	if err != nil {
+		log.Warn("count sites for the heartbeat interval", "err", err)
+		return c.n
+	}
+	c.n, c.at = n, now
+	return n
+}
+
+func countSites(ctx context.Context, st store.Store) (int, error) {
+	tenants, err := st.ListTenants(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range tenants {
+		sites, err := st.ListSites(ctx, t.ID)
+		if err != nil {
+			return 0, err
+		}
+		n += len(sites)
+	}
+	return n, nil
+}
+
+// limiterSet holds one token bucket per source address, forgetting idle ones.
+type limiterSet struct {
+	mu    sync.Mutex
+	r     rate.Limit
+	burst int
+	now   func() time.Time
+	m     map[string]*limiterEntry
+	swept time.Time
+}
+
+type limiterEntry struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newLimiterSet(r rate.Limit, burst int, now func() time.Time) *limiterSet {
+	return &limiterSet{r: r, burst: burst, now: now, m: map[string]*limiterEntry{}}
+}
+
+// allow reports whether addr may try now and, if not, how long to wait.
+func (l *limiterSet) allow(addr string) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if now.Sub(l.swept) > 10*time.Minute {
+		for k, e := range l.m {
+			if now.Sub(e.seen) > 10*time.Minute {
+				delete(l.m, k)
+			}
+		}
+		l.swept = now
+	}
+	e := l.m[addr]
+	if e == nil {
+		e = &limiterEntry{lim: rate.NewLimiter(l.r, l.burst)}
+		l.m[addr] = e
+	}
+	e.seen = now
+	res := e.lim.ReserveN(now, 1)
+	if !res.OK() {
+		return false, time.Minute
+	}
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}

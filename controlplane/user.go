@@ -1,0 +1,823 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/pki"
+	"github.com/nkudo/nkudo/store"
+)
+
+// ---- conversions (store → wire) ----
+
+func tenantView(t store.Tenant) api.Tenant {
+	return api.Tenant{ID: t.ID, Name: t.Name, CreatedAt: t.CreatedAt}
+}
+
+func tokenView(t store.APIToken) api.APIToken {
+	return api.APIToken{ID: t.ID, Tenant: t.Tenant, Admin: t.Admin, Name: t.Name, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, LastUsedAt: t.LastUsedAt}
+}
+
+func (s *Server) repoView(r store.Repository, base string) api.Repository {
+	return api.Repository{
+		ID: r.ID, Tenant: r.Tenant, Name: r.Name, URL: r.URL, Branch: r.Branch, Path: r.Path,
+		HasWebhookSecret: r.HasWebhookSecret, Suspended: r.Suspended,
+		ForgeKind: string(r.ForgeKind), ForgeAPIURL: r.ForgeAPIURL, ForgeProject: r.ForgeProject,
+		LastSeenCommit: r.LastSeenCommit, LastAppliedCommit: r.LastAppliedCommit, LastError: r.LastError,
+		CreatedAt: r.CreatedAt, WebhookURL: base + api.Path(api.PathWebhook, r.ID),
+	}
+}
+
+// siteView renders a site; the NetBird setup key is never part of it.
+func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) {
+	now := s.now()
+	v := api.Site{
+		Tenant: st.Tenant, Name: st.Name, CreatedAt: st.CreatedAt, EnrolledAt: st.EnrolledAt,
+		CertSerial: st.CertSerial, LastHeartbeat: st.LastHeartbeat,
+		HeartbeatInterval: api.Duration(st.HeartbeatInterval), InventoryVersion: st.InventoryVersion,
+		NetBirdManagementURL: st.NetBirdManagementURL, NetBirdConfigured: st.HasNetBirdSetupKey,
+	}
+	if len(st.Facts) > 0 {
+		var f api.HostFacts
+		if err := json.Unmarshal(st.Facts, &f); err == nil {
+			v.Facts = &f
+		}
+	}
+	if !st.LastHeartbeat.IsZero() {
+		age := max(0, now.Sub(st.LastHeartbeat))
+		v.HeartbeatAge = api.Duration(age.Round(time.Millisecond))
+		iv := st.HeartbeatInterval
+		if iv <= 0 {
+			iv = s.opts.MinHeartbeatInterval
+		}
+		v.Online = age <= iv+s.opts.HeartbeatGrace
+	}
+	if st.CertSerial != "" {
+		rev, err := s.store.IsSerialRevoked(ctx, st.CertSerial)
+		if err != nil {
+			return api.Site{}, err
+		}
+		v.Revoked = rev
+	}
+	return v, nil
+}
+
+func planView(p store.StoredPlan) api.Plan {
+	v := api.Plan{Plan: p.Plan, RepoID: p.RepoID, Status: p.Status, SupersededBy: p.SupersededBy, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+	for _, a := range p.Actions {
+		v.Actions = append(v.Actions, api.Action{Index: a.Index, Action: a.Action, Status: a.Status, Error: a.Error, Output: a.Result, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt})
+	}
+	return v
+}
+
+func logView(l store.LogLine) api.LogLine {
+	return api.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: l.Time, Stream: api.LogStream(l.Stream), Line: l.Line}
+}
+
+// baseURL is how clients reach this server, for commands and webhook URLs.
+func (s *Server) baseURL(r *http.Request) string {
+	if s.opts.PublicURL != "" {
+		return strings.TrimRight(s.opts.PublicURL, "/")
+	}
+	return "https://" + r.Host
+}
+
+// ---- operational ----
+
+func (s *Server) handleHealthz(w http.ResponseWriter, _ *http.Request, _ *caller) error {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok"})
+	return nil
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	select {
+	case <-s.shutdown:
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Error: "shutting down"})
+		return nil
+	default:
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("readiness: database unreachable", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Error: "database unreachable"})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok"})
+	return nil
+}
+
+func (s *Server) handleCA(w http.ResponseWriter, _ *http.Request, _ *caller) error {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.pki.CAPEM())
+	return nil
+}
+
+// handleCRL serves the CRL, DER by default or PEM with ?format=pem.
+func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	der, err := s.CRL(r.Context())
+	if err != nil {
+		return err
+	}
+	if r.URL.Query().Get("format") == "pem" || strings.Contains(r.Header.Get("Accept"), "application/x-pem-file") {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		_, _ = fmt.Fprintf(w, "-----BEGIN X509 CRL-----\n%s-----END X509 CRL-----\n", wrap64(der))
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	_, _ = w.Write(der)
+	return nil
+}
+
+// CRL returns the current revocation list, DER-encoded and signed by the CA.
+func (s *Server) CRL(ctx context.Context) ([]byte, error) {
+	revoked, err := s.store.ListRevokedSerials(ctx)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]pki.Revoked, 0, len(revoked))
+	for _, r := range revoked {
+		list = append(list, pki.Revoked{Serial: r.Serial, RevokedAt: r.RevokedAt})
+	}
+	return s.pki.CRL(list, time.Hour)
+}
+
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	promHandler(s.metrics.reg).ServeHTTP(w, r)
+	return nil
+}
+
+func (s *Server) handleWebhook(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	if s.opts.Webhooks == nil {
+		return errorf(http.StatusNotImplemented, api.CodeNotImplemented, "webhooks are not enabled on this server")
+	}
+	s.opts.Webhooks.ServeHTTP(w, r)
+	return nil
+}
+
+// ---- tenants and tokens ----
+
+func (s *Server) handleCreateTenant(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateTenantRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if !store.ValidName(req.ID) {
+		return badRequest("field \"id\" %q: want a DNS label (a-z, 0-9, '-', at most 63 characters)", req.ID)
+	}
+	t, err := s.store.CreateTenant(r.Context(), c.actor(), store.Tenant{ID: req.ID, Name: req.Name})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, tenantView(t))
+	return nil
+}
+
+func (s *Server) handleListTenants(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	ts, err := s.store.ListTenants(r.Context())
+	if err != nil {
+		return err
+	}
+	out := make([]api.Tenant, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tenantView(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGetTenant(w http.ResponseWriter, r *http.Request, c *caller) error {
+	id := r.PathValue("tenant")
+	if !c.admin && id != c.tenant {
+		return notFound("tenant " + id)
+	}
+	t, err := s.store.GetTenant(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, tenantView(t))
+	return nil
+}
+
+func (s *Server) handleDeleteTenant(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := s.store.DeleteTenant(r.Context(), c.actor(), r.PathValue("tenant")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateTokenRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	resp, err := CreateAPIToken(r.Context(), s.store, c.actor(), req, s.now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, resp)
+	return nil
+}
+
+// CreateAPIToken mints a bearer token for a tenant or the admin scope and
+// stores its hash. The token is in the response only; `nkudo admin token
+// create` uses this too.
+func CreateAPIToken(ctx context.Context, st store.Store, actor store.Actor, req api.CreateTokenRequest, now time.Time) (api.CreateTokenResponse, error) {
+	if req.Admin == (req.Tenant != "") {
+		return api.CreateTokenResponse{}, badRequest("set exactly one of \"tenant\" and \"admin\"")
+	}
+	secret, err := store.NewSecret()
+	if err != nil {
+		return api.CreateTokenResponse{}, err
+	}
+	tok := apiTokenPrefix + secret
+	t := store.APIToken{Tenant: req.Tenant, Admin: req.Admin, Name: req.Name}
+	if req.TTL > 0 {
+		t.ExpiresAt = now.Add(req.TTL.D())
+	}
+	t, err = st.CreateAPIToken(ctx, actor, t, store.HashSecret(tok))
+	if err != nil {
+		return api.CreateTokenResponse{}, err
+	}
+	return api.CreateTokenResponse{APIToken: tokenView(t), Token: tok}, nil
+}
+
+func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ts, err := s.store.ListAPITokens(r.Context(), c.tenant)
+	if err != nil {
+		return err
+	}
+	out := make([]api.APIToken, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, tokenView(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleDeleteToken(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := s.store.DeleteAPIToken(r.Context(), c.actor(), c.tenant, r.PathValue("token")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// ---- repositories ----
+
+var forgeKinds = []store.ForgeKind{store.ForgeNone, store.ForgeGitHub, store.ForgeGitea, store.ForgeGitLab, store.ForgeGitNotes}
+
+func (s *Server) handleCreateRepo(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateRepoRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	u, err := url.Parse(req.URL)
+	if req.URL == "" || err != nil || (u.Scheme == "" && !strings.Contains(req.URL, ":")) {
+		return badRequest("field \"url\" %q: want a git URL (https://…, ssh://…, file://… or user@host:path)", req.URL)
+	}
+	if req.WebhookSecret == "" {
+		return badRequest("field \"webhookSecret\" is required: deliveries are verified with it")
+	}
+	if !slices.Contains(forgeKinds, store.ForgeKind(req.ForgeKind)) {
+		return badRequest("field \"forgeKind\" %q: want github, gitea, gitlab, gitnotes or empty", req.ForgeKind)
+	}
+	name := req.Name
+	if name == "" {
+		name = strings.TrimSuffix(path.Base(strings.TrimRight(req.URL, "/")), ".git")
+	}
+	repo, err := s.store.CreateRepository(r.Context(), c.actor(), store.Repository{
+		Tenant: c.tenant, Name: name, URL: req.URL, Branch: req.Branch, Path: req.Path,
+		CredentialsRef: req.CredentialsRef, ForgeKind: store.ForgeKind(req.ForgeKind),
+		ForgeAPIURL: req.ForgeAPIURL, ForgeProject: req.ForgeProject, ForgeCredentialsRef: req.ForgeCredentialsRef,
+	}, store.Secret(req.WebhookSecret))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, s.repoView(repo, s.baseURL(r)))
+	return nil
+}
+
+func (s *Server) handleListRepos(w http.ResponseWriter, r *http.Request, c *caller) error {
+	rs, err := s.store.ListRepositories(r.Context(), c.tenant)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Repository, 0, len(rs))
+	for _, repo := range rs {
+		out = append(out, s.repoView(repo, s.baseURL(r)))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGetRepo(w http.ResponseWriter, r *http.Request, c *caller) error {
+	repo, err := s.store.GetRepository(r.Context(), c.tenant, r.PathValue("repo"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.repoView(repo, s.baseURL(r)))
+	return nil
+}
+
+func (s *Server) handleUpdateRepo(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.UpdateRepoRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	u := store.RepositoryUpdate{Branch: req.Branch, Path: req.Path, Suspended: req.Suspended}
+	if req.WebhookSecret != nil {
+		if *req.WebhookSecret == "" {
+			return badRequest("field \"webhookSecret\" cannot be cleared: deliveries are verified with it")
+		}
+		sec := store.Secret(*req.WebhookSecret)
+		u.WebhookSecret = &sec
+	}
+	repo, err := s.store.UpdateRepository(r.Context(), c.actor(), c.tenant, r.PathValue("repo"), u)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.repoView(repo, s.baseURL(r)))
+	return nil
+}
+
+func (s *Server) handleDeleteRepo(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := s.store.DeleteRepository(r.Context(), c.actor(), c.tenant, r.PathValue("repo")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) handleReconcile(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.ReconcileRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+	}
+	res, err := s.Reconcile(r.Context(), c, r.PathValue("repo"), req.Ref)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, res)
+	return nil
+}
+
+// Reconcile hands a trigger to the Reconciler after checking the
+// repository is the caller's, and audits it.
+func (s *Server) Reconcile(ctx context.Context, c *caller, repoID, ref string) (api.TriggerResult, error) {
+	if _, err := s.store.GetRepository(ctx, c.tenant, repoID); err != nil {
+		return api.TriggerResult{}, err
+	}
+	if s.opts.Reconciler == nil {
+		return api.TriggerResult{}, errorf(http.StatusNotImplemented, api.CodeNotImplemented, "reconciling is not enabled on this server")
+	}
+	res, err := s.opts.Reconciler.Trigger(ctx, c.tenant, repoID, ref)
+	if err != nil {
+		return api.TriggerResult{}, err
+	}
+	if _, err := s.store.AppendAudit(ctx, store.AuditEvent{
+		Tenant: c.tenant, Actor: c.actor().String(), Action: "repo.reconcile",
+		Object: "repo/" + repoID, Detail: store.Detail(map[string]string{"ref": ref}),
+	}); err != nil {
+		return api.TriggerResult{}, err
+	}
+	return res, nil
+}
+
+func (s *Server) handleCommitStatuses(w http.ResponseWriter, r *http.Request, c *caller) error {
+	repoID := r.PathValue("repo")
+	if _, err := s.store.GetRepository(r.Context(), c.tenant, repoID); err != nil {
+		return err
+	}
+	sts, err := s.store.CommitStatuses(r.Context(), c.tenant, repoID, r.PathValue("commit"))
+	if err != nil {
+		return err
+	}
+	out := make([]api.CommitStatus, 0, len(sts))
+	for _, st := range sts {
+		out = append(out, api.CommitStatus{RepoID: st.RepoID, Commit: st.Commit, Context: st.Context, State: string(st.State),
+			Description: st.Description, TargetURL: st.TargetURL, UpdatedAt: st.UpdatedAt, Posted: st.Posted})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func previewView(p store.Preview) api.Preview {
+	return api.Preview{RepoID: p.RepoID, PR: p.PR, Commit: p.Commit, Summary: p.Summary, PlanText: p.PlanText, PlanJSON: p.PlanJSON, CreatedAt: p.CreatedAt}
+}
+
+func (s *Server) handleListPreviews(w http.ResponseWriter, r *http.Request, c *caller) error {
+	repoID := r.PathValue("repo")
+	if _, err := s.store.GetRepository(r.Context(), c.tenant, repoID); err != nil {
+		return err
+	}
+	ps, err := s.store.ListPreviews(r.Context(), c.tenant, repoID)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Preview, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, previewView(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGetPreview(w http.ResponseWriter, r *http.Request, c *caller) error {
+	pr, err := strconv.Atoi(r.PathValue("pr"))
+	if err != nil || pr <= 0 {
+		return badRequest("pull request number %q: want a positive integer", r.PathValue("pr"))
+	}
+	p, err := s.store.GetPreview(r.Context(), c.tenant, r.PathValue("repo"), pr)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, previewView(p))
+	return nil
+}
+
+// ---- sites ----
+
+func (s *Server) handleCreateSite(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateSiteRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if !store.ValidName(req.Name) {
+		return badRequest("field \"name\" %q: want a DNS label (a-z, 0-9, '-', at most 63 characters)", req.Name)
+	}
+	st, err := s.store.CreateSite(r.Context(), c.actor(), c.tenant, req.Name)
+	if err != nil {
+		return err
+	}
+	v, err := s.siteView(r.Context(), st)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, v)
+	return nil
+}
+
+func (s *Server) handleListSites(w http.ResponseWriter, r *http.Request, c *caller) error {
+	sts, err := s.store.ListSites(r.Context(), c.tenant)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Site, 0, len(sts))
+	for _, st := range sts {
+		v, err := s.siteView(r.Context(), st)
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGetSite(w http.ResponseWriter, r *http.Request, c *caller) error {
+	st, err := s.store.GetSite(r.Context(), c.tenant, r.PathValue("site"))
+	if err != nil {
+		return err
+	}
+	v, err := s.siteView(r.Context(), st)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) handleDeleteSite(w http.ResponseWriter, r *http.Request, c *caller) error {
+	site := r.PathValue("site")
+	if err := s.store.DeleteSite(r.Context(), c.actor(), c.tenant, site); err != nil {
+		return err
+	}
+	s.metrics.forgetSite(c.tenant, site)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleSetNetBird stores the site's NetBird settings. The setup key goes
+// to the store and to the agent at enrollment and renewal, nowhere else.
+func (s *Server) handleSetNetBird(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.SetNetBirdRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.ManagementURL != "" {
+		if u, err := url.Parse(req.ManagementURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return badRequest("field \"managementUrl\": want an http(s) URL")
+		}
+	}
+	if err := s.store.SetSiteNetBird(r.Context(), c.actor(), c.tenant, r.PathValue("site"), req.ManagementURL, store.Secret(req.SetupKey)); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) handleRevokeSite(w http.ResponseWriter, r *http.Request, c *caller) error {
+	serial, err := RevokeSite(r.Context(), s.store, c.actor(), c.tenant, r.PathValue("site"), s.now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.RevokeResponse{Site: r.PathValue("site"), Serial: serial})
+	return nil
+}
+
+// RevokeSite revokes the site's current certificate; the agent's next
+// request is refused. `nkudo admin site revoke` uses it too.
+func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, site string, now time.Time) (string, error) {
+	s, err := st.GetSite(ctx, tenant, site)
+	if err != nil {
+		return "", err
+	}
+	if s.CertSerial == "" {
+		return "", errorf(http.StatusConflict, api.CodeConflict, "site %s has no certificate to revoke (never enrolled)", site)
+	}
+	if err := st.RevokeSerial(ctx, actor, tenant, site, s.CertSerial, now); err != nil {
+		return "", err
+	}
+	return s.CertSerial, nil
+}
+
+// maxEnrollTokenTTL keeps enrollment tokens short-lived even on request.
+const maxEnrollTokenTTL = 7 * 24 * time.Hour
+
+func (s *Server) handleCreateEnrollmentToken(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req api.CreateEnrollmentTokenRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+	}
+	tok, err := s.CreateEnrollmentToken(r.Context(), c.actor(), c.tenant, r.PathValue("site"), req.TTL.D(), s.baseURL(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, tok)
+	return nil
+}
+
+// CreateEnrollmentToken mints a one-time token for a site, valid for ttl
+// (0 = the default), with the command to run on the edge host.
+func (s *Server) CreateEnrollmentToken(ctx context.Context, actor store.Actor, tenant, site string, ttl time.Duration, base string) (api.EnrollmentToken, error) {
+	if ttl == 0 {
+		ttl = s.opts.EnrollTokenTTL
+	}
+	if ttl < 0 || ttl > maxEnrollTokenTTL {
+		return api.EnrollmentToken{}, badRequest("field \"ttl\" %s: want between 1s and %s", ttl, maxEnrollTokenTTL)
+	}
+	id, secret, token, err := store.NewEnrollmentToken()
+	if err != nil {
+		return api.EnrollmentToken{}, err
+	}
+	t, err := s.store.CreateEnrollmentToken(ctx, actor, store.EnrollmentToken{ID: id, Tenant: tenant, Site: site, ExpiresAt: s.now().Add(ttl)}, store.HashSecret(secret))
+	if err != nil {
+		return api.EnrollmentToken{}, err
+	}
+	fp := s.pki.Fingerprint()
+	return api.EnrollmentToken{
+		ID: t.ID, Tenant: t.Tenant, Site: t.Site, Token: token, ExpiresAt: t.ExpiresAt, CAFingerprint: fp,
+		Command: fmt.Sprintf("nkudo-edge enroll --control-plane %s --token %s --ca-hash %s", base, token, fp),
+	}, nil
+}
+
+func (s *Server) handleSiteVMs(w http.ResponseWriter, r *http.Request, c *caller) error {
+	v, err := s.SiteVMs(r.Context(), c.tenant, r.PathValue("site"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+// SiteVMs joins the desired VMs (from the DesiredState hook) with the
+// site's last reported inventory, by VM name.
+func (s *Server) SiteVMs(ctx context.Context, tenant, site string) (api.SiteVMs, error) {
+	inv, err := s.store.Inventory(ctx, tenant, site)
+	if err != nil {
+		return api.SiteVMs{}, err
+	}
+	out := api.SiteVMs{Site: site, Reported: inv.Reported, InventoryVersion: inv.Version, VMs: []api.VMView{}}
+	byName := map[string]*api.VMView{}
+	var names []string
+	view := func(name string) *api.VMView {
+		if v := byName[name]; v != nil {
+			return v
+		}
+		v := &api.VMView{Name: name}
+		byName[name] = v
+		names = append(names, name)
+		return v
+	}
+	if s.opts.Desired != nil {
+		vms, commit, ok, err := s.opts.Desired.DesiredVMs(ctx, tenant, site)
+		if err != nil {
+			return api.SiteVMs{}, fmt.Errorf("desired state of %s: %w", site, err)
+		}
+		out.DesiredKnown, out.DesiredCommit = ok, commit
+		for _, vm := range vms {
+			spec := vm.Spec
+			view(vm.Name).Desired = &spec
+		}
+	}
+	for _, vm := range inv.VMs {
+		actual := vm
+		view(vm.Name).Actual = &actual
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		v := byName[n]
+		v.InSync = inSync(v.Desired, v.Actual)
+		out.VMs = append(out.VMs, *v)
+	}
+	return out, nil
+}
+
+func inSync(d *model.VMSpec, a *model.ObservedVM) bool {
+	return d != nil && a != nil && a.Managed && a.SpecHash == d.Hash() && a.State == d.State &&
+		a.CPUs == d.CPUs && a.MemoryMiB == d.MemoryMiB
+}
+
+func (s *Server) handleSitePlans(w http.ResponseWriter, r *http.Request, c *caller) error {
+	site := r.PathValue("site")
+	if _, err := s.store.GetSite(r.Context(), c.tenant, site); err != nil {
+		return err
+	}
+	return s.listPlans(w, r, c, store.PlanFilter{Site: site})
+}
+
+// ---- plans, logs, audit ----
+
+func (s *Server) handleListPlans(w http.ResponseWriter, r *http.Request, c *caller) error {
+	q := r.URL.Query()
+	return s.listPlans(w, r, c, store.PlanFilter{Site: q.Get("site"), Commit: q.Get("commit"), RepoID: q.Get("repo"), Status: model.PlanStatus(q.Get("status"))})
+}
+
+func (s *Server) listPlans(w http.ResponseWriter, r *http.Request, c *caller, f store.PlanFilter) error {
+	limit, err := queryInt(r, "limit", 100)
+	if err != nil {
+		return err
+	}
+	f.Limit = int(min(limit, 1000))
+	ps, err := s.store.ListPlans(r.Context(), c.tenant, f)
+	if err != nil {
+		return err
+	}
+	out := make([]api.Plan, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, planView(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleGetPlan(w http.ResponseWriter, r *http.Request, c *caller) error {
+	p, err := s.store.GetPlan(r.Context(), c.tenant, r.PathValue("plan"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, planView(p))
+	return nil
+}
+
+func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *caller) error {
+	plan := r.PathValue("plan")
+	after, err := queryInt(r, "after", 0)
+	if err != nil {
+		return err
+	}
+	if r.URL.Query().Get("follow") == "true" {
+		return s.followLogs(w, r, c.tenant, plan, after)
+	}
+	limit, err := queryInt(r, "limit", 1000)
+	if err != nil {
+		return err
+	}
+	lines, err := s.store.Logs(r.Context(), c.tenant, plan, after, int(min(limit, 5000)))
+	if err != nil {
+		return err
+	}
+	page := api.LogPage{Lines: make([]api.LogLine, 0, len(lines))}
+	for _, l := range lines {
+		page.Lines = append(page.Lines, logView(l))
+	}
+	for _, g := range store.Gaps(lines, after) {
+		page.Gaps = append(page.Gaps, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// followLogs streams a plan's lines as newline-delimited JSON until the
+// plan is finished and drained, the client goes away, or the server shuts
+// down. It subscribes before each read, so no line is missed.
+func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan string, after int64) error {
+	ctx := r.Context()
+	if _, err := s.store.GetPlan(ctx, tenant, plan); err != nil {
+		return err
+	}
+	ch, unsubscribe := s.store.Subscribe(ctx, store.LogTopic(plan))
+	defer unsubscribe()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+	enc := json.NewEncoder(w)
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		lines, err := s.store.Logs(ctx, tenant, plan, after, 1000)
+		if err != nil {
+			return nil // the status is sent; a broken stream ends it
+		}
+		for _, l := range lines {
+			if err := enc.Encode(logView(l)); err != nil {
+				return nil
+			}
+			after = l.Seq
+		}
+		if len(lines) > 0 {
+			_ = rc.Flush()
+			continue
+		}
+		p, err := s.store.GetPlan(ctx, tenant, plan)
+		if err != nil || finished(p.Status) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-keepalive.C:
+			if _, err := w.Write([]byte("\n")); err != nil {
+				return nil
+			}
+			_ = rc.Flush()
+		case <-s.shutdown:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func finished(st model.PlanStatus) bool {
+	return st == model.PlanSucceeded || st == model.PlanFailed || st == model.PlanSuperseded
+}
+
+func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, c *caller) error {
+	after, err := queryInt(r, "after", 0)
+	if err != nil {
+		return err
+	}
+	limit, err := queryInt(r, "limit", 100)
+	if err != nil {
+		return err
+	}
+	evs, err := s.store.ListAudit(r.Context(), c.tenant, after, int(min(limit, 1000)))
+	if err != nil {
+		return err
+	}
+	out := make([]api.AuditEvent, 0, len(evs))
+	for _, e := range evs {
+		out = append(out, api.AuditEvent{Seq: e.Seq, Time: e.Time, Tenant: e.Tenant, Actor: e.Actor, Action: e.Action, Object: e.Object, Detail: e.Detail, PrevHash: e.PrevHash, Hash: e.Hash})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// wrap64 base64-encodes der in 64-character lines, as PEM wants.
+func wrap64(der []byte) string {
+	enc := base64.StdEncoding.EncodeToString(der)
+	var b strings.Builder
+	for len(enc) > 64 {
+		b.WriteString(enc[:64])
+		b.WriteByte('\n')
+		enc = enc[64:]
+	}
+	b.WriteString(enc)
+	b.WriteByte('\n')
+	return b.String()
+}
+
+func promHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
