@@ -1,0 +1,387 @@
+package schema
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/nkudo/nkudo/model"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// Load reads every *.yaml and *.yml file under fsys (hidden files and
+// directories, such as .git, are skipped), validates each document against
+// the JSON Schema of its kind, then checks the set. On invalid input it
+// returns Errors, every problem sorted by file and line. A tree without any
+// manifest returns an error wrapping ErrNoManifests. Other failures (I/O)
+// are returned wrapped.
+//
+// The result is ordered: sites by name, VMs by site then name.
+func Load(fsys fs.FS) (model.Desired, error) {
+	schemas, err := compiled()
+	if err != nil {
+		return model.Desired{}, err
+	}
+	l := &loader{schemas: schemas}
+	if err := l.walk(fsys); err != nil {
+		return model.Desired{}, err
+	}
+	if len(l.errs) == 0 && len(l.docs) == 0 {
+		return model.Desired{}, fmt.Errorf("load manifests: %w (no *.yaml or *.yml file holds a document)", ErrNoManifests)
+	}
+	d := l.check()
+	if len(l.errs) > 0 {
+		return model.Desired{}, l.errs.sorted()
+	}
+	return d, nil
+}
+
+type loader struct {
+	schemas    map[model.Kind]*jsonschema.Schema
+	docs       []*manifest
+	errs       Errors
+	ndocs      int // documents parsed, of any kind
+	totalBytes int64
+	brokenFile bool // a file could not be parsed: references into it are unknown
+}
+
+// manifest is one document that passed the apiVersion/kind check.
+type manifest struct {
+	doc   *document
+	kind  model.Kind
+	name  string // "" when not a string
+	site  string // VMs only
+	valid bool   // passed the schema and document checks
+	s     *model.Site
+	vm    *model.VirtualMachine
+}
+
+func isManifestFile(name string) bool {
+	ext := strings.ToLower(path.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+func (l *loader) walk(fsys fs.FS) error {
+	var paths []string
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("walk %s: %w", p, err)
+		}
+		name := d.Name()
+		if p != "." && strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !isManifestFile(name) {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			// A symlink could point outside the repository: never follow it.
+			l.errs = append(l.errs, Error{File: p, Message: "not a regular file (symlinks are not followed)"})
+			l.brokenFile = true
+			return nil
+		}
+		paths = append(paths, p)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(paths) > MaxFiles {
+		l.errs = append(l.errs, Error{File: paths[MaxFiles], Message: fmt.Sprintf("too many manifest files: limit MaxFiles is %d", MaxFiles)})
+		l.brokenFile = true
+		paths = paths[:MaxFiles]
+	}
+	for _, p := range paths {
+		stop, err := l.file(fsys, p)
+		if err != nil {
+			return err
+		}
+		if stop {
+			l.brokenFile = true
+			break
+		}
+	}
+	return nil
+}
+
+// file loads one manifest file. stop reports a tree-wide limit: loading
+// goes no further.
+func (l *loader) file(fsys fs.FS, p string) (stop bool, err error) {
+	f, err := fsys.Open(p)
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", p, err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > MaxFileBytes {
+		l.errs = append(l.errs, tooBig(p))
+		l.brokenFile = true
+		return false, nil
+	}
+	// The size from Stat can lie (a growing file, a stream): read at most one
+	// byte more than the limit.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", p, err)
+	}
+	if len(data) > MaxFileBytes {
+		l.errs = append(l.errs, tooBig(p))
+		l.brokenFile = true
+		return false, nil
+	}
+	l.totalBytes += int64(len(data))
+	if l.totalBytes > MaxTotalBytes {
+		l.errs = append(l.errs, Error{File: p, Message: fmt.Sprintf("manifests add up to more than %d MiB: limit MaxTotalBytes", MaxTotalBytes>>20)})
+		return true, nil
+	}
+	docs, errs, complete := parseFile(p, data)
+	l.errs = append(l.errs, errs...)
+	if !complete {
+		l.brokenFile = true
+	}
+	for _, d := range docs {
+		l.ndocs++
+		if l.ndocs > MaxDocuments {
+			l.errs = append(l.errs, Error{File: p, Line: d.line, Message: fmt.Sprintf("too many manifests: limit MaxDocuments is %d", MaxDocuments)})
+			return true, nil
+		}
+		l.document(d)
+	}
+	return false, nil
+}
+
+func tooBig(p string) Error {
+	return Error{File: p, Message: fmt.Sprintf("file is larger than %d MiB: limit MaxFileBytes (split it into several files)", MaxFileBytes>>20)}
+}
+
+// document checks apiVersion and kind, validates against the kind's schema,
+// and runs the checks within the document.
+func (l *loader) document(d *document) {
+	obj := d.value.(map[string]any) // parseFile only returns mappings
+	fail := func(field, msg string) {
+		l.errs = append(l.errs, Error{File: d.file, Line: d.lineOf([]string{field}), Path: field, Message: msg})
+	}
+	av, hasAV := obj["apiVersion"]
+	k, hasKind := obj["kind"]
+	ok := true
+	switch {
+	case !hasAV:
+		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "missing apiVersion: want " + model.APIVersion})
+		ok = false
+	case av != model.APIVersion:
+		fail("apiVersion", fmt.Sprintf("unsupported apiVersion %s: want %s", quoteValue(av), model.APIVersion))
+		ok = false
+	}
+	kd := model.Kind(fmt.Sprint(k))
+	switch {
+	case !hasKind:
+		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "missing kind: want Site or VirtualMachine"})
+		ok = false
+	case l.schemas[kd] == nil:
+		fail("kind", fmt.Sprintf("unknown kind %s: want Site or VirtualMachine", quoteValue(k)))
+		ok = false
+	}
+	if !ok {
+		return
+	}
+	m := &manifest{doc: d, kind: kd}
+	if md, ok := obj["metadata"].(map[string]any); ok {
+		m.name, _ = md["name"].(string)
+		m.site, _ = md["site"].(string)
+	}
+	l.docs = append(l.docs, m)
+	if errs := schemaErrors(l.schemas[kd], d); len(errs) > 0 {
+		l.errs = append(l.errs, errs...)
+		return
+	}
+	// The schema passed, so the value has the shape of the document types.
+	b, err := json.Marshal(d.value)
+	if err != nil {
+		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+		return
+	}
+	src := model.Source{File: d.file, Line: d.line}
+	switch kd {
+	case model.KindSite:
+		var sd siteDoc
+		if err := json.Unmarshal(b, &sd); err != nil {
+			l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+			return
+		}
+		m.s = &model.Site{Name: sd.Metadata.Name, Labels: sd.Metadata.Labels, Annotations: sd.Metadata.Annotations, Spec: sd.Spec, Source: src}
+	case model.KindVirtualMachine:
+		var vd vmDoc
+		if err := json.Unmarshal(b, &vd); err != nil {
+			l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+			return
+		}
+		m.vm = &model.VirtualMachine{Name: vd.Metadata.Name, Site: vd.Metadata.Site, Labels: vd.Metadata.Labels, Annotations: vd.Metadata.Annotations, Spec: vd.Spec, Source: src}
+		if errs := vmChecks(d, m.vm.Spec); len(errs) > 0 {
+			l.errs = append(l.errs, errs...)
+			return
+		}
+	}
+	m.valid = true
+}
+
+type siteDoc struct {
+	Metadata struct {
+		Name        string            `json:"name"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec model.SiteSpec `json:"spec"`
+}
+
+type vmDoc struct {
+	Metadata struct {
+		Name        string            `json:"name"`
+		Site        string            `json:"site"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec model.VMSpec `json:"spec"`
+}
+
+// reservedDiskNames are used by the agent for the root and cloud-init disks.
+var reservedDiskNames = []string{"root", "cidata"}
+
+// vmChecks are the rules within one VM that JSON Schema cannot state
+// readably.
+func vmChecks(d *document, s model.VMSpec) Errors {
+	var errs Errors
+	at := func(msg string, loc ...string) {
+		errs = append(errs, Error{File: d.file, Line: d.lineOf(loc), Path: displayPath(d.value, loc), Message: msg})
+	}
+	switch {
+	case s.Kernel == nil && s.Firmware == nil:
+		at("exactly one of kernel or firmware is required (the boot payload)", "spec")
+	case s.Kernel != nil && s.Firmware != nil:
+		at("kernel and firmware are mutually exclusive: keep one", "spec", "firmware")
+	}
+	if s.MaxCPUs != 0 && s.MaxCPUs < s.CPUs {
+		at(fmt.Sprintf("must be >= spec.cpus (%d)", s.CPUs), "spec", "maxCpus")
+	}
+	if s.MaxMemoryMiB != 0 && s.MaxMemoryMiB < s.MemoryMiB {
+		at(fmt.Sprintf("must be >= spec.memoryMiB (%d)", s.MemoryMiB), "spec", "maxMemoryMiB")
+	}
+	seen := map[string]int{}
+	for i, disk := range s.Disks {
+		idx := fmt.Sprint(i)
+		if slices.Contains(reservedDiskNames, disk.Name) {
+			at(fmt.Sprintf("disk name %q is reserved for the agent (%s)", disk.Name, strings.Join(reservedDiskNames, ", ")), "spec", "disks", idx, "name")
+		}
+		if first, dup := seen[disk.Name]; dup {
+			at(fmt.Sprintf("duplicate disk name %q (also spec.disks[%d])", disk.Name, first), "spec", "disks", idx, "name")
+		}
+		seen[disk.Name] = i
+	}
+	macs := map[string]int{}
+	for i, n := range s.Networks {
+		if n.MAC == "" {
+			continue
+		}
+		mac := strings.ToLower(n.MAC)
+		if first, dup := macs[mac]; dup {
+			at(fmt.Sprintf("duplicate MAC address %s (also spec.networks[%d])", n.MAC, first), "spec", "networks", fmt.Sprint(i), "mac")
+		}
+		macs[mac] = i
+	}
+	return errs
+}
+
+// check runs the set checks and builds the desired state from the valid
+// documents.
+func (l *loader) check() model.Desired {
+	at := func(m *manifest, msg string, loc ...string) {
+		l.errs = append(l.errs, Error{File: m.doc.file, Line: m.doc.lineOf(loc), Path: displayPath(m.doc.value, loc), Message: msg})
+	}
+	where := func(m *manifest) string {
+		return fmt.Sprintf("%s:%d", m.doc.file, m.doc.lineOf([]string{"metadata", "name"}))
+	}
+	sites := map[string]*manifest{}
+	nSites := 0
+	for _, m := range l.docs {
+		if m.kind != model.KindSite || m.name == "" {
+			continue
+		}
+		if first, dup := sites[m.name]; dup {
+			at(m, fmt.Sprintf("duplicate Site %q (first defined at %s)", m.name, where(first)), "metadata", "name")
+			continue
+		}
+		sites[m.name] = m
+		nSites++
+		if nSites == MaxSites+1 {
+			at(m, fmt.Sprintf("too many sites: limit MaxSites is %d", MaxSites), "metadata", "name")
+		}
+	}
+	type vmKey struct{ site, name string }
+	vms := map[vmKey]*manifest{}
+	perSite := map[string]int{}
+	macs := map[string]string{} // site + mac -> where
+	for _, m := range l.docs {
+		if m.kind != model.KindVirtualMachine || m.name == "" || m.site == "" {
+			continue
+		}
+		k := vmKey{m.site, m.name}
+		if first, dup := vms[k]; dup {
+			at(m, fmt.Sprintf("duplicate VirtualMachine %q at site %q (first defined at %s)", m.name, m.site, where(first)), "metadata", "name")
+			continue
+		}
+		vms[k] = m
+		site, ok := sites[m.site]
+		if !ok {
+			if !l.brokenFile { // the Site may be in the file that failed to parse
+				at(m, fmt.Sprintf("site %q is not defined by any Site manifest", m.site), "metadata", "site")
+			}
+			continue
+		}
+		perSite[m.site]++
+		if perSite[m.site] == MaxVMsPerSite+1 {
+			at(site, fmt.Sprintf("site %q has more than %d VMs (limit MaxVMsPerSite); the first one over is at %s", m.site, MaxVMsPerSite, where(m)), "metadata", "name")
+		}
+		if m.vm == nil {
+			continue
+		}
+		for i, n := range m.vm.Spec.Networks {
+			if n.MAC == "" {
+				continue
+			}
+			key := m.site + "/" + strings.ToLower(n.MAC)
+			loc := []string{"spec", "networks", fmt.Sprint(i), "mac"}
+			here := fmt.Sprintf("%s:%d", m.doc.file, m.doc.lineOf(loc))
+			if first, dup := macs[key]; dup && first != here {
+				at(m, fmt.Sprintf("MAC address %s is already used at site %q (%s)", n.MAC, m.site, first), loc...)
+				continue
+			}
+			macs[key] = here
+		}
+	}
+
+	var d model.Desired
+	for _, m := range l.docs {
+		if !m.valid {
+			continue
+		}
+		if m.s != nil {
+			d.Sites = append(d.Sites, *m.s)
+		}
+		if m.vm != nil {
+			d.VMs = append(d.VMs, *m.vm)
+		}
+	}
+	slices.SortFunc(d.Sites, func(a, b model.Site) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(d.VMs, func(a, b model.VirtualMachine) int {
+		if c := strings.Compare(a.Site, b.Site); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return d
+}
