@@ -1,0 +1,53 @@
+package e2etest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGitServerPushAndClone(t *testing.T) {
+	g := NewGitServer(t)
+	url := g.InitBare(t, "fleet.git")
+	w := Clone(t, url)
+	w.Write(t, map[string][]byte{"sites/a.yaml": []byte("a: 1\n")})
+	before, after := w.CommitAndPush(t, "first")
+	if before != "" {
+		t.Errorf("before = %q on an empty repository, want empty", before)
+	}
+	remote := Git(t, "", "ls-remote", url, "refs/heads/main")
+	if !strings.HasPrefix(remote, after) {
+		t.Fatalf("ls-remote = %q, want the pushed commit %s", remote, after)
+	}
+	w.Edit(t, "sites/a.yaml", func(s string) string { return strings.Replace(s, "1", "2", 1) })
+	before2, after2 := w.CommitAndPush(t, "second")
+	if before2 != after || after2 == after {
+		t.Errorf("second push: before %s after %s, want before %s and a new commit", before2, after2, after)
+	}
+	other := Clone(t, url)
+	b, err := os.ReadFile(filepath.Join(other.Dir, "sites/a.yaml"))
+	if err != nil || string(b) != "a: 2\n" {
+		t.Errorf("fresh clone has %q, %v; want the second commit's content", b, err)
+	}
+}
+
+func TestProcLogsAndStop(t *testing.T) {
+	p := Start(t, ProcConfig{Name: "sleeper", Bin: "/bin/sh", Args: []string{"-c", "echo started; exec sleep 60"}})
+	Eventually(t, t.Context(), 10*time.Second, "output captured", func(context.Context) error {
+		if !strings.Contains(p.Log(), "started") {
+			return errors.New("no output yet")
+		}
+		return nil
+	})
+	if done, _ := p.Exited(); done {
+		t.Fatal("process exited early")
+	}
+	p.Kill()
+	if done, err := p.Exited(); !done || err == nil {
+		t.Errorf("after Kill: exited=%v err=%v, want exited by a signal", done, err)
+	}
+}
