@@ -1,0 +1,378 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
+)
+
+// ControlPlane is the part of api.Client the agent uses.
+type ControlPlane interface {
+	Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error)
+	WaitPlan(ctx context.Context, after string, wait time.Duration) (*api.AgentPlan, error)
+	ReportResults(ctx context.Context, results ...api.ActionResult) (api.ResultsResponse, error)
+	SendLogs(ctx context.Context, lines []api.LogLine) (api.LogsResponse, error)
+}
+
+var _ ControlPlane = (*api.Client)(nil)
+
+// Config wires an Agent.
+type Config struct {
+	Client   ControlPlane
+	Executor *Executor
+	Facts    FactsSource
+	Logger   *slog.Logger
+	// AgentVersion is reported with every heartbeat.
+	AgentVersion string
+	// PollWait is the long-poll duration; zero means 30s.
+	PollWait time.Duration
+	// FirstHeartbeat is the interval used until the server names one; zero means 15s.
+	FirstHeartbeat time.Duration
+	// Renew, when set, runs beside the loops (certificate renewal).
+	Renew func(ctx context.Context) error
+}
+
+// Agent runs the edge loops: heartbeat, plan long-poll, execution and
+// delivery of buffered results and logs.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu          sync.Mutex
+	known       int64 // inventory version of the last heartbeat reply
+	heartbeated bool
+	latest      *model.Plan
+	newPlan     chan struct{}
+	kickHB      chan struct{}
+	firstHB     chan struct{}
+	firstOnce   sync.Once
+}
+
+// New builds an agent.
+func New(cfg Config) *Agent {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PollWait == 0 {
+		cfg.PollWait = 30 * time.Second
+	}
+	if cfg.FirstHeartbeat == 0 {
+		cfg.FirstHeartbeat = 15 * time.Second
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
+		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), firstHB: make(chan struct{})}
+}
+
+// jitter spreads d by ±10 %.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	return d + time.Duration((rand.Float64()*0.2-0.1)*float64(d))
+}
+
+// Run runs until ctx ends. On cancellation the current action finishes,
+// buffered results get a last, short delivery attempt, and Run returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	loopCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	start := func(name string, f func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(loopCtx)
+			a.log.Debug("loop stopped", "loop", name)
+		}()
+	}
+	start("heartbeat", a.heartbeatLoop)
+	start("poll", a.pollLoop)
+	start("deliver", a.deliverLoop)
+	if a.cfg.Renew != nil {
+		start("renew", func(ctx context.Context) {
+			if err := a.cfg.Renew(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("certificate renewal stopped", "err", err)
+			}
+		})
+	}
+	a.execLoop(ctx)
+	cancel()
+	wg.Wait()
+	// Last chance for what the final action produced.
+	flushCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer stop()
+	if err := a.Deliver(flushCtx); err != nil {
+		a.log.Warn("results still buffered at exit; they are delivered after the next start", "err", err,
+			"results", a.cfg.Executor.Results.Len(), "logs", a.cfg.Executor.Logs.Len())
+	}
+	return nil
+}
+
+// KnownInventoryVersion is the version from the last heartbeat reply.
+func (a *Agent) KnownInventoryVersion() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.known
+}
+
+// Heartbeat sends one heartbeat with facts and inventory.
+func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
+	vms, err := a.cfg.Executor.Provider.List(ctx)
+	if err != nil {
+		// Never report a partial inventory: the planner would recreate what is missing.
+		return api.HeartbeatResponse{}, fmt.Errorf("inventory: %w", err)
+	}
+	facts := a.cfg.Facts.Collect(ctx)
+	if d := a.cfg.Executor.Results.Dropped() + a.cfg.Executor.Logs.Dropped(); d > 0 {
+		facts.Labels["outboxDropped"] = fmt.Sprint(d)
+	}
+	resp, err := a.cfg.Client.Heartbeat(ctx, api.HeartbeatRequest{AgentVersion: a.cfg.AgentVersion, Facts: facts, VMs: vms})
+	if err != nil {
+		return resp, err
+	}
+	a.mu.Lock()
+	a.known = resp.InventoryVersion
+	a.heartbeated = true
+	a.mu.Unlock()
+	a.firstOnce.Do(func() { close(a.firstHB) })
+	return resp, nil
+}
+
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	interval := a.cfg.FirstHeartbeat
+	backoff := time.Second
+	failing := false
+	for {
+		resp, err := a.Heartbeat(ctx)
+		wait := jitter(interval)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				a.log.Warn("heartbeat failed; retrying", "err", err)
+			}
+			failing = true
+			wait = min(jitter(backoff), wait)
+			backoff = min(backoff*2, 30*time.Second)
+		default:
+			if failing {
+				a.log.Info("heartbeat recovered")
+			}
+			failing, backoff = false, time.Second
+			if d := resp.NextHeartbeat.D(); d > 0 {
+				interval = d
+				wait = jitter(d)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kickHB:
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (a *Agent) kickHeartbeat() {
+	select {
+	case a.kickHB <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) pollLoop(ctx context.Context) {
+	after := ""
+	backoff := time.Second
+	for ctx.Err() == nil {
+		p, err := a.cfg.Client.WaitPlan(ctx, after, a.cfg.PollWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Debug("plan poll failed", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(jitter(backoff)):
+			}
+			backoff = min(backoff*2, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		if p == nil {
+			continue
+		}
+		after = p.Plan.ID
+		if p.Status != model.PlanPending && p.Status != model.PlanInProgress && p.Status != "" {
+			a.log.Debug("ignoring plan that is no longer active", "plan", p.Plan.ID, "status", p.Status)
+			continue
+		}
+		plan := p.Plan
+		a.mu.Lock()
+		a.latest = &plan
+		a.mu.Unlock()
+		select {
+		case a.newPlan <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (a *Agent) execLoop(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-a.firstHB: // the stale-plan guard needs a known inventory version
+	}
+	done := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.newPlan:
+		}
+		a.mu.Lock()
+		plan := a.latest
+		known := a.known
+		a.mu.Unlock()
+		if plan == nil || plan.ID == done {
+			continue
+		}
+		a.log.Info("executing plan", "plan", plan.ID, "actions", len(plan.Actions), "commit", plan.Commit)
+		outcome, err := a.cfg.Executor.Execute(ctx, *plan, known, func() bool {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return a.latest != nil && a.latest.ID != plan.ID
+		})
+		if err != nil {
+			a.log.Error("plan execution stopped", "plan", plan.ID, "err", err)
+		} else {
+			a.log.Info("plan finished", "plan", plan.ID, "outcome", outcome)
+		}
+		if outcome != OutcomeInterrupted {
+			done = plan.ID
+		}
+		a.kickHeartbeat()
+		a.mu.Lock()
+		if a.latest != nil && a.latest.ID != done {
+			select {
+			case a.newPlan <- struct{}{}:
+			default:
+			}
+		}
+		a.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) deliverLoop(ctx context.Context) {
+	backoff := time.Second
+	failing := false
+	for {
+		err := a.Deliver(ctx)
+		wait := time.Hour
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if !failing {
+				a.log.Warn("control plane unreachable; buffering results and logs on disk", "err", err)
+			}
+			failing = true
+			wait = jitter(backoff)
+			backoff = min(backoff*2, 30*time.Second)
+		} else {
+			if failing {
+				a.log.Info("buffered results and logs delivered")
+			}
+			failing, backoff = false, time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.cfg.Executor.Results.Wake():
+		case <-a.cfg.Executor.Logs.Wake():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// permanent reports whether the control plane refused a report for good
+// (the plan is superseded or unknown, the body is invalid): retrying cannot help.
+func permanent(err error) bool {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Status {
+	case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		return true
+	}
+	return false
+}
+
+// Deliver sends everything buffered, results first, oldest first. It
+// returns the first transient error; refused entries are dropped and logged.
+func (a *Agent) Deliver(ctx context.Context) error {
+	ex := a.cfg.Executor
+	for batchSize := 100; ; {
+		batch, err := ex.Results.Peek(batchSize)
+		if err != nil || len(batch) == 0 {
+			if err != nil {
+				return err
+			}
+			break
+		}
+		results := make([]api.ActionResult, 0, len(batch))
+		for _, e := range batch {
+			results = append(results, *e.Result)
+		}
+		if _, err := a.cfg.Client.ReportResults(ctx, results...); err != nil {
+			if !permanent(err) {
+				return fmt.Errorf("report results: %w", err)
+			}
+			if len(batch) > 1 {
+				batchSize = 1 // find the refused one
+				continue
+			}
+			a.log.Warn("control plane refused a result; dropping it", "plan", results[0].PlanID, "action", results[0].ActionID, "status", results[0].Status, "err", err)
+		}
+		if err := ex.Results.Remove(batch...); err != nil {
+			return err
+		}
+	}
+	for batchSize := 500; ; {
+		batch, err := ex.Logs.Peek(batchSize)
+		if err != nil || len(batch) == 0 {
+			return err
+		}
+		lines := make([]api.LogLine, 0, len(batch))
+		for _, e := range batch {
+			lines = append(lines, *e.Log)
+		}
+		if _, err := a.cfg.Client.SendLogs(ctx, lines); err != nil {
+			if !permanent(err) {
+				return fmt.Errorf("send logs: %w", err)
+			}
+			if len(batch) > 1 {
+				batchSize = 1
+				continue
+			}
+			a.log.Warn("control plane refused a log line; dropping it", "plan", lines[0].PlanID, "seq", lines[0].Seq, "err", err)
+		}
+		if err := ex.Logs.Remove(batch...); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,323 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
+)
+
+// Outcome says how an Execute call ended.
+type Outcome string
+
+const (
+	// OutcomeDone: every action has a final result.
+	OutcomeDone Outcome = "done"
+	// OutcomeSuperseded: a newer plan arrived; the rest was left to it.
+	OutcomeSuperseded Outcome = "superseded"
+	// OutcomeStale: the plan was computed against an older inventory and was not executed.
+	OutcomeStale Outcome = "stale"
+	// OutcomeInterrupted: the context ended between actions (shutdown).
+	OutcomeInterrupted Outcome = "interrupted"
+)
+
+// Executor applies plans with a Provider, one action at a time, in plan
+// order. Each outcome is written to the Cache before it is queued for the
+// control plane, so a plan delivered again re-executes nothing, and an
+// action cut short by a crash is examined against the provider's real state
+// instead of being repeated blindly.
+type Executor struct {
+	Provider Provider
+	Cache    *Cache
+	// Results and Logs buffer what is reported; Deliver sends them.
+	Results *Outbox
+	Logs    *Outbox
+	Logger  *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// ActionTimeout bounds one action; zero means 30 minutes.
+	ActionTimeout time.Duration
+	seqs          *seqStore
+}
+
+// NewExecutor opens the executor's state under dir (cache, outboxes, log sequences).
+func NewExecutor(dir string, p Provider, logger *slog.Logger) (*Executor, error) {
+	cache, err := OpenCache(filepath.Join(dir, "actions"))
+	if err != nil {
+		return nil, err
+	}
+	results, err := OpenOutbox(filepath.Join(dir, "outbox", "results"), 10000)
+	if err != nil {
+		return nil, err
+	}
+	logs, err := OpenOutbox(filepath.Join(dir, "outbox", "logs"), 50000)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	seqDir := filepath.Join(dir, "logseq")
+	if err := os.MkdirAll(seqDir, 0o700); err != nil {
+		return nil, fmt.Errorf("log sequences: %w", err)
+	}
+	return &Executor{Provider: p, Cache: cache, Results: results, Logs: logs, Logger: logger.With("component", "executor"),
+		seqs: &seqStore{dir: seqDir}}, nil
+}
+
+func (e *Executor) now() time.Time {
+	if e.Now != nil {
+		return e.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// logLine queues one execution log line for the plan.
+func (e *Executor) logLine(planID, actionID string, stream api.LogStream, line string) {
+	seq, err := e.seqs.next(planID)
+	if err == nil {
+		err = e.Logs.Add(OutboxEntry{Log: &api.LogLine{PlanID: planID, ActionID: actionID, Seq: seq, Time: e.now(), Stream: stream, Line: line}})
+	}
+	if err != nil {
+		e.Logger.Error("cannot buffer log line", "plan", planID, "err", err)
+	}
+}
+
+// report queues a result; the key makes a pending duplicate a no-op.
+func (e *Executor) report(r Record) error {
+	key := "final-" + r.ActionID
+	if r.Status == model.ActionRunning {
+		key = "start-" + r.ActionID
+	}
+	res := r.Result()
+	return e.Results.Add(OutboxEntry{Key: key, Result: &res})
+}
+
+// Execute applies plan. knownVersion is the inventory version of the last
+// heartbeat reply; a plan computed against an older inventory is not
+// executed (unless this agent already started it). superseded is asked
+// between actions; when it says a newer plan is waiting, Execute returns.
+// Cancelling ctx lets the current action finish and stops before the next.
+func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion int64, superseded func() bool) (Outcome, error) {
+	if err := checkID("plan", plan.ID); err != nil {
+		return "", err
+	}
+	for _, a := range plan.Actions {
+		if err := checkID("action", a.ID); err != nil {
+			return "", fmt.Errorf("plan %s: %w", plan.ID, err)
+		}
+	}
+	log := e.Logger.With("plan", plan.ID)
+	touched := false
+	for _, a := range plan.Actions {
+		if _, ok, err := e.Cache.Get(a.ID); err != nil {
+			return "", err
+		} else if ok {
+			touched = true
+			break
+		}
+	}
+	if !touched && knownVersion > plan.InventoryVersion {
+		msg := fmt.Sprintf("stale plan: computed against inventory version %d, the agent has reported version %d since; not executed", plan.InventoryVersion, knownVersion)
+		log.Warn("stale plan not executed", "planVersion", plan.InventoryVersion, "known", knownVersion)
+		e.logLine(plan.ID, "", api.StreamAgent, msg)
+		now := e.now()
+		for _, a := range plan.Actions {
+			r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped, Error: msg, StartedAt: now, FinishedAt: now}
+			if err := e.Cache.Put(r); err != nil {
+				return "", err
+			}
+			if err := e.report(r); err != nil {
+				return "", err
+			}
+		}
+		return OutcomeStale, nil
+	}
+	var failed *Record
+	for i, a := range plan.Actions {
+		if i > 0 && superseded != nil && superseded() {
+			log.Info("plan superseded; stopping after the current action")
+			e.logLine(plan.ID, "", api.StreamAgent, "superseded by a newer plan")
+			return OutcomeSuperseded, nil
+		}
+		if ctx.Err() != nil {
+			return OutcomeInterrupted, nil
+		}
+		rec, ok, err := e.Cache.Get(a.ID)
+		if err != nil {
+			return "", err
+		}
+		if ok && rec.Final() {
+			// Delivered again: report the cached outcome, execute nothing.
+			if err := e.report(rec); err != nil {
+				return "", err
+			}
+			if rec.Status == model.ActionFailed && failed == nil {
+				failed = &rec
+			}
+			continue
+		}
+		if failed != nil {
+			now := e.now()
+			r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
+				Error: fmt.Sprintf("skipped: %s %s failed earlier in the plan", failed.Operation, failed.VM), StartedAt: now, FinishedAt: now}
+			if err := e.Cache.Put(r); err != nil {
+				return "", err
+			}
+			if err := e.report(r); err != nil {
+				return "", err
+			}
+			continue
+		}
+		r, err := e.run(ctx, plan, a, ok)
+		if err != nil {
+			return "", err
+		}
+		if r.Status == model.ActionFailed {
+			failed = &r
+		}
+	}
+	return OutcomeDone, nil
+}
+
+// run executes one action (or recovers it after a crash) and records it.
+func (e *Executor) run(ctx context.Context, plan model.Plan, a model.Action, interrupted bool) (Record, error) {
+	log := e.Logger.With("plan", plan.ID, "action", a.ID, "op", a.Operation, "vm", a.VM)
+	started := e.now()
+	if interrupted {
+		prev, _, _ := e.Cache.Get(a.ID)
+		started = prev.StartedAt
+	}
+	rec := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionRunning, StartedAt: started}
+	// Actions run to completion even when the agent is told to stop.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.actionTimeout())
+	defer cancel()
+	actx = WithProgress(actx, func(line string) { e.logLine(plan.ID, a.ID, api.StreamAgent, line) })
+	output := map[string]any{"vm": a.VM}
+	var runErr error
+	if interrupted {
+		done, why, err := e.alreadyDone(actx, a)
+		if err != nil {
+			log.Warn("cannot examine interrupted action; re-executing", "err", err)
+		}
+		if done {
+			log.Info("interrupted action found complete", "why", why)
+			Progress(actx, "recovered after restart: "+why)
+			output["recovered"] = true
+			return e.finish(rec, output, nil)
+		}
+		Progress(actx, "re-executing action interrupted by a restart")
+	} else {
+		if err := e.Cache.Put(rec); err != nil {
+			return rec, err
+		}
+		if err := e.report(rec); err != nil {
+			return rec, err
+		}
+	}
+	Progress(actx, fmt.Sprintf("%s %s", a.Operation, a.VM))
+	runErr = e.apply(actx, a)
+	output["durationMs"] = time.Since(started).Milliseconds()
+	if runErr != nil {
+		log.Warn("action failed", "err", runErr)
+		Progress(actx, "failed: "+runErr.Error())
+	} else {
+		Progress(actx, fmt.Sprintf("%s %s: done", a.Operation, a.VM))
+	}
+	return e.finish(rec, output, runErr)
+}
+
+func (e *Executor) finish(rec Record, output map[string]any, runErr error) (Record, error) {
+	rec.FinishedAt = e.now()
+	rec.Status = model.ActionSucceeded
+	if runErr != nil {
+		rec.Status = model.ActionFailed
+		rec.Error = runErr.Error()
+	}
+	rec.Output, _ = json.Marshal(output)
+	// The outcome is durable before anyone hears of it.
+	if err := e.Cache.Put(rec); err != nil {
+		return rec, err
+	}
+	return rec, e.report(rec)
+}
+
+func (e *Executor) actionTimeout() time.Duration {
+	if e.ActionTimeout > 0 {
+		return e.ActionTimeout
+	}
+	return 30 * time.Minute
+}
+
+func (e *Executor) apply(ctx context.Context, a model.Action) error {
+	switch a.Operation {
+	case model.OpCreate:
+		if a.Spec == nil {
+			return errors.New("create action without a spec")
+		}
+		return e.Provider.Create(ctx, a.VM, *a.Spec)
+	case model.OpStart:
+		return e.Provider.Start(ctx, a.VM)
+	case model.OpStop:
+		return e.Provider.Stop(ctx, a.VM)
+	case model.OpDelete:
+		return e.Provider.Delete(ctx, a.VM)
+	case model.OpResize:
+		if a.Spec == nil {
+			return errors.New("resize action without a spec")
+		}
+		return e.Provider.Resize(ctx, a.VM, a.Spec.CPUs, a.Spec.MemoryMiB)
+	}
+	return fmt.Errorf("unknown operation %q", a.Operation)
+}
+
+// alreadyDone examines the provider's real state for an action that was
+// started before a crash: create is done if the VM exists with the right
+// spec hash, start if it runs, stop if it is stopped or gone, delete if it
+// is gone, resize if it has the wanted size.
+func (e *Executor) alreadyDone(ctx context.Context, a model.Action) (bool, string, error) {
+	vms, err := e.Provider.List(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	var vm *model.ObservedVM
+	for i := range vms {
+		if vms[i].Name == a.VM {
+			vm = &vms[i]
+		}
+	}
+	switch a.Operation {
+	case model.OpCreate:
+		want := a.SpecHash
+		if want == "" && a.Spec != nil {
+			want = a.Spec.Hash()
+		}
+		if vm != nil && vm.Managed && vm.SpecHash == want {
+			return true, "vm exists with the planned spec", nil
+		}
+	case model.OpStart:
+		if vm != nil && vm.State == model.VMRunning {
+			return true, "vm is running", nil
+		}
+	case model.OpStop:
+		if vm == nil || vm.State == model.VMStopped {
+			return true, "vm is stopped", nil
+		}
+	case model.OpDelete:
+		if vm == nil {
+			return true, "vm is gone", nil
+		}
+	case model.OpResize:
+		if vm != nil && a.Spec != nil && vm.CPUs == a.Spec.CPUs && vm.MemoryMiB == a.Spec.MemoryMiB {
+			return true, "vm has the planned size", nil
+		}
+	}
+	return false, "", nil
+}

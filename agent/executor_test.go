@@ -1,0 +1,291 @@
+package agent_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/agent"
+	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/tests/fakes/chfake"
+)
+
+var fakeCH string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "agent-test-bin")
+	if err != nil {
+		panic(err)
+	}
+	fakeCH = filepath.Join(dir, "cloud-hypervisor")
+	if out, err := exec.Command("go", "build", "-o", fakeCH, "github.com/nkudo/nkudo/tests/fakes/cloud-hypervisor").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build fake: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type rig struct {
+	state, reqLog string
+	prov          *cloudhypervisor.Provider
+	ex            *agent.Executor
+	spec          model.VMSpec
+}
+
+func newRig(t *testing.T, env ...string) *rig {
+	t.Helper()
+	state, err := os.MkdirTemp("", "ag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		pids, _ := filepath.Glob(filepath.Join(state, "vms", "*", "vmm.pid"))
+		for _, f := range pids {
+			b, _ := os.ReadFile(f)
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		os.RemoveAll(state)
+	})
+	r := &rig{state: state, reqLog: filepath.Join(t.TempDir(), "requests.jsonl")}
+	kernel := filepath.Join(t.TempDir(), "vmlinux")
+	os.WriteFile(kernel, []byte("kernel"), 0o644)
+	sum := sha256.Sum256([]byte("kernel"))
+	r.spec = model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256,
+		Kernel: &model.Kernel{URL: "file://" + kernel, SHA256: hex.EncodeToString(sum[:])}}
+	r.prov, err = cloudhypervisor.New(cloudhypervisor.Options{StateDir: filepath.Join(state, "p"), Binary: fakeCH,
+		DisableNetworking: true, StopTimeout: 2 * time.Second, Env: append([]string{"CHFAKE_REQUEST_LOG=" + r.reqLog}, env...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ex = r.executor(t)
+	return r
+}
+
+func (r *rig) executor(t *testing.T) *agent.Executor {
+	ex, err := agent.NewExecutor(filepath.Join(r.state, "agent"), r.prov, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ex
+}
+
+func (r *rig) calls(t *testing.T) []string {
+	entries, err := chfake.ReadRequestLog(r.reqLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Method == "PUT" {
+			out = append(out, e.Endpoint)
+		}
+	}
+	return out
+}
+
+func (r *rig) plan(version int64, ops ...string) model.Plan {
+	p := model.Plan{ID: fmt.Sprintf("plan-v%d-%d", version, len(ops)), Tenant: "t", Site: "s", InventoryVersion: version}
+	for i, op := range ops {
+		o, vm, _ := strings.Cut(op, " ")
+		a := model.Action{ID: fmt.Sprintf("a%d-%s-%s-v%d", i, o, vm, version), Operation: model.Operation(o), VM: vm}
+		if a.Operation == model.OpCreate {
+			s := r.spec
+			a.Spec, a.SpecHash = &s, s.Hash()
+		}
+		p.Actions = append(p.Actions, a)
+	}
+	return p
+}
+
+// results lists "actionID status" of the queued results, oldest first.
+func results(t *testing.T, ex *agent.Executor) []string {
+	t.Helper()
+	entries, err := ex.Results.Peek(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Result.ActionID+" "+string(e.Result.Status))
+	}
+	return out
+}
+
+func TestExecutePlanInOrderAndReportEachResult(t *testing.T) {
+	r := newRig(t)
+	p := r.plan(1, "create vm-a", "start vm-a", "stop vm-a", "delete vm-a")
+	out, err := r.ex.Execute(t.Context(), p, 1, nil)
+	if err != nil || out != agent.OutcomeDone {
+		t.Fatalf("execute = %s, %v", out, err)
+	}
+	if d := cmp.Diff([]string{"vm.create", "vm.boot", "vm.power-button", "vm.delete", "vmm.shutdown"}, r.calls(t)); d != "" {
+		t.Errorf("hypervisor calls (-want +got):\n%s", d)
+	}
+	var want []string
+	for _, a := range p.Actions {
+		want = append(want, a.ID+" running", a.ID+" succeeded")
+	}
+	if d := cmp.Diff(want, results(t, r.ex)); d != "" {
+		t.Errorf("queued results (-want +got):\n%s", d)
+	}
+	logs, _ := r.ex.Logs.Peek(1000)
+	for i, e := range logs {
+		if e.Log.Seq != int64(i+1) || e.Log.PlanID != p.ID {
+			t.Fatalf("log %d: seq %d plan %s", i, e.Log.Seq, e.Log.PlanID)
+		}
+	}
+	if len(logs) < len(p.Actions) {
+		t.Errorf("only %d log lines", len(logs))
+	}
+
+	// The same plan again (lost responses, a restart): cached results, no calls.
+	before := len(r.calls(t))
+	ex2 := r.executor(t) // a fresh executor over the same state, as after a restart
+	if out, err := ex2.Execute(t.Context(), p, 5, nil); err != nil || out != agent.OutcomeDone {
+		t.Fatalf("re-delivered plan = %s, %v (a plan this agent started is never stale)", out, err)
+	}
+	if after := len(r.calls(t)); after != before {
+		t.Errorf("re-delivered plan made %d hypervisor calls", after-before)
+	}
+	if got := results(t, ex2); len(got) != len(want) {
+		t.Errorf("pending results after re-delivery: %d, want %d (duplicates of pending results are not queued)", len(got), len(want))
+	}
+}
+
+func TestInterruptedActionsAreExaminedNotRepeated(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	p := r.plan(1, "create vm-a", "start vm-a")
+	// The agent crashed after vm.create succeeded but before recording the
+	// result: the cache holds only the "started" marker.
+	if err := r.prov.Create(ctx, "vm-a", r.spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.ex.Cache.Put(agent.Record{PlanID: p.ID, ActionID: p.Actions[0].ID, Operation: model.OpCreate, VM: "vm-a", Status: model.ActionRunning, StartedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := r.ex.Execute(ctx, p, 1, nil); err != nil || out != agent.OutcomeDone {
+		t.Fatalf("execute = %s, %v", out, err)
+	}
+	if d := cmp.Diff([]string{"vm.create", "vm.boot"}, r.calls(t)); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+	rec, ok, _ := r.ex.Cache.Get(p.Actions[0].ID)
+	var output map[string]any
+	json.Unmarshal(rec.Output, &output)
+	if !ok || rec.Status != model.ActionSucceeded || output["recovered"] != true {
+		t.Errorf("recovered create record = %+v", rec)
+	}
+	// A start interrupted before the VM booted is re-executed.
+	p2 := r.plan(2, "stop vm-a", "start vm-a")
+	r.ex.Execute(ctx, model.Plan{ID: "stop-only", InventoryVersion: 2, Actions: p2.Actions[:1]}, 2, nil)
+	r.ex.Cache.Put(agent.Record{PlanID: p2.ID, ActionID: p2.Actions[1].ID, Operation: model.OpStart, VM: "vm-a", Status: model.ActionRunning})
+	before := len(r.calls(t))
+	r.ex.Execute(ctx, model.Plan{ID: p2.ID, InventoryVersion: 2, Actions: p2.Actions[1:]}, 2, nil)
+	if got := r.calls(t)[before:]; !cmp.Equal(got, []string{"vm.boot"}) {
+		t.Errorf("re-executed interrupted start: calls %v", got)
+	}
+}
+
+func TestStalePlanIsNotExecuted(t *testing.T) {
+	r := newRig(t)
+	p := r.plan(3, "create vm-a", "start vm-a")
+	out, err := r.ex.Execute(t.Context(), p, 4, nil)
+	if err != nil || out != agent.OutcomeStale {
+		t.Fatalf("execute = %s, %v", out, err)
+	}
+	if c := r.calls(t); len(c) != 0 {
+		t.Errorf("stale plan called the hypervisor: %v", c)
+	}
+	entries, _ := r.ex.Results.Peek(10)
+	if len(entries) != 2 || entries[0].Result.Status != model.ActionSkipped || !strings.Contains(entries[0].Result.Error, "stale plan") {
+		t.Errorf("stale results = %+v", entries)
+	}
+}
+
+func TestNewerPlanSupersedesAfterCurrentAction(t *testing.T) {
+	r := newRig(t)
+	p := r.plan(1, "create vm-a", "start vm-a")
+	asked := 0
+	out, err := r.ex.Execute(t.Context(), p, 1, func() bool { asked++; return true })
+	if err != nil || out != agent.OutcomeSuperseded {
+		t.Fatalf("execute = %s, %v", out, err)
+	}
+	if d := cmp.Diff([]string{"vm.create"}, r.calls(t)); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+}
+
+func TestFailureSkipsTheRestWithTheAPIError(t *testing.T) {
+	r := newRig(t, `CHFAKE_FAULTS=[{"endpoint":"vm.boot","status":500,"error":"Error booting VM: kvm unavailable"}]`)
+	p := r.plan(1, "create vm-a", "start vm-a", "create vm-b")
+	if _, err := r.ex.Execute(t.Context(), p, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := r.ex.Results.Peek(100)
+	final := map[string]api.ActionResult{}
+	for _, e := range entries {
+		if e.Result.Status != model.ActionRunning {
+			final[e.Result.ActionID] = *e.Result
+		}
+	}
+	if s := final[p.Actions[1].ID]; s.Status != model.ActionFailed || !strings.Contains(s.Error, "kvm unavailable") {
+		t.Errorf("start result = %+v", s)
+	}
+	if s := final[p.Actions[2].ID]; s.Status != model.ActionSkipped {
+		t.Errorf("action after the failure = %+v", s)
+	}
+}
+
+func TestOutboxBoundedOldestFirstDurable(t *testing.T) {
+	dir := t.TempDir()
+	o, err := agent.OpenOutbox(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		if err := o.Add(agent.OutboxEntry{Log: &api.LogLine{PlanID: "p", Seq: int64(i), Line: "l"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Add(agent.OutboxEntry{Key: "k", Log: &api.LogLine{PlanID: "p", Seq: 6}})
+	o.Add(agent.OutboxEntry{Key: "k", Log: &api.LogLine{PlanID: "p", Seq: 7}}) // duplicate key: ignored
+	o2, err := agent.OpenOutbox(dir, 3)                                        // reopen: as after a restart
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := o2.Peek(10)
+	var seqs []int64
+	for _, e := range entries {
+		seqs = append(seqs, e.Log.Seq)
+	}
+	if d := cmp.Diff([]int64{4, 5, 6}, seqs); d != "" {
+		t.Errorf("pending (-want +got):\n%s", d)
+	}
+	if o2.Dropped() != 3 {
+		t.Errorf("dropped = %d, want 3", o2.Dropped())
+	}
+	if err := o2.Remove(entries[0]); err != nil {
+		t.Fatal(err)
+	}
+	if o2.Len() != 2 {
+		t.Errorf("len = %d", o2.Len())
+	}
+}
