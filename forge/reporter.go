@@ -23,6 +23,9 @@ type ReporterOptions struct {
 	// MaxAttempts is how often one status is tried before it is given up (default 8).
 	MaxAttempts int
 	Logger      *slog.Logger
+	// OnPosted, when set, is called after the forge shows a status (posted
+	// now, or found already there), with the context as given to Report.
+	OnPosted func(Status)
 }
 
 type statusKey struct{ sha, context string }
@@ -202,6 +205,11 @@ func (r *Reporter) next() (*pendingStatus, time.Duration) {
 
 func (r *Reporter) post(ctx context.Context, p *pendingStatus) {
 	err := r.postChanged(ctx, p.st)
+	if err == nil && r.opts.OnPosted != nil {
+		st := p.st
+		st.Context = strings.TrimPrefix(st.Context, r.opts.Prefix)
+		r.opts.OnPosted(st)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.busy = false

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -25,7 +26,7 @@ type Store interface {
 // Sink receives the work deliveries ask for (the reconciler implements it).
 type Sink interface {
 	// Trigger reconciles the repository; ref "" means its tracked branch head.
-	Trigger(ctx context.Context, tenant, repoID, ref string) error
+	Trigger(ctx context.Context, tenant, repoID, ref string) (api.TriggerResult, error)
 	// Preview validates and plans a pull request head without applying it.
 	Preview(ctx context.Context, tenant, repoID string, pr int, headSHA string) error
 }
@@ -289,7 +290,7 @@ func (h *Handler) Run(ctx context.Context) {
 		var err error
 		switch j.ev.Kind {
 		case KindPush:
-			err = h.opts.Sink.Trigger(ctx, j.repo.Tenant, j.repo.ID, "")
+			_, err = h.opts.Sink.Trigger(ctx, j.repo.Tenant, j.repo.ID, "")
 		case KindPullRequest:
 			err = h.opts.Sink.Preview(ctx, j.repo.Tenant, j.repo.ID, j.ev.PR, j.ev.HeadSHA)
 		}

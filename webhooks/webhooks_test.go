@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/webhooks"
 )
@@ -211,11 +212,11 @@ type sink struct {
 	calls []call
 }
 
-func (s *sink) Trigger(_ context.Context, tenant, repo, ref string) error {
+func (s *sink) Trigger(_ context.Context, tenant, repo, ref string) (api.TriggerResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, call{"trigger", tenant, repo, ref, 0})
-	return nil
+	return api.TriggerResult{RepoID: repo, Queued: true}, nil
 }
 
 func (s *sink) Preview(_ context.Context, tenant, repo string, pr int, head string) error {
