@@ -1,0 +1,31 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDeps pins the agent's dependency boundary: the edge binary must never
+// link the store, the database drivers or git.
+func TestDeps(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/nkudo/nkudo/cmd/nkudo-edge").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps returned only %d packages", len(deps))
+	}
+	forbidden := []string{
+		"github.com/nkudo/nkudo/store", "github.com/nkudo/nkudo/controlplane", "github.com/nkudo/nkudo/reconciler",
+		"github.com/jackc/pgx", "github.com/go-git/go-git", "modernc.org/sqlite", "database/sql",
+	}
+	for _, d := range deps {
+		for _, f := range forbidden {
+			if d == f || strings.HasPrefix(d, f+"/") {
+				t.Errorf("nkudo-edge depends on %s", d)
+			}
+		}
+	}
+}

@@ -1,0 +1,199 @@
+// Command nkudo-edge is the n-kudo edge agent: it enrolls a site with the
+// control plane, then heartbeats host facts and VM inventory, long-polls
+// for plans, applies them with Cloud Hypervisor and reports results and
+// logs. It only wires the parts of package agent together.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/nkudo/nkudo/agent"
+	"github.com/nkudo/nkudo/agent/netbird"
+	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
+	"github.com/nkudo/nkudo/api"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+type globals struct {
+	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error"`
+	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json"`
+}
+
+type cli struct {
+	globals
+	Enroll  enrollCmd  `cmd:"" help:"Enroll this host as a site's agent with a one-time token."`
+	Run     runCmd     `cmd:"" help:"Run the agent until SIGTERM."`
+	Facts   factsCmd   `cmd:"" help:"Print the host facts and VM inventory the agent would report (JSON)."`
+	Version versionCmd `cmd:"" help:"Print the agent version."`
+}
+
+type enrollCmd struct {
+	ControlPlane string `help:"Control plane URL." required:"" env:"NKUDO_CONTROL_PLANE"`
+	Token        string `help:"One-time enrollment token." required:"" env:"NKUDO_ENROLL_TOKEN"`
+	CAHash       string `help:"Fingerprint of the control plane's CA (sha256:…), printed with the token." required:"" name:"ca-hash"`
+	PKIDir       string `help:"Where key and certificates are stored." default:"/var/lib/nkudo-edge/pki" name:"pki-dir"`
+	Force        bool   `help:"Enroll again even if this host is already enrolled."`
+}
+
+type providerFlags struct {
+	StateDir          string        `help:"Agent state: VM disks, image cache, action cache, outbox." default:"/var/lib/nkudo-edge" name:"state-dir"`
+	Hypervisor        string        `help:"cloud-hypervisor binary." default:"cloud-hypervisor"`
+	NetBird           string        `help:"netbird binary." default:"netbird" name:"netbird"`
+	DisableNetworking bool          `help:"Do not create TAP devices and bridges (no CAP_NET_ADMIN)."`
+	StopTimeout       time.Duration `help:"How long a guest gets to obey the ACPI power button before a hard stop." default:"30s"`
+}
+
+type runCmd struct {
+	providerFlags
+	ControlPlane string        `help:"Control plane URL (default: the one enrolled with)." env:"NKUDO_CONTROL_PLANE"`
+	PKIDir       string        `help:"Where key and certificates are stored." default:"/var/lib/nkudo-edge/pki" name:"pki-dir"`
+	PollWait     time.Duration `help:"Plan long-poll duration." default:"30s"`
+}
+
+type factsCmd struct {
+	providerFlags
+}
+
+type versionCmd struct{}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout))
+}
+
+func run(args []string, stdout io.Writer) int {
+	var c cli
+	parser, err := kong.New(&c, kong.Name("nkudo-edge"), kong.Description("n-kudo edge agent"), kong.UsageOnError())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		parser.FatalIfErrorf(err)
+	}
+	logger := newLogger(os.Stderr, c.LogLevel, c.LogFormat)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	kctx.BindTo(stdout, (*io.Writer)(nil))
+	if err := kctx.Run(logger); err != nil {
+		logger.Error(kctx.Command()+" failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// kong binds these argument types for Run methods.
+func (e *enrollCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) error {
+	host, _ := os.Hostname()
+	id, err := agent.Enroll(ctx, agent.EnrollOptions{ControlPlane: e.ControlPlane, Token: e.Token, CAHash: e.CAHash,
+		PKIDir: e.PKIDir, Force: e.Force, Hostname: host}, logger)
+	if err != nil {
+		return err
+	}
+	_, na := id.Validity()
+	fmt.Fprintf(out, "enrolled as %s/%s; certificate valid until %s\n", id.Tenant(), id.Site(), na.Format(time.RFC3339))
+	return nil
+}
+
+func (p providerFlags) provider(logger *slog.Logger) (*cloudhypervisor.Provider, error) {
+	return cloudhypervisor.New(cloudhypervisor.Options{
+		StateDir: filepath.Join(p.StateDir, "hypervisor"), Binary: p.Hypervisor, Logger: logger,
+		DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
+	})
+}
+
+func (p providerFlags) facts(prov *cloudhypervisor.Provider, logger *slog.Logger) agent.FactsSource {
+	return agent.FactsSource{StateDir: p.StateDir, Hypervisor: prov, NetBird: &netbird.Client{Binary: p.NetBird, Logger: logger},
+		AgentVersion: version}
+}
+
+func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
+	id, err := agent.LoadIdentity(r.PKIDir)
+	if err != nil {
+		return err
+	}
+	url := r.ControlPlane
+	if url == "" {
+		url = id.ControlPlane()
+	}
+	client, err := api.NewClient(api.ClientConfig{BaseURL: url, RootCAs: id.RootCAs(), Certificate: id.Certificate,
+		UserAgent: "nkudo-edge/" + version})
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
+	prov, err := r.provider(logger)
+	if err != nil {
+		return err
+	}
+	if _, err := prov.Reattach(ctx); err != nil {
+		logger.Warn("cannot list VMs at start", "err", err)
+	}
+	if nb := id.NetBird(); nb != nil && nb.SetupKey != "" {
+		c := &netbird.Client{Binary: r.NetBird, Logger: logger}
+		if err := c.Up(ctx, *nb); err != nil {
+			logger.Warn("netbird up failed; reported in host facts", "err", err)
+		}
+	}
+	ex, err := agent.NewExecutor(filepath.Join(r.StateDir, "agent"), prov, logger)
+	if err != nil {
+		return err
+	}
+	if err := ex.Cache.Prune(time.Now(), 30*24*time.Hour); err != nil {
+		logger.Warn("cannot prune the action cache", "err", err)
+	}
+	logger.Info("agent starting", "version", version, "tenant", id.Tenant(), "site", id.Site(), "controlPlane", url)
+	a := agent.New(agent.Config{
+		Client: client, Executor: ex, Facts: r.facts(prov, logger), Logger: logger, AgentVersion: version,
+		PollWait: r.PollWait,
+		Renew:    func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
+	})
+	err = a.Run(ctx)
+	logger.Info("agent stopped")
+	return err
+}
+
+func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) error {
+	prov, err := f.provider(logger)
+	if err != nil {
+		return err
+	}
+	req := api.HeartbeatRequest{ProtocolVersion: api.ProtocolVersion, AgentVersion: version, Facts: f.facts(prov, logger).Collect(ctx)}
+	if req.VMs, err = prov.List(ctx); err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(req)
+}
+
+func (v *versionCmd) Run(out io.Writer) error {
+	_, err := fmt.Fprintln(out, "nkudo-edge", version, "protocol", api.ProtocolVersion)
+	return err
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
