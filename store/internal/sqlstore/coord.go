@@ -1,0 +1,109 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nkudo/nkudo/store"
+)
+
+// RecordDelivery implements store.Webhooks.
+func (s *Store) RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (bool, error) {
+	if forge == "" || deliveryID == "" {
+		return false, fmt.Errorf("record delivery: %w", errInvalid("forge and delivery id are required"))
+	}
+	var dup bool
+	err := s.write(ctx, func(t *wtx) error {
+		n, err := t.Exec(ctx, `INSERT INTO webhook_deliveries (forge, delivery_id, received_at) VALUES ($1, $2, $3)
+			ON CONFLICT (forge, delivery_id) DO NOTHING`, forge, deliveryID, us(store.Micro(now)))
+		dup = n == 0
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("record delivery %s/%s: %w", forge, deliveryID, err)
+	}
+	return dup, nil
+}
+
+// PruneDeliveries implements store.Webhooks.
+func (s *Store) PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(t *wtx) (err error) {
+		n, err = t.Exec(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, us(store.Micro(cutoff)))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune deliveries: %w", err)
+	}
+	return n, nil
+}
+
+// AcquireLease implements store.Coordination. One upsert decides: the row
+// is written only when it is free, expired, or already the holder's.
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if name == "" || holder == "" || ttl <= 0 {
+		return false, fmt.Errorf("acquire lease: %w", errInvalid("name, holder and a positive ttl are required"))
+	}
+	var got bool
+	err := s.write(ctx, func(t *wtx) error {
+		var h string
+		err := t.QueryRow(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, `+s.d.NowMicros+` + $3)
+			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+			WHERE leases.holder = excluded.holder OR leases.expires_at <= `+s.d.NowMicros+`
+			RETURNING holder`, name, holder, ttl.Microseconds()).Scan(&h)
+		if s.b.IsNoRows(err) {
+			got = false
+			return nil
+		}
+		got = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s: %w", name, err)
+	}
+	return got, nil
+}
+
+// RenewLease implements store.Coordination.
+func (s *Store) RenewLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	var n int64
+	err := s.write(ctx, func(t *wtx) (err error) {
+		n, err = t.Exec(ctx, `UPDATE leases SET expires_at = `+s.d.NowMicros+` + $1 WHERE name = $2 AND holder = $3`,
+			ttl.Microseconds(), name, holder)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("renew lease %s: %w", name, err)
+	}
+	return n > 0, nil
+}
+
+// ReleaseLease implements store.Coordination.
+func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
+	err := s.write(ctx, func(t *wtx) error {
+		_, err := t.Exec(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, holder)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("release lease %s: %w", name, err)
+	}
+	return nil
+}
+
+// Subscribe implements store.Coordination.
+func (s *Store) Subscribe(ctx context.Context, topic string) (<-chan struct{}, func()) {
+	return s.hub.Subscribe(ctx, topic)
+}
+
+// Notify implements store.Coordination.
+func (s *Store) Notify(ctx context.Context, topic string) error {
+	err := s.write(ctx, func(t *wtx) error {
+		t.notify(topic)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("notify %s: %w", topic, err)
+	}
+	return nil
+}

@@ -1,0 +1,381 @@
+package sqlstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+const planCols = `id, tenant, site, repo_id, body, status, superseded_by, created_at, updated_at`
+
+func scanPlan(r Row) (store.StoredPlan, error) {
+	var p store.StoredPlan
+	var id, tenant, site, body, status string
+	var created, updated int64
+	if err := r.Scan(&id, &tenant, &site, &p.RepoID, &body, &status, &p.SupersededBy, &created, &updated); err != nil {
+		return p, err
+	}
+	if err := json.Unmarshal([]byte(body), &p.Plan); err != nil {
+		return p, fmt.Errorf("decode plan %s: %w", id, err)
+	}
+	p.Plan.ID, p.Plan.Tenant, p.Plan.Site = id, tenant, site
+	p.Status = model.PlanStatus(status)
+	p.CreatedAt, p.UpdatedAt = tm(created), tm(updated)
+	return p, nil
+}
+
+const actionCols = `plan_id, idx, body, status, result, error, started_at, finished_at`
+
+func scanAction(r Row) (store.ActionRecord, error) {
+	var a store.ActionRecord
+	var body, status, result string
+	var started, finished int64
+	if err := r.Scan(&a.PlanID, &a.Index, &body, &status, &result, &a.Error, &started, &finished); err != nil {
+		return a, err
+	}
+	if err := json.Unmarshal([]byte(body), &a.Action); err != nil {
+		return a, fmt.Errorf("decode action of plan %s: %w", a.PlanID, err)
+	}
+	a.Status = model.ActionStatus(status)
+	a.Result = raw(result)
+	a.StartedAt, a.FinishedAt = tm(started), tm(finished)
+	return a, nil
+}
+
+// loadActions fills p.Actions and p.Plan.Actions from the actions table.
+func (s *Store) loadActions(ctx context.Context, c Conn, p *store.StoredPlan) error {
+	rows, err := c.Query(ctx, `SELECT `+actionCols+` FROM actions WHERE plan_id = $1 ORDER BY idx`, p.Plan.ID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	p.Actions = nil
+	p.Plan.Actions = []model.Action{}
+	for rows.Next() {
+		a, err := scanAction(rows)
+		if err != nil {
+			return err
+		}
+		p.Actions = append(p.Actions, a)
+		p.Plan.Actions = append(p.Plan.Actions, a.Action)
+	}
+	return rows.Err()
+}
+
+// StorePlan implements store.Plans. The site row is locked first, so two
+// replicas storing plans for one site take turns; the plan row's primary
+// key is the final word on duplicates.
+func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, repoID string, now time.Time) (bool, error) {
+	if p.ID == "" || p.Tenant == "" || p.Site == "" || len(p.Actions) == 0 {
+		return false, fmt.Errorf("store plan %q: %w", p.ID, errInvalid("id, tenant, site and at least one action are required"))
+	}
+	seen := map[string]bool{}
+	for i, a := range p.Actions {
+		if a.ID == "" || seen[a.ID] {
+			return false, fmt.Errorf("store plan %s: action %d: %w", p.ID, i, errInvalid("empty or repeated action id"))
+		}
+		seen[a.ID] = true
+	}
+	head := p
+	head.Actions = nil
+	body, err := json.Marshal(head)
+	if err != nil {
+		return false, fmt.Errorf("encode plan %s: %w", p.ID, err)
+	}
+	at := us(store.Micro(now))
+	var stored bool
+	err = s.write(ctx, func(t *wtx) error {
+		stored = false
+		if err := s.lockSite(ctx, t, p.Tenant, p.Site); err != nil {
+			return err
+		}
+		if at == 0 {
+			at = us(t.now)
+		}
+		var status, tenant, site string
+		err := t.QueryRow(ctx, `SELECT status, tenant, site FROM plans WHERE id = $1`, p.ID).Scan(&status, &tenant, &site)
+		switch {
+		case err == nil && (tenant != p.Tenant || site != p.Site):
+			return fmt.Errorf("plan id %s belongs to another site: %w", p.ID, store.ErrConflict)
+		case err == nil && model.PlanStatus(status) != model.PlanSuperseded:
+			return nil // already stored: nothing to do
+		case err == nil:
+			// Superseded earlier, wanted again: revive it. Actions that
+			// already finished keep their results.
+			revived := model.PlanPending
+			var done int
+			if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM actions WHERE plan_id = $1 AND status <> 'pending'`, p.ID).Scan(&done); err != nil {
+				return err
+			}
+			if done > 0 {
+				revived = model.PlanInProgress
+			}
+			if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', updated_at = $2 WHERE id = $3`,
+				string(revived), at, p.ID); err != nil {
+				return err
+			}
+		case s.b.IsNoRows(err):
+			if _, err := t.Exec(ctx, `INSERT INTO plans (id, tenant, site, repo_id, commit_sha, inventory_version, body, status, superseded_by, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '', $8, $8)`,
+				p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, string(body), at); err != nil {
+				return err
+			}
+			for i, a := range p.Actions {
+				ab, err := json.Marshal(a)
+				if err != nil {
+					return fmt.Errorf("encode action %s: %w", a.ID, err)
+				}
+				if _, err := t.Exec(ctx, `INSERT INTO actions (plan_id, id, idx, body, status, result, error, started_at, finished_at)
+					VALUES ($1, $2, $3, $4, 'pending', '', '', 0, 0)`, p.ID, a.ID, i, string(ab)); err != nil {
+					return err
+				}
+			}
+		default:
+			return err
+		}
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = $1, updated_at = $2
+			WHERE tenant = $3 AND site = $4 AND id <> $1 AND status IN ('pending', 'in_progress')`,
+			p.ID, at, p.Tenant, p.Site); err != nil {
+			return err
+		}
+		stored = true
+		t.audit(p.Tenant, actor, "plan.store", "plan/"+p.ID, map[string]any{
+			"site": p.Site, "commit": p.Commit, "repo": repoID, "actions": len(p.Actions), "inventoryVersion": p.InventoryVersion,
+		})
+		t.notify(store.PlanTopic(p.Tenant, p.Site))
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("store plan %s for %s/%s: %w", p.ID, p.Tenant, p.Site, err)
+	}
+	return stored, nil
+}
+
+// GetPlan implements store.Plans.
+func (s *Store) GetPlan(ctx context.Context, tenant, id string) (store.StoredPlan, error) {
+	var p store.StoredPlan
+	err := s.read(ctx, func(c Conn) (err error) {
+		p, err = scanPlan(c.QueryRow(ctx, `SELECT `+planCols+` FROM plans WHERE tenant = $1 AND id = $2`, tenant, id))
+		if err != nil {
+			return s.notFound(err)
+		}
+		return s.loadActions(ctx, c, &p)
+	})
+	if err != nil {
+		return store.StoredPlan{}, fmt.Errorf("get plan %s/%s: %w", tenant, id, err)
+	}
+	return p, nil
+}
+
+// ActivePlan implements store.Plans.
+func (s *Store) ActivePlan(ctx context.Context, tenant, site string) (store.StoredPlan, error) {
+	var p store.StoredPlan
+	err := s.read(ctx, func(c Conn) (err error) {
+		p, err = scanPlan(c.QueryRow(ctx, `SELECT `+planCols+` FROM plans
+			WHERE tenant = $1 AND site = $2 AND status IN ('pending', 'in_progress') ORDER BY updated_at DESC LIMIT 1`, tenant, site))
+		if err != nil {
+			return s.notFound(err)
+		}
+		return s.loadActions(ctx, c, &p)
+	})
+	if err != nil {
+		return store.StoredPlan{}, fmt.Errorf("active plan of %s/%s: %w", tenant, site, err)
+	}
+	return p, nil
+}
+
+// ListPlans implements store.Plans.
+func (s *Store) ListPlans(ctx context.Context, tenant string, f store.PlanFilter) ([]store.StoredPlan, error) {
+	where := []string{`tenant = $1`}
+	args := []any{tenant}
+	add := func(col, v string) {
+		if v != "" {
+			args = append(args, v)
+			where = append(where, fmt.Sprintf(`%s = $%d`, col, len(args)))
+		}
+	}
+	add("site", f.Site)
+	add("commit_sha", f.Commit)
+	add("repo_id", f.RepoID)
+	add("status", string(f.Status))
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	args = append(args, limit)
+	q := fmt.Sprintf(`SELECT %s FROM plans WHERE %s ORDER BY created_at DESC, id LIMIT $%d`, planCols, strings.Join(where, " AND "), len(args))
+	var out []store.StoredPlan
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			p, err := scanPlan(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if f.WithActions {
+			for i := range out {
+				if err := s.loadActions(ctx, c, &out[i]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list plans of %s: %w", tenant, err)
+	}
+	return out, nil
+}
+
+// planOf reads a plan's status and checks it belongs to tenant/site.
+func (s *Store) planOf(ctx context.Context, t *wtx, tenant, site, planID string) (model.PlanStatus, error) {
+	var status string
+	err := t.QueryRow(ctx, `SELECT status FROM plans WHERE tenant = $1 AND site = $2 AND id = $3`+s.d.ForUpdate,
+		tenant, site, planID).Scan(&status)
+	if err != nil {
+		return "", fmt.Errorf("plan %s: %w", planID, s.notFound(err))
+	}
+	return model.PlanStatus(status), nil
+}
+
+// StartAction implements store.Plans.
+func (s *Store) StartAction(ctx context.Context, tenant, site, planID, actionID string, now time.Time) error {
+	at := us(store.Micro(now))
+	err := s.write(ctx, func(t *wtx) error {
+		status, err := s.planOf(ctx, t, tenant, site, planID)
+		if err != nil {
+			return err
+		}
+		if status == model.PlanSuperseded {
+			return store.ErrSuperseded
+		}
+		var astatus string
+		if err := t.QueryRow(ctx, `SELECT status FROM actions WHERE plan_id = $1 AND id = $2`, planID, actionID).Scan(&astatus); err != nil {
+			return fmt.Errorf("action %s: %w", actionID, s.notFound(err))
+		}
+		switch model.ActionStatus(astatus) {
+		case model.ActionRunning:
+			return nil
+		case model.ActionPending:
+		default:
+			return fmt.Errorf("action %s already %s: %w", actionID, astatus, store.ErrConflict)
+		}
+		if _, err := t.Exec(ctx, `UPDATE actions SET status = 'running', started_at = $1 WHERE plan_id = $2 AND id = $3`,
+			at, planID, actionID); err != nil {
+			return err
+		}
+		if status == model.PlanPending {
+			if _, err := t.Exec(ctx, `UPDATE plans SET status = 'in_progress', updated_at = $1 WHERE id = $2`, at, planID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("start action %s of plan %s: %w", actionID, planID, err)
+	}
+	return nil
+}
+
+// RecordActionResult implements store.Plans.
+func (s *Store) RecordActionResult(ctx context.Context, actor store.Actor, tenant, site string, r store.ActionResult) (store.ResultOutcome, error) {
+	switch r.Status {
+	case model.ActionSucceeded, model.ActionFailed, model.ActionSkipped:
+	default:
+		return store.ResultOutcome{}, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("status %q is not terminal", r.Status))
+	}
+	result := store.CompactJSON(r.Result)
+	if len(result) > 0 && !json.Valid(result) {
+		return store.ResultOutcome{}, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("result is not JSON"))
+	}
+	var out store.ResultOutcome
+	err := s.write(ctx, func(t *wtx) error {
+		out = store.ResultOutcome{}
+		status, err := s.planOf(ctx, t, tenant, site, r.PlanID)
+		if err != nil {
+			return err
+		}
+		out.PlanStatus = status
+		var astatus, aresult, aerr string
+		var started int64
+		if err := t.QueryRow(ctx, `SELECT status, result, error, started_at FROM actions WHERE plan_id = $1 AND id = $2`,
+			r.PlanID, r.ActionID).Scan(&astatus, &aresult, &aerr, &started); err != nil {
+			return fmt.Errorf("action %s: %w", r.ActionID, s.notFound(err))
+		}
+		switch model.ActionStatus(astatus) {
+		case model.ActionPending, model.ActionRunning:
+		default:
+			if model.ActionStatus(astatus) == r.Status && aresult == string(result) && aerr == r.Error {
+				return nil // the same result again: accepted once already
+			}
+			return fmt.Errorf("action %s already %s with another result: %w", r.ActionID, astatus, store.ErrConflict)
+		}
+		startedAt := us(store.Micro(r.StartedAt))
+		if startedAt == 0 {
+			startedAt = started
+		}
+		finished := r.FinishedAt
+		if finished.IsZero() {
+			finished = t.now
+		}
+		if _, err := t.Exec(ctx, `UPDATE actions SET status = $1, result = $2, error = $3, started_at = $4, finished_at = $5
+			WHERE plan_id = $6 AND id = $7`,
+			string(r.Status), string(result), r.Error, startedAt, us(store.Micro(finished)), r.PlanID, r.ActionID); err != nil {
+			return err
+		}
+		out.New = true
+		next := status
+		if status != model.PlanSuperseded {
+			var open, failed int
+			if err := t.QueryRow(ctx, `SELECT
+				COALESCE(SUM(CASE WHEN status IN ('pending', 'running') THEN 1 ELSE 0 END), 0),
+				COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0)
+				FROM actions WHERE plan_id = $1`, r.PlanID).Scan(&open, &failed); err != nil {
+				return err
+			}
+			switch {
+			case failed > 0:
+				next = model.PlanFailed
+			case open == 0:
+				next = model.PlanSucceeded
+			default:
+				next = model.PlanInProgress
+			}
+			if next != status {
+				if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, updated_at = $2 WHERE id = $3`,
+					string(next), us(t.now), r.PlanID); err != nil {
+					return err
+				}
+				if next == model.PlanSucceeded || next == model.PlanFailed {
+					t.notify(store.PlanTopic(tenant, site))
+				}
+			}
+		}
+		out.PlanStatus = next
+		detail := map[string]any{"plan": r.PlanID, "status": r.Status, "planStatus": next}
+		if r.Error != "" {
+			detail["error"] = r.Error
+		}
+		t.audit(tenant, actor, "action.result", "action/"+r.ActionID, detail)
+		return nil
+	})
+	if err != nil {
+		return store.ResultOutcome{}, fmt.Errorf("record result of action %s of plan %s: %w", r.ActionID, r.PlanID, err)
+	}
+	return out, nil
+}

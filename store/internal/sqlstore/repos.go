@@ -1,0 +1,321 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nkudo/nkudo/store"
+)
+
+const repoCols = `id, tenant, name, url, branch, path, credentials_ref, webhook_secret <> '', suspended,
+	forge_kind, forge_api_url, forge_project, forge_credentials_ref,
+	last_seen_commit, last_seen_at, last_applied_commit, last_applied_at, last_error, last_error_at, created_at`
+
+func scanRepo(r Row) (store.Repository, error) {
+	var p store.Repository
+	var kind string
+	var seen, applied, errAt, created int64
+	err := r.Scan(&p.ID, &p.Tenant, &p.Name, &p.URL, &p.Branch, &p.Path, &p.CredentialsRef, &p.HasWebhookSecret, &p.Suspended,
+		&kind, &p.ForgeAPIURL, &p.ForgeProject, &p.ForgeCredentialsRef,
+		&p.LastSeenCommit, &seen, &p.LastAppliedCommit, &applied, &p.LastError, &errAt, &created)
+	p.ForgeKind = store.ForgeKind(kind)
+	p.LastSeenAt, p.LastAppliedAt, p.LastErrorAt, p.CreatedAt = tm(seen), tm(applied), tm(errAt), tm(created)
+	return p, err
+}
+
+// repoAudit is the audit detail of a repository: its settings, never the secret.
+func repoAudit(p store.Repository) map[string]any {
+	return map[string]any{
+		"name": p.Name, "url": p.URL, "branch": p.Branch, "path": p.Path, "suspended": p.Suspended,
+		"forgeKind": p.ForgeKind, "hasWebhookSecret": p.HasWebhookSecret,
+	}
+}
+
+// CreateRepository implements store.Repositories.
+func (s *Store) CreateRepository(ctx context.Context, actor store.Actor, p store.Repository, secret store.Secret) (store.Repository, error) {
+	if p.Name == "" || p.URL == "" {
+		return store.Repository{}, fmt.Errorf("create repository: %w", errInvalid("name and url are required"))
+	}
+	if p.ID == "" {
+		id, err := store.NewID()
+		if err != nil {
+			return store.Repository{}, err
+		}
+		p.ID = id
+	}
+	var out store.Repository
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.tenantExists(ctx, t, p.Tenant); err != nil {
+			return err
+		}
+		_, err := t.Exec(ctx, `INSERT INTO repositories (id, tenant, name, url, branch, path, credentials_ref, webhook_secret, suspended,
+			forge_kind, forge_api_url, forge_project, forge_credentials_ref, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			p.ID, p.Tenant, p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, secret.Reveal(), p.Suspended,
+			string(p.ForgeKind), p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, us(t.now))
+		if err != nil {
+			return s.conflict(err)
+		}
+		out, err = s.getRepo(ctx, t, p.Tenant, p.ID)
+		if err != nil {
+			return err
+		}
+		t.audit(p.Tenant, actor, "repository.create", "repository/"+p.ID, repoAudit(out))
+		return nil
+	})
+	if err != nil {
+		return store.Repository{}, fmt.Errorf("create repository %s/%s: %w", p.Tenant, p.Name, err)
+	}
+	return out, nil
+}
+
+func (s *Store) getRepo(ctx context.Context, c Conn, tenant, id string) (store.Repository, error) {
+	p, err := scanRepo(c.QueryRow(ctx, `SELECT `+repoCols+` FROM repositories WHERE tenant = $1 AND id = $2`, tenant, id))
+	return p, s.notFound(err)
+}
+
+// GetRepository implements store.Repositories.
+func (s *Store) GetRepository(ctx context.Context, tenant, id string) (store.Repository, error) {
+	var p store.Repository
+	err := s.read(ctx, func(c Conn) (err error) {
+		p, err = s.getRepo(ctx, c, tenant, id)
+		return err
+	})
+	if err != nil {
+		return store.Repository{}, fmt.Errorf("get repository %s/%s: %w", tenant, id, err)
+	}
+	return p, nil
+}
+
+func (s *Store) listRepos(ctx context.Context, where string, args ...any) ([]store.Repository, error) {
+	var out []store.Repository
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT `+repoCols+` FROM repositories `+where+` ORDER BY tenant, name`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			p, err := scanRepo(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// ListRepositories implements store.Repositories.
+func (s *Store) ListRepositories(ctx context.Context, tenant string) ([]store.Repository, error) {
+	out, err := s.listRepos(ctx, `WHERE tenant = $1`, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("list repositories of %s: %w", tenant, err)
+	}
+	return out, nil
+}
+
+// ListAllRepositories implements store.Repositories.
+func (s *Store) ListAllRepositories(ctx context.Context) ([]store.Repository, error) {
+	out, err := s.listRepos(ctx, ``)
+	if err != nil {
+		return nil, fmt.Errorf("list repositories: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateRepository implements store.Repositories.
+func (s *Store) UpdateRepository(ctx context.Context, actor store.Actor, tenant, id string, u store.RepositoryUpdate) (store.Repository, error) {
+	var out store.Repository
+	err := s.write(ctx, func(t *wtx) error {
+		p, err := s.getRepo(ctx, t, tenant, id)
+		if err != nil {
+			return err
+		}
+		secret := ""
+		if err := t.QueryRow(ctx, `SELECT webhook_secret FROM repositories WHERE id = $1`, id).Scan(&secret); err != nil {
+			return err
+		}
+		set := func(dst *string, v *string) {
+			if v != nil {
+				*dst = *v
+			}
+		}
+		set(&p.Name, u.Name)
+		set(&p.URL, u.URL)
+		set(&p.Branch, u.Branch)
+		set(&p.Path, u.Path)
+		set(&p.CredentialsRef, u.CredentialsRef)
+		set(&p.ForgeAPIURL, u.ForgeAPIURL)
+		set(&p.ForgeProject, u.ForgeProject)
+		set(&p.ForgeCredentialsRef, u.ForgeCredentialsRef)
+		if u.WebhookSecret != nil {
+			secret = u.WebhookSecret.Reveal()
+		}
+		if u.Suspended != nil {
+			p.Suspended = *u.Suspended
+		}
+		if u.ForgeKind != nil {
+			p.ForgeKind = *u.ForgeKind
+		}
+		if p.Name == "" || p.URL == "" {
+			return errInvalid("name and url are required")
+		}
+		_, err = t.Exec(ctx, `UPDATE repositories SET name = $1, url = $2, branch = $3, path = $4, credentials_ref = $5,
+			webhook_secret = $6, suspended = $7, forge_kind = $8, forge_api_url = $9, forge_project = $10,
+			forge_credentials_ref = $11 WHERE id = $12`,
+			p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, secret, p.Suspended, string(p.ForgeKind),
+			p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, id)
+		if err != nil {
+			return s.conflict(err)
+		}
+		p.HasWebhookSecret = secret != ""
+		out = p
+		t.audit(tenant, actor, "repository.update", "repository/"+id, repoAudit(p))
+		return nil
+	})
+	if err != nil {
+		return store.Repository{}, fmt.Errorf("update repository %s/%s: %w", tenant, id, err)
+	}
+	return out, nil
+}
+
+// DeleteRepository implements store.Repositories.
+func (s *Store) DeleteRepository(ctx context.Context, actor store.Actor, tenant, id string) error {
+	err := s.write(ctx, func(t *wtx) error {
+		n, err := t.Exec(ctx, `DELETE FROM repositories WHERE tenant = $1 AND id = $2`, tenant, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		t.audit(tenant, actor, "repository.delete", "repository/"+id, nil)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete repository %s/%s: %w", tenant, id, err)
+	}
+	return nil
+}
+
+// WebhookSecret implements store.Repositories.
+func (s *Store) WebhookSecret(ctx context.Context, tenant, id string) (store.Secret, error) {
+	var secret string
+	err := s.read(ctx, func(c Conn) error {
+		return s.notFound(c.QueryRow(ctx, `SELECT webhook_secret FROM repositories WHERE tenant = $1 AND id = $2`, tenant, id).Scan(&secret))
+	})
+	if err != nil {
+		return "", fmt.Errorf("webhook secret of %s/%s: %w", tenant, id, err)
+	}
+	return store.Secret(secret), nil
+}
+
+// updateRepo runs one UPDATE on a repository and maps "no row" to ErrNotFound.
+func (s *Store) updateRepo(ctx context.Context, t *wtx, tenant, id, set string, args ...any) error {
+	n, err := t.Exec(ctx, `UPDATE repositories SET `+set+` WHERE tenant = $1 AND id = $2`, append([]any{tenant, id}, args...)...)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// MarkCommitSeen implements store.Repositories.
+func (s *Store) MarkCommitSeen(ctx context.Context, tenant, id, commit string, now time.Time) error {
+	err := s.write(ctx, func(t *wtx) error {
+		return s.updateRepo(ctx, t, tenant, id, `last_seen_commit = $3, last_seen_at = $4`, commit, us(store.Micro(now)))
+	})
+	if err != nil {
+		return fmt.Errorf("mark commit %s seen in %s/%s: %w", commit, tenant, id, err)
+	}
+	return nil
+}
+
+// MarkCommitApplied implements store.Repositories.
+func (s *Store) MarkCommitApplied(ctx context.Context, actor store.Actor, tenant, id, commit string, now time.Time) error {
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.updateRepo(ctx, t, tenant, id, `last_applied_commit = $3, last_applied_at = $4, last_error = '', last_error_at = 0`,
+			commit, us(store.Micro(now))); err != nil {
+			return err
+		}
+		t.audit(tenant, actor, "repository.apply", "repository/"+id, map[string]string{"commit": commit})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark commit %s applied in %s/%s: %w", commit, tenant, id, err)
+	}
+	return nil
+}
+
+// SetRepositoryError implements store.Repositories.
+func (s *Store) SetRepositoryError(ctx context.Context, tenant, id, msg string, now time.Time) error {
+	at := us(store.Micro(now))
+	if msg == "" {
+		at = 0
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		return s.updateRepo(ctx, t, tenant, id, `last_error = $3, last_error_at = $4`, msg, at)
+	})
+	if err != nil {
+		return fmt.Errorf("set error of repository %s/%s: %w", tenant, id, err)
+	}
+	return nil
+}
+
+// SiteDesired implements store.Repositories.
+func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[string]store.SiteDesired, error) {
+	out := map[string]store.SiteDesired{}
+	err := s.read(ctx, func(c Conn) error {
+		if _, err := s.getRepo(ctx, c, tenant, repoID); err != nil {
+			return err
+		}
+		rows, err := c.Query(ctx, `SELECT site, hash, commit_sha, updated_at FROM site_desired WHERE repo_id = $1`, repoID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var d store.SiteDesired
+			var at int64
+			if err := rows.Scan(&d.Site, &d.Hash, &d.Commit, &at); err != nil {
+				return err
+			}
+			d.UpdatedAt = tm(at)
+			out[d.Site] = d
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("desired state of repository %s/%s: %w", tenant, repoID, err)
+	}
+	return out, nil
+}
+
+// SetSiteDesired implements store.Repositories.
+func (s *Store) SetSiteDesired(ctx context.Context, tenant, repoID string, d store.SiteDesired) error {
+	if d.Site == "" {
+		return fmt.Errorf("set desired state: %w", errInvalid("site is required"))
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
+			return err
+		}
+		at := d.UpdatedAt
+		if at.IsZero() {
+			at = t.now
+		}
+		_, err := t.Exec(ctx, `INSERT INTO site_desired (repo_id, site, hash, commit_sha, updated_at) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (repo_id, site) DO UPDATE SET hash = excluded.hash, commit_sha = excluded.commit_sha, updated_at = excluded.updated_at`,
+			repoID, d.Site, d.Hash, d.Commit, us(store.Micro(at)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set desired state of %s in repository %s/%s: %w", d.Site, tenant, repoID, err)
+	}
+	return nil
+}

@@ -1,0 +1,350 @@
+package sqlstore
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+const siteCols = `tenant, name, created_at, enrolled_at, cert_serial, facts, last_heartbeat, heartbeat_interval,
+	inventory_version, netbird_url, netbird_setup_key <> ''`
+
+func scanSite(r Row) (store.Site, error) {
+	var st store.Site
+	var created, enrolled, hb, interval int64
+	var facts string
+	err := r.Scan(&st.Tenant, &st.Name, &created, &enrolled, &st.CertSerial, &facts, &hb, &interval,
+		&st.InventoryVersion, &st.NetBirdManagementURL, &st.HasNetBirdSetupKey)
+	st.CreatedAt, st.EnrolledAt, st.LastHeartbeat = tm(created), tm(enrolled), tm(hb)
+	st.HeartbeatInterval = time.Duration(interval) * time.Microsecond
+	st.Facts = raw(facts)
+	return st, err
+}
+
+// CreateSite implements store.Sites.
+func (s *Store) CreateSite(ctx context.Context, actor store.Actor, tenant, name string) (store.Site, error) {
+	if !store.ValidName(name) {
+		return store.Site{}, fmt.Errorf("create site %q: %w", name, errInvalid("name must be a DNS label"))
+	}
+	var st store.Site
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.tenantExists(ctx, t, tenant); err != nil {
+			return err
+		}
+		if _, err := t.Exec(ctx, `INSERT INTO sites (tenant, name, created_at) VALUES ($1, $2, $3)`, tenant, name, us(t.now)); err != nil {
+			return s.conflict(err)
+		}
+		st = store.Site{Tenant: tenant, Name: name, CreatedAt: t.now}
+		t.audit(tenant, actor, "site.create", "site/"+name, nil)
+		return nil
+	})
+	if err != nil {
+		return store.Site{}, fmt.Errorf("create site %s/%s: %w", tenant, name, err)
+	}
+	return st, nil
+}
+
+// GetSite implements store.Sites.
+func (s *Store) GetSite(ctx context.Context, tenant, name string) (store.Site, error) {
+	var st store.Site
+	err := s.read(ctx, func(c Conn) (err error) {
+		st, err = scanSite(c.QueryRow(ctx, `SELECT `+siteCols+` FROM sites WHERE tenant = $1 AND name = $2`, tenant, name))
+		return s.notFound(err)
+	})
+	if err != nil {
+		return store.Site{}, fmt.Errorf("get site %s/%s: %w", tenant, name, err)
+	}
+	return st, nil
+}
+
+// ListSites implements store.Sites.
+func (s *Store) ListSites(ctx context.Context, tenant string) ([]store.Site, error) {
+	var out []store.Site
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT `+siteCols+` FROM sites WHERE tenant = $1 ORDER BY name`, tenant)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			st, err := scanSite(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, st)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sites of %s: %w", tenant, err)
+	}
+	return out, nil
+}
+
+// DeleteSite implements store.Sites.
+func (s *Store) DeleteSite(ctx context.Context, actor store.Actor, tenant, name string) error {
+	err := s.write(ctx, func(t *wtx) error {
+		n, err := t.Exec(ctx, `DELETE FROM sites WHERE tenant = $1 AND name = $2`, tenant, name)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		t.audit(tenant, actor, "site.delete", "site/"+name, nil)
+		t.notify(store.PlanTopic(tenant, name))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete site %s/%s: %w", tenant, name, err)
+	}
+	return nil
+}
+
+func (s *Store) updateSite(ctx context.Context, t *wtx, tenant, site, set string, args ...any) error {
+	n, err := t.Exec(ctx, `UPDATE sites SET `+set+` WHERE tenant = $1 AND name = $2`, append([]any{tenant, site}, args...)...)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// SetSiteCertificate implements store.Sites.
+func (s *Store) SetSiteCertificate(ctx context.Context, actor store.Actor, tenant, site, serial string, now time.Time) error {
+	err := s.write(ctx, func(t *wtx) error {
+		at := us(store.Micro(now))
+		if err := s.updateSite(ctx, t, tenant, site,
+			`cert_serial = $3, enrolled_at = CASE WHEN enrolled_at = 0 THEN $4 ELSE enrolled_at END`, serial, at); err != nil {
+			return err
+		}
+		t.audit(tenant, actor, "site.certificate", "site/"+site, map[string]string{"serial": serial})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set certificate of site %s/%s: %w", tenant, site, err)
+	}
+	return nil
+}
+
+// RevokeSerial implements store.Sites.
+func (s *Store) RevokeSerial(ctx context.Context, actor store.Actor, tenant, site, serial string, now time.Time) error {
+	if serial == "" {
+		return fmt.Errorf("revoke serial: %w", errInvalid("serial is required"))
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.lockSite(ctx, t, tenant, site); err != nil {
+			return err
+		}
+		n, err := t.Exec(ctx, `INSERT INTO revoked_serials (serial, tenant, site, revoked_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (serial) DO NOTHING`, serial, tenant, site, us(store.Micro(now)))
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			t.audit(tenant, actor, "site.revoke", "site/"+site, map[string]string{"serial": serial})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("revoke serial %s of site %s/%s: %w", serial, tenant, site, err)
+	}
+	return nil
+}
+
+// IsSerialRevoked implements store.Sites.
+func (s *Store) IsSerialRevoked(ctx context.Context, serial string) (bool, error) {
+	var revoked bool
+	err := s.read(ctx, func(c Conn) error {
+		var one int
+		err := c.QueryRow(ctx, `SELECT 1 FROM revoked_serials WHERE serial = $1`, serial).Scan(&one)
+		if s.b.IsNoRows(err) {
+			return nil
+		}
+		revoked = err == nil
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("check serial %s: %w", serial, err)
+	}
+	return revoked, nil
+}
+
+// ListRevokedSerials implements store.Sites.
+func (s *Store) ListRevokedSerials(ctx context.Context) ([]store.RevokedSerial, error) {
+	var out []store.RevokedSerial
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT serial, tenant, site, revoked_at FROM revoked_serials ORDER BY revoked_at, serial`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r store.RevokedSerial
+			var at int64
+			if err := rows.Scan(&r.Serial, &r.Tenant, &r.Site, &at); err != nil {
+				return err
+			}
+			r.RevokedAt = tm(at)
+			out = append(out, r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list revoked serials: %w", err)
+	}
+	return out, nil
+}
+
+// SetSiteNetBird implements store.Sites.
+func (s *Store) SetSiteNetBird(ctx context.Context, actor store.Actor, tenant, site, managementURL string, setupKey store.Secret) error {
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.updateSite(ctx, t, tenant, site, `netbird_url = $3, netbird_setup_key = $4`, managementURL, setupKey.Reveal()); err != nil {
+			return err
+		}
+		t.audit(tenant, actor, "site.netbird", "site/"+site, map[string]any{"managementUrl": managementURL, "setupKey": setupKey != ""})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set netbird of site %s/%s: %w", tenant, site, err)
+	}
+	return nil
+}
+
+// SiteNetBird implements store.Sites.
+func (s *Store) SiteNetBird(ctx context.Context, tenant, site string) (string, store.Secret, error) {
+	var u, k string
+	err := s.read(ctx, func(c Conn) error {
+		return s.notFound(c.QueryRow(ctx, `SELECT netbird_url, netbird_setup_key FROM sites WHERE tenant = $1 AND name = $2`,
+			tenant, site).Scan(&u, &k))
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("netbird of site %s/%s: %w", tenant, site, err)
+	}
+	return u, store.Secret(k), nil
+}
+
+// normalizeVMs sorts a VM set by name and returns it with its canonical JSON and hash.
+func normalizeVMs(vms []model.ObservedVM) ([]model.ObservedVM, string, string, error) {
+	vms = slices.Clone(vms)
+	if vms == nil {
+		vms = []model.ObservedVM{}
+	}
+	slices.SortFunc(vms, func(a, b model.ObservedVM) int { return cmp.Compare(a.Name, b.Name) })
+	b, err := json.Marshal(vms)
+	if err != nil {
+		return nil, "", "", fmt.Errorf("encode inventory: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return vms, string(b), hex.EncodeToString(sum[:]), nil
+}
+
+// RecordHeartbeat implements store.Sites: one read of the stored inventory
+// hash and one row update, in one transaction.
+func (s *Store) RecordHeartbeat(ctx context.Context, tenant, site string, hb store.Heartbeat) (store.HeartbeatResult, error) {
+	if len(hb.Facts) > 0 && !json.Valid(hb.Facts) {
+		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, errInvalid("facts are not JSON"))
+	}
+	_, inv, hash, err := normalizeVMs(hb.VMs)
+	if err != nil {
+		return store.HeartbeatResult{}, err
+	}
+	at := hb.Time
+	var res store.HeartbeatResult
+	err = s.write(ctx, func(t *wtx) error {
+		if at.IsZero() {
+			at = t.now
+		}
+		var stored string
+		var version int64
+		if err := t.QueryRow(ctx, `SELECT inventory_hash, inventory_version FROM sites WHERE tenant = $1 AND name = $2`+s.d.ForUpdate,
+			tenant, site).Scan(&stored, &version); err != nil {
+			return s.notFound(err)
+		}
+		res = store.HeartbeatResult{InventoryVersion: version}
+		set := `last_heartbeat = $3`
+		args := []any{us(store.Micro(at))}
+		if facts := store.CompactJSON(hb.Facts); len(facts) > 0 {
+			args = append(args, string(facts))
+			set += fmt.Sprintf(`, facts = $%d`, len(args)+2)
+		}
+		if hb.Interval > 0 {
+			args = append(args, int64(hb.Interval/time.Microsecond))
+			set += fmt.Sprintf(`, heartbeat_interval = $%d`, len(args)+2)
+		}
+		if stored != hash {
+			res = store.HeartbeatResult{InventoryVersion: version + 1, Changed: true}
+			n := len(args) + 2
+			set += fmt.Sprintf(`, inventory = $%d, inventory_hash = $%d, inventory_version = $%d`, n+1, n+2, n+3)
+			args = append(args, inv, hash, version+1)
+		}
+		return s.updateSite(ctx, t, tenant, site, set, args...)
+	})
+	if err != nil {
+		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, err)
+	}
+	return res, nil
+}
+
+func scanInventory(r Row) (model.Inventory, error) {
+	var inv model.Inventory
+	var body string
+	if err := r.Scan(&inv.Site, &inv.Version, &body); err != nil {
+		return inv, err
+	}
+	inv.Reported = body != ""
+	inv.VMs = []model.ObservedVM{}
+	if body != "" {
+		if err := json.Unmarshal([]byte(body), &inv.VMs); err != nil {
+			return inv, fmt.Errorf("decode inventory of %s: %w", inv.Site, err)
+		}
+	}
+	return inv, nil
+}
+
+// Inventory implements store.Sites.
+func (s *Store) Inventory(ctx context.Context, tenant, site string) (model.Inventory, error) {
+	var inv model.Inventory
+	err := s.read(ctx, func(c Conn) (err error) {
+		inv, err = scanInventory(c.QueryRow(ctx, `SELECT name, inventory_version, inventory FROM sites WHERE tenant = $1 AND name = $2`, tenant, site))
+		return s.notFound(err)
+	})
+	if err != nil {
+		return model.Inventory{}, fmt.Errorf("inventory of %s/%s: %w", tenant, site, err)
+	}
+	return inv, nil
+}
+
+// Inventories implements store.Sites.
+func (s *Store) Inventories(ctx context.Context, tenant string) (map[string]model.Inventory, error) {
+	out := map[string]model.Inventory{}
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT name, inventory_version, inventory FROM sites WHERE tenant = $1`, tenant)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			inv, err := scanInventory(rows)
+			if err != nil {
+				return err
+			}
+			out[inv.Site] = inv
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inventories of %s: %w", tenant, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,310 @@
+// Package sqlstore is the one implementation of store.Store over SQL that
+// both backends share. A backend (store/sqlite, store/postgres) supplies
+// transactions, a few dialect strings and cross-replica notification; all
+// queries, rules and audit chaining live here, so the two cannot drift.
+//
+// Queries use $1-style placeholders (the SQLite backend rewrites them to
+// ?1), store every time as BIGINT microseconds since the Unix epoch, avoid
+// NULL (zero values mean "none") and keep JSON as TEXT so bytes round-trip
+// exactly (the audit chain hashes them).
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nkudo/nkudo/store"
+)
+
+// Conn is a transaction as the queries see it.
+type Conn interface {
+	Exec(ctx context.Context, query string, args ...any) (rowsAffected int64, err error)
+	Query(ctx context.Context, query string, args ...any) (Rows, error)
+	QueryRow(ctx context.Context, query string, args ...any) Row
+}
+
+// Rows iterates a result set.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Row is a single-row result; Scan returns an error that Backend.IsNoRows
+// recognises when there was no row.
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// Backend is what a database driver provides.
+type Backend interface {
+	// Read runs fn in a read-only transaction.
+	Read(ctx context.Context, fn func(Conn) error) error
+	// Write runs fn in a read-write transaction, committed when fn returns
+	// nil. It may retry fn on transient serialization failures, so fn must
+	// not have effects outside the transaction.
+	Write(ctx context.Context, fn func(Conn) error) error
+	// NotifyTx queues a cross-replica wake-up of topic, delivered on commit
+	// (a no-op for a single-process backend).
+	NotifyTx(ctx context.Context, c Conn, topic string) error
+	IsNoRows(err error) bool
+	IsUniqueViolation(err error) bool
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Dialect holds the few SQL fragments that differ between databases.
+type Dialect struct {
+	// ForUpdate is appended to SELECTs that lock rows (" FOR UPDATE"; ""
+	// where the database has a single writer anyway).
+	ForUpdate string
+	// NowMicros is an SQL expression for the database's current time in
+	// microseconds, used for leases so replicas with skewed clocks agree.
+	NowMicros string
+}
+
+// Options configure a Store.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock for bookkeeping timestamps (nil = time.Now).
+	Now func() time.Time
+}
+
+// Store implements store.Store over a Backend.
+type Store struct {
+	b      Backend
+	d      Dialect
+	log    *slog.Logger
+	now    func() time.Time
+	hub    *Hub
+	closed atomic.Bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New builds a Store. hub may be shared with the backend's listener (nil = a new one).
+func New(b Backend, d Dialect, hub *Hub, o Options) *Store {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if hub == nil {
+		hub = NewHub()
+	}
+	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub}
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if err := s.b.Ping(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.hub.Close()
+	return s.b.Close()
+}
+
+// wtx is a write transaction with the audit events and topics it produces.
+type wtx struct {
+	Conn
+	s      *Store
+	now    time.Time
+	audits []store.AuditEvent
+	topics []string
+}
+
+// audit queues one audit event, appended at the end of the transaction
+// (the chain head is the last lock taken, so lock order stays fixed).
+func (t *wtx) audit(tenant string, actor store.Actor, action, object string, detail any) {
+	var d []byte
+	if detail != nil {
+		d = store.Detail(detail)
+	}
+	t.audits = append(t.audits, store.AuditEvent{
+		Tenant: tenant, Actor: actor.String(), Action: action, Object: object, Detail: d,
+	})
+}
+
+func (t *wtx) notify(topic string) { t.topics = append(t.topics, topic) }
+
+func (s *Store) read(ctx context.Context, fn func(Conn) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return s.b.Read(ctx, fn)
+}
+
+func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	var topics []string
+	err := s.b.Write(ctx, func(c Conn) error {
+		t := &wtx{Conn: c, s: s, now: store.Micro(s.now())}
+		if err := fn(t); err != nil {
+			return err
+		}
+		if len(t.audits) > 0 {
+			if _, err := s.appendAudit(ctx, t, t.audits); err != nil {
+				return err
+			}
+		}
+		for _, topic := range t.topics {
+			if err := s.b.NotifyTx(ctx, c, topic); err != nil {
+				return fmt.Errorf("notify %s: %w", topic, err)
+			}
+		}
+		topics = t.topics
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, topic := range topics {
+		s.hub.Publish(topic)
+	}
+	return nil
+}
+
+// notFound turns a driver "no rows" into store.ErrNotFound.
+func (s *Store) notFound(err error) error {
+	if err != nil && s.b.IsNoRows(err) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// conflict turns a unique violation into store.ErrConflict.
+func (s *Store) conflict(err error) error {
+	if err != nil && s.b.IsUniqueViolation(err) {
+		return store.ErrConflict
+	}
+	return err
+}
+
+// us converts a time to stored microseconds (0 for the zero time).
+func us(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// tm converts stored microseconds back (0 gives the zero time).
+func tm(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(v).UTC()
+}
+
+func raw(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
+// Hub fans wake-ups out to in-process subscribers. Publish never blocks:
+// each subscriber channel has a buffer of one and wake-ups coalesce.
+type Hub struct {
+	mu     sync.Mutex
+	subs   map[string]map[chan struct{}]struct{}
+	closed bool
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub { return &Hub{subs: map[string]map[chan struct{}]struct{}{}} }
+
+// Subscribe registers a subscriber until cancel or ctx ends.
+func (h *Hub) Subscribe(ctx context.Context, topic string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ch, func() {}
+	}
+	if h.subs[topic] == nil {
+		h.subs[topic] = map[chan struct{}]struct{}{}
+	}
+	h.subs[topic][ch] = struct{}{}
+	h.mu.Unlock()
+	var once sync.Once
+	done := make(chan struct{})
+	cancel := func() {
+		once.Do(func() {
+			close(done)
+			h.mu.Lock()
+			delete(h.subs[topic], ch)
+			if len(h.subs[topic]) == 0 {
+				delete(h.subs, topic)
+			}
+			h.mu.Unlock()
+		})
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-done:
+		}
+	}()
+	return ch, cancel
+}
+
+// Publish wakes the subscribers of topic.
+func (h *Hub) Publish(topic string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs[topic] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// PublishAll wakes every subscriber (after a notification connection was
+// re-established and wake-ups may have been missed).
+func (h *Hub) PublishAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, subs := range h.subs {
+		for ch := range subs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Close drops all subscribers; later subscriptions get channels that never fire.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	h.subs = map[string]map[chan struct{}]struct{}{}
+}
+
+// errInvalid wraps store.ErrInvalid with a reason.
+func errInvalid(format string, a ...any) error {
+	return fmt.Errorf(format+": %w", append(a, store.ErrInvalid)...)
+}

@@ -1,0 +1,198 @@
+package sqlstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nkudo/nkudo/store"
+)
+
+const statusCols = `tenant, repo_id, commit_sha, context, state, description, target_url, updated_at, posted, posted_at`
+
+func scanStatus(r Row) (store.CommitStatus, error) {
+	var cs store.CommitStatus
+	var state string
+	var updated, posted int64
+	err := r.Scan(&cs.Tenant, &cs.RepoID, &cs.Commit, &cs.Context, &state, &cs.Description, &cs.TargetURL, &updated, &cs.Posted, &posted)
+	cs.State = store.StatusState(state)
+	cs.UpdatedAt, cs.PostedAt = tm(updated), tm(posted)
+	return cs, err
+}
+
+// SetCommitStatus implements store.Statuses.
+func (s *Store) SetCommitStatus(ctx context.Context, tenant string, cs store.CommitStatus) (bool, error) {
+	if !cs.State.Valid() || cs.Commit == "" || cs.Context == "" {
+		return false, fmt.Errorf("set commit status: %w", errInvalid("commit, context and a valid state are required"))
+	}
+	var changed bool
+	err := s.write(ctx, func(t *wtx) error {
+		changed = false
+		if _, err := s.getRepo(ctx, t, tenant, cs.RepoID); err != nil {
+			return fmt.Errorf("repository %s: %w", cs.RepoID, err)
+		}
+		at := cs.UpdatedAt
+		if at.IsZero() {
+			at = t.now
+		}
+		n, err := t.Exec(ctx, `INSERT INTO commit_statuses (repo_id, tenant, commit_sha, context, state, description, target_url, updated_at, posted, posted_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, 0)
+			ON CONFLICT (repo_id, commit_sha, context) DO UPDATE SET state = excluded.state, description = excluded.description,
+				target_url = excluded.target_url, updated_at = excluded.updated_at, posted = FALSE, posted_at = 0
+			WHERE commit_statuses.state <> excluded.state OR commit_statuses.description <> excluded.description
+				OR commit_statuses.target_url <> excluded.target_url`,
+			cs.RepoID, tenant, cs.Commit, cs.Context, string(cs.State), cs.Description, cs.TargetURL, us(store.Micro(at)))
+		if err != nil {
+			return err
+		}
+		changed = n > 0
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("set status %s of %s: %w", cs.Context, cs.Commit, err)
+	}
+	return changed, nil
+}
+
+// MarkCommitStatusPosted implements store.Statuses.
+func (s *Store) MarkCommitStatusPosted(ctx context.Context, tenant string, cs store.CommitStatus, now time.Time) error {
+	err := s.write(ctx, func(t *wtx) error {
+		var one int
+		if err := t.QueryRow(ctx, `SELECT 1 FROM commit_statuses WHERE tenant = $1 AND repo_id = $2 AND commit_sha = $3 AND context = $4`,
+			tenant, cs.RepoID, cs.Commit, cs.Context).Scan(&one); err != nil {
+			return s.notFound(err)
+		}
+		_, err := t.Exec(ctx, `UPDATE commit_statuses SET posted = TRUE, posted_at = $1
+			WHERE tenant = $2 AND repo_id = $3 AND commit_sha = $4 AND context = $5 AND state = $6 AND description = $7 AND target_url = $8`,
+			us(store.Micro(now)), tenant, cs.RepoID, cs.Commit, cs.Context, string(cs.State), cs.Description, cs.TargetURL)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("mark status %s of %s posted: %w", cs.Context, cs.Commit, err)
+	}
+	return nil
+}
+
+func (s *Store) listStatuses(ctx context.Context, q string, args ...any) ([]store.CommitStatus, error) {
+	var out []store.CommitStatus
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			cs, err := scanStatus(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, cs)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// CommitStatuses implements store.Statuses.
+func (s *Store) CommitStatuses(ctx context.Context, tenant, repoID, commit string) ([]store.CommitStatus, error) {
+	out, err := s.listStatuses(ctx, `SELECT `+statusCols+` FROM commit_statuses
+		WHERE tenant = $1 AND repo_id = $2 AND commit_sha = $3 ORDER BY context`, tenant, repoID, commit)
+	if err != nil {
+		return nil, fmt.Errorf("statuses of %s: %w", commit, err)
+	}
+	return out, nil
+}
+
+// UnpostedCommitStatuses implements store.Statuses.
+func (s *Store) UnpostedCommitStatuses(ctx context.Context, limit int) ([]store.CommitStatus, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	out, err := s.listStatuses(ctx, `SELECT `+statusCols+` FROM commit_statuses
+		WHERE posted = FALSE ORDER BY updated_at, repo_id, commit_sha, context LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("unposted statuses: %w", err)
+	}
+	return out, nil
+}
+
+// PutPreview implements store.Statuses.
+func (s *Store) PutPreview(ctx context.Context, tenant string, p store.Preview) error {
+	if p.Commit == "" || p.PR <= 0 {
+		return fmt.Errorf("put preview: %w", errInvalid("commit and a positive PR number are required"))
+	}
+	pj := store.CompactJSON(p.PlanJSON)
+	if len(pj) > 0 && !json.Valid(pj) {
+		return fmt.Errorf("put preview: %w", errInvalid("plan JSON is not JSON"))
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		if _, err := s.getRepo(ctx, t, tenant, p.RepoID); err != nil {
+			return fmt.Errorf("repository %s: %w", p.RepoID, err)
+		}
+		at := p.CreatedAt
+		if at.IsZero() {
+			at = t.now
+		}
+		_, err := t.Exec(ctx, `INSERT INTO previews (repo_id, tenant, pr, commit_sha, summary, plan_text, plan_json, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			ON CONFLICT (repo_id, pr, commit_sha) DO UPDATE SET summary = excluded.summary, plan_text = excluded.plan_text,
+				plan_json = excluded.plan_json, created_at = excluded.created_at`,
+			p.RepoID, tenant, p.PR, p.Commit, p.Summary, p.PlanText, string(pj), us(store.Micro(at)))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put preview of PR %d at %s: %w", p.PR, p.Commit, err)
+	}
+	return nil
+}
+
+const previewCols = `tenant, repo_id, pr, commit_sha, summary, plan_text, plan_json, created_at`
+
+func scanPreview(r Row) (store.Preview, error) {
+	var p store.Preview
+	var pj string
+	var at int64
+	err := r.Scan(&p.Tenant, &p.RepoID, &p.PR, &p.Commit, &p.Summary, &p.PlanText, &pj, &at)
+	p.PlanJSON, p.CreatedAt = raw(pj), tm(at)
+	return p, err
+}
+
+// GetPreview implements store.Statuses.
+func (s *Store) GetPreview(ctx context.Context, tenant, repoID string, pr int) (store.Preview, error) {
+	var p store.Preview
+	err := s.read(ctx, func(c Conn) (err error) {
+		p, err = scanPreview(c.QueryRow(ctx, `SELECT `+previewCols+` FROM previews
+			WHERE tenant = $1 AND repo_id = $2 AND pr = $3 ORDER BY created_at DESC, commit_sha LIMIT 1`, tenant, repoID, pr))
+		return s.notFound(err)
+	})
+	if err != nil {
+		return store.Preview{}, fmt.Errorf("preview of PR %d: %w", pr, err)
+	}
+	return p, nil
+}
+
+// ListPreviews implements store.Statuses.
+func (s *Store) ListPreviews(ctx context.Context, tenant, repoID string) ([]store.Preview, error) {
+	var out []store.Preview
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT `+previewCols+` FROM previews WHERE tenant = $1 AND repo_id = $2
+			ORDER BY created_at DESC, pr, commit_sha`, tenant, repoID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			p, err := scanPreview(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, p)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list previews: %w", err)
+	}
+	return out, nil
+}

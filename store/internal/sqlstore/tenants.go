@@ -1,0 +1,108 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nkudo/nkudo/store"
+)
+
+// CreateTenant implements store.Tenants.
+func (s *Store) CreateTenant(ctx context.Context, actor store.Actor, tn store.Tenant) (store.Tenant, error) {
+	if !store.ValidName(tn.ID) {
+		return store.Tenant{}, fmt.Errorf("create tenant %q: %w", tn.ID, errInvalid("id must be a DNS label"))
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		tn.CreatedAt = t.now
+		if _, err := t.Exec(ctx, `INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)`,
+			tn.ID, tn.Name, us(tn.CreatedAt)); err != nil {
+			return s.conflict(err)
+		}
+		t.audit(tn.ID, actor, "tenant.create", "tenant/"+tn.ID, map[string]string{"name": tn.Name})
+		return nil
+	})
+	if err != nil {
+		return store.Tenant{}, fmt.Errorf("create tenant %s: %w", tn.ID, err)
+	}
+	return tn, nil
+}
+
+// GetTenant implements store.Tenants.
+func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
+	var tn store.Tenant
+	err := s.read(ctx, func(c Conn) error {
+		var at int64
+		err := c.QueryRow(ctx, `SELECT id, name, created_at FROM tenants WHERE id = $1`, id).Scan(&tn.ID, &tn.Name, &at)
+		tn.CreatedAt = tm(at)
+		return s.notFound(err)
+	})
+	if err != nil {
+		return store.Tenant{}, fmt.Errorf("get tenant %s: %w", id, err)
+	}
+	return tn, nil
+}
+
+// ListTenants implements store.Tenants.
+func (s *Store) ListTenants(ctx context.Context) ([]store.Tenant, error) {
+	var out []store.Tenant
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var tn store.Tenant
+			var at int64
+			if err := rows.Scan(&tn.ID, &tn.Name, &at); err != nil {
+				return err
+			}
+			tn.CreatedAt = tm(at)
+			out = append(out, tn)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteTenant implements store.Tenants. Foreign keys cascade the purge.
+func (s *Store) DeleteTenant(ctx context.Context, actor store.Actor, id string) error {
+	err := s.write(ctx, func(t *wtx) error {
+		n, err := t.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		t.audit(id, actor, "tenant.delete", "tenant/"+id, nil)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+// tenantExists returns ErrNotFound (wrapped) when the tenant is absent.
+func (s *Store) tenantExists(ctx context.Context, c Conn, tenant string) error {
+	var one int
+	if err := c.QueryRow(ctx, `SELECT 1 FROM tenants WHERE id = $1`, tenant).Scan(&one); err != nil {
+		return fmt.Errorf("tenant %s: %w", tenant, s.notFound(err))
+	}
+	return nil
+}
+
+// lockSite returns ErrNotFound (wrapped) when the site is absent, and
+// locks its row where the dialect has row locks: writes about one site
+// (heartbeats, plans) serialise on it.
+func (s *Store) lockSite(ctx context.Context, c Conn, tenant, site string) error {
+	var one int
+	if err := c.QueryRow(ctx, `SELECT 1 FROM sites WHERE tenant = $1 AND name = $2`+s.d.ForUpdate, tenant, site).Scan(&one); err != nil {
+		return fmt.Errorf("site %s/%s: %w", tenant, site, s.notFound(err))
+	}
+	return nil
+}

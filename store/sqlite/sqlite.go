@@ -1,0 +1,247 @@
+// Package sqlite is the embedded store.Store backend: one database file,
+// pure Go (modernc.org/sqlite), so `nkudo serve` needs no database server
+// and binaries stay CGO_ENABLED=0.
+//
+// The file runs in WAL mode with a busy timeout and foreign keys on. All
+// writes go through a single connection (SQLite has one writer anyway; one
+// connection turns lock waits into an in-process queue) with BEGIN
+// IMMEDIATE; reads use a separate pool of read-only connections. Wake-ups
+// are in-process only: one SQLite file serves one control-plane process.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"sync"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/internal/sqlstore"
+)
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+// Options configure Open.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock for bookkeeping timestamps (nil = time.Now).
+	Now func() time.Time
+	// ReadConns is the size of the read pool (0 = 4).
+	ReadConns int
+}
+
+// Store is a store.Store on one SQLite file.
+type Store struct {
+	*sqlstore.Store
+	db      *db
+	applied []string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database file at path and applies
+// pending migrations.
+func Open(ctx context.Context, path string, o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = 4
+	}
+	pragmas := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+		pragmas.Add("_pragma", p)
+	}
+	wq := url.Values{"_pragma": pragmas["_pragma"], "_txlock": {"immediate"}}
+	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	// The writer creates the file and the schema before the readers open it.
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	d := &db{w: w}
+	applied, err := d.migrate(ctx)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)
+	}
+	rq := url.Values{"_pragma": append(pragmas["_pragma"], "query_only(1)")}
+	r, err := sql.Open("sqlite", "file:"+path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	r.SetMaxOpenConns(o.ReadConns)
+	r.SetMaxIdleConns(o.ReadConns)
+	d.r = r
+	for _, name := range applied {
+		o.Logger.Info("applied migration", "component", "store", "migration", name)
+	}
+	s := sqlstore.New(d, sqlstore.Dialect{
+		ForUpdate: "",
+		NowMicros: `CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)`,
+	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now})
+	return &Store{Store: s, db: d, applied: applied}, nil
+}
+
+// Applied lists the migrations this Open applied (empty when the schema was current).
+func (s *Store) Applied() []string { return s.applied }
+
+// ExecRaw runs one statement on the writer outside the store's rules. It
+// exists for tests that tamper with rows (the audit chain check) and for
+// operators' repair scripts; nothing in n-kudo calls it.
+func (s *Store) ExecRaw(ctx context.Context, query string, args ...any) error {
+	_, err := s.db.w.ExecContext(ctx, query, args...)
+	return err
+}
+
+type db struct {
+	w, r      *sql.DB
+	closeOnce sync.Once
+	rebound   sync.Map // query text -> text with ?N placeholders
+}
+
+func (d *db) migrate(ctx context.Context) ([]string, error) {
+	ms, err := sqlstore.Migrations(migrationsFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := d.w.ExecContext(ctx, sqlstore.MigrationsTable); err != nil {
+		return nil, fmt.Errorf("create migrations table: %w", err)
+	}
+	var applied []string
+	for _, m := range ms {
+		err := d.Write(ctx, func(c sqlstore.Conn) error {
+			var one int
+			err := c.QueryRow(ctx, `SELECT 1 FROM schema_migrations WHERE version = $1`, m.Version).Scan(&one)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if _, err := c.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply %s: %w", m.Name, err)
+			}
+			if _, err := c.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
+				return err
+			}
+			applied = append(applied, m.Name)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return applied, nil
+}
+
+func (d *db) tx(ctx context.Context, pool *sql.DB, readOnly bool, fn func(sqlstore.Conn) error) (err error) {
+	tx, err := pool.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err = fn(conn{d, tx}); err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (d *db) Read(ctx context.Context, fn func(sqlstore.Conn) error) error {
+	return d.tx(ctx, d.r, true, fn)
+}
+
+func (d *db) Write(ctx context.Context, fn func(sqlstore.Conn) error) error {
+	return d.tx(ctx, d.w, false, fn)
+}
+
+func (d *db) NotifyTx(context.Context, sqlstore.Conn, string) error { return nil }
+
+func (d *db) IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+func (d *db) IsUniqueViolation(err error) bool {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+}
+
+func (d *db) Ping(ctx context.Context) error {
+	var one int
+	return d.r.QueryRowContext(ctx, `SELECT 1`).Scan(&one)
+}
+
+func (d *db) Close() error {
+	var err error
+	d.closeOnce.Do(func() {
+		err = errors.Join(d.r.Close(), d.w.Close())
+	})
+	return err
+}
+
+// placeholder matches the $N placeholders sqlstore writes; SQLite spells
+// numbered parameters ?N.
+var placeholder = regexp.MustCompile(`\$(\d+)`)
+
+func (d *db) rebind(q string) string {
+	if v, ok := d.rebound.Load(q); ok {
+		return v.(string)
+	}
+	r := placeholder.ReplaceAllString(q, "?$1")
+	d.rebound.Store(q, r)
+	return r
+}
+
+type conn struct {
+	d  *db
+	tx *sql.Tx
+}
+
+func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := c.tx.ExecContext(ctx, c.d.rebind(q), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+func (c conn) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, error) {
+	rows, err := c.tx.QueryContext(ctx, c.d.rebind(q), args...)
+	if err != nil {
+		return nil, err
+	}
+	return sqlRows{rows}, nil
+}
+
+func (c conn) QueryRow(ctx context.Context, q string, args ...any) sqlstore.Row {
+	return c.tx.QueryRowContext(ctx, c.d.rebind(q), args...)
+}
+
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }

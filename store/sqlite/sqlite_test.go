@@ -1,0 +1,50 @@
+package sqlite_test
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/sqlite"
+	"github.com/nkudo/nkudo/store/storetest"
+)
+
+func open(t *testing.T) store.Store {
+	t.Helper()
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "nkudo.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, open)
+}
+
+func TestMigrateTwice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nkudo.db")
+	s, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Applied()) == 0 {
+		t.Error("first open applied no migrations")
+	}
+	if _, err := s.CreateTenant(t.Context(), store.Actor{Kind: store.ActorAdmin, ID: "t"}, store.Tenant{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if len(s.Applied()) != 0 {
+		t.Errorf("second open applied %v again", s.Applied())
+	}
+	if _, err := s.GetTenant(t.Context(), "acme"); err != nil {
+		t.Errorf("data lost across reopen: %v", err)
+	}
+}

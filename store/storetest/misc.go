@@ -1,0 +1,544 @@
+package storetest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+func testLogs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	p := plan(tenantA, siteA, "1", "vm-a")
+	must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	a := p.Actions[0].ID
+	line := func(seq int64, text string) store.LogLine {
+		return store.LogLine{PlanID: p.ID, ActionID: a, Seq: seq, Time: epoch.Add(time.Duration(seq) * time.Millisecond), Stream: store.StreamStdout, Line: text}
+	}
+	n, err := s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{line(1, "one"), line(2, "two"), line(4, "four")})
+	must(t, err)
+	if n != 3 {
+		t.Errorf("first batch inserted %d, want 3", n)
+	}
+	n, err = s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{line(2, "two again"), line(3, "three")})
+	must(t, err)
+	if n != 1 {
+		t.Errorf("batch with a duplicate inserted %d, want 1", n)
+	}
+	_, err = s.AppendLogs(ctx, tenantA, siteB, []store.LogLine{line(9, "wrong site")})
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.AppendLogs(ctx, tenantB, siteA, []store.LogLine{line(9, "wrong tenant")})
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{{PlanID: p.ID, Seq: 0, Line: "x"}})
+	wantErr(t, err, store.ErrInvalid)
+
+	got, err := s.Logs(ctx, tenantA, p.ID, 0, 0)
+	must(t, err)
+	want := []store.LogLine{line(1, "one"), line(2, "two"), line(3, "three"), line(4, "four")}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Logs (-want +got):\n%s", diff)
+	}
+	got, err = s.Logs(ctx, tenantA, p.ID, 2, 1)
+	must(t, err)
+	if diff := cmp.Diff(want[2:3], got); diff != "" {
+		t.Errorf("Logs(after 2, limit 1) (-want +got):\n%s", diff)
+	}
+	_, err = s.Logs(ctx, tenantB, p.ID, 0, 0)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Gaps are visible to the reader.
+	must2(s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{line(7, "seven"), line(10, "ten")}))(t)
+	got, err = s.Logs(ctx, tenantA, p.ID, 4, 0)
+	must(t, err)
+	if diff := cmp.Diff([][2]int64{{5, 6}, {8, 9}}, store.Gaps(got, 4)); diff != "" {
+		t.Errorf("Gaps (-want +got):\n%s", diff)
+	}
+
+	// Following: a subscriber is woken by new lines.
+	ch, cancel := s.Subscribe(ctx, store.LogTopic(p.ID))
+	defer cancel()
+	must2(s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{line(11, "eleven")}))(t)
+	if !woken(ch) {
+		t.Error("log subscriber not woken by AppendLogs")
+	}
+}
+
+func testCommitStatuses(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+	cs := store.CommitStatus{RepoID: r.ID, Commit: "c1", Context: "nkudo/plan", State: store.StatePending, Description: "planning", TargetURL: "https://cp/c1", UpdatedAt: epoch}
+	_, err = s.SetCommitStatus(ctx, tenantB, cs)
+	wantErr(t, err, store.ErrNotFound)
+	bad := cs
+	bad.State = "weird"
+	_, err = s.SetCommitStatus(ctx, tenantA, bad)
+	wantErr(t, err, store.ErrInvalid)
+
+	changed, err := s.SetCommitStatus(ctx, tenantA, cs)
+	must(t, err)
+	if !changed {
+		t.Error("first SetCommitStatus not changed")
+	}
+	changed, err = s.SetCommitStatus(ctx, tenantA, cs)
+	must(t, err)
+	if changed {
+		t.Error("identical SetCommitStatus reported changed")
+	}
+	must2(s.SetCommitStatus(ctx, tenantA, store.CommitStatus{RepoID: r.ID, Commit: "c1", Context: "nkudo/validate", State: store.StateSuccess, UpdatedAt: epoch}))(t)
+	must2(s.SetCommitStatus(ctx, tenantA, store.CommitStatus{RepoID: r.ID, Commit: "c2", Context: "nkudo/validate", State: store.StateFailure, UpdatedAt: epoch}))(t)
+
+	un, err := s.UnpostedCommitStatuses(ctx, 0)
+	must(t, err)
+	if len(un) != 3 {
+		t.Errorf("unposted = %d, want 3", len(un))
+	}
+	must(t, s.MarkCommitStatusPosted(ctx, tenantA, cs, epoch.Add(second)))
+	got, err := s.CommitStatuses(ctx, tenantA, r.ID, "c1")
+	must(t, err)
+	want := []store.CommitStatus{
+		{Tenant: tenantA, RepoID: r.ID, Commit: "c1", Context: "nkudo/plan", State: store.StatePending, Description: "planning",
+			TargetURL: "https://cp/c1", UpdatedAt: epoch, Posted: true, PostedAt: epoch.Add(second)},
+		{Tenant: tenantA, RepoID: r.ID, Commit: "c1", Context: "nkudo/validate", State: store.StateSuccess, UpdatedAt: epoch},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("CommitStatuses (-want +got):\n%s", diff)
+	}
+	// A new state un-posts it; marking the old state posted does not post the new one.
+	cs2 := cs
+	cs2.State, cs2.Description, cs2.UpdatedAt = store.StateSuccess, "3 sites: 2 create", epoch.Add(2*second)
+	changed, err = s.SetCommitStatus(ctx, tenantA, cs2)
+	must(t, err)
+	if !changed {
+		t.Error("state change not reported")
+	}
+	must(t, s.MarkCommitStatusPosted(ctx, tenantA, cs, epoch.Add(3*second)))
+	got, _ = s.CommitStatuses(ctx, tenantA, r.ID, "c1")
+	if got[0].Posted || got[0].State != store.StateSuccess {
+		t.Errorf("after stale post: %+v", got[0])
+	}
+	wantErr(t, s.MarkCommitStatusPosted(ctx, tenantB, cs, epoch), store.ErrNotFound)
+	other, err := s.CommitStatuses(ctx, tenantB, r.ID, "c1")
+	must(t, err)
+	if len(other) != 0 {
+		t.Errorf("tenant B sees %d statuses", len(other))
+	}
+}
+
+func testPreviews(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+	p1 := store.Preview{Tenant: tenantA, RepoID: r.ID, PR: 7, Commit: "c1", Summary: "1 site: 1 create", PlanText: "+ create vm-a", PlanJSON: []byte(`{"sites":[]}`), CreatedAt: epoch}
+	p2 := p1
+	p2.Commit, p2.Summary, p2.CreatedAt = "c2", "1 site: 2 create", epoch.Add(second)
+	wantErr(t, s.PutPreview(ctx, tenantB, p1), store.ErrNotFound)
+	must(t, s.PutPreview(ctx, tenantA, p1))
+	must(t, s.PutPreview(ctx, tenantA, p2))
+	must(t, s.PutPreview(ctx, tenantA, p2)) // upsert
+	got, err := s.GetPreview(ctx, tenantA, r.ID, 7)
+	must(t, err)
+	if diff := cmp.Diff(p2, got); diff != "" {
+		t.Errorf("GetPreview (-want +got):\n%s", diff)
+	}
+	_, err = s.GetPreview(ctx, tenantA, r.ID, 8)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.GetPreview(ctx, tenantB, r.ID, 7)
+	wantErr(t, err, store.ErrNotFound)
+	list, err := s.ListPreviews(ctx, tenantA, r.ID)
+	must(t, err)
+	if diff := cmp.Diff([]store.Preview{p2, p1}, list); diff != "" {
+		t.Errorf("ListPreviews (-want +got):\n%s", diff)
+	}
+}
+
+func testDeliveries(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	dup, err := s.RecordDelivery(ctx, "github", "d1", epoch)
+	must(t, err)
+	if dup {
+		t.Error("first delivery reported duplicate")
+	}
+	dup, err = s.RecordDelivery(ctx, "github", "d1", epoch.Add(second))
+	must(t, err)
+	if !dup {
+		t.Error("second delivery not reported duplicate")
+	}
+	dup, err = s.RecordDelivery(ctx, "gitlab", "d1", epoch)
+	must(t, err)
+	if dup {
+		t.Error("same ID from another forge reported duplicate")
+	}
+	must2(s.RecordDelivery(ctx, "github", "d2", epoch.Add(time.Hour)))(t)
+	n, err := s.PruneDeliveries(ctx, epoch.Add(time.Minute))
+	must(t, err)
+	if n != 2 {
+		t.Errorf("pruned %d, want 2", n)
+	}
+	dup, _ = s.RecordDelivery(ctx, "github", "d2", epoch)
+	if !dup {
+		t.Error("pruning removed a recent delivery")
+	}
+}
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s) // 2 tenants + 4 sites = 6 events
+	p := plan(tenantA, siteA, "1", "vm-a")
+	must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
+	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
+	// Failed mutations write nothing.
+	_, _ = s.CreateTenant(ctx, admin, store.Tenant{ID: tenantA})
+	// Telemetry writes nothing.
+	must2(s.RecordHeartbeat(ctx, tenantA, siteA, store.Heartbeat{Time: epoch}))(t)
+	e, err := s.AppendAudit(ctx, store.AuditEvent{Tenant: tenantB, Actor: "system:reconciler", Action: "reconcile.trigger", Object: "repository/x", Detail: []byte(`{ "ref": "main" }`)})
+	must(t, err)
+	if e.Seq != 9 || e.Hash == "" || e.PrevHash == "" || string(e.Detail) != `{"ref":"main"}` {
+		t.Errorf("AppendAudit = %+v, want seq 9 with hashes and compact detail", e)
+	}
+	_, err = s.AppendAudit(ctx, store.AuditEvent{Actor: "x"})
+	wantErr(t, err, store.ErrInvalid)
+
+	all, err := s.ListAudit(ctx, "", 0, 0)
+	must(t, err)
+	var actions []string
+	for i, ev := range all {
+		actions = append(actions, ev.Action)
+		if ev.Seq != int64(i+1) {
+			t.Errorf("event %d has seq %d", i, ev.Seq)
+		}
+		if i > 0 && ev.PrevHash != all[i-1].Hash {
+			t.Errorf("event %d does not link to its predecessor", ev.Seq)
+		}
+		if store.AuditHash(ev) != ev.Hash {
+			t.Errorf("event %d hash does not match its content", ev.Seq)
+		}
+	}
+	wantActions := []string{"tenant.create", "site.create", "site.create", "tenant.create", "site.create", "site.create", "plan.store", "action.result", "reconcile.trigger"}
+	if diff := cmp.Diff(wantActions, actions); diff != "" {
+		t.Errorf("audit actions (-want +got):\n%s", diff)
+	}
+	a, err := s.ListAudit(ctx, tenantA, 0, 0)
+	must(t, err)
+	if len(a) != 5 {
+		t.Errorf("tenant A has %d events, want 5", len(a))
+	}
+	for _, ev := range a {
+		if ev.Tenant != tenantA {
+			t.Errorf("tenant A's audit shows %+v", ev)
+		}
+	}
+	page, err := s.ListAudit(ctx, "", 7, 1)
+	must(t, err)
+	if len(page) != 1 || page[0].Seq != 8 || page[0].Actor != agent.String() {
+		t.Errorf("ListAudit(after 7, limit 1) = %+v", page)
+	}
+	v, err := s.VerifyAudit(ctx)
+	must(t, err)
+	if !v.OK() || v.Events != 9 {
+		t.Errorf("VerifyAudit = %+v, want 9 events intact", v)
+	}
+}
+
+func testAuditTamper(t *testing.T, open Open) {
+	cases := []struct {
+		name        string
+		sql         string
+		firstBroken int64
+	}{
+		{"edited actor", `UPDATE audit_events SET actor = 'admin:someone-else' WHERE seq = 3`, 3},
+		{"edited detail", `UPDATE audit_events SET detail = '{"name":"x"}' WHERE seq = 1`, 1},
+		{"edited hash", `UPDATE audit_events SET hash = 'abc' WHERE seq = 2`, 2},
+		{"deleted middle", `DELETE FROM audit_events WHERE seq = 4`, 4},
+		{"deleted tail", `DELETE FROM audit_events WHERE seq = 6`, 6},
+		{"inserted", `INSERT INTO audit_events (seq, at, tenant, actor, action, object, detail, prev_hash, hash)
+			SELECT 7, at, tenant, actor, action, object, detail, hash, hash FROM audit_events WHERE seq = 6`, 7},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			raw, ok := s.(Raw)
+			if !ok {
+				t.Skipf("SKIP: %T has no ExecRaw hook; audit tamper detection untested on this backend", s)
+			}
+			ctx := t.Context()
+			seed(t, s)
+			v, err := s.VerifyAudit(ctx)
+			must(t, err)
+			if !v.OK() {
+				t.Fatalf("chain broken before tampering: %+v", v)
+			}
+			must(t, raw.ExecRaw(ctx, tc.sql))
+			v, err = s.VerifyAudit(ctx)
+			must(t, err)
+			if v.FirstBroken != tc.firstBroken || v.Reason == "" {
+				t.Errorf("VerifyAudit after %s = %+v, want first broken %d with a reason", tc.name, v, tc.firstBroken)
+			}
+		})
+	}
+}
+
+func testLeaseExclusive(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, err := s.AcquireLease(ctx, "", "h", time.Minute)
+	wantErr(t, err, store.ErrInvalid)
+	for round := range 5 {
+		name := fmt.Sprintf("repo/%d", round)
+		var wg sync.WaitGroup
+		won := make(chan string, 2)
+		start := make(chan struct{})
+		for _, holder := range []string{"replica-a", "replica-b"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				ok, err := s.AcquireLease(ctx, name, holder, time.Minute)
+				if err != nil {
+					t.Errorf("AcquireLease: %v", err)
+				}
+				if ok {
+					won <- holder
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(won)
+		var winners []string
+		for h := range won {
+			winners = append(winners, h)
+		}
+		if len(winners) != 1 {
+			t.Fatalf("round %d: winners %v, want exactly one", round, winners)
+		}
+		winner, loser := winners[0], "replica-a"
+		if winner == loser {
+			loser = "replica-b"
+		}
+		ok, err := s.AcquireLease(ctx, name, winner, time.Minute)
+		must(t, err)
+		if !ok {
+			t.Error("holder could not re-acquire its own lease")
+		}
+		ok, err = s.RenewLease(ctx, name, winner, time.Minute)
+		must(t, err)
+		if !ok {
+			t.Error("holder could not renew")
+		}
+		ok, err = s.RenewLease(ctx, name, loser, time.Minute)
+		must(t, err)
+		if ok {
+			t.Error("non-holder renewed")
+		}
+		must(t, s.ReleaseLease(ctx, name, loser)) // not the holder: no effect
+		ok, _ = s.AcquireLease(ctx, name, loser, time.Minute)
+		if ok {
+			t.Error("release by a non-holder freed the lease")
+		}
+		must(t, s.ReleaseLease(ctx, name, winner))
+		ok, err = s.AcquireLease(ctx, name, loser, time.Minute)
+		must(t, err)
+		if !ok {
+			t.Error("lease not free after release")
+		}
+	}
+}
+
+func testLeaseHandover(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ok, err := s.AcquireLease(ctx, "repo/x", "replica-a", 200*time.Millisecond)
+	must(t, err)
+	if !ok {
+		t.Fatal("first acquire failed")
+	}
+	// Poll until replica-b takes over once the lease has expired.
+	waitFor(t, "replica-b to take over the expired lease", func() bool {
+		ok, err := s.AcquireLease(ctx, "repo/x", "replica-b", time.Minute)
+		must(t, err)
+		return ok
+	})
+	ok, err = s.RenewLease(ctx, "repo/x", "replica-a", time.Minute)
+	must(t, err)
+	if ok {
+		t.Error("the old holder renewed a lease that was handed over")
+	}
+	ok, err = s.AcquireLease(ctx, "repo/x", "replica-a", time.Minute)
+	must(t, err)
+	if ok {
+		t.Error("the old holder took the lease back from a live holder")
+	}
+}
+
+func testWakeUp(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	ch, cancel := s.Subscribe(ctx, store.PlanTopic(tenantA, siteA))
+	otherCh, otherCancel := s.Subscribe(ctx, store.PlanTopic(tenantA, siteB))
+	defer otherCancel()
+	p := plan(tenantA, siteA, "1", "vm-a")
+	must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	if !woken(ch) {
+		t.Fatal("plan subscriber not woken by StorePlan")
+	}
+	if !quiet(otherCh) {
+		t.Error("another site's subscriber was woken")
+	}
+	// A finished plan wakes the site's subscribers too (status changed).
+	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
+	if !woken(ch) {
+		t.Error("plan subscriber not woken when the plan finished")
+	}
+	// Custom topics.
+	c2, cancel2 := s.Subscribe(ctx, "custom/topic")
+	must(t, s.Notify(ctx, "custom/topic"))
+	if !woken(c2) {
+		t.Error("Notify did not wake its subscriber")
+	}
+	cancel2()
+	cancel()
+	must2(s.StorePlan(ctx, admin, plan(tenantA, siteA, "2", "vm-b"), "", epoch))(t)
+	if !quiet(ch) {
+		t.Error("woken after cancel")
+	}
+	// Wake-ups coalesce: many notifications, the subscriber drains at least one.
+	c3, cancel3 := s.Subscribe(ctx, "burst")
+	defer cancel3()
+	for range 10 {
+		must(t, s.Notify(ctx, "burst"))
+	}
+	if !woken(c3) {
+		t.Error("burst subscriber not woken")
+	}
+}
+
+func testTenantScoping(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "sec")
+	must(t, err)
+	p := plan(tenantA, siteA, "1", "vm-a")
+	must2(s.StorePlan(ctx, admin, p, r.ID, epoch))(t)
+	must2(s.CreateEnrollmentToken(ctx, admin, store.EnrollmentToken{ID: "e1", Tenant: tenantA, Site: siteA, ExpiresAt: epoch.Add(time.Hour)}, store.HashSecret("s")))(t)
+	tok, err := s.CreateAPIToken(ctx, admin, store.APIToken{Tenant: tenantA, Name: "t"}, store.HashSecret("tok"))
+	must(t, err)
+	// Tenant B reads and writes tenant A's objects by ID: every one is ErrNotFound.
+	calls := map[string]func() error{
+		"GetRepository":         func() error { _, err := s.GetRepository(ctx, tenantB, r.ID); return err },
+		"WebhookSecret":         func() error { _, err := s.WebhookSecret(ctx, tenantB, r.ID); return err },
+		"DeleteRepository":      func() error { return s.DeleteRepository(ctx, admin, tenantB, r.ID) },
+		"SiteDesired":           func() error { _, err := s.SiteDesired(ctx, tenantB, r.ID); return err },
+		"GetPlan":               func() error { _, err := s.GetPlan(ctx, tenantB, p.ID); return err },
+		"Logs":                  func() error { _, err := s.Logs(ctx, tenantB, p.ID, 0, 0); return err },
+		"GetPreview":            func() error { _, err := s.GetPreview(ctx, tenantB, r.ID, 1); return err },
+		"DeleteAPIToken":        func() error { return s.DeleteAPIToken(ctx, admin, tenantB, tok.ID) },
+		"DeleteEnrollmentToken": func() error { return s.DeleteEnrollmentToken(ctx, admin, tenantB, "e1") },
+		"StartAction":           func() error { return s.StartAction(ctx, tenantB, siteA, p.ID, p.Actions[0].ID, epoch) },
+		"SetCommitStatus": func() error {
+			_, err := s.SetCommitStatus(ctx, tenantB, store.CommitStatus{RepoID: r.ID, Commit: "c", Context: "x", State: store.StatePending})
+			return err
+		},
+		"GetSite(other tenant)": func() error { _, err := s.GetSite(ctx, tenantB, "only-in-a"); return err },
+		"MarkCommitSeen":        func() error { return s.MarkCommitSeen(ctx, tenantB, r.ID, "c", epoch) },
+		"SetRepositoryError":    func() error { return s.SetRepositoryError(ctx, tenantB, r.ID, "x", epoch) },
+		"RecordActionResult": func() error {
+			_, err := s.RecordActionResult(ctx, agent, tenantB, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded})
+			return err
+		},
+		"PutPreview": func() error { return s.PutPreview(ctx, tenantB, store.Preview{RepoID: r.ID, PR: 1, Commit: "c"}) },
+		"AppendLogs": func() error {
+			_, err := s.AppendLogs(ctx, tenantB, siteA, []store.LogLine{{PlanID: p.ID, Seq: 1}})
+			return err
+		},
+		"UpdateRepository": func() error {
+			_, err := s.UpdateRepository(ctx, admin, tenantB, r.ID, store.RepositoryUpdate{})
+			return err
+		},
+		"Inventory(other)":       func() error { _, err := s.Inventory(ctx, tenantB, "only-in-a"); return err },
+		"SetSiteCertificate":     func() error { return s.SetSiteCertificate(ctx, admin, tenantB, "only-in-a", "x", epoch) },
+		"RecordHeartbeat(other)": func() error { _, err := s.RecordHeartbeat(ctx, tenantB, "only-in-a", store.Heartbeat{}); return err },
+	}
+	must2(s.CreateSite(ctx, admin, tenantA, "only-in-a"))(t)
+	for name, call := range calls {
+		if err := call(); !errorsIs(err, store.ErrNotFound) {
+			t.Errorf("%s across tenants: error %v, want ErrNotFound", name, err)
+		}
+	}
+	// Lists show only the tenant's own objects.
+	if l, _ := s.ListRepositories(ctx, tenantB); len(l) != 0 {
+		t.Errorf("tenant B lists repositories %+v", l)
+	}
+	if l, _ := s.ListAPITokens(ctx, tenantB); len(l) != 0 {
+		t.Errorf("tenant B lists api tokens %+v", l)
+	}
+	if l, _ := s.ListPreviews(ctx, tenantB, r.ID); len(l) != 0 {
+		t.Errorf("tenant B lists previews %+v", l)
+	}
+	if l, _ := s.ListSites(ctx, tenantB); len(l) != 2 {
+		t.Errorf("tenant B lists %d sites, want its own 2", len(l))
+	}
+	// Nothing of tenant A was changed by the attempts.
+	if sec, err := s.WebhookSecret(ctx, tenantA, r.ID); err != nil || sec.Reveal() != "sec" {
+		t.Errorf("tenant A's repository after the attempts: %v %v", sec, err)
+	}
+	if got, err := s.GetPlan(ctx, tenantA, p.ID); err != nil || got.Status != model.PlanPending {
+		t.Errorf("tenant A's plan after the attempts: %v %v", got.Status, err)
+	}
+}
+
+func testTenantPurge(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+	p := plan(tenantA, siteA, "1", "vm-a")
+	must2(s.StorePlan(ctx, admin, p, r.ID, epoch))(t)
+	must2(s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{{PlanID: p.ID, Seq: 1, Line: "x"}}))(t)
+	must2(s.SetCommitStatus(ctx, tenantA, store.CommitStatus{RepoID: r.ID, Commit: "c", Context: "x", State: store.StatePending}))(t)
+	must2(s.CreateAPIToken(ctx, admin, store.APIToken{Tenant: tenantA}, store.HashSecret("a")))(t)
+	must2(s.CreateEnrollmentToken(ctx, admin, store.EnrollmentToken{ID: "e", Tenant: tenantA, Site: siteA, ExpiresAt: epoch}, store.HashSecret("s")))(t)
+	must(t, s.DeleteTenant(ctx, admin, tenantA))
+
+	_, err = s.GetPlan(ctx, tenantA, p.ID)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.APITokenByHash(ctx, store.HashSecret("a"), epoch)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.RedeemEnrollmentToken(ctx, "e", store.HashSecret("s"), epoch.Add(-time.Hour))
+	wantErr(t, err, store.ErrNotFound)
+	if l, _ := s.ListAllRepositories(ctx); len(l) != 0 {
+		t.Errorf("repositories survive the purge: %+v", l)
+	}
+	if l, _ := s.UnpostedCommitStatuses(ctx, 0); len(l) != 0 {
+		t.Errorf("statuses survive the purge: %+v", l)
+	}
+	if l, _ := s.ListSites(ctx, tenantB); len(l) != 2 {
+		t.Errorf("tenant B lost sites: %+v", l)
+	}
+	// The audit log keeps everything and stays intact.
+	v, err := s.VerifyAudit(ctx)
+	must(t, err)
+	ev, _ := s.ListAudit(ctx, tenantA, 0, 0)
+	if !v.OK() || len(ev) == 0 || ev[len(ev)-1].Action != "tenant.delete" {
+		t.Errorf("audit after purge: %+v, last tenant A events %d", v, len(ev))
+	}
+}
+
+func testClose(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, s.Ping(ctx))
+	must(t, s.Close())
+	must(t, s.Close()) // twice is fine
+	wantErr(t, s.Ping(ctx), store.ErrClosed)
+	_, err := s.GetTenant(ctx, "x")
+	wantErr(t, err, store.ErrClosed)
+	_, err = s.CreateTenant(ctx, admin, store.Tenant{ID: "x"})
+	wantErr(t, err, store.ErrClosed)
+}

@@ -1,0 +1,303 @@
+package storetest
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+func testPlanDedupe(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+
+	for _, bad := range []model.Plan{
+		{},
+		{ID: "p", Tenant: tenantA, Site: siteA},
+		{ID: "p", Tenant: tenantA, Site: siteA, Actions: []model.Action{{ID: "x"}, {ID: "x"}}},
+	} {
+		_, err := s.StorePlan(ctx, admin, bad, "", epoch)
+		wantErr(t, err, store.ErrInvalid)
+	}
+	_, err = s.StorePlan(ctx, admin, plan(tenantA, "nope", "1", "vm-a"), "", epoch)
+	wantErr(t, err, store.ErrNotFound)
+
+	p := plan(tenantA, siteA, "1", "vm-a", "vm-b")
+	p.Unmanaged = []string{"legacy"}
+	stored, err := s.StorePlan(ctx, admin, p, r.ID, epoch)
+	must(t, err)
+	if !stored {
+		t.Fatal("first StorePlan reported not stored")
+	}
+	stored, err = s.StorePlan(ctx, admin, p, r.ID, epoch.Add(second))
+	must(t, err)
+	if stored {
+		t.Error("second StorePlan of the same ID reported stored")
+	}
+
+	got, err := s.GetPlan(ctx, tenantA, p.ID)
+	must(t, err)
+	if diff := cmp.Diff(p, got.Plan); diff != "" {
+		t.Errorf("stored plan (-want +got):\n%s", diff)
+	}
+	if got.Status != model.PlanPending || got.RepoID != r.ID || !got.CreatedAt.Equal(epoch) || got.SupersededBy != "" {
+		t.Errorf("stored plan lifecycle = %s repo %q created %v", got.Status, got.RepoID, got.CreatedAt)
+	}
+	if len(got.Actions) != 2 {
+		t.Fatalf("GetPlan has %d action records, want 2", len(got.Actions))
+	}
+	for i, a := range got.Actions {
+		if a.Index != i || a.PlanID != p.ID || a.Status != model.ActionPending || a.Action.ID != p.Actions[i].ID {
+			t.Errorf("action %d = %+v", i, a)
+		}
+	}
+	_, err = s.GetPlan(ctx, tenantB, p.ID)
+	wantErr(t, err, store.ErrNotFound)
+
+	// The same plan ID for another site is a conflict, never a silent no-op.
+	q := p
+	q.Site = siteB
+	_, err = s.StorePlan(ctx, admin, q, r.ID, epoch)
+	wantErr(t, err, store.ErrConflict)
+
+	// Listing.
+	p2 := plan(tenantA, siteB, "2", "vm-c")
+	must2(s.StorePlan(ctx, admin, p2, r.ID, epoch.Add(2*second)))(t)
+	list, err := s.ListPlans(ctx, tenantA, store.PlanFilter{})
+	must(t, err)
+	if len(list) != 2 || list[0].Plan.ID != p2.ID || list[1].Plan.ID != p.ID || list[0].Actions != nil {
+		t.Errorf("ListPlans = %v, want newest first without actions", planIDs(list))
+	}
+	list, err = s.ListPlans(ctx, tenantA, store.PlanFilter{Site: siteA, WithActions: true})
+	must(t, err)
+	if len(list) != 1 || list[0].Plan.ID != p.ID || len(list[0].Actions) != 2 {
+		t.Errorf("ListPlans(site) = %v", planIDs(list))
+	}
+	list, err = s.ListPlans(ctx, tenantA, store.PlanFilter{Commit: p2.Commit})
+	must(t, err)
+	if len(list) != 1 || list[0].Plan.ID != p2.ID {
+		t.Errorf("ListPlans(commit) = %v", planIDs(list))
+	}
+	list, err = s.ListPlans(ctx, tenantA, store.PlanFilter{RepoID: r.ID, Limit: 1})
+	must(t, err)
+	if len(list) != 1 {
+		t.Errorf("ListPlans(limit 1) = %v", planIDs(list))
+	}
+	list, err = s.ListPlans(ctx, tenantB, store.PlanFilter{})
+	must(t, err)
+	if len(list) != 0 {
+		t.Errorf("tenant B lists %v", planIDs(list))
+	}
+}
+
+func planIDs(ps []store.StoredPlan) []string {
+	var ids []string
+	for _, p := range ps {
+		ids = append(ids, p.Plan.ID)
+	}
+	return ids
+}
+
+func testPlanDedupeConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	const n = 8
+	for round := range 3 {
+		p := plan(tenantA, siteA, "c"+string(rune('0'+round)), "vm-a", "vm-b", "vm-c")
+		var wg sync.WaitGroup
+		results := make(chan bool, n)
+		start := make(chan struct{})
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				stored, err := s.StorePlan(ctx, admin, p, "", epoch)
+				if err != nil {
+					t.Errorf("StorePlan: %v", err)
+				}
+				results <- stored
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(results)
+		count := 0
+		for ok := range results {
+			if ok {
+				count++
+			}
+		}
+		if count != 1 {
+			t.Errorf("round %d: %d concurrent StorePlan calls reported stored, want exactly 1", round, count)
+		}
+		got, err := s.GetPlan(ctx, tenantA, p.ID)
+		must(t, err)
+		if len(got.Actions) != 3 {
+			t.Errorf("round %d: plan has %d actions, want 3", round, len(got.Actions))
+		}
+	}
+	// Different plans for one site at once: exactly one ends up active.
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.StorePlan(ctx, admin, plan(tenantA, siteB, "race"+string(rune('a'+i)), "vm-x"), "", epoch); err != nil {
+				t.Errorf("StorePlan: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	active, err := s.ListPlans(ctx, tenantA, store.PlanFilter{Site: siteB, Status: model.PlanPending})
+	must(t, err)
+	super, err := s.ListPlans(ctx, tenantA, store.PlanFilter{Site: siteB, Status: model.PlanSuperseded})
+	must(t, err)
+	if len(active) != 1 || len(super) != n-1 {
+		t.Errorf("after %d racing plans: %d pending, %d superseded; want 1 and %d", n, len(active), len(super), n-1)
+	}
+}
+
+func testPlanSupersession(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	_, err := s.ActivePlan(ctx, tenantA, siteA)
+	wantErr(t, err, store.ErrNotFound)
+
+	p1 := plan(tenantA, siteA, "1", "vm-a")
+	p2 := plan(tenantA, siteA, "2", "vm-a", "vm-b")
+	other := plan(tenantA, siteB, "3", "vm-z")
+	must2(s.StorePlan(ctx, admin, p1, "", epoch))(t)
+	must2(s.StorePlan(ctx, admin, other, "", epoch))(t)
+	must(t, s.StartAction(ctx, tenantA, siteA, p1.ID, p1.Actions[0].ID, epoch))
+	must2(s.StorePlan(ctx, admin, p2, "", epoch.Add(second)))(t)
+
+	got1, err := s.GetPlan(ctx, tenantA, p1.ID)
+	must(t, err)
+	if got1.Status != model.PlanSuperseded || got1.SupersededBy != p2.ID {
+		t.Errorf("older plan: status %s superseded by %q, want superseded by %s", got1.Status, got1.SupersededBy, p2.ID)
+	}
+	act, err := s.ActivePlan(ctx, tenantA, siteA)
+	must(t, err)
+	if act.Plan.ID != p2.ID || len(act.Actions) != 2 {
+		t.Errorf("ActivePlan = %s with %d actions, want %s with 2", act.Plan.ID, len(act.Actions), p2.ID)
+	}
+	// Another site's plan is untouched.
+	if o, _ := s.GetPlan(ctx, tenantA, other.ID); o.Status != model.PlanPending {
+		t.Errorf("other site's plan became %s", o.Status)
+	}
+	// The agent may not start actions of the superseded plan.
+	wantErr(t, s.StartAction(ctx, tenantA, siteA, p1.ID, p1.Actions[0].ID, epoch), store.ErrSuperseded)
+
+	// The desired state goes back to p1: it becomes active again, p2 superseded.
+	stored, err := s.StorePlan(ctx, admin, p1, "", epoch.Add(2*second))
+	must(t, err)
+	if !stored {
+		t.Error("reviving a superseded plan reported not stored")
+	}
+	act, err = s.ActivePlan(ctx, tenantA, siteA)
+	must(t, err)
+	if act.Plan.ID != p1.ID || act.Status != model.PlanInProgress || act.Actions[0].Status != model.ActionRunning {
+		t.Errorf("revived plan = %s %s (action %s), want %s in_progress with its running action", act.Plan.ID, act.Status, act.Actions[0].Status, p1.ID)
+	}
+	got2, _ := s.GetPlan(ctx, tenantA, p2.ID)
+	if got2.Status != model.PlanSuperseded || got2.SupersededBy != p1.ID {
+		t.Errorf("p2 after revival: %s by %q", got2.Status, got2.SupersededBy)
+	}
+}
+
+func testActionLifecycle(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	p := plan(tenantA, siteA, "1", "vm-a", "vm-b")
+	must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	a0, a1 := p.Actions[0].ID, p.Actions[1].ID
+
+	wantErr(t, s.StartAction(ctx, tenantA, siteA, "nope", a0, epoch), store.ErrNotFound)
+	wantErr(t, s.StartAction(ctx, tenantA, siteA, p.ID, "nope", epoch), store.ErrNotFound)
+	wantErr(t, s.StartAction(ctx, tenantA, siteB, p.ID, a0, epoch), store.ErrNotFound)
+	wantErr(t, s.StartAction(ctx, tenantB, siteA, p.ID, a0, epoch), store.ErrNotFound)
+	must(t, s.StartAction(ctx, tenantA, siteA, p.ID, a0, epoch))
+	must(t, s.StartAction(ctx, tenantA, siteA, p.ID, a0, epoch)) // again: fine
+	got, _ := s.GetPlan(ctx, tenantA, p.ID)
+	if got.Status != model.PlanInProgress || got.Actions[0].Status != model.ActionRunning || !got.Actions[0].StartedAt.Equal(epoch) {
+		t.Errorf("after start: plan %s action %+v", got.Status, got.Actions[0])
+	}
+
+	_, err := s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: a0, Status: model.ActionRunning})
+	wantErr(t, err, store.ErrInvalid)
+	_, err = s.RecordActionResult(ctx, agent, tenantB, siteA, store.ActionResult{PlanID: p.ID, ActionID: a0, Status: model.ActionSucceeded})
+	wantErr(t, err, store.ErrNotFound)
+
+	r0 := store.ActionResult{PlanID: p.ID, ActionID: a0, Status: model.ActionSucceeded, Result: []byte(`{"pid": 42}`), FinishedAt: epoch.Add(second)}
+	out, err := s.RecordActionResult(ctx, agent, tenantA, siteA, r0)
+	must(t, err)
+	if !out.New || out.PlanStatus != model.PlanInProgress {
+		t.Errorf("first result: %+v, want new, in_progress", out)
+	}
+	out, err = s.RecordActionResult(ctx, agent, tenantA, siteA, r0)
+	must(t, err)
+	if out.New || out.PlanStatus != model.PlanInProgress {
+		t.Errorf("repeated result: %+v, want not new, in_progress", out)
+	}
+	diffRes := r0
+	diffRes.Status, diffRes.Error = model.ActionFailed, "boom"
+	_, err = s.RecordActionResult(ctx, agent, tenantA, siteA, diffRes)
+	wantErr(t, err, store.ErrConflict)
+	wantErr(t, s.StartAction(ctx, tenantA, siteA, p.ID, a0, epoch), store.ErrConflict)
+
+	// A result for an action that was never started is fine (fast actions).
+	out, err = s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: a1, Status: model.ActionSkipped, FinishedAt: epoch.Add(2 * second)})
+	must(t, err)
+	if !out.New || out.PlanStatus != model.PlanSucceeded {
+		t.Errorf("last result: %+v, want new, succeeded", out)
+	}
+	got, err = s.GetPlan(ctx, tenantA, p.ID)
+	must(t, err)
+	if got.Status != model.PlanSucceeded {
+		t.Errorf("plan status = %s, want succeeded", got.Status)
+	}
+	want := store.ActionRecord{PlanID: p.ID, Index: 0, Action: p.Actions[0], Status: model.ActionSucceeded,
+		Result: []byte(`{"pid":42}`), StartedAt: epoch, FinishedAt: epoch.Add(second)}
+	if diff := cmp.Diff(want, got.Actions[0]); diff != "" {
+		t.Errorf("action record (-want +got):\n%s", diff)
+	}
+	_, err = s.ActivePlan(ctx, tenantA, siteA)
+	wantErr(t, err, store.ErrNotFound)
+}
+
+func testActionFailure(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	p := plan(tenantA, siteA, "1", "vm-a", "vm-b")
+	must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	out, err := s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionFailed, Error: "disk full", FinishedAt: epoch})
+	must(t, err)
+	if !out.New || out.PlanStatus != model.PlanFailed {
+		t.Errorf("failed result: %+v, want new, failed", out)
+	}
+	got, _ := s.GetPlan(ctx, tenantA, p.ID)
+	if got.Status != model.PlanFailed || got.Actions[0].Error != "disk full" || got.Actions[1].Status != model.ActionPending {
+		t.Errorf("after failure: plan %s, actions %+v", got.Status, got.Actions)
+	}
+
+	// Results of a superseded plan are recorded without changing its status.
+	q := plan(tenantA, siteB, "2", "vm-c")
+	must2(s.StorePlan(ctx, admin, q, "", epoch))(t)
+	must(t, s.StartAction(ctx, tenantA, siteB, q.ID, q.Actions[0].ID, epoch))
+	must2(s.StorePlan(ctx, admin, plan(tenantA, siteB, "3", "vm-d"), "", epoch))(t)
+	out, err = s.RecordActionResult(ctx, agent, tenantA, siteB, store.ActionResult{PlanID: q.ID, ActionID: q.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch})
+	must(t, err)
+	if !out.New || out.PlanStatus != model.PlanSuperseded {
+		t.Errorf("result for superseded plan: %+v, want new, superseded", out)
+	}
+	got, _ = s.GetPlan(ctx, tenantA, q.ID)
+	if got.Status != model.PlanSuperseded || got.Actions[0].Status != model.ActionSucceeded {
+		t.Errorf("superseded plan after result: %s, action %s", got.Status, got.Actions[0].Status)
+	}
+}
