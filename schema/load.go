@@ -198,6 +198,14 @@ func (l *loader) document(d *document) {
 	l.docs = append(l.docs, m)
 	if errs := schemaErrors(l.schemas[kd], d); len(errs) > 0 {
 		l.errs = append(l.errs, errs...)
+		// Still run the cross-field checks when the types fit, so that one
+		// pass reports every error it can.
+		if kd == model.KindVirtualMachine {
+			var vd vmDoc
+			if b, err := json.Marshal(d.value); err == nil && json.Unmarshal(b, &vd) == nil {
+				l.errs = append(l.errs, vmChecks(d, vd.Spec)...)
+			}
+		}
 		return
 	}
 	// The schema passed, so the value has the shape of the document types.

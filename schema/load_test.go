@@ -199,6 +199,7 @@ func TestLoadErrors(t *testing.T) {
 			},
 			want: []string{
 				`vm.yaml:3: metadata: missing required field "name"`,
+				`vm.yaml:5: spec: exactly one of kernel or firmware is required (the boot payload)`,
 				`vm.yaml:5: spec: missing required field "image"`,
 				`vm.yaml:5: spec: missing required field "memoryMiB"`,
 				`vm.yaml:5: spec: missing required field "state"`,
