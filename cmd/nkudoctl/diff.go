@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/nkudo/nkudo/diff"
+	"github.com/nkudo/nkudo/model"
+)
+
+// DiffCmd previews, offline, the plans the control plane would make for a
+// manifest directory against the inventory in a file.
+type DiffCmd struct {
+	Dir    string   `arg:"" optional:"" default:"." help:"Manifest directory (default: the current directory)."`
+	Actual string   `required:"" placeholder:"FILE" help:"Inventory JSON file of the sites (see docs/inventory-format.md); - reads standard input."`
+	Site   []string `placeholder:"SITE" help:"Only plan these sites (repeatable)."`
+	Tenant string   `default:"default" help:"Tenant name, part of every action and plan ID."`
+	Commit string   `help:"Commit to record in the plans."`
+	Color  string   `enum:"auto,always,never" default:"auto" help:"Colour the table output: ${enum}. auto = only on a terminal and without NO_COLOR."`
+}
+
+// Help is the long help text.
+func (c *DiffCmd) Help() string {
+	return `Loads and validates the manifests under DIR, reads the sites' inventory
+from --actual and prints one plan per site: a line per action with its
+symbol (+ create, - delete, -/+ replace, ~ resize, > start, ■ stop), the
+fields that change, destructive actions called out, unmanaged VMs listed,
+a summary per site and a total. A site that is not in the inventory file is
+treated as never reported by its agent.
+
+Exit status (as kubectl diff and flux diff):
+  0  no changes: every site is converged
+  1  changes: at least one site has actions, a name conflict with an
+     unmanaged VM, or a plan refused by prune safety (the refusal and its
+     reason are printed; nothing of a refused site would be applied)
+  2  error: invalid manifests (printed on stderr), unreadable inventory,
+     bad flags`
+}
+
+// Run plans c.Dir against c.Actual.
+func (c *DiffCmd) Run(g *Globals, s *Streams) error {
+	desired, errs, err := loadDir(c.Dir)
+	if err != nil {
+		return err
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintln(s.Err, e.Error())
+		}
+		return fmt.Errorf("%s: %s: cannot plan invalid manifests", c.Dir, plural(len(errs), "error"))
+	}
+	actual, err := readInventoryFile(c.Actual)
+	if err != nil {
+		return err
+	}
+	res := diff.Plan(desired, actual, diff.Options{Tenant: c.Tenant, Commit: c.Commit, Sites: c.Site})
+	if g.Output == "json" {
+		err = diff.RenderJSON(s.Out, res)
+	} else {
+		color := s.Color
+		switch c.Color {
+		case "always":
+			color = true
+		case "never":
+			color = false
+		}
+		err = diff.RenderText(s.Out, res, diff.RenderOptions{Color: color})
+	}
+	if err != nil {
+		return err
+	}
+	if hasChanges(res) {
+		return exitStatus(exitChanges)
+	}
+	return nil
+}
+
+// hasChanges reports whether any site differs from its desired state.
+func hasChanges(r diff.Result) bool {
+	for _, s := range r.Sites {
+		if len(s.Plan.Actions) > 0 || s.Refused != "" || len(s.Conflicts) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func readInventoryFile(name string) (map[string]model.Inventory, error) {
+	if name == "-" {
+		inv, err := parseInventory(os.Stdin)
+		if err != nil {
+			return nil, fmt.Errorf("inventory from standard input: %w", err)
+		}
+		return inv, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
+	}
+	defer f.Close()
+	inv, err := parseInventory(f)
+	if err != nil {
+		return nil, fmt.Errorf("inventory %s: %w", name, err)
+	}
+	return inv, nil
+}

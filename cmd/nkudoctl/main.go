@@ -1,0 +1,115 @@
+// Command nkudoctl is the n-kudo command-line client: it validates and
+// previews a tenant's manifests offline, and talks to the control plane.
+//
+// Every command lives in its own file as a struct with a
+// Run(*Globals, *Streams) error method; add it to CLI below. Commands write
+// only to the injected Streams and report their exit status by returning an
+// error (see exitStatus).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/alecthomas/kong"
+)
+
+// Globals are the flags shared by every command.
+type Globals struct {
+	Server string `help:"Control-plane URL." env:"NKUDO_SERVER" placeholder:"URL"`
+	Token  string `help:"API token for the control plane." env:"NKUDO_TOKEN" placeholder:"TOKEN"`
+	Output string `help:"Output format: ${enum}." enum:"table,json" default:"table" short:"o"`
+}
+
+// CLI is the command tree. Add new commands here, one field each.
+type CLI struct {
+	Globals
+
+	Validate ValidateCmd `cmd:"" help:"Validate a manifest directory (exit 0 valid, 1 invalid, 2 error)."`
+	Diff     DiffCmd     `cmd:"" help:"Preview the plans for a manifest directory against an inventory file (exit 0 no changes, 1 changes, 2 error)."`
+}
+
+// Streams are where a command writes. Color is true when Out is a terminal
+// and NO_COLOR is not set.
+type Streams struct {
+	Out   io.Writer
+	Err   io.Writer
+	Color bool
+}
+
+// Exit codes, as kubectl diff and flux diff use them.
+const (
+	exitOK      = 0
+	exitChanges = 1 // validate: invalid manifests; diff: changes found
+	exitError   = 2 // could not run: bad flags, missing directory, unreadable input
+)
+
+// exitStatus is returned by a command that wants a specific exit code
+// without printing an error (its output already said everything).
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// kongExit unwinds a help or usage exit from inside kong.
+type kongExit int
+
+func main() {
+	streams := &Streams{
+		Out:   os.Stdout,
+		Err:   os.Stderr,
+		Color: isTerminal(os.Stdout) && os.Getenv("NO_COLOR") == "",
+	}
+	os.Exit(run(os.Args[1:], streams))
+}
+
+// run parses args, runs the selected command and maps its error to an exit
+// code: nil 0, exitStatus its value, anything else 2 with the error on stderr.
+func run(args []string, s *Streams) (code int) {
+	var cli CLI
+	defer func() {
+		if r := recover(); r != nil {
+			k, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = int(k)
+		}
+	}()
+	parser, err := kong.New(&cli,
+		kong.Name("nkudoctl"),
+		kong.Description("n-kudo: run fleets of edge sites and their microVMs from git."),
+		kong.UsageOnError(),
+		kong.Writers(s.Out, s.Err),
+		kong.Exit(func(c int) { panic(kongExit(c)) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
+		return exitError
+	}
+	ctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
+		return exitError
+	}
+	err = ctx.Run(&cli.Globals, s)
+	var st exitStatus
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &st):
+		return int(st)
+	default:
+		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
+		return exitError
+	}
+}
+
+// isTerminal reports whether f is a character device (a terminal), without
+// a dependency: good enough to decide on colour.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
