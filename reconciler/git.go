@@ -1,0 +1,290 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/nkudo/nkudo/forge"
+)
+
+// ErrNoCommit means the requested ref or commit does not exist in the source.
+var ErrNoCommit = errors.New("commit not found")
+
+// Credentials resolves a repository's CredentialsRef (or
+// ForgeCredentialsRef) to a secret. The store never holds credentials, only
+// the reference.
+type Credentials interface {
+	// Secret returns the secret a reference names. ref "" never reaches it.
+	Secret(ctx context.Context, ref string) (forge.Token, error)
+}
+
+// FileCredentials reads secrets from files under Dir: ref "github-ci" is
+// the file Dir/github-ci. For SSH, the file holds a PEM private key and
+// Dir/known_hosts (or the file named ref + ".known_hosts") pins the hosts.
+type FileCredentials struct{ Dir string }
+
+// Secret implements Credentials.
+func (c FileCredentials) Secret(_ context.Context, ref string) (forge.Token, error) {
+	p, err := c.path(ref)
+	if err != nil {
+		return forge.Token{}, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return forge.Token{}, fmt.Errorf("read credentials %q: %w", ref, err)
+	}
+	return forge.NewToken(strings.TrimSpace(string(b))), nil
+}
+
+func (c FileCredentials) path(ref string) (string, error) {
+	if c.Dir == "" || ref == "" || !filepath.IsLocal(ref) {
+		return "", fmt.Errorf("credentials %q: must name a file inside the credentials directory", ref)
+	}
+	return filepath.Join(c.Dir, ref), nil
+}
+
+// KnownHosts returns the known_hosts file for ref: ref.known_hosts when it
+// exists, else Dir/known_hosts.
+func (c FileCredentials) KnownHosts(ref string) string {
+	if p, err := c.path(ref + ".known_hosts"); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return filepath.Join(c.Dir, "known_hosts")
+}
+
+// remoteKind classifies a repository URL.
+func remoteKind(raw string) string {
+	if u, err := url.Parse(raw); err == nil && u.Scheme != "" && len(u.Scheme) > 1 {
+		return u.Scheme
+	}
+	if strings.Contains(raw, "@") && strings.Contains(raw, ":") && !strings.HasPrefix(raw, "/") {
+		return "ssh" // scp-like git@host:owner/repo.git
+	}
+	return "file"
+}
+
+// auth builds the transport credentials for a repository URL.
+func (r *Reconciler) auth(ctx context.Context, rawURL, ref string) (transport.AuthMethod, error) {
+	if ref == "" {
+		if remoteKind(rawURL) == "ssh" {
+			return nil, fmt.Errorf("ssh source %s needs a credentials reference (private key)", forge.SanitizeURL(rawURL))
+		}
+		return nil, nil
+	}
+	tok, err := r.opts.Credentials.Secret(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	switch remoteKind(rawURL) {
+	case "https", "http":
+		user, pass, ok := strings.Cut(tok.Reveal(), ":")
+		if !ok || strings.Contains(tok.Reveal(), "\n") {
+			// A bare token: GitHub wants x-access-token, GitLab and Gitea accept any user.
+			user, pass = "x-access-token", tok.Reveal()
+		}
+		return &githttp.BasicAuth{Username: user, Password: pass}, nil
+	case "ssh":
+		user := "git"
+		if u, err := url.Parse(rawURL); err == nil && u.User != nil {
+			user = u.User.Username()
+		} else if at := strings.Index(rawURL, "@"); at > 0 && !strings.Contains(rawURL[:at], "/") {
+			user = rawURL[:at]
+		}
+		keys, err := gitssh.NewPublicKeys(user, []byte(tok.Reveal()), "")
+		if err != nil {
+			return nil, fmt.Errorf("ssh key %q: %w", ref, err)
+		}
+		kh := ""
+		if fc, ok := r.opts.Credentials.(FileCredentials); ok {
+			kh = fc.KnownHosts(ref)
+		}
+		if kh == "" {
+			return nil, fmt.Errorf("ssh source %s: no known_hosts file: host keys must be pinned", forge.SanitizeURL(rawURL))
+		}
+		cb, err := knownhosts.New(kh)
+		if err != nil {
+			return nil, fmt.Errorf("ssh source %s: known_hosts: %w", forge.SanitizeURL(rawURL), err)
+		}
+		keys.HostKeyCallback = cb
+		return keys, nil
+	}
+	return nil, nil
+}
+
+// mirror is the bare copy of one repository in the data dir.
+type mirror struct {
+	mu   sync.Mutex // one fetch at a time per repository
+	dir  string
+	url  string
+	repo *git.Repository
+}
+
+func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m, ok := r.mirrors[repoID]; ok && m.url == rawURL {
+		return m, nil
+	}
+	dir := filepath.Join(r.opts.DataDir, "git", repoID+".git")
+	repo, err := git.PlainOpen(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create mirror: %w", err)
+		}
+		repo, err = git.PlainInit(dir, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open mirror %s: %w", dir, err)
+	}
+	if rem, err := repo.Remote("origin"); err == nil && (len(rem.Config().URLs) != 1 || rem.Config().URLs[0] != rawURL) {
+		if err := repo.DeleteRemote("origin"); err != nil {
+			return nil, fmt.Errorf("mirror: %w", err)
+		}
+	}
+	if _, err := repo.Remote("origin"); errors.Is(err, git.ErrRemoteNotFound) {
+		if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{rawURL}}); err != nil {
+			return nil, fmt.Errorf("mirror: add remote %s: %w", forge.SanitizeURL(rawURL), err)
+		}
+	}
+	m := &mirror{dir: dir, url: rawURL, repo: repo}
+	r.mirrors[repoID] = m
+	return m, nil
+}
+
+// fetch brings the mirror up to date with refspecs (incremental: only
+// missing objects travel). A ref that does not exist remotely is not an
+// error when optional is true.
+func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, optional bool) error {
+	err := m.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, Force: true, Tags: git.NoTags})
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
+		return nil
+	case optional && (errors.Is(err, git.NoMatchingRefSpecError{}) || strings.Contains(err.Error(), "couldn't find remote ref")):
+		return nil
+	}
+	return fmt.Errorf("fetch %s: %s", forge.SanitizeURL(m.url), sanitizeErr(err, m.url))
+}
+
+// sanitizeErr keeps credentials from an error text.
+func sanitizeErr(err error, rawURL string) string {
+	s := err.Error()
+	if rawURL != "" {
+		s = strings.ReplaceAll(s, rawURL, forge.SanitizeURL(rawURL))
+	}
+	return s
+}
+
+// fetchBranch fetches one branch ("" = the remote's default) and returns
+// its head commit and the branch name.
+func (m *mirror) fetchBranch(ctx context.Context, auth transport.AuthMethod, branch string) (plumbing.Hash, string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if branch == "" {
+		b, err := m.defaultBranch(ctx, auth)
+		if err != nil {
+			return plumbing.ZeroHash, "", err
+		}
+		branch = b
+	}
+	local := plumbing.NewBranchReferenceName(branch)
+	spec := config.RefSpec("+" + local.String() + ":" + local.String())
+	if err := m.fetch(ctx, auth, []config.RefSpec{spec}, false); err != nil {
+		return plumbing.ZeroHash, branch, err
+	}
+	ref, err := m.repo.Reference(local, true)
+	if err != nil {
+		return plumbing.ZeroHash, branch, fmt.Errorf("branch %s: %w", branch, ErrNoCommit)
+	}
+	return ref.Hash(), branch, nil
+}
+
+// defaultBranch asks the remote where HEAD points.
+func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (string, error) {
+	rem, err := m.repo.Remote("origin")
+	if err != nil {
+		return "", fmt.Errorf("mirror remote: %w", err)
+	}
+	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil {
+		return "", fmt.Errorf("list %s: %s", forge.SanitizeURL(m.url), sanitizeErr(err, m.url))
+	}
+	for _, ref := range refs {
+		if ref.Name() == plumbing.HEAD && ref.Type() == plumbing.SymbolicReference {
+			return ref.Target().Short(), nil
+		}
+	}
+	return "", fmt.Errorf("list %s: the remote has no HEAD; set the repository's branch", forge.SanitizeURL(m.url))
+}
+
+// fetchCommit makes sure sha is in the mirror: it fetches the branch and,
+// for pull-request heads living outside any branch, the forges' PR refs.
+func (m *mirror) fetchCommit(ctx context.Context, auth transport.AuthMethod, sha string, pr int) error {
+	h := plumbing.NewHash(sha)
+	if _, err := m.repo.CommitObject(h); err == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	specs := []config.RefSpec{"+refs/heads/*:refs/heads/*"}
+	if err := m.fetch(ctx, auth, specs, true); err != nil {
+		return err
+	}
+	if _, err := m.repo.CommitObject(h); err == nil {
+		return nil
+	}
+	if pr > 0 {
+		for _, s := range []string{
+			fmt.Sprintf("+refs/pull/%d/head:refs/pull/%d/head", pr, pr),                     // GitHub, Gitea, Forgejo
+			fmt.Sprintf("+refs/merge-requests/%d/head:refs/merge-requests/%d/head", pr, pr), // GitLab
+		} {
+			if err := m.fetch(ctx, auth, []config.RefSpec{config.RefSpec(s)}, true); err != nil {
+				return err
+			}
+			if _, err := m.repo.CommitObject(h); err == nil {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
+}
+
+// commitFS returns the commit and an fs.FS of its tree below dir ("" = root).
+func (m *mirror) commitFS(sha plumbing.Hash, dir string) (*object.Commit, fs.FS, plumbing.Hash, error) {
+	c, err := m.repo.CommitObject(sha)
+	if err != nil {
+		return nil, nil, plumbing.ZeroHash, fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, nil, plumbing.ZeroHash, fmt.Errorf("commit %s tree: %w", sha, err)
+	}
+	dir = strings.Trim(filepathToSlash(dir), "/")
+	if dir != "" && dir != "." {
+		sub, err := tree.Tree(dir)
+		if err != nil {
+			return c, nil, plumbing.ZeroHash, fmt.Errorf("path %q in commit %s: %w", dir, sha.String()[:12], err)
+		}
+		tree = sub
+	}
+	return c, &treeFS{tree: tree, when: c.Committer.When}, tree.Hash, nil
+}
+
+func filepathToSlash(p string) string { return strings.ReplaceAll(p, "\\", "/") }

@@ -1,0 +1,556 @@
+package reconciler
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/nkudo/nkudo/diff"
+	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/schema"
+	"github.com/nkudo/nkudo/store"
+)
+
+// Result says what one reconcile of a commit did.
+type Result struct {
+	Commit string
+	// Valid is false when the commit failed validation (nothing changed).
+	Valid bool
+	// Planned lists the sites that were re-planned (the incremental set).
+	Planned []string
+	// Stored is the plans stored (new or re-activated).
+	Stored []model.Plan
+	// Refused maps a site to the prune-safety reason its plan was refused.
+	Refused map[string]string
+	// Summary is the nkudo/plan description.
+	Summary string
+	// Unregistered lists sites in git that the control plane does not know
+	// yet (no plan can be stored for them).
+	Unregistered []string
+	// Skipped is true when another replica holds the repository's lease.
+	Skipped bool
+}
+
+// ErrInvalidCommit is wrapped by Reconcile's error when the commit fails
+// validation; the error also wraps schema.Errors.
+var ErrInvalidCommit = errors.New("invalid commit")
+
+func leaseName(repoID string) string { return "reconcile/" + repoID }
+
+func isSHA(s string) bool {
+	if len(s) != 40 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// Reconcile fetches the repository, resolves ref ("" = its branch head),
+// validates the commit and plans the sites whose desired state or
+// inventory changed. It is what a trigger runs; tests and benchmarks call
+// it directly.
+func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (Result, error) {
+	ok, err := r.store.AcquireLease(ctx, leaseName(repo.ID), r.opts.Holder, r.opts.LeaseTTL)
+	if err != nil {
+		return Result{}, fmt.Errorf("lease %s: %w", repo.ID, err)
+	}
+	if !ok {
+		return Result{Skipped: true}, nil
+	}
+	defer r.store.ReleaseLease(context.WithoutCancel(ctx), leaseName(repo.ID), r.opts.Holder)
+
+	head, err := r.fetch(ctx, repo, ref)
+	if err != nil {
+		r.recordError(ctx, repo, err)
+		return Result{}, err
+	}
+	commit := head.String()
+	res := Result{Commit: commit}
+	if err := r.store.MarkCommitSeen(ctx, repo.Tenant, repo.ID, commit, r.now()); err != nil {
+		return res, fmt.Errorf("mark commit seen: %w", err)
+	}
+	l, err := r.load(repo, head)
+	if err != nil {
+		var serrs schema.Errors
+		switch {
+		case errors.As(err, &serrs):
+			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateFailure, invalidDescription(serrs))
+			err = fmt.Errorf("%w %s: %w", ErrInvalidCommit, short(commit), err)
+		case errors.Is(err, schema.ErrNoManifests):
+			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateFailure, "no manifests under "+pathOrRoot(repo.Path)+": nothing changed")
+		default:
+			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateError, "could not read the commit: "+err.Error())
+		}
+		r.recordError(ctx, repo, err)
+		return res, err
+	}
+	res.Valid = true
+	r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateSuccess,
+		fmt.Sprintf("valid: %d sites, %d VMs", len(l.desired.Sites), len(l.desired.VMs)))
+
+	if err := r.planSites(ctx, repo, commit, l, nil, &res); err != nil {
+		r.recordError(ctx, repo, err)
+		return res, err
+	}
+	if err := r.store.MarkCommitApplied(ctx, r.actor, repo.Tenant, repo.ID, commit, r.now()); err != nil {
+		return res, fmt.Errorf("mark commit applied: %w", err)
+	}
+	return res, nil
+}
+
+func pathOrRoot(p string) string {
+	if strings.Trim(p, "/.") == "" {
+		return "the repository root"
+	}
+	return p
+}
+
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}
+
+// invalidDescription lists the first errors (file:line) for a status.
+func invalidDescription(es schema.Errors) string {
+	var parts []string
+	for i, e := range es {
+		if i == 3 {
+			break
+		}
+		parts = append(parts, e.Error())
+	}
+	s := fmt.Sprintf("%d errors: ", len(es))
+	if len(es) == 1 {
+		s = "1 error: "
+	}
+	return s + strings.Join(parts, "; ")
+}
+
+func (r *Reconciler) recordError(ctx context.Context, repo store.Repository, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	if serr := r.store.SetRepositoryError(context.WithoutCancel(ctx), repo.Tenant, repo.ID, err.Error(), r.now()); serr != nil {
+		r.log.Error("record repository error", "repo", repo.ID, "err", serr)
+	}
+}
+
+// fetch resolves ref to a commit in the mirror, fetching what is missing.
+func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref string) (plumbing.Hash, error) {
+	auth, err := r.auth(ctx, repo.URL, repo.CredentialsRef)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("credentials for %s: %w", repo.ID, err)
+	}
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if isSHA(ref) {
+		if err := m.fetchCommit(ctx, auth, ref, 0); err != nil {
+			return plumbing.ZeroHash, err
+		}
+		return plumbing.NewHash(ref), nil
+	}
+	branch := repo.Branch
+	if ref != "" {
+		branch = strings.TrimPrefix(ref, "refs/heads/")
+	}
+	h, _, err := m.fetchBranch(ctx, auth, branch)
+	return h, err
+}
+
+// loaded is the validated desired state of one tree, with per-site hashes.
+type loaded struct {
+	desired model.Desired
+	err     error
+	tree    string
+	once    sync.Once
+	hashes  map[string]string // site → hash of its desired state
+}
+
+// siteHashes hashes each site's manifest and VMs (positions left out: moving
+// a VM between files changes nothing at the edge).
+func (l *loaded) siteHashes() map[string]string {
+	l.once.Do(func() {
+		type siteDoc struct {
+			Site *model.Site            `json:"site"`
+			VMs  []model.VirtualMachine `json:"vms"`
+		}
+		docs := map[string]*siteDoc{}
+		get := func(n string) *siteDoc {
+			d, ok := docs[n]
+			if !ok {
+				d = &siteDoc{}
+				docs[n] = d
+			}
+			return d
+		}
+		for i := range l.desired.Sites {
+			s := l.desired.Sites[i]
+			s.Source = model.Source{}
+			get(s.Name).Site = &s
+		}
+		for _, vm := range l.desired.VMs {
+			vm.Source = model.Source{}
+			d := get(vm.Site)
+			d.VMs = append(d.VMs, vm)
+		}
+		l.hashes = make(map[string]string, len(docs))
+		for n, d := range docs {
+			sort.Slice(d.VMs, func(i, j int) bool { return d.VMs[i].Name < d.VMs[j].Name })
+			b, _ := json.Marshal(d)
+			sum := sha256.Sum256(b)
+			l.hashes[n] = hex.EncodeToString(sum[:16])
+		}
+	})
+	return l.hashes
+}
+
+// loadCache remembers the last few loaded trees: polling an unchanged
+// branch, or a commit that only touched files outside the manifests path,
+// costs no parsing.
+type loadCache struct {
+	mu    sync.Mutex
+	max   int
+	order []string
+	m     map[string]*loaded
+}
+
+func newLoadCache(n int) *loadCache { return &loadCache{max: n, m: map[string]*loaded{}} }
+
+func (c *loadCache) get(k string) *loaded {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+func (c *loadCache) put(k string, l *loaded) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[k]; !ok {
+		c.order = append(c.order, k)
+	}
+	c.m[k] = l
+	for len(c.order) > c.max {
+		delete(c.m, c.order[0])
+		c.order = c.order[1:]
+	}
+}
+
+// load reads and validates the manifests of commit head below repo.Path.
+func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, error) {
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return nil, err
+	}
+	_, fsys, treeHash, err := m.commitFS(head, repo.Path)
+	if err != nil {
+		if errors.Is(err, ErrNoCommit) {
+			return nil, err
+		}
+		// The manifests path does not exist in this commit: no manifests.
+		return nil, fmt.Errorf("%s: %w", err.Error(), schema.ErrNoManifests)
+	}
+	key := repo.ID + "/" + treeHash.String()
+	if l := r.cache.get(key); l != nil {
+		return l, l.err
+	}
+	d, err := schema.Load(fsys)
+	l := &loaded{desired: d, err: err, tree: treeHash.String()}
+	var serrs schema.Errors
+	if err == nil || errors.As(err, &serrs) || errors.Is(err, schema.ErrNoManifests) {
+		r.cache.put(key, l) // I/O errors are not cached: a retry may pass
+	}
+	return l, err
+}
+
+// planSites plans the sites of repo whose desired state (from l) or
+// inventory changed since they were last planned; only restricts the
+// candidates (nil = every site the repository knows). Results land in res.
+func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commit string, l *loaded, only []string, res *Result) error {
+	tenant := repo.Tenant
+	invs, err := r.store.Inventories(ctx, tenant)
+	if err != nil {
+		return fmt.Errorf("read inventories: %w", err)
+	}
+	prev, err := r.store.SiteDesired(ctx, tenant, repo.ID)
+	if err != nil {
+		return fmt.Errorf("read site desired state: %w", err)
+	}
+	hashes := l.siteHashes()
+	candidates := map[string]bool{}
+	if only != nil {
+		for _, s := range only {
+			candidates[s] = true
+		}
+	} else {
+		for s := range hashes {
+			candidates[s] = true
+		}
+		for s := range prev {
+			candidates[s] = true // sites gone from git: their managed VMs are pruned
+		}
+	}
+	keys := map[string]string{}
+	var toPlan []string
+	for s := range candidates {
+		desiredHash := hashes[s] // "" for a site gone from git
+		if desiredHash == "" && prev[s].Hash == "" && only != nil {
+			continue // drift on a site this repository never planned
+		}
+		key := desiredHash + "@" + fmt.Sprint(invs[s].Version)
+		keys[s] = key
+		old := prev[s].Hash
+		if old == key {
+			continue // unchanged: the incremental rule
+		}
+		oldDesired, _, _ := strings.Cut(old, "@")
+		if old != "" && oldDesired == desiredHash {
+			// Only the inventory moved. Leave a plan the agent is working
+			// on alone (its own progress moves the inventory), and a
+			// pending plan that is still fresh.
+			ap, err := r.store.ActivePlan(ctx, tenant, s)
+			switch {
+			case err == nil && ap.Status == model.PlanInProgress:
+				continue
+			case err == nil && ap.Plan.InventoryVersion >= invs[s].Version:
+				continue
+			case err != nil && !errors.Is(err, store.ErrNotFound):
+				return fmt.Errorf("active plan of %s: %w", s, err)
+			}
+		}
+		toPlan = append(toPlan, s)
+	}
+	sort.Strings(toPlan)
+	res.Planned = toPlan
+	if len(toPlan) == 0 {
+		res.Summary = "no changes"
+		if only == nil {
+			r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateSuccess, "no changes")
+			r.trackActive(ctx, repo, commit, nil)
+		}
+		return nil
+	}
+	result := diff.Plan(l.desired, invs, diff.Options{Tenant: tenant, Commit: commit, Sites: toPlan, PruneLimit: r.opts.PruneLimit})
+	res.Summary = diff.Summary(result)
+	res.Refused = map[string]string{}
+	var firstRefused string
+	for _, sr := range result.Sites {
+		if sr.Refused != "" {
+			res.Refused[sr.Site] = sr.Refused
+			if firstRefused == "" {
+				firstRefused = sr.Site + ": " + sr.Refused
+			}
+			continue // nothing stored for that site; it is tried again next time
+		}
+		if len(sr.Plan.Actions) > 0 {
+			stored, err := r.store.StorePlan(ctx, r.actor, sr.Plan, repo.ID, r.now())
+			if errors.Is(err, store.ErrNotFound) {
+				// The site is in git but not registered with the control
+				// plane yet: nothing can run there. Planned again once it is.
+				res.Unregistered = append(res.Unregistered, sr.Site)
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("store plan for %s: %w", sr.Site, err)
+			}
+			if stored {
+				res.Stored = append(res.Stored, sr.Plan)
+			}
+		}
+		if err := r.store.SetSiteDesired(ctx, tenant, repo.ID, store.SiteDesired{Site: sr.Site, Hash: keys[sr.Site], Commit: commit, UpdatedAt: r.now()}); err != nil {
+			return fmt.Errorf("record desired state of %s: %w", sr.Site, err)
+		}
+		r.mu.Lock()
+		r.siteRepo[tenant+"/"+sr.Site] = repo.ID
+		r.mu.Unlock()
+	}
+	if only != nil {
+		return nil // drift repairs report through the plans, not commit statuses
+	}
+	if firstRefused != "" {
+		r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateFailure, "refused: "+firstRefused)
+	} else {
+		desc := res.Summary
+		if n := len(res.Unregistered); n > 0 {
+			desc += fmt.Sprintf("; %d not registered (%s)", n, res.Unregistered[0])
+		}
+		r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateSuccess, desc)
+	}
+	var planIDs = map[string]string{}
+	for _, sr := range result.Sites {
+		if sr.Refused == "" && len(sr.Plan.Actions) > 0 && !slices.Contains(res.Unregistered, sr.Site) {
+			planIDs[sr.Site] = sr.Plan.ID
+		}
+	}
+	r.trackActive(ctx, repo, commit, planIDs)
+	return nil
+}
+
+// repairDrift re-plans sites against the last valid commit.
+func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sites []string) error {
+	if repo.LastAppliedCommit == "" {
+		return nil
+	}
+	ok, err := r.store.AcquireLease(ctx, leaseName(repo.ID), r.opts.Holder, r.opts.LeaseTTL)
+	if err != nil || !ok {
+		if err == nil {
+			// Another replica reconciles now; try again on the next change.
+			r.mu.Lock()
+			for _, s := range sites {
+				r.dirty[repo.Tenant+"/"+s] = true
+			}
+			r.mu.Unlock()
+		}
+		return err
+	}
+	defer r.store.ReleaseLease(context.WithoutCancel(ctx), leaseName(repo.ID), r.opts.Holder)
+	head := plumbing.NewHash(repo.LastAppliedCommit)
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return err
+	}
+	if _, err := m.repo.CommitObject(head); err != nil {
+		// A fresh data dir (restart elsewhere): fetch the commit.
+		auth, aerr := r.auth(ctx, repo.URL, repo.CredentialsRef)
+		if aerr != nil {
+			return aerr
+		}
+		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
+			return err
+		}
+	}
+	l, err := r.load(repo, head)
+	if err != nil {
+		return fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
+	}
+	var res Result
+	if err := r.planSites(ctx, repo, repo.LastAppliedCommit, l, sites, &res); err != nil {
+		return err
+	}
+	if len(res.Stored) > 0 {
+		r.log.Info("drift repaired", "tenant", repo.Tenant, "repo", repo.ID, "sites", res.Planned, "summary", res.Summary)
+	}
+	for s, reason := range res.Refused {
+		r.log.Warn("drift repair refused by prune safety", "tenant", repo.Tenant, "site", s, "reason", reason)
+	}
+	return nil
+}
+
+// PreviewNow validates and plans a pull-request head against the live
+// inventory, posts nkudo/validate and nkudo/plan on it and stores the
+// preview. Nothing is applied.
+func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr int, sha string) (store.Preview, error) {
+	if !isSHA(sha) {
+		return store.Preview{}, fmt.Errorf("preview #%d: %q is not a commit hash", pr, sha)
+	}
+	auth, err := r.auth(ctx, repo.URL, repo.CredentialsRef)
+	if err != nil {
+		return store.Preview{}, err
+	}
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return store.Preview{}, err
+	}
+	if err := m.fetchCommit(ctx, auth, sha, pr); err != nil {
+		return store.Preview{}, fmt.Errorf("preview #%d: %w", pr, err)
+	}
+	p := store.Preview{Tenant: repo.Tenant, RepoID: repo.ID, PR: pr, Commit: sha, CreatedAt: r.now()}
+	l, err := r.load(repo, plumbing.NewHash(sha))
+	if err != nil {
+		var serrs schema.Errors
+		desc := "could not read the commit: " + err.Error()
+		if errors.As(err, &serrs) {
+			desc = invalidDescription(serrs)
+		} else if errors.Is(err, schema.ErrNoManifests) {
+			desc = "no manifests under " + pathOrRoot(repo.Path)
+		}
+		r.setStatus(ctx, repo, sha, forge.ContextValidate, store.StateFailure, desc)
+		p.Summary = "invalid: " + desc
+		p.PlanText = err.Error() + "\n"
+		if perr := r.store.PutPreview(ctx, repo.Tenant, p); perr != nil {
+			return p, fmt.Errorf("store preview: %w", perr)
+		}
+		return p, nil
+	}
+	r.setStatus(ctx, repo, sha, forge.ContextValidate, store.StateSuccess,
+		fmt.Sprintf("valid: %d sites, %d VMs", len(l.desired.Sites), len(l.desired.VMs)))
+	invs, err := r.store.Inventories(ctx, repo.Tenant)
+	if err != nil {
+		return p, fmt.Errorf("read inventories: %w", err)
+	}
+	res := diff.Plan(l.desired, invs, diff.Options{Tenant: repo.Tenant, Commit: sha, PruneLimit: r.opts.PruneLimit})
+	p.Summary = diff.Summary(res)
+	var text, js bytes.Buffer
+	if err := diff.RenderText(&text, res, diff.RenderOptions{}); err != nil {
+		return p, fmt.Errorf("render preview: %w", err)
+	}
+	if err := diff.RenderJSON(&js, res); err != nil {
+		return p, fmt.Errorf("render preview: %w", err)
+	}
+	p.PlanText, p.PlanJSON = text.String(), json.RawMessage(bytes.TrimSpace(js.Bytes()))
+	refused := ""
+	for _, sr := range res.Sites {
+		if sr.Refused != "" {
+			refused = sr.Site + ": " + sr.Refused
+			break
+		}
+	}
+	if refused != "" {
+		r.setStatus(ctx, repo, sha, forge.ContextPlan, store.StateFailure, "would be refused: "+refused)
+	} else {
+		r.setStatus(ctx, repo, sha, forge.ContextPlan, store.StateSuccess, p.Summary)
+	}
+	if err := r.store.PutPreview(ctx, repo.Tenant, p); err != nil {
+		return p, fmt.Errorf("store preview: %w", err)
+	}
+	return p, nil
+}
+
+// DesiredVMs implements the control plane's DesiredState hook: the VMs
+// the last valid commit wants at a site.
+func (r *Reconciler) DesiredVMs(ctx context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
+	repoID, err := r.repoOfSite(ctx, tenant, site)
+	if err != nil || repoID == "" {
+		return nil, "", false, err
+	}
+	repo, err := r.store.GetRepository(ctx, tenant, repoID)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if repo.LastAppliedCommit == "" {
+		return nil, "", false, nil
+	}
+	head := plumbing.NewHash(repo.LastAppliedCommit)
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return nil, "", false, err
+	}
+	if _, err := m.repo.CommitObject(head); err != nil {
+		return nil, repo.LastAppliedCommit, false, nil // not fetched on this replica yet
+	}
+	l, err := r.load(repo, head)
+	if err != nil {
+		return nil, "", false, err
+	}
+	var vms []model.VirtualMachine
+	for _, vm := range l.desired.VMs {
+		if vm.Site == site {
+			vms = append(vms, vm)
+		}
+	}
+	return vms, repo.LastAppliedCommit, true, nil
+}

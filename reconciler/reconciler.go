@@ -1,0 +1,497 @@
+// Package reconciler owns the GitOps loop: git sources (a bare mirror per
+// repository, fetched incrementally with go-git), triggers (polling,
+// webhooks, manual, fsnotify on local repositories), the reconcile of a
+// commit (validate, plan only the sites that changed, store plans), drift
+// repair, pull-request previews, and the commit statuses that report it
+// all back to the forge.
+//
+// Safety rules it keeps: an invalid commit changes nothing and the last
+// valid commit stays desired; an unreachable source or a tree without
+// manifests is an error, never "desired = empty"; a prune refused by the
+// planner stores nothing for that site; one replica reconciles a
+// repository at a time (store lease).
+package reconciler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/diff"
+	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/store"
+)
+
+// Options configures a Reconciler. Store and DataDir are required; zero
+// values of the rest pick the documented defaults.
+type Options struct {
+	Store store.Store
+	// DataDir holds the git mirrors (DataDir/git) and notes repositories
+	// (DataDir/notes).
+	DataDir string
+	Logger  *slog.Logger
+	// Credentials resolves CredentialsRef and ForgeCredentialsRef (default:
+	// files under DataDir/credentials).
+	Credentials Credentials
+	// PublicURL is the control plane's address, for status target URLs.
+	PublicURL string
+	// Holder names this replica in leases (default: hostname + random).
+	Holder string
+	// Workers is how many repositories reconcile at once (default 2).
+	Workers int
+	// PollInterval is how often every repository is fetched, webhooks or
+	// not (default 1m, jittered ±10%); negative disables polling.
+	PollInterval time.Duration
+	// ApplyCheckInterval is how often pending nkudo/apply statuses are
+	// re-evaluated (default 5s).
+	ApplyCheckInterval time.Duration
+	// OfflineTimeout fails nkudo/apply when a site with a plan has not
+	// heartbeated for this long (default 15m).
+	OfflineTimeout time.Duration
+	// DriftInterval is the smallest gap between two drift re-plans of one
+	// site (default 10s); inventory changes in between are merged.
+	DriftInterval time.Duration
+	// PruneLimit is handed to the planner (zero: the default rule).
+	PruneLimit diff.PruneLimit
+	// StatusPrefix goes before every status context ("" = none).
+	StatusPrefix string
+	// Writers builds the status writers of a repository (nil: from the
+	// repository's forge settings).
+	Writers func(ctx context.Context, repo store.Repository) ([]forge.Writer, error)
+	// Reporter tunes retries of status posting (Prefix and Logger are set here).
+	Reporter forge.ReporterOptions
+	// WatchLocal watches local repositories with fsnotify and reconciles on
+	// a commit (development).
+	WatchLocal bool
+	// LeaseTTL is how long a repository lease lasts (default 2m).
+	LeaseTTL time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Reconciler runs the GitOps loop. It implements the control plane's
+// Reconciler and DesiredState hooks and the webhook Sink.
+type Reconciler struct {
+	opts  Options
+	log   *slog.Logger
+	store store.Store
+	now   func() time.Time
+	actor store.Actor
+
+	mu        sync.Mutex
+	mirrors   map[string]*mirror
+	tasks     map[string]*task // coalescing key → task
+	order     []string
+	busy      map[string]bool // repo IDs being worked on
+	wake      chan struct{}
+	reporters map[string]*repoReporters
+	cache     *loadCache
+	siteRepo  map[string]string    // tenant/site → repo ID that plans it
+	dirty     map[string]bool      // tenant/site with an unprocessed inventory change
+	lastDrift map[string]time.Time // tenant/site → last drift re-plan
+	tracked   map[string]*tracking // repo/commit → apply tracking
+	nextPoll  map[string]time.Time
+	runCtx    context.Context
+	started   bool
+	hooks     testHooks
+}
+
+// testHooks let tests observe the loop without sleeping.
+type testHooks struct {
+	afterTask func(kind taskKind, repoID string, err error)
+}
+
+type taskKind string
+
+const (
+	taskReconcile taskKind = "reconcile"
+	taskPreview   taskKind = "preview"
+	taskDrift     taskKind = "drift"
+)
+
+type task struct {
+	kind   taskKind
+	tenant string
+	repoID string
+	ref    string
+	pr     int
+	sha    string
+	sites  map[string]bool
+}
+
+// New returns a Reconciler; call Run to start it.
+func New(o Options) (*Reconciler, error) {
+	if o.Store == nil || o.DataDir == "" {
+		return nil, errors.New("reconciler: Store and DataDir are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Credentials == nil {
+		o.Credentials = FileCredentials{Dir: filepath.Join(o.DataDir, "credentials")}
+	}
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		o.Holder = host + "-" + hex.EncodeToString(b)
+	}
+	if o.Workers <= 0 {
+		o.Workers = 2
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = time.Minute
+	}
+	if o.ApplyCheckInterval <= 0 {
+		o.ApplyCheckInterval = 5 * time.Second
+	}
+	if o.OfflineTimeout <= 0 {
+		o.OfflineTimeout = 15 * time.Minute
+	}
+	if o.DriftInterval <= 0 {
+		o.DriftInterval = 10 * time.Second
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2 * time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Reconciler{
+		opts:      o,
+		log:       o.Logger.With("component", "reconciler"),
+		store:     o.Store,
+		now:       o.Now,
+		actor:     store.Actor{Kind: store.ActorSystem, ID: "reconciler"},
+		mirrors:   map[string]*mirror{},
+		tasks:     map[string]*task{},
+		busy:      map[string]bool{},
+		wake:      make(chan struct{}, 1),
+		reporters: map[string]*repoReporters{},
+		cache:     newLoadCache(8),
+		siteRepo:  map[string]string{},
+		dirty:     map[string]bool{},
+		lastDrift: map[string]time.Time{},
+		tracked:   map[string]*tracking{},
+		nextPoll:  map[string]time.Time{},
+	}, nil
+}
+
+// Run works until ctx ends: workers, polling, drift and apply tracking.
+func (r *Reconciler) Run(ctx context.Context) error {
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.started = true
+	r.mu.Unlock()
+	r.resume(ctx)
+	var wg sync.WaitGroup
+	for range r.opts.Workers {
+		wg.Go(func() { r.worker(ctx) })
+	}
+	wg.Go(func() { r.pollLoop(ctx) })
+	wg.Go(func() { r.driftLoop(ctx) })
+	wg.Go(func() { r.applyLoop(ctx) })
+	if r.opts.WatchLocal {
+		wg.Go(func() { r.watchLoop(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// Trigger queues a reconcile of the repository at ref ("" = its branch
+// head; a branch name; or a commit hash). It implements the control
+// plane's Reconciler hook and returns at once.
+func (r *Reconciler) Trigger(ctx context.Context, tenant, repoID, ref string) (api.TriggerResult, error) {
+	repo, err := r.store.GetRepository(ctx, tenant, repoID)
+	if err != nil {
+		return api.TriggerResult{}, fmt.Errorf("trigger %s: %w", repoID, err)
+	}
+	res := api.TriggerResult{RepoID: repo.ID, Ref: ref}
+	if repo.Suspended {
+		res.Message = "repository is suspended: nothing is reconciled until it is resumed"
+		return res, nil
+	}
+	r.enqueue(&task{kind: taskReconcile, tenant: tenant, repoID: repo.ID, ref: ref})
+	res.Queued = true
+	res.Message = "reconcile queued"
+	return res, nil
+}
+
+// Preview queues a pull-request preview (validate and plan the head;
+// nothing is stored as a plan or applied).
+func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int, headSHA string) error {
+	if _, err := r.store.GetRepository(ctx, tenant, repoID); err != nil {
+		return fmt.Errorf("preview %s#%d: %w", repoID, pr, err)
+	}
+	r.enqueue(&task{kind: taskPreview, tenant: tenant, repoID: repoID, pr: pr, sha: headSHA})
+	return nil
+}
+
+// InventoryChanged notes that a site's VM inventory moved; the drift loop
+// re-plans it (at most once per DriftInterval). It never blocks.
+func (r *Reconciler) InventoryChanged(_ context.Context, tenant, site string) {
+	r.mu.Lock()
+	r.dirty[tenant+"/"+site] = true
+	r.mu.Unlock()
+}
+
+func (r *Reconciler) enqueue(t *task) {
+	key := string(t.kind) + "/" + t.repoID
+	if t.kind == taskPreview {
+		key = fmt.Sprintf("%s#%d", key, t.pr)
+	}
+	r.mu.Lock()
+	if old, ok := r.tasks[key]; ok {
+		if t.kind == taskDrift {
+			for s := range t.sites {
+				old.sites[s] = true
+			}
+		} else {
+			*old = *t // the latest ref or head wins
+		}
+	} else {
+		r.tasks[key] = t
+		r.order = append(r.order, key)
+	}
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dequeue takes the oldest task whose repository is not being worked on.
+func (r *Reconciler) dequeue() *task {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, key := range r.order {
+		t := r.tasks[key]
+		if r.busy[t.repoID] {
+			continue
+		}
+		r.order = append(r.order[:i:i], r.order[i+1:]...)
+		delete(r.tasks, key)
+		r.busy[t.repoID] = true
+		return t
+	}
+	return nil
+}
+
+func (r *Reconciler) worker(ctx context.Context) {
+	for {
+		t := r.dequeue()
+		if t == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+				continue
+			}
+		}
+		err := r.runTask(ctx, t)
+		r.mu.Lock()
+		delete(r.busy, t.repoID)
+		hook := r.hooks.afterTask
+		r.mu.Unlock()
+		// Another task of this repository may be waiting for it.
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+		if err != nil && ctx.Err() == nil {
+			r.log.Error("reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
+		}
+		if hook != nil {
+			hook(t.kind, t.repoID, err)
+		}
+	}
+}
+
+func (r *Reconciler) runTask(ctx context.Context, t *task) error {
+	repo, err := r.store.GetRepository(ctx, t.tenant, t.repoID)
+	if err != nil {
+		return fmt.Errorf("load repository: %w", err)
+	}
+	switch t.kind {
+	case taskReconcile:
+		if repo.Suspended {
+			return nil
+		}
+		_, err = r.Reconcile(ctx, repo, t.ref)
+	case taskPreview:
+		_, err = r.PreviewNow(ctx, repo, t.pr, t.sha)
+	case taskDrift:
+		if repo.Suspended {
+			return nil
+		}
+		sites := make([]string, 0, len(t.sites))
+		for s := range t.sites {
+			sites = append(sites, s)
+		}
+		err = r.repairDrift(ctx, repo, sites)
+	}
+	return err
+}
+
+func (r *Reconciler) pollLoop(ctx context.Context) {
+	if r.opts.PollInterval < 0 {
+		return
+	}
+	tick := min(max(r.opts.PollInterval/10, 100*time.Millisecond), 10*time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		r.pollDue(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Reconciler) pollDue(ctx context.Context) {
+	repos, err := r.store.ListAllRepositories(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Error("poll: list repositories", "err", err)
+		}
+		return
+	}
+	now := r.now()
+	for _, repo := range repos {
+		r.mu.Lock()
+		next, ok := r.nextPoll[repo.ID]
+		due := !ok || !now.Before(next)
+		if due {
+			iv := r.opts.PollInterval
+			jitter := time.Duration(mrand.Int64N(int64(iv)/5+1)) - iv/10
+			r.nextPoll[repo.ID] = now.Add(iv + jitter)
+		}
+		r.mu.Unlock()
+		if due && !repo.Suspended {
+			r.enqueue(&task{kind: taskReconcile, tenant: repo.Tenant, repoID: repo.ID})
+		}
+	}
+}
+
+// driftLoop turns inventory changes into drift re-plans, rate-limited per site.
+func (r *Reconciler) driftLoop(ctx context.Context) {
+	t := time.NewTicker(min(r.opts.DriftInterval/4+time.Millisecond, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := r.now()
+		r.mu.Lock()
+		var due []string
+		for k := range r.dirty {
+			if now.Sub(r.lastDrift[k]) >= r.opts.DriftInterval {
+				due = append(due, k)
+				delete(r.dirty, k)
+				r.lastDrift[k] = now
+			}
+		}
+		r.mu.Unlock()
+		for _, k := range due {
+			tenant, site := splitKey(k)
+			repoID, err := r.repoOfSite(ctx, tenant, site)
+			if err != nil {
+				r.log.Error("drift: find repository of site", "tenant", tenant, "site", site, "err", err)
+				continue
+			}
+			if repoID == "" {
+				continue // no repository plans this site
+			}
+			r.enqueue(&task{kind: taskDrift, tenant: tenant, repoID: repoID, sites: map[string]bool{site: true}})
+		}
+	}
+}
+
+func splitKey(k string) (string, string) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == '/' {
+			return k[:i], k[i+1:]
+		}
+	}
+	return k, ""
+}
+
+// repoOfSite finds the repository that plans a site ("" if none).
+func (r *Reconciler) repoOfSite(ctx context.Context, tenant, site string) (string, error) {
+	r.mu.Lock()
+	id, ok := r.siteRepo[tenant+"/"+site]
+	r.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	repos, err := r.store.ListRepositories(ctx, tenant)
+	if err != nil {
+		return "", err
+	}
+	for _, repo := range repos {
+		sd, err := r.store.SiteDesired(ctx, tenant, repo.ID)
+		if err != nil {
+			return "", err
+		}
+		r.mu.Lock()
+		for s := range sd {
+			r.siteRepo[tenant+"/"+s] = repo.ID
+		}
+		r.mu.Unlock()
+		if _, ok := sd[site]; ok {
+			return repo.ID, nil
+		}
+	}
+	return "", nil
+}
+
+// resume picks up after a restart: statuses the forge never got, and
+// apply statuses still pending.
+func (r *Reconciler) resume(ctx context.Context) {
+	repos, err := r.store.ListAllRepositories(ctx)
+	if err != nil {
+		r.log.Error("resume: list repositories", "err", err)
+		return
+	}
+	for _, repo := range repos {
+		if repo.LastAppliedCommit == "" {
+			continue
+		}
+		sts, err := r.store.CommitStatuses(ctx, repo.Tenant, repo.ID, repo.LastAppliedCommit)
+		if err != nil {
+			continue
+		}
+		for _, st := range sts {
+			if st.Context == forge.ContextApply && st.State == store.StatePending {
+				r.trackActive(ctx, repo, repo.LastAppliedCommit, nil)
+			}
+		}
+	}
+	unposted, err := r.store.UnpostedCommitStatuses(ctx, 1000)
+	if err != nil {
+		r.log.Error("resume: unposted statuses", "err", err)
+		return
+	}
+	byID := map[string]store.Repository{}
+	for _, repo := range repos {
+		byID[repo.ID] = repo
+	}
+	for _, st := range unposted {
+		if repo, ok := byID[st.RepoID]; ok {
+			r.report(ctx, repo, st)
+		}
+	}
+}

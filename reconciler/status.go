@@ -1,0 +1,147 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/store"
+)
+
+// repoReporters are the status reporters of one repository, rebuilt when
+// its forge settings change.
+type repoReporters struct {
+	config string
+	list   []*forge.Reporter
+	cancel context.CancelFunc
+}
+
+func forgeConfig(repo store.Repository) string {
+	return strings.Join([]string{string(repo.ForgeKind), repo.ForgeAPIURL, repo.ForgeProject, repo.ForgeCredentialsRef, repo.URL}, "\x00")
+}
+
+// targetURL links a status to the commit's page on the control plane.
+func (r *Reconciler) targetURL(repo store.Repository, sha string) string {
+	if r.opts.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimRight(r.opts.PublicURL, "/") + "/v1/repos/" + repo.ID + "/commits/" + sha + "/statuses"
+}
+
+// setStatus records a commit status in the store and, when it changed,
+// queues it for the forge. It never waits for the forge.
+func (r *Reconciler) setStatus(ctx context.Context, repo store.Repository, sha, label string, state store.StatusState, desc string) {
+	cs := store.CommitStatus{
+		Tenant: repo.Tenant, RepoID: repo.ID, Commit: sha, Context: label,
+		State: state, Description: forge.Trim(desc, 1000), TargetURL: r.targetURL(repo, sha), UpdatedAt: r.now(),
+	}
+	changed, err := r.store.SetCommitStatus(ctx, repo.Tenant, cs)
+	if err != nil {
+		r.log.Error("store commit status", "repo", repo.ID, "commit", sha, "context", label, "err", err)
+		changed = true // the forge still gets it
+	}
+	if changed {
+		r.report(ctx, repo, cs)
+	}
+}
+
+func (r *Reconciler) report(ctx context.Context, repo store.Repository, cs store.CommitStatus) {
+	reps, err := r.reportersFor(ctx, repo)
+	if err != nil {
+		r.log.Error("status writers", "repo", repo.ID, "err", err)
+		return
+	}
+	for _, rep := range reps {
+		rep.Report(forge.Status{SHA: cs.Commit, Context: cs.Context, State: forge.State(cs.State), Description: cs.Description, TargetURL: cs.TargetURL, Ref: repo.Branch})
+	}
+}
+
+func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([]*forge.Reporter, error) {
+	cfg := forgeConfig(repo)
+	r.mu.Lock()
+	rr, ok := r.reporters[repo.ID]
+	runCtx := r.runCtx
+	r.mu.Unlock()
+	if ok && rr.config == cfg {
+		return rr.list, nil
+	}
+	if runCtx == nil {
+		runCtx = ctx // used without Run (tests, benchmarks): live as long as the caller
+	}
+	var writers []forge.Writer
+	var err error
+	if r.opts.Writers != nil {
+		writers, err = r.opts.Writers(ctx, repo)
+	} else {
+		writers, err = r.writersFromRepo(ctx, repo)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(runCtx)
+	nr := &repoReporters{config: cfg, cancel: cancel}
+	for _, w := range writers {
+		o := r.opts.Reporter
+		o.Prefix = r.opts.StatusPrefix
+		o.Logger = r.opts.Logger
+		tenant := repo.Tenant
+		o.OnPosted = func(st forge.Status) {
+			err := r.store.MarkCommitStatusPosted(rctx, tenant, store.CommitStatus{
+				Tenant: tenant, RepoID: repo.ID, Commit: st.SHA, Context: st.Context,
+				State: store.StatusState(st.State), Description: st.Description, TargetURL: st.TargetURL,
+			}, r.now())
+			if err != nil && rctx.Err() == nil {
+				r.log.Debug("mark status posted", "repo", repo.ID, "err", err)
+			}
+		}
+		rep := forge.NewReporter(w, o)
+		go rep.Run(rctx)
+		nr.list = append(nr.list, rep)
+	}
+	r.mu.Lock()
+	if old, ok := r.reporters[repo.ID]; ok {
+		old.cancel()
+	}
+	r.reporters[repo.ID] = nr
+	r.mu.Unlock()
+	return nr.list, nil
+}
+
+// writersFromRepo builds the writer the repository's forge settings name.
+func (r *Reconciler) writersFromRepo(ctx context.Context, repo store.Repository) ([]forge.Writer, error) {
+	var tok forge.Token
+	if repo.ForgeCredentialsRef != "" && repo.ForgeKind != store.ForgeGitNotes {
+		t, err := r.opts.Credentials.Secret(ctx, repo.ForgeCredentialsRef)
+		if err != nil {
+			return nil, err
+		}
+		tok = t
+	}
+	owner, name, _ := strings.Cut(repo.ForgeProject, "/")
+	var w forge.Writer
+	var err error
+	switch repo.ForgeKind {
+	case store.ForgeNone:
+		return nil, nil
+	case store.ForgeGitHub:
+		w, err = forge.NewGitHub(forge.GitHubOptions{BaseURL: repo.ForgeAPIURL, Owner: owner, Repo: name, Token: tok})
+	case store.ForgeGitea:
+		w, err = forge.NewGitea(forge.GitHubOptions{BaseURL: repo.ForgeAPIURL, Owner: owner, Repo: name, Token: tok})
+	case store.ForgeGitLab:
+		w, err = forge.NewGitLab(forge.GitLabOptions{BaseURL: repo.ForgeAPIURL, Project: repo.ForgeProject, Token: tok})
+	case store.ForgeGitNotes:
+		auth, aerr := r.auth(ctx, repo.URL, repo.CredentialsRef)
+		if aerr != nil {
+			return nil, aerr
+		}
+		w, err = forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(r.opts.DataDir, "notes", repo.ID+".git"), RemoteURL: repo.URL, Auth: auth})
+	default:
+		return nil, fmt.Errorf("unknown forge kind %q", repo.ForgeKind)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []forge.Writer{w}, nil
+}

@@ -1,0 +1,148 @@
+package reconciler
+
+import (
+	"errors"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+// treeFS is a read-only fs.FS over a git tree: manifests are read straight
+// from the commit, with no checkout. Symlinks and submodules show as
+// non-regular entries (schema.Load refuses them); nothing outside the tree
+// is reachable.
+type treeFS struct {
+	tree *object.Tree
+	when time.Time // the commit time, reported as every entry's ModTime
+}
+
+func (t *treeFS) Open(name string) (fs.File, error) {
+	if !fs.ValidPath(name) {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
+	}
+	if name == "." {
+		return &treeDir{fsys: t, tree: t.tree, name: "."}, nil
+	}
+	e, err := t.tree.FindEntry(name)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	switch e.Mode {
+	case filemode.Dir:
+		sub, err := t.tree.Tree(name)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		return &treeDir{fsys: t, tree: sub, name: path.Base(name)}, nil
+	case filemode.Regular, filemode.Executable, filemode.Deprecated:
+		f, err := t.tree.TreeEntryFile(e)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		r, err := f.Reader()
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+		}
+		return &treeFile{rc: r, info: entryInfo{name: path.Base(name), mode: e.Mode, size: f.Size, when: t.when}}, nil
+	}
+	// Symlinks and submodules are opened as empty non-regular files: the
+	// loader sees their type and refuses them; their targets are never read.
+	return &treeFile{rc: io.NopCloser(strings.NewReader("")), info: entryInfo{name: path.Base(name), mode: e.Mode, when: t.when}}, nil
+}
+
+type entryInfo struct {
+	name string
+	mode filemode.FileMode
+	size int64
+	when time.Time
+}
+
+func (i entryInfo) Name() string { return i.name }
+func (i entryInfo) Size() int64  { return i.size }
+func (i entryInfo) Mode() fs.FileMode {
+	switch i.mode {
+	case filemode.Dir:
+		return fs.ModeDir | 0o555
+	case filemode.Regular, filemode.Deprecated:
+		return 0o444
+	case filemode.Executable:
+		return 0o555
+	case filemode.Symlink:
+		return fs.ModeSymlink | 0o777
+	}
+	return fs.ModeIrregular
+}
+func (i entryInfo) ModTime() time.Time         { return i.when }
+func (i entryInfo) IsDir() bool                { return i.mode == filemode.Dir }
+func (i entryInfo) Sys() any                   { return nil }
+func (i entryInfo) Type() fs.FileMode          { return i.Mode().Type() }
+func (i entryInfo) Info() (fs.FileInfo, error) { return i, nil }
+
+type treeFile struct {
+	rc   io.ReadCloser
+	info entryInfo
+}
+
+func (f *treeFile) Stat() (fs.FileInfo, error) { return f.info, nil }
+func (f *treeFile) Read(b []byte) (int, error) { return f.rc.Read(b) }
+func (f *treeFile) Close() error               { return f.rc.Close() }
+
+type treeDir struct {
+	fsys *treeFS
+	tree *object.Tree
+	name string
+	read int
+}
+
+func (d *treeDir) Stat() (fs.FileInfo, error) {
+	return entryInfo{name: d.name, mode: filemode.Dir, when: d.fsys.when}, nil
+}
+func (d *treeDir) Read([]byte) (int, error) {
+	return 0, &fs.PathError{Op: "read", Path: d.name, Err: errors.New("is a directory")}
+}
+func (d *treeDir) Close() error { return nil }
+
+// ReadDir lists entries sorted by name, as fs.ReadDirFile requires.
+func (d *treeDir) ReadDir(n int) ([]fs.DirEntry, error) {
+	entries := make([]fs.DirEntry, 0, len(d.tree.Entries))
+	for _, e := range d.tree.Entries {
+		entries = append(entries, dirEntry{entryInfo{name: e.Name, mode: e.Mode, when: d.fsys.when}, d.tree})
+	}
+	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	entries = entries[min(d.read, len(entries)):]
+	if n <= 0 {
+		d.read += len(entries)
+		return entries, nil
+	}
+	if len(entries) == 0 {
+		return nil, io.EOF
+	}
+	entries = entries[:min(n, len(entries))]
+	d.read += len(entries)
+	return entries, nil
+}
+
+// dirEntry reads the blob size only when Info asks: walking a large tree
+// needs names and types, not sizes.
+type dirEntry struct {
+	entryInfo
+	tree *object.Tree
+}
+
+func (e dirEntry) Info() (fs.FileInfo, error) {
+	i := e.entryInfo
+	if i.mode.IsFile() {
+		sz, err := e.tree.Size(i.name)
+		if err != nil {
+			return nil, err
+		}
+		i.size = sz
+	}
+	return i, nil
+}
