@@ -37,7 +37,10 @@ type env struct {
 
 type testLog struct{ t testing.TB }
 
-func (w testLog) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w testLog) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 func openStore(t testing.TB) store.Store {
 	t.Helper()
