@@ -91,7 +91,7 @@ metadata:
 		"README.md":          "not a manifest",
 		".git/config.yaml":   "this: is [not, a manifest",
 		"vms/.hidden.yaml":   "garbage: [",
-		"vms/tower-17/a.YML": vmDocText("relay", "tower-17"),
+		"vms/tower-17/a.YML": "\ufeff" + vmDocText("relay", "tower-17"), // a UTF-8 byte-order mark is fine
 	}
 	got, err := Load(mapFS(files))
 	if err != nil {
