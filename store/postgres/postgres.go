@@ -1,0 +1,315 @@
+// Package postgres is the production store.Store backend, on PostgreSQL
+// through pgx (pgxpool). Several control-plane replicas share one database:
+// row locks order the writes about one site, the audit head row orders
+// audit appends, leases live in a table with database-time expiry, and
+// wake-ups travel as NOTIFY on one channel to a dedicated LISTEN connection
+// in every replica, so a long-poll held by any replica returns at once.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/internal/sqlstore"
+)
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+// channel is the one NOTIFY channel; the payload is the topic.
+const channel = "nkudo_wake"
+
+// migrationLock is the advisory lock key that serialises migrations of
+// replicas starting at the same time.
+const migrationLock = 0x6e6b75646f // "nkudo"
+
+// Options configure Open.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock for bookkeeping timestamps (nil = time.Now). Leases
+	// always use the database's clock.
+	Now func() time.Time
+	// MaxConns caps the pool (0 = pgxpool's default, or pool_max_conns in the URL).
+	MaxConns int32
+}
+
+// Store is a store.Store on a PostgreSQL database.
+type Store struct {
+	*sqlstore.Store
+	db      *db
+	applied []string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to the database at url (postgres://…), applies pending
+// migrations and starts the notification listener.
+func Open(ctx context.Context, url string, o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := o.Logger.With("component", "store")
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse postgres url: %w", err)
+	}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	d := &db{pool: pool, connCfg: cfg.ConnConfig, log: log, hub: sqlstore.NewHub()}
+	applied, err := d.migrate(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrate postgres: %w", err)
+	}
+	for _, name := range applied {
+		log.Info("applied migration", "migration", name)
+	}
+	if err := d.startListener(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("listen for notifications: %w", err)
+	}
+	s := sqlstore.New(d, sqlstore.Dialect{
+		ForUpdate: " FOR UPDATE",
+		NowMicros: `(extract(epoch from clock_timestamp()) * 1000000)::bigint`,
+	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now})
+	return &Store{Store: s, db: d, applied: applied}, nil
+}
+
+// Applied lists the migrations this Open applied (empty when the schema was current).
+func (s *Store) Applied() []string { return s.applied }
+
+// ExecRaw runs one statement outside the store's rules. It exists for tests
+// that tamper with rows (the audit chain check) and for repair scripts.
+func (s *Store) ExecRaw(ctx context.Context, query string, args ...any) error {
+	_, err := s.db.pool.Exec(ctx, query, args...)
+	return err
+}
+
+type db struct {
+	pool    *pgxpool.Pool
+	connCfg *pgx.ConnConfig
+	log     *slog.Logger
+	hub     *sqlstore.Hub
+
+	stopListen context.CancelFunc
+	listenDone chan struct{}
+	closeOnce  sync.Once
+}
+
+func (d *db) migrate(ctx context.Context) ([]string, error) {
+	ms, err := sqlstore.Migrations(migrationsFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := d.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
+		return nil, fmt.Errorf("take migration lock: %w", err)
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
+	}()
+	if _, err := conn.Exec(ctx, sqlstore.MigrationsTable); err != nil {
+		return nil, fmt.Errorf("create migrations table: %w", err)
+	}
+	var applied []string
+	for _, m := range ms {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			var one int
+			err := tx.QueryRow(ctx, `SELECT 1 FROM schema_migrations WHERE version = $1`, m.Version).Scan(&one)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply %s: %w", m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
+				return err
+			}
+			applied = append(applied, m.Name)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return applied, nil
+}
+
+// startListener runs the LISTEN connection until Close, reconnecting with
+// backoff. It returns once the first LISTEN is in place, so a Subscribe
+// after Open cannot miss a notification sent by another replica.
+func (d *db) startListener(ctx context.Context) error {
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.stopListen = cancel
+	d.listenDone = make(chan struct{})
+	conn, err := d.listenConn(ctx)
+	if err != nil {
+		cancel()
+		close(d.listenDone)
+		return err
+	}
+	go func() {
+		defer close(d.listenDone)
+		backoff := 100 * time.Millisecond
+		for {
+			err := d.serve(lctx, conn)
+			conn.Close(context.WithoutCancel(lctx))
+			if lctx.Err() != nil {
+				return
+			}
+			d.log.Warn("notification connection lost; reconnecting", "err", err)
+			for {
+				select {
+				case <-lctx.Done():
+					return
+				case <-time.After(backoff):
+				}
+				conn, err = d.listenConn(lctx)
+				if err == nil {
+					backoff = 100 * time.Millisecond
+					// Wake-ups may have been missed while disconnected:
+					// wake everyone; subscribers re-read their state.
+					d.hub.PublishAll()
+					break
+				}
+				backoff = min(backoff*2, 5*time.Second)
+				d.log.Warn("reconnect notification connection", "err", err)
+			}
+		}
+	}()
+	return nil
+}
+
+func (d *db) listenConn(ctx context.Context) (*pgx.Conn, error) {
+	conn, err := pgx.ConnectConfig(ctx, d.connCfg.Copy())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
+		conn.Close(ctx)
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (d *db) serve(ctx context.Context, conn *pgx.Conn) error {
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		d.hub.Publish(n.Payload)
+	}
+}
+
+// Read runs fn in a read-only transaction.
+func (d *db) Read(ctx context.Context, fn func(sqlstore.Conn) error) error {
+	return d.tx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly}, fn)
+}
+
+// Write runs fn in a read-committed transaction, retrying it on
+// serialization failures and deadlocks (which the fixed lock order makes
+// rare, not impossible).
+func (d *db) Write(ctx context.Context, fn func(sqlstore.Conn) error) error {
+	var err error
+	for attempt := range 5 {
+		err = d.tx(ctx, pgx.TxOptions{}, fn)
+		var pe *pgconn.PgError
+		if err == nil || !errors.As(err, &pe) || (pe.Code != "40001" && pe.Code != "40P01") {
+			return err
+		}
+		d.log.Debug("retrying transaction", "attempt", attempt+1, "err", err)
+	}
+	return err
+}
+
+func (d *db) tx(ctx context.Context, opts pgx.TxOptions, fn func(sqlstore.Conn) error) (err error) {
+	tx, err := d.pool.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	if err = fn(conn{tx}); err != nil {
+		return err
+	}
+	if err = tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+func (d *db) NotifyTx(ctx context.Context, c sqlstore.Conn, topic string) error {
+	_, err := c.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, topic)
+	return err
+}
+
+func (d *db) IsNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+func (d *db) IsUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+func (d *db) Ping(ctx context.Context) error { return d.pool.Ping(ctx) }
+
+func (d *db) Close() error {
+	d.closeOnce.Do(func() {
+		d.stopListen()
+		<-d.listenDone
+		d.pool.Close()
+	})
+	return nil
+}
+
+type conn struct{ tx pgx.Tx }
+
+func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
+	tag, err := c.tx.Exec(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (c conn) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, error) {
+	rows, err := c.tx.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (c conn) QueryRow(ctx context.Context, q string, args ...any) sqlstore.Row {
+	return c.tx.QueryRow(ctx, q, args...)
+}
