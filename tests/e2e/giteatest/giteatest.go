@@ -179,11 +179,15 @@ func Start(t testing.TB) *Instance {
 		// Not t.Context(): the instance outlives the test that started it.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 20*time.Minute)
 		defer cancel()
+		sweepStale()
 		b, err := FindBinary(ctx)
 		if err != nil {
 			shared.skip, shared.err = true, fmt.Errorf("gitea cannot be built: %w", err)
 		} else {
-			dir, err := os.MkdirTemp("", "nkudo-gitea-")
+			dir, err := os.MkdirTemp("", staleGlob[:len(staleGlob)-1])
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+			}
 			if err != nil {
 				shared.err = fmt.Errorf("gitea temp dir: %w", err)
 			} else {
@@ -199,6 +203,29 @@ func Start(t testing.TB) *Instance {
 		t.Fatalf("start gitea: %v", shared.err)
 	}
 	return shared.inst
+}
+
+// staleGlob matches the directories of shared instances; each holds the
+// PID of the test binary that owns it.
+const staleGlob = "nkudo-gitea-*"
+
+// sweepStale removes the directories of shared instances whose test
+// binary died without Close (the kernel killed their Gitea with it).
+func sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), staleGlob))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "owner.pid"))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // Close stops the shared instance (if any) and removes its directory.

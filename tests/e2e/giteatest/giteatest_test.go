@@ -117,3 +117,40 @@ func TestPullRequestMerge(t *testing.T) {
 		t.Errorf("main = %s after the merge, want the merge commit %s", main, merged.MergeCommitSHA)
 	}
 }
+
+// TestForwarderReplay checks the forwarding recorder: the target gets the
+// delivery as Gitea sent it, and a replay repeats it byte for byte with
+// the same delivery ID and a still valid signature.
+func TestForwarderReplay(t *testing.T) {
+	g := giteatest.Start(t)
+	const secret = "forward-secret"
+	target := giteatest.NewRecorder(t)
+	fwd := giteatest.NewForwarder(t, target.URL, nil)
+	repo := g.CreateRepo(t)
+	g.CreateHook(t, repo, fwd.URL, secret, "push")
+	w := giteatest.Clone(t, repo)
+	w.Write(t, map[string][]byte{"f.txt": []byte("f\n")})
+	w.Commit(t, "one")
+	w.Push(t, "main")
+
+	isPush := func(d giteatest.Delivery) bool { return d.Event == "push" }
+	seen := fwd.Wait(t, 30*time.Second, "at the forwarder", isPush)
+	if seen.Answer != 200 {
+		t.Errorf("forwarder recorded answer %d, want the target's 200", seen.Answer)
+	}
+	got := target.Wait(t, 30*time.Second, "at the target", isPush)
+	if got.ID != seen.ID || string(got.Body) != string(seen.Body) {
+		t.Fatalf("target got delivery %s (%d bytes), want %s (%d bytes)", got.ID, len(got.Body), seen.ID, len(seen.Body))
+	}
+	code, _, err := seen.Replay(t.Context(), nil, target.URL)
+	if err != nil || code != 200 {
+		t.Fatalf("replay: %d, %v", code, err)
+	}
+	all := target.All()
+	if len(all) != 2 || all[1].ID != seen.ID || string(all[1].Body) != string(seen.Body) {
+		t.Fatalf("target has %d deliveries after the replay, want the original twice", len(all))
+	}
+	if err := all[1].VerifySignature(secret); err != nil {
+		t.Errorf("replayed delivery: %v", err)
+	}
+}

@@ -22,6 +22,9 @@ type Delivery struct {
 	Event, ID string
 	Header    http.Header
 	Body      []byte
+	// Answer is the forward target's HTTP status (Forwarder only; 0 when
+	// the target could not be reached).
+	Answer int
 }
 
 // Recorder is a loopback HTTP server that keeps every webhook delivery.
@@ -37,6 +40,15 @@ type Recorder struct {
 // NewRecorder starts a recorder that answers 200 to every POST; it stops at cleanup.
 func NewRecorder(t testing.TB) *Recorder {
 	t.Helper()
+	return NewForwarder(t, "", nil)
+}
+
+// NewForwarder starts a recorder that also passes every delivery on, byte
+// for byte with its headers, to target with hc (nil: a plain client), and
+// answers with the target's status. A test can then replay exactly what
+// the target received, delivery ID included.
+func NewForwarder(t testing.TB, target string, hc *http.Client) *Recorder {
+	t.Helper()
 	rec := &Recorder{wake: make(chan struct{})}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
@@ -44,15 +56,29 @@ func NewRecorder(t testing.TB) *Recorder {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		rec.mu.Lock()
-		rec.got = append(rec.got, Delivery{
+		d := Delivery{
 			Event: r.Header.Get("X-Gitea-Event"), ID: r.Header.Get("X-Gitea-Delivery"),
-			Header: r.Header.Clone(), Body: body,
-		})
+			Header: r.Header.Clone(), Body: body, Answer: http.StatusOK,
+		}
+		answerBody := ""
+		if target != "" {
+			code, b, err := d.Replay(r.Context(), hc, target)
+			d.Answer, answerBody = code, b
+			if err != nil {
+				d.Answer, answerBody = 0, err.Error()
+			}
+		}
+		rec.mu.Lock()
+		rec.got = append(rec.got, d)
 		close(rec.wake)
 		rec.wake = make(chan struct{})
 		rec.mu.Unlock()
-		w.WriteHeader(http.StatusOK)
+		if d.Answer == 0 {
+			http.Error(w, answerBody, http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(d.Answer)
+		io.WriteString(w, answerBody)
 	}))
 	t.Cleanup(srv.Close)
 	rec.URL = srv.URL + "/hook"
