@@ -78,7 +78,7 @@ func Main(m *testing.M) {
 // NKUDO_TEST_POSTGRES=require.
 func URL(t testing.TB) string {
 	t.Helper()
-	once.Do(func() { current, errc = start() })
+	once.Do(func() { current, errc = start(context.WithoutCancel(t.Context())) })
 	if errc != nil {
 		if errors.Is(errc, errNoBinaries) && os.Getenv("NKUDO_TEST_POSTGRES") != "require" {
 			t.Skipf("SKIP (no PostgreSQL): %v. Install PostgreSQL server binaries, or set NKUDO_TEST_DATABASE_URL; "+
@@ -146,7 +146,7 @@ func binDir() (string, error) {
 	return "", errNoBinaries
 }
 
-func start() (*cluster, error) {
+func start(ctx context.Context) (*cluster, error) {
 	if u := os.Getenv("NKUDO_TEST_DATABASE_URL"); u != "" {
 		return &cluster{admin: u}, nil
 	}
@@ -198,8 +198,8 @@ func start() (*cluster, error) {
 	go func() { exited <- c.cmd.Wait() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) //nolint: no test context exists before the first URL call's
-		err := exec1(ctx, c.admin, "SELECT 1")
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := exec1(pctx, c.admin, "SELECT 1")
 		cancel()
 		if err == nil {
 			return c, nil

@@ -1,0 +1,94 @@
+// Package backend opens the store.Store a database URL names, so callers
+// (nkudo serve, nkudo migrate, test harnesses) need not know the backends.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/postgres"
+	"github.com/nkudo/nkudo/store/sqlite"
+)
+
+// DefaultSQLiteFile is the database file name inside the data dir.
+const DefaultSQLiteFile = "nkudo.db"
+
+// Open opens the store named by databaseURL and applies pending migrations:
+//   - "" or "sqlite://": SQLite file DefaultSQLiteFile in dataDir (created 0700 if missing);
+//   - "sqlite://NAME" or "sqlite:NAME": that file, relative to dataDir unless absolute
+//     ("sqlite:///var/lib/nkudo/n.db");
+//   - "postgres://…" or "postgresql://…": PostgreSQL (any libpq URL parameters).
+func Open(ctx context.Context, databaseURL, dataDir string, logger *slog.Logger) (store.Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case databaseURL == "" || strings.HasPrefix(databaseURL, "sqlite:"):
+		path, err := SQLitePath(databaseURL, dataDir)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create data dir: %w", err)
+		}
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", Redact(databaseURL), err)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("database url %q: want sqlite:// or postgres://: %w", Redact(databaseURL), store.ErrInvalid)
+}
+
+// SQLitePath resolves an empty or sqlite: URL to a file path.
+func SQLitePath(databaseURL, dataDir string) (string, error) {
+	rest := strings.TrimPrefix(strings.TrimPrefix(databaseURL, "sqlite:"), "//")
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		return "", fmt.Errorf("database url %q: sqlite takes no parameters: %w", databaseURL, store.ErrInvalid)
+	}
+	if filepath.IsAbs(rest) {
+		return filepath.Clean(rest), nil
+	}
+	if dataDir == "" {
+		return "", fmt.Errorf("database url %q: a relative SQLite file needs a data dir: %w", databaseURL, store.ErrInvalid)
+	}
+	if rest == "" {
+		rest = DefaultSQLiteFile
+	}
+	return filepath.Join(dataDir, rest), nil
+}
+
+// Migrate opens the store (which applies pending migrations), closes it and
+// returns the names of the migrations it applied (none when up to date).
+func Migrate(ctx context.Context, databaseURL, dataDir string, logger *slog.Logger) ([]string, error) {
+	s, err := Open(ctx, databaseURL, dataDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if a, ok := s.(interface{ Applied() []string }); ok {
+		return a.Applied(), nil
+	}
+	return nil, nil
+}
+
+// Redact hides the password of a database URL, for logs and errors.
+func Redact(databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		return "(unparseable database url)"
+	}
+	return u.Redacted()
+}
