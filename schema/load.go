@@ -98,6 +98,19 @@ func (l *loader) walk(fsys fs.FS) error {
 		l.brokenFile = true
 		paths = paths[:MaxFiles]
 	}
+	// Refuse an oversized tree before reading any of it, by the sizes the
+	// directory reports; reading checks again, as sizes can lie.
+	var total int64
+	for _, p := range paths {
+		if st, err := fs.Stat(fsys, p); err == nil {
+			total += st.Size()
+		}
+		if total > MaxTotalBytes {
+			l.errs = append(l.errs, tooMuch(p))
+			l.brokenFile = true
+			return nil
+		}
+	}
 	for _, p := range paths {
 		stop, err := l.file(fsys, p)
 		if err != nil {
@@ -137,7 +150,7 @@ func (l *loader) file(fsys fs.FS, p string) (stop bool, err error) {
 	}
 	l.totalBytes += int64(len(data))
 	if l.totalBytes > MaxTotalBytes {
-		l.errs = append(l.errs, Error{File: p, Message: fmt.Sprintf("manifests add up to more than %d MiB: limit MaxTotalBytes", MaxTotalBytes>>20)})
+		l.errs = append(l.errs, tooMuch(p))
 		return true, nil
 	}
 	docs, errs, complete := parseFile(p, data)
@@ -154,6 +167,10 @@ func (l *loader) file(fsys fs.FS, p string) (stop bool, err error) {
 		l.document(d)
 	}
 	return false, nil
+}
+
+func tooMuch(p string) Error {
+	return Error{File: p, Message: fmt.Sprintf("manifests add up to more than %d MiB: limit MaxTotalBytes", MaxTotalBytes>>20)}
 }
 
 func tooBig(p string) Error {
