@@ -102,7 +102,8 @@ func (l *loader) walk(fsys fs.FS) error {
 	// directory reports; reading checks again, as sizes can lie.
 	var total int64
 	for _, p := range paths {
-		if st, err := fs.Stat(fsys, p); err == nil {
+		// A file over MaxFileBytes is reported on its own and never read.
+		if st, err := fs.Stat(fsys, p); err == nil && st.Size() <= MaxFileBytes {
 			total += st.Size()
 		}
 		if total > MaxTotalBytes {
