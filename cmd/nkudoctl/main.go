@@ -1,17 +1,21 @@
 // Command nkudoctl is the n-kudo command-line client: it validates and
 // previews a tenant's manifests offline, and talks to the control plane.
 //
-// Every command lives in its own file as a struct with a
-// Run(*Globals, *Streams) error method; add it to CLI below. Commands write
-// only to the injected Streams and report their exit status by returning an
-// error (see exitStatus).
+// Every command lives in its own file as a struct with a Run method; add it
+// to CLI below. Run may take any of *Globals, *Streams and context.Context
+// (cancelled on SIGINT/SIGTERM), which are bound by run. Commands write only
+// to the injected Streams and report their exit status by returning an error
+// (see exitStatus).
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/alecthomas/kong"
 )
@@ -61,12 +65,15 @@ func main() {
 		Err:   os.Stderr,
 		Color: isTerminal(os.Stdout) && os.Getenv("NO_COLOR") == "",
 	}
-	os.Exit(run(os.Args[1:], streams))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], streams)
+	stop()
+	os.Exit(code)
 }
 
 // run parses args, runs the selected command and maps its error to an exit
 // code: nil 0, exitStatus its value, anything else 2 with the error on stderr.
-func run(args []string, s *Streams) (code int) {
+func run(ctx context.Context, args []string, s *Streams) (code int) {
 	var cli CLI
 	defer func() {
 		if r := recover(); r != nil {
@@ -89,12 +96,13 @@ func run(args []string, s *Streams) (code int) {
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
 		return exitError
 	}
-	ctx, err := parser.Parse(args)
+	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
 		return exitError
 	}
-	err = ctx.Run(&cli.Globals, s)
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	err = kctx.Run(&cli.Globals, s)
 	var st exitStatus
 	switch {
 	case err == nil:
