@@ -27,18 +27,15 @@ var schemaFile = map[model.Kind]string{
 	model.KindVirtualMachine: "virtualmachine.json",
 }
 
-// JSONSchema returns the embedded JSON Schema document of a kind (for
-// editors and external tools), or nil for an unknown kind.
-func JSONSchema(k model.Kind) []byte {
-	name, ok := schemaFile[k]
-	if !ok {
-		return nil
-	}
-	b, err := schemaFiles.ReadFile("jsonschema/" + name)
+// JSONSchemas returns the embedded JSON Schema files (site.json,
+// virtualmachine.json and the common.json they reference), for editors and
+// external tools.
+func JSONSchemas() fs.FS {
+	sub, err := fs.Sub(schemaFiles, "jsonschema")
 	if err != nil {
-		return nil
+		panic("schema: embedded schema directory: " + err.Error()) // cannot happen: the path is a literal
 	}
-	return b
+	return sub
 }
 
 // compiled holds the schemas, compiled once: they are immutable and safe for
