@@ -166,6 +166,7 @@ func (l *loader) file(fsys fs.FS, p string) (stop bool, err error) {
 			return true, nil
 		}
 		l.document(d)
+		d.compact()
 	}
 	return false, nil
 }

@@ -36,6 +36,22 @@ func (d *document) lineOf(loc []string) int {
 	return d.line
 }
 
+// compact drops what the set checks do not need once the document itself
+// is checked: its value and the lines of all fields but the names and MAC
+// addresses they report on. A tree of many documents then holds little.
+func (d *document) compact() {
+	keep := make(map[string]int, 4)
+	for k, line := range d.lines {
+		switch {
+		case k == "metadata", k == "metadata\x00name", k == "metadata\x00site",
+			strings.HasPrefix(k, "spec\x00networks\x00") && strings.HasSuffix(k, "\x00mac"):
+			keep[k] = line
+		}
+	}
+	d.lines = keep
+	d.value = nil
+}
+
 // locKey turns an instance location into a map key. NUL cannot appear in a
 // YAML key that passed the UTF-8 and YAML checks as printable text, and a
 // collision would only misplace a line number.
