@@ -52,6 +52,7 @@ type Agent struct {
 	latest      *model.Plan
 	newPlan     chan struct{}
 	kickHB      chan struct{}
+	kickDeliver chan struct{}
 	firstHB     chan struct{}
 	firstOnce   sync.Once
 }
@@ -68,7 +69,7 @@ func New(cfg Config) *Agent {
 		cfg.FirstHeartbeat = 15 * time.Second
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
-		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), firstHB: make(chan struct{})}
+		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1), firstHB: make(chan struct{})}
 }
 
 // jitter spreads d by ±10 %.
@@ -168,6 +169,14 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				a.log.Info("heartbeat recovered")
 			}
 			failing, backoff = false, time.Second
+			// The control plane answers: retry buffered reports now rather
+			// than at the end of the delivery backoff.
+			if a.cfg.Executor.Results.Len()+a.cfg.Executor.Logs.Len() > 0 {
+				select {
+				case a.kickDeliver <- struct{}{}:
+				default:
+				}
+			}
 			if d := resp.NextHeartbeat.D(); d > 0 {
 				interval = d
 				wait = jitter(d)
@@ -303,6 +312,7 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 			return
 		case <-a.cfg.Executor.Results.Wake():
 		case <-a.cfg.Executor.Logs.Wake():
+		case <-a.kickDeliver:
 		case <-time.After(wait):
 		}
 	}
