@@ -283,16 +283,16 @@ func (c *Client) Heartbeat(ctx context.Context, req HeartbeatRequest) (Heartbeat
 }
 
 // WaitPlan long-polls for the site's active plan when it differs from
-// after (the ID of the plan the agent already has, "" for none). It returns
-// (nil, nil) when wait elapses without a newer plan.
+// after (the ID of the plan the agent already has, "" for none). The server
+// holds the request up to wait (0 = answer at once; the server caps it at
+// its maximum, 60s by default). It returns (nil, nil) when wait elapses
+// without a newer plan.
 func (c *Client) WaitPlan(ctx context.Context, after string, wait time.Duration) (*AgentPlan, error) {
 	q := url.Values{}
 	if after != "" {
 		q.Set("after", after)
 	}
-	if wait > 0 {
-		q.Set("wait", wait.String())
-	}
+	q.Set("wait", max(wait, 0).String())
 	var out AgentPlan
 	status, err := c.do(ctx, http.MethodGet, PathAgentPlan, q, nil, &out)
 	if err != nil {

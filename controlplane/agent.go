@@ -242,7 +242,11 @@ func (s *Server) WaitPlan(ctx context.Context, id pki.Identity, after string, wa
 	ch, unsubscribe := s.store.Subscribe(ctx, store.PlanTopic(id.Tenant, id.Site))
 	defer unsubscribe()
 	s.metrics.longPolls.Inc()
-	defer s.metrics.longPolls.Dec()
+	s.waiting.Add(1)
+	defer func() {
+		s.metrics.longPolls.Dec()
+		s.waiting.Add(-1)
+	}()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {

@@ -105,6 +105,8 @@ func decode(r *http.Request, v any) error {
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
 		switch {
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return badRequest("malformed JSON: the body ends inside the JSON value")
 		case errors.As(err, &se):
 			return badRequest("malformed JSON at byte %d: %v", se.Offset, err)
 		case errors.As(err, &te):

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,6 +116,8 @@ type Server struct {
 	metrics  *metrics
 	limiters *limiterSet
 	sites    siteCounter
+
+	waiting atomic.Int64 // plan long-polls currently waiting
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
@@ -227,6 +230,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.log.Info("stopped")
 	return nil
 }
+
+// LongPolls is the number of plan long-polls currently waiting (tests and
+// benchmarks use it to know a poll is parked before they store a plan).
+func (s *Server) LongPolls() int { return int(s.waiting.Load()) }
 
 // beginShutdown releases waiting long-polls and log streams.
 func (s *Server) beginShutdown() {

@@ -1,0 +1,422 @@
+package integration
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/controlplane/cptest"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/pki"
+	"github.com/nkudo/nkudo/store"
+)
+
+// secret marks every piece of tenant bravo's data; no answer to tenant
+// alpha may contain it.
+const secret = "bravo-secret"
+
+// isoFixture is two tenants: alpha (sites a1, a2, enrolled) and bravo (site
+// b1 enrolled and reporting, b2 with an unused enrollment token), with a
+// repository, plans, logs, a commit status and a preview on bravo's side.
+type isoFixture struct {
+	env            *cptest.Env
+	alpha, bravo   cptest.Tenant
+	a1, a2, b1     *cptest.Agent
+	repoB          api.Repository
+	planA2, planB  model.Plan
+	tokenB         string // bravo's API token ID
+	enrollB2       api.EnrollmentToken
+	bravoAuditSeqs int
+}
+
+func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
+	o.Configure = func(co *controlplane.Options) { co.EnrollRate = rate.Inf }
+	env := cptest.Start(t, o)
+	ctx := t.Context()
+	f := &isoFixture{env: env, alpha: env.NewTenant("alpha"), bravo: env.NewTenant("bravo")}
+	f.a1, f.a2, f.b1 = env.Enroll("alpha", "a1"), env.Enroll("alpha", "a2"), env.Enroll("bravo", "b1")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := f.b1.Client.Heartbeat(ctx, api.HeartbeatRequest{
+		Facts: api.HostFacts{Hostname: secret + "-host"},
+		VMs:   []model.ObservedVM{{Name: secret + "-vm", State: model.VMRunning, Managed: true, CPUs: 1, MemoryMiB: 128}},
+	})
+	must(err)
+	must(f.bravo.Client.SetNetBird(ctx, "b1", api.SetNetBirdRequest{ManagementURL: "https://" + secret + ".example.net", SetupKey: secret + "-key"}))
+	f.repoB, err = f.bravo.Client.CreateRepo(ctx, api.CreateRepoRequest{Name: "fleet", URL: "https://git.example.net/" + secret + "-repo.git", WebhookSecret: secret + "-hook"})
+	must(err)
+	st := env.Store()
+	sys := store.Actor{Kind: store.ActorSystem, ID: "test"}
+	f.planB = testPlan("bravo", "b1", 1, secret+"-vm2")
+	_, err = st.StorePlan(ctx, sys, f.planB, f.repoB.ID, time.Now())
+	must(err)
+	f.planA2 = testPlan("alpha", "a2", 0, "alpha-vm")
+	_, err = st.StorePlan(ctx, sys, f.planA2, "", time.Now())
+	must(err)
+	_, err = f.b1.Client.SendLogs(ctx, []api.LogLine{{PlanID: f.planB.ID, Seq: 1, Time: time.Now(), Stream: api.StreamStdout, Line: secret + "-log"}})
+	must(err)
+	_, err = st.SetCommitStatus(ctx, "bravo", store.CommitStatus{RepoID: f.repoB.ID, Commit: "c0ffee", Context: "nkudo/plan", State: store.StateSuccess, Description: secret + "-status"})
+	must(err)
+	must(st.PutPreview(ctx, "bravo", store.Preview{RepoID: f.repoB.ID, PR: 7, Commit: "c0ffee", Summary: secret + "-preview", PlanText: secret}))
+	toks, err := f.bravo.Client.ListTokens(ctx)
+	must(err)
+	f.tokenB = toks[0].ID
+	env.NewSite("bravo", "b2")
+	f.enrollB2 = env.EnrollmentToken("bravo", "b2")
+	evs, err := st.ListAudit(ctx, "bravo", 0, 10000)
+	must(err)
+	f.bravoAuditSeqs = len(evs)
+	return f
+}
+
+// wildcard fills a route wildcard with the bravo object it names.
+func (f *isoFixture) wildcard(name string) string {
+	switch name {
+	case "site":
+		return "b1"
+	case "repo":
+		return f.repoB.ID
+	case "plan":
+		return f.planB.ID
+	case "tenant":
+		return "bravo"
+	case "token":
+		return f.tokenB
+	case "commit":
+		return "c0ffee"
+	case "pr":
+		return "7"
+	}
+	return "unknown-" + name
+}
+
+func (f *isoFixture) fill(pattern string) string {
+	var args []string
+	for rest := pattern; ; {
+		i, j := strings.IndexByte(rest, '{'), strings.IndexByte(rest, '}')
+		if i < 0 || j < i {
+			break
+		}
+		args = append(args, f.wildcard(rest[i+1:j]))
+		rest = rest[j+1:]
+	}
+	return api.Path(pattern, args...)
+}
+
+// caller is who sends a probe.
+type caller int
+
+const (
+	anonymous caller = iota
+	alphaToken
+	alphaTokenAsBravo // alpha's token naming bravo in the tenant header
+	agentA1
+)
+
+func (c caller) String() string {
+	return [...]string{"anonymous", "alpha token", "alpha token as bravo", "a1 certificate"}[c]
+}
+
+// probe is one request and the statuses that count as rejected/isolated.
+type probe struct {
+	name  string
+	who   caller
+	path  string // "" = the route pattern filled with bravo's objects
+	query string
+	body  string
+	want  []int
+	// check, when set, inspects a successful answer further.
+	check func(t *testing.T, body string)
+}
+
+func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p probe) (int, string) {
+	t.Helper()
+	path := p.path
+	if path == "" {
+		path = f.fill(rt.Pattern)
+	}
+	if p.query != "" {
+		path += "?" + p.query
+	}
+	var cert *tls.Certificate
+	token, tenant := "", ""
+	switch p.who {
+	case alphaToken:
+		token = f.alpha.Token
+	case alphaTokenAsBravo:
+		token, tenant = f.alpha.Token, "bravo"
+	case agentA1:
+		cert = &f.a1.Cert
+	}
+	hc := f.env.HTTPClient(cert)
+	req, err := http.NewRequestWithContext(t.Context(), rt.Method, f.env.URL+path, strings.NewReader(p.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if tenant != "" {
+		req.Header.Set(api.TenantHeader, tenant)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", rt.Method, path, err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	if _, err := io.Copy(&b, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b.String()
+}
+
+// routeProbes are the hand-written probes per route: bravo's objects
+// targeted by alpha's token, and other sites' objects by site a1's
+// certificate. Every route of the server must have an entry.
+func (f *isoFixture) routeProbes() map[string][]probe {
+	notFound := []int{http.StatusNotFound}
+	forbidden := []int{http.StatusForbidden}
+	noBravo := func(t *testing.T, body string) {
+		t.Helper()
+		if strings.Contains(body, "bravo") {
+			t.Errorf("answer mentions tenant bravo: %s", body)
+		}
+	}
+	a1Result := func(plan model.Plan) string {
+		b, _ := json.Marshal(api.ResultsRequest{Results: []api.ActionResult{{PlanID: plan.ID, ActionID: plan.Actions[0].ID, Status: model.ActionFailed, Error: "x"}}})
+		return string(b)
+	}
+	a1Logs := func(plan model.Plan) string {
+		b, _ := json.Marshal(api.LogsRequest{Lines: []api.LogLine{{PlanID: plan.ID, Seq: 2, Time: time.Now(), Stream: api.StreamStdout, Line: "injected"}}})
+		return string(b)
+	}
+	enroll := func(token, tenant, site string) string {
+		key, _ := pki.NewKey()
+		csr, _ := pki.NewCSR(key, "x")
+		b, _ := json.Marshal(api.EnrollRequest{Token: token, CSR: string(csr), Tenant: tenant, Site: site})
+		return string(b)
+	}
+	public := func(check func(*testing.T, string)) []probe {
+		return []probe{{name: "no tenant data in public answer", who: anonymous, want: []int{http.StatusOK}, check: check}}
+	}
+	noSecret := func(t *testing.T, body string) {
+		t.Helper()
+		if strings.Contains(body, secret) {
+			t.Errorf("public answer contains bravo's data")
+		}
+	}
+	return map[string][]probe{
+		"GET /healthz": public(noSecret),
+		"GET /readyz":  public(noSecret),
+		"GET /metrics": public(noSecret),
+		"GET /v1/ca":   public(noSecret),
+		"GET /v1/crl":  public(noSecret),
+		"POST /v1/enroll": {
+			{name: "bravo token claimed for alpha's site", who: anonymous, body: enroll(f.enrollB2.Token, "alpha", "a1"), want: []int{http.StatusUnauthorized}},
+			{name: "bravo token for another bravo site", who: anonymous, body: enroll(f.enrollB2.Token, "bravo", "b1"), want: forbidden},
+		},
+		"POST /v1/agent/renew": {{name: "renewal keeps a1's identity", who: agentA1, body: func() string {
+			key, _ := pki.NewKey()
+			csr, _ := pki.NewCSR(key, "bravo/b1")
+			b, _ := json.Marshal(api.RenewRequest{CSR: string(csr)})
+			return string(b)
+		}(), want: []int{http.StatusOK}, check: func(t *testing.T, body string) {
+			var cr api.CertResponse
+			if err := json.Unmarshal([]byte(body), &cr); err != nil {
+				t.Fatal(err)
+			}
+			cs, err := pki.ParseCertPEM([]byte(cr.Certificate))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if id, _ := pki.IdentityFromCert(cs[0]); id != (pki.Identity{Tenant: "alpha", Site: "a1"}) {
+				t.Errorf("renewed identity %v, want alpha/a1", id)
+			}
+		}}},
+		"POST /v1/agent/heartbeat": {{name: "reports land on a1 only", who: agentA1, body: `{"protocolVersion":1,"facts":{"hostname":"a1-host"},"vms":[{"name":"b1-vm","state":"Running","managed":true,"cpus":1,"memoryMiB":1}]}`, want: []int{http.StatusOK}}},
+		"GET /v1/agent/plan":       {{name: "a1 sees neither a2's nor b1's plan", who: agentA1, query: "wait=0s", want: []int{http.StatusNoContent}}},
+		"POST /v1/agent/results": {
+			{name: "result for bravo's plan", who: agentA1, body: a1Result(f.planB), want: notFound},
+			{name: "result for a2's plan", who: agentA1, body: a1Result(f.planA2), want: notFound},
+		},
+		"POST /v1/agent/logs": {
+			{name: "logs for bravo's plan", who: agentA1, body: a1Logs(f.planB), want: notFound},
+			{name: "logs for a2's plan", who: agentA1, body: a1Logs(f.planA2), want: notFound},
+		},
+		"POST /v1/webhooks/{repo}": {{name: "unsigned delivery to bravo's repo", who: alphaToken, body: `{}`, want: []int{http.StatusNotImplemented, http.StatusUnauthorized, http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden}}},
+
+		"POST /v1/tenants":            {{name: "tenant token cannot create tenants", who: alphaToken, body: `{"id":"evil"}`, want: forbidden}},
+		"GET /v1/tenants":             {{name: "tenant token cannot list tenants", who: alphaToken, want: forbidden}},
+		"GET /v1/tenants/{tenant}":    {{name: "bravo's tenant record", who: alphaToken, want: notFound}},
+		"DELETE /v1/tenants/{tenant}": {{name: "delete bravo", who: alphaToken, want: forbidden}},
+		"POST /v1/tokens":             {{name: "mint a token for bravo", who: alphaToken, body: `{"tenant":"bravo"}`, want: forbidden}},
+		"GET /v1/tokens":              {{name: "lists alpha's tokens only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"DELETE /v1/tokens/{token}":   {{name: "delete bravo's token", who: alphaToken, want: notFound}},
+
+		"POST /v1/repos":                                 {{name: "creates in alpha only", who: alphaToken, body: `{"name":"iso","url":"https://git.example.net/iso.git","webhookSecret":"s"}`, want: []int{http.StatusCreated}, check: noBravo}},
+		"GET /v1/repos":                                  {{name: "lists alpha's repos only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/repos/{repo}":                           {{name: "bravo's repo", who: alphaToken, want: notFound}},
+		"PATCH /v1/repos/{repo}":                         {{name: "update bravo's repo", who: alphaToken, body: `{"suspended":true}`, want: notFound}},
+		"DELETE /v1/repos/{repo}":                        {{name: "delete bravo's repo", who: alphaToken, want: notFound}},
+		"POST /v1/repos/{repo}/reconcile":                {{name: "reconcile bravo's repo", who: alphaToken, body: `{}`, want: notFound}},
+		"GET /v1/repos/{repo}/commits/{commit}/statuses": {{name: "bravo's statuses", who: alphaToken, want: notFound}},
+		"GET /v1/repos/{repo}/previews":                  {{name: "bravo's previews", who: alphaToken, want: notFound}},
+		"GET /v1/repos/{repo}/previews/{pr}":             {{name: "bravo's preview", who: alphaToken, want: notFound}},
+
+		"POST /v1/sites":                          {{name: "creates in alpha only", who: alphaToken, body: `{"name":"b1"}`, want: []int{http.StatusCreated}, check: noBravo}},
+		"GET /v1/sites":                           {{name: "lists alpha's sites only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/sites/{site}":                    {{name: "bravo's site", who: alphaToken, path: api.Path(api.PathSite, "b2"), want: notFound}},
+		"DELETE /v1/sites/{site}":                 {{name: "delete bravo's site", who: alphaToken, path: api.Path(api.PathSite, "b2"), want: notFound}},
+		"PUT /v1/sites/{site}/netbird":            {{name: "set bravo's NetBird key", who: alphaToken, path: api.Path(api.PathSiteNetBird, "b2"), body: `{"managementUrl":"https://evil.example.net","setupKey":"evil"}`, want: notFound}},
+		"POST /v1/sites/{site}/revoke":            {{name: "revoke bravo's site", who: alphaToken, path: api.Path(api.PathSiteRevoke, "b2"), body: `{}`, want: notFound}},
+		"POST /v1/sites/{site}/enrollment-tokens": {{name: "enrollment token for bravo's site", who: alphaToken, path: api.Path(api.PathSiteEnroll, "b2"), body: `{}`, want: notFound}},
+		"GET /v1/sites/{site}/vms":                {{name: "bravo's VMs", who: alphaToken, path: api.Path(api.PathSiteVMs, "b2"), want: notFound}},
+		"GET /v1/sites/{site}/plans":              {{name: "bravo's site plans", who: alphaToken, path: api.Path(api.PathSitePlans, "b2"), want: notFound}},
+		"GET /v1/plans":                           {{name: "lists alpha's plans only", who: alphaToken, query: "site=b1", want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/plans/{plan}":                    {{name: "bravo's plan", who: alphaToken, want: notFound}},
+		"GET /v1/plans/{plan}/logs":               {{name: "bravo's logs", who: alphaToken, want: notFound}, {name: "bravo's logs followed", who: alphaToken, query: "follow=true", want: notFound}},
+		"GET /v1/audit":                           {{name: "alpha's events only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
+	}
+}
+
+// TestCrossTenantIsolationRejected iterates the server's own route table:
+// every route must have probes here (a new route fails the test until it
+// gets one), and every route also gets the generic probes for its kind of
+// authentication. Alpha's token and site a1's certificate never reach
+// bravo's objects or another site's: 404 (or 403 for scope), no data, and
+// nothing of bravo's changes.
+func TestCrossTenantIsolationRejected(t *testing.T) {
+	cptest.ForEachBackend(t, func(t *testing.T, o cptest.Options) {
+		f := newIsoFixture(t, o)
+		table := f.routeProbes()
+		routes := f.env.Server().Routes()
+		seen := map[string]bool{}
+		for _, rt := range routes {
+			key := rt.Method + " " + rt.Pattern
+			seen[key] = true
+			probes, ok := table[key]
+			if !ok {
+				t.Errorf("route %s has no isolation probe: add one to routeProbes", key)
+				continue
+			}
+			probes = append(probes, genericProbes(rt)...)
+			for _, p := range probes {
+				t.Run(key+"/"+p.who.String()+"/"+p.name, func(t *testing.T) {
+					status, body := f.send(t, rt, p)
+					if !slices.Contains(p.want, status) {
+						t.Fatalf("status %d, want one of %v; body: %s", status, p.want, body)
+					}
+					if strings.Contains(body, secret) {
+						t.Errorf("answer leaks bravo's data: %s", body)
+					}
+					if status >= 400 && errorCode(body) == "" {
+						t.Errorf("error answer is not the JSON envelope: %s", body)
+					}
+					if p.check != nil && status < 300 {
+						p.check(t, body)
+					}
+				})
+			}
+		}
+		for key := range table {
+			if !seen[key] {
+				t.Errorf("probe for %s matches no route of the server", key)
+			}
+		}
+		f.assertBravoUnchanged(t)
+	})
+}
+
+// genericProbes derive from the route's authentication kind alone.
+func genericProbes(rt controlplane.Route) []probe {
+	unauth := []int{http.StatusUnauthorized}
+	switch rt.Auth {
+	case controlplane.AuthUser:
+		return []probe{
+			{name: "no token", who: anonymous, want: unauth},
+			{name: "agent certificate is not a user credential", who: agentA1, want: unauth},
+			{name: "tenant header naming bravo", who: alphaTokenAsBravo, want: []int{http.StatusForbidden}},
+		}
+	case controlplane.AuthAdmin:
+		return []probe{
+			{name: "no token", who: anonymous, want: unauth},
+			{name: "agent certificate", who: agentA1, want: unauth},
+			{name: "tenant token as bravo", who: alphaTokenAsBravo, want: []int{http.StatusForbidden}},
+		}
+	case controlplane.AuthAgent:
+		return []probe{
+			{name: "no certificate", who: anonymous, want: unauth},
+			{name: "user token is not an agent credential", who: alphaToken, want: unauth},
+		}
+	}
+	return nil
+}
+
+func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
+	t.Helper()
+	ctx := context.WithoutCancel(t.Context())
+	st := f.env.Store()
+	evs, err := st.ListAudit(ctx, "bravo", 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != f.bravoAuditSeqs {
+		var got []string
+		for _, e := range evs[f.bravoAuditSeqs:] {
+			got = append(got, e.Actor+" "+e.Action+" "+e.Object)
+		}
+		t.Errorf("bravo's audit log grew during the probes: %v", got)
+	}
+	inv, err := st.Inventory(ctx, "bravo", "b1")
+	if err != nil || inv.Version != 1 || len(inv.VMs) != 1 || inv.VMs[0].Name != secret+"-vm" {
+		t.Errorf("b1 inventory changed: %+v, %v", inv, err)
+	}
+	p, err := st.GetPlan(ctx, "bravo", f.planB.ID)
+	if err != nil || p.Status != model.PlanPending {
+		t.Errorf("bravo's plan changed: %s, %v", p.Status, err)
+	}
+	pa2, err := st.GetPlan(ctx, "alpha", f.planA2.ID)
+	if err != nil || pa2.Status != model.PlanPending {
+		t.Errorf("a2's plan changed by a1: %s, %v", pa2.Status, err)
+	}
+	page, err := f.bravo.Client.Logs(ctx, f.planB.ID, 0)
+	if err != nil || len(page.Lines) != 1 {
+		t.Errorf("bravo's logs changed: %+v, %v", page, err)
+	}
+	if _, err := f.bravo.Client.GetRepo(ctx, f.repoB.ID); err != nil {
+		t.Errorf("bravo's repo: %v", err)
+	}
+	site, err := f.bravo.Client.GetSite(ctx, "b1")
+	if err != nil || site.Revoked || site.NetBirdManagementURL != "https://"+secret+".example.net" {
+		t.Errorf("bravo's site changed: %+v, %v", site, err)
+	}
+	// Bravo's enrollment token survived the misuse and still works.
+	key, _ := pki.NewKey()
+	csr, _ := pki.NewCSR(key, "b2")
+	c, err := api.NewClient(api.ClientConfig{BaseURL: f.env.URL, RootCAs: f.env.CAPool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Enroll(ctx, api.EnrollRequest{Token: f.enrollB2.Token, CSR: string(csr)}); err != nil {
+		t.Errorf("bravo's enrollment token was burned by the probes: %v", err)
+	}
+	c.CloseIdleConnections()
+	if _, err := f.a1.Client.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+		t.Errorf("a1 still works after the probes: %v", err)
+	}
+}
