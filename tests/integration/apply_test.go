@@ -594,3 +594,39 @@ func (e *edgeSite) startProcess() *exec.Cmd {
 	})
 	return cmd
 }
+
+func TestAgentFinishesCurrentActionOnSIGTERM(t *testing.T) {
+	env := startCP(t, false)
+	e := newEdgeSite(t, env, "acme", "store-1")
+	buildBinary(t, e.bin, "cmd/nkudo-edge", "nkudo-edge")
+	if err := os.WriteFile(e.controlFile, []byte(`{"faults":[{"endpoint":"vm.boot","delay":"2s"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proc := e.startProcess()
+	waitFor(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+	d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
+	p := e.plan(d)
+	startA := actionID(t, p, model.OpStart, "vm-a")
+	waitFor(t, "start vm-a to begin", 20*time.Second, func() (bool, string) {
+		r, ok, _ := mustCache(t, e).Get(startA)
+		return ok, fmt.Sprint(r)
+	})
+	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Wait(); err != nil {
+		t.Fatalf("agent exit after SIGTERM: %v", err)
+	}
+	r, ok, _ := mustCache(t, e).Get(startA)
+	if !ok || r.Status != model.ActionSucceeded {
+		t.Fatalf("the action in progress at SIGTERM = %+v, want it finished and succeeded", r)
+	}
+	startB := actionID(t, p, model.OpStart, "vm-b")
+	if _, ok, _ := mustCache(t, e).Get(startB); ok {
+		t.Error("the agent started another action after SIGTERM")
+	}
+	// Its result was delivered before the agent exited.
+	if n := e.resultEvents()[startA]; n != 1 {
+		t.Errorf("start vm-a results recorded: %d, want 1", n)
+	}
+}
