@@ -35,7 +35,7 @@ import (
 // ---- harness: a control plane, an edge agent and the fake hypervisor ----
 
 // buildBinary builds a main package of this module into dir.
-func buildBinary(t *testing.T, dir, pkg, name string) string {
+func buildBinary(t testing.TB, dir, pkg, name string) string {
 	t.Helper()
 	out := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", out, "github.com/nkudo/nkudo/"+pkg)
@@ -47,7 +47,7 @@ func buildBinary(t *testing.T, dir, pkg, name string) string {
 }
 
 // startCP starts a control plane that hands out a short heartbeat interval.
-func startCP(t *testing.T, postgres bool) *cptest.Env {
+func startCP(t testing.TB, postgres bool) *cptest.Env {
 	t.Helper()
 	return cptest.Start(t, cptest.Options{Postgres: postgres, Configure: func(o *controlplane.Options) {
 		o.MinHeartbeatInterval = 300 * time.Millisecond
@@ -56,7 +56,7 @@ func startCP(t *testing.T, postgres bool) *cptest.Env {
 
 // edgeSite is one enrolled site with its agent's state on disk.
 type edgeSite struct {
-	t             *testing.T
+	t             testing.TB
 	env           *cptest.Env
 	tenant, site  string
 	state, pkiDir string
@@ -74,7 +74,7 @@ type edgeSite struct {
 // newEdgeSite creates tenant and site, enrolls with the real enroll code
 // (CA pinned by its fingerprint) and prepares a VM spec whose kernel is a
 // file:// URL verified by sha256.
-func newEdgeSite(t *testing.T, env *cptest.Env, tenant, site string) *edgeSite {
+func newEdgeSite(t testing.TB, env *cptest.Env, tenant, site string) *edgeSite {
 	t.Helper()
 	state, err := os.MkdirTemp("", "edge") // short: unix socket paths are limited to 107 bytes
 	if err != nil {
@@ -108,7 +108,7 @@ func newEdgeSite(t *testing.T, env *cptest.Env, tenant, site string) *edgeSite {
 	return e
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	defer func() { recover() }() // a late line after the test ended must not panic
@@ -192,7 +192,7 @@ func (e *edgeSite) desired(vms ...model.VirtualMachine) model.Desired {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -516,7 +516,7 @@ func TestApplyPlanIdempotency(t *testing.T) {
 	})
 }
 
-func mustCache(t *testing.T, e *edgeSite) *agent.Cache {
+func mustCache(t testing.TB, e *edgeSite) *agent.Cache {
 	c, err := agent.OpenCache(filepath.Join(e.state, "agent", "actions"))
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +524,7 @@ func mustCache(t *testing.T, e *edgeSite) *agent.Cache {
 	return c
 }
 
-func actionID(t *testing.T, p *model.Plan, op model.Operation, vm string) string {
+func actionID(t testing.TB, p *model.Plan, op model.Operation, vm string) string {
 	for _, a := range p.Actions {
 		if a.Operation == op && a.VM == vm {
 			return a.ID
@@ -629,4 +629,39 @@ func TestAgentFinishesCurrentActionOnSIGTERM(t *testing.T) {
 	if n := e.resultEvents()[startA]; n != 1 {
 		t.Errorf("start vm-a results recorded: %d, want 1", n)
 	}
+}
+
+// BenchmarkAgentIdleRSS runs the real nkudo-edge binary against a control
+// plane with two VMs applied, lets it idle (heartbeats and long-polls) and
+// reports its resident memory and the binary's size.
+func BenchmarkAgentIdleRSS(b *testing.B) {
+	env := startCP(b, false)
+	e := newEdgeSite(b, env, "acme", "store-1")
+	bin := buildBinary(b, e.bin, "cmd/nkudo-edge", "nkudo-edge")
+	proc := e.startProcess()
+	waitFor(b, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+	d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
+	e.waitPlanDone(e.plan(d))
+	e.waitConverged(d)
+	var rss int64
+	for b.Loop() {
+		time.Sleep(3 * time.Second) // idle: heartbeats every 300ms, long-polls of 2s
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", proc.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(st), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				rss, _ = strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			}
+		}
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(rss), "KiB-idle-rss")
+	b.ReportMetric(float64(fi.Size())/(1<<20), "MiB-binary")
+	proc.Process.Signal(syscall.SIGTERM)
+	proc.Wait()
 }
