@@ -337,7 +337,8 @@ type Coordination interface {
 	// Subscribe returns a channel that receives a value (coalesced, buffer
 	// of one) after every Notify of topic by any replica, until cancel is
 	// called or ctx ends. Subscribe before reading state, then read, then
-	// wait: a change between read and wait is not lost.
+	// wait: a change between read and wait is not lost. Wake-ups can be
+	// spurious or repeated; they say "look again", never what changed.
 	Subscribe(ctx context.Context, topic string) (<-chan struct{}, func())
 	// Notify wakes the subscribers of topic on every replica. Stores call
 	// it themselves after plan and log writes; callers may use other topics.

@@ -269,6 +269,10 @@ func (d *db) tx(ctx context.Context, opts pgx.TxOptions, fn func(sqlstore.Conn) 
 	return nil
 }
 
+func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
+	return d.pool.QueryRow(ctx, q, args...)
+}
+
 func (d *db) NotifyTx(ctx context.Context, c sqlstore.Conn, topic string) error {
 	_, err := c.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, topic)
 	return err

@@ -179,6 +179,10 @@ func (d *db) Write(ctx context.Context, fn func(sqlstore.Conn) error) error {
 	return d.tx(ctx, d.w, false, fn)
 }
 
+func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
+	return d.w.QueryRowContext(ctx, d.rebind(q), args...)
+}
+
 func (d *db) NotifyTx(context.Context, sqlstore.Conn, string) error { return nil }
 
 func (d *db) IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }

@@ -30,13 +30,19 @@ func (s *Store) AppendLogs(ctx context.Context, tenant, site string, lines []sto
 				}
 				checked[l.PlanID] = true
 			}
-			at := l.Time
-			if at.IsZero() {
-				at = t.now
+		}
+		for from := 0; from < len(lines); from += batchRows {
+			chunk := lines[from:min(from+batchRows, len(lines))]
+			args := make([]any, 0, 6*len(chunk))
+			for _, l := range chunk {
+				at := l.Time
+				if at.IsZero() {
+					at = t.now
+				}
+				args = append(args, l.PlanID, l.Seq, l.ActionID, us(store.Micro(at)), string(l.Stream), l.Line)
 			}
-			n, err := t.Exec(ctx, `INSERT INTO log_lines (plan_id, seq, action_id, at, stream, line) VALUES ($1, $2, $3, $4, $5, $6)
-				ON CONFLICT (plan_id, seq) DO NOTHING`,
-				l.PlanID, l.Seq, l.ActionID, us(store.Micro(at)), string(l.Stream), l.Line)
+			n, err := t.Exec(ctx, `INSERT INTO log_lines (plan_id, seq, action_id, at, stream, line) VALUES `+values(len(chunk), 6)+`
+				ON CONFLICT (plan_id, seq) DO NOTHING`, args...)
 			if err != nil {
 				return err
 			}

@@ -125,13 +125,17 @@ func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, 
 				p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, string(body), at); err != nil {
 				return err
 			}
-			for i, a := range p.Actions {
-				ab, err := json.Marshal(a)
-				if err != nil {
-					return fmt.Errorf("encode action %s: %w", a.ID, err)
+			for from := 0; from < len(p.Actions); from += batchRows {
+				chunk := p.Actions[from:min(from+batchRows, len(p.Actions))]
+				args := make([]any, 0, 5*len(chunk))
+				for i, a := range chunk {
+					ab, err := json.Marshal(a)
+					if err != nil {
+						return fmt.Errorf("encode action %s: %w", a.ID, err)
+					}
+					args = append(args, p.ID, a.ID, from+i, string(ab), string(model.ActionPending))
 				}
-				if _, err := t.Exec(ctx, `INSERT INTO actions (plan_id, id, idx, body, status, result, error, started_at, finished_at)
-					VALUES ($1, $2, $3, $4, 'pending', '', '', 0, 0)`, p.ID, a.ID, i, string(ab)); err != nil {
+				if _, err := t.Exec(ctx, `INSERT INTO actions (plan_id, id, idx, body, status) VALUES `+values(len(chunk), 5), args...); err != nil {
 					return err
 				}
 			}

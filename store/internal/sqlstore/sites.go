@@ -249,9 +249,14 @@ func normalizeVMs(vms []model.ObservedVM) ([]model.ObservedVM, string, string, e
 	return vms, string(b), hex.EncodeToString(sum[:]), nil
 }
 
-// RecordHeartbeat implements store.Sites: one read of the stored inventory
-// hash and one row update, in one transaction.
+// RecordHeartbeat implements store.Sites: a single UPDATE … RETURNING,
+// no transaction round trips. The SET expressions all see the old row, so
+// the inventory is replaced and its version bumped only when the hash
+// differs, and heartbeat_seq = inventory_changed_seq afterwards says it did.
 func (s *Store) RecordHeartbeat(ctx context.Context, tenant, site string, hb store.Heartbeat) (store.HeartbeatResult, error) {
+	if s.closed.Load() {
+		return store.HeartbeatResult{}, store.ErrClosed
+	}
 	if len(hb.Facts) > 0 && !json.Valid(hb.Facts) {
 		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, errInvalid("facts are not JSON"))
 	}
@@ -260,38 +265,28 @@ func (s *Store) RecordHeartbeat(ctx context.Context, tenant, site string, hb sto
 		return store.HeartbeatResult{}, err
 	}
 	at := hb.Time
+	if at.IsZero() {
+		at = s.now()
+	}
+	set := `last_heartbeat = $3, heartbeat_seq = heartbeat_seq + 1,
+		inventory_version = inventory_version + CASE WHEN inventory_hash = $4 THEN 0 ELSE 1 END,
+		inventory_changed_seq = CASE WHEN inventory_hash = $4 THEN inventory_changed_seq ELSE heartbeat_seq + 1 END,
+		inventory = CASE WHEN inventory_hash = $4 THEN inventory ELSE $5 END,
+		inventory_hash = $4`
+	args := []any{tenant, site, us(store.Micro(at)), hash, inv}
+	if facts := store.CompactJSON(hb.Facts); len(facts) > 0 {
+		args = append(args, string(facts))
+		set += fmt.Sprintf(`, facts = $%d`, len(args))
+	}
+	if hb.Interval > 0 {
+		args = append(args, int64(hb.Interval/time.Microsecond))
+		set += fmt.Sprintf(`, heartbeat_interval = $%d`, len(args))
+	}
 	var res store.HeartbeatResult
-	err = s.write(ctx, func(t *wtx) error {
-		if at.IsZero() {
-			at = t.now
-		}
-		var stored string
-		var version int64
-		if err := t.QueryRow(ctx, `SELECT inventory_hash, inventory_version FROM sites WHERE tenant = $1 AND name = $2`+s.d.ForUpdate,
-			tenant, site).Scan(&stored, &version); err != nil {
-			return s.notFound(err)
-		}
-		res = store.HeartbeatResult{InventoryVersion: version}
-		set := `last_heartbeat = $3`
-		args := []any{us(store.Micro(at))}
-		if facts := store.CompactJSON(hb.Facts); len(facts) > 0 {
-			args = append(args, string(facts))
-			set += fmt.Sprintf(`, facts = $%d`, len(args)+2)
-		}
-		if hb.Interval > 0 {
-			args = append(args, int64(hb.Interval/time.Microsecond))
-			set += fmt.Sprintf(`, heartbeat_interval = $%d`, len(args)+2)
-		}
-		if stored != hash {
-			res = store.HeartbeatResult{InventoryVersion: version + 1, Changed: true}
-			n := len(args) + 2
-			set += fmt.Sprintf(`, inventory = $%d, inventory_hash = $%d, inventory_version = $%d`, n+1, n+2, n+3)
-			args = append(args, inv, hash, version+1)
-		}
-		return s.updateSite(ctx, t, tenant, site, set, args...)
-	})
+	err = s.b.WriteRow(ctx, `UPDATE sites SET `+set+` WHERE tenant = $1 AND name = $2
+		RETURNING inventory_version, heartbeat_seq = inventory_changed_seq`, args...).Scan(&res.InventoryVersion, &res.Changed)
 	if err != nil {
-		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, err)
+		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, s.notFound(err))
 	}
 	return res, nil
 }

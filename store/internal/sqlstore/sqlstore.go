@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,9 @@ type Backend interface {
 	// nil. It may retry fn on transient serialization failures, so fn must
 	// not have effects outside the transaction.
 	Write(ctx context.Context, fn func(Conn) error) error
+	// WriteRow runs one statement (typically UPDATE … RETURNING) as its own
+	// implicit transaction: one round trip for the hottest writes.
+	WriteRow(ctx context.Context, query string, args ...any) Row
 	// NotifyTx queues a cross-replica wake-up of topic, delivered on commit
 	// (a no-op for a single-process backend).
 	NotifyTx(ctx context.Context, c Conn, topic string) error
@@ -308,3 +312,28 @@ func (h *Hub) Close() {
 func errInvalid(format string, a ...any) error {
 	return fmt.Errorf(format+": %w", append(a, store.ErrInvalid)...)
 }
+
+// values renders the placeholders of a multi-row INSERT: rows groups of
+// cols placeholders, numbered from 1.
+func values(rows, cols int) string {
+	var b strings.Builder
+	n := 1
+	for r := range rows {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d", n)
+			n++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// batchRows bounds multi-row INSERTs (SQLite allows 32766 parameters).
+const batchRows = 500
