@@ -13,6 +13,9 @@
 //	agent.Client.Heartbeat(ctx, api.HeartbeatRequest{…})
 //	site, _ := acme.Client.GetSite(ctx, "store-042")
 //
+// A test binary that uses Options.Postgres must stop the shared cluster at
+// the end: func TestMain(m *testing.M) { cptest.Main(m) }.
+//
 // Everything is torn down with t.Cleanup. Env.Restart stops the server and
 // the store and starts both again on the same data and address, for crash
 // and reconnect tests. Helpers fail the test on error (t.Fatal), so they
@@ -38,8 +41,10 @@ import (
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/backend"
 )
 
 // Options configure Start. The zero value is a SQLite-backed server with
@@ -105,7 +110,7 @@ func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
 	e := &Env{t: t, opts: opts, DataDir: t.TempDir(), DatabaseURL: opts.DatabaseURL, addr: "127.0.0.1:0"}
 	if e.DatabaseURL == "" && opts.Postgres {
-		e.DatabaseURL = postgresURL(t)
+		e.DatabaseURL = pgtest.URL(t)
 	}
 	e.logger = opts.Logger
 	if e.logger == nil {
@@ -129,7 +134,7 @@ func (e *Env) start() {
 	t := e.t
 	t.Helper()
 	ctx := t.Context()
-	st, err := openStore(ctx, e.DatabaseURL, e.DataDir, e.logger)
+	st, err := backend.Open(ctx, e.DatabaseURL, e.DataDir, e.logger)
 	if err != nil {
 		t.Fatalf("cptest: open store: %v", err)
 	}
@@ -418,6 +423,10 @@ func (w *testWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*testWriter)(nil)
+
+// Main runs a test binary's tests and then stops the throw-away Postgres
+// cluster, if one was started. Call it from TestMain.
+func Main(m *testing.M) { pgtest.Main(m) }
 
 // ForEachBackend runs fn as two subtests, "sqlite" and "postgres", with the
 // Options that select each backend. The Postgres subtest skips loudly when

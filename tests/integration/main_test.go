@@ -1,12 +1,12 @@
 package integration
 
 import (
-	"os"
 	"testing"
+
+	"github.com/nkudo/nkudo/controlplane/cptest"
 )
 
-// TestMain runs the suites. Shared setup lives in controlplane/cptest, not
-// here, so every suite in this directory starts its own isolated server.
-func TestMain(m *testing.M) {
-	os.Exit(m.Run())
-}
+// TestMain runs the suites and stops the throw-away Postgres cluster that
+// the postgres variants share. Shared setup lives in controlplane/cptest,
+// not here, so every test starts its own isolated server.
+func TestMain(m *testing.M) { cptest.Main(m) }

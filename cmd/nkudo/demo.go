@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nkudo/nkudo/internal/demo"
+)
+
+// init turns this binary into the demo's fake Cloud Hypervisor when it is
+// started under that name: the demo links <data-dir>/bin/cloud-hypervisor
+// to itself, so it needs no second program.
+func init() {
+	if demo.IsFakeHypervisor(os.Args[0]) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := demo.FakeHypervisor(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+}
+
+// DemoCmd runs the one-command demo.
+type DemoCmd struct {
+	DataDir    string        `help:"Keep everything the demo creates in DIR (new or empty) instead of a temporary directory." type:"path" placeholder:"DIR"`
+	Manifests  string        `help:"Example repository to start from (default: manifests-example of this source tree)." type:"path" placeholder:"DIR"`
+	Listen     string        `help:"Control-plane address." default:"127.0.0.1:0"`
+	Hypervisor string        `help:"auto (a real cloud-hypervisor when one is on PATH and /dev/kvm is usable, else the built-in fake), fake, or the path of a cloud-hypervisor binary." default:"auto" placeholder:"auto|fake|PATH"`
+	JSON       bool          `help:"Print machine-readable events, one JSON object per line." name:"json"`
+	Once       bool          `help:"Run the story and exit 0 once every site has converged on the second commit (non-zero with the reason otherwise)."`
+	Timeout    time.Duration `help:"Overall time limit with --once." default:"5m"`
+	Verbose    bool          `help:"Send component logs to stderr instead of <data-dir>/logs/demo.log." short:"v"`
+}
+
+// Help is shown by `nkudo demo --help`.
+func (c *DemoCmd) Help() string {
+	return `Starts a control plane on the embedded defaults (SQLite, dev CA), a tenant, a git
+repository made from manifests-example, and one edge agent per example site, then
+reconciles two commits and narrates each step. Ctrl-C stops everything.
+
+Exit codes: 0 success (or Ctrl-C), 1 the story did not complete (the reason is printed).`
+}
+
+// Run runs the demo until Ctrl-C (or, with --once, until it is done).
+func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
+	manifests := c.Manifests
+	if manifests == "" {
+		var err error
+		if manifests, err = findManifests(); err != nil {
+			return err
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("demo: find own executable: %w", err)
+	}
+	hv := c.Hypervisor
+	switch hv {
+	case "auto":
+		hv = demo.RealHypervisor()
+	case "fake":
+		hv = ""
+	}
+	var logger *slog.Logger
+	if c.Verbose {
+		logger = g.Logger()
+	}
+	if c.Once {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	err = demo.Run(ctx, demo.Options{
+		Manifests: manifests, DataDir: c.DataDir, Listen: c.Listen, Serve: demoServe,
+		Hypervisor: hv, SelfExecutable: self, Out: g.stdout, JSON: c.JSON, Once: c.Once, Logger: logger,
+	})
+	if c.Once && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("demo did not finish within --timeout %s: %w", c.Timeout, err)
+	}
+	return err
+}
+
+// demoServe is `nkudo serve` with demo-friendly settings: fast heartbeats
+// and an enrollment rate that lets every example site enroll at once.
+func demoServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.Logger) error {
+	s := ServeCmd{
+		StoreFlags:           StoreFlags{DataDir: dataDir},
+		PKIFlags:             PKIFlags{ClientCertTTL: 24 * time.Hour},
+		HeartbeatRate:        50,
+		MinHeartbeatInterval: 2 * time.Second,
+		EnrollPerMinute:      600,
+		EnrollBurst:          50,
+		ShutdownTimeout:      5 * time.Second,
+	}
+	return s.Serve(ctx, log, ln)
+}
+
+// findManifests looks for manifests-example in the working directory and
+// its parents (the demo runs from a checkout with `go run ./cmd/nkudo demo`).
+func findManifests() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("demo: %w", err)
+	}
+	for {
+		p := filepath.Join(dir, "manifests-example")
+		if st, err := os.Stat(filepath.Join(p, "sites")); err == nil && st.IsDir() {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("demo: cannot find manifests-example in this directory or its parents; run from the n-kudo source tree or pass --manifests DIR")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/pki"
+	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/backend"
+)
+
+// StoreFlags select the database. With no URL the embedded SQLite file in
+// the data dir is used, so `nkudo serve` needs no setup.
+type StoreFlags struct {
+	DataDir     string `help:"Directory for the SQLite database and the dev PKI." default:".nkudo" env:"NKUDO_DATA_DIR" type:"path"`
+	DatabaseURL string `help:"postgres://… to use Postgres; empty or sqlite://… for the embedded SQLite file in --data-dir." env:"NKUDO_DATABASE_URL,DATABASE_URL" placeholder:"URL"`
+}
+
+// Open opens (and migrates) the store.
+func (f StoreFlags) Open(ctx context.Context, log *slog.Logger) (store.Store, error) {
+	st, err := backend.Open(ctx, f.DatabaseURL, f.DataDir, log)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
+}
+
+// PKIFlags select the CA: persistent from four files, or dev (generated
+// into <data-dir>/pki) when none is given.
+type PKIFlags struct {
+	CACertFile           string        `help:"CA certificate (persistent PKI)." env:"CA_CERT_FILE" type:"path" placeholder:"FILE"`
+	CAKeyFile            string        `help:"CA private key (persistent PKI)." env:"CA_KEY_FILE" type:"path" placeholder:"FILE"`
+	ServerCertFile       string        `help:"Server certificate, issued by the CA (persistent PKI)." env:"SERVER_CERT_FILE" type:"path" placeholder:"FILE"`
+	ServerKeyFile        string        `help:"Server private key (persistent PKI)." env:"SERVER_KEY_FILE" type:"path" placeholder:"FILE"`
+	RequirePersistentPKI bool          `help:"Refuse to start with the dev PKI." env:"REQUIRE_PERSISTENT_PKI"`
+	ServerHost           []string      `help:"Extra DNS names or IPs for the dev server certificate." env:"NKUDO_SERVER_HOSTS" placeholder:"HOST"`
+	ClientCertTTL        time.Duration `help:"Lifetime of agent certificates." default:"24h" env:"NKUDO_CLIENT_CERT_TTL"`
+}
+
+// Load loads the CA.
+func (f PKIFlags) Load(dataDir string, log *slog.Logger) (*pki.Authority, error) {
+	a, err := pki.Load(pki.Config{
+		DevDir:     filepath.Join(dataDir, "pki"),
+		CACertFile: f.CACertFile, CAKeyFile: f.CAKeyFile, ServerCertFile: f.ServerCertFile, ServerKeyFile: f.ServerKeyFile,
+		RequirePersistent: f.RequirePersistentPKI,
+		ServerHosts:       f.ServerHost,
+		ClientCertTTL:     f.ClientCertTTL,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("load PKI: %w", err)
+	}
+	return a, nil
+}
+
+// ServeCmd runs the control plane.
+type ServeCmd struct {
+	StoreFlags
+	PKIFlags
+
+	Listen               string        `help:"Address to listen on (HTTPS)." default:"127.0.0.1:8443" env:"NKUDO_LISTEN"`
+	PublicURL            string        `help:"URL agents and forges use to reach this server (default https://<request host>)." env:"NKUDO_PUBLIC_URL" placeholder:"URL"`
+	HeartbeatRate        float64       `help:"Heartbeats per second the server is sized for; the agents' interval is max(min-heartbeat-interval, sites/rate)." default:"50" env:"NKUDO_HEARTBEAT_RATE"`
+	MinHeartbeatInterval time.Duration `help:"Shortest heartbeat interval handed to agents." default:"10s" env:"NKUDO_MIN_HEARTBEAT_INTERVAL"`
+	EnrollPerMinute      float64       `help:"Enrollment attempts allowed per source address per minute." default:"10" env:"NKUDO_ENROLL_PER_MINUTE"`
+	EnrollBurst          int           `help:"Enrollment attempts allowed in a burst per source address." default:"5" env:"NKUDO_ENROLL_BURST"`
+	NoPerSiteMetrics     bool          `help:"Drop the per-site heartbeat lag gauge (large fleets); the histogram stays." env:"NKUDO_NO_PER_SITE_METRICS"`
+	ShutdownTimeout      time.Duration `help:"How long in-flight requests may finish after SIGTERM." default:"30s" env:"NKUDO_SHUTDOWN_TIMEOUT"`
+}
+
+// Run serves until the context (SIGINT/SIGTERM) ends.
+func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
+	log := g.Logger()
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return c.Serve(ctx, log, ln)
+}
+
+// Serve opens the store and PKI, wires the GitOps hooks and serves on ln
+// until ctx ends. The demo command reuses it with its own flags.
+func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener) (err error) {
+	st, err := c.Open(ctx, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer func() { err = errors.Join(err, st.Close()) }()
+	authority, err := c.Load(c.DataDir, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	opts := controlplane.Options{
+		Store: st, PKI: authority, Logger: log,
+		PublicURL:             c.PublicURL,
+		HeartbeatRate:         c.HeartbeatRate,
+		MinHeartbeatInterval:  c.MinHeartbeatInterval,
+		EnrollRate:            rate.Limit(c.EnrollPerMinute / 60),
+		EnrollBurst:           c.EnrollBurst,
+		DisablePerSiteMetrics: c.NoPerSiteMetrics,
+		ShutdownTimeout:       c.ShutdownTimeout,
+	}
+	stopHooks, err := wireGitOps(ctx, st, log, &opts)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopHooks()
+	srv, err := controlplane.New(opts)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	log.Info("n-kudo control plane starting", "listen", ln.Addr().String(), "data_dir", c.DataDir,
+		"database", databaseKind(c.DatabaseURL), "ca_fingerprint", authority.Fingerprint())
+	return srv.Serve(ctx, ln)
+}
+
+// databaseKind names the backend without printing the URL (it may hold a password).
+func databaseKind(url string) string {
+	if url == "" || len(url) >= 9 && url[:9] == "sqlite://" {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+// MigrateCmd applies migrations (opening the store does) and exits.
+type MigrateCmd struct {
+	StoreFlags
+}
+
+// Run migrates and names the migrations it applied.
+func (c *MigrateCmd) Run(ctx context.Context, g *Globals) error {
+	applied, err := backend.Migrate(ctx, c.DatabaseURL, c.DataDir, g.Logger())
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", backend.Redact(c.DatabaseURL), err)
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(g.stdout, "%s database is up to date\n", databaseKind(c.DatabaseURL))
+		return nil
+	}
+	for _, m := range applied {
+		fmt.Fprintf(g.stdout, "applied %s\n", m)
+	}
+	return nil
+}
