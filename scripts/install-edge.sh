@@ -12,7 +12,7 @@ SYSUSERS=/usr/lib/sysusers.d/nkudo-edge.conf
 TMPFILES=/usr/lib/tmpfiles.d/nkudo-edge.conf
 CONF_DIR=/etc/nkudo-edge
 ENV_FILE=/etc/nkudo-edge/nkudo-edge.env
-PKI_DIR=/etc/nkudo-edge/pki
+PKI_DIR=/var/lib/nkudo-edge/pki
 STATE_DIR=/var/lib/nkudo-edge
 RUNBOOKS="docs/runbooks/enrollment-failure.md"
 
@@ -131,7 +131,8 @@ get_env() { # get_env KEY FILE: the value of KEY's last line, or nothing
 	awk -F= -v k="$1" '$1 == k { sub(/^[^=]*=/, ""); v=$0 } END { print v }' "$2"
 }
 
-enrolled() { [[ -d "$R$PKI_DIR" ]] && [[ -n "$(ls -A "$R$PKI_DIR")" ]]; }
+# enrolled: the agent keeps agent.key, agent.crt, ca.crt and identity.json in its PKI dir.
+enrolled() { [[ -f "$R$PKI_DIR/agent.crt" ]]; }
 
 sha256_of() {
 	if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi
@@ -233,26 +234,33 @@ do_install() {
 		set_env NKUDO_CONTROL_PLANE "$control_plane" "$R$ENV_FILE"
 	fi
 	control_plane="$(get_env NKUDO_CONTROL_PLANE "$R$ENV_FILE")"
-	own 0700 "$PKI_DIR"
 	own 0750 "$STATE_DIR"
+	own 0700 "$PKI_DIR"
 	note "installed $("$R$BIN" version 2>/dev/null | head -n1 || echo nkudo-edge) into ${R:-/}"
 
+	local aside=""
 	if $reenroll && enrolled; then
-		local aside
+		[[ -n "$token" ]] || die "--reenroll needs --token"
 		aside="$R$PKI_DIR.before-reenroll.$(date -u +%Y%m%dT%H%M%SZ)"
 		mv "$R$PKI_DIR" "$aside"
 		own 0700 "$PKI_DIR"
 		note "moved the previous enrollment to $aside"
 	fi
 	if enrolled; then
-		[[ -z "$token" ]] || note "already enrolled ($PKI_DIR is not empty): ignoring --token (use --reenroll to enroll again)"
+		[[ -z "$token" ]] || note "already enrolled ($PKI_DIR/agent.crt exists): ignoring --token (use --reenroll to enroll again)"
 	elif [[ -n "$token" ]]; then
 		[[ -n "$ca_hash" ]] || die "enrolling needs --ca-hash (the CA fingerprint printed with the token)"
-		[[ "$control_plane" == https://* && "$control_plane" != https://nkudo.example.com* ]] ||
+		[[ "$control_plane" == https://* ]] ||
 			die "enrolling needs --control-plane (none set in $ENV_FILE)"
 		note "enrolling with $control_plane"
 		if ! as_agent "$R$BIN" enroll --control-plane "$control_plane" --token "$token" \
 			--ca-hash "$ca_hash" --pki-dir "$R$PKI_DIR"; then
+			if [[ -n "$aside" ]]; then
+				# A failed re-enrollment must not leave the host without any identity.
+				rm -rf "$R$PKI_DIR"
+				mv "$aside" "$R$PKI_DIR"
+				note "restored the previous enrollment"
+			fi
 			die "enrollment failed; the program and config are installed, rerun with a fresh token (see $RUNBOOKS)"
 		fi
 	else

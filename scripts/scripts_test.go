@@ -26,6 +26,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/controlplane/cptest"
 )
 
 const testVersion = "v0.0.0-scripttest"
@@ -101,7 +103,9 @@ func TestSystemdUnitsVerify(t *testing.T) {
 func release(t *testing.T) string {
 	t.Helper()
 	out := t.TempDir()
-	mustRun(t, t.TempDir(), []string{"SOURCE_DATE_EPOCH=1764000000"},
+	// The identity is pinned so that two builds of the same tree compare equal
+	// even when HEAD moves in between.
+	mustRun(t, t.TempDir(), []string{"SOURCE_DATE_EPOCH=1764000000", "COMMIT=0123456789abcdef0123456789abcdef01234567"},
 		filepath.Join(repoRoot(t), "scripts", "release.sh"), testVersion,
 		"--edge-only", "--platforms", "linux/"+runtime.GOARCH, "--out", out)
 	return out
@@ -240,7 +244,6 @@ func TestReleaseAndInstall(t *testing.T) {
 			"etc/":                                  "d755",
 			"etc/nkudo-edge/":                       "d755",
 			"etc/nkudo-edge/nkudo-edge.env":         "-600",
-			"etc/nkudo-edge/pki/":                   "d700",
 			"etc/systemd/":                          "d755",
 			"etc/systemd/system/":                   "d755",
 			"etc/systemd/system/nkudo-edge.service": "-644",
@@ -256,6 +259,7 @@ func TestReleaseAndInstall(t *testing.T) {
 			"var/":                                  "d755",
 			"var/lib/":                              "d755",
 			"var/lib/nkudo-edge/":                   "d750",
+			"var/lib/nkudo-edge/pki/":               "d700",
 		}
 		if diff := cmp.Diff(wantTree, modes(snapshot(t, root))); diff != "" {
 			t.Errorf("installed tree (-want +got):\n%s", diff)
@@ -310,7 +314,7 @@ func TestReleaseAndInstall(t *testing.T) {
 				t.Errorf("uninstall left %s", gone)
 			}
 		}
-		for _, kept := range []string{"etc/nkudo-edge/nkudo-edge.env", "etc/nkudo-edge/pki/", "var/lib/nkudo-edge/results.db"} {
+		for _, kept := range []string{"etc/nkudo-edge/nkudo-edge.env", "var/lib/nkudo-edge/pki/", "var/lib/nkudo-edge/results.db"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("uninstall without --purge removed %s", kept)
 			}
@@ -320,6 +324,73 @@ func TestReleaseAndInstall(t *testing.T) {
 			if strings.Contains(p, "nkudo") {
 				t.Errorf("uninstall --purge left %s", p)
 			}
+		}
+	})
+
+	t.Run("enroll against a real control plane", func(t *testing.T) {
+		installer := filepath.Join(rel, "install-edge.sh")
+		env := cptest.Start(t, cptest.Options{})
+		env.NewTenant("acme")
+		env.NewSite("acme", "store-042")
+		root := t.TempDir()
+		install := func(extra ...string) (string, error) {
+			args := append([]string{"--root", root, "--no-systemd", "--tarball", tarball}, extra...)
+			return run(t, t.TempDir(), nil, installer, args...)
+		}
+		cert := filepath.Join(root, "var/lib/nkudo-edge/pki/agent.crt")
+		readCert := func() []byte {
+			t.Helper()
+			b, err := os.ReadFile(cert)
+			if err != nil {
+				t.Fatalf("agent certificate: %v", err)
+			}
+			return b
+		}
+
+		tok := env.EnrollmentToken("acme", "store-042")
+		out, err := install("--control-plane", env.URL, "--token", tok.Token, "--ca-hash", tok.CAFingerprint)
+		if err != nil || !strings.Contains(out, "enrolled as acme/store-042") {
+			t.Fatalf("install with a token: err=%v\n%s", err, out)
+		}
+		first := readCert()
+
+		// Already enrolled: a second run with a token keeps the identity.
+		out, err = install("--token", tok.Token, "--ca-hash", tok.CAFingerprint)
+		if err != nil || !strings.Contains(out, "already enrolled") {
+			t.Errorf("reinstall of an enrolled host: err=%v\n%s", err, out)
+		}
+		if !bytes.Equal(first, readCert()) {
+			t.Error("reinstall replaced the agent certificate")
+		}
+
+		// A failed re-enrollment (the token is used up) keeps the old identity.
+		out, err = install("--reenroll", "--token", tok.Token, "--ca-hash", tok.CAFingerprint)
+		if err == nil || !strings.Contains(out, "enrollment failed") || !strings.Contains(out, "restored the previous enrollment") {
+			t.Errorf("re-enroll with a used token: err=%v, want a failure that restores the enrollment\n%s", err, out)
+		}
+		if !bytes.Equal(first, readCert()) {
+			t.Error("a failed re-enrollment lost the agent certificate")
+		}
+
+		// A wrong CA pin is refused.
+		fresh := env.EnrollmentToken("acme", "store-042")
+		wrongPin := "sha256:" + strings.Repeat("ab", 32)
+		out, err = install("--reenroll", "--token", fresh.Token, "--ca-hash", wrongPin)
+		if err == nil || !bytes.Equal(first, readCert()) {
+			t.Errorf("re-enroll with a wrong CA pin: err=%v, certificate kept=%v\n%s", err, bytes.Equal(first, readCert()), out)
+		}
+
+		// Re-enrolling with a fresh token replaces the identity and keeps the old one aside.
+		fresh = env.EnrollmentToken("acme", "store-042")
+		out, err = install("--reenroll", "--token", fresh.Token, "--ca-hash", fresh.CAFingerprint)
+		if err != nil {
+			t.Fatalf("re-enroll with a fresh token: %v\n%s", err, out)
+		}
+		if bytes.Equal(first, readCert()) {
+			t.Error("re-enrollment kept the old certificate")
+		}
+		if aside, _ := filepath.Glob(filepath.Join(root, "var/lib/nkudo-edge/pki.before-reenroll.*", "agent.crt")); len(aside) != 1 {
+			t.Errorf("the previous enrollment was not kept aside: %v", aside)
 		}
 	})
 }
