@@ -695,7 +695,7 @@ func (p *Provider) Resize(ctx context.Context, name string, cpus, memoryMiB int)
 		switch {
 		case err == nil && (info.State == "Running" || info.State == "Paused"):
 			ram := int64(memoryMiB) * mib
-			if err := c.Resize(ctx, VmResize{DesiredVCPUs: &cpus, DesiredRAM: &ram}); err != nil {
+			if err := p.resizeLive(ctx, c, VmResize{DesiredVCPUs: &cpus, DesiredRAM: &ram}); err != nil {
 				return fmt.Errorf("vm %s: %w", name, err)
 			}
 			agent.Progress(ctx, fmt.Sprintf("resized live to %d vCPUs, %d MiB", cpus, memoryMiB))
@@ -710,6 +710,25 @@ func (p *Provider) Resize(ctx context.Context, name string, cpus, memoryMiB int)
 	}
 	m.CPUs, m.MemoryMiB = cpus, memoryMiB
 	return p.writeMeta(m)
+}
+
+// resizeLive calls vm.resize, waiting out 429 (a vCPU removal still
+// pending in the guest) for up to StopTimeout.
+func (p *Provider) resizeLive(ctx context.Context, c *Client, r VmResize) error {
+	deadline := time.Now().Add(p.opts.StopTimeout)
+	for {
+		err := c.Resize(ctx, r)
+		var ae *APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || time.Now().After(deadline) {
+			return err
+		}
+		agent.Progress(ctx, "a vCPU removal is still pending in the guest; retrying vm.resize")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // List reports every VM under the state dir: managed ones from their

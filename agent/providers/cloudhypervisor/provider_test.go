@@ -304,6 +304,26 @@ func TestStopFallsBackToShutdown(t *testing.T) {
 	}
 }
 
+func TestResizeWaitsOutPendingVCPURemoval(t *testing.T) {
+	e := newEnv(t, `CHFAKE_FAULTS=[{"endpoint":"vm.resize","nth":1,"status":429,"error":"vCPU removal pending"}]`)
+	ctx := t.Context()
+	for _, step := range []func() error{
+		func() error { return e.p.Create(ctx, "pos-1", e.spec) },
+		func() error { return e.p.Start(ctx, "pos-1") },
+		func() error { return e.p.Resize(ctx, "pos-1", 2, 512) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := cmp.Diff([]string{"vm.create", "vm.boot", "vm.resize", "vm.resize"}, e.calls(t)); d != "" {
+		t.Errorf("calls (-want +got):\n%s", d)
+	}
+	if vms := e.list(t); len(vms) != 1 || vms[0].CPUs != 2 {
+		t.Errorf("after resize: %+v", vms)
+	}
+}
+
 func TestErrorBodySurfaced(t *testing.T) {
 	e := newEnv(t, `CHFAKE_FAULTS=[{"endpoint":"vm.boot","nth":1,"status":500,"error":"Failed to open disk: permission denied"}]`)
 	ctx := t.Context()

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/nkudo/nkudo/api"
+)
+
+func TestVersionAndFacts(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"version"}, &out); code != 0 || !strings.HasPrefix(out.String(), "nkudo-edge dev protocol 1") {
+		t.Fatalf("version: code %d, output %q", code, out.String())
+	}
+	out.Reset()
+	state := t.TempDir()
+	if code := run([]string{"facts", "--state-dir", state, "--hypervisor", "/nonexistent/cloud-hypervisor", "--netbird", "/nonexistent/netbird"}, &out); code != 0 {
+		t.Fatalf("facts: code %d", code)
+	}
+	var req api.HeartbeatRequest
+	if err := json.Unmarshal(out.Bytes(), &req); err != nil {
+		t.Fatalf("facts output is not a heartbeat request: %v\n%s", err, out.String())
+	}
+	if req.Facts.CPUs == 0 || req.Facts.Hypervisor.Error == "" || req.Facts.NetBird.Error == "" || req.VMs == nil {
+		t.Errorf("facts = %+v", req)
+	}
+}
+
+func TestEnrollAndRunFailClearly(t *testing.T) {
+	cases := map[string][]string{
+		"bad ca hash":  {"enroll", "--control-plane", "https://127.0.0.1:1", "--token", "x.y", "--ca-hash", "md5:00", "--pki-dir", t.TempDir()},
+		"unreachable":  {"enroll", "--control-plane", "https://127.0.0.1:1", "--token", "x.y", "--ca-hash", "sha256:" + strings.Repeat("0", 64), "--pki-dir", t.TempDir()},
+		"not enrolled": {"run", "--state-dir", t.TempDir(), "--pki-dir", t.TempDir()},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			if code := run(args, &out); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+		})
+	}
+}
