@@ -15,35 +15,54 @@ import (
 // tracking follows the plans that must finish before a commit's
 // nkudo/apply turns green.
 type tracking struct {
-	repo    store.Repository
-	commit  string
-	plans   map[string]string // site → plan ID
-	started time.Time
+	repo      store.Repository
+	commit    string
+	plans     map[string]string // site → plan ID still to finish
+	converged int               // sites whose plan succeeded
+	started   time.Time
+}
+
+// activePlans returns the repository's pending and in-progress plans by ID.
+func (r *Reconciler) activePlans(ctx context.Context, repo store.Repository) (map[string]store.StoredPlan, error) {
+	out := map[string]store.StoredPlan{}
+	for _, status := range []model.PlanStatus{model.PlanPending, model.PlanInProgress} {
+		list, err := r.store.ListPlans(ctx, repo.Tenant, store.PlanFilter{RepoID: repo.ID, Status: status, Limit: 1 << 20})
+		if err != nil {
+			return nil, fmt.Errorf("list %s plans: %w", status, err)
+		}
+		for _, p := range list {
+			out[p.Plan.ID] = p
+		}
+	}
+	return out, nil
 }
 
 // trackActive starts following commit: its own plans (site → plan ID)
 // plus the repository's plans still active from earlier commits, which
-// carry the same desired state for sites this commit did not change.
+// carry the same desired state for sites this commit did not change. The
+// first evaluation is left to the apply loop so a reconcile never waits
+// on it.
 func (r *Reconciler) trackActive(ctx context.Context, repo store.Repository, commit string, own map[string]string) {
+	active, err := r.activePlans(ctx, repo)
+	if err != nil {
+		r.log.Error("apply tracking", "repo", repo.ID, "err", err)
+	}
 	plans := map[string]string{}
-	for _, status := range []model.PlanStatus{model.PlanPending, model.PlanInProgress} {
-		list, err := r.store.ListPlans(ctx, repo.Tenant, store.PlanFilter{RepoID: repo.ID, Status: status, Limit: 100000})
-		if err != nil {
-			r.log.Error("apply tracking: list plans", "repo", repo.ID, "err", err)
-			continue
-		}
-		for _, p := range list {
-			plans[p.Plan.Site] = p.Plan.ID
-		}
+	for _, p := range active {
+		plans[p.Plan.Site] = p.Plan.ID
 	}
 	for s, id := range own {
 		plans[s] = id
 	}
 	t := &tracking{repo: repo, commit: commit, plans: plans, started: r.now()}
+	if len(plans) == 0 {
+		r.setStatus(ctx, repo, commit, forge.ContextApply, store.StateSuccess, "nothing to apply: every site is converged")
+		return
+	}
+	r.setStatus(ctx, repo, commit, forge.ContextApply, store.StatePending, fmt.Sprintf("0 of %d sites converged", len(plans)))
 	r.mu.Lock()
 	r.tracked[repo.ID+"/"+commit] = t
 	r.mu.Unlock()
-	r.checkApply(ctx, t)
 }
 
 func (r *Reconciler) applyLoop(ctx context.Context) {
@@ -84,22 +103,29 @@ func (r *Reconciler) checkApply(ctx context.Context, t *tracking) {
 	}
 }
 
+// evaluate costs two list queries per check plus one read per plan that
+// finished since the last check, however many sites are waiting.
 func (r *Reconciler) evaluate(ctx context.Context, t *tracking) (store.StatusState, string, bool, error) {
+	active, err := r.activePlans(ctx, t.repo)
+	if err != nil {
+		return "", "", false, err
+	}
 	sites := make([]string, 0, len(t.plans))
 	for s := range t.plans {
 		sites = append(sites, s)
 	}
 	sort.Strings(sites)
-	if len(sites) == 0 {
-		return store.StateSuccess, "nothing to apply: every site is converged", true, nil
-	}
-	converged := 0
 	var waiting []string
 	for _, site := range sites {
 		id := t.plans[site]
+		if _, ok := active[id]; ok {
+			waiting = append(waiting, site)
+			continue
+		}
 		p, err := r.store.GetPlan(ctx, t.repo.Tenant, id)
 		if errors.Is(err, store.ErrNotFound) {
-			converged++ // deleted with its site
+			delete(t.plans, site) // deleted with its site
+			t.converged++
 			continue
 		}
 		if err != nil {
@@ -107,7 +133,8 @@ func (r *Reconciler) evaluate(ctx context.Context, t *tracking) (store.StatusSta
 		}
 		switch p.Status {
 		case model.PlanSucceeded:
-			converged++
+			delete(t.plans, site)
+			t.converged++
 		case model.PlanFailed:
 			return store.StateFailure, failureDescription(site, p), true, nil
 		case model.PlanSuperseded:
@@ -122,29 +149,51 @@ func (r *Reconciler) evaluate(ctx context.Context, t *tracking) (store.StatusSta
 			t.plans[site] = next.Plan.ID
 			waiting = append(waiting, site)
 		default:
-			s, err := r.store.GetSite(ctx, t.repo.Tenant, site)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				return "", "", false, err
-			}
-			since := later(s.LastHeartbeat, t.started)
-			if off := r.now().Sub(since); off > r.opts.OfflineTimeout {
-				what := "has not reported"
-				if !s.LastHeartbeat.IsZero() {
-					what = "offline"
-				}
-				return store.StateFailure, fmt.Sprintf("site %s %s for %s; its plan did not run", site, what, off.Round(time.Second)), true, nil
-			}
-			waiting = append(waiting, site)
+			waiting = append(waiting, site) // became active between the two reads
 		}
 	}
+	total := len(t.plans) + t.converged
 	if len(waiting) == 0 {
-		return store.StateSuccess, fmt.Sprintf("%d of %d sites converged", converged, len(sites)), true, nil
+		return store.StateSuccess, fmt.Sprintf("%d of %d sites converged", t.converged, total), true, nil
 	}
-	desc := fmt.Sprintf("%d of %d sites converged; waiting for %s", converged, len(sites), waiting[0])
+	// A site that stays offline past the timeout fails the commit.
+	if off, what, site, err := r.offline(ctx, t, waiting); err != nil {
+		return "", "", false, err
+	} else if site != "" {
+		return store.StateFailure, fmt.Sprintf("site %s %s for %s; its plan did not run", site, what, off.Round(time.Second)), true, nil
+	}
+	desc := fmt.Sprintf("%d of %d sites converged; waiting for %s", t.converged, total, waiting[0])
 	if len(waiting) > 1 {
 		desc += fmt.Sprintf(" and %d more", len(waiting)-1)
 	}
 	return store.StatePending, desc, false, nil
+}
+
+// offline finds the first waiting site silent for longer than OfflineTimeout.
+func (r *Reconciler) offline(ctx context.Context, t *tracking, waiting []string) (time.Duration, string, string, error) {
+	if r.now().Sub(t.started) <= r.opts.OfflineTimeout {
+		return 0, "", "", nil // nobody can be late yet
+	}
+	all, err := r.store.ListSites(ctx, t.repo.Tenant)
+	if err != nil {
+		return 0, "", "", fmt.Errorf("list sites: %w", err)
+	}
+	byName := make(map[string]store.Site, len(all))
+	for _, s := range all {
+		byName[s.Name] = s
+	}
+	for _, site := range waiting {
+		s := byName[site]
+		since := later(s.LastHeartbeat, t.started)
+		if off := r.now().Sub(since); off > r.opts.OfflineTimeout {
+			what := "has not reported"
+			if !s.LastHeartbeat.IsZero() {
+				what = "offline"
+			}
+			return off, what, site, nil
+		}
+	}
+	return 0, "", "", nil
 }
 
 func later(a, b time.Time) time.Time {

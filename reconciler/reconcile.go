@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -38,6 +39,8 @@ type Result struct {
 	// Unregistered lists sites in git that the control plane does not know
 	// yet (no plan can be stored for them).
 	Unregistered []string
+	// Fetch, Load and Plan are how long each phase took.
+	Fetch, Load, Plan time.Duration
 	// Skipped is true when another replica holds the repository's lease.
 	Skipped bool
 }
@@ -70,17 +73,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	}
 	defer r.store.ReleaseLease(context.WithoutCancel(ctx), leaseName(repo.ID), r.opts.Holder)
 
+	t0 := time.Now()
 	head, err := r.fetch(ctx, repo, ref)
 	if err != nil {
 		r.recordError(ctx, repo, err)
 		return Result{}, err
 	}
 	commit := head.String()
-	res := Result{Commit: commit}
+	res := Result{Commit: commit, Fetch: time.Since(t0)}
 	if err := r.store.MarkCommitSeen(ctx, repo.Tenant, repo.ID, commit, r.now()); err != nil {
 		return res, fmt.Errorf("mark commit seen: %w", err)
 	}
+	t1 := time.Now()
 	l, err := r.load(repo, head)
+	res.Load = time.Since(t1)
 	if err != nil {
 		var serrs schema.Errors
 		switch {
@@ -99,7 +105,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateSuccess,
 		fmt.Sprintf("valid: %d sites, %d VMs", len(l.desired.Sites), len(l.desired.VMs)))
 
-	if err := r.planSites(ctx, repo, commit, l, nil, &res); err != nil {
+	t2 := time.Now()
+	err = r.planSites(ctx, repo, commit, l, nil, &res)
+	res.Plan = time.Since(t2)
+	if err != nil {
 		r.recordError(ctx, repo, err)
 		return res, err
 	}

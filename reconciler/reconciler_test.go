@@ -375,6 +375,10 @@ func TestApplyStatus(t *testing.T) {
 	if st := e.status(c1, forge.ContextApply); st.State != store.StatePending {
 		t.Fatalf("nkudo/apply right after planning = %+v", st)
 	}
+	waitFor(t, "forge apply pending", func() bool {
+		s, ok := e.forge.Latest(c1, "nkudo/apply")
+		return ok && s.State == "pending"
+	})
 	want := desiredVMs(threeSites, 1, model.VMRunning)
 	e.converge("site-0001", want, "")
 	e.converge("site-0002", want, "")

@@ -7,6 +7,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -20,6 +21,38 @@ import (
 type treeFS struct {
 	tree *object.Tree
 	when time.Time // the commit time, reported as every entry's ModTime
+
+	mu   sync.Mutex
+	dirs map[string]*object.Tree // decoded subtrees by path: a directory of
+	// 1,000 manifests is decoded once, not once per file
+}
+
+// dir returns the subtree at p ("." = root), decoding each level once.
+func (t *treeFS) dir(p string) (*object.Tree, error) {
+	if p == "." || p == "" {
+		return t.tree, nil
+	}
+	t.mu.Lock()
+	if d, ok := t.dirs[p]; ok {
+		t.mu.Unlock()
+		return d, nil
+	}
+	t.mu.Unlock()
+	parent, err := t.dir(path.Dir(p))
+	if err != nil {
+		return nil, err
+	}
+	sub, err := parent.Tree(path.Base(p))
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	if t.dirs == nil {
+		t.dirs = map[string]*object.Tree{}
+	}
+	t.dirs[p] = sub
+	t.mu.Unlock()
+	return sub, nil
 }
 
 func (t *treeFS) Open(name string) (fs.File, error) {
@@ -29,19 +62,23 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 	if name == "." {
 		return &treeDir{fsys: t, tree: t.tree, name: "."}, nil
 	}
-	e, err := t.tree.FindEntry(name)
+	parent, err := t.dir(path.Dir(name))
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	e, err := parent.FindEntry(path.Base(name))
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
 	switch e.Mode {
 	case filemode.Dir:
-		sub, err := t.tree.Tree(name)
+		sub, err := t.dir(name)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
 		return &treeDir{fsys: t, tree: sub, name: path.Base(name)}, nil
 	case filemode.Regular, filemode.Executable, filemode.Deprecated:
-		f, err := t.tree.TreeEntryFile(e)
+		f, err := parent.TreeEntryFile(e)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}

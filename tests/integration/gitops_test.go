@@ -14,13 +14,23 @@ import (
 func TestGitOpsPushToStatus(t *testing.T) {
 	g := startGitOps(t, gitopsConfig{})
 	sites := g.fleet(2, 2)
-	var agents []*simAgent
 	for _, s := range sites {
-		agents = append(agents, g.startAgent(s))
+		g.env.NewSite("acme", s)
 	}
 	c1 := g.git.Commit("two sites, two VMs each")
 	if code, body := g.webhook("push", "delivery-1", pushPayload(strings.Repeat("0", 40), c1), true); code != 202 {
 		t.Fatalf("push webhook: %d %s", code, body)
+	}
+	// The agents come up once the forge shows the commit pending; their
+	// first report moves the inventory past the plans' (computed before any
+	// report), so the stale-plan guard makes the control plane re-plan.
+	eventually(t, "nkudo/apply pending on the forge", func() bool {
+		st, _ := g.forgeState(c1, "nkudo/apply")
+		return st == "pending"
+	})
+	var agents []*simAgent
+	for _, s := range sites {
+		agents = append(agents, g.startAgent(s))
 	}
 	eventually(t, "nkudo/apply success on the forge", func() bool {
 		st, _ := g.forgeState(c1, "nkudo/apply")
