@@ -6,6 +6,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"context"
 	"fmt"
 	"io"
@@ -40,7 +42,7 @@ func (g *Globals) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(g.stderr, opts))
 }
 
-// CLI is the command tree. (A `demo` command plugs in as one more field.)
+// CLI is the command tree.
 type CLI struct {
 	Globals
 
@@ -48,6 +50,7 @@ type CLI struct {
 	Migrate MigrateCmd `cmd:"" help:"Apply database migrations and exit."`
 	PKI     PKICmd     `cmd:"" name:"pki" help:"Manage the certificate authority."`
 	Admin   AdminCmd   `cmd:"" help:"Bootstrap tenants, API tokens and revocations directly on the store."`
+	Demo    DemoCmd    `cmd:"" help:"Run the one-command demo: a control plane, a git repository and edge agents on this machine."`
 }
 
 // yamlConfig loads a YAML (or JSON) config file for kong.
@@ -56,11 +59,20 @@ func yamlConfig(r io.Reader) (kong.Resolver, error) {
 	if err != nil {
 		return nil, err
 	}
-	j, err := yaml.YAMLToJSON(b)
+	var values map[string]any
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	// kong looks keys up in snake_case; accept the flag spelling (data-dir) too.
+	norm := make(map[string]any, len(values))
+	for k, v := range values {
+		norm[strings.ReplaceAll(k, "-", "_")] = v
+	}
+	j, err := json.Marshal(norm)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
 	}
-	return kong.JSON(strings.NewReader(string(j)))
+	return kong.JSON(bytes.NewReader(j))
 }
 
 func main() {

@@ -194,7 +194,12 @@ func listen(addr string) (net.Listener, error) {
 func (e *Env) waitReady() {
 	t := e.t
 	t.Helper()
-	c := e.UserClient("", "")
+	c, err := api.NewClient(api.ClientConfig{BaseURL: e.URL, RootCAs: e.CAPool})
+	if err != nil {
+		t.Fatalf("cptest: client: %v", err)
+	}
+	// An open HTTP/2 connection would hold a later shutdown for a second.
+	defer c.CloseIdleConnections()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := c.Health(t.Context(), true)

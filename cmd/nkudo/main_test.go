@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/pki"
+)
+
+func runCmd(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestAdminThenServe bootstraps a tenant and a token on the store, serves
+// on the same data dir, uses the token through the API, and stops on
+// context cancellation (as on SIGTERM).
+func TestAdminThenServe(t *testing.T) {
+	dir := t.TempDir()
+	data := "--data-dir=" + dir
+	if code, _, errs := runCmd(t, t.Context(), "admin", "tenant", "create", "acme", data); code != 0 {
+		t.Fatalf("tenant create: exit %d: %s", code, errs)
+	}
+	code, out, errs := runCmd(t, t.Context(), "admin", "token", "create", "--tenant=acme", data)
+	if code != 0 || !strings.HasPrefix(out, "nkudo_") {
+		t.Fatalf("token create: exit %d, stdout %q: %s", code, out, errs)
+	}
+	token := strings.TrimSpace(out)
+	if code, _, _ := runCmd(t, t.Context(), "admin", "token", "create", data); code != 2 {
+		t.Errorf("token create without --tenant or --admin: exit %d, want 2", code)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := runCmd(t, ctx, "serve", data, "--listen="+addr)
+		done <- code
+	}()
+	var pool *pki.Authority
+	deadline := time.Now().Add(10 * time.Second)
+	for pool == nil {
+		if a, err := pki.Load(pki.Config{DevDir: filepath.Join(dir, "pki")}, discard()); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "pki", pki.ServerCertFile)); err == nil {
+				pool = a
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dev PKI never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c, err := api.NewClient(api.ClientConfig{BaseURL: "https://" + addr, Token: token, RootCAs: pool.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := c.Health(t.Context(), true); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := c.CreateSite(t.Context(), "s1"); err != nil {
+		t.Fatalf("create site with the bootstrapped token: %v", err)
+	}
+	c.CloseIdleConnections()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve exit %d after cancel, want 0", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop after cancel")
+	}
+	code, out, errs = runCmd(t, t.Context(), "admin", "site", "revoke", "--tenant=acme", "s1", data)
+	if code != 1 || !strings.Contains(errs, "never enrolled") {
+		t.Errorf("revoke of a never-enrolled site: exit %d, %q %q", code, out, errs)
+	}
+}
+
+func TestPKIInitAndRequirePersistent(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errs := runCmd(t, t.Context(), "pki", "init", "--dir="+filepath.Join(dir, "pki"), "--host=cp.example.net")
+	if code != 0 || !strings.Contains(out, "CA_CERT_FILE=") || !strings.Contains(out, "sha256:") {
+		t.Fatalf("pki init: exit %d: %s %s", code, out, errs)
+	}
+	t.Setenv("REQUIRE_PERSISTENT_PKI", "true")
+	code, _, errs = runCmd(t, t.Context(), "serve", "--data-dir="+dir, "--listen=127.0.0.1:0")
+	if code != 1 || !strings.Contains(errs, "REQUIRE_PERSISTENT_PKI") || !strings.Contains(errs, "CA_KEY_FILE") {
+		t.Errorf("serve with REQUIRE_PERSISTENT_PKI and no files: exit %d: %s", code, errs)
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nkudo.yaml")
+	if err := os.WriteFile(cfg, []byte("data-dir: "+filepath.Join(dir, "data")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCmd(t, t.Context(), "--config="+cfg, "migrate"); code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "nkudo.db")); err != nil {
+		t.Errorf("config file's data-dir was not used: %v", err)
+	}
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
