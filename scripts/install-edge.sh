@@ -97,7 +97,7 @@ else
 	systemd=false
 fi
 if $systemd && { ! command -v systemctl >/dev/null || [[ ! -d /run/systemd/system ]]; }; then
-	note "systemd is not running here: skipping systemctl (start the agent yourself)"
+	note "systemd is not running here: not calling systemctl"
 	systemd=false
 fi
 
@@ -114,14 +114,23 @@ as_agent() {
 	fi
 }
 
-# set_env KEY VALUE FILE: replace KEY's line in FILE or append one.
+# set_env KEY VALUE FILE: replace KEY's line in FILE, else the sample's
+# commented-out "#KEY=" line, else append one.
 set_env() {
 	local key="$1" value="$2" file="$3" tmp
 	tmp="$(mktemp "$file.XXXXXX")"
 	awk -v k="$key" -v v="$value" '
-		$0 ~ "^"k"=" { if (!done) print k"="v; done=1; next }
-		{ print }
-		END { if (!done) print k"="v }' "$file" >"$tmp"
+		{ lines[NR] = $0 }
+		$0 ~ "^"k"=" { if (!set) set = NR }
+		$0 ~ "^#"k"=" { if (!commented) commented = NR }
+		END {
+			at = set ? set : commented
+			for (i = 1; i <= NR; i++) {
+				if (i == at) print k"="v
+				else if (!(set && i != set && lines[i] ~ "^"k"=")) print lines[i]
+			}
+			if (!at) print k"="v
+		}' "$file" >"$tmp"
 	chmod --reference="$file" "$tmp"
 	mv -f "$tmp" "$file"
 }
