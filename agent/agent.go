@@ -213,7 +213,7 @@ func (a *Agent) pollLoop(ctx context.Context) {
 				return
 			case <-time.After(jitter(backoff)):
 			}
-			backoff = min(backoff*2, 30*time.Second)
+			backoff = min(backoff*2, 10*time.Second)
 			continue
 		}
 		backoff = time.Second

@@ -370,6 +370,31 @@ func (p *Provider) Create(ctx context.Context, name string, spec model.VMSpec) e
 	if err := p.writeMeta(m); err != nil {
 		return err
 	}
+	if err := p.create(ctx, name, spec, old, m); err != nil {
+		p.discard(ctx, name)
+		return err
+	}
+	return nil
+}
+
+// discard removes what a failed create left: its VMM and its files. A
+// crash skips this; the next create then redoes everything.
+func (p *Provider) discard(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if c, ping, ok := p.alive(ctx, name); ok {
+		_ = c.Action(ctx, "vm.delete")
+		if c.Action(ctx, "vmm.shutdown") == nil {
+			_ = p.waitExit(ctx, name, ping.PID)
+		}
+	}
+	if err := os.RemoveAll(p.vmDir(name)); err != nil {
+		p.log.Warn("cannot remove the files of a failed create", "vm", name, "err", err)
+	}
+}
+
+func (p *Provider) create(ctx context.Context, name string, spec model.VMSpec, old, m meta) error {
+	hash := m.SpecHash
 	a, err := p.prepare(ctx, name, spec)
 	if err != nil {
 		return fmt.Errorf("vm %s: %w", name, err)

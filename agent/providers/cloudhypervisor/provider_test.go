@@ -356,6 +356,9 @@ func TestImageDigestMismatchKeepsNothing(t *testing.T) {
 	if got := e.list(t); len(got) != 0 {
 		t.Errorf("a failed create is listed: %+v", got)
 	}
+	if _, err := os.Stat(filepath.Join(e.state, "vms", "pos-1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed create left its files: %v", err)
+	}
 	if c := e.calls(t); len(c) != 0 {
 		t.Errorf("hypervisor called: %v", c)
 	}

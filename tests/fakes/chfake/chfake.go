@@ -348,7 +348,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	entry.Status = resp.status
-	s.logRequest(entry)
+	if entry.Fault != "exit" { // already logged before the VMM went away
+		s.logRequest(entry)
+	}
 	w.Header().Set("Server", "Cloud Hypervisor API")
 	w.Header().Set("Content-Type", "application/json")
 	if resp.body == nil {
