@@ -180,6 +180,10 @@ func (w *statusRecorder) Flush() {
 
 func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// maxWebhookBody is GitHub's own cap on delivery payloads: a large push
+// must not be refused by the body limit meant for API requests.
+const maxWebhookBody = 25 << 20
+
 // wrap applies, in order: the body size limit, authentication, the
 // handler, error rendering, metrics and the request log line.
 func (s *Server) wrap(rt Route) http.Handler {
@@ -187,7 +191,11 @@ func (s *Server) wrap(rt Route) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(rec, r.Body, s.opts.MaxBodyBytes)
+			limit := s.opts.MaxBodyBytes
+			if rt.Auth == AuthWebhook {
+				limit = max(limit, maxWebhookBody)
+			}
+			r.Body = http.MaxBytesReader(rec, r.Body, limit)
 		}
 		c, err := s.authenticate(r, rt)
 		if err == nil {

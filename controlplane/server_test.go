@@ -1,0 +1,258 @@
+package controlplane_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/time/rate"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/controlplane/cptest"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+// recorder is a Reconciler and DesiredState that remembers its calls.
+type recorder struct {
+	mu        sync.Mutex
+	triggers  []string
+	inventory []string
+	desired   []model.VirtualMachine
+}
+
+func (r *recorder) Trigger(_ context.Context, tenant, repo, ref string) (api.TriggerResult, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.triggers = append(r.triggers, tenant+"/"+repo+"@"+ref)
+	return api.TriggerResult{RepoID: repo, Ref: ref, Queued: true}, nil
+}
+
+func (r *recorder) InventoryChanged(_ context.Context, tenant, site string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inventory = append(r.inventory, tenant+"/"+site)
+}
+
+func (r *recorder) DesiredVMs(_ context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
+	return r.desired, "c0ffee", r.desired != nil, nil
+}
+
+func (r *recorder) calls() ([]string, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.triggers), slices.Clone(r.inventory)
+}
+
+func TestHooks(t *testing.T) {
+	spec := model.VMSpec{State: model.VMRunning, CPUs: 2, MemoryMiB: 512}
+	rec := &recorder{desired: []model.VirtualMachine{
+		{Name: "web", Site: "s1", Spec: spec},
+		{Name: "db", Site: "s1", Spec: spec},
+	}}
+	env := cptest.Start(t, cptest.Options{Reconciler: rec, Desired: rec})
+	ctx := t.Context()
+	acme := env.NewTenant("acme")
+	agent := env.Enroll("acme", "s1")
+
+	web := model.ObservedVM{Name: "web", State: model.VMRunning, Managed: true, SpecHash: spec.Hash(), CPUs: 2, MemoryMiB: 512}
+	stray := model.ObservedVM{Name: "stray", State: model.VMRunning}
+	for range 2 { // the second identical report is no change
+		if _, err := agent.Client.Heartbeat(ctx, api.HeartbeatRequest{VMs: []model.ObservedVM{web, stray}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, inv := rec.calls(); !cmp.Equal(inv, []string{"acme/s1"}) {
+		t.Errorf("InventoryChanged calls = %v, want one for acme/s1", inv)
+	}
+
+	vms, err := acme.Client.SiteVMs(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := api.SiteVMs{Site: "s1", Reported: true, InventoryVersion: 1, DesiredKnown: true, DesiredCommit: "c0ffee", VMs: []api.VMView{
+		{Name: "db", Desired: &spec},
+		{Name: "stray", Actual: &stray},
+		{Name: "web", Desired: &spec, Actual: &web, InSync: true},
+	}}
+	if diff := cmp.Diff(want, vms); diff != "" {
+		t.Errorf("desired vs actual (-want +got):\n%s", diff)
+	}
+
+	repo, err := acme.Client.CreateRepo(ctx, api.CreateRepoRequest{URL: "https://git.example.net/fleet.git", WebhookSecret: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repo.Name != "fleet" || !repo.HasWebhookSecret || !strings.HasSuffix(repo.WebhookURL, "/v1/webhooks/"+repo.ID) {
+		t.Errorf("repo = %+v", repo)
+	}
+	res, err := acme.Client.Reconcile(ctx, repo.ID, "refs/heads/main")
+	if err != nil || !res.Queued {
+		t.Fatalf("reconcile = %+v, %v", res, err)
+	}
+	if tr, _ := rec.calls(); !cmp.Equal(tr, []string{"acme/" + repo.ID + "@refs/heads/main"}) {
+		t.Errorf("Trigger calls = %v", tr)
+	}
+	evs, err := acme.Client.ListAudit(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(evs, func(e api.AuditEvent) bool { return e.Action == "repo.reconcile" && e.Object == "repo/"+repo.ID }) {
+		t.Error("reconcile trigger not audited")
+	}
+}
+
+func TestHooksAbsent(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	acme := env.NewTenant("acme")
+	repo, err := acme.Client.CreateRepo(t.Context(), api.CreateRepoRequest{Name: "r", URL: "https://git.example.net/r.git", WebhookSecret: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acme.Client.Reconcile(t.Context(), repo.ID, ""); !errors.Is(err, api.ErrNotImplemented) {
+		t.Errorf("reconcile without a reconciler: %v, want not implemented", err)
+	}
+	hc := env.HTTPClient(nil)
+	resp, err := hc.Post(env.URL+api.Path(api.PathWebhook, repo.ID), "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotImplemented {
+		t.Errorf("webhook without a handler: %d, want 501", resp.StatusCode)
+	}
+}
+
+// TestHeartbeatIntervalFollowsFleetSize checks Nomad's rule:
+// max(minimum, sites / rate).
+func TestHeartbeatIntervalFollowsFleetSize(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{Configure: func(o *controlplane.Options) {
+		o.HeartbeatRate, o.MinHeartbeatInterval, o.EnrollRate = 0.5, 5*time.Second, rate.Inf
+	}})
+	env.NewTenant("acme")
+	for i := range 11 {
+		env.NewSite("acme", fmt.Sprintf("s%d", i))
+	}
+	agent := env.Enroll("acme", "s11") // the twelfth site
+	hb, err := agent.Client.Heartbeat(t.Context(), api.HeartbeatRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 24 * time.Second; hb.NextHeartbeat.D() != want { // 12 sites / 0.5 per second
+		t.Errorf("next heartbeat %s, want %s", hb.NextHeartbeat, want)
+	}
+	site, err := env.UserClient(env.AdminToken, "acme").GetSite(t.Context(), "s11")
+	if err != nil || site.HeartbeatInterval.D() != 24*time.Second || !site.Online {
+		t.Errorf("site = %+v, %v; want the given interval recorded and online", site, err)
+	}
+}
+
+// TestShutdownReleasesLongPolls: a parked long-poll answers "nothing new"
+// as soon as the server shuts down, instead of holding shutdown for its wait.
+func TestShutdownReleasesLongPolls(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	env.NewTenant("acme")
+	agent := env.Enroll("acme", "s1")
+	type result struct {
+		p   *api.AgentPlan
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		p, err := agent.Client.WaitPlan(t.Context(), "", 60*time.Second)
+		got <- result{p, err}
+	}()
+	waitUntil(t, "the long-poll to park", func() bool { return env.Server().LongPolls() == 1 })
+	restarted := make(chan struct{})
+	go func() { env.Restart(); close(restarted) }()
+	select {
+	case r := <-got:
+		if r.err != nil || r.p != nil {
+			t.Errorf("long-poll during shutdown = %v, %v; want no plan and no error", r.p, r.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("long-poll still parked 20s after shutdown began")
+	}
+	<-restarted
+	// The agent reconnects to the restarted server on the same URL.
+	if _, err := agent.Client.Heartbeat(t.Context(), api.HeartbeatRequest{}); err != nil {
+		t.Errorf("heartbeat after restart: %v", err)
+	}
+}
+
+// TestFollowLogs streams lines as they arrive and ends when the plan is done.
+func TestFollowLogs(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	ctx := t.Context()
+	acme := env.NewTenant("acme")
+	agent := env.Enroll("acme", "s1")
+	spec := model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256}
+	plan := model.Plan{ID: "p1", Tenant: "acme", Site: "s1", Actions: []model.Action{{ID: "a1", Operation: model.OpCreate, VM: "vm", Reason: model.ReasonMissing, Spec: &spec, SpecHash: spec.Hash()}}}
+	if _, err := env.Store().StorePlan(ctx, store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	send := func(seq int64) {
+		t.Helper()
+		if _, err := agent.Client.SendLogs(ctx, []api.LogLine{{PlanID: "p1", ActionID: "a1", Seq: seq, Time: time.Now(), Stream: api.StreamStdout, Line: fmt.Sprint("line ", seq)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(1)
+	lines := make(chan api.LogLine, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- acme.Client.FollowLogs(ctx, "p1", 0, func(l api.LogLine) error { lines <- l; return nil })
+	}()
+	next := func() api.LogLine {
+		t.Helper()
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(10 * time.Second):
+			t.Fatal("no line streamed")
+		}
+		return api.LogLine{}
+	}
+	if l := next(); l.Seq != 1 {
+		t.Errorf("first streamed seq %d", l.Seq)
+	}
+	send(2)
+	if l := next(); l.Seq != 2 || l.Line != "line 2" {
+		t.Errorf("second streamed line %+v", l)
+	}
+	if _, err := agent.Client.ReportResults(ctx, api.ActionResult{PlanID: "p1", ActionID: "a1", Status: model.ActionSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	// Once the plan is finished the stream ends; a new line wakes it to notice.
+	send(3)
+	if l := next(); l.Seq != 3 {
+		t.Errorf("third streamed seq %d", l.Seq)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("follow ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not end after the plan finished")
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
