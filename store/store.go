@@ -241,10 +241,11 @@ type Plans interface {
 	// Actions are filled only when f.WithActions is set.
 	ListPlans(ctx context.Context, tenant string, f PlanFilter) ([]StoredPlan, error)
 
-	// StartAction marks an action running and its plan in progress
-	// (idempotent: starting a running action again is fine). ErrNotFound if
-	// the plan or action is absent; ErrSuperseded if the plan was
-	// superseded; ErrConflict if the action already finished.
+	// StartAction marks a pending action running and its plan in progress.
+	// An action already running or finished is left as it is (nil error), so
+	// a repeated or late report is harmless. ErrNotFound if the plan or
+	// action is absent or the plan is not the site's; ErrSuperseded if the
+	// action is pending and its plan was superseded (do not start it).
 	StartAction(ctx context.Context, tenant, site, planID, actionID string, now time.Time) error
 	// RecordActionResult records a finished action (r.Status succeeded,
 	// failed or skipped). The same result reported again is accepted once:

@@ -3,6 +3,7 @@ package storetest
 import (
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -191,8 +192,12 @@ func testPlanSupersession(t *testing.T, s store.Store) {
 	if o, _ := s.GetPlan(ctx, tenantA, other.ID); o.Status != model.PlanPending {
 		t.Errorf("other site's plan became %s", o.Status)
 	}
-	// The agent may not start actions of the superseded plan.
-	wantErr(t, s.StartAction(ctx, tenantA, siteA, p1.ID, p1.Actions[0].ID, epoch), store.ErrSuperseded)
+	// The action the agent is in may still be reported as started ...
+	must(t, s.StartAction(ctx, tenantA, siteA, p1.ID, p1.Actions[0].ID, epoch))
+	// ... but pending actions of a superseded plan may not start.
+	p3 := plan(tenantA, siteA, "3", "vm-q")
+	must2(s.StorePlan(ctx, admin, p3, "", epoch.Add(second)))(t)
+	wantErr(t, s.StartAction(ctx, tenantA, siteA, p2.ID, p2.Actions[0].ID, epoch), store.ErrSuperseded)
 
 	// The desired state goes back to p1: it becomes active again, p2 superseded.
 	stored, err := s.StorePlan(ctx, admin, p1, "", epoch.Add(2*second))
@@ -205,9 +210,13 @@ func testPlanSupersession(t *testing.T, s store.Store) {
 	if act.Plan.ID != p1.ID || act.Status != model.PlanInProgress || act.Actions[0].Status != model.ActionRunning {
 		t.Errorf("revived plan = %s %s (action %s), want %s in_progress with its running action", act.Plan.ID, act.Status, act.Actions[0].Status, p1.ID)
 	}
+	got3, _ := s.GetPlan(ctx, tenantA, p3.ID)
+	if got3.Status != model.PlanSuperseded || got3.SupersededBy != p1.ID {
+		t.Errorf("p3 after revival: %s by %q, want superseded by %s", got3.Status, got3.SupersededBy, p1.ID)
+	}
 	got2, _ := s.GetPlan(ctx, tenantA, p2.ID)
-	if got2.Status != model.PlanSuperseded || got2.SupersededBy != p1.ID {
-		t.Errorf("p2 after revival: %s by %q", got2.Status, got2.SupersededBy)
+	if got2.Status != model.PlanSuperseded || got2.SupersededBy != p3.ID {
+		t.Errorf("p2 after revival: %s by %q, want still superseded by %s", got2.Status, got2.SupersededBy, p3.ID)
 	}
 }
 
@@ -249,7 +258,11 @@ func testActionLifecycle(t *testing.T, s store.Store) {
 	diffRes.Status, diffRes.Error = model.ActionFailed, "boom"
 	_, err = s.RecordActionResult(ctx, agent, tenantA, siteA, diffRes)
 	wantErr(t, err, store.ErrConflict)
-	wantErr(t, s.StartAction(ctx, tenantA, siteA, p.ID, a0, epoch), store.ErrConflict)
+	// A late or repeated "started" report for a finished action changes nothing.
+	must(t, s.StartAction(ctx, tenantA, siteA, p.ID, a0, epoch.Add(time.Hour)))
+	if got, _ := s.GetPlan(ctx, tenantA, p.ID); got.Actions[0].Status != model.ActionSucceeded || !got.Actions[0].StartedAt.Equal(epoch) {
+		t.Errorf("late start changed a finished action: %+v", got.Actions[0])
+	}
 
 	// A result for an action that was never started is fine (fast actions).
 	out, err = s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: a1, Status: model.ActionSkipped, FinishedAt: epoch.Add(2 * second)})

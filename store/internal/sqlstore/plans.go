@@ -265,19 +265,16 @@ func (s *Store) StartAction(ctx context.Context, tenant, site, planID, actionID 
 		if err != nil {
 			return err
 		}
-		if status == model.PlanSuperseded {
-			return store.ErrSuperseded
-		}
 		var astatus string
 		if err := t.QueryRow(ctx, `SELECT status FROM actions WHERE plan_id = $1 AND id = $2`, planID, actionID).Scan(&astatus); err != nil {
 			return fmt.Errorf("action %s: %w", actionID, s.notFound(err))
 		}
-		switch model.ActionStatus(astatus) {
-		case model.ActionRunning:
+		if model.ActionStatus(astatus) != model.ActionPending {
+			// Already running or finished: a repeated or late report.
 			return nil
-		case model.ActionPending:
-		default:
-			return fmt.Errorf("action %s already %s: %w", actionID, astatus, store.ErrConflict)
+		}
+		if status == model.PlanSuperseded {
+			return store.ErrSuperseded
 		}
 		if _, err := t.Exec(ctx, `UPDATE actions SET status = 'running', started_at = $1 WHERE plan_id = $2 AND id = $3`,
 			at, planID, actionID); err != nil {
