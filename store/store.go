@@ -206,7 +206,8 @@ type Sites interface {
 	// (facts, last heartbeat, interval, inventory) and grows no history.
 	// The inventory's Version increments only when the normalised VM set
 	// (sorted by name) differs from the stored one; the first report always
-	// counts as a change. Not audited. ErrNotFound if the site is absent.
+	// counts as a change. Not audited. ErrNotFound if the site is absent;
+	// ErrInvalid if facts are not JSON or a VM name is empty or repeated.
 	RecordHeartbeat(ctx context.Context, tenant, site string, hb Heartbeat) (HeartbeatResult, error)
 	// Inventory returns the site's last reported inventory (Reported false,
 	// Version 0 and no VMs when the agent never reported). ErrNotFound if
@@ -513,7 +514,7 @@ type RevokedSerial struct {
 
 // Heartbeat is one agent report.
 type Heartbeat struct {
-	Facts    json.RawMessage    // host facts; nil keeps the stored facts
+	Facts    json.RawMessage    // host facts; nil (or {}) keeps the stored facts
 	VMs      []model.ObservedVM // the complete VM inventory
 	Interval time.Duration      // the interval the agent was told to use (zero = keep)
 	Time     time.Time          // when it arrived

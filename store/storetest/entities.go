@@ -408,6 +408,11 @@ func testHeartbeat(t *testing.T, s store.Store) {
 	_, err = s.RecordHeartbeat(ctx, tenantA, siteA, store.Heartbeat{Facts: []byte("{not json"), Time: epoch})
 	wantErr(t, err, store.ErrInvalid)
 
+	_, err = s.RecordHeartbeat(ctx, tenantA, siteA, store.Heartbeat{VMs: []model.ObservedVM{{Name: "x"}, {Name: "x"}}, Time: epoch})
+	wantErr(t, err, store.ErrInvalid)
+	_, err = s.RecordHeartbeat(ctx, tenantA, siteA, store.Heartbeat{VMs: []model.ObservedVM{{}}, Time: epoch})
+	wantErr(t, err, store.ErrInvalid)
+
 	inv, err := s.Inventory(ctx, tenantA, siteA)
 	must(t, err)
 	if inv.Reported || inv.Version != 0 || len(inv.VMs) != 0 || inv.Site != siteA {

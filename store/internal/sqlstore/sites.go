@@ -241,6 +241,14 @@ func normalizeVMs(vms []model.ObservedVM) ([]model.ObservedVM, string, string, e
 		vms = []model.ObservedVM{}
 	}
 	slices.SortFunc(vms, func(a, b model.ObservedVM) int { return cmp.Compare(a.Name, b.Name) })
+	for i, vm := range vms {
+		if vm.Name == "" {
+			return nil, "", "", errInvalid("inventory: a VM has no name")
+		}
+		if i > 0 && vms[i-1].Name == vm.Name {
+			return nil, "", "", errInvalid("inventory: VM %q is reported twice", vm.Name)
+		}
+	}
 	b, err := json.Marshal(vms)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("encode inventory: %w", err)
@@ -262,7 +270,7 @@ func (s *Store) RecordHeartbeat(ctx context.Context, tenant, site string, hb sto
 	}
 	_, inv, hash, err := normalizeVMs(hb.VMs)
 	if err != nil {
-		return store.HeartbeatResult{}, err
+		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, err)
 	}
 	at := hb.Time
 	if at.IsZero() {
