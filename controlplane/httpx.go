@@ -84,6 +84,23 @@ func writeErr(w http.ResponseWriter, he *httpError) {
 	writeJSON(w, he.status, api.ErrorBody{Error: api.ErrorDetail{Code: he.code, Message: he.msg}})
 }
 
+// decodeOptional is decode for bodies that may be left out entirely.
+func decodeOptional(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return badRequest("read request body: %v", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return decode(r, v)
+}
+
 // decode reads one JSON value from the (size-limited) body into v,
 // rejecting unknown fields and trailing data. The message names the field
 // or the byte offset of the problem.

@@ -366,10 +366,8 @@ func (s *Server) handleDeleteRepo(w http.ResponseWriter, r *http.Request, c *cal
 
 func (s *Server) handleReconcile(w http.ResponseWriter, r *http.Request, c *caller) error {
 	var req api.ReconcileRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, &req); err != nil {
-			return err
-		}
+	if err := decodeOptional(r, &req); err != nil {
+		return err
 	}
 	res, err := s.Reconcile(r.Context(), c, r.PathValue("repo"), req.Ref)
 	if err != nil {
@@ -564,10 +562,8 @@ const maxEnrollTokenTTL = 7 * 24 * time.Hour
 
 func (s *Server) handleCreateEnrollmentToken(w http.ResponseWriter, r *http.Request, c *caller) error {
 	var req api.CreateEnrollmentTokenRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, &req); err != nil {
-			return err
-		}
+	if err := decodeOptional(r, &req); err != nil {
+		return err
 	}
 	tok, err := s.CreateEnrollmentToken(r.Context(), c.actor(), c.tenant, r.PathValue("site"), req.TTL.D(), s.baseURL(r))
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -94,7 +96,12 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		return err
 	}
 	defer func() { err = errors.Join(err, st.Close()) }()
-	authority, err := c.Load(c.DataDir, log)
+	pf := c.PKIFlags
+	if u, err := url.Parse(c.PublicURL); err == nil && u.Hostname() != "" {
+		// The dev server certificate must cover the name agents dial.
+		pf.ServerHost = append(slices.Clone(pf.ServerHost), u.Hostname())
+	}
+	authority, err := pf.Load(c.DataDir, log)
 	if err != nil {
 		ln.Close()
 		return err
