@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ import (
 // to the tenant, a stored plan delivered by long-poll, results and logs.
 func TestEnrollAndHeartbeat(t *testing.T) {
 	cptest.ForEachBackend(t, func(t *testing.T, o cptest.Options) {
+		logs := &lockedBuffer{}
+		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		env := cptest.Start(t, o)
 		ctx := t.Context()
 		acme := env.NewTenant("acme")
@@ -226,7 +229,36 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 		if strings.Contains(metrics, setupKey) || strings.Contains(metrics, tok.Token) {
 			t.Error("metrics expose a secret")
 		}
+
+		// Nothing secret reached the (debug-level) server log.
+		_, tokSecret, _ := strings.Cut(tok.Token, ".")
+		for name, sec := range map[string]string{"setup key": setupKey, "enrollment secret": tokSecret, "API token": acme.Token, "admin token": env.AdminToken} {
+			if strings.Contains(logs.String(), sec) {
+				t.Errorf("the server log contains the %s", name)
+			}
+		}
+		if !strings.Contains(logs.String(), "site enrolled") {
+			t.Error("the captured log is empty: the secret check above proves nothing")
+		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func mustCA(t *testing.T, bundle string) *x509.Certificate {
