@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/forge/forgetest"
@@ -79,18 +80,31 @@ type gitops struct {
 	repo  api.Repository
 	loop  *reconciler.Loop
 	hc    *http.Client
+	edge  *edgeSite // with gitopsConfig.edgeSite
 }
 
 type gitopsConfig struct {
 	pollInterval   time.Duration // 0: polling off (webhooks drive the tests)
 	offlineTimeout time.Duration
+	// edgeSite, when set, is enrolled with the real agent's enrollment
+	// (tenant acme is created with it) and returned in gitops.edge; its
+	// agent starts when the test calls edge.start().
+	edgeSite string
 }
 
 func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 	t.Helper()
 	hooks := &lateHooks{}
-	env := cptest.Start(t, cptest.Options{Reconciler: hooks, Desired: hooks, Webhooks: hooks})
-	g := &gitops{t: t, env: env, acme: env.NewTenant("acme"), git: gittest.New(t), forge: forgetest.New(t), hc: env.HTTPClient(nil)}
+	env := cptest.Start(t, cptest.Options{Reconciler: hooks, Desired: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
+		o.MinHeartbeatInterval = 300 * time.Millisecond
+	}})
+	g := &gitops{t: t, env: env, git: gittest.New(t), forge: forgetest.New(t), hc: env.HTTPClient(nil)}
+	if cfg.edgeSite != "" {
+		g.edge = newEdgeSite(t, env, "acme", cfg.edgeSite)
+		g.acme = cptest.Tenant{ID: "acme", Client: env.UserClient(env.AdminToken, "acme")}
+	} else {
+		g.acme = env.NewTenant("acme")
+	}
 	repo, err := g.acme.Client.CreateRepo(t.Context(), api.CreateRepoRequest{
 		Name: "fleet", URL: "file://" + g.git.Remote, Branch: "main", Path: "manifests", WebhookSecret: webhookSecret,
 		ForgeKind: string(store.ForgeGitea), ForgeAPIURL: g.forge.URL, ForgeProject: "acme/fleet",

@@ -1,6 +1,11 @@
 package integration
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -9,9 +14,102 @@ import (
 	"github.com/nkudo/nkudo/reconciler/gittest"
 )
 
-// TestGitOpsPushToStatus: a commit, a signed push webhook, agents apply the
-// plans, and nkudo/apply goes pending → success on the forge and in git notes.
+// TestGitOpsPushToStatus: a commit to a real repository, a signed push
+// webhook, the real agent applies the plan through the Cloud Hypervisor
+// provider against the fake hypervisor, and nkudo/apply goes pending →
+// success on the forge and in git notes.
 func TestGitOpsPushToStatus(t *testing.T) {
+	g := startGitOps(t, gitopsConfig{edgeSite: "store-042"})
+	files := map[string][]byte{"/vmlinux": []byte("fake kernel"), "/root.raw": []byte("fake root disk")}
+	artifacts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	}))
+	t.Cleanup(artifacts.Close)
+	digest := func(p string) string { sum := sha256.Sum256(files[p]); return hex.EncodeToString(sum[:]) }
+	vm := func(name, state string) string {
+		return fmt.Sprintf(`apiVersion: nkudo.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: %s
+  site: store-042
+spec:
+  state: %s
+  cpus: 1
+  maxCpus: 2
+  memoryMiB: 256
+  image:
+    url: %[3]s/root.raw
+    sha256: %[5]s
+  kernel:
+    url: %[3]s/vmlinux
+    sha256: %[4]s
+    cmdline: console=ttyS0
+  disks:
+    - name: data
+      sizeGiB: 1
+  cloudInit:
+    userData: |
+      #cloud-config
+      hostname: %[1]s
+`, name, state, artifacts.URL, digest("/vmlinux"), digest("/root.raw"))
+	}
+	g.git.Write("manifests/store-042.yaml", gittest.Site("store-042")+"---\n"+vm("pos-1", "Running")+"---\n"+vm("pos-2", "Stopped"))
+	c1 := g.git.Commit("store-042: two POS VMs")
+	if code, body := g.webhook("push", "delivery-1", pushPayload(strings.Repeat("0", 40), c1), true); code != 202 {
+		t.Fatalf("push webhook: %d %s", code, body)
+	}
+	eventually(t, "nkudo/apply pending on the forge", func() bool {
+		st, _ := g.forgeState(c1, "nkudo/apply")
+		return st == "pending"
+	})
+	g.edge.start()
+	eventually(t, "nkudo/apply success on the forge", func() bool {
+		st, _ := g.forgeState(c1, "nkudo/apply")
+		return st == "success"
+	})
+	if states := g.forgeStates(c1, "nkudo/apply"); states[0] != "pending" || states[len(states)-1] != "success" {
+		t.Errorf("forge nkudo/apply states %v, want pending … success", states)
+	}
+	for _, ctx := range []string{"nkudo/validate", "nkudo/plan"} {
+		if st, desc := g.forgeState(c1, ctx); st != "success" {
+			t.Errorf("forge %s = %s %q", ctx, st, desc)
+		}
+	}
+	eventually(t, "git notes", func() bool {
+		out := g.git.Git(g.git.Remote, "notes", "--ref=nkudo", "show", c1)
+		return strings.Contains(out, `"context":"nkudo/apply","state":"success"`)
+	})
+	// The edge runs what git says, as the agent reports it.
+	eventually(t, "inventory reported", func() bool {
+		vms, err := g.acme.Client.SiteVMs(t.Context(), "store-042")
+		if err != nil || !vms.DesiredKnown || vms.DesiredCommit != c1 {
+			return false
+		}
+		for _, v := range vms.VMs {
+			if !v.InSync {
+				return false
+			}
+		}
+		return len(vms.VMs) == 2
+	})
+	vms, _ := g.acme.Client.SiteVMs(t.Context(), "store-042")
+	for _, v := range vms.VMs {
+		want := map[string]model.VMState{"pos-1": model.VMRunning, "pos-2": model.VMStopped}[v.Name]
+		if v.Actual == nil || v.Actual.State != want || !v.Actual.Managed {
+			t.Errorf("%s: actual %+v, want %s and managed", v.Name, v.Actual, want)
+		}
+	}
+}
+
+// TestGitOpsPushToStatusTwoSites: the same loop across two sites, each
+// agent's first report arriving after the plans were made (the stale-plan
+// guard re-plans), with the agents played through the api client.
+func TestGitOpsPushToStatusTwoSites(t *testing.T) {
 	g := startGitOps(t, gitopsConfig{})
 	sites := g.fleet(2, 2)
 	for _, s := range sites {
