@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -254,5 +255,48 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDocsCoverEveryRoute keeps docs/api.md in step with the route table.
+func TestDocsCoverEveryRoute(t *testing.T) {
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := cptest.Start(t, cptest.Options{})
+	for _, rt := range env.Server().Routes() {
+		if !strings.Contains(string(doc), rt.Method+" "+rt.Pattern) {
+			t.Errorf("docs/api.md does not document %s %s", rt.Method, rt.Pattern)
+		}
+	}
+}
+
+func TestPerSiteMetricsSwitch(t *testing.T) {
+	for _, perSite := range []bool{true, false} {
+		t.Run(fmt.Sprint("per-site=", perSite), func(t *testing.T) {
+			env := cptest.Start(t, cptest.Options{Configure: func(o *controlplane.Options) { o.DisablePerSiteMetrics = !perSite }})
+			env.NewTenant("acme")
+			agent := env.Enroll("acme", "s1")
+			for range 2 { // the lag is observed from the second heartbeat on
+				if _, err := agent.Client.Heartbeat(t.Context(), api.HeartbeatRequest{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mfs, err := env.Server().Registry().Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := map[string]int{}
+			for _, mf := range mfs {
+				names[mf.GetName()] = len(mf.GetMetric())
+			}
+			if got := names["nkudo_heartbeat_lag_seconds"]; (got == 1) != perSite {
+				t.Errorf("per-site lag series = %d with per-site %v", got, perSite)
+			}
+			if names["nkudo_heartbeat_lag_distribution_seconds"] != 1 {
+				t.Error("lag histogram missing")
+			}
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +94,33 @@ func TestEnrollmentRefusals(t *testing.T) {
 			wantAPIError(t, err, api.ErrTokenUsed, http.StatusUnauthorized, "already used")
 			if after := takeSnapshot(t, env, "acme", "s1"); after != before {
 				t.Errorf("state changed: %+v → %+v", before, after)
+			}
+		})
+		t.Run("concurrent redemptions: one wins", func(t *testing.T) {
+			tok := env.EnrollmentToken("acme", "s1")
+			const n = 8
+			errs := make(chan error, n)
+			var wg sync.WaitGroup
+			for range n {
+				req := enrollReq(t, tok.Token)
+				wg.Go(func() {
+					_, err := anon.Enroll(ctx, req)
+					errs <- err
+				})
+			}
+			wg.Wait()
+			close(errs)
+			won := 0
+			for err := range errs {
+				switch {
+				case err == nil:
+					won++
+				case !errors.Is(err, api.ErrTokenUsed):
+					t.Errorf("losing redemption: %v, want token_used", err)
+				}
+			}
+			if won != 1 {
+				t.Errorf("%d of %d concurrent redemptions won, want exactly 1", won, n)
 			}
 		})
 		t.Run("expired", func(t *testing.T) {
