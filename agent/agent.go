@@ -344,9 +344,18 @@ func (a *Agent) Deliver(ctx context.Context) error {
 			}
 			break
 		}
+		// An action's start is moot once its outcome travels in the same batch.
+		final := map[string]bool{}
+		for _, e := range batch {
+			if e.Result.Status != model.ActionRunning {
+				final[e.Result.ActionID] = true
+			}
+		}
 		results := make([]api.ActionResult, 0, len(batch))
 		for _, e := range batch {
-			results = append(results, *e.Result)
+			if e.Result.Status != model.ActionRunning || !final[e.Result.ActionID] {
+				results = append(results, *e.Result)
+			}
 		}
 		if _, err := a.cfg.Client.ReportResults(ctx, results...); err != nil {
 			if !permanent(err) {
@@ -356,7 +365,12 @@ func (a *Agent) Deliver(ctx context.Context) error {
 				batchSize = 1 // find the refused one
 				continue
 			}
-			a.log.Warn("control plane refused a result; dropping it", "plan", results[0].PlanID, "action", results[0].ActionID, "status", results[0].Status, "err", err)
+			if results[0].Status == model.ActionRunning && errors.Is(err, api.ErrConflict) {
+				// The action finished meanwhile (a resend after a lost answer).
+				a.log.Debug("start of a finished action not recorded", "action", results[0].ActionID)
+			} else {
+				a.log.Warn("control plane refused a result; dropping it", "plan", results[0].PlanID, "action", results[0].ActionID, "status", results[0].Status, "err", err)
+			}
 		}
 		if err := ex.Results.Remove(batch...); err != nil {
 			return err

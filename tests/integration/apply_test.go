@@ -289,6 +289,10 @@ func (e *edgeSite) chCalls() []string {
 		if x.Method != "PUT" {
 			continue
 		}
+		if x.Received {
+			out = append(out, fmt.Sprintf("%s %s received", filepath.Base(filepath.Dir(x.Socket)), x.Endpoint))
+			continue
+		}
 		vm := filepath.Base(filepath.Dir(x.Socket))
 		out = append(out, fmt.Sprintf("%s %s %d", vm, x.Endpoint, x.Status))
 	}
@@ -485,10 +489,13 @@ func TestApplyPlanIdempotency(t *testing.T) {
 		d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 		p := e.plan(d)
 		startA := actionID(t, p, model.OpStart, "vm-a")
-		waitFor(t, "start vm-a to begin", 20*time.Second, func() (bool, string) {
-			b, err := os.ReadFile(filepath.Join(e.state, "agent", "actions", startA+".json"))
-			return err == nil && strings.Contains(string(b), `"status":"running"`), string(b)
+		waitFor(t, "vm-a's boot to be in flight", 20*time.Second, func() (bool, string) {
+			c := e.chCalls()
+			return slices.Contains(c, "vm-a vm.boot received"), fmt.Sprint(c)
 		})
+		if b, err := os.ReadFile(filepath.Join(e.state, "agent", "actions", startA+".json")); err != nil || !strings.Contains(string(b), `"status":"running"`) {
+			t.Fatalf("start vm-a in flight but its cache record is %s (%v), want the started marker", b, err)
+		}
 		if err := proc.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}

@@ -106,6 +106,9 @@ type LogEntry struct {
 	Status   int             `json:"status"`
 	Body     json.RawMessage `json:"body,omitempty"`
 	Fault    string          `json:"fault,omitempty"`
+	// Received marks the extra line written when a delayed or hanging
+	// request arrives (Status 0), so tests can see calls still in flight.
+	Received bool `json:"received,omitempty"`
 }
 
 // VM states as Cloud Hypervisor names them.
@@ -377,6 +380,11 @@ func (s *Server) applyFaults(ctx context.Context, faults []Fault, endpoint strin
 		}
 		if f.Nth != 0 && f.Nth != n {
 			continue
+		}
+		if f.Delay > 0 || f.Hang {
+			arrived := *entry
+			arrived.Received = true
+			s.logRequest(arrived)
 		}
 		if f.Delay > 0 {
 			select {
