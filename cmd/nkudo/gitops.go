@@ -2,16 +2,44 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
 )
 
+// GitOpsFlags tune the GitOps loop that `serve` runs beside the API.
+type GitOpsFlags struct {
+	PollInterval string `help:"How often every repository is fetched, webhooks or not (Go duration; negative disables polling)." default:"1m" env:"NKUDO_POLL_INTERVAL"`
+	WatchLocal   bool   `help:"Watch local (file://) repositories and reconcile on every commit (development)." env:"NKUDO_WATCH_LOCAL"`
+}
+
 // wireGitOps attaches the GitOps loop (reconciler, webhooks, desired state)
-// to the server options and starts its background work; the returned stop
-// function waits for that work to end. Until the loop is wired in, the
-// reconcile and webhook endpoints answer 501.
-func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, opts *controlplane.Options) (stop func(), err error) {
-	return func() {}, nil
+// to the server options and starts it; the returned stop function ends the
+// loop and waits for it, before the store is closed.
+func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, publicURL string, f GitOpsFlags, opts *controlplane.Options) (stop func(), err error) {
+	poll, err := parseDuration(f.PollInterval)
+	if err != nil {
+		return nil, fmt.Errorf("--poll-interval: %w", err)
+	}
+	loop, err := reconciler.NewLoop(reconciler.Options{
+		Store: st, DataDir: dataDir, Logger: log.With("component", "reconciler"),
+		PublicURL: publicURL, PollInterval: poll, WatchLocal: f.WatchLocal,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start GitOps loop: %w", err)
+	}
+	opts.Reconciler, opts.Desired, opts.Webhooks = loop, loop, loop.Webhooks
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := loop.Run(lctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("GitOps loop stopped", "err", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }

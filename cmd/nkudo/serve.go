@@ -66,6 +66,7 @@ func (f PKIFlags) Load(dataDir string, log *slog.Logger) (*pki.Authority, error)
 type ServeCmd struct {
 	StoreFlags
 	PKIFlags
+	GitOpsFlags
 
 	Listen               string        `help:"Address to listen on (HTTPS)." default:"127.0.0.1:8443" env:"NKUDO_LISTEN"`
 	PublicURL            string        `help:"URL agents and forges use to reach this server (default https://<request host>)." env:"NKUDO_PUBLIC_URL" placeholder:"URL"`
@@ -116,7 +117,7 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		DisablePerSiteMetrics: c.NoPerSiteMetrics,
 		ShutdownTimeout:       c.ShutdownTimeout,
 	}
-	stopHooks, err := wireGitOps(ctx, st, log, &opts)
+	stopHooks, err := wireGitOps(ctx, st, log, c.DataDir, c.PublicURL, c.GitOpsFlags, &opts)
 	if err != nil {
 		ln.Close()
 		return err
@@ -159,4 +160,17 @@ func (c *MigrateCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintf(g.stdout, "applied %s\n", m)
 	}
 	return nil
+}
+
+// parseDuration parses a Go duration ("" = 0, the component's default);
+// a string keeps a config file's negative "disable" value intact.
+func parseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: %w", s, err)
+	}
+	return d, nil
 }
