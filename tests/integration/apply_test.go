@@ -34,8 +34,8 @@ import (
 
 // ---- harness: a control plane, an edge agent and the fake hypervisor ----
 
-// buildBinary builds a main package of this module into dir.
-func buildBinary(t testing.TB, dir, pkg, name string) string {
+// buildEdgeBinary builds a main package of this module into dir.
+func buildEdgeBinary(t testing.TB, dir, pkg, name string) string {
 	t.Helper()
 	out := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-o", out, "github.com/nkudo/nkudo/"+pkg)
@@ -46,8 +46,8 @@ func buildBinary(t testing.TB, dir, pkg, name string) string {
 	return out
 }
 
-// startCP starts a control plane that hands out a short heartbeat interval.
-func startCP(t testing.TB, postgres bool) *cptest.Env {
+// startEdgeCP starts a control plane that hands out a short heartbeat interval.
+func startEdgeCP(t testing.TB, postgres bool) *cptest.Env {
 	t.Helper()
 	return cptest.Start(t, cptest.Options{Postgres: postgres, Configure: func(o *controlplane.Options) {
 		o.MinHeartbeatInterval = 300 * time.Millisecond
@@ -83,13 +83,13 @@ func newEdgeSite(t testing.TB, env *cptest.Env, tenant, site string) *edgeSite {
 	e := &edgeSite{t: t, env: env, tenant: tenant, site: site, state: state, pkiDir: filepath.Join(state, "pki"),
 		bin: t.TempDir(), reqLog: filepath.Join(t.TempDir(), "ch-requests.jsonl")}
 	e.controlFile = filepath.Join(e.bin, "ch-control.json")
-	e.logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e.logger = slog.New(slog.NewTextHandler(edgeLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		e.stop()
-		killVMMs(state)
+		killEdgeVMMs(state)
 		os.RemoveAll(state)
 	})
-	buildBinary(t, e.bin, "tests/fakes/cloud-hypervisor", "cloud-hypervisor")
+	buildEdgeBinary(t, e.bin, "tests/fakes/cloud-hypervisor", "cloud-hypervisor")
 	env.NewTenant(tenant)
 	env.NewSite(tenant, site)
 	tok := env.EnrollmentToken(tenant, site)
@@ -108,15 +108,15 @@ func newEdgeSite(t testing.TB, env *cptest.Env, tenant, site string) *edgeSite {
 	return e
 }
 
-type testWriter struct{ t testing.TB }
+type edgeLogWriter struct{ t testing.TB }
 
-func (w testWriter) Write(p []byte) (int, error) {
+func (w edgeLogWriter) Write(p []byte) (int, error) {
 	defer func() { recover() }() // a late line after the test ended must not panic
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 
-func killVMMs(state string) {
+func killEdgeVMMs(state string) {
 	pids, _ := filepath.Glob(filepath.Join(state, "*", "vms", "*", "vmm.pid"))
 	for _, f := range pids {
 		b, _ := os.ReadFile(f)
@@ -191,8 +191,8 @@ func (e *edgeSite) desired(vms ...model.VirtualMachine) model.Desired {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
+// waitEdge polls cond until it holds or the deadline passes.
+func waitEdge(t testing.TB, what string, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -246,7 +246,7 @@ func (e *edgeSite) waitPlanDone(p *model.Plan) store.StoredPlan {
 	t := e.t
 	t.Helper()
 	var sp store.StoredPlan
-	waitFor(t, "plan "+p.ID[:12]+" to finish", 30*time.Second, func() (bool, string) {
+	waitEdge(t, "plan "+p.ID[:12]+" to finish", 30*time.Second, func() (bool, string) {
 		var err error
 		sp, err = e.env.Store().GetPlan(t.Context(), e.tenant, p.ID)
 		if err != nil {
@@ -266,7 +266,7 @@ func (e *edgeSite) waitConverged(d model.Desired) model.Inventory {
 	t := e.t
 	t.Helper()
 	var inv model.Inventory
-	waitFor(t, "the reported inventory to match the desired state", 30*time.Second, func() (bool, string) {
+	waitEdge(t, "the reported inventory to match the desired state", 30*time.Second, func() (bool, string) {
 		all, err := e.env.Store().Inventories(t.Context(), e.tenant)
 		if err != nil {
 			return false, err.Error()
@@ -314,12 +314,12 @@ func (e *edgeSite) resultEvents() map[string]int {
 	return n
 }
 
-func observed(name string, state model.VMState, spec model.VMSpec) model.ObservedVM {
+func observedVM(name string, state model.VMState, spec model.VMSpec) model.ObservedVM {
 	return model.ObservedVM{Name: name, State: state, Managed: true, SpecHash: spec.Hash(), CPUs: spec.CPUs,
 		MemoryMiB: spec.MemoryMiB, MaxCPUs: spec.EffectiveMaxCPUs(), MaxMemoryMiB: spec.EffectiveMaxMemoryMiB()}
 }
 
-func backends(t *testing.T, f func(t *testing.T, postgres bool)) {
+func edgeBackends(t *testing.T, f func(t *testing.T, postgres bool)) {
 	t.Run("sqlite", func(t *testing.T) { f(t, false) })
 	t.Run("postgres", func(t *testing.T) { f(t, true) })
 }
@@ -327,11 +327,11 @@ func backends(t *testing.T, f func(t *testing.T, postgres bool)) {
 // ---- tests ----
 
 func TestApplyPlanCreateStartStopDelete(t *testing.T) {
-	backends(t, func(t *testing.T, postgres bool) {
-		env := startCP(t, postgres)
+	edgeBackends(t, func(t *testing.T, postgres bool) {
+		env := startEdgeCP(t, postgres)
 		e := newEdgeSite(t, env, "acme", "store-1")
 		e.start()
-		waitFor(t, "the first heartbeat", 20*time.Second, func() (bool, string) {
+		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) {
 			inv := e.inventory()
 			return inv.Reported, fmt.Sprint(inv)
 		})
@@ -351,7 +351,7 @@ func TestApplyPlanCreateStartStopDelete(t *testing.T) {
 		}
 		e.waitPlanDone(p1)
 		inv := e.waitConverged(d1)
-		want := []model.ObservedVM{observed("vm-a", model.VMRunning, e.spec), observed("vm-b", model.VMStopped, e.spec)}
+		want := []model.ObservedVM{observedVM("vm-a", model.VMRunning, e.spec), observedVM("vm-b", model.VMStopped, e.spec)}
 		if d := cmp.Diff(want, inv.VMs); d != "" {
 			t.Errorf("inventory after plan 1 (-want +got):\n%s", d)
 		}
@@ -361,7 +361,7 @@ func TestApplyPlanCreateStartStopDelete(t *testing.T) {
 		p2 := e.plan(d2)
 		e.waitPlanDone(p2)
 		inv = e.waitConverged(d2)
-		want = []model.ObservedVM{observed("vm-a", model.VMStopped, e.spec), observed("vm-b", model.VMRunning, e.spec)}
+		want = []model.ObservedVM{observedVM("vm-a", model.VMStopped, e.spec), observedVM("vm-b", model.VMRunning, e.spec)}
 		if d := cmp.Diff(want, inv.VMs); d != "" {
 			t.Errorf("inventory after plan 2 (-want +got):\n%s", d)
 		}
@@ -398,11 +398,11 @@ func TestApplyPlanCreateStartStopDelete(t *testing.T) {
 	})
 }
 
-// flakyResults sits between the agent and the control plane: while block
+// flakyReports sits between the agent and the control plane: while block
 // is set, reports never reach the server (it is unreachable for them);
 // the first lose answers of reports that did reach it are lost, as with a
 // connection broken after the server committed.
-type flakyResults struct {
+type flakyReports struct {
 	agent.ControlPlane
 	mu    sync.Mutex
 	block bool
@@ -410,7 +410,7 @@ type flakyResults struct {
 	lost  int
 }
 
-func (f *flakyResults) ReportResults(ctx context.Context, rs ...api.ActionResult) (api.ResultsResponse, error) {
+func (f *flakyReports) ReportResults(ctx context.Context, rs ...api.ActionResult) (api.ResultsResponse, error) {
 	f.mu.Lock()
 	block := f.block
 	f.mu.Unlock()
@@ -429,18 +429,18 @@ func (f *flakyResults) ReportResults(ctx context.Context, rs ...api.ActionResult
 
 func TestApplyPlanIdempotency(t *testing.T) {
 	t.Run("re-delivered plan and lost result responses", func(t *testing.T) {
-		env := startCP(t, false)
+		env := startEdgeCP(t, false)
 		e := newEdgeSite(t, env, "acme", "store-1")
-		flaky := &flakyResults{block: true}
+		flaky := &flakyReports{block: true}
 		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { flaky.ControlPlane = c; return flaky }
 		e.start()
-		waitFor(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
 		d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 		p := e.plan(d)
 		// The agent executes everything but cannot report: the plan stays active.
-		waitFor(t, "every action to have a cached outcome", 30*time.Second, func() (bool, string) {
+		waitEdge(t, "every action to have a cached outcome", 30*time.Second, func() (bool, string) {
 			for _, a := range p.Actions {
-				if r, ok, _ := mustCache(t, e).Get(a.ID); !ok || !r.Final() {
+				if r, ok, _ := edgeCache(t, e).Get(a.ID); !ok || !r.Final() {
 					return false, a.ID
 				}
 			}
@@ -459,7 +459,7 @@ func TestApplyPlanIdempotency(t *testing.T) {
 		e.start()
 		e.waitPlanDone(p)
 		e.waitConverged(d)
-		waitFor(t, "the outbox to drain", 20*time.Second, func() (bool, string) {
+		waitEdge(t, "the outbox to drain", 20*time.Second, func() (bool, string) {
 			ob, _ := agent.OpenOutbox(filepath.Join(e.state, "agent", "outbox", "results"), 0)
 			return ob.Len() == 0, fmt.Sprint(ob.Len())
 		})
@@ -477,19 +477,19 @@ func TestApplyPlanIdempotency(t *testing.T) {
 	})
 
 	t.Run("agent killed mid-plan and restarted", func(t *testing.T) {
-		env := startCP(t, false)
+		env := startEdgeCP(t, false)
 		e := newEdgeSite(t, env, "acme", "store-1")
-		buildBinary(t, e.bin, "cmd/nkudo-edge", "nkudo-edge")
+		buildEdgeBinary(t, e.bin, "cmd/nkudo-edge", "nkudo-edge")
 		// vm.boot takes 3s, so the agent can be killed while a boot is in flight.
 		if err := os.WriteFile(e.controlFile, []byte(`{"faults":[{"endpoint":"vm.boot","delay":"3s"}]}`), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		proc := e.startProcess()
-		waitFor(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
 		d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 		p := e.plan(d)
-		startA := actionID(t, p, model.OpStart, "vm-a")
-		waitFor(t, "vm-a's boot to be in flight", 20*time.Second, func() (bool, string) {
+		startA := planActionID(t, p, model.OpStart, "vm-a")
+		waitEdge(t, "vm-a's boot to be in flight", 20*time.Second, func() (bool, string) {
 			c := e.chCalls()
 			return slices.Contains(c, "vm-a vm.boot received"), fmt.Sprint(c)
 		})
@@ -501,7 +501,7 @@ func TestApplyPlanIdempotency(t *testing.T) {
 		}
 		proc.Wait()
 		// The VMM finishes the boot the dead agent asked for.
-		waitFor(t, "vm-a's boot to complete in the VMM", 20*time.Second, func() (bool, string) {
+		waitEdge(t, "vm-a's boot to complete in the VMM", 20*time.Second, func() (bool, string) {
 			c := e.chCalls()
 			return slices.Contains(c, "vm-a vm.boot 204"), fmt.Sprint(c)
 		})
@@ -516,14 +516,14 @@ func TestApplyPlanIdempotency(t *testing.T) {
 		calls := e.chCalls()
 		assertOncePerVM(t, calls, []string{"vm.create", "vm.boot"}, "vm-a", "vm-b")
 		assertResultsOnce(t, e, p)
-		rec, ok, _ := mustCache(t, e).Get(startA)
+		rec, ok, _ := edgeCache(t, e).Get(startA)
 		if !ok || !strings.Contains(string(rec.Output), `"recovered":true`) {
 			t.Errorf("start vm-a was not recovered from the VM's real state: %+v", rec)
 		}
 	})
 }
 
-func mustCache(t testing.TB, e *edgeSite) *agent.Cache {
+func edgeCache(t testing.TB, e *edgeSite) *agent.Cache {
 	c, err := agent.OpenCache(filepath.Join(e.state, "agent", "actions"))
 	if err != nil {
 		t.Fatal(err)
@@ -531,7 +531,7 @@ func mustCache(t testing.TB, e *edgeSite) *agent.Cache {
 	return c
 }
 
-func actionID(t testing.TB, p *model.Plan, op model.Operation, vm string) string {
+func planActionID(t testing.TB, p *model.Plan, op model.Operation, vm string) string {
 	for _, a := range p.Actions {
 		if a.Operation == op && a.VM == vm {
 			return a.ID
@@ -589,7 +589,7 @@ func (e *edgeSite) startProcess() *exec.Cmd {
 		"--state-dir", e.state, "--pki-dir", e.pkiDir, "--hypervisor", filepath.Join(e.bin, "cloud-hypervisor"),
 		"--netbird", filepath.Join(e.bin, "no-netbird"), "--disable-networking", "--poll-wait", "2s", "--stop-timeout", "5s")
 	cmd.Env = append(os.Environ(), e.vmmEnv()...)
-	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	cmd.Stdout, cmd.Stderr = edgeLogWriter{t}, edgeLogWriter{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -603,19 +603,19 @@ func (e *edgeSite) startProcess() *exec.Cmd {
 }
 
 func TestAgentFinishesCurrentActionOnSIGTERM(t *testing.T) {
-	env := startCP(t, false)
+	env := startEdgeCP(t, false)
 	e := newEdgeSite(t, env, "acme", "store-1")
-	buildBinary(t, e.bin, "cmd/nkudo-edge", "nkudo-edge")
+	buildEdgeBinary(t, e.bin, "cmd/nkudo-edge", "nkudo-edge")
 	if err := os.WriteFile(e.controlFile, []byte(`{"faults":[{"endpoint":"vm.boot","delay":"2s"}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	proc := e.startProcess()
-	waitFor(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+	waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
 	d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 	p := e.plan(d)
-	startA := actionID(t, p, model.OpStart, "vm-a")
-	waitFor(t, "start vm-a to begin", 20*time.Second, func() (bool, string) {
-		r, ok, _ := mustCache(t, e).Get(startA)
+	startA := planActionID(t, p, model.OpStart, "vm-a")
+	waitEdge(t, "start vm-a to begin", 20*time.Second, func() (bool, string) {
+		r, ok, _ := edgeCache(t, e).Get(startA)
 		return ok, fmt.Sprint(r)
 	})
 	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
@@ -624,12 +624,12 @@ func TestAgentFinishesCurrentActionOnSIGTERM(t *testing.T) {
 	if err := proc.Wait(); err != nil {
 		t.Fatalf("agent exit after SIGTERM: %v", err)
 	}
-	r, ok, _ := mustCache(t, e).Get(startA)
+	r, ok, _ := edgeCache(t, e).Get(startA)
 	if !ok || r.Status != model.ActionSucceeded {
 		t.Fatalf("the action in progress at SIGTERM = %+v, want it finished and succeeded", r)
 	}
-	startB := actionID(t, p, model.OpStart, "vm-b")
-	if _, ok, _ := mustCache(t, e).Get(startB); ok {
+	startB := planActionID(t, p, model.OpStart, "vm-b")
+	if _, ok, _ := edgeCache(t, e).Get(startB); ok {
 		t.Error("the agent started another action after SIGTERM")
 	}
 	// Its result was delivered before the agent exited.
@@ -642,11 +642,11 @@ func TestAgentFinishesCurrentActionOnSIGTERM(t *testing.T) {
 // plane with two VMs applied, lets it idle (heartbeats and long-polls) and
 // reports its resident memory and the binary's size.
 func BenchmarkAgentIdleRSS(b *testing.B) {
-	env := startCP(b, false)
+	env := startEdgeCP(b, false)
 	e := newEdgeSite(b, env, "acme", "store-1")
-	bin := buildBinary(b, e.bin, "cmd/nkudo-edge", "nkudo-edge")
+	bin := buildEdgeBinary(b, e.bin, "cmd/nkudo-edge", "nkudo-edge")
 	proc := e.startProcess()
-	waitFor(b, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+	waitEdge(b, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
 	d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 	e.waitPlanDone(e.plan(d))
 	e.waitConverged(d)

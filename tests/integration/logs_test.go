@@ -17,55 +17,55 @@ import (
 	"github.com/nkudo/nkudo/model"
 )
 
-// outage makes the control plane unreachable for reports while down is set.
-type outage struct {
+// reportOutage makes the control plane unreachable for reports while down is set.
+type reportOutage struct {
 	agent.ControlPlane
 	mu   sync.Mutex
 	down bool
 }
 
-func (o *outage) isDown() bool {
+func (o *reportOutage) isDown() bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.down
 }
 
-func (o *outage) set(down bool) {
+func (o *reportOutage) set(down bool) {
 	o.mu.Lock()
 	o.down = down
 	o.mu.Unlock()
 }
 
-var errOutage = errors.New("dial tcp: connect: connection refused (outage)")
+var errReportOutage = errors.New("dial tcp: connect: connection refused (outage)")
 
-func (o *outage) SendLogs(ctx context.Context, lines []api.LogLine) (api.LogsResponse, error) {
+func (o *reportOutage) SendLogs(ctx context.Context, lines []api.LogLine) (api.LogsResponse, error) {
 	if o.isDown() {
-		return api.LogsResponse{}, errOutage
+		return api.LogsResponse{}, errReportOutage
 	}
 	return o.ControlPlane.SendLogs(ctx, lines)
 }
 
-func (o *outage) ReportResults(ctx context.Context, rs ...api.ActionResult) (api.ResultsResponse, error) {
+func (o *reportOutage) ReportResults(ctx context.Context, rs ...api.ActionResult) (api.ResultsResponse, error) {
 	if o.isDown() {
-		return api.ResultsResponse{}, errOutage
+		return api.ResultsResponse{}, errReportOutage
 	}
 	return o.ControlPlane.ReportResults(ctx, rs...)
 }
 
 func TestExecutionLogStreaming(t *testing.T) {
-	backends(t, func(t *testing.T, postgres bool) {
-		env := startCP(t, postgres)
+	edgeBackends(t, func(t *testing.T, postgres bool) {
+		env := startEdgeCP(t, postgres)
 		e := newEdgeSite(t, env, "acme", "store-1")
-		out := &outage{}
+		out := &reportOutage{}
 		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { out.ControlPlane = c; return out }
 		e.start()
-		waitFor(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
 
 		// Plan 1 streams while the control plane is up.
 		d1 := e.desired(e.vm("vm-a", model.VMRunning))
 		p1 := e.plan(d1)
 		e.waitPlanDone(p1)
-		checkLogs(t, e, p1)
+		checkPlanLogs(t, e, p1)
 
 		// Plan 2 runs while reports cannot get through and the control plane
 		// restarts: the agent buffers on disk and delivers everything after.
@@ -73,9 +73,9 @@ func TestExecutionLogStreaming(t *testing.T) {
 		d2 := e.desired(e.vm("vm-a", model.VMStopped), e.vm("vm-b", model.VMRunning), e.vm("vm-c", model.VMRunning))
 		p2 := e.plan(d2)
 		outbox := filepath.Join(e.state, "agent", "outbox", "logs")
-		waitFor(t, "the agent to execute plan 2 while buffering", 30*time.Second, func() (bool, string) {
+		waitEdge(t, "the agent to execute plan 2 while buffering", 30*time.Second, func() (bool, string) {
 			for _, a := range p2.Actions {
-				if r, ok, _ := mustCache(t, e).Get(a.ID); !ok || !r.Final() {
+				if r, ok, _ := edgeCache(t, e).Get(a.ID); !ok || !r.Final() {
 					return false, "running " + a.ID[:8]
 				}
 			}
@@ -85,19 +85,19 @@ func TestExecutionLogStreaming(t *testing.T) {
 		env.Restart()
 		out.set(false)
 		e.waitPlanDone(p2)
-		waitFor(t, "the buffered logs to be delivered", 30*time.Second, func() (bool, string) {
+		waitEdge(t, "the buffered logs to be delivered", 30*time.Second, func() (bool, string) {
 			ob, _ := agent.OpenOutbox(outbox, 0)
 			return ob.Len() == 0, fmt.Sprintf("%d still buffered", ob.Len())
 		})
-		checkLogs(t, e, p2)
-		checkLogs(t, e, p1) // untouched by the restart
+		checkPlanLogs(t, e, p2)
+		checkPlanLogs(t, e, p1) // untouched by the restart
 	})
 }
 
-// checkLogs asserts that the stored log of p is complete (every sequence
+// checkPlanLogs asserts that the stored log of p is complete (every sequence
 // number the agent handed out, no gaps), ordered, and follows the plan's
 // action order.
-func checkLogs(t *testing.T, e *edgeSite, p *model.Plan) {
+func checkPlanLogs(t *testing.T, e *edgeSite, p *model.Plan) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(e.state, "agent", "logseq", p.ID+".seq"))
 	if err != nil {
@@ -105,7 +105,7 @@ func checkLogs(t *testing.T, e *edgeSite, p *model.Plan) {
 	}
 	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	var lines []string
-	waitFor(t, "every log line of the plan to be stored", 20*time.Second, func() (bool, string) {
+	waitEdge(t, "every log line of the plan to be stored", 20*time.Second, func() (bool, string) {
 		got, err := e.env.Store().Logs(t.Context(), e.tenant, p.ID, 0, 10000)
 		if err != nil {
 			return false, err.Error()
