@@ -356,12 +356,29 @@ func TestApplyPlanCreateStartStopDelete(t *testing.T) {
 			t.Errorf("inventory after plan 1 (-want +got):\n%s", d)
 		}
 
+		// 1b. resize the running vm-a within its headroom (live, vm.resize).
+		bigger := e.vm("vm-a", model.VMRunning)
+		bigger.Spec.CPUs, bigger.Spec.MemoryMiB = 2, 384
+		d1b := e.desired(bigger, e.vm("vm-b", model.VMStopped))
+		p1b := e.plan(d1b)
+		if p1b == nil || len(p1b.Actions) != 1 || p1b.Actions[0].Operation != model.OpResize {
+			t.Fatalf("plan 1b = %+v, want one resize", p1b)
+		}
+		e.waitPlanDone(p1b)
+		inv = e.waitConverged(d1b)
+		want = []model.ObservedVM{observedVM("vm-a", model.VMRunning, bigger.Spec), observedVM("vm-b", model.VMStopped, e.spec)}
+		if d := cmp.Diff(want, inv.VMs); d != "" {
+			t.Errorf("inventory after the resize (-want +got):\n%s", d)
+		}
+
 		// 2. stop vm-a, start vm-b.
-		d2 := e.desired(e.vm("vm-a", model.VMStopped), e.vm("vm-b", model.VMRunning))
+		stopped := bigger
+		stopped.Spec.State = model.VMStopped
+		d2 := e.desired(stopped, e.vm("vm-b", model.VMRunning))
 		p2 := e.plan(d2)
 		e.waitPlanDone(p2)
 		inv = e.waitConverged(d2)
-		want = []model.ObservedVM{observedVM("vm-a", model.VMStopped, e.spec), observedVM("vm-b", model.VMRunning, e.spec)}
+		want = []model.ObservedVM{observedVM("vm-a", model.VMStopped, bigger.Spec), observedVM("vm-b", model.VMRunning, e.spec)}
 		if d := cmp.Diff(want, inv.VMs); d != "" {
 			t.Errorf("inventory after plan 2 (-want +got):\n%s", d)
 		}
@@ -380,6 +397,7 @@ func TestApplyPlanCreateStartStopDelete(t *testing.T) {
 
 		wantCalls := []string{
 			"vm-a vm.create 204", "vm-b vm.create 204", "vm-a vm.boot 204", // plan 1
+			"vm-a vm.resize 204",                           // plan 1b
 			"vm-a vm.power-button 204", "vm-b vm.boot 204", // plan 2
 			"vm-b vm.power-button 204", // plan 3: stop the running vm-b
 			"vm-a vm.delete 204", "vm-a vmm.shutdown 200", "vm-b vm.delete 204", "vm-b vmm.shutdown 200",
