@@ -269,6 +269,8 @@ func (d *db) tx(ctx context.Context, opts pgx.TxOptions, fn func(sqlstore.Conn) 
 	return nil
 }
 
+func (d *db) ReadConn() sqlstore.Conn { return conn{d.pool} }
+
 func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
 	return d.pool.QueryRow(ctx, q, args...)
 }
@@ -296,7 +298,14 @@ func (d *db) Close() error {
 	return nil
 }
 
-type conn struct{ tx pgx.Tx }
+// queryer is what pgx.Tx and *pgxpool.Pool have in common.
+type queryer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+type conn struct{ tx queryer }
 
 func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 	tag, err := c.tx.Exec(ctx, q, args...)

@@ -179,6 +179,8 @@ func (d *db) Write(ctx context.Context, fn func(sqlstore.Conn) error) error {
 	return d.tx(ctx, d.w, false, fn)
 }
 
+func (d *db) ReadConn() sqlstore.Conn { return conn{d, d.r} }
+
 func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
 	return d.w.QueryRowContext(ctx, d.rebind(q), args...)
 }
@@ -221,9 +223,16 @@ func (d *db) rebind(q string) string {
 	return r
 }
 
+// queryer is what *sql.Tx and *sql.DB have in common.
+type queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
 type conn struct {
 	d  *db
-	tx *sql.Tx
+	tx queryer
 }
 
 func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {

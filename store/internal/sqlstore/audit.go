@@ -86,7 +86,7 @@ func (s *Store) ListAudit(ctx context.Context, tenant string, afterSeq int64, li
 		args = []any{afterSeq, limit}
 	}
 	var out []store.AuditEvent
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, q, args...)
 		if err != nil {
 			return err

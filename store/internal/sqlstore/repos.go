@@ -78,7 +78,7 @@ func (s *Store) getRepo(ctx context.Context, c Conn, tenant, id string) (store.R
 // GetRepository implements store.Repositories.
 func (s *Store) GetRepository(ctx context.Context, tenant, id string) (store.Repository, error) {
 	var p store.Repository
-	err := s.read(ctx, func(c Conn) (err error) {
+	err := s.read1(ctx, func(c Conn) (err error) {
 		p, err = s.getRepo(ctx, c, tenant, id)
 		return err
 	})
@@ -90,7 +90,7 @@ func (s *Store) GetRepository(ctx context.Context, tenant, id string) (store.Rep
 
 func (s *Store) listRepos(ctx context.Context, where string, args ...any) ([]store.Repository, error) {
 	var out []store.Repository
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT `+repoCols+` FROM repositories `+where+` ORDER BY tenant, name`, args...)
 		if err != nil {
 			return err
@@ -204,7 +204,7 @@ func (s *Store) DeleteRepository(ctx context.Context, actor store.Actor, tenant,
 // WebhookSecret implements store.Repositories.
 func (s *Store) WebhookSecret(ctx context.Context, tenant, id string) (store.Secret, error) {
 	var secret string
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		return s.notFound(c.QueryRow(ctx, `SELECT webhook_secret FROM repositories WHERE tenant = $1 AND id = $2`, tenant, id).Scan(&secret))
 	})
 	if err != nil {

@@ -55,7 +55,7 @@ func (s *Store) CreateSite(ctx context.Context, actor store.Actor, tenant, name 
 // GetSite implements store.Sites.
 func (s *Store) GetSite(ctx context.Context, tenant, name string) (store.Site, error) {
 	var st store.Site
-	err := s.read(ctx, func(c Conn) (err error) {
+	err := s.read1(ctx, func(c Conn) (err error) {
 		st, err = scanSite(c.QueryRow(ctx, `SELECT `+siteCols+` FROM sites WHERE tenant = $1 AND name = $2`, tenant, name))
 		return s.notFound(err)
 	})
@@ -68,7 +68,7 @@ func (s *Store) GetSite(ctx context.Context, tenant, name string) (store.Site, e
 // ListSites implements store.Sites.
 func (s *Store) ListSites(ctx context.Context, tenant string) ([]store.Site, error) {
 	var out []store.Site
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT `+siteCols+` FROM sites WHERE tenant = $1 ORDER BY name`, tenant)
 		if err != nil {
 			return err
@@ -165,7 +165,7 @@ func (s *Store) RevokeSerial(ctx context.Context, actor store.Actor, tenant, sit
 // IsSerialRevoked implements store.Sites.
 func (s *Store) IsSerialRevoked(ctx context.Context, serial string) (bool, error) {
 	var revoked bool
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		var one int
 		err := c.QueryRow(ctx, `SELECT 1 FROM revoked_serials WHERE serial = $1`, serial).Scan(&one)
 		if s.b.IsNoRows(err) {
@@ -183,7 +183,7 @@ func (s *Store) IsSerialRevoked(ctx context.Context, serial string) (bool, error
 // ListRevokedSerials implements store.Sites.
 func (s *Store) ListRevokedSerials(ctx context.Context) ([]store.RevokedSerial, error) {
 	var out []store.RevokedSerial
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT serial, tenant, site, revoked_at FROM revoked_serials ORDER BY revoked_at, serial`)
 		if err != nil {
 			return err
@@ -224,7 +224,7 @@ func (s *Store) SetSiteNetBird(ctx context.Context, actor store.Actor, tenant, s
 // SiteNetBird implements store.Sites.
 func (s *Store) SiteNetBird(ctx context.Context, tenant, site string) (string, store.Secret, error) {
 	var u, k string
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		return s.notFound(c.QueryRow(ctx, `SELECT netbird_url, netbird_setup_key FROM sites WHERE tenant = $1 AND name = $2`,
 			tenant, site).Scan(&u, &k))
 	})
@@ -318,7 +318,7 @@ func scanInventory(r Row) (model.Inventory, error) {
 // Inventory implements store.Sites.
 func (s *Store) Inventory(ctx context.Context, tenant, site string) (model.Inventory, error) {
 	var inv model.Inventory
-	err := s.read(ctx, func(c Conn) (err error) {
+	err := s.read1(ctx, func(c Conn) (err error) {
 		inv, err = scanInventory(c.QueryRow(ctx, `SELECT name, inventory_version, inventory FROM sites WHERE tenant = $1 AND name = $2`, tenant, site))
 		return s.notFound(err)
 	})
@@ -331,7 +331,7 @@ func (s *Store) Inventory(ctx context.Context, tenant, site string) (model.Inven
 // Inventories implements store.Sites.
 func (s *Store) Inventories(ctx context.Context, tenant string) (map[string]model.Inventory, error) {
 	out := map[string]model.Inventory{}
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT name, inventory_version, inventory FROM sites WHERE tenant = $1`, tenant)
 		if err != nil {
 			return err

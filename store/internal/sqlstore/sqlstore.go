@@ -50,6 +50,9 @@ type Backend interface {
 	// nil. It may retry fn on transient serialization failures, so fn must
 	// not have effects outside the transaction.
 	Write(ctx context.Context, fn func(Conn) error) error
+	// ReadConn returns a Conn that runs each statement on its own, outside
+	// a transaction (one round trip), for reads that are a single statement.
+	ReadConn() Conn
 	// WriteRow runs one statement (typically UPDATE … RETURNING) as its own
 	// implicit transaction: one round trip for the hottest writes.
 	WriteRow(ctx context.Context, query string, args ...any) Row
@@ -153,6 +156,15 @@ func (s *Store) read(ctx context.Context, fn func(Conn) error) error {
 		return store.ErrClosed
 	}
 	return s.b.Read(ctx, fn)
+}
+
+// read1 runs fn, which must issue exactly one statement, without a
+// transaction: a single statement sees one consistent snapshot anyway.
+func (s *Store) read1(ctx context.Context, fn func(Conn) error) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return fn(s.b.ReadConn())
 }
 
 func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {

@@ -76,7 +76,7 @@ func (s *Store) MarkCommitStatusPosted(ctx context.Context, tenant string, cs st
 
 func (s *Store) listStatuses(ctx context.Context, q string, args ...any) ([]store.CommitStatus, error) {
 	var out []store.CommitStatus
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, q, args...)
 		if err != nil {
 			return err
@@ -161,7 +161,7 @@ func scanPreview(r Row) (store.Preview, error) {
 // GetPreview implements store.Statuses.
 func (s *Store) GetPreview(ctx context.Context, tenant, repoID string, pr int) (store.Preview, error) {
 	var p store.Preview
-	err := s.read(ctx, func(c Conn) (err error) {
+	err := s.read1(ctx, func(c Conn) (err error) {
 		p, err = scanPreview(c.QueryRow(ctx, `SELECT `+previewCols+` FROM previews
 			WHERE tenant = $1 AND repo_id = $2 AND pr = $3 ORDER BY created_at DESC, commit_sha LIMIT 1`, tenant, repoID, pr))
 		return s.notFound(err)
@@ -175,7 +175,7 @@ func (s *Store) GetPreview(ctx context.Context, tenant, repoID string, pr int) (
 // ListPreviews implements store.Statuses.
 func (s *Store) ListPreviews(ctx context.Context, tenant, repoID string) ([]store.Preview, error) {
 	var out []store.Preview
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT `+previewCols+` FROM previews WHERE tenant = $1 AND repo_id = $2
 			ORDER BY created_at DESC, pr, commit_sha`, tenant, repoID)
 		if err != nil {

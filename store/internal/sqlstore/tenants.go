@@ -30,7 +30,7 @@ func (s *Store) CreateTenant(ctx context.Context, actor store.Actor, tn store.Te
 // GetTenant implements store.Tenants.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
 	var tn store.Tenant
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		var at int64
 		err := c.QueryRow(ctx, `SELECT id, name, created_at FROM tenants WHERE id = $1`, id).Scan(&tn.ID, &tn.Name, &at)
 		tn.CreatedAt = tm(at)
@@ -45,7 +45,7 @@ func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) 
 // ListTenants implements store.Tenants.
 func (s *Store) ListTenants(ctx context.Context) ([]store.Tenant, error) {
 	var out []store.Tenant
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
 		if err != nil {
 			return err

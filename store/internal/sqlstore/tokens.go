@@ -64,7 +64,7 @@ func (s *Store) CreateAPIToken(ctx context.Context, actor store.Actor, k store.A
 // APITokenByHash implements store.Tokens.
 func (s *Store) APITokenByHash(ctx context.Context, hash string, now time.Time) (store.APIToken, error) {
 	var k store.APIToken
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		var stored string
 		var created, expires, used int64
 		err := c.QueryRow(ctx, `SELECT id, COALESCE(tenant, ''), admin, name, created_at, expires_at, last_used_at, hash
@@ -111,7 +111,7 @@ func (s *Store) ListAPITokens(ctx context.Context, tenant string) ([]store.APITo
 		args = nil
 	}
 	var out []store.APIToken
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, q, args...)
 		if err != nil {
 			return err
@@ -246,7 +246,7 @@ func (s *Store) RedeemEnrollmentToken(ctx context.Context, id, secretHash string
 // ListEnrollmentTokens implements store.Tokens.
 func (s *Store) ListEnrollmentTokens(ctx context.Context, tenant string) ([]store.EnrollmentToken, error) {
 	var out []store.EnrollmentToken
-	err := s.read(ctx, func(c Conn) error {
+	err := s.read1(ctx, func(c Conn) error {
 		rows, err := c.Query(ctx, `SELECT `+enrollCols+` FROM enrollment_tokens WHERE tenant = $1 ORDER BY created_at DESC, id`, tenant)
 		if err != nil {
 			return err
