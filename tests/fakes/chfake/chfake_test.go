@@ -274,3 +274,27 @@ func TestProgram(t *testing.T) {
 		}
 	}
 }
+
+func TestExitFault(t *testing.T) {
+	srv, sock := start(t, chfake.Config{Faults: []chfake.Fault{{Endpoint: "vm.boot", Exit: true}}})
+	c := client(sock)
+	do(t, c, "PUT", "vm.create", cfgJSON)
+	req, _ := http.NewRequestWithContext(t.Context(), "PUT", "http://localhost/api/v1/vm.boot", nil)
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode < 500 {
+			t.Fatalf("vm.boot answered %d from a VMM told to die", resp.StatusCode)
+		}
+	}
+	select {
+	case <-srv.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("VMM did not exit")
+	}
+	if srv.ExitCode() != 1 {
+		t.Errorf("exit code %d, want 1", srv.ExitCode())
+	}
+	if srv.State() == chfake.StateRunning {
+		t.Error("the VM booted although the VMM died first")
+	}
+}
