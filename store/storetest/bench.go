@@ -21,6 +21,29 @@ func Bench(b *testing.B, open OpenB) {
 	b.Run("StorePlan", func(b *testing.B) { benchStorePlan(b, open(b)) })
 	b.Run("ActionResult", func(b *testing.B) { benchActionResult(b, open(b)) })
 	b.Run("AppendLogs50", func(b *testing.B) { benchAppendLogs(b, open(b)) })
+	b.Run("AuthLookups", func(b *testing.B) { benchAuth(b, open(b)) })
+}
+
+// benchAuth measures what every request costs before its handler runs: an
+// API token lookup, or a revocation check of an agent's certificate serial.
+// One op is one of each.
+func benchAuth(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	benchSeed(b, s)
+	must2(s.CreateAPIToken(ctx, admin, store.APIToken{Tenant: tenantA, Name: "bench"}, store.HashSecret("bench-secret")))(b)
+	must(b, s.RevokeSerial(ctx, admin, tenantA, "site-000", "01ab", time.Now()))
+	hash := store.HashSecret("bench-secret")
+	now := time.Now()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := s.APITokenByHash(ctx, hash, now); err != nil {
+			b.Fatal(err)
+		}
+		if revoked, err := s.IsSerialRevoked(ctx, "02cd"); err != nil || revoked {
+			b.Fatalf("IsSerialRevoked: %v %v", revoked, err)
+		}
+	}
+	opsPerSec(b, b.N)
 }
 
 const benchSites = 100
