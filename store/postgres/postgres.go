@@ -134,6 +134,13 @@ func (d *db) migrate(ctx context.Context) ([]string, error) {
 	if _, err := conn.Exec(ctx, sqlstore.MigrationsTable); err != nil {
 		return nil, fmt.Errorf("create migrations table: %w", err)
 	}
+	var newest int64
+	if err := conn.QueryRow(ctx, sqlstore.NewestQuery).Scan(&newest); err != nil {
+		return nil, fmt.Errorf("read schema version: %w", err)
+	}
+	if err := sqlstore.CheckNewer(newest, ms); err != nil {
+		return nil, err
+	}
 	var applied []string
 	for _, m := range ms {
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

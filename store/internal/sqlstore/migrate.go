@@ -53,3 +53,16 @@ const MigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 	name       TEXT NOT NULL,
 	applied_at BIGINT NOT NULL
 )`
+
+// CheckNewer refuses a database migrated by a newer release: this binary
+// would not know the newer schema's rules. newest is MAX(version) from
+// schema_migrations (0 when empty).
+func CheckNewer(newest int64, ms []Migration) error {
+	if newest > int64(len(ms)) {
+		return fmt.Errorf("database schema is at version %d, newer than this release knows (%d): run a release at least as new", newest, len(ms))
+	}
+	return nil
+}
+
+// NewestQuery reads the newest applied migration version.
+const NewestQuery = `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`
