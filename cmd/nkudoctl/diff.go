@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -12,7 +13,7 @@ import (
 // manifest directory against the inventory in a file.
 type DiffCmd struct {
 	Dir    string   `arg:"" optional:"" default:"." help:"Manifest directory (default: the current directory)."`
-	Actual string   `required:"" placeholder:"FILE" help:"Inventory JSON file of the sites (see docs/inventory-format.md); - reads standard input."`
+	Actual string   `placeholder:"FILE" help:"Inventory JSON file of the sites (see docs/inventory-format.md); - reads standard input. Without it: the live inventory from the control plane (--server, NKUDO_SERVER or nkudoctl login)."`
 	Site   []string `placeholder:"SITE" help:"Only plan these sites (repeatable)."`
 	Tenant string   `default:"default" help:"Tenant name, part of every action and plan ID."`
 	Commit string   `help:"Commit to record in the plans."`
@@ -22,7 +23,7 @@ type DiffCmd struct {
 // Help is the long help text.
 func (c *DiffCmd) Help() string {
 	return `Loads and validates the manifests under DIR, reads the sites' inventory
-from --actual and prints one plan per site: a line per action with its
+from --actual (or, without it, from the control plane) and prints one plan per site: a line per action with its
 symbol (+ create, - delete, -/+ replace, ~ resize, > start, ■ stop), the
 fields that change, destructive actions called out, unmanaged VMs listed,
 a summary per site and a total. A site that is not in the inventory file is
@@ -38,7 +39,7 @@ Exit status (as kubectl diff and flux diff):
 }
 
 // Run plans c.Dir against c.Actual.
-func (c *DiffCmd) Run(g *Globals, s *Streams) error {
+func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	desired, errs, err := loadDir(c.Dir)
 	if err != nil {
 		return err
@@ -49,7 +50,12 @@ func (c *DiffCmd) Run(g *Globals, s *Streams) error {
 		}
 		return fmt.Errorf("%s: %s: cannot plan invalid manifests", c.Dir, plural(len(errs), "error"))
 	}
-	actual, err := readInventoryFile(c.Actual)
+	var actual map[string]model.Inventory
+	if c.Actual == "" {
+		actual, err = liveInventory(ctx, g)
+	} else {
+		actual, err = readInventoryFile(c.Actual)
+	}
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,15 @@ type CLI struct {
 	Globals
 
 	Validate ValidateCmd `cmd:"" help:"Validate a manifest directory (exit 0 valid, 1 invalid, 2 error)."`
-	Diff     DiffCmd     `cmd:"" help:"Preview the plans for a manifest directory against an inventory file (exit 0 no changes, 1 changes, 2 error)."`
+	Diff     DiffCmd     `cmd:"" help:"Preview the plans for a manifest directory against an inventory file or the live fleet (exit 0 no changes, 1 changes, 2 error)."`
+
+	Login  LoginCmd  `cmd:"" help:"Check a control plane and token and save them to the config file."`
+	Apply  ApplyCmd  `cmd:"" help:"Reconcile the repository now; --wait follows every site (exit 0 applied, 1 failed, 2 error or timeout)."`
+	Status StatusCmd `cmd:"" help:"Show a commit's statuses and each site's convergence."`
+	Sites  SitesCmd  `cmd:"" help:"List sites and their agents' last report."`
+	VMs    VMsCmd    `cmd:"" name:"vms" help:"Show desired and actual VMs per site."`
+	Plans  PlansCmd  `cmd:"" help:"List plans, newest first."`
+	Logs   LogsCmd   `cmd:"" help:"Print a plan's execution log (--follow to stream it)."`
 }
 
 // Streams are where a command writes. Color is true when Out is a terminal

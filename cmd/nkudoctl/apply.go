@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+)
+
+// ApplyCmd triggers a reconcile and optionally follows it to the end.
+type ApplyCmd struct {
+	Repo    string        `placeholder:"REPO" help:"Repository ID or name (default: the tenant's only repository)."`
+	Ref     string        `placeholder:"REF" help:"Branch or commit to reconcile (default: the repository's branch head)."`
+	DryRun  bool          `name:"dry-run" help:"Show what would be reconciled and what is still in flight; trigger nothing."`
+	Wait    bool          `help:"Follow every site until the commit has converged or failed."`
+	Timeout time.Duration `default:"10m" help:"Give up waiting after this long."`
+}
+
+// Help is the long help text.
+func (c *ApplyCmd) Help() string {
+	return `Asks the control plane to reconcile the repository now (at the branch head,
+or --ref), waits for the commit's validation and plan, and prints them. With
+--wait it then follows each site (a live table on a terminal, one line per
+change otherwise) until nkudo/apply is success or failure.
+
+Exit status: 0 applied (or, without --wait, planned); 1 the commit is
+invalid, its plan was refused, or a site failed; 2 errors and timeouts.`
+}
+
+// Run triggers and follows.
+func (c *ApplyCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+	client, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
+	repo, err := pickRepo(ctx, client, c.Repo)
+	if err != nil {
+		return err
+	}
+	if c.DryRun {
+		return c.dryRun(ctx, client, repo, s)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	before := repo.LastSeenCommit
+	res, err := client.Reconcile(ctx, repo.ID, c.Ref)
+	if err != nil {
+		return fmt.Errorf("trigger reconcile: %w", err)
+	}
+	if !res.Queued && res.Commit == "" {
+		return fmt.Errorf("reconcile not started: %s", res.Message)
+	}
+	fmt.Fprintf(s.Out, "reconcile of %s queued\n", repo.Name)
+	commit, err := c.commit(ctx, client, repo, before, res)
+	if err != nil {
+		return c.timeout(err)
+	}
+	fmt.Fprintf(s.Out, "commit %s\n", commit)
+
+	// Validation and plan come first.
+	for _, name := range []string{"nkudo/validate", "nkudo/plan"} {
+		st, err := waitStatus(ctx, client, repo.ID, commit, name, func(api.CommitStatus) bool { return true })
+		if err != nil {
+			return c.timeout(err)
+		}
+		fmt.Fprintf(s.Out, "%-15s %-8s %s\n", name, st.State, st.Description)
+		if st.State == "failure" || st.State == "error" {
+			return exitStatus(exitChanges)
+		}
+	}
+	rep, err := report(ctx, client, repo, commit)
+	if err != nil {
+		return err
+	}
+	for _, p := range rep.Sites {
+		fmt.Fprintf(s.Out, "  %s: plan %s %s\n", p.Site, shortSHA(p.Plan), p.Status)
+	}
+	if !c.Wait {
+		return nil
+	}
+	return c.follow(ctx, client, repo, commit, s)
+}
+
+// commit finds the commit the reconcile is about: the ref itself when it is
+// a hash, else the branch head the control plane fetched.
+func (c *ApplyCmd) commit(ctx context.Context, client *api.Client, repo api.Repository, before string, res api.TriggerResult) (string, error) {
+	if res.Commit != "" {
+		return res.Commit, nil
+	}
+	if len(c.Ref) == 40 && strings.Trim(c.Ref, "0123456789abcdef") == "" {
+		return c.Ref, nil
+	}
+	// The fetch moves lastSeenCommit when the branch moved; when it did not
+	// move within a few seconds, the head is the commit already seen.
+	grace := time.Now().Add(3 * time.Second)
+	for {
+		r, err := client.GetRepo(ctx, repo.ID)
+		if err != nil {
+			return "", fmt.Errorf("repository: %w", err)
+		}
+		if r.LastSeenCommit != "" && (r.LastSeenCommit != before || time.Now().After(grace)) {
+			return r.LastSeenCommit, nil
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return "", err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// waitStatus polls until the commit has the named status and ok accepts it.
+func waitStatus(ctx context.Context, client *api.Client, repoID, commit, name string, ok func(api.CommitStatus) bool) (api.CommitStatus, error) {
+	for {
+		sts, err := client.CommitStatuses(ctx, repoID, commit)
+		if err != nil && ctx.Err() == nil {
+			return api.CommitStatus{}, fmt.Errorf("statuses: %w", err)
+		}
+		for _, st := range sts {
+			if st.Context == name && ok(st) {
+				return st, nil
+			}
+			// An invalid commit never gets a plan: stop waiting for one.
+			if name != "nkudo/validate" && st.Context == "nkudo/validate" && st.State != "success" && st.State != "pending" {
+				return st, nil
+			}
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return api.CommitStatus{}, err
+		}
+	}
+}
+
+func (c *ApplyCmd) timeout(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("timed out after %s", c.Timeout)
+	}
+	return err
+}
+
+// follow shows each site's progress until nkudo/apply is final.
+func (c *ApplyCmd) follow(ctx context.Context, client *api.Client, repo api.Repository, commit string, s *Streams) error {
+	last := map[string]string{}
+	drawn := 0
+	for {
+		rep, err := report(ctx, client, repo, commit)
+		if err != nil {
+			return c.timeout(err)
+		}
+		apply := ""
+		var desc string
+		for _, st := range rep.Statuses {
+			if st.Context == "nkudo/apply" {
+				apply, desc = st.State, st.Description
+			}
+		}
+		if s.Color { // a terminal: redraw one line per site in place
+			if drawn > 0 {
+				fmt.Fprintf(s.Out, "\x1b[%dA", drawn)
+			}
+			for _, p := range rep.Sites {
+				fmt.Fprintf(s.Out, "\x1b[K  %-24s %s\n", p.Site, progressWord(p.Status))
+			}
+			fmt.Fprintf(s.Out, "\x1b[K  nkudo/apply: %s %s\n", apply, desc)
+			drawn = len(rep.Sites) + 1
+		} else {
+			for _, p := range rep.Sites {
+				if last[p.Site] != p.Status {
+					last[p.Site] = p.Status
+					fmt.Fprintf(s.Out, "%s %s\n", p.Site, p.Status)
+				}
+			}
+		}
+		switch apply {
+		case "success":
+			if !s.Color {
+				fmt.Fprintf(s.Out, "nkudo/apply success: %s\n", desc)
+			}
+			return nil
+		case "failure", "error":
+			if !s.Color {
+				fmt.Fprintf(s.Out, "nkudo/apply %s: %s\n", apply, desc)
+			}
+			return exitStatus(exitChanges)
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return c.timeout(err)
+		}
+	}
+}
+
+func progressWord(status string) string {
+	switch status {
+	case "pending":
+		return "waiting for the agent"
+	case "in_progress":
+		return "applying…"
+	case "succeeded":
+		return "converged ✓"
+	case "failed":
+		return "failed ✗"
+	case "superseded":
+		return "superseded"
+	}
+	return status
+}
+
+// dryRun prints what a reconcile would start from, and what is in flight.
+func (c *ApplyCmd) dryRun(ctx context.Context, client *api.Client, repo api.Repository, s *Streams) error {
+	ref := c.Ref
+	if ref == "" {
+		ref = repo.Branch
+		if ref == "" {
+			ref = "the default branch"
+		}
+	}
+	fmt.Fprintf(s.Out, "would reconcile %s (%s) at %s\n", repo.Name, repo.URL, ref)
+	if repo.LastAppliedCommit != "" {
+		fmt.Fprintf(s.Out, "desired now: %s\n", repo.LastAppliedCommit)
+	}
+	if repo.Suspended {
+		fmt.Fprintln(s.Out, "the repository is suspended: nothing would be reconciled")
+	}
+	for _, status := range []string{"pending", "in_progress"} {
+		plans, err := client.ListPlans(ctx, api.PlanFilter{RepoID: repo.ID, Status: status, Limit: 1000})
+		if err != nil {
+			return fmt.Errorf("list plans: %w", err)
+		}
+		for _, p := range plans {
+			fmt.Fprintf(s.Out, "in flight: %s plan %s (%s) of %s\n", p.Plan.Site, shortSHA(p.Plan.ID), status, shortSHA(p.Plan.Commit))
+		}
+	}
+	fmt.Fprintln(s.Out, "for the full plan of a working tree, run: nkudoctl diff DIR")
+	return nil
+}

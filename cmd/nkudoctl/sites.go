@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+)
+
+// SitesCmd lists the tenant's sites and their agents' last report.
+type SitesCmd struct{}
+
+// Run lists sites.
+func (c *SitesCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+	client, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer client.CloseIdleConnections()
+	sites, err := client.ListSites(ctx)
+	if err != nil {
+		return fmt.Errorf("list sites: %w", err)
+	}
+	if g.Output == "json" {
+		return writeJSON(s, sites)
+	}
+	w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SITE\tONLINE\tLAST HEARTBEAT\tHOST\tINVENTORY")
+	for _, st := range sites {
+		online, last, host := "no", "never", "-"
+		if st.Online {
+			online = "yes"
+		}
+		if !st.LastHeartbeat.IsZero() {
+			last = time.Duration(st.HeartbeatAge).Round(time.Second).String() + " ago"
+		}
+		if st.Facts != nil && st.Facts.Hostname != "" {
+			host = st.Facts.Hostname
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\tv%d\n", st.Name, online, last, host, st.InventoryVersion)
+	}
+	return w.Flush()
+}
