@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,7 +40,7 @@ type Options struct {
 	// Now is the clock for bookkeeping timestamps (nil = time.Now). Leases
 	// always use the database's clock.
 	Now func() time.Time
-	// MaxConns caps the pool (0 = pgxpool's default, or pool_max_conns in the URL).
+	// MaxConns caps the pool (0 = pool_max_conns from the URL, else 16).
 	MaxConns int32
 }
 
@@ -63,8 +64,13 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres url: %w", err)
 	}
-	if o.MaxConns > 0 {
+	switch {
+	case o.MaxConns > 0:
 		cfg.MaxConns = o.MaxConns
+	case !strings.Contains(url, "pool_max_conns"):
+		// pgxpool's default (the CPU count, at least 4) is small for a
+		// server whose requests each hold a connection for a moment.
+		cfg.MaxConns = max(cfg.MaxConns, 16)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
