@@ -102,11 +102,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 		return res, err
 	}
 	res.Valid = true
-	r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateSuccess,
-		fmt.Sprintf("valid: %d sites, %d VMs", len(l.desired.Sites), len(l.desired.VMs)))
+	// A commit already reconciled keeps the statuses it got then (a poll
+	// must not turn "3 sites: 3 create" into "no changes"); only sites whose
+	// inventory moved are looked at again, quietly, as drift.
+	again := repo.LastAppliedCommit == commit
+	if !again {
+		r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateSuccess,
+			fmt.Sprintf("valid: %d sites, %d VMs", len(l.desired.Sites), len(l.desired.VMs)))
+	}
 
 	t2 := time.Now()
-	err = r.planSites(ctx, repo, commit, l, nil, &res)
+	err = r.planSites(ctx, repo, commit, l, nil, !again, &res)
 	res.Plan = time.Since(t2)
 	if err != nil {
 		r.recordError(ctx, repo, err)
@@ -289,7 +295,7 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 // planSites plans the sites of repo whose desired state (from l) or
 // inventory changed since they were last planned; only restricts the
 // candidates (nil = every site the repository knows). Results land in res.
-func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commit string, l *loaded, only []string, res *Result) error {
+func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commit string, l *loaded, only []string, report bool, res *Result) error {
 	tenant := repo.Tenant
 	invs, err := r.store.Inventories(ctx, tenant)
 	if err != nil {
@@ -347,7 +353,7 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 	res.Planned = toPlan
 	if len(toPlan) == 0 {
 		res.Summary = "no changes"
-		if only == nil {
+		if report {
 			r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateSuccess, "no changes")
 			r.trackActive(ctx, repo, commit, nil)
 		}
@@ -387,7 +393,7 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		r.siteRepo[tenant+"/"+sr.Site] = repo.ID
 		r.mu.Unlock()
 	}
-	if only != nil {
+	if !report {
 		return nil // drift repairs report through the plans, not commit statuses
 	}
 	if firstRefused != "" {
@@ -447,7 +453,7 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		return fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
 	}
 	var res Result
-	if err := r.planSites(ctx, repo, repo.LastAppliedCommit, l, sites, &res); err != nil {
+	if err := r.planSites(ctx, repo, repo.LastAppliedCommit, l, sites, false, &res); err != nil {
 		return err
 	}
 	if len(res.Stored) > 0 {

@@ -236,8 +236,12 @@ func TestReconcileIsIncremental(t *testing.T) {
 		t.Errorf("nkudo/plan = %+v", st)
 	}
 
-	// The same commit again plans nothing and stores nothing.
+	// The same commit again plans nothing, stores nothing and keeps its statuses.
+	planStatus := e.status(c1, forge.ContextPlan)
 	res = e.mustReconcile()
+	if got := e.status(c1, forge.ContextPlan); got.Description != planStatus.Description || !got.UpdatedAt.Equal(planStatus.UpdatedAt) {
+		t.Errorf("reconciling %s again changed nkudo/plan: %q → %q", c1[:8], planStatus.Description, got.Description)
+	}
 	if len(res.Planned) != 0 || len(res.Stored) != 0 || len(e.plans()) != 3 {
 		t.Errorf("second reconcile of %s: planned %v stored %d, plans %d", c1[:8], res.Planned, len(res.Stored), len(e.plans()))
 	}
