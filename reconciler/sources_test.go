@@ -1,0 +1,171 @@
+package reconciler_test
+
+import (
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nkudo/nkudo/reconciler"
+	"github.com/nkudo/nkudo/reconciler/gittest"
+	"github.com/nkudo/nkudo/store"
+)
+
+// gitHTTPServer serves the remote over smart HTTP with the real
+// git-http-backend, behind HTTP basic auth with the given token.
+func gitHTTPServer(t *testing.T, g *gittest.Repo, token string) string {
+	t.Helper()
+	execPath, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Skipf("SKIP: git --exec-path: %v (git-http-backend is needed for the HTTPS source test)", err)
+	}
+	backend := filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend")
+	if _, err := os.Stat(backend); err != nil {
+		t.Skipf("SKIP: %s missing: the HTTPS source test needs git-http-backend", backend)
+	}
+	h := &cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.Remote), "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pass, ok := r.BasicAuth(); !ok || pass != token {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/" + filepath.Base(g.Remote)
+}
+
+func TestHTTPSSourceWithToken(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, nil)
+	e.git.Fleet("fleet", 1, 1)
+	c1 := e.git.Commit("one")
+	const token = "ghp_s3cr3t-token-value"
+	url := gitHTTPServer(t, e.git, token)
+	creds := filepath.Join(e.opts.DataDir, "credentials")
+	if err := os.MkdirAll(creds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(creds, "good"), []byte(token+"\n"), 0o600)
+	os.WriteFile(filepath.Join(creds, "bad"), []byte("wrong-token\n"), 0o600)
+
+	for _, tc := range []struct {
+		ref     string
+		wantErr bool
+	}{{"bad", true}, {"good", false}} {
+		ref := tc.ref
+		if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{URL: &url, CredentialsRef: &ref}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.reconcile("")
+		if (err != nil) != tc.wantErr {
+			t.Fatalf("credentials %q: err = %v", ref, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "wrong-token") {
+			t.Errorf("error shows the credential: %v", err)
+		}
+		if !tc.wantErr && res.Commit != c1 {
+			t.Errorf("fetched %s, want %s", res.Commit, c1)
+		}
+	}
+	repo, _ := e.st.GetRepository(t.Context(), tenant, e.repo.ID)
+	if strings.Contains(repo.LastError, "token") && strings.Contains(repo.LastError, "wrong") {
+		t.Errorf("last error shows the credential: %q", repo.LastError)
+	}
+}
+
+func TestSSHSourceNeedsPinnedHostKey(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, nil)
+	url := "ssh://git@127.0.0.1:1/acme/fleet.git"
+	if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{URL: &url}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.reconcile("")
+	if err == nil || !strings.Contains(err.Error(), "credentials reference") {
+		t.Fatalf("ssh without a key: %v", err)
+	}
+	creds := filepath.Join(e.opts.DataDir, "credentials")
+	os.MkdirAll(creds, 0o700)
+	key, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(creds, "deploy")).CombinedOutput()
+	if err != nil {
+		t.Skipf("SKIP: ssh-keygen unavailable (%v: %s); the known_hosts check is not exercised", err, key)
+	}
+	ref := "deploy"
+	if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{CredentialsRef: &ref}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.reconcile("")
+	if err == nil || !strings.Contains(err.Error(), "known_hosts") {
+		t.Fatalf("ssh without known_hosts: err = %v, want a known_hosts error", err)
+	}
+}
+
+func TestManifestPathAndSymlinks(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, nil)
+	p := "deploy/fleet"
+	if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{Path: &p}); err != nil {
+		t.Fatal(err)
+	}
+	e.git.Fleet("deploy/fleet", 1, 1)
+	// Outside the path: never read, even though it is invalid.
+	e.git.Write("other/broken.yaml", "kind: Nonsense\n")
+	e.git.Commit("fleet under deploy/fleet")
+	if res := e.mustReconcile(); len(res.Stored) != 1 {
+		t.Fatalf("stored %d plans", len(res.Stored))
+	}
+	// A symlink inside the path is refused, never followed.
+	if err := os.Symlink("/etc/hostname", filepath.Join(e.git.Work, "deploy/fleet/link.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	c2 := e.git.Commit("symlink")
+	_, err := e.reconcile("")
+	if err == nil || !strings.Contains(e.status(c2, "nkudo/validate").Description, "link.yaml") {
+		t.Errorf("symlink: err %v, validate %+v", err, e.status(c2, "nkudo/validate"))
+	}
+}
+
+func TestPollTrigger(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, func(o *reconciler.Options) { o.PollInterval = 200 * time.Millisecond })
+	e.git.Fleet("fleet", 1, 1)
+	c1 := e.git.Commit("one")
+	runLoop(t, e.rec)
+	waitFor(t, "poll reconciles the commit", func() bool {
+		repo, _ := e.st.GetRepository(t.Context(), tenant, e.repo.ID)
+		return repo.LastAppliedCommit == c1
+	})
+}
+
+func TestWatchLocalTree(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, func(o *reconciler.Options) { o.WatchLocal = true }) // polling off
+	work := e.git.Work
+	if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{URL: &work}); err != nil {
+		t.Fatal(err)
+	}
+	e.git.Fleet("fleet", 1, 1)
+	e.git.Commit("one")
+	runLoop(t, e.rec)
+	e.git.Write("fleet/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Stopped", 1))
+	c2 := e.git.Commit("stop")
+	waitFor(t, "a commit in the working tree reconciled without any trigger", func() bool {
+		repo, _ := e.st.GetRepository(t.Context(), tenant, e.repo.ID)
+		return repo.LastAppliedCommit == c2
+	})
+}
+
+func TestLeaseHeldElsewhereSkips(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, nil)
+	e.git.Fleet("fleet", 1, 1)
+	e.git.Commit("one")
+	if ok, err := e.st.AcquireLease(t.Context(), "reconcile/"+e.repo.ID, "other-replica", time.Minute); !ok || err != nil {
+		t.Fatalf("acquire: %v %v", ok, err)
+	}
+	res, err := e.reconcile("")
+	if err != nil || !res.Skipped || len(e.plans()) != 0 {
+		t.Errorf("with the lease held elsewhere: skipped %v, err %v, %d plans", res.Skipped, err, len(e.plans()))
+	}
+}
