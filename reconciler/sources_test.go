@@ -1,6 +1,7 @@
 package reconciler_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -168,4 +169,32 @@ func TestLeaseHeldElsewhereSkips(t *testing.T) {
 	if err != nil || !res.Skipped || len(e.plans()) != 0 {
 		t.Errorf("with the lease held elsewhere: skipped %v, err %v, %d plans", res.Skipped, err, len(e.plans()))
 	}
+}
+
+func TestRestartPostsUnpostedStatuses(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, nil)
+	e.forge.SetDown(true)
+	e.git.Fleet("fleet", 1, 1)
+	c1 := e.git.Commit("one")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { e.rec.Run(ctx); close(done) }()
+	if _, err := e.rec.Reconcile(ctx, e.repo, ""); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // the control plane stops while the forge is down
+	<-done
+	if st := e.status(c1, "nkudo/plan"); st.State != store.StateSuccess || st.Posted {
+		t.Fatalf("before restart: %+v", st)
+	}
+	e.forge.SetDown(false)
+	again, err := reconciler.New(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLoop(t, again)
+	waitFor(t, "statuses posted after the restart", func() bool {
+		s, ok := e.forge.Latest(c1, "nkudo/plan")
+		return ok && s.State == "success" && e.status(c1, "nkudo/plan").Posted
+	})
 }

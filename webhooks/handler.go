@@ -21,7 +21,12 @@ type Store interface {
 	ListAllRepositories(ctx context.Context) ([]store.Repository, error)
 	WebhookSecret(ctx context.Context, tenant, id string) (store.Secret, error)
 	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
+	PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error)
 }
+
+// DeliveryRetention is how long delivery IDs are remembered: longer than
+// the three days GitHub lets a delivery be redelivered by hand.
+const DeliveryRetention = 7 * 24 * time.Hour
 
 // Sink receives the work deliveries ask for (the reconciler implements it).
 type Sink interface {
@@ -275,14 +280,21 @@ func (h *Handler) dequeue() (job, bool) {
 	return j, true
 }
 
-// Run hands queued deliveries to the sink until ctx ends.
+// Run hands queued deliveries to the sink until ctx ends, and forgets
+// delivery IDs older than DeliveryRetention once an hour.
 func (h *Handler) Run(ctx context.Context) {
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	h.prune(ctx)
 	for {
 		j, ok := h.dequeue()
 		if !ok {
 			select {
 			case <-ctx.Done():
 				return
+			case <-prune.C:
+				h.prune(ctx)
+				continue
 			case <-h.wake:
 				continue
 			}
@@ -297,5 +309,14 @@ func (h *Handler) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			h.log.Error("webhook: hand-off failed", "tenant", j.repo.Tenant, "repo", j.repo.ID, "kind", j.ev.Kind, "err", err)
 		}
+	}
+}
+
+func (h *Handler) prune(ctx context.Context) {
+	n, err := h.opts.Store.PruneDeliveries(ctx, h.opts.Now().Add(-DeliveryRetention))
+	if err != nil && ctx.Err() == nil {
+		h.log.Warn("prune webhook deliveries", "err", err)
+	} else if n > 0 {
+		h.log.Debug("pruned webhook deliveries", "count", n)
 	}
 }

@@ -202,6 +202,8 @@ func (m *memStore) RecordDelivery(_ context.Context, forge, id string, _ time.Ti
 	return dup, nil
 }
 
+func (m *memStore) PruneDeliveries(context.Context, time.Time) (int64, error) { return 0, nil }
+
 type call struct {
 	Kind, Tenant, Repo, Ref string
 	PR                      int
