@@ -61,6 +61,7 @@ type Store interface {
 	Webhooks
 	Audit
 	Coordination
+	Maintenance
 
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -322,6 +323,15 @@ type Audit interface {
 	// VerifyAudit recomputes the whole chain and reports the first broken
 	// link (an edited, inserted or deleted event); error only for I/O.
 	VerifyAudit(ctx context.Context) (AuditVerification, error)
+}
+
+// Maintenance keeps the tables that grow with use bounded.
+type Maintenance interface {
+	// PrunePlans deletes finished plans (succeeded, failed or superseded)
+	// last updated before cutoff, with their actions and logs, for every
+	// tenant; active plans are never touched. Audited (one event with the
+	// count) when it deleted anything.
+	PrunePlans(ctx context.Context, actor Actor, cutoff time.Time) (int64, error)
 }
 
 // Coordination is what lets several control-plane replicas share work.

@@ -314,3 +314,40 @@ func testActionFailure(t *testing.T, s store.Store) {
 		t.Errorf("superseded plan after result: %s, action %s", got.Status, got.Actions[0].Status)
 	}
 }
+
+func testPrunePlans(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	done := plan(tenantA, siteA, "1", "vm-a")
+	old := plan(tenantA, siteB, "2", "vm-b")
+	active := plan(tenantA, siteB, "3", "vm-c")
+	for _, p := range []model.Plan{done, old, active} {
+		must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	}
+	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: done.ID, ActionID: done.Actions[0].ID, Status: model.ActionSucceeded}))(t)
+	must2(s.AppendLogs(ctx, tenantA, siteA, []store.LogLine{{PlanID: done.ID, Seq: 1, Line: "x"}}))(t)
+	n, err := s.PrunePlans(ctx, admin, epoch.Add(-time.Hour))
+	must(t, err)
+	if n != 0 {
+		t.Errorf("pruned %d plans updated after the cutoff", n)
+	}
+	// The store's clock set updated_at of the finished plan; prune far ahead.
+	n, err = s.PrunePlans(ctx, admin, time.Now().Add(24*time.Hour))
+	must(t, err)
+	if n != 2 {
+		t.Errorf("pruned %d plans, want 2 (succeeded and superseded)", n)
+	}
+	for _, id := range []string{done.ID, old.ID} {
+		_, err := s.GetPlan(ctx, tenantA, id)
+		wantErr(t, err, store.ErrNotFound)
+	}
+	if act, err := s.ActivePlan(ctx, tenantA, siteB); err != nil || act.Plan.ID != active.ID {
+		t.Errorf("active plan after prune: %v %v", act.Plan.ID, err)
+	}
+	v, err := s.VerifyAudit(ctx)
+	must(t, err)
+	ev, _ := s.ListAudit(ctx, "", v.Events-1, 1)
+	if !v.OK() || len(ev) != 1 || ev[0].Action != "plans.prune" {
+		t.Errorf("audit after prune: %+v %+v", v, ev)
+	}
+}

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Open) {
 		{"PlanSupersession", testPlanSupersession},
 		{"ActionLifecycle", testActionLifecycle},
 		{"ActionFailure", testActionFailure},
+		{"PrunePlans", testPrunePlans},
 		{"Logs", testLogs},
 		{"CommitStatuses", testCommitStatuses},
 		{"Previews", testPreviews},

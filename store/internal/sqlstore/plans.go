@@ -380,3 +380,21 @@ func (s *Store) RecordActionResult(ctx context.Context, actor store.Actor, tenan
 	}
 	return out, nil
 }
+
+// PrunePlans implements store.Maintenance. Foreign keys cascade to actions
+// and log lines.
+func (s *Store) PrunePlans(ctx context.Context, actor store.Actor, cutoff time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(t *wtx) (err error) {
+		n, err = t.Exec(ctx, `DELETE FROM plans WHERE status IN ('succeeded', 'failed', 'superseded') AND updated_at < $1`,
+			us(store.Micro(cutoff)))
+		if err == nil && n > 0 {
+			t.audit("", actor, "plans.prune", "", map[string]any{"deleted": n, "before": store.Micro(cutoff)})
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune plans: %w", err)
+	}
+	return n, nil
+}
