@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,5 +76,26 @@ func TestRefuseNewerSchema(t *testing.T) {
 	_, err = sqlite.Open(t.Context(), path, sqlite.Options{})
 	if err == nil || !strings.Contains(err.Error(), "newer than this release") {
 		t.Fatalf("open of a newer schema: %v, want a refusal", err)
+	}
+}
+
+func TestFilePrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nkudo.db")
+	s, err := sqlite.Open(t.Context(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.CreateTenant(t.Context(), store.Actor{Kind: store.ActorAdmin, ID: "t"}, store.Tenant{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no group or other access", filepath.Base(p), fi.Mode().Perm())
+		}
 	}
 }
