@@ -28,6 +28,7 @@ import (
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/schema"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -307,7 +308,13 @@ func (r *Reconciler) worker(ctx context.Context) {
 		case r.wake <- struct{}{}:
 		default:
 		}
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, ErrInvalidCommit) || errors.Is(err, schema.ErrNoManifests):
+			// The repository's content is wrong, not the control plane: the
+			// commit status and the repository's lastError say so.
+			r.log.Warn("commit not applied", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
+		default:
 			r.log.Error("reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
 		}
 		if hook != nil {
