@@ -154,7 +154,7 @@ func start(ctx context.Context) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "nkudo-pgtest-")
+	dir, err := os.MkdirTemp(tempParent(), "nkudo-pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -277,4 +277,17 @@ func (c *cluster) stop() {
 	if c.dir != "" && strings.Contains(c.dir, "nkudo-pgtest-") {
 		os.RemoveAll(c.dir)
 	}
+}
+
+// tempParent is os.TempDir, unless running as root with a TMPDIR that other
+// users cannot enter (the server runs as "postgres"): then /tmp.
+func tempParent() string {
+	dir := os.TempDir()
+	if os.Geteuid() != 0 {
+		return dir
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 != 0 {
+		return dir
+	}
+	return "/tmp"
 }
