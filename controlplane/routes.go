@@ -141,10 +141,21 @@ func (s *Server) routeTable() []Route {
 
 func (s *Server) buildMux() http.Handler {
 	mux := http.NewServeMux()
+	// paths matches patterns without their method, to tell 405 from 404.
+	paths := http.NewServeMux()
+	allowed := map[string][]string{}
 	for _, rt := range s.routes {
 		mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
+		if allowed[rt.Pattern] == nil {
+			paths.Handle(rt.Pattern, http.NotFoundHandler())
+		}
+		allowed[rt.Pattern] = append(allowed[rt.Pattern], rt.Method)
 	}
 	fallback := Route{Pattern: "unmatched", Auth: AuthPublic, handle: func(w http.ResponseWriter, r *http.Request, _ *caller) error {
+		if _, p := paths.Handler(r); p != "" && allowed[p] != nil {
+			w.Header().Set("Allow", strings.Join(allowed[p], ", "))
+			return errorf(http.StatusMethodNotAllowed, api.CodeMethod, "%s %s: allowed methods are %s", r.Method, r.URL.Path, strings.Join(allowed[p], ", "))
+		}
 		return errorf(http.StatusNotFound, api.CodeNotFound, "no endpoint %s %s", r.Method, r.URL.Path)
 	}}
 	mux.Handle("/", s.wrap(fallback))

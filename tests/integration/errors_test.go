@@ -321,6 +321,7 @@ func TestMalformedRequests(t *testing.T) {
 			{"bad site name", nil, acme.Token, "POST", api.PathSites, `{"name":"Not A Label"}`, 400, api.CodeBadRequest, `"name"`},
 			{"invalid API token", nil, "nkudo_nope", "GET", api.PathSites, ``, 401, api.CodeUnauthorized, "invalid API token"},
 			{"unknown path", nil, acme.Token, "GET", "/v1/nope", ``, 404, api.CodeNotFound, "no endpoint"},
+			{"wrong method", nil, acme.Token, "DELETE", api.PathSites, ``, 405, api.CodeMethod, "allowed methods are POST, GET"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
