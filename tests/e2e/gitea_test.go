@@ -41,8 +41,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/tests/e2e/e2etest"
 	"github.com/nkudo/nkudo/tests/e2e/giteatest"
+	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
 // Status contexts and the credentials file the control plane reads the
@@ -324,6 +326,7 @@ func TestGiteaWebhookAuth(t *testing.T) {
 	w.Push(t, "main")
 	st := e.waitFinalApply(t, repo, second)
 	giteaWantState(t, st, "success")
+	e.waitInSync(t, "store-042", second)
 
 	if got := e.plansFor(t, first); len(got) != len(firstPlans) {
 		t.Errorf("plans of the first commit: %d after the forged and replayed deliveries, want %d", len(got), len(firstPlans))
@@ -356,6 +359,66 @@ func giteaRedeliver(d giteatest.Delivery, id string, body []byte, sig string) gi
 	return giteatest.Delivery{Event: d.Event, ID: id, Header: h, Body: body}
 }
 
+// TestGiteaReconcileAgainKeepsStatuses: reconciling a commit again while
+// its plans run (as a poll or a manual trigger does) must not change what
+// the commit shows in Gitea: nkudo/plan keeps the summary it was planned
+// with, and nkudo/apply turns success once, after every site converged.
+func TestGiteaReconcileAgainKeepsStatuses(t *testing.T) {
+	t.Parallel()
+	// No polling: the one extra reconcile is the manual trigger below.
+	e := newGiteaEnv(t, "--poll-interval=-1s")
+	e.startAgents(t, "store-042")
+	repo, reg := e.newRepo(t, "")
+	w := giteatest.Clone(t, repo)
+	// Slow boots keep the plan in progress for seconds.
+	e2etest.SetFaults(t, e.control, chfake.Fault{Endpoint: "vm.boot", Delay: chfake.Duration(3 * time.Second)})
+	sha := e.pushStore042(t, w)
+	giteaWantState(t, e.waitFinal(t, repo, sha, giteaCtxPlan), "success")
+	e2etest.Eventually(t, t.Context(), giteaStatusTimeout, "a plan of "+sha[:12]+" in progress", func(ctx context.Context) error {
+		plans, err := e.cp.client.ListPlans(ctx, api.PlanFilter{Commit: sha, Status: string(model.PlanInProgress)})
+		if err == nil && len(plans) == 0 {
+			err = errors.New("no plan in progress")
+		}
+		return err
+	})
+	if _, err := e.cp.client.Reconcile(t.Context(), reg.ID, ""); err != nil {
+		t.Fatalf("trigger a reconcile of %s again: %v", sha[:12], err)
+	}
+	e.waitFinalApply(t, repo, sha)
+	e.waitInSync(t, "store-042", sha)
+	e2etest.Eventually(t, t.Context(), giteaApplyTimeout, "every plan of "+sha[:12]+" succeeded", func(ctx context.Context) error {
+		plans, err := e.cp.client.ListPlans(ctx, api.PlanFilter{Commit: sha})
+		if err != nil {
+			return err
+		}
+		for _, p := range plans {
+			if p.Status != model.PlanSucceeded {
+				return fmt.Errorf("plan %s of %s is %s", p.Plan.ID, p.Plan.Site, p.Status)
+			}
+		}
+		return nil
+	})
+	giteaWantState(t, e.waitFinalApply(t, repo, sha), "success")
+
+	all := e.statuses(t, repo, sha)
+	first := giteaFirstFinal(all, giteaCtxPlan)
+	applySuccess := -1
+	for i, s := range all {
+		switch {
+		case s.Context == giteaCtxPlan && s.State != "pending" && s != first:
+			t.Errorf("nkudo/plan changed from %s %q to %s %q when the commit was reconciled again", first.State, first.Description, s.State, s.Description)
+		case s.Context == giteaCtxApply && applySuccess >= 0:
+			t.Errorf("nkudo/apply = success (%q) was followed by nkudo/apply = %s (%q): the first success came before the site converged",
+				all[applySuccess].Description, s.State, s.Description)
+		case s.Context == giteaCtxApply && s.State == "success":
+			applySuccess = i
+		}
+	}
+	if t.Failed() {
+		t.Logf("statuses of %s in Gitea:\n%s", sha[:12], giteatest.FormatStatuses(all))
+	}
+}
+
 // ---- environment ----
 
 // giteaEnv is one test's world: the shared Gitea, its own control plane
@@ -366,6 +429,7 @@ type giteaEnv struct {
 	cp        *giteaCP
 	artifacts *giteaArtifacts
 	reqLog    string
+	control   string // the fake hypervisor's fault file (see e2etest.SetFaults)
 	logDir    string
 	secret    string
 	fwd       *giteatest.Recorder // set by newRepo("forward")
@@ -396,7 +460,9 @@ func giteaMissing() string {
 	return giteaPrereq.reason
 }
 
-func newGiteaEnv(t *testing.T) *giteaEnv {
+// newGiteaEnv starts the test's control plane; serveArgs are added to
+// `nkudo serve`.
+func newGiteaEnv(t *testing.T, serveArgs ...string) *giteaEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("SKIP: -short: the Gitea suite runs real processes for minutes")
@@ -413,8 +479,9 @@ func newGiteaEnv(t *testing.T) *giteaEnv {
 		secret: "e2e-webhook-secret-" + t.Name(),
 	}
 	e.reqLog = filepath.Join(e.logDir, "hypervisor-requests.jsonl")
+	e.control = filepath.Join(e.logDir, "hypervisor-faults.json")
 	e.artifacts = newGiteaArtifacts(t)
-	e.cp = startGiteaCP(t, e.bins, e.logDir)
+	e.cp = startGiteaCP(t, e.bins, e.logDir, serveArgs...)
 	return e
 }
 
@@ -427,7 +494,7 @@ type giteaCP struct {
 	proc    *e2etest.Proc
 }
 
-func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string) *giteaCP {
+func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs ...string) *giteaCP {
 	t.Helper()
 	ctx := t.Context()
 	dataDir := t.TempDir()
@@ -450,8 +517,8 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string) *giteaCP {
 	url := fmt.Sprintf("https://127.0.0.1:%d", port)
 	proc := e2etest.Start(t, e2etest.ProcConfig{
 		Name: "nkudo", Bin: bins.Nkudo, LogDir: logDir, Env: env,
-		Args: []string{"serve", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug"},
+		Args: append([]string{"serve", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug"}, serveArgs...),
 	})
 	caPath := filepath.Join(dataDir, "pki", "ca.crt")
 	var pool *x509.CertPool
@@ -573,7 +640,7 @@ func (e *giteaEnv) startAgents(t *testing.T, sites ...string) {
 			"--ca-hash", tok.CAFingerprint, "--pki-dir", pkiDir)
 		e2etest.Start(t, e2etest.ProcConfig{
 			Name: "edge-" + site, Bin: e.bins.Edge, LogDir: e.logDir,
-			Env: []string{"CHFAKE_REQUEST_LOG=" + e.reqLog, "NBFAKE_STATE_DIR=" + filepath.Join(dir, "nb")},
+			Env: []string{"CHFAKE_REQUEST_LOG=" + e.reqLog, "CHFAKE_CONTROL=" + e.control, "NBFAKE_STATE_DIR=" + filepath.Join(dir, "nb")},
 			Args: []string{"run", "--pki-dir", pkiDir, "--state-dir", stateDir, "--hypervisor", e.bins.CloudHypervisor,
 				"--netbird", e.bins.NetBird, "--disable-networking", "--poll-wait", "5s", "--stop-timeout", "2s", "--log-level", "debug"},
 		})
@@ -596,6 +663,16 @@ func (e *giteaEnv) startAgents(t *testing.T, sites ...string) {
 // waits for nkudo/apply = success; it returns the commit.
 func (e *giteaEnv) convergeStore042(t *testing.T, w *giteatest.WorkTree, repo giteatest.Repo) string {
 	t.Helper()
+	sha := e.pushStore042(t, w)
+	st := e.waitFinalApply(t, repo, sha)
+	giteaWantState(t, st, "success")
+	e.waitInSync(t, "store-042", sha)
+	return sha
+}
+
+// pushStore042 commits and pushes the store-042 part of manifests-example.
+func (e *giteaEnv) pushStore042(t *testing.T, w *giteatest.WorkTree) string {
+	t.Helper()
 	src := giteaExampleDir(t)
 	tmp := t.TempDir()
 	if err := os.CopyFS(filepath.Join(tmp, "vms", "store-042"), os.DirFS(filepath.Join(src, "vms", "store-042"))); err != nil {
@@ -614,9 +691,6 @@ func (e *giteaEnv) convergeStore042(t *testing.T, w *giteatest.WorkTree, repo gi
 	e.copyManifests(t, w, tmp)
 	sha := w.Commit(t, "store-042")
 	w.Push(t, "main")
-	st := e.waitFinalApply(t, repo, sha)
-	giteaWantState(t, st, "success")
-	e.waitInSync(t, "store-042", sha)
 	return sha
 }
 
