@@ -242,6 +242,25 @@ func TestAgentCertificateRefusals(t *testing.T) {
 			wantAPIError(t, err, api.ErrCertInvalid, http.StatusUnauthorized, "client certificate")
 		})
 		t.Run("revoked takes effect on the next request", func(t *testing.T) {
+			// The agent renews; its older certificate stays usable until a revocation.
+			older := agent.Client
+			key, _ := pki.NewKey()
+			csr, _ := pki.NewCSR(key, "s1")
+			ren, err := agent.Client.Renew(ctx, api.RenewRequest{CSR: string(csr)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			renewed, err := cptest.KeyPair(key, []byte(ren.Certificate))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := older.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+				t.Fatalf("pre-renewal certificate before any revocation: %v", err)
+			}
+			current := env.AgentClient(renewed)
+			if _, err := current.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+				t.Fatal(err)
+			}
 			// The agent's connection stays open across the revocation: the
 			// serial is checked per request, not only at the handshake.
 			rev, err := acme.Client.RevokeSite(ctx, "s1")
@@ -252,9 +271,9 @@ func TestAgentCertificateRefusals(t *testing.T) {
 				t.Fatal("revocation named no serial")
 			}
 			before := takeSnapshot(t, env, "acme", "s1")
-			_, err = agent.Client.Heartbeat(ctx, api.HeartbeatRequest{})
+			_, err = current.Heartbeat(ctx, api.HeartbeatRequest{})
 			wantAPIError(t, err, api.ErrCertRevoked, http.StatusUnauthorized, "revoked")
-			if _, err := agent.Client.WaitPlan(ctx, "", 0); !errors.Is(err, api.ErrCertRevoked) {
+			if _, err := current.WaitPlan(ctx, "", 0); !errors.Is(err, api.ErrCertRevoked) {
 				t.Errorf("long-poll with a revoked certificate: %v", err)
 			}
 			if after := takeSnapshot(t, env, "acme", "s1"); after.heartbeat != before.heartbeat || after.version != before.version {
@@ -263,6 +282,19 @@ func TestAgentCertificateRefusals(t *testing.T) {
 			site, err := acme.Client.GetSite(ctx, "s1")
 			if err != nil || !site.Revoked {
 				t.Errorf("site after revocation: %+v, %v", site, err)
+			}
+			// The certificate from before the renewal was never revoked by
+			// serial, yet it is refused too, and stays refused after the
+			// site enrolls again.
+			if _, err := older.Heartbeat(ctx, api.HeartbeatRequest{}); !errors.Is(err, api.ErrCertRevoked) {
+				t.Errorf("pre-renewal certificate after revocation: %v, want cert_revoked", err)
+			}
+			again := env.Enroll("acme", "s1")
+			if _, err := again.Client.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+				t.Errorf("re-enrolled agent: %v", err)
+			}
+			if _, err := older.Heartbeat(ctx, api.HeartbeatRequest{}); !errors.Is(err, api.ErrCertRevoked) {
+				t.Errorf("pre-renewal certificate after re-enrollment: %v, want cert_revoked", err)
 			}
 			der, err := env.UserClient("", "").CRL(ctx)
 			if err != nil {
