@@ -327,6 +327,31 @@ func TestReleaseAndInstall(t *testing.T) {
 		}
 	})
 
+	t.Run("install from the unpacked tarball", func(t *testing.T) {
+		dir := t.TempDir()
+		for n, f := range files {
+			p := filepath.Join(dir, filepath.FromSlash(n))
+			if strings.HasSuffix(n, "/") {
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, f.data, os.FileMode(f.mode)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		root := t.TempDir()
+		mustRun(t, t.TempDir(), nil, filepath.Join(dir, name, "install-edge.sh"), "--root", root, "--no-systemd")
+		got, err := os.ReadFile(filepath.Join(root, "usr/local/bin/nkudo-edge"))
+		if err != nil || !bytes.Equal(got, files[name+"/nkudo-edge"].data) {
+			t.Errorf("the installed binary is not the one next to the installer (err %v)", err)
+		}
+	})
+
 	t.Run("enroll against a real control plane", func(t *testing.T) {
 		installer := filepath.Join(rel, "install-edge.sh")
 		env := cptest.Start(t, cptest.Options{})
