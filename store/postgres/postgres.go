@@ -80,17 +80,33 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
-	d := &db{pool: pool, connCfg: cfg.ConnConfig, log: log, hub: sqlstore.NewHub()}
-	applied, err := d.migrate(ctx)
+	// Heartbeats go through their own small pool whose sessions commit
+	// without waiting for the WAL flush (synchronous_commit=off). A crash
+	// can lose the last fraction of a second of heartbeats, which the
+	// agents repeat anyway; nothing durable can depend on a lost one,
+	// because any later synchronous commit flushes the WAL up to itself.
+	hcfg := cfg.Copy()
+	if hcfg.ConnConfig.RuntimeParams == nil {
+		hcfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	hcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	hcfg.MaxConns = min(hcfg.MaxConns, 4)
+	hbPool, err := pgxpool.NewWithConfig(ctx, hcfg)
 	if err != nil {
 		pool.Close()
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	d := &db{pool: pool, hbPool: hbPool, connCfg: cfg.ConnConfig, log: log, hub: sqlstore.NewHub()}
+	applied, err := d.migrate(ctx)
+	if err != nil {
+		d.closePools()
 		return nil, fmt.Errorf("migrate postgres: %w", err)
 	}
 	for _, name := range applied {
 		log.Info("applied migration", "migration", name)
 	}
 	if err := d.startListener(ctx); err != nil {
-		pool.Close()
+		d.closePools()
 		return nil, fmt.Errorf("listen for notifications: %w", err)
 	}
 	s := sqlstore.New(d, sqlstore.Dialect{
@@ -112,6 +128,7 @@ func (s *Store) ExecRaw(ctx context.Context, query string, args ...any) error {
 
 type db struct {
 	pool    *pgxpool.Pool
+	hbPool  *pgxpool.Pool // heartbeats: synchronous_commit=off
 	connCfg *pgx.ConnConfig
 	log     *slog.Logger
 	hub     *sqlstore.Hub
@@ -284,8 +301,10 @@ func (d *db) tx(ctx context.Context, opts pgx.TxOptions, fn func(sqlstore.Conn) 
 
 func (d *db) ReadConn() sqlstore.Conn { return conn{d.pool} }
 
+// WriteRow serves RecordHeartbeat, the only single-statement write: it
+// runs on the heartbeat pool (see Open).
 func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
-	return d.pool.QueryRow(ctx, q, args...)
+	return d.hbPool.QueryRow(ctx, q, args...)
 }
 
 func (d *db) NotifyTx(ctx context.Context, c sqlstore.Conn, topic string) error {
@@ -306,9 +325,14 @@ func (d *db) Close() error {
 	d.closeOnce.Do(func() {
 		d.stopListen()
 		<-d.listenDone
-		d.pool.Close()
+		d.closePools()
 	})
 	return nil
+}
+
+func (d *db) closePools() {
+	d.hbPool.Close()
+	d.pool.Close()
 }
 
 // queryer is what pgx.Tx and *pgxpool.Pool have in common.

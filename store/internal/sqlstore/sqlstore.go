@@ -53,8 +53,9 @@ type Backend interface {
 	// ReadConn returns a Conn that runs each statement on its own, outside
 	// a transaction (one round trip), for reads that are a single statement.
 	ReadConn() Conn
-	// WriteRow runs one statement (typically UPDATE … RETURNING) as its own
-	// implicit transaction: one round trip for the hottest writes.
+	// WriteRow runs one statement (UPDATE … RETURNING) as its own implicit
+	// transaction: one round trip for the hottest write, the heartbeat.
+	// A backend may trade the durability of the last moments for speed here.
 	WriteRow(ctx context.Context, query string, args ...any) Row
 	// NotifyTx queues a cross-replica wake-up of topic, delivered on commit
 	// (a no-op for a single-process backend).
