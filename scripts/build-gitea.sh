@@ -10,7 +10,17 @@
 #   NKUDO_CACHE   cache root (default $HOME/.cache/nkudo); the binary lands in
 #                 $NKUDO_CACHE/gitea-<version>/gitea
 #   NKUDO_GITEA_REBUILD=1  rebuild even when the cached binary matches
+#
+# With --check it builds nothing: it prints the path and exits 0 when the
+# cached binary matches, and exits 3 when a build is needed.
 set -euo pipefail
+
+check=false
+case "${1:-}" in
+--check) check=true ;;
+"") ;;
+*) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 forge="$root/tests/forge"
@@ -36,6 +46,11 @@ if [[ "${NKUDO_GITEA_REBUILD:-}" != 1 && -x "$bin" ]] && matches; then
 	echo "build-gitea: reusing $bin ($("$bin" --version))" >&2
 	echo "$bin"
 	exit 0
+fi
+
+if $check; then
+	echo "build-gitea: $bin is missing or not Gitea $version with sqlite: a build is needed" >&2
+	exit 3
 fi
 
 mkdir -p "$dir"

@@ -74,10 +74,15 @@ type Binary struct {
 	Version string
 }
 
-// FindBinary returns the Gitea binary, building it with
-// scripts/build-gitea.sh when the cache does not hold the pinned version
-// (a cold build takes several minutes). ctx bounds the build.
-func FindBinary(ctx context.Context) (Binary, error) {
+// ErrNotBuilt is returned by FindBinary without build when the cache does
+// not hold the pinned Gitea.
+var ErrNotBuilt = errors.New("gitea is not built yet: run scripts/build-gitea.sh (a cold build takes minutes)")
+
+// FindBinary returns the Gitea binary. When the cache does not hold the
+// pinned version it builds it with scripts/build-gitea.sh if build is set
+// (a cold build takes several minutes; ctx bounds it), or returns
+// ErrNotBuilt.
+func FindBinary(ctx context.Context, build bool) (Binary, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return Binary{}, err
@@ -88,10 +93,18 @@ func FindBinary(ctx context.Context) (Binary, error) {
 		b.Path = p
 	} else {
 		script := filepath.Join(root, "scripts", "build-gitea.sh")
-		cmd := exec.CommandContext(ctx, "bash", script)
+		args := []string{script}
+		if !build {
+			args = append(args, "--check")
+		}
+		cmd := exec.CommandContext(ctx, "bash", args...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
+			var ee *exec.ExitError
+			if !build && errors.As(err, &ee) && ee.ExitCode() == 3 {
+				return Binary{}, ErrNotBuilt
+			}
 			return Binary{}, fmt.Errorf("%s: %w\n%s", script, err, lastLines(stderr.String(), 15))
 		}
 		b.Path = strings.TrimSpace(stdout.String())
@@ -180,8 +193,10 @@ func Start(t testing.TB) *Instance {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 20*time.Minute)
 		defer cancel()
 		sweepStale()
-		b, err := FindBinary(ctx)
-		if err != nil {
+		b, err := FindBinary(ctx, Required() || roomForBuild(t))
+		if errors.Is(err, ErrNotBuilt) {
+			shared.skip, shared.err = true, fmt.Errorf("%w; the time left before this test binary's deadline is too short for it (use -timeout 30m)", err)
+		} else if err != nil {
 			shared.skip, shared.err = true, fmt.Errorf("gitea cannot be built: %w", err)
 		} else {
 			dir, err := os.MkdirTemp("", staleGlob[:len(staleGlob)-1])
@@ -226,6 +241,17 @@ func sweepStale() {
 			os.RemoveAll(d)
 		}
 	}
+}
+
+// roomForBuild reports whether a cold Gitea build (minutes) fits before the
+// test binary's deadline (-timeout).
+func roomForBuild(t testing.TB) bool {
+	d, ok := t.(interface{ Deadline() (time.Time, bool) })
+	if !ok {
+		return true
+	}
+	deadline, set := d.Deadline()
+	return !set || time.Until(deadline) > 15*time.Minute
 }
 
 // Close stops the shared instance (if any) and removes its directory.
