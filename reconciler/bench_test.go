@@ -106,6 +106,9 @@ func BenchmarkReconcileOneFileChange(b *testing.B) {
 		b.StartTimer()
 		res := e.mustReconcile()
 		phases.add(res)
+		if !res.IncrementalLoad {
+			b.Fatalf("a one-file change was loaded in full")
+		}
 		if len(res.Planned) != 1 || res.Planned[0] != site {
 			b.Fatalf("planned %v, want [%s]", res.Planned, site)
 		}
@@ -164,7 +167,7 @@ func BenchmarkWebhookToPlansStored(b *testing.B) {
 			if time.Now().After(deadline) {
 				b.Fatalf("plan for %s at %s never stored", site, head[:8])
 			}
-			time.Sleep(200 * time.Microsecond)
+			time.Sleep(time.Millisecond)
 		}
 	}
 	cpu.report(b)

@@ -39,6 +39,9 @@ type Result struct {
 	// Unregistered lists sites in git that the control plane does not know
 	// yet (no plan can be stored for them).
 	Unregistered []string
+	// IncrementalLoad is true when only the changed manifest files were
+	// parsed (the set rules re-checked on the merged result).
+	IncrementalLoad bool
 	// Fetch, Load and Plan are how long each phase took.
 	Fetch, Load, Plan time.Duration
 	// Skipped is true when another replica holds the repository's lease.
@@ -87,6 +90,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	t1 := time.Now()
 	l, err := r.load(repo, head)
 	res.Load = time.Since(t1)
+	if l != nil {
+		res.IncrementalLoad = l.incremental
+	}
 	if err != nil {
 		var serrs schema.Errors
 		switch {
@@ -192,8 +198,13 @@ type loaded struct {
 	desired model.Desired
 	err     error
 	tree    string
-	once    sync.Once
-	hashes  map[string]string // site → hash of its desired state
+	// files are the manifest files of the tree (set when valid), the base
+	// of the next incremental load.
+	files map[string]manifestFile
+	// incremental is true when only changed files were parsed.
+	incremental bool
+	once        sync.Once
+	hashes      map[string]string // site → hash of its desired state
 }
 
 // siteHashes hashes each site's manifest and VMs (positions left out: moving
@@ -283,13 +294,38 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 	if l := r.cache.get(key); l != nil {
 		return l, l.err
 	}
-	d, err := schema.Load(fsys)
-	l := &loaded{desired: d, err: err, tree: treeHash.String()}
+	r.mu.Lock()
+	prev := r.lastValid[repo.ID]
+	r.mu.Unlock()
+	var prevFiles map[string]manifestFile
+	if prev != nil {
+		prevFiles = prev.files
+	}
+	tree := fsys.(*treeFS).tree
+	files, ferr := manifestFiles(tree, prevFiles)
+	var l *loaded
+	if ferr == nil {
+		if d, ok := incremental(prev, tree, files); ok {
+			l = &loaded{desired: d, tree: treeHash.String(), files: files, incremental: true}
+		}
+	}
+	if l == nil {
+		d, err := schema.Load(fsys)
+		l = &loaded{desired: d, err: err, tree: treeHash.String()}
+		if err == nil && ferr == nil {
+			l.files = files
+		}
+	}
 	var serrs schema.Errors
-	if err == nil || errors.As(err, &serrs) || errors.Is(err, schema.ErrNoManifests) {
+	if l.err == nil || errors.As(l.err, &serrs) || errors.Is(l.err, schema.ErrNoManifests) {
 		r.cache.put(key, l) // I/O errors are not cached: a retry may pass
 	}
-	return l, err
+	if l.err == nil {
+		r.mu.Lock()
+		r.lastValid[repo.ID] = l
+		r.mu.Unlock()
+	}
+	return l, l.err
 }
 
 // planSites plans the sites of repo whose desired state (from l) or

@@ -96,6 +96,7 @@ type Reconciler struct {
 	wake      chan struct{}
 	reporters map[string]*repoReporters
 	cache     *loadCache
+	lastValid map[string]*loaded   // repo ID → newest valid load, the base of incremental loads
 	siteRepo  map[string]string    // tenant/site → repo ID that plans it
 	dirty     map[string]bool      // tenant/site with an unprocessed inventory change
 	lastDrift map[string]time.Time // tenant/site → last drift re-plan
@@ -179,6 +180,7 @@ func New(o Options) (*Reconciler, error) {
 		wake:      make(chan struct{}, 1),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
+		lastValid: map[string]*loaded{},
 		siteRepo:  map[string]string{},
 		dirty:     map[string]bool{},
 		lastDrift: map[string]time.Time{},

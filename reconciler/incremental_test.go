@@ -1,0 +1,116 @@
+package reconciler
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/reconciler/gittest"
+	"github.com/nkudo/nkudo/schema"
+)
+
+// TestIncrementalLoadMatchesFullLoad edits a real repository at random,
+// valid and invalid edits mixed, and checks after every commit that an
+// incremental load, whenever it claims success, gives exactly what the full
+// schema.Load gives, and that it claims success for the common small edits.
+func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
+	g := gittest.New(t)
+	const sites = 8
+	vmsOf := map[int][]string{}
+	write := func(s int) {
+		name := gittest.SiteName(s)
+		var b strings.Builder
+		b.WriteString(gittest.Site(name))
+		for _, vm := range vmsOf[s] {
+			b.WriteString("---\n" + vm)
+		}
+		g.Write("fleet/"+name+".yaml", b.String())
+	}
+	for s := 1; s <= sites; s++ {
+		for v := 1; v <= 3; v++ {
+			vmsOf[s] = append(vmsOf[s], gittest.VM(gittest.SiteName(s), fmt.Sprintf("vm-%d", v), "Running", 1))
+		}
+		write(s)
+	}
+	g.Commit("base")
+	repo, err := git.PlainOpen(g.Remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev *loaded
+	rng := rand.New(rand.NewPCG(1, 2))
+	incrementalOK, steps := 0, 60
+	for step := range steps {
+		s := 1 + rng.IntN(sites)
+		site := gittest.SiteName(s)
+		edit := rng.IntN(12)
+		switch edit {
+		case 0, 1, 2: // resize or stop one VM: the common change
+			i := rng.IntN(len(vmsOf[s]))
+			vmsOf[s][i] = gittest.VM(site, fmt.Sprintf("vm-%d", i+1), []string{"Running", "Stopped"}[rng.IntN(2)], 1+rng.IntN(4))
+			write(s)
+		case 3: // add a VM
+			vmsOf[s] = append(vmsOf[s], gittest.VM(site, fmt.Sprintf("vm-%d", len(vmsOf[s])+1), "Running", 1))
+			write(s)
+		case 4: // a VM in its own file, for a site defined elsewhere
+			g.Write(fmt.Sprintf("extra/%s-x%d.yaml", site, step), gittest.VM(site, fmt.Sprintf("x-%d", step), "Running", 1))
+		case 5: // a duplicate VM name across files
+			g.Write(fmt.Sprintf("extra/dup-%d.yaml", step), gittest.VM(site, "vm-1", "Running", 1))
+		case 6: // a VM whose site does not exist
+			g.Write(fmt.Sprintf("extra/orphan-%d.yaml", step), gittest.VM("nowhere", "vm-1", "Running", 1))
+		case 7: // broken YAML
+			g.Write(fmt.Sprintf("extra/broken-%d.yaml", step), "kind: [\n")
+		case 8: // delete the extra files (repairs 5, 6 and 7, drops 4's VMs)
+			g.Remove("extra")
+		case 9: // delete a site file: its VMs elsewhere lose their site
+			g.Remove("fleet/" + site + ".yaml")
+		case 10: // put it back
+			write(s)
+		case 11: // files schema.Load does not read
+			g.Write("fleet/README.md", fmt.Sprint("step ", step))
+			g.Write("fleet/.hidden/x.yaml", "not: read\n")
+		}
+		head := g.Commit(fmt.Sprint("step ", step))
+		c, err := repo.CommitObject(plumbingHash(head))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tree, err := c.Tree()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prevFiles map[string]manifestFile
+		if prev != nil {
+			prevFiles = prev.files
+		}
+		files, err := manifestFiles(tree, prevFiles)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, fullErr := schema.Load(&treeFS{tree: tree})
+		inc, ok := incremental(prev, tree, files)
+		if ok {
+			incrementalOK++
+			if fullErr != nil {
+				t.Fatalf("step %d (edit %d): incremental load accepted a tree the full load rejects:\n%v", step, edit, fullErr)
+			}
+			if diff := cmp.Diff(full, inc); diff != "" {
+				t.Fatalf("step %d (edit %d): incremental load differs (-full +incremental):\n%s", step, edit, diff)
+			}
+		}
+		if fullErr == nil {
+			prev = &loaded{desired: full, files: files}
+		}
+	}
+	if incrementalOK < steps/4 {
+		t.Errorf("the incremental path was taken %d times in %d steps; small edits should take it", incrementalOK, steps)
+	}
+	t.Logf("incremental loads: %d of %d", incrementalOK, steps)
+}
+
+func plumbingHash(s string) plumbing.Hash { return plumbing.NewHash(s) }
