@@ -34,10 +34,11 @@ type globals struct {
 
 type cli struct {
 	globals
-	Enroll  enrollCmd  `cmd:"" help:"Enroll this host as a site's agent with a one-time token."`
-	Run     runCmd     `cmd:"" help:"Run the agent until SIGTERM."`
-	Facts   factsCmd   `cmd:"" help:"Print the host facts and VM inventory the agent would report (JSON)."`
-	Version versionCmd `cmd:"" help:"Print the agent version."`
+	Enroll      enrollCmd      `cmd:"" help:"Enroll this host as a site's agent with a one-time token."`
+	Run         runCmd         `cmd:"" help:"Run the agent until SIGTERM."`
+	Facts       factsCmd       `cmd:"" help:"Print the host facts and VM inventory the agent would report (JSON)."`
+	Version     versionCmd     `cmd:"" help:"Print the agent version."`
+	DebugBundle debugBundleCmd `cmd:"" name:"debug-bundle" help:"Collect agent diagnostics into a tarball without secrets."`
 }
 
 type enrollCmd struct {
