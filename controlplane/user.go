@@ -537,6 +537,7 @@ func (s *Server) handleRevokeSite(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
+	s.log.Info("site certificate revoked", "tenant", c.tenant, "site", r.PathValue("site"), "serial", serial, "actor", c.actor().String())
 	writeJSON(w, http.StatusOK, api.RevokeResponse{Site: r.PathValue("site"), Serial: serial})
 	return nil
 }
