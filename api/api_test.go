@@ -3,6 +3,11 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,5 +70,66 @@ func TestDurationJSON(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"D":5}`), &v); err == nil {
 		t.Fatal("a bare number was accepted as a duration")
+	}
+}
+
+func TestClientDecodesErrorsAndStreams(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/sites/{site}", func(w http.ResponseWriter, r *http.Request) {
+		switch r.PathValue("site") {
+		case "gone":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"error":{"code":"not_found","message":"get site gone: not found"}}`)
+		case "proxy":
+			w.WriteHeader(http.StatusBadGateway)
+			fmt.Fprint(w, "<html>bad gateway</html>")
+		default:
+			if r.Header.Get("Authorization") != "Bearer tok" || r.Header.Get(TenantHeader) != "acme" {
+				t.Errorf("headers: %v", r.Header)
+			}
+			fmt.Fprint(w, `{"tenant":"acme","name":"ok","heartbeatAge":"1.5s"}`)
+		}
+	})
+	mux.HandleFunc("GET /v1/plans/{plan}/logs", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("follow") != "true" || r.URL.Query().Get("after") != "4" {
+			t.Errorf("query %s", r.URL.RawQuery)
+		}
+		fmt.Fprint(w, `{"planId":"p","seq":5,"stream":"stdout","line":"a"}`+"\n\n"+`{"planId":"p","seq":6,"stream":"stdout","line":"b"}`+"\n")
+	})
+	mux.HandleFunc("GET /v1/agent/plan", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("wait") != "0s" {
+			t.Errorf("wait = %q, want 0s", r.URL.Query().Get("wait"))
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c, err := NewClient(ClientConfig{BaseURL: srv.URL, Token: "tok", Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	site, err := c.GetSite(t.Context(), "ok")
+	if err != nil || site.HeartbeatAge.D() != 1500*time.Millisecond {
+		t.Errorf("GetSite = %+v, %v", site, err)
+	}
+	if _, err := c.GetSite(t.Context(), "gone"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "get site gone") {
+		t.Errorf("404: %v", err)
+	}
+	if _, err := c.GetSite(t.Context(), "proxy"); !errors.Is(err, ErrInternal) || !strings.Contains(err.Error(), "bad gateway") {
+		t.Errorf("502 from a proxy: %v", err)
+	}
+	var seqs []int64
+	if err := c.FollowLogs(t.Context(), "p", 4, func(l LogLine) error { seqs = append(seqs, l.Seq); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seqs, []int64{5, 6}) {
+		t.Errorf("streamed seqs %v", seqs)
+	}
+	if p, err := c.WaitPlan(t.Context(), "", 0); p != nil || err != nil {
+		t.Errorf("WaitPlan on 204 = %v, %v", p, err)
+	}
+	if _, err := NewClient(ClientConfig{BaseURL: "https://x", CAFingerprint: "sha256:zz"}); err == nil {
+		t.Error("a malformed fingerprint was accepted")
 	}
 }
