@@ -50,6 +50,11 @@ type Options struct {
 	Facts func(ctx context.Context) (any, error)
 	// NetBird is the netbird binary; empty means "netbird" from PATH.
 	NetBird string
+	// JournalUnit is the systemd unit whose journal tail is collected with
+	// journalctl (the agent's own log); empty skips it.
+	JournalUnit string
+	// Journalctl is the journalctl binary; empty means "journalctl" from PATH.
+	Journalctl string
 	// Secrets are more values to redact wherever they appear (for example
 	// an enrollment token from the environment). Empty ones are ignored.
 	Secrets []string
@@ -194,7 +199,7 @@ func Write(ctx context.Context, w io.Writer, o Options) (*Manifest, error) {
 		// VMs before the executor: credentials found in VM metadata are
 		// then redacted from cached results and logs too.
 		b.collectVersion, b.collectPKI, b.collectVMs, b.collectExecutor,
-		b.collectFacts, b.collectTree, b.collectNetBird,
+		b.collectFacts, b.collectTree, b.collectNetBird, b.collectJournal,
 	} {
 		if err := collect(ctx); err != nil {
 			return nil, err
@@ -367,18 +372,24 @@ func (b *bundle) addFile(root *os.Root, dir, rel, name string) error {
 		return nil
 	}
 	data, n := redact(fd.data, b.secrets)
-	truncated := fd.truncated
-	if int64(len(data)) > b.o.MaxFileBytes {
-		data = data[int64(len(data))-b.o.MaxFileBytes:]
-		truncated = true
-		// Start at a line when one starts soon.
-		if i := bytes.IndexByte(data[:min(len(data), 4096)], '\n'); i >= 0 {
-			data = data[i+1:]
-		}
-	}
+	data, cut := tail(data, b.o.MaxFileBytes)
+	truncated := fd.truncated || cut
 	it := Item{Source: src, Truncated: truncated, Redactions: n}
 	if truncated {
 		it.SourceBytes = fd.size
 	}
 	return b.add(name, data, it)
+}
+
+// tail keeps the last max bytes of data, starting at a line when one
+// starts soon after the cut; cut says whether anything was dropped.
+func tail(data []byte, max int64) (out []byte, cut bool) {
+	if int64(len(data)) <= max {
+		return data, false
+	}
+	data = data[int64(len(data))-max:]
+	if i := bytes.IndexByte(data[:min(len(data), 4096)], '\n'); i >= 0 {
+		data = data[i+1:]
+	}
+	return data, true
 }

@@ -373,9 +373,18 @@ func TestBundle(t *testing.T) {
 	// only its bytes betray it.
 	appendFile(t, filepath.Join(s.state, "agent", "logseq", "leak.seq"), base64.StdEncoding.EncodeToString(s.keys.keyDER))
 
+	// journalctl answers with the agent's log, in which the setup key and
+	// a key block were printed by mistake.
+	journalctl := filepath.Join(t.TempDir(), "journalctl")
+	script := "#!/bin/sh\necho \"args: $*\"\necho 'agent starting setupKey=" + setupKey + "'\ncat <<'EOF'\n" + string(s.keys.keyPEM) + "EOF\necho 'agent stopped'\n"
+	if err := os.WriteFile(journalctl, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("NBFAKE_STATE_DIR", s.nbState)
+	opts := s.options(t)
+	opts.JournalUnit, opts.Journalctl = "nkudo-edge", journalctl
 	var buf bytes.Buffer
-	m, err := debugbundle.Write(t.Context(), &buf, s.options(t))
+	m, err := debugbundle.Write(t.Context(), &buf, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +397,7 @@ func TestBundle(t *testing.T) {
 	// Everything expected is there, and the manifest lists exactly the files.
 	want := []string{
 		"agent/actions.json", "agent/log-sequences.json", "agent/outbox-logs.json", "agent/outbox-results.json",
-		"facts.json", "netbird/status.json", "pki/certificates.json", "pki/files.json", "pki/identity.json",
+		"facts.json", "journal.log", "netbird/status.json", "pki/certificates.json", "pki/files.json", "pki/identity.json",
 		"state-files.json", "version.json",
 		"vms/pos-1/meta.json", "vms/pos-1/serial.log", "vms/pos-1/vmm.json", "vms/pos-1/vmm.log",
 		"vms/pos-2/meta.json", "vms/pos-2/vmm.json",
@@ -547,6 +556,11 @@ func TestBundle(t *testing.T) {
 	seqs := decode[map[string]string](t, files, "bundle/agent/log-sequences.json")
 	if d := cmp.Diff(map[string]string{"plan-1": "10", "plan-2": "4", "leak": "unknown: not a number (164 bytes)"}, seqs); d != "" {
 		t.Errorf("log sequences (-want +got):\n%s", d)
+	}
+
+	journal := string(files["bundle/journal.log"])
+	if want := "args: --unit nkudo-edge --no-pager --output short-iso-precise --lines 20000\nagent starting setupKey=[REDACTED]\n[REDACTED private key block]\nagent stopped\n"; journal != want {
+		t.Errorf("journal.log = %q, want %q", journal, want)
 	}
 
 	// Facts as `nkudo-edge facts` prints them, NetBird as netbird says.

@@ -691,3 +691,41 @@ func (b *bundle) collectNetBird(ctx context.Context) error {
 	}
 	return b.add("netbird/status.json", stdout.Bytes(), Item{Source: p + " status --json"})
 }
+
+// collectJournal adds the tail of the agent unit's journal: the agent's
+// own log says why requests and actions fail.
+func (b *bundle) collectJournal(ctx context.Context) error {
+	if b.o.JournalUnit == "" {
+		return nil
+	}
+	bin := b.o.Journalctl
+	if bin == "" {
+		bin = "journalctl"
+	}
+	src := "journalctl -u " + b.o.JournalUnit
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		b.skip(src, "journalctl not on PATH: "+err.Error())
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, p, "--unit", b.o.JournalUnit, "--no-pager", "--output", "short-iso-precise", "--lines", "20000")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 500 {
+			msg = msg[:500]
+		}
+		b.skip(src, fmt.Sprintf("%s: %v: %s", p, err, msg))
+		return nil
+	}
+	data, n := redact(stdout.Bytes(), b.secrets)
+	data, cut := tail(data, b.o.MaxFileBytes)
+	it := Item{Source: src, Redactions: n, Truncated: cut}
+	if cut {
+		it.SourceBytes = int64(stdout.Len())
+	}
+	return b.add("journal.log", data, it)
+}

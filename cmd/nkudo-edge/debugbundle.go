@@ -20,14 +20,15 @@ type debugBundleCmd struct {
 	Output      string `help:"Tarball to write, or - for standard output (default: nkudo-edge-debug-<host>-<time>.tar.gz in the current directory)." short:"o"`
 	Hypervisor  string `help:"cloud-hypervisor binary (for the facts)." default:"cloud-hypervisor"`
 	NetBird     string `help:"netbird binary (for the facts and netbird status --json)." default:"netbird" name:"netbird"`
-	MaxLogBytes int64  `help:"Bytes kept from the end of each VM's serial and VMM log." default:"1048576" name:"max-log-bytes"`
+	JournalUnit string `help:"systemd unit whose journal tail is collected (empty: none)." default:"nkudo-edge" name:"journal-unit"`
+	MaxLogBytes int64  `help:"Bytes kept from the end of each log (VM serial and VMM logs, the journal)." default:"1048576" name:"max-log-bytes"`
 }
 
 // Help is shown by kong under the command's usage.
 func (d *debugBundleCmd) Help() string {
 	return `Collects the agent's diagnostics into a gzipped tarball to attach to a ticket:
 host facts (as "nkudo-edge facts"), version, cached action results, buffered
-results and logs, per-VM metadata and log tails, the certificate's public
+results and logs, per-VM metadata and log tails, the agent's journal tail, the certificate's public
 facts, the identity with the NetBird setup key redacted, "netbird status
 --json", a listing of the state dir, and manifest.json saying what was
 collected and what was skipped and why. Private keys, setup keys and tokens
@@ -41,7 +42,7 @@ func (d *debugBundleCmd) Run(ctx context.Context, logger *slog.Logger, out io.Wr
 	host, _ := os.Hostname()
 	name := debugbundle.DefaultName(host, now)
 	opts := debugbundle.Options{
-		StateDir: d.StateDir, PKIDir: d.PKIDir, AgentVersion: version, NetBird: d.NetBird,
+		StateDir: d.StateDir, PKIDir: d.PKIDir, AgentVersion: version, NetBird: d.NetBird, JournalUnit: d.JournalUnit,
 		// A token left in the environment by an enrollment is redacted too.
 		Secrets:      []string{os.Getenv("NKUDO_ENROLL_TOKEN")},
 		MaxFileBytes: d.MaxLogBytes, Name: name, Now: func() time.Time { return now }, Logger: logger,

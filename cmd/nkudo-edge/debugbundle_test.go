@@ -62,7 +62,7 @@ func TestDebugBundle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	base := []string{"debug-bundle", "--state-dir", state, "--pki-dir", pki, "--hypervisor", "/nonexistent/cloud-hypervisor", "--netbird", "/nonexistent/netbird"}
+	base := []string{"debug-bundle", "--state-dir", state, "--pki-dir", pki, "--hypervisor", "/nonexistent/cloud-hypervisor", "--netbird", "/nonexistent/netbird", "--journal-unit="}
 
 	check := func(t *testing.T, data []byte) {
 		t.Helper()
