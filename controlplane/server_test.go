@@ -300,3 +300,36 @@ func TestPerSiteMetricsSwitch(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaWakesLongPoll: with two replicas on one Postgres database, a
+// plan stored through one wakes the agent's long-poll parked on the other
+// (LISTEN/NOTIFY through the store).
+func TestReplicaWakesLongPoll(t *testing.T) {
+	a := cptest.Start(t, cptest.Options{Postgres: true})
+	b := cptest.Start(t, cptest.Options{ReplicaOf: a})
+	a.NewTenant("acme")
+	agent := a.Enroll("acme", "s1")
+	onB := b.AgentClient(agent.Cert)
+	got := make(chan *api.AgentPlan, 1)
+	go func() {
+		p, err := onB.WaitPlan(t.Context(), "", 30*time.Second)
+		if err != nil {
+			t.Errorf("long-poll on replica b: %v", err)
+		}
+		got <- p
+	}()
+	waitUntil(t, "the long-poll to park on replica b", func() bool { return b.Server().LongPolls() == 1 })
+	spec := model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256}
+	plan := model.Plan{ID: "p1", Tenant: "acme", Site: "s1", Actions: []model.Action{{ID: "a1", Operation: model.OpCreate, VM: "vm", Reason: model.ReasonMissing, Spec: &spec, SpecHash: spec.Hash()}}}
+	if _, err := a.Store().StorePlan(t.Context(), store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-got:
+		if p == nil || p.Plan.ID != "p1" {
+			t.Errorf("replica b's long-poll returned %v, want plan p1", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("replica b's long-poll was not woken by a plan stored through replica a")
+	}
+}

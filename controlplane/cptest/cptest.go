@@ -56,6 +56,10 @@ type Options struct {
 	Postgres bool
 	// DatabaseURL, when set, overrides both (an existing database).
 	DatabaseURL string
+	// ReplicaOf starts a second replica of another Env: the same database
+	// and CA (and admin token), its own listener and process state, as in a
+	// multi-replica deployment. The other Env must use Postgres.
+	ReplicaOf *Env
 
 	// Reconciler, Desired and Webhooks are handed to the server (nil = not wired).
 	Reconciler controlplane.Reconciler
@@ -83,7 +87,8 @@ type Env struct {
 
 	// URL is the server's base URL ("https://127.0.0.1:<port>").
 	URL string
-	// DataDir holds the SQLite file and the dev PKI.
+	// DataDir holds the SQLite file and the dev PKI (a replica uses the
+	// PKI of the Env it replicates).
 	DataDir string
 	// DatabaseURL is the store's URL ("" for SQLite in DataDir).
 	DatabaseURL string
@@ -95,6 +100,8 @@ type Env struct {
 	// AdminToken is an admin-scope API token; Admin is a client using it.
 	AdminToken string
 	Admin      *api.Client
+
+	pkiDir string
 
 	mu     sync.Mutex
 	store  store.Store
@@ -109,6 +116,13 @@ type Env struct {
 func Start(t testing.TB, opts Options) *Env {
 	t.Helper()
 	e := &Env{t: t, opts: opts, DataDir: t.TempDir(), DatabaseURL: opts.DatabaseURL, addr: "127.0.0.1:0"}
+	e.pkiDir = filepath.Join(e.DataDir, "pki")
+	if r := opts.ReplicaOf; r != nil {
+		if r.DatabaseURL == "" {
+			t.Fatal("cptest: ReplicaOf needs an Env on Postgres (SQLite serves one process)")
+		}
+		e.DatabaseURL, e.pkiDir = r.DatabaseURL, r.pkiDir
+	}
 	if e.DatabaseURL == "" && opts.Postgres {
 		e.DatabaseURL = pgtest.URL(t)
 	}
@@ -119,6 +133,11 @@ func Start(t testing.TB, opts Options) *Env {
 	e.start()
 	t.Cleanup(e.stop)
 
+	if r := opts.ReplicaOf; r != nil {
+		e.AdminToken = r.AdminToken
+		e.Admin = e.UserClient(r.AdminToken, "")
+		return e
+	}
 	tok, err := controlplane.CreateAPIToken(t.Context(), e.Store(), store.Actor{Kind: store.ActorAdmin, ID: "cptest"},
 		api.CreateTokenRequest{Admin: true, Name: "cptest admin"}, time.Now())
 	if err != nil {
@@ -138,7 +157,7 @@ func (e *Env) start() {
 	if err != nil {
 		t.Fatalf("cptest: open store: %v", err)
 	}
-	authority, err := pki.Load(pki.Config{DevDir: filepath.Join(e.DataDir, "pki"), ClientCertTTL: e.opts.ClientCertTTL}, e.logger)
+	authority, err := pki.Load(pki.Config{DevDir: e.pkiDir, ClientCertTTL: e.opts.ClientCertTTL}, e.logger)
 	if err != nil {
 		st.Close()
 		t.Fatalf("cptest: load PKI: %v", err)
