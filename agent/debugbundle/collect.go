@@ -242,6 +242,9 @@ func parseCerts(data []byte, now time.Time) ([]certInfo, error) {
 // CA certificates, whether the key matches the certificate, and the
 // identity with its secrets redacted. Key files are only listed.
 func (b *bundle) collectPKI(context.Context) error {
+	if b.pki == nil {
+		return nil // openRoot said why
+	}
 	dir := b.o.PKIDir
 	entries, err := readDir(b.pki, ".")
 	if err != nil {
@@ -335,6 +338,9 @@ var (
 // It reads the files the executor writes; it does not open the executor,
 // which would create and repair them.
 func (b *bundle) collectExecutor(context.Context) error {
+	if b.state == nil {
+		return nil // openRoot said why
+	}
 	if err := b.collectActions(); err != nil {
 		return err
 	}
@@ -492,6 +498,9 @@ func (b *bundle) collectSeqs() error {
 // metadata (cloud-init data and URL credentials redacted), the tails of its
 // serial console and VMM logs, and what its VMM answers.
 func (b *bundle) collectVMs(ctx context.Context) error {
+	if b.state == nil {
+		return nil // openRoot said why
+	}
 	rel := "hypervisor/vms"
 	src := filepath.Join(b.o.StateDir, rel)
 	entries, err := readDir(b.state, rel)
