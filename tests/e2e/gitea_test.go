@@ -86,6 +86,9 @@ func TestGiteaPushToApply(t *testing.T) {
 	giteaWantState(t, st, "success")
 	st = e.waitFinalApply(t, repo, sha)
 	giteaWantState(t, st, "success")
+	if !strings.HasPrefix(st.TargetURL, e.cp.URL+"/") {
+		t.Errorf("%s target URL %q does not point at the control plane %s", st.Context, st.TargetURL, e.cp.URL)
+	}
 	// The summary the commit got when it was planned (a later reconcile of
 	// the same commit may post another description).
 	plan := giteaFirstFinal(e.statuses(t, repo, sha), giteaCtxPlan)
@@ -433,7 +436,6 @@ type giteaEnv struct {
 	logDir    string
 	secret    string
 	fwd       *giteatest.Recorder // set by newRepo("forward")
-	hookID    int64
 }
 
 var giteaPrereq struct {
@@ -605,7 +607,7 @@ func (e *giteaEnv) newRepo(t *testing.T, mode string) (giteatest.Repo, api.Repos
 		e.fwd = giteatest.NewForwarder(t, reg.WebhookURL, e.cp.hc)
 		target = e.fwd.URL
 	}
-	e.hookID = e.gitea.CreateHook(t, repo, target, e.secret, "push", "pull_request").ID
+	e.gitea.CreateHook(t, repo, target, e.secret, "push", "pull_request")
 	return repo, reg
 }
 

@@ -145,12 +145,6 @@ func (i *Instance) CreateHook(t testing.TB, r Repo, target, secret string, event
 	return h
 }
 
-// SetHookActive turns a webhook on or off (an inactive hook delivers nothing).
-func (i *Instance) SetHookActive(t testing.TB, r Repo, id int64, active bool) {
-	t.Helper()
-	i.must(t, http.MethodPatch, fmt.Sprintf("%s/hooks/%d", r.path(), id), map[string]any{"active": active}, nil)
-}
-
 // TestHook makes Gitea send a signed push delivery for the default
 // branch's head to the hook, without a push.
 func (i *Instance) TestHook(t testing.TB, r Repo, id int64) {
