@@ -6,20 +6,35 @@
 // Typical use:
 //
 //	env := cptest.Start(t, cptest.Options{})
-//	acme := env.NewTenant("acme")            // tenant + tenant API token + client
-//	env.NewSite("acme", "store-042")         // site record
-//	tok := env.EnrollmentToken("acme", "store-042")
-//	agent := env.Enroll("acme", "store-042") // key, CSR, enroll, mTLS client
+//	acme := env.NewTenant("acme")  // tenant + tenant-scoped token + client
+//	env.NewSite("acme", "store-1") // site record
+//
+//	// An agent under test enrolls itself with the printed command's parts:
+//	tok := env.EnrollmentToken("acme", "store-1") // tok.Token, tok.CAFingerprint, env.URL
+//
+//	// Or let cptest enroll a site (fresh key, CSR, pinned CA) and get an mTLS client:
+//	agent := env.Enroll("acme", "store-2")
 //	agent.Client.Heartbeat(ctx, api.HeartbeatRequest{…})
-//	site, _ := acme.Client.GetSite(ctx, "store-042")
+//	site, _ := acme.Client.GetSite(ctx, "store-2")
 //
-// A test binary that uses Options.Postgres must stop the shared cluster at
-// the end: func TestMain(m *testing.M) { cptest.Main(m) }.
+// More:
+//   - ForEachBackend runs a test body as "sqlite" and "postgres" subtests.
+//   - Env.Restart stops server and store gracefully and starts both again on
+//     the same data and address (crash, restart and reconnect tests).
+//   - Options.ReplicaOf starts a second replica on the same Postgres database
+//     and CA (multi-replica tests).
+//   - Options.Clock moves the server's clock (token expiry without sleeping);
+//     Env.IssueCert mints certificates straight from the CA (expired ones,
+//     identities the server never issued); Env.HTTPClient sends raw requests.
+//   - Options.Reconciler, Desired and Webhooks wire the GitOps hooks;
+//     Options.Configure adjusts any other server option.
+//   - Env.Store and Env.PKI give direct access (seed plans, check state).
 //
-// Everything is torn down with t.Cleanup. Env.Restart stops the server and
-// the store and starts both again on the same data and address, for crash
-// and reconnect tests. Helpers fail the test on error (t.Fatal), so they
-// must be called from the test goroutine.
+// A test binary that uses Postgres must stop the shared cluster at the end:
+// func TestMain(m *testing.M) { cptest.Main(m) }.
+//
+// Everything is torn down with t.Cleanup. Helpers fail the test on error
+// (t.Fatal), so they must be called from the test goroutine.
 package cptest
 
 import (
