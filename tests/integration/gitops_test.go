@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler/gittest"
 )
@@ -85,8 +86,18 @@ spec:
 		return strings.Contains(out, `"context":"nkudo/apply","state":"success"`)
 	})
 	// The edge runs what git says, as the agent reports it.
+	var lastView api.SiteVMs
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last VM view: %+v", lastView)
+			for _, v := range lastView.VMs {
+				t.Logf("  %s desired %+v actual %+v in sync %v", v.Name, v.Desired, v.Actual, v.InSync)
+			}
+		}
+	})
 	eventually(t, "inventory reported", func() bool {
 		vms, err := g.acme.Client.SiteVMs(t.Context(), "store-042")
+		lastView = vms
 		if err != nil || !vms.DesiredKnown || vms.DesiredCommit != c1 {
 			return false
 		}
