@@ -1,12 +1,15 @@
 package controlplane
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nkudo/nkudo/api"
@@ -276,7 +279,7 @@ func (s *Server) authAgent(r *http.Request, c *caller) error {
 		return errorf(http.StatusUnauthorized, api.CodeCertInvalid, "this endpoint needs the agent's client certificate (mTLS); enroll first")
 	}
 	cert := r.TLS.PeerCertificates[0]
-	id, err := s.pki.VerifyClient(cert)
+	id, err := s.verified.verify(s.pki, cert)
 	if err != nil {
 		return errorf(http.StatusUnauthorized, api.CodeCertInvalid, "%v", err)
 	}
@@ -352,4 +355,40 @@ func (s *Server) authToken(r *http.Request, c *caller) error {
 		c.tenant = t.Tenant
 	}
 	return nil
+}
+
+// verifiedCerts remembers client certificates whose chain verified, so a
+// busy agent connection pays the ECDSA signature check once, not on every
+// heartbeat. The validity window is still checked per request, and
+// revocation is checked against the store per request by authAgent.
+type verifiedCerts struct {
+	mu sync.Mutex
+	m  map[[32]byte]pki.Identity
+}
+
+// maxVerifiedCerts bounds the cache; it is cleared when full (cheap to refill).
+const maxVerifiedCerts = 100_000
+
+func (v *verifiedCerts) verify(a *pki.Authority, cert *x509.Certificate) (pki.Identity, error) {
+	if err := a.CheckValidity(cert); err != nil {
+		return pki.Identity{}, err
+	}
+	key := sha256.Sum256(cert.Raw)
+	v.mu.Lock()
+	id, ok := v.m[key]
+	v.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	id, err := a.VerifyClient(cert)
+	if err != nil {
+		return pki.Identity{}, err
+	}
+	v.mu.Lock()
+	if v.m == nil || len(v.m) >= maxVerifiedCerts {
+		v.m = make(map[[32]byte]pki.Identity)
+	}
+	v.m[key] = id
+	v.mu.Unlock()
+	return id, nil
 }

@@ -115,6 +115,7 @@ type Server struct {
 	handler  http.Handler
 	metrics  *metrics
 	limiters *limiterSet
+	verified verifiedCerts
 	sites    siteCounter
 
 	waiting atomic.Int64 // plan long-polls currently waiting

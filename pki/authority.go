@@ -370,17 +370,27 @@ func (a *Authority) SignAt(csrPEM []byte, id Identity, notBefore time.Time, ttl 
 // for client authentication, and returns the identity it names. Revocation
 // is the caller's business (the store knows the revoked serials).
 func (a *Authority) VerifyClient(cert *x509.Certificate) (Identity, error) {
-	now := a.now()
-	if now.After(cert.NotAfter) {
-		return Identity{}, fmt.Errorf("client certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
+	if err := a.CheckValidity(cert); err != nil {
+		return Identity{}, err
 	}
-	if now.Before(cert.NotBefore) {
-		return Identity{}, fmt.Errorf("client certificate not valid before %s", cert.NotBefore.UTC().Format(time.RFC3339))
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: a.pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: a.pool, CurrentTime: a.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return Identity{}, fmt.Errorf("client certificate not issued by this control plane: %w", err)
 	}
 	return IdentityFromCert(cert)
+}
+
+// CheckValidity checks only the validity window of cert against the
+// Authority's clock: what can change for a certificate that VerifyClient
+// accepted before, so callers caching VerifyClient results re-check it.
+func (a *Authority) CheckValidity(cert *x509.Certificate) error {
+	now := a.now()
+	if now.After(cert.NotAfter) {
+		return fmt.Errorf("client certificate expired at %s", cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(cert.NotBefore) {
+		return fmt.Errorf("client certificate not valid before %s", cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Revoked is one revoked certificate for the CRL.
