@@ -45,10 +45,16 @@ var build struct {
 	err  error
 }
 
-// Main runs the tests of a package that uses Build and removes the built
-// binaries afterwards. Call it from TestMain: os.Exit(e2etest.Main(m)).
-func Main(m *testing.M) int {
+// Main runs the tests of a package that uses Build, then calls closers
+// (for example giteatest.Close) and removes the built binaries. Call it
+// from TestMain: os.Exit(e2etest.Main(m, closers...)).
+func Main(m *testing.M, closers ...func() error) int {
 	code := m.Run()
+	for _, c := range closers {
+		if err := c(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2etest: cleanup:", err)
+		}
+	}
 	if build.bins.Dir != "" {
 		os.RemoveAll(build.bins.Dir)
 	}
