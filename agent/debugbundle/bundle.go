@@ -349,11 +349,14 @@ func readFile(root *os.Root, rel string, max int64) (fileData, error) {
 		}
 		fd.truncated = true
 	}
-	// LimitReader: a file growing while it is read stays bounded.
-	fd.data, err = io.ReadAll(io.LimitReader(f, max))
-	if err != nil {
+	// Sized once from the stat: a file growing while it is read stays
+	// bounded, one shrinking is read to its end.
+	fd.data = make([]byte, min(fd.size, max))
+	n, err := io.ReadFull(f, fd.data)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return fd, errSkip{err.Error()}
 	}
+	fd.data = fd.data[:n]
 	return fd, nil
 }
 

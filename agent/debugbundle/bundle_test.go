@@ -73,7 +73,7 @@ type pkiFiles struct {
 
 // writePKI writes agent.key, agent.crt, ca.crt and identity.json as
 // agent.Enroll does, and checks that the agent itself loads them.
-func writePKI(t *testing.T, dir string) pkiFiles {
+func writePKI(t testing.TB, dir string) pkiFiles {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)

@@ -450,6 +450,9 @@ func (b *bundle) collectOutbox(box string) error {
 	for _, seq := range seqs {
 		e := outboxEntry{Seq: seq}
 		fd, err := readFile(b.state, path.Join(rel, fmt.Sprintf("%016d.json", seq)), 1<<20)
+		if err != nil && err.Error() == "not present" {
+			continue // delivered while the bundle was collected
+		}
 		if err == nil {
 			err = json.Unmarshal(fd.data, &e.OutboxEntry)
 		}
