@@ -156,8 +156,8 @@ func WriteFile(ctx context.Context, path string, o Options) (*Manifest, error) {
 }
 
 // Write collects the diagnostics and writes them to w as a gzipped
-// tarball. Only a failure to write w is an error; everything that cannot
-// be collected is listed in the manifest's Skipped.
+// tarball. Only a failure to write w or the end of ctx is an error;
+// everything that cannot be collected is listed in the manifest's Skipped.
 func Write(ctx context.Context, w io.Writer, o Options) (*Manifest, error) {
 	if o.MaxFileBytes <= 0 {
 		o.MaxFileBytes = 1 << 20
@@ -203,6 +203,9 @@ func Write(ctx context.Context, w io.Writer, o Options) (*Manifest, error) {
 	} {
 		if err := collect(ctx); err != nil {
 			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("debug bundle: %w", err)
 		}
 	}
 	mj, err := json.MarshalIndent(b.m, "", "  ")
@@ -250,8 +253,9 @@ func (b *bundle) openRoot(what, dir string) *os.Root {
 
 // skip records something left out; the reason is scrubbed like any file.
 func (b *bundle) skip(source, reason string) {
+	reason = b.scrubText(reason)
 	b.log.Debug("skipped", "source", source, "reason", reason)
-	b.m.Skipped = append(b.m.Skipped, Skip{Source: source, Reason: b.scrubText(reason)})
+	b.m.Skipped = append(b.m.Skipped, Skip{Source: source, Reason: reason})
 }
 
 // add scrubs data and writes it as name; a file that still holds a

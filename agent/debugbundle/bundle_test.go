@@ -645,3 +645,17 @@ func TestDefaultName(t *testing.T) {
 		}
 	}
 }
+
+// TestBundleCancelled: an interrupted run leaves no tarball behind.
+func TestBundleCancelled(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	out := filepath.Join(dir, "b.tar.gz")
+	if _, err := debugbundle.WriteFile(ctx, out, debugbundle.Options{StateDir: dir, PKIDir: dir, NetBird: filepath.Join(dir, "none")}); err == nil {
+		t.Fatal("WriteFile with a cancelled context succeeded")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left behind: %v", entries)
+	}
+}
