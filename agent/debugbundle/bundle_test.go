@@ -389,9 +389,6 @@ func TestBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := readBundle(t, buf.Bytes())
-	if os.Getenv("DBB_DUMP") != "" {
-		os.WriteFile(os.Getenv("DBB_DUMP"), buf.Bytes(), 0o600)
-	}
 	assertClean(t, files, s.forbidden())
 
 	// Everything expected is there, and the manifest lists exactly the files.
