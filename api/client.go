@@ -574,3 +574,10 @@ func fingerprint(der []byte) string {
 	sum := sha256.Sum256(der)
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// VerifyAudit asks the server to recompute the whole audit hash chain (admin).
+func (c *Client) VerifyAudit(ctx context.Context) (AuditVerification, error) {
+	var out AuditVerification
+	_, err := c.do(ctx, http.MethodGet, PathAuditVerify, nil, nil, &out)
+	return out, err
+}

@@ -43,6 +43,7 @@ const (
 	PathPlan          = "/v1/plans/{plan}"
 	PathPlanLogs      = "/v1/plans/{plan}/logs" // ?after=<seq>&follow=true
 	PathAudit         = "/v1/audit"             // ?after=<seq>&limit=
+	PathAuditVerify   = "/v1/audit/verify"      // admin: recompute the hash chain
 )
 
 // TenantHeader lets an admin token act on one tenant's objects.

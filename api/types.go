@@ -477,6 +477,17 @@ type AuditEvent struct {
 	Hash     string          `json:"hash"`
 }
 
+// AuditVerification is the result of recomputing the audit hash chain.
+type AuditVerification struct {
+	// Events is how many events were checked.
+	Events int64 `json:"events"`
+	// OK is true when the chain is intact.
+	OK bool `json:"ok"`
+	// FirstBroken is the Seq of the first edited, inserted or missing event (0 when OK).
+	FirstBroken int64  `json:"firstBroken,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
 // Health is the body of /healthz and /readyz.
 type Health struct {
 	Status string `json:"status"` // "ok" or "unavailable"

@@ -139,6 +139,7 @@ func (s *Server) routeTable() []Route {
 		r("GET", api.PathPlanLogs, AuthUser, s.handlePlanLogs),
 
 		opt(r("GET", api.PathAudit, AuthUser, s.handleAudit)),
+		r("GET", api.PathAuditVerify, AuthAdmin, s.handleAuditVerify),
 	}
 }
 

@@ -818,3 +818,14 @@ func wrap64(der []byte) string {
 func promHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
+
+// handleAuditVerify recomputes the audit chain: an edited, inserted or
+// deleted row shows as the first broken link.
+func (s *Server) handleAuditVerify(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	v, err := s.store.VerifyAudit(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.AuditVerification{Events: v.Events, OK: v.OK(), FirstBroken: v.FirstBroken, Reason: v.Reason})
+	return nil
+}

@@ -291,6 +291,7 @@ func (f *isoFixture) routeProbes() map[string][]probe {
 		"GET /v1/plans/{plan}":                    {{name: "bravo's plan", who: alphaToken, want: notFound}},
 		"GET /v1/plans/{plan}/logs":               {{name: "bravo's logs", who: alphaToken, want: notFound}, {name: "bravo's logs followed", who: alphaToken, query: "follow=true", want: notFound}},
 		"GET /v1/audit":                           {{name: "alpha's events only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/audit/verify":                    {{name: "installation-wide check is admin only", who: alphaToken, want: forbidden}},
 	}
 }
 
