@@ -65,26 +65,27 @@ const (
 
 // demo is one run of the story.
 type demo struct {
-	o       Options
-	n       *narrator
-	log     *slog.Logger
-	dir     string
-	cpDir   string
-	workDir string
-	sites   []string
-	desired model.Desired
-	repo    *repo
-	pay     *payloads
-	httpURL string // the demo's own HTTP server (git and payloads)
-	url     string // the control plane
-	token   string
-	client  *api.Client
-	repoID  string
-	secret  string
-	caFile  string
-	pool    *x509.CertPool
-	first   string // the commits of the story
-	second  string
+	o        Options
+	n        *narrator
+	log      *slog.Logger
+	dir      string
+	cpDir    string
+	workDir  string
+	sites    []string
+	desired  model.Desired
+	repo     *repo
+	pay      *payloads
+	httpURL  string // the demo's own HTTP server (git and payloads)
+	url      string // the control plane
+	token    string
+	client   *api.Client
+	repoID   string
+	secret   string
+	caFile   string
+	pool     *x509.CertPool
+	first    string // the commits of the story
+	second   string
+	lastPlan string // a plan of the last commit, for the logs example
 }
 
 // Run tells the whole story. It returns nil after a clean Ctrl-C (ctx

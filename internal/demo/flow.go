@@ -414,6 +414,7 @@ func (d *demo) showPlans(ctx context.Context, sha string, shown, final map[strin
 		ids := make([]string, 0, len(fresh.Sites))
 		for _, s := range fresh.Sites {
 			ids = append(ids, s.Plan.ID)
+			d.lastPlan = s.Plan.ID
 		}
 		d.n.emit(Event{Step: StepPlan, Commit: sha, Message: "plan: " + diff.Summary(fresh), Detail: b.String(),
 			Data: map[string]any{"plans": ids}})
@@ -460,13 +461,19 @@ func (d *demo) explore() {
 		"export NKUDO_SERVER=" + d.url,
 		"export NKUDO_TOKEN=" + d.token,
 		"export NKUDO_CA_FILE=" + d.caFile + "   # the demo's dev CA",
-		"go run ./cmd/nkudoctl sites",
-		"go run ./cmd/nkudoctl vms " + d.sites[0],
-		"go run ./cmd/nkudoctl status --repo " + d.repoID + " " + d.second,
-		"go run ./cmd/nkudoctl validate " + d.workDir,
-		"curl --cacert $NKUDO_CA_FILE -H \"Authorization: Bearer $NKUDO_TOKEN\" $NKUDO_SERVER/v1/sites",
-		"# edit " + d.workDir + ", commit with git, and run: go run ./cmd/nkudoctl reconcile " + d.repoID,
+		"go run ./cmd/nkudoctl sites                      # agents, host facts, last heartbeat",
+		"go run ./cmd/nkudoctl vms                        # desired vs actual, per site",
+		"go run ./cmd/nkudoctl status " + d.second,
+		"go run ./cmd/nkudoctl plans --commit " + d.second,
 	}
+	if d.lastPlan != "" {
+		lines = append(lines, "go run ./cmd/nkudoctl logs "+short(d.lastPlan)+"                # what the agent did")
+	}
+	lines = append(lines,
+		"curl --cacert $NKUDO_CA_FILE -H \"Authorization: Bearer $NKUDO_TOKEN\" $NKUDO_SERVER/v1/sites",
+		"# change the fleet: edit a manifest in "+d.workDir+", then",
+		"#   git -C "+d.workDir+" commit -am 'my change' && go run ./cmd/nkudoctl apply --wait",
+	)
 	d.n.emit(Event{Step: StepExplore, Message: "explore the fleet from another terminal:", Detail: strings.Join(lines, "\n"),
 		Data: map[string]any{"server": d.url, "token": d.token, "caFile": d.caFile, "repo": d.repoID,
 			"commits": []string{d.first, d.second}, "repoDir": d.workDir}})
