@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/forge"
@@ -133,8 +134,27 @@ func (r *Reconciler) evaluate(ctx context.Context, t *tracking) (store.StatusSta
 		}
 		switch p.Status {
 		case model.PlanSucceeded:
-			delete(t.plans, site)
-			t.converged++
+			if !staleSkipped(p) {
+				delete(t.plans, site)
+				t.converged++
+				break
+			}
+			// The agent refused the plan as stale: it "succeeded" without
+			// running. Follow the re-plan from the fresh inventory.
+			next, converged, err := r.afterStale(ctx, t, site, id)
+			if err != nil {
+				return "", "", false, err
+			}
+			switch {
+			case converged:
+				delete(t.plans, site)
+				t.converged++
+			case next != "":
+				t.plans[site] = next
+				waiting = append(waiting, site)
+			default:
+				waiting = append(waiting, site)
+			}
 		case model.PlanFailed:
 			return store.StateFailure, failureDescription(site, p), true, nil
 		case model.PlanSuperseded:
@@ -201,6 +221,47 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// staleSkipped reports whether every action of a plan was skipped by the
+// agent's stale-plan guard (the plan was never run).
+func staleSkipped(p store.StoredPlan) bool {
+	if len(p.Actions) == 0 {
+		return false
+	}
+	for _, a := range p.Actions {
+		if a.Status != model.ActionSkipped || !strings.Contains(a.Error, "stale plan") {
+			return false
+		}
+	}
+	return true
+}
+
+// afterStale finds what replaced a plan the agent refused as stale: a newer
+// plan of the site (next), or a re-plan that found the site converged. With
+// neither yet, it asks the drift loop to re-plan the site.
+func (r *Reconciler) afterStale(ctx context.Context, t *tracking, site, id string) (next string, converged bool, err error) {
+	list, err := r.store.ListPlans(ctx, t.repo.Tenant, store.PlanFilter{Site: site, RepoID: t.repo.ID, Limit: 1})
+	if err != nil {
+		return "", false, fmt.Errorf("plans of %s: %w", site, err)
+	}
+	if len(list) > 0 && list[0].Plan.ID != id {
+		return list[0].Plan.ID, false, nil
+	}
+	sd, err := r.store.SiteDesired(ctx, t.repo.Tenant, t.repo.ID)
+	if err != nil {
+		return "", false, fmt.Errorf("desired state of %s: %w", site, err)
+	}
+	inv, err := r.store.Inventory(ctx, t.repo.Tenant, site)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return "", false, fmt.Errorf("inventory of %s: %w", site, err)
+	}
+	d := sd[site]
+	if d.Commit == t.commit && strings.HasSuffix(d.Hash, fmt.Sprintf("@%d", inv.Version)) && d.UpdatedAt.After(t.started) {
+		return "", true, nil // re-planned from the fresh inventory: nothing to do
+	}
+	r.markDirty(t.repo.Tenant, site)
+	return "", false, nil
 }
 
 // failureDescription names the first failed site and action.

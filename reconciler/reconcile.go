@@ -376,6 +376,9 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 			ap, err := r.store.ActivePlan(ctx, tenant, s)
 			switch {
 			case err == nil && ap.Status == model.PlanInProgress:
+				// Looked at again once the agent is done (its plan may turn
+				// out stale, or the inventory may still differ).
+				r.markDirty(tenant, s)
 				continue
 			case err == nil && ap.Plan.InventoryVersion >= invs[s].Version:
 				continue

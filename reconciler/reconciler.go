@@ -247,6 +247,13 @@ func (r *Reconciler) InventoryChanged(_ context.Context, tenant, site string) {
 	r.mu.Unlock()
 }
 
+// markDirty queues a drift check of a site (rate-limited by the drift loop).
+func (r *Reconciler) markDirty(tenant, site string) {
+	r.mu.Lock()
+	r.dirty[tenant+"/"+site] = true
+	r.mu.Unlock()
+}
+
 func (r *Reconciler) enqueue(t *task) {
 	key := string(t.kind) + "/" + t.repoID
 	if t.kind == taskPreview {

@@ -565,3 +565,34 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestStalePlanIsReplanned: the agent refuses a plan computed against an
+// older inventory (every action skipped as stale); the commit does not
+// count as applied, the site is re-planned from the fresh inventory, and
+// nkudo/apply follows the new plan.
+func TestStalePlanIsReplanned(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, nil)
+	runLoop(t, e.rec)
+	e.git.Fleet("fleet", 1, 1)
+	c1 := e.git.Commit("one")
+	res := e.mustReconcile()
+	p0 := res.Stored[0]
+	e.heartbeat("site-0001", []model.ObservedVM{}) // the first report moves the inventory past p0
+	agent := store.Actor{Kind: store.ActorAgent, ID: tenant + "/site-0001"}
+	for _, a := range p0.Actions {
+		r := store.ActionResult{PlanID: p0.ID, ActionID: a.ID, Status: model.ActionSkipped, FinishedAt: time.Now(),
+			Error: "stale plan: computed against inventory version 0, the agent has reported version 1 since; not executed"}
+		if _, err := e.st.RecordActionResult(t.Context(), agent, tenant, "site-0001", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a re-plan", func() bool {
+		ap, err := e.st.ActivePlan(t.Context(), tenant, "site-0001")
+		return err == nil && ap.Plan.ID != p0.ID && ap.Plan.InventoryVersion == 1
+	})
+	if st := e.status(c1, forge.ContextApply); st.State != store.StatePending {
+		t.Fatalf("nkudo/apply after a stale refusal = %+v, want pending", st)
+	}
+	e.converge("site-0001", desiredVMs([]string{"site-0001"}, 1, model.VMRunning), "")
+	waitFor(t, "apply success", func() bool { return e.status(c1, forge.ContextApply).State == store.StateSuccess })
+}
