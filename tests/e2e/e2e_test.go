@@ -141,9 +141,9 @@ func TestEndToEnd(t *testing.T) {
 
 	if !t.Run("control plane killed mid-plan converges after restart", func(t *testing.T) {
 		beta := w.agents["beta"]
-		// vm.create at beta takes 5s: the control plane dies during the
+		// vm.create at beta takes 8s: the control plane dies during the
 		// plan's first action; the agent finishes the plan offline.
-		e2etest.SetFaults(t, beta.control, chfake.Fault{Endpoint: "vm.create", Delay: chfake.Duration(5 * time.Second)})
+		e2etest.SetFaults(t, beta.control, chfake.Fault{Endpoint: "vm.create", Delay: chfake.Duration(8 * time.Second)})
 		w.work.Write(t, map[string][]byte{"vms/beta/b4.yaml": w.vmYAML("b4", "beta", 1, 256)})
 		w.work.Edit(t, "vms/beta/b1.yaml", func(s string) string {
 			return strings.Replace(s, "cpus: 1\n", "cpus: 2\n", 1)
@@ -157,6 +157,33 @@ func TestEndToEnd(t *testing.T) {
 	}) {
 		return
 	}
+
+	t.Run("nkudoctl reports the converged fleet", func(t *testing.T) {
+		env := []string{"NKUDO_SERVER=" + w.url, "NKUDO_TOKEN=" + w.token, "NKUDO_CA_FILE=" + filepath.Join(w.dataDir, "pki", "ca.crt"),
+			"NO_COLOR=1", "HOME=" + t.TempDir()}
+		out := e2etest.Run(t, t.Context(), env, w.bins.Ctl, "status", w.head)
+		for _, want := range []string{"nkudo/validate  success", "nkudo/plan      success", "nkudo/apply     success"} {
+			if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
+				t.Errorf("nkudoctl status %s lacks %q:\n%s", w.head[:12], want, out)
+			}
+		}
+		out = e2etest.Run(t, t.Context(), env, w.bins.Ctl, "vms")
+		for _, vm := range []string{"a1", "a2", "a3", "b1", "b2", "b3", "b4"} {
+			found := false
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 2 && f[1] == vm {
+					found = true
+					if f[len(f)-1] != "yes" {
+						t.Errorf("nkudoctl vms: %s is not in sync: %q", vm, line)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("nkudoctl vms does not list %s:\n%s", vm, out)
+			}
+		}
+	})
 
 	t.Run("nothing was applied twice", func(t *testing.T) {
 		want := map[string]map[string]map[string]int{

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
 func TestGitServerPushAndClone(t *testing.T) {
@@ -49,5 +53,26 @@ func TestProcLogsAndStop(t *testing.T) {
 	p.Kill()
 	if done, err := p.Exited(); !done || err == nil {
 		t.Errorf("after Kill: exited=%v err=%v, want exited by a signal", done, err)
+	}
+}
+
+func TestAppliedCountsOnlySuccessfulMutations(t *testing.T) {
+	sock := func(vm string) string { return "/state/vms/" + vm + "/api.sock" }
+	entries := []chfake.LogEntry{
+		{Socket: sock("a"), Endpoint: "vm.create", Status: 204},
+		{Socket: sock("a"), Endpoint: "vm.info", Status: 200},
+		{Socket: sock("a"), Endpoint: "vm.boot", Status: 503, Fault: "hang"},
+		{Socket: sock("a"), Endpoint: "vm.boot", Status: 500, Fault: "status"},
+		{Socket: sock("a"), Endpoint: "vm.boot", Status: 204},
+		{Socket: sock("b"), Endpoint: "vm.create", Status: 204},
+		{Socket: sock("b"), Endpoint: "vm.create", Status: 204},
+		{Socket: sock("b"), Endpoint: "vm.resize", Status: 400},
+	}
+	want := map[string]map[string]int{
+		"a": {"vm.create": 1, "vm.boot": 1},
+		"b": {"vm.create": 2},
+	}
+	if d := cmp.Diff(want, Applied(entries)); d != "" {
+		t.Errorf("Applied (-want +got):\n%s", d)
 	}
 }
