@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -94,6 +95,19 @@ func TestHooks(t *testing.T) {
 	}
 	if repo.Name != "fleet" || !repo.HasWebhookSecret || !strings.HasSuffix(repo.WebhookURL, "/v1/webhooks/"+repo.ID) {
 		t.Errorf("repo = %+v", repo)
+	}
+	for _, path := range []string{api.PathRepos, api.Path(api.PathRepo, repo.ID)} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", env.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+acme.Token)
+		resp, err := env.HTTPClient(nil).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.Contains(string(body), "s3cret") {
+			t.Errorf("GET %s: status %d, body returns the webhook secret or fails: %s", path, resp.StatusCode, body)
+		}
 	}
 	res, err := acme.Client.Reconcile(ctx, repo.ID, "refs/heads/main")
 	if err != nil || !res.Queued {
