@@ -28,7 +28,8 @@ type manifestFile struct {
 // manifestFiles lists the files schema.Load would read (hidden files and
 // directories skipped, .yaml/.yml in any case), with their blob hashes,
 // from tree objects only: no blob is read. Sizes are copied from prev for
-// unchanged blobs and read from the object header otherwise.
+// unchanged blobs and read from the object header otherwise; without prev
+// they stay -1 (unknown) until a full load fills them in.
 func manifestFiles(t *object.Tree, prev map[string]manifestFile) (map[string]manifestFile, error) {
 	out := map[string]manifestFile{}
 	w := object.NewTreeWalker(t, true, nil)
@@ -47,10 +48,12 @@ func manifestFiles(t *object.Tree, prev map[string]manifestFile) (map[string]man
 		if ext := strings.ToLower(path.Ext(name)); ext != ".yaml" && ext != ".yml" {
 			continue
 		}
-		f := manifestFile{blob: e.Hash, regular: e.Mode == filemode.Regular || e.Mode == filemode.Executable || e.Mode == filemode.Deprecated}
+		f := manifestFile{blob: e.Hash, size: -1, regular: e.Mode == filemode.Regular || e.Mode == filemode.Executable || e.Mode == filemode.Deprecated}
 		if p, ok := prev[name]; ok && p.blob == e.Hash {
 			f.size = p.size
-		} else if f.regular {
+		} else if f.regular && prev != nil {
+			// Only an incremental load needs sizes (a full load learns them
+			// while reading, see treeFS.sizes).
 			if f.size, err = t.Size(name); err != nil {
 				return nil, fmt.Errorf("size of %s: %w", name, err)
 			}
@@ -89,7 +92,7 @@ func incremental(prev *loaded, t *object.Tree, files map[string]manifestFile) (m
 	var changed, removed []string
 	var total int64
 	for name, f := range files {
-		if !f.regular || f.size > schema.MaxFileBytes {
+		if !f.regular || f.size < 0 || f.size > schema.MaxFileBytes {
 			return model.Desired{}, false
 		}
 		total += f.size

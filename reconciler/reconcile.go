@@ -313,6 +313,13 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 		d, err := schema.Load(fsys)
 		l = &loaded{desired: d, err: err, tree: treeHash.String()}
 		if err == nil && ferr == nil {
+			sizes := fsys.(*treeFS).sizes
+			for name, f := range files {
+				if sz, ok := sizes[name]; ok && f.size < 0 {
+					f.size = sz
+					files[name] = f
+				}
+			}
 			l.files = files
 		}
 	}

@@ -25,6 +25,7 @@ type treeFS struct {
 	mu   sync.Mutex
 	dirs map[string]*object.Tree // decoded subtrees by path: a directory of
 	// 1,000 manifests is decoded once, not once per file
+	sizes map[string]int64 // size of every regular file opened, by path
 }
 
 // dir returns the subtree at p ("." = root), decoding each level once.
@@ -86,6 +87,12 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
+		t.mu.Lock()
+		if t.sizes == nil {
+			t.sizes = map[string]int64{}
+		}
+		t.sizes[name] = f.Size
+		t.mu.Unlock()
 		return &treeFile{rc: r, info: entryInfo{name: path.Base(name), mode: e.Mode, size: f.Size, when: t.when}}, nil
 	}
 	// Symlinks and submodules are opened as empty non-regular files: the
