@@ -25,7 +25,8 @@
 //     and CA (multi-replica tests).
 //   - Options.Clock moves the server's clock (token expiry without sleeping);
 //     Env.IssueCert mints certificates straight from the CA (expired ones,
-//     identities the server never issued); Env.HTTPClient sends raw requests.
+//     identities the server never issued); Env.Raw and Env.HTTPClient send
+//     raw requests; CreatePlan builds a plan to seed with Env.Store.
 //   - Options.Reconciler, Desired and Webhooks wire the GitOps hooks;
 //     Options.Configure adjusts any other server option.
 //   - Env.Store and Env.PKI give direct access (seed plans, check state).
@@ -38,10 +39,13 @@
 package cptest
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -57,6 +61,7 @@ import (
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/internal/pgtest"
+	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/backend"
@@ -506,4 +511,56 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.offset += d
+}
+
+// Raw sends one request with an optional client certificate and bearer
+// token and returns the status and body, for requests the typed client
+// cannot make (malformed bodies, unknown paths, wrong methods).
+func (e *Env) Raw(cert *tls.Certificate, token, method, path string, body []byte) (int, string) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(e.t.Context(), method, e.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := e.HTTPClient(cert).Do(req)
+	if err != nil {
+		e.t.Fatalf("cptest: %s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// CreatePlan builds a plan that creates (and starts) one small VM per name
+// at a site, with IDs derived from tenant, site and names, for seeding the
+// store with env.Store().StorePlan.
+func CreatePlan(tenant, site string, inventoryVersion int64, vms ...string) model.Plan {
+	spec := model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256}
+	p := model.Plan{Tenant: tenant, Site: site, InventoryVersion: inventoryVersion}
+	var ids []string
+	for _, vm := range vms {
+		id := shortHash(tenant, site, vm, "create")
+		ids = append(ids, id)
+		p.Actions = append(p.Actions, model.Action{ID: id, Operation: model.OpCreate, VM: vm, Reason: model.ReasonMissing, Spec: &spec, SpecHash: spec.Hash()})
+	}
+	p.ID = shortHash(append([]string{tenant, site}, ids...)...)
+	return p
+}
+
+func shortHash(parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(sum[:16])
 }

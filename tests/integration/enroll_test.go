@@ -2,9 +2,7 @@ package integration
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -28,7 +26,7 @@ import (
 // to the tenant, a stored plan delivered by long-poll, results and logs.
 func TestEnrollAndHeartbeat(t *testing.T) {
 	cptest.ForEachBackend(t, func(t *testing.T, o cptest.Options) {
-		logs := &lockedBuffer{}
+		logs := &cpLogCapture{}
 		o.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		env := cptest.Start(t, o)
 		ctx := t.Context()
@@ -83,7 +81,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 		if id, err := pki.IdentityFromCert(certs[0]); err != nil || id != (pki.Identity{Tenant: "acme", Site: "store-042"}) {
 			t.Errorf("certificate identity = %+v, %v", id, err)
 		}
-		if pki.Fingerprint(mustCA(t, enr.CA).Raw) != env.CAFingerprint {
+		if pki.Fingerprint(firstCert(t, enr.CA).Raw) != env.CAFingerprint {
 			t.Error("CA bundle in the enrollment answer does not match the fingerprint")
 		}
 		cert, err := cptest.KeyPair(key, []byte(enr.Certificate))
@@ -123,7 +121,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 		if !site.NetBirdConfigured {
 			t.Error("site does not report NetBird as configured")
 		}
-		raw := getRaw(t, env, acme.Token, api.Path(api.PathSite, "store-042"))
+		raw := mustGet(t, env, acme.Token, api.Path(api.PathSite, "store-042"))
 		if strings.Contains(raw, setupKey) {
 			t.Error("a user endpoint returned the NetBird setup key")
 		}
@@ -136,7 +134,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 		}
 
 		// A plan stored for the site reaches the agent's long-poll.
-		plan := testPlan("acme", "store-042", hb.InventoryVersion, "web-1")
+		plan := cptest.CreatePlan("acme", "store-042", hb.InventoryVersion, "web-1")
 		if _, err := env.Store().StorePlan(ctx, store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
 			t.Fatal(err)
 		}
@@ -220,7 +218,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 		}
 
 		// Metrics saw the enrollment and the heartbeat.
-		metrics := getRaw(t, env, "", api.PathMetrics)
+		metrics := mustGet(t, env, "", api.PathMetrics)
 		for _, want := range []string{`nkudo_enrollment_attempts_total{result="ok"} 1`, `nkudo_heartbeats_total 1`, `nkudo_http_request_duration_seconds_count{code="200",method="POST",route="/v1/agent/heartbeat"} 1`, "go_goroutines", "process_"} {
 			if !strings.Contains(metrics, want) {
 				t.Errorf("metrics lack %q", want)
@@ -230,7 +228,7 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 			t.Error("metrics expose a secret")
 		}
 
-		// Nothing secret reached the (debug-level) server log.
+		// Nothing bravoSecret reached the (debug-level) server log.
 		_, tokSecret, _ := strings.Cut(tok.Token, ".")
 		for name, sec := range map[string]string{"setup key": setupKey, "enrollment secret": tokSecret, "API token": acme.Token, "admin token": env.AdminToken} {
 			if strings.Contains(logs.String(), sec) {
@@ -243,25 +241,25 @@ func TestEnrollAndHeartbeat(t *testing.T) {
 	})
 }
 
-// lockedBuffer is a bytes.Buffer safe for the server's goroutines.
-type lockedBuffer struct {
+// cpLogCapture is a bytes.Buffer safe for the server's goroutines.
+type cpLogCapture struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *cpLogCapture) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *cpLogCapture) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
 }
 
-func mustCA(t *testing.T, bundle string) *x509.Certificate {
+func firstCert(t *testing.T, bundle string) *x509.Certificate {
 	t.Helper()
 	cs, err := pki.ParseCertPEM([]byte(bundle))
 	if err != nil {
@@ -270,47 +268,8 @@ func mustCA(t *testing.T, bundle string) *x509.Certificate {
 	return cs[0]
 }
 
-// getRaw fetches a path with an optional bearer token and returns the body.
-func getRaw(t *testing.T, env *cptest.Env, token, path string) string {
-	t.Helper()
-	status, body := doRaw(t, env.HTTPClient(nil), env.URL, token, "GET", path, nil)
-	if status != http.StatusOK {
-		t.Fatalf("GET %s: status %d: %s", path, status, body)
-	}
-	return body
-}
-
-// doRaw sends one request and returns the status and body.
-func doRaw(t *testing.T, hc *http.Client, base, token, method, path string, body []byte) (int, string) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), method, base+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
-}
-
-// errorCode decodes the error envelope of a body ("" when it is not one).
-func errorCode(body string) api.Code {
+// envelopeCode decodes the error envelope of a body ("" when it is not one).
+func envelopeCode(body string) api.Code {
 	var eb api.ErrorBody
 	if json.Unmarshal([]byte(body), &eb) != nil {
 		return ""
@@ -318,17 +277,14 @@ func errorCode(body string) api.Code {
 	return eb.Error.Code
 }
 
-// testPlan builds a one-action create plan for a site.
-func testPlan(tenant, site string, invVersion int64, vm string) model.Plan {
-	spec := model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256}
-	sum := sha256.Sum256([]byte(tenant + "/" + site + "/" + vm))
-	id := hex.EncodeToString(sum[:8])
-	return model.Plan{
-		ID: "plan-" + id, Tenant: tenant, Site: site, InventoryVersion: invVersion,
-		Actions: []model.Action{{ID: "act-" + id, Operation: model.OpCreate, VM: vm, Reason: model.ReasonMissing, Spec: &spec, SpecHash: spec.Hash()}},
+func cpDiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// mustGet fetches a path with an optional bearer token; anything but 200 fails.
+func mustGet(t *testing.T, env *cptest.Env, token, path string) string {
+	t.Helper()
+	status, body := env.Raw(nil, token, "GET", path, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d: %s", path, status, body)
 	}
+	return body
 }
-
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func x509ParseCRL(der []byte) (*x509.RevocationList, error) { return x509.ParseRevocationList(der) }

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -20,15 +21,15 @@ import (
 	"github.com/nkudo/nkudo/store"
 )
 
-// snapshot is the state a refused request must leave alone.
-type snapshot struct {
+// siteSnapshot is the state a refused request must leave alone.
+type siteSnapshot struct {
 	audit     int
 	serial    string
 	heartbeat time.Time
 	version   int64
 }
 
-func takeSnapshot(t *testing.T, env *cptest.Env, tenant, site string) snapshot {
+func takeSiteSnapshot(t *testing.T, env *cptest.Env, tenant, site string) siteSnapshot {
 	t.Helper()
 	ctx := context.WithoutCancel(t.Context())
 	evs, err := env.Store().ListAudit(ctx, "", 0, 100000)
@@ -39,10 +40,10 @@ func takeSnapshot(t *testing.T, env *cptest.Env, tenant, site string) snapshot {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return snapshot{audit: len(evs), serial: s.CertSerial, heartbeat: s.LastHeartbeat, version: s.InventoryVersion}
+	return siteSnapshot{audit: len(evs), serial: s.CertSerial, heartbeat: s.LastHeartbeat, version: s.InventoryVersion}
 }
 
-func enrollReq(t *testing.T, token string) api.EnrollRequest {
+func newEnrollRequest(t *testing.T, token string) api.EnrollRequest {
 	t.Helper()
 	key, err := pki.NewKey()
 	if err != nil {
@@ -86,13 +87,13 @@ func TestEnrollmentRefusals(t *testing.T) {
 
 		t.Run("reuse", func(t *testing.T) {
 			tok := env.EnrollmentToken("acme", "s1")
-			if _, err := anon.Enroll(ctx, enrollReq(t, tok.Token)); err != nil {
+			if _, err := anon.Enroll(ctx, newEnrollRequest(t, tok.Token)); err != nil {
 				t.Fatal(err)
 			}
-			before := takeSnapshot(t, env, "acme", "s1")
-			_, err := anon.Enroll(ctx, enrollReq(t, tok.Token))
+			before := takeSiteSnapshot(t, env, "acme", "s1")
+			_, err := anon.Enroll(ctx, newEnrollRequest(t, tok.Token))
 			wantAPIError(t, err, api.ErrTokenUsed, http.StatusUnauthorized, "already used")
-			if after := takeSnapshot(t, env, "acme", "s1"); after != before {
+			if after := takeSiteSnapshot(t, env, "acme", "s1"); after != before {
 				t.Errorf("state changed: %+v → %+v", before, after)
 			}
 		})
@@ -102,7 +103,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 			errs := make(chan error, n)
 			var wg sync.WaitGroup
 			for range n {
-				req := enrollReq(t, tok.Token)
+				req := newEnrollRequest(t, tok.Token)
 				wg.Go(func() {
 					_, err := anon.Enroll(ctx, req)
 					errs <- err
@@ -133,21 +134,21 @@ func TestEnrollmentRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			clock.Advance(2 * time.Minute)
-			before := takeSnapshot(t, env, "acme", "s2")
-			_, err = anon.Enroll(ctx, enrollReq(t, tok.Token))
+			before := takeSiteSnapshot(t, env, "acme", "s2")
+			_, err = anon.Enroll(ctx, newEnrollRequest(t, tok.Token))
 			wantAPIError(t, err, api.ErrTokenExpired, http.StatusUnauthorized, "expired")
-			if after := takeSnapshot(t, env, "acme", "s2"); after != before {
+			if after := takeSiteSnapshot(t, env, "acme", "s2"); after != before {
 				t.Errorf("state changed: %+v → %+v", before, after)
 			}
 		})
 		t.Run("wrong site", func(t *testing.T) {
 			tok := env.EnrollmentToken("acme", "s2")
-			req := enrollReq(t, tok.Token)
+			req := newEnrollRequest(t, tok.Token)
 			req.Tenant, req.Site = "acme", "s1"
-			before := takeSnapshot(t, env, "acme", "s1")
+			before := takeSiteSnapshot(t, env, "acme", "s1")
 			_, err := anon.Enroll(ctx, req)
 			wantAPIError(t, err, api.ErrForbidden, http.StatusForbidden, "not for site s1")
-			if after := takeSnapshot(t, env, "acme", "s1"); after != before {
+			if after := takeSiteSnapshot(t, env, "acme", "s1"); after != before {
 				t.Errorf("state changed: %+v → %+v", before, after)
 			}
 			// The token was not burned by the refusal.
@@ -161,14 +162,14 @@ func TestEnrollmentRefusals(t *testing.T) {
 			id, _, _ := strings.Cut(tok.Token, ".")
 			var msgs []string
 			for _, bad := range []string{"0123.4567", id + ".wrongsecret", "no-dot-at-all"} {
-				_, err := anon.Enroll(ctx, enrollReq(t, bad))
+				_, err := anon.Enroll(ctx, newEnrollRequest(t, bad))
 				wantAPIError(t, err, api.ErrTokenInvalid, http.StatusUnauthorized, "not valid")
 				msgs = append(msgs, err.Error())
 			}
 			if msgs[0] != msgs[1] || msgs[1] != msgs[2] {
 				t.Errorf("answers differ, leaking which tokens exist: %q", msgs)
 			}
-			if _, err := anon.Enroll(ctx, enrollReq(t, tok.Token)); err != nil {
+			if _, err := anon.Enroll(ctx, newEnrollRequest(t, tok.Token)); err != nil {
 				t.Errorf("the real token stopped working after wrong guesses: %v", err)
 			}
 		})
@@ -176,7 +177,7 @@ func TestEnrollmentRefusals(t *testing.T) {
 			tok := env.EnrollmentToken("acme", "s1")
 			_, err := anon.Enroll(ctx, api.EnrollRequest{Token: tok.Token, CSR: "not a csr"})
 			wantAPIError(t, err, api.ErrBadRequest, http.StatusBadRequest, "csr")
-			if _, err := anon.Enroll(ctx, enrollReq(t, tok.Token)); err != nil {
+			if _, err := anon.Enroll(ctx, newEnrollRequest(t, tok.Token)); err != nil {
 				t.Errorf("token burned by a bad CSR: %v", err)
 			}
 		})
@@ -189,14 +190,14 @@ func TestEnrollmentRateLimit(t *testing.T) {
 	}})
 	anon := env.UserClient("", "")
 	for i := range 2 {
-		_, err := anon.Enroll(t.Context(), enrollReq(t, "abc.def"))
+		_, err := anon.Enroll(t.Context(), newEnrollRequest(t, "abc.def"))
 		if !errors.Is(err, api.ErrTokenInvalid) {
 			t.Fatalf("attempt %d: %v, want token_invalid", i+1, err)
 		}
 	}
-	_, err := anon.Enroll(t.Context(), enrollReq(t, "abc.def"))
+	_, err := anon.Enroll(t.Context(), newEnrollRequest(t, "abc.def"))
 	wantAPIError(t, err, api.ErrRateLimited, http.StatusTooManyRequests, "too many enrollment attempts")
-	metrics := getRaw(t, env, "", api.PathMetrics)
+	metrics := mustGet(t, env, "", api.PathMetrics)
 	if !strings.Contains(metrics, `nkudo_enrollment_attempts_total{result="rate_limited"} 1`) {
 		t.Error("rate-limited attempt not counted in metrics")
 	}
@@ -220,7 +221,7 @@ func TestAgentCertificateRefusals(t *testing.T) {
 			wantAPIError(t, err, api.ErrCertInvalid, http.StatusUnauthorized, "expired")
 		})
 		t.Run("foreign CA", func(t *testing.T) {
-			other, err := pki.Load(pki.Config{DevDir: t.TempDir()}, discardLogger())
+			other, err := pki.Load(pki.Config{DevDir: t.TempDir()}, cpDiscardLogger())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,13 +271,13 @@ func TestAgentCertificateRefusals(t *testing.T) {
 			if rev.Serial == "" {
 				t.Fatal("revocation named no serial")
 			}
-			before := takeSnapshot(t, env, "acme", "s1")
+			before := takeSiteSnapshot(t, env, "acme", "s1")
 			_, err = current.Heartbeat(ctx, api.HeartbeatRequest{})
 			wantAPIError(t, err, api.ErrCertRevoked, http.StatusUnauthorized, "revoked")
 			if _, err := current.WaitPlan(ctx, "", 0); !errors.Is(err, api.ErrCertRevoked) {
 				t.Errorf("long-poll with a revoked certificate: %v", err)
 			}
-			if after := takeSnapshot(t, env, "acme", "s1"); after.heartbeat != before.heartbeat || after.version != before.version {
+			if after := takeSiteSnapshot(t, env, "acme", "s1"); after.heartbeat != before.heartbeat || after.version != before.version {
 				t.Errorf("revoked agent changed the site: %+v → %+v", before, after)
 			}
 			site, err := acme.Client.GetSite(ctx, "s1")
@@ -300,7 +301,7 @@ func TestAgentCertificateRefusals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			crl, err := x509ParseCRL(der)
+			crl, err := x509.ParseRevocationList(der)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -357,12 +358,12 @@ func TestMalformedRequests(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				before := takeSnapshot(t, env, "acme", "s1")
+				before := takeSiteSnapshot(t, env, "acme", "s1")
 				var body []byte
 				if tt.method == "POST" {
 					body = []byte(tt.body)
 				}
-				status, got := doRaw(t, env.HTTPClient(tt.cert), env.URL, tt.token, tt.method, tt.path, body)
+				status, got := env.Raw(tt.cert, tt.token, tt.method, tt.path, body)
 				if status != tt.wantStatus {
 					t.Fatalf("status %d, want %d: %s", status, tt.wantStatus, got)
 				}
@@ -373,7 +374,7 @@ func TestMalformedRequests(t *testing.T) {
 				if eb.Error.Code != tt.wantCode || !strings.Contains(eb.Error.Message, tt.wantMsg) {
 					t.Errorf("error %+v, want code %s and a message with %q", eb.Error, tt.wantCode, tt.wantMsg)
 				}
-				after := takeSnapshot(t, env, "acme", "s1")
+				after := takeSiteSnapshot(t, env, "acme", "s1")
 				if after != before {
 					t.Errorf("state changed: %+v → %+v", before, after)
 				}

@@ -21,9 +21,9 @@ import (
 	"github.com/nkudo/nkudo/store"
 )
 
-// secret marks every piece of tenant bravo's data; no answer to tenant
+// bravoSecret marks every piece of tenant bravo's data; no answer to tenant
 // alpha may contain it.
-const secret = "bravo-secret"
+const bravoSecret = "bravo-secret"
 
 // isoFixture is two tenants: alpha (sites a1, a2, enrolled) and bravo (site
 // b1 enrolled and reporting, b2 with an unused enrollment token), with a
@@ -52,26 +52,26 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 		}
 	}
 	_, err := f.b1.Client.Heartbeat(ctx, api.HeartbeatRequest{
-		Facts: api.HostFacts{Hostname: secret + "-host"},
-		VMs:   []model.ObservedVM{{Name: secret + "-vm", State: model.VMRunning, Managed: true, CPUs: 1, MemoryMiB: 128}},
+		Facts: api.HostFacts{Hostname: bravoSecret + "-host"},
+		VMs:   []model.ObservedVM{{Name: bravoSecret + "-vm", State: model.VMRunning, Managed: true, CPUs: 1, MemoryMiB: 128}},
 	})
 	must(err)
-	must(f.bravo.Client.SetNetBird(ctx, "b1", api.SetNetBirdRequest{ManagementURL: "https://" + secret + ".example.net", SetupKey: secret + "-key"}))
-	f.repoB, err = f.bravo.Client.CreateRepo(ctx, api.CreateRepoRequest{Name: "fleet", URL: "https://git.example.net/" + secret + "-repo.git", WebhookSecret: secret + "-hook"})
+	must(f.bravo.Client.SetNetBird(ctx, "b1", api.SetNetBirdRequest{ManagementURL: "https://" + bravoSecret + ".example.net", SetupKey: bravoSecret + "-key"}))
+	f.repoB, err = f.bravo.Client.CreateRepo(ctx, api.CreateRepoRequest{Name: "fleet", URL: "https://git.example.net/" + bravoSecret + "-repo.git", WebhookSecret: bravoSecret + "-hook"})
 	must(err)
 	st := env.Store()
 	sys := store.Actor{Kind: store.ActorSystem, ID: "test"}
-	f.planB = testPlan("bravo", "b1", 1, secret+"-vm2")
+	f.planB = cptest.CreatePlan("bravo", "b1", 1, bravoSecret+"-vm2")
 	_, err = st.StorePlan(ctx, sys, f.planB, f.repoB.ID, time.Now())
 	must(err)
-	f.planA2 = testPlan("alpha", "a2", 0, "alpha-vm")
+	f.planA2 = cptest.CreatePlan("alpha", "a2", 0, "alpha-vm")
 	_, err = st.StorePlan(ctx, sys, f.planA2, "", time.Now())
 	must(err)
-	_, err = f.b1.Client.SendLogs(ctx, []api.LogLine{{PlanID: f.planB.ID, Seq: 1, Time: time.Now(), Stream: api.StreamStdout, Line: secret + "-log"}})
+	_, err = f.b1.Client.SendLogs(ctx, []api.LogLine{{PlanID: f.planB.ID, Seq: 1, Time: time.Now(), Stream: api.StreamStdout, Line: bravoSecret + "-log"}})
 	must(err)
-	_, err = st.SetCommitStatus(ctx, "bravo", store.CommitStatus{RepoID: f.repoB.ID, Commit: "c0ffee", Context: "nkudo/plan", State: store.StateSuccess, Description: secret + "-status"})
+	_, err = st.SetCommitStatus(ctx, "bravo", store.CommitStatus{RepoID: f.repoB.ID, Commit: "c0ffee", Context: "nkudo/plan", State: store.StateSuccess, Description: bravoSecret + "-status"})
 	must(err)
-	must(st.PutPreview(ctx, "bravo", store.Preview{RepoID: f.repoB.ID, PR: 7, Commit: "c0ffee", Summary: secret + "-preview", PlanText: secret}))
+	must(st.PutPreview(ctx, "bravo", store.Preview{RepoID: f.repoB.ID, PR: 7, Commit: "c0ffee", Summary: bravoSecret + "-preview", PlanText: bravoSecret}))
 	toks, err := f.bravo.Client.ListTokens(ctx)
 	must(err)
 	f.tokenB = toks[0].ID
@@ -117,24 +117,24 @@ func (f *isoFixture) fill(pattern string) string {
 	return api.Path(pattern, args...)
 }
 
-// caller is who sends a probe.
-type caller int
+// isoCaller is who sends a isoProbe.
+type isoCaller int
 
 const (
-	anonymous caller = iota
-	alphaToken
-	alphaTokenAsBravo // alpha's token naming bravo in the tenant header
-	agentA1
+	isoAnonymous isoCaller = iota
+	isoAlphaToken
+	isoAlphaAsBravo // alpha's token naming bravo in the tenant header
+	isoAgentA1
 )
 
-func (c caller) String() string {
+func (c isoCaller) String() string {
 	return [...]string{"anonymous", "alpha token", "alpha token as bravo", "a1 certificate"}[c]
 }
 
-// probe is one request and the statuses that count as rejected/isolated.
-type probe struct {
+// isoProbe is one request and the statuses that count as rejected/isolated.
+type isoProbe struct {
 	name  string
-	who   caller
+	who   isoCaller
 	path  string // "" = the route pattern filled with bravo's objects
 	query string
 	body  string
@@ -143,7 +143,7 @@ type probe struct {
 	check func(t *testing.T, body string)
 }
 
-func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p probe) (int, string) {
+func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p isoProbe) (int, string) {
 	t.Helper()
 	path := p.path
 	if path == "" {
@@ -155,11 +155,11 @@ func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p probe) (int, st
 	var cert *tls.Certificate
 	token, tenant := "", ""
 	switch p.who {
-	case alphaToken:
+	case isoAlphaToken:
 		token = f.alpha.Token
-	case alphaTokenAsBravo:
+	case isoAlphaAsBravo:
 		token, tenant = f.alpha.Token, "bravo"
-	case agentA1:
+	case isoAgentA1:
 		cert = &f.a1.Cert
 	}
 	hc := f.env.HTTPClient(cert)
@@ -188,7 +188,7 @@ func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p probe) (int, st
 // routeProbes are the hand-written probes per route: bravo's objects
 // targeted by alpha's token, and other sites' objects by site a1's
 // certificate. Every route of the server must have an entry.
-func (f *isoFixture) routeProbes() map[string][]probe {
+func (f *isoFixture) routeProbes() map[string][]isoProbe {
 	notFound := []int{http.StatusNotFound}
 	forbidden := []int{http.StatusForbidden}
 	noBravo := func(t *testing.T, body string) {
@@ -211,26 +211,26 @@ func (f *isoFixture) routeProbes() map[string][]probe {
 		b, _ := json.Marshal(api.EnrollRequest{Token: token, CSR: string(csr), Tenant: tenant, Site: site})
 		return string(b)
 	}
-	public := func(check func(*testing.T, string)) []probe {
-		return []probe{{name: "no tenant data in public answer", who: anonymous, want: []int{http.StatusOK}, check: check}}
+	public := func(check func(*testing.T, string)) []isoProbe {
+		return []isoProbe{{name: "no tenant data in public answer", who: isoAnonymous, want: []int{http.StatusOK}, check: check}}
 	}
 	noSecret := func(t *testing.T, body string) {
 		t.Helper()
-		if strings.Contains(body, secret) {
+		if strings.Contains(body, bravoSecret) {
 			t.Errorf("public answer contains bravo's data")
 		}
 	}
-	return map[string][]probe{
+	return map[string][]isoProbe{
 		"GET /healthz": public(noSecret),
 		"GET /readyz":  public(noSecret),
 		"GET /metrics": public(noSecret),
 		"GET /v1/ca":   public(noSecret),
 		"GET /v1/crl":  public(noSecret),
 		"POST /v1/enroll": {
-			{name: "bravo token claimed for alpha's site", who: anonymous, body: enroll(f.enrollB2.Token, "alpha", "a1"), want: []int{http.StatusUnauthorized}},
-			{name: "bravo token for another bravo site", who: anonymous, body: enroll(f.enrollB2.Token, "bravo", "b1"), want: forbidden},
+			{name: "bravo token claimed for alpha's site", who: isoAnonymous, body: enroll(f.enrollB2.Token, "alpha", "a1"), want: []int{http.StatusUnauthorized}},
+			{name: "bravo token for another bravo site", who: isoAnonymous, body: enroll(f.enrollB2.Token, "bravo", "b1"), want: forbidden},
 		},
-		"POST /v1/agent/renew": {{name: "renewal keeps a1's identity", who: agentA1, body: func() string {
+		"POST /v1/agent/renew": {{name: "renewal keeps a1's identity", who: isoAgentA1, body: func() string {
 			key, _ := pki.NewKey()
 			csr, _ := pki.NewCSR(key, "bravo/b1")
 			b, _ := json.Marshal(api.RenewRequest{CSR: string(csr)})
@@ -248,50 +248,50 @@ func (f *isoFixture) routeProbes() map[string][]probe {
 				t.Errorf("renewed identity %v, want alpha/a1", id)
 			}
 		}}},
-		"POST /v1/agent/heartbeat": {{name: "reports land on a1 only", who: agentA1, body: `{"protocolVersion":1,"facts":{"hostname":"a1-host"},"vms":[{"name":"b1-vm","state":"Running","managed":true,"cpus":1,"memoryMiB":1}]}`, want: []int{http.StatusOK}}},
-		"GET /v1/agent/plan":       {{name: "a1 sees neither a2's nor b1's plan", who: agentA1, query: "wait=0s", want: []int{http.StatusNoContent}}},
+		"POST /v1/agent/heartbeat": {{name: "reports land on a1 only", who: isoAgentA1, body: `{"protocolVersion":1,"facts":{"hostname":"a1-host"},"vms":[{"name":"b1-vm","state":"Running","managed":true,"cpus":1,"memoryMiB":1}]}`, want: []int{http.StatusOK}}},
+		"GET /v1/agent/plan":       {{name: "a1 sees neither a2's nor b1's plan", who: isoAgentA1, query: "wait=0s", want: []int{http.StatusNoContent}}},
 		"POST /v1/agent/results": {
-			{name: "result for bravo's plan", who: agentA1, body: a1Result(f.planB), want: notFound},
-			{name: "result for a2's plan", who: agentA1, body: a1Result(f.planA2), want: notFound},
+			{name: "result for bravo's plan", who: isoAgentA1, body: a1Result(f.planB), want: notFound},
+			{name: "result for a2's plan", who: isoAgentA1, body: a1Result(f.planA2), want: notFound},
 		},
 		"POST /v1/agent/logs": {
-			{name: "logs for bravo's plan", who: agentA1, body: a1Logs(f.planB), want: notFound},
-			{name: "logs for a2's plan", who: agentA1, body: a1Logs(f.planA2), want: notFound},
+			{name: "logs for bravo's plan", who: isoAgentA1, body: a1Logs(f.planB), want: notFound},
+			{name: "logs for a2's plan", who: isoAgentA1, body: a1Logs(f.planA2), want: notFound},
 		},
-		"POST /v1/webhooks/{repo}": {{name: "unsigned delivery to bravo's repo", who: alphaToken, body: `{}`, want: []int{http.StatusNotImplemented, http.StatusUnauthorized, http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden}}},
+		"POST /v1/webhooks/{repo}": {{name: "unsigned delivery to bravo's repo", who: isoAlphaToken, body: `{}`, want: []int{http.StatusNotImplemented, http.StatusUnauthorized, http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden}}},
 
-		"POST /v1/tenants":            {{name: "tenant token cannot create tenants", who: alphaToken, body: `{"id":"evil"}`, want: forbidden}},
-		"GET /v1/tenants":             {{name: "tenant token cannot list tenants", who: alphaToken, want: forbidden}},
-		"GET /v1/tenants/{tenant}":    {{name: "bravo's tenant record", who: alphaToken, want: notFound}},
-		"DELETE /v1/tenants/{tenant}": {{name: "delete bravo", who: alphaToken, want: forbidden}},
-		"POST /v1/tokens":             {{name: "mint a token for bravo", who: alphaToken, body: `{"tenant":"bravo"}`, want: forbidden}},
-		"GET /v1/tokens":              {{name: "lists alpha's tokens only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
-		"DELETE /v1/tokens/{token}":   {{name: "delete bravo's token", who: alphaToken, want: notFound}},
+		"POST /v1/tenants":            {{name: "tenant token cannot create tenants", who: isoAlphaToken, body: `{"id":"evil"}`, want: forbidden}},
+		"GET /v1/tenants":             {{name: "tenant token cannot list tenants", who: isoAlphaToken, want: forbidden}},
+		"GET /v1/tenants/{tenant}":    {{name: "bravo's tenant record", who: isoAlphaToken, want: notFound}},
+		"DELETE /v1/tenants/{tenant}": {{name: "delete bravo", who: isoAlphaToken, want: forbidden}},
+		"POST /v1/tokens":             {{name: "mint a token for bravo", who: isoAlphaToken, body: `{"tenant":"bravo"}`, want: forbidden}},
+		"GET /v1/tokens":              {{name: "lists alpha's tokens only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"DELETE /v1/tokens/{token}":   {{name: "delete bravo's token", who: isoAlphaToken, want: notFound}},
 
-		"POST /v1/repos":                                 {{name: "creates in alpha only", who: alphaToken, body: `{"name":"iso","url":"https://git.example.net/iso.git","webhookSecret":"s"}`, want: []int{http.StatusCreated}, check: noBravo}},
-		"GET /v1/repos":                                  {{name: "lists alpha's repos only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
-		"GET /v1/repos/{repo}":                           {{name: "bravo's repo", who: alphaToken, want: notFound}},
-		"PATCH /v1/repos/{repo}":                         {{name: "update bravo's repo", who: alphaToken, body: `{"suspended":true}`, want: notFound}},
-		"DELETE /v1/repos/{repo}":                        {{name: "delete bravo's repo", who: alphaToken, want: notFound}},
-		"POST /v1/repos/{repo}/reconcile":                {{name: "reconcile bravo's repo", who: alphaToken, body: `{}`, want: notFound}},
-		"GET /v1/repos/{repo}/commits/{commit}/statuses": {{name: "bravo's statuses", who: alphaToken, want: notFound}},
-		"GET /v1/repos/{repo}/previews":                  {{name: "bravo's previews", who: alphaToken, want: notFound}},
-		"GET /v1/repos/{repo}/previews/{pr}":             {{name: "bravo's preview", who: alphaToken, want: notFound}},
+		"POST /v1/repos":                                 {{name: "creates in alpha only", who: isoAlphaToken, body: `{"name":"iso","url":"https://git.example.net/iso.git","webhookSecret":"s"}`, want: []int{http.StatusCreated}, check: noBravo}},
+		"GET /v1/repos":                                  {{name: "lists alpha's repos only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/repos/{repo}":                           {{name: "bravo's repo", who: isoAlphaToken, want: notFound}},
+		"PATCH /v1/repos/{repo}":                         {{name: "update bravo's repo", who: isoAlphaToken, body: `{"suspended":true}`, want: notFound}},
+		"DELETE /v1/repos/{repo}":                        {{name: "delete bravo's repo", who: isoAlphaToken, want: notFound}},
+		"POST /v1/repos/{repo}/reconcile":                {{name: "reconcile bravo's repo", who: isoAlphaToken, body: `{}`, want: notFound}},
+		"GET /v1/repos/{repo}/commits/{commit}/statuses": {{name: "bravo's statuses", who: isoAlphaToken, want: notFound}},
+		"GET /v1/repos/{repo}/previews":                  {{name: "bravo's previews", who: isoAlphaToken, want: notFound}},
+		"GET /v1/repos/{repo}/previews/{pr}":             {{name: "bravo's preview", who: isoAlphaToken, want: notFound}},
 
-		"POST /v1/sites":                          {{name: "creates in alpha only", who: alphaToken, body: `{"name":"b1"}`, want: []int{http.StatusCreated}, check: noBravo}},
-		"GET /v1/sites":                           {{name: "lists alpha's sites only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
-		"GET /v1/sites/{site}":                    {{name: "bravo's site", who: alphaToken, path: api.Path(api.PathSite, "b2"), want: notFound}},
-		"DELETE /v1/sites/{site}":                 {{name: "delete bravo's site", who: alphaToken, path: api.Path(api.PathSite, "b2"), want: notFound}},
-		"PUT /v1/sites/{site}/netbird":            {{name: "set bravo's NetBird key", who: alphaToken, path: api.Path(api.PathSiteNetBird, "b2"), body: `{"managementUrl":"https://evil.example.net","setupKey":"evil"}`, want: notFound}},
-		"POST /v1/sites/{site}/revoke":            {{name: "revoke bravo's site", who: alphaToken, path: api.Path(api.PathSiteRevoke, "b2"), body: `{}`, want: notFound}},
-		"POST /v1/sites/{site}/enrollment-tokens": {{name: "enrollment token for bravo's site", who: alphaToken, path: api.Path(api.PathSiteEnroll, "b2"), body: `{}`, want: notFound}},
-		"GET /v1/sites/{site}/vms":                {{name: "bravo's VMs", who: alphaToken, path: api.Path(api.PathSiteVMs, "b2"), want: notFound}},
-		"GET /v1/sites/{site}/plans":              {{name: "bravo's site plans", who: alphaToken, path: api.Path(api.PathSitePlans, "b2"), want: notFound}},
-		"GET /v1/plans":                           {{name: "lists alpha's plans only", who: alphaToken, query: "site=b1", want: []int{http.StatusOK}, check: noBravo}},
-		"GET /v1/plans/{plan}":                    {{name: "bravo's plan", who: alphaToken, want: notFound}},
-		"GET /v1/plans/{plan}/logs":               {{name: "bravo's logs", who: alphaToken, want: notFound}, {name: "bravo's logs followed", who: alphaToken, query: "follow=true", want: notFound}},
-		"GET /v1/audit":                           {{name: "alpha's events only", who: alphaToken, want: []int{http.StatusOK}, check: noBravo}},
-		"GET /v1/audit/verify":                    {{name: "installation-wide check is admin only", who: alphaToken, want: forbidden}},
+		"POST /v1/sites":                          {{name: "creates in alpha only", who: isoAlphaToken, body: `{"name":"b1"}`, want: []int{http.StatusCreated}, check: noBravo}},
+		"GET /v1/sites":                           {{name: "lists alpha's sites only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/sites/{site}":                    {{name: "bravo's site", who: isoAlphaToken, path: api.Path(api.PathSite, "b2"), want: notFound}},
+		"DELETE /v1/sites/{site}":                 {{name: "delete bravo's site", who: isoAlphaToken, path: api.Path(api.PathSite, "b2"), want: notFound}},
+		"PUT /v1/sites/{site}/netbird":            {{name: "set bravo's NetBird key", who: isoAlphaToken, path: api.Path(api.PathSiteNetBird, "b2"), body: `{"managementUrl":"https://evil.example.net","setupKey":"evil"}`, want: notFound}},
+		"POST /v1/sites/{site}/revoke":            {{name: "revoke bravo's site", who: isoAlphaToken, path: api.Path(api.PathSiteRevoke, "b2"), body: `{}`, want: notFound}},
+		"POST /v1/sites/{site}/enrollment-tokens": {{name: "enrollment token for bravo's site", who: isoAlphaToken, path: api.Path(api.PathSiteEnroll, "b2"), body: `{}`, want: notFound}},
+		"GET /v1/sites/{site}/vms":                {{name: "bravo's VMs", who: isoAlphaToken, path: api.Path(api.PathSiteVMs, "b2"), want: notFound}},
+		"GET /v1/sites/{site}/plans":              {{name: "bravo's site plans", who: isoAlphaToken, path: api.Path(api.PathSitePlans, "b2"), want: notFound}},
+		"GET /v1/plans":                           {{name: "lists alpha's plans only", who: isoAlphaToken, query: "site=b1", want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/plans/{plan}":                    {{name: "bravo's plan", who: isoAlphaToken, want: notFound}},
+		"GET /v1/plans/{plan}/logs":               {{name: "bravo's logs", who: isoAlphaToken, want: notFound}, {name: "bravo's logs followed", who: isoAlphaToken, query: "follow=true", want: notFound}},
+		"GET /v1/audit":                           {{name: "alpha's events only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/audit/verify":                    {{name: "installation-wide check is admin only", who: isoAlphaToken, want: forbidden}},
 	}
 }
 
@@ -312,20 +312,20 @@ func TestCrossTenantIsolationRejected(t *testing.T) {
 			seen[key] = true
 			probes, ok := table[key]
 			if !ok {
-				t.Errorf("route %s has no isolation probe: add one to routeProbes", key)
+				t.Errorf("route %s has no isolation isoProbe: add one to routeProbes", key)
 				continue
 			}
-			probes = append(probes, genericProbes(rt)...)
+			probes = append(probes, isoGenericProbes(rt)...)
 			for _, p := range probes {
 				t.Run(key+"/"+p.who.String()+"/"+p.name, func(t *testing.T) {
 					status, body := f.send(t, rt, p)
 					if !slices.Contains(p.want, status) {
 						t.Fatalf("status %d, want one of %v; body: %s", status, p.want, body)
 					}
-					if strings.Contains(body, secret) {
+					if strings.Contains(body, bravoSecret) {
 						t.Errorf("answer leaks bravo's data: %s", body)
 					}
-					if status >= 400 && errorCode(body) == "" {
+					if status >= 400 && envelopeCode(body) == "" {
 						t.Errorf("error answer is not the JSON envelope: %s", body)
 					}
 					if p.check != nil && status < 300 {
@@ -336,33 +336,33 @@ func TestCrossTenantIsolationRejected(t *testing.T) {
 		}
 		for key := range table {
 			if !seen[key] {
-				t.Errorf("probe for %s matches no route of the server", key)
+				t.Errorf("isoProbe for %s matches no route of the server", key)
 			}
 		}
 		f.assertBravoUnchanged(t)
 	})
 }
 
-// genericProbes derive from the route's authentication kind alone.
-func genericProbes(rt controlplane.Route) []probe {
+// isoGenericProbes derive from the route's authentication kind alone.
+func isoGenericProbes(rt controlplane.Route) []isoProbe {
 	unauth := []int{http.StatusUnauthorized}
 	switch rt.Auth {
 	case controlplane.AuthUser:
-		return []probe{
-			{name: "no token", who: anonymous, want: unauth},
-			{name: "agent certificate is not a user credential", who: agentA1, want: unauth},
-			{name: "tenant header naming bravo", who: alphaTokenAsBravo, want: []int{http.StatusForbidden}},
+		return []isoProbe{
+			{name: "no token", who: isoAnonymous, want: unauth},
+			{name: "agent certificate is not a user credential", who: isoAgentA1, want: unauth},
+			{name: "tenant header naming bravo", who: isoAlphaAsBravo, want: []int{http.StatusForbidden}},
 		}
 	case controlplane.AuthAdmin:
-		return []probe{
-			{name: "no token", who: anonymous, want: unauth},
-			{name: "agent certificate", who: agentA1, want: unauth},
-			{name: "tenant token as bravo", who: alphaTokenAsBravo, want: []int{http.StatusForbidden}},
+		return []isoProbe{
+			{name: "no token", who: isoAnonymous, want: unauth},
+			{name: "agent certificate", who: isoAgentA1, want: unauth},
+			{name: "tenant token as bravo", who: isoAlphaAsBravo, want: []int{http.StatusForbidden}},
 		}
 	case controlplane.AuthAgent:
-		return []probe{
-			{name: "no certificate", who: anonymous, want: unauth},
-			{name: "user token is not an agent credential", who: alphaToken, want: unauth},
+		return []isoProbe{
+			{name: "no certificate", who: isoAnonymous, want: unauth},
+			{name: "user token is not an agent credential", who: isoAlphaToken, want: unauth},
 		}
 	}
 	return nil
@@ -384,7 +384,7 @@ func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
 		t.Errorf("bravo's audit log grew during the probes: %v", got)
 	}
 	inv, err := st.Inventory(ctx, "bravo", "b1")
-	if err != nil || inv.Version != 1 || len(inv.VMs) != 1 || inv.VMs[0].Name != secret+"-vm" {
+	if err != nil || inv.Version != 1 || len(inv.VMs) != 1 || inv.VMs[0].Name != bravoSecret+"-vm" {
 		t.Errorf("b1 inventory changed: %+v, %v", inv, err)
 	}
 	p, err := st.GetPlan(ctx, "bravo", f.planB.ID)
@@ -403,7 +403,7 @@ func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
 		t.Errorf("bravo's repo: %v", err)
 	}
 	site, err := f.bravo.Client.GetSite(ctx, "b1")
-	if err != nil || site.Revoked || site.NetBirdManagementURL != "https://"+secret+".example.net" {
+	if err != nil || site.Revoked || site.NetBirdManagementURL != "https://"+bravoSecret+".example.net" {
 		t.Errorf("bravo's site changed: %+v, %v", site, err)
 	}
 	// Bravo's enrollment token survived the misuse and still works.
