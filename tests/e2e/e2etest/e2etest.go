@@ -16,8 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -115,7 +117,8 @@ func buildAll() (Binaries, error) {
 	if err != nil {
 		return Binaries{}, err
 	}
-	dir, err := os.MkdirTemp("", "nkudo-e2e-bin-")
+	sweepStale()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", binDirPrefix, os.Getpid()))
 	if err != nil {
 		return Binaries{}, fmt.Errorf("temp dir: %w", err)
 	}
@@ -139,4 +142,23 @@ func buildAll() (Binaries, error) {
 		CloudHypervisor: bin("cloud-hypervisor"),
 		NetBird:         bin("netbird"),
 	}, nil
+}
+
+// binDirPrefix names the build directories; the PID after it lets a later
+// run remove what a killed test binary (a timeout) could not.
+const binDirPrefix = "nkudo-e2e-bin-"
+
+// sweepStale removes build directories of test binaries that are gone.
+func sweepStale() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*-*"))
+	for _, m := range matches {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(m), binDirPrefix), "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(m)
+		}
+	}
 }

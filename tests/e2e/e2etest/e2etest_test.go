@@ -3,6 +3,7 @@ package e2etest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,5 +75,26 @@ func TestAppliedCountsOnlySuccessfulMutations(t *testing.T) {
 	}
 	if d := cmp.Diff(want, Applied(entries)); d != "" {
 		t.Errorf("Applied (-want +got):\n%s", d)
+	}
+}
+
+func TestSweepStaleRemovesOnlyDeadBinariesDirs(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	// A PID that cannot be running (above the kernel's pid_max default) and our own.
+	dead := filepath.Join(tmp, binDirPrefix+"999999999-x")
+	alive := filepath.Join(tmp, fmt.Sprintf("%s%d-y", binDirPrefix, os.Getpid()))
+	other := filepath.Join(tmp, binDirPrefix+"legacy")
+	for _, d := range []string{dead, alive, other} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweepStale()
+	for d, want := range map[string]bool{dead: false, alive: true, other: true} {
+		_, err := os.Stat(d)
+		if got := err == nil; got != want {
+			t.Errorf("%s exists = %v, want %v", filepath.Base(d), got, want)
+		}
 	}
 }
