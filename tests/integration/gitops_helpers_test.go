@@ -86,6 +86,8 @@ type gitops struct {
 type gitopsConfig struct {
 	pollInterval   time.Duration // 0: polling off (webhooks drive the tests)
 	offlineTimeout time.Duration
+	// postgres runs the control plane on the throw-away Postgres.
+	postgres bool
 	// edgeSite, when set, is enrolled with the real agent's enrollment
 	// (tenant acme is created with it) and returned in gitops.edge; its
 	// agent starts when the test calls edge.start().
@@ -95,7 +97,7 @@ type gitopsConfig struct {
 func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 	t.Helper()
 	hooks := &lateHooks{}
-	env := cptest.Start(t, cptest.Options{Reconciler: hooks, Desired: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
+	env := cptest.Start(t, cptest.Options{Postgres: cfg.postgres, Reconciler: hooks, Desired: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
 		o.MinHeartbeatInterval = 300 * time.Millisecond
 	}})
 	g := &gitops{t: t, env: env, git: gittest.New(t), forge: forgetest.New(t), hc: env.HTTPClient(nil)}

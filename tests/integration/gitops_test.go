@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler/gittest"
 )
@@ -119,9 +120,16 @@ spec:
 
 // TestGitOpsPushToStatusTwoSites: the same loop across two sites, each
 // agent's first report arriving after the plans were made (the stale-plan
-// guard re-plans), with the agents played through the api client.
+// guard re-plans), with the agents played through the api client; on
+// SQLite and on Postgres.
 func TestGitOpsPushToStatusTwoSites(t *testing.T) {
-	g := startGitOps(t, gitopsConfig{})
+	cptest.ForEachBackend(t, func(t *testing.T, o cptest.Options) {
+		gitOpsPushToStatusTwoSites(t, gitopsConfig{postgres: o.Postgres})
+	})
+}
+
+func gitOpsPushToStatusTwoSites(t *testing.T, cfg gitopsConfig) {
+	g := startGitOps(t, cfg)
 	sites := g.fleet(2, 2)
 	for _, s := range sites {
 		g.env.NewSite("acme", s)
