@@ -1,0 +1,96 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/store"
+)
+
+func TestToHTTPError(t *testing.T) {
+	tests := []struct {
+		err      error
+		status   int
+		code     api.Code
+		expected bool
+	}{
+		{fmt.Errorf("get site x: %w", store.ErrNotFound), 404, api.CodeNotFound, true},
+		{fmt.Errorf("create: %w", store.ErrConflict), 409, api.CodeConflict, true},
+		{fmt.Errorf("start: %w", store.ErrSuperseded), 409, api.CodeSuperseded, true},
+		{fmt.Errorf("name: %w", store.ErrInvalid), 400, api.CodeBadRequest, true},
+		{&http.MaxBytesError{Limit: 10}, 413, api.CodeTooLarge, true},
+		{context.Canceled, 503, api.CodeUnavailable, true},
+		{errors.New("disk on fire"), 500, api.CodeInternal, false},
+	}
+	for _, tt := range tests {
+		he, expected := toHTTPError(tt.err)
+		if he.status != tt.status || he.code != tt.code || expected != tt.expected {
+			t.Errorf("toHTTPError(%v) = %d %s %v, want %d %s %v", tt.err, he.status, he.code, expected, tt.status, tt.code, tt.expected)
+		}
+		if !expected && strings.Contains(he.msg, "disk") {
+			t.Errorf("an unexpected error's text reached the client: %q", he.msg)
+		}
+	}
+}
+
+func TestDecode(t *testing.T) {
+	type body struct {
+		A int    `json:"a"`
+		B string `json:"b"`
+	}
+	tests := []struct {
+		in, wantErr string
+	}{
+		{`{"a":1,"b":"x"}`, ""},
+		{``, "empty"},
+		{`{"a":`, "malformed JSON"},
+		{`{"a":1,}`, "malformed JSON at byte"},
+		{`{"c":1}`, `unknown field "c"`},
+		{`{"a":"one"}`, `field "a"`},
+		{`{"a":1} {"a":2}`, "after the JSON value"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(tt.in))
+		var v body
+		err := decode(r, &v)
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("decode(%q) = %v", tt.in, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("decode(%q) = %v, want an error with %q", tt.in, err, tt.wantErr)
+		}
+	}
+}
+
+func TestLimiterPerSource(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newLimiterSet(rate.Every(time.Minute), 2, func() time.Time { return now })
+	for i, want := range []bool{true, true, false} {
+		if ok, _ := l.allow("10.0.0.1"); ok != want {
+			t.Errorf("attempt %d from 10.0.0.1: allowed %v, want %v", i+1, ok, want)
+		}
+	}
+	if ok, _ := l.allow("10.0.0.2"); !ok {
+		t.Error("another source was limited by the first one's attempts")
+	}
+	ok, wait := l.allow("10.0.0.1")
+	if ok || wait <= 0 || wait > time.Minute {
+		t.Errorf("limited source: allowed %v, wait %s", ok, wait)
+	}
+	now = now.Add(time.Minute)
+	if ok, _ := l.allow("10.0.0.1"); !ok {
+		t.Error("the bucket did not refill after a minute")
+	}
+}
