@@ -157,8 +157,14 @@ func TestLiveCommands(t *testing.T) {
 	if err != nil || len(plans) == 0 {
 		t.Fatalf("plans: %v", err)
 	}
-	if code, out, errs := nkudoctl(t, "logs", plans[0].Plan.ID[:12]); code != 0 {
-		t.Errorf("logs: %d %s %s", code, out, errs)
+	for _, args := range [][]string{{"logs", plans[0].Plan.ID[:12]}, {"logs", "--follow", plans[0].Plan.ID}} {
+		// A finished plan: --follow returns once every line was sent.
+		if code, out, errs := nkudoctl(t, args...); code != 0 {
+			t.Errorf("%v: %d %s %s", args, code, out, errs)
+		}
+	}
+	if code, _, errs := nkudoctl(t, "logs", "abc"); code != 2 || !strings.Contains(errs, "at least 8 characters") {
+		t.Errorf("logs with a short prefix: %d %s", code, errs)
 	}
 
 	// The live diff sees a local edit that is not committed.
