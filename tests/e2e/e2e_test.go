@@ -73,12 +73,11 @@ type world struct {
 }
 
 type agentProc struct {
-	site     string
-	dir      string // state and PKI
-	reqLog   string // the fake hypervisor's request log
-	control  string // the fake hypervisor's control file
-	proc     *e2etest.Proc
-	runCount int
+	site    string
+	dir     string // state and PKI
+	reqLog  string // the fake hypervisor's request log
+	control string // the fake hypervisor's control file
+	proc    *e2etest.Proc
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -142,7 +141,9 @@ func TestEndToEnd(t *testing.T) {
 	if !t.Run("control plane killed mid-plan converges after restart", func(t *testing.T) {
 		beta := w.agents["beta"]
 		// vm.create at beta takes 8s: the control plane dies during the
-		// plan's first action; the agent finishes the plan offline.
+		// plan's first action and comes back (same database, data dir and
+		// port) while the agent is still in it; the agent delivers that
+		// result and the rest of the plan to the new process.
 		e2etest.SetFaults(t, beta.control, chfake.Fault{Endpoint: "vm.create", Delay: chfake.Duration(8 * time.Second)})
 		w.work.Write(t, map[string][]byte{"vms/beta/b4.yaml": w.vmYAML("b4", "beta", 1, 256)})
 		w.work.Edit(t, "vms/beta/b1.yaml", func(s string) string {
@@ -371,7 +372,6 @@ func (w *world) enroll(site string) {
 // startAgent starts (or restarts) a site's `nkudo-edge run`.
 func (w *world) startAgent(site string) {
 	a := w.agents[site]
-	a.runCount++
 	a.proc = e2etest.Start(w.t, e2etest.ProcConfig{
 		Name: "nkudo-edge-" + site, Bin: w.bins.Edge, LogDir: w.logDir,
 		Env: []string{"CHFAKE_REQUEST_LOG=" + a.reqLog, "CHFAKE_CONTROL=" + a.control},
