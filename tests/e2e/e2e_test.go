@@ -141,9 +141,9 @@ func TestEndToEnd(t *testing.T) {
 	if !t.Run("control plane killed mid-plan converges after restart", func(t *testing.T) {
 		beta := w.agents["beta"]
 		// vm.create at beta takes 8s: the control plane dies during the
-		// plan's first action and comes back (same database, data dir and
-		// port) while the agent is still in it; the agent delivers that
-		// result and the rest of the plan to the new process.
+		// plan's first action; the agent finishes the whole plan while it
+		// is down (buffering results and logs), and delivers them to the
+		// restarted process (same database, data dir and port).
 		e2etest.SetFaults(t, beta.control, chfake.Fault{Endpoint: "vm.create", Delay: chfake.Duration(8 * time.Second)})
 		w.work.Write(t, map[string][]byte{"vms/beta/b4.yaml": w.vmYAML("b4", "beta", 1, 256)})
 		w.work.Edit(t, "vms/beta/b1.yaml", func(s string) string {
@@ -153,6 +153,13 @@ func TestEndToEnd(t *testing.T) {
 		w.waitActionRunning(t, sha, "beta", model.OpCreate, "b4")
 		w.cp.Kill()
 		e2etest.SetFaults(t, beta.control)
+		e2etest.Eventually(t, t.Context(), convergeTimeout, "beta finishes the plan with the control plane down", func(context.Context) error {
+			got := e2etest.Applied(e2etest.ReadRequestLog(t, beta.reqLog))
+			if got["b4"]["vm.boot"] == 0 || got["b1"]["vm.resize"] == 0 {
+				return fmt.Errorf("applied so far: b4 %v, b1 %v", got["b4"], got["b1"])
+			}
+			return nil
+		})
 		w.startControlPlane()
 		w.waitApplied(t, sha)
 	}) {
