@@ -195,39 +195,44 @@ func Run(ctx context.Context, o Options) (err error) {
 		err = errors.Join(append([]error{err}, errs...)...)
 	}()
 
-	if err := d.startServer(runCtx, background); err != nil {
+	if err := d.story(runCtx, hv, background); err != nil {
+		bgMu.Lock()
+		failedBehind := bgErr != nil
+		bgMu.Unlock()
+		switch {
+		case failedBehind:
+			return nil // the deferred stop reports the part that failed
+		case errors.Is(ctx.Err(), context.Canceled):
+			d.n.emit(Event{Step: StepStop, Message: "interrupted"})
+			return nil
+		}
 		return err
 	}
-	if err := d.startAgents(runCtx, hv, background); err != nil {
-		return err
-	}
-	if err := d.firstCommit(runCtx); err != nil {
-		return d.failed(runCtx, err)
-	}
-	if err := d.secondCommit(runCtx); err != nil {
-		return d.failed(runCtx, err)
-	}
-	d.explore()
 	if o.Once {
 		d.n.emit(Event{Step: StepDone, Message: "every site converged on both commits; --once is done"})
 		return nil
 	}
 	d.n.emit(Event{Step: StepReady, Message: "the fleet is running; press Ctrl-C to stop everything"})
 	<-runCtx.Done()
-	bgMu.Lock()
-	defer bgMu.Unlock()
-	if bgErr != nil {
-		return bgErr
-	}
 	return nil
 }
 
-// failed prefers the reason a background part gave over a context error.
-func (d *demo) failed(ctx context.Context, err error) error {
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return fmt.Errorf("demo interrupted: %w", err)
+// story runs the steps after the bootstrap, in order.
+func (d *demo) story(ctx context.Context, hv string, background func(string, func(context.Context) error)) error {
+	if err := d.startServer(ctx, background); err != nil {
+		return err
 	}
-	return err
+	if err := d.startAgents(ctx, hv, background); err != nil {
+		return err
+	}
+	if err := d.firstCommit(ctx); err != nil {
+		return err
+	}
+	if err := d.secondCommit(ctx); err != nil {
+		return err
+	}
+	d.explore()
+	return nil
 }
 
 // prepareDir returns the data dir and what removes it (a temp dir only).

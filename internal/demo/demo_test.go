@@ -140,14 +140,7 @@ func TestDemoOnceConvergesBothCommits(t *testing.T) {
 		t.Errorf("first commit applied %d actions, want at least one per example VM (10): %v", n, applied[commits[0]])
 	}
 	// Nothing keeps running: every VMM socket is gone.
-	var socks []string
-	_ = filepath.WalkDir(dataDir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type()&fs.ModeSocket != 0 {
-			socks = append(socks, p)
-		}
-		return nil
-	})
-	if len(socks) > 0 {
+	if socks := sockets(dataDir); len(socks) > 0 {
 		t.Errorf("VMM sockets left after the demo: %v", socks)
 	}
 	for _, s := range []string{"plan:", "nkudo/apply", "every site converged", "NKUDO_TOKEN="} {
@@ -155,6 +148,61 @@ func TestDemoOnceConvergesBothCommits(t *testing.T) {
 			t.Errorf("story lacks %q", s)
 		}
 	}
+}
+
+// TestDemoInterruptedMidPlanStopsEverything is Ctrl-C in the middle of the
+// first convergence: Run returns nil and leaves no VMM behind.
+func TestDemoInterruptedMidPlanStopsEverything(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.MkdirTemp("", "nkd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	dataDir := filepath.Join(base, "demo")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out bytes.Buffer
+	var mu sync.Mutex
+	interrupted := false
+	err = Run(ctx, Options{
+		Manifests: "../../manifests-example", DataDir: dataDir, Serve: testServe, SelfExecutable: self,
+		Out: &out, Timeout: 90 * time.Second, Logger: slog.New(slog.DiscardHandler),
+		Events: func(e Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			if e.Step == StepAction && strings.HasSuffix(e.Message, "succeeded") && !interrupted {
+				interrupted = true
+				cancel() // Ctrl-C
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("Run after Ctrl-C = %v, want nil\n%s", err, out.String())
+	}
+	if !interrupted {
+		t.Fatalf("the story ended before any action succeeded:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "interrupted") {
+		t.Errorf("the story does not say it was interrupted:\n%s", out.String())
+	}
+	if socks := sockets(dataDir); len(socks) > 0 {
+		t.Errorf("VMM sockets left after Ctrl-C: %v", socks)
+	}
+}
+
+func sockets(dir string) []string {
+	var socks []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type()&fs.ModeSocket != 0 {
+			socks = append(socks, p)
+		}
+		return nil
+	})
+	return socks
 }
 
 func TestDemoRefusesANonEmptyDataDir(t *testing.T) {
