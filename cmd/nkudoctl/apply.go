@@ -13,7 +13,7 @@ import (
 // ApplyCmd triggers a reconcile and optionally follows it to the end.
 type ApplyCmd struct {
 	Repo    string        `placeholder:"REPO" help:"Repository ID or name (default: the tenant's only repository)."`
-	Ref     string        `placeholder:"REF" help:"Branch or commit to reconcile (default: the repository's branch head)."`
+	Ref     string        `placeholder:"REF" help:"Branch or commit to reconcile now (default: the repository's branch head). Polling returns to the tracked branch head at its next round."`
 	DryRun  bool          `name:"dry-run" help:"Show what would be reconciled and what is still in flight; trigger nothing."`
 	Wait    bool          `help:"Follow every site until the commit has converged or failed."`
 	Timeout time.Duration `default:"10m" help:"Give up waiting after this long."`
