@@ -32,7 +32,7 @@ type DemoCmd struct {
 	DataDir    string        `help:"Keep everything the demo creates in DIR (new or empty) instead of a temporary directory." type:"path" placeholder:"DIR"`
 	Manifests  string        `help:"Example repository to start from (default: manifests-example of this source tree)." type:"path" placeholder:"DIR"`
 	Listen     string        `help:"Control-plane address." default:"127.0.0.1:0"`
-	Hypervisor string        `help:"auto (a real cloud-hypervisor when one is on PATH and /dev/kvm is usable, else the built-in fake), fake, or the path of a cloud-hypervisor binary." default:"auto" placeholder:"auto|fake|PATH"`
+	Hypervisor string        `help:"auto (a real cloud-hypervisor when one is on PATH, /dev/kvm is usable and --manifests names real images; else the built-in fake), fake, or the path of a cloud-hypervisor binary." default:"auto" placeholder:"auto|fake|PATH"`
 	JSON       bool          `help:"Print machine-readable events, one JSON object per line." name:"json"`
 	Once       bool          `help:"Run the story and exit 0 once every site has converged on the second commit (non-zero with the reason otherwise)."`
 	Timeout    time.Duration `help:"Overall time limit with --once." default:"5m"`
@@ -61,10 +61,16 @@ func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("demo: find own executable: %w", err)
 	}
-	hv := c.Hypervisor
+	hv, note := c.Hypervisor, ""
 	switch hv {
 	case "auto":
 		hv = demo.RealHypervisor()
+		if hv != "" && c.Manifests == "" {
+			// The example's artifacts live on a placeholder mirror: a real
+			// hypervisor could not boot them.
+			note = "found " + hv + " and /dev/kvm, but the example's images are placeholders; pass --hypervisor " + hv + " with --manifests naming images you can download"
+			hv = ""
+		}
 	case "fake":
 		hv = ""
 	}
@@ -79,7 +85,7 @@ func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	err = demo.Run(ctx, demo.Options{
 		Manifests: manifests, DataDir: c.DataDir, Listen: c.Listen, Serve: demoServe,
-		Hypervisor: hv, SelfExecutable: self, Out: g.stdout, JSON: c.JSON, Once: c.Once, Logger: logger,
+		Hypervisor: hv, HypervisorNote: note, SelfExecutable: self, Out: g.stdout, JSON: c.JSON, Once: c.Once, Logger: logger,
 	})
 	if c.Once && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("demo did not finish within --timeout %s: %w", c.Timeout, err)

@@ -39,6 +39,8 @@ type Options struct {
 	// Hypervisor is the cloud-hypervisor executable the agents launch; ""
 	// means the built-in fake (SelfExecutable must then be set).
 	Hypervisor string
+	// HypervisorNote is told at the start (why the hypervisor was chosen).
+	HypervisorNote string
 	// SelfExecutable is the binary that runs the fake hypervisor when
 	// invoked as "cloud-hypervisor" (see IsFakeHypervisor).
 	SelfExecutable string
@@ -139,7 +141,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		hvKind = "the fake Cloud Hypervisor (same REST API on a unix socket, boots nothing)"
 	}
 	d.n.emit(Event{Step: StepStart, Message: "n-kudo demo: everything lives in " + dir,
-		Detail: "hypervisor: " + hvKind + "\nlogs:       " + filepath.Join(logs, "demo.log"),
+		Detail: "hypervisor: " + hvKind + "\n" + noteLine(o.HypervisorNote) + "logs:       " + filepath.Join(logs, "demo.log"),
 		Data:   map[string]any{"dataDir": dir, "hypervisor": hv, "fake": o.Hypervisor == ""}})
 
 	// The demo's own HTTP server: the git repository (as a forge serves it)
@@ -233,6 +235,13 @@ func (d *demo) story(ctx context.Context, hv string, background func(string, fun
 	}
 	d.explore()
 	return nil
+}
+
+func noteLine(note string) string {
+	if note == "" {
+		return ""
+	}
+	return "note:       " + note + "\n"
 }
 
 // prepareDir returns the data dir and what removes it (a temp dir only).
