@@ -102,14 +102,7 @@ type Reconciler struct {
 	lastDrift map[string]time.Time // tenant/site → last drift re-plan
 	tracked   map[string]*tracking // repo/commit → apply tracking
 	nextPoll  map[string]time.Time
-	runCtx    context.Context
-	started   bool
-	hooks     testHooks
-}
-
-// testHooks let tests observe the loop without sleeping.
-type testHooks struct {
-	afterTask func(kind taskKind, repoID string, err error)
+	runCtx    context.Context // the context of Run, which status reporters live in
 }
 
 type taskKind string
@@ -193,7 +186,6 @@ func New(o Options) (*Reconciler, error) {
 func (r *Reconciler) Run(ctx context.Context) error {
 	r.mu.Lock()
 	r.runCtx = ctx
-	r.started = true
 	r.mu.Unlock()
 	r.resume(ctx)
 	var wg sync.WaitGroup
@@ -310,7 +302,6 @@ func (r *Reconciler) worker(ctx context.Context) {
 		err := r.runTask(ctx, t)
 		r.mu.Lock()
 		delete(r.busy, t.repoID)
-		hook := r.hooks.afterTask
 		r.mu.Unlock()
 		// Another task of this repository may be waiting for it.
 		select {
@@ -325,9 +316,6 @@ func (r *Reconciler) worker(ctx context.Context) {
 			r.log.Warn("commit not applied", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
 		default:
 			r.log.Error("reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
-		}
-		if hook != nil {
-			hook(t.kind, t.repoID, err)
 		}
 	}
 }
