@@ -24,6 +24,7 @@ type AdminCmd struct {
 // AdminTenantCmd manages tenants.
 type AdminTenantCmd struct {
 	Create AdminTenantCreateCmd `cmd:"" help:"Create a tenant."`
+	Delete AdminTenantDeleteCmd `cmd:"" help:"Offboard a tenant: with --purge, revoke its sites' certificates and delete all its data (the audit log is kept)."`
 }
 
 // AdminTokenCmd manages API tokens.

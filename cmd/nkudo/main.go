@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -108,6 +109,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err := kctx.Run(); err != nil {
+		var xe *exitError
+		if errors.As(err, &xe) {
+			if xe.err != nil {
+				fmt.Fprintln(stderr, "nkudo:", xe.err)
+			}
+			return xe.code
+		}
 		fmt.Fprintln(stderr, "nkudo:", err)
 		return 1
 	}
