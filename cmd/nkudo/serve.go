@@ -67,6 +67,7 @@ type ServeCmd struct {
 	StoreFlags
 	PKIFlags
 	GitOpsFlags
+	RetentionFlags
 
 	Listen               string        `help:"Address to listen on (HTTPS)." default:"127.0.0.1:8443" env:"NKUDO_LISTEN"`
 	PublicURL            string        `help:"URL agents and forges use to reach this server (default https://<request host>)." env:"NKUDO_PUBLIC_URL" placeholder:"URL"`
@@ -128,6 +129,12 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		ln.Close()
 		return err
 	}
+	stopRetention, err := startRetention(ctx, st, log, srv.Registry(), c.RetentionFlags)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopRetention()
 	log.Info("n-kudo control plane starting", "listen", ln.Addr().String(), "data_dir", c.DataDir,
 		"database", databaseKind(c.DatabaseURL), "ca_fingerprint", authority.Fingerprint())
 	return srv.Serve(ctx, ln)
