@@ -19,6 +19,7 @@ type AdminCmd struct {
 	Tenant AdminTenantCmd `cmd:"" help:"Manage tenants."`
 	Token  AdminTokenCmd  `cmd:"" help:"Manage API tokens."`
 	Site   AdminSiteCmd   `cmd:"" help:"Manage sites."`
+	Health AdminHealthCmd `cmd:"" help:"Check database, PKI, server, sites, plans and statuses (exit 0 healthy, 1 degraded or unhealthy, 2 could not run)."`
 }
 
 // AdminTenantCmd manages tenants.
