@@ -41,6 +41,7 @@ type CLI struct {
 	VMs    VMsCmd    `cmd:"" name:"vms" help:"Show desired and actual VMs per site."`
 	Plans  PlansCmd  `cmd:"" help:"List plans, newest first."`
 	Logs   LogsCmd   `cmd:"" help:"Print a plan's execution log (--follow to stream it)."`
+	Audit  AuditCmd  `cmd:"" help:"Verify the audit log's hash chain (admin token)."`
 }
 
 // Streams are where a command writes. Color is true when Out is a terminal

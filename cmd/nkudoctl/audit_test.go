@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/cptest"
+)
+
+// TestAuditVerify checks an intact chain, a chain with an edited event
+// (changed behind the server's back with raw SQL), and the error exits.
+func TestAuditVerify(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	acme := env.NewTenant("acme")
+	env.NewSite("acme", "s1")
+	t.Setenv("NKUDO_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	t.Setenv("NKUDO_SERVER", env.URL)
+	t.Setenv("NKUDO_CA_HASH", env.CAFingerprint)
+	t.Setenv("NKUDO_TOKEN", env.AdminToken)
+	t.Setenv("NKUDO_TENANT", "")
+
+	code, out, errs := nkudoctl(t, "audit", "verify")
+	if code != 0 || !strings.HasPrefix(out, "OK: audit hash chain intact (") {
+		t.Fatalf("intact chain: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, _ = nkudoctl(t, "audit", "verify", "-o", "json")
+	var v api.AuditVerification
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || !v.OK || v.Events < 3 {
+		t.Errorf("intact chain, json: exit %d, %+v (%v)\n%s", code, v, err, out)
+	}
+
+	// A tenant token may not verify the installation-wide chain.
+	if code, _, errs := nkudoctl(t, "audit", "verify", "--token", acme.Token); code != 2 || !strings.Contains(errs, "admin") {
+		t.Errorf("tenant token: exit %d, %q, want 2", code, errs)
+	}
+
+	raw, ok := env.Store().(interface {
+		ExecRaw(ctx context.Context, query string, args ...any) error
+	})
+	if !ok {
+		t.Fatal("the SQLite store has no ExecRaw")
+	}
+	if err := raw.ExecRaw(t.Context(), `UPDATE audit_events SET actor = 'someone-else' WHERE seq = 2`); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = nkudoctl(t, "audit", "verify")
+	if code != 1 || !strings.HasPrefix(out, "BROKEN: audit event 2: ") {
+		t.Errorf("edited event: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, _ = nkudoctl(t, "audit", "verify", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &v); code != 1 || err != nil || v.OK || v.FirstBroken != 2 {
+		t.Errorf("edited event, json: exit %d, %+v (%v)", code, v, err)
+	}
+
+	t.Setenv("NKUDO_SERVER", "")
+	if code, _, errs := nkudoctl(t, "audit", "verify"); code != 2 || !strings.Contains(errs, "no control plane") {
+		t.Errorf("no server: exit %d, %q", code, errs)
+	}
+}
