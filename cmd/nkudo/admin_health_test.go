@@ -76,6 +76,18 @@ func TestAdminHealth(t *testing.T) {
 		if _, err := st.RecordHeartbeat(ctx, "acme", "s2", store.Heartbeat{Time: now.Add(-time.Hour), Interval: 10 * time.Second}); err != nil {
 			t.Fatal(err)
 		}
+		// A site that went quiet because its certificate was revoked: not listed.
+		env.Enroll("acme", "s3")
+		if _, err := st.RecordHeartbeat(ctx, "acme", "s3", store.Heartbeat{Time: now.Add(-time.Hour), Interval: 10 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		s3, err := st.GetSite(ctx, "acme", "s3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.RevokeSerial(ctx, store.Actor{Kind: store.ActorAdmin, ID: "test"}, "acme", "s3", s3.CertSerial, now); err != nil {
+			t.Fatal(err)
+		}
 		// A plan that started two hours ago and has not moved since.
 		p := cptest.CreatePlan("acme", "s1", 1, "vm-1")
 		if _, err := st.StorePlan(ctx, store.Actor{Kind: store.ActorSystem, ID: "test"}, p, "", now.Add(-3*time.Hour)); err != nil {
@@ -135,6 +147,9 @@ func TestAdminHealth(t *testing.T) {
 			if len(c.Items) != 1 || !strings.HasPrefix(c.Items[0], ck.item) {
 				t.Errorf("check %s items %q, want one starting %q", ck.name, c.Items, ck.item)
 			}
+		}
+		if c := checkOf(rep, "sites"); c.Message != "1 of 2 enrolled sites online" {
+			t.Errorf("sites with one offline and one revoked: %q", c.Message)
 		}
 	})
 }

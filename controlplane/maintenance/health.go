@@ -206,6 +206,15 @@ func CheckSites(ctx context.Context, st store.Store, now time.Time, th SiteThres
 		c.Status, c.Message = StatusFail, fmt.Sprintf("list tenants: %v", err)
 		return c
 	}
+	revs, err := st.ListRevokedSerials(ctx)
+	if err != nil {
+		c.Status, c.Message = StatusFail, fmt.Sprintf("list revoked certificates: %v", err)
+		return c
+	}
+	revoked := make(map[string]bool, len(revs))
+	for _, r := range revs {
+		revoked[r.Serial] = true
+	}
 	enrolled, offline := 0, 0
 	for _, tn := range tenants {
 		sites, err := st.ListSites(ctx, tn.ID)
@@ -217,12 +226,7 @@ func CheckSites(ctx context.Context, st store.Store, now time.Time, th SiteThres
 			if s.CertSerial == "" {
 				continue // never enrolled: nothing is expected of it yet
 			}
-			revoked, err := st.IsSerialRevoked(ctx, s.CertSerial)
-			if err != nil {
-				c.Status, c.Message = StatusFail, fmt.Sprintf("revocation of %s/%s: %v", tn.ID, s.Name, err)
-				return c
-			}
-			if revoked {
+			if revoked[s.CertSerial] {
 				continue
 			}
 			enrolled++
