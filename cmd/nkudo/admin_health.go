@@ -30,7 +30,7 @@ type AdminHealthCmd struct {
 	Server        string        `help:"Also ask this running control plane's /readyz (https://host:port), trusting the CA checked above." placeholder:"URL"`
 	Output        string        `help:"Output format: table or json." default:"table" enum:"table,json" short:"o"`
 	CertWarning   time.Duration `help:"Warn when the CA or server certificate expires within this." default:"720h"`
-	Grace         time.Duration `help:"Added to a site's heartbeat interval before it counts as offline." default:"10s" env:"NKUDO_HEARTBEAT_GRACE"`
+	Grace         time.Duration `help:"Added to a site's heartbeat interval before it counts as offline." default:"10s"`
 	Interval      time.Duration `help:"Heartbeat interval of sites that were never given one." default:"10s" env:"NKUDO_MIN_HEARTBEAT_INTERVAL"`
 	StuckAfter    time.Duration `help:"An in-progress plan with no progress for this long counts as stuck." default:"1h"`
 	StatusesAfter time.Duration `help:"A commit status not accepted by its forge for this long counts as failing." default:"15m"`

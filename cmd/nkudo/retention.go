@@ -16,7 +16,7 @@ import (
 type RetentionFlags struct {
 	RetentionInterval string `help:"How often old rows are pruned (Go duration; negative disables the job)." default:"1h" env:"NKUDO_RETENTION_INTERVAL"`
 	PlanRetention     string `help:"Finished plans, with their actions and logs, are deleted after this long without change (negative keeps them)." default:"720h" env:"NKUDO_PLAN_RETENTION"`
-	DeliveryRetention string `help:"Webhook delivery IDs (for de-duplication) are forgotten after this long (negative keeps them)." default:"168h" env:"NKUDO_DELIVERY_RETENTION"`
+	DeliveryRetention string `help:"Webhook delivery IDs (kept for de-duplication) older than this are forgotten (negative: not by this job; the webhook receiver forgets them after 7 days anyway)." default:"168h" env:"NKUDO_DELIVERY_RETENTION"`
 }
 
 // startRetention starts the retention job; the returned stop function ends
