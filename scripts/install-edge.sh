@@ -226,7 +226,7 @@ do_install() {
 	# A binary for the wrong architecture fails here, before anything changes.
 	if $live || [[ "$(uname -s)" == Linux ]]; then
 		"$src/nkudo-edge" version >/dev/null 2>&1 ||
-			die "$src/nkudo-edge does not run on this host ($(uname -m)); pick the tarball for this architecture"
+			die "$src/nkudo-edge does not run on this host ($(uname -m)): pick the tarball for this architecture (or, if $work is on a noexec mount, set TMPDIR to another directory)"
 	fi
 	ensure_user
 
