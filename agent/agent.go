@@ -345,15 +345,16 @@ func (a *Agent) Deliver(ctx context.Context) error {
 			break
 		}
 		// An action's start is moot once its outcome travels in the same batch.
-		final := map[string]bool{}
+		type planAction struct{ plan, action string }
+		final := map[planAction]bool{}
 		for _, e := range batch {
 			if e.Result.Status != model.ActionRunning {
-				final[e.Result.ActionID] = true
+				final[planAction{e.Result.PlanID, e.Result.ActionID}] = true
 			}
 		}
 		results := make([]api.ActionResult, 0, len(batch))
 		for _, e := range batch {
-			if e.Result.Status != model.ActionRunning || !final[e.Result.ActionID] {
+			if e.Result.Status != model.ActionRunning || !final[planAction{e.Result.PlanID, e.Result.ActionID}] {
 				results = append(results, *e.Result)
 			}
 		}

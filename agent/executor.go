@@ -90,14 +90,52 @@ func (e *Executor) logLine(planID, actionID string, stream api.LogStream, line s
 	}
 }
 
-// report queues a result; the key makes a pending duplicate a no-op.
+// report queues a result; the key makes a pending duplicate a no-op. The
+// key names the plan as well as the action: two plans computed against the
+// same inventory share action IDs, and the outcome reported for one must
+// not swallow the other's.
 func (e *Executor) report(r Record) error {
-	key := "final-" + r.ActionID
+	kind := "final"
 	if r.Status == model.ActionRunning {
-		key = "start-" + r.ActionID
+		kind = "start"
 	}
 	res := r.Result()
-	return e.Results.Add(OutboxEntry{Key: key, Result: &res})
+	return e.Results.Add(OutboxEntry{Key: kind + "-" + r.PlanID + "-" + r.ActionID, Result: &res})
+}
+
+// replay reports the cached outcome rec of action a for plan. An action ID
+// names what is done, not the plan it came in: two plans computed against
+// the same inventory (a plan superseded by a newer commit, a plan made
+// before the last heartbeat arrived) carry the same action with the same
+// ID. Such an action is not executed again; its outcome is reported for the
+// plan at hand, under that plan's ID, and that plan's log says where it came
+// from.
+func (e *Executor) replay(plan model.Plan, a model.Action, rec Record) error {
+	if rec.PlanID == plan.ID {
+		return e.report(rec)
+	}
+	from := rec.PlanID
+	rec.PlanID = plan.ID
+	out := map[string]any{}
+	if len(rec.Output) > 0 {
+		_ = json.Unmarshal(rec.Output, &out) // an unreadable output is replaced, not fatal
+	}
+	out["cachedFromPlan"] = from
+	rec.Output, _ = json.Marshal(out)
+	word := "done"
+	if rec.Status != model.ActionSucceeded {
+		word = string(rec.Status)
+	}
+	e.logLine(plan.ID, a.ID, api.StreamAgent, fmt.Sprintf("%s %s: %s earlier under plan %s; that outcome is reported, nothing was executed",
+		a.Operation, a.VM, word, shortID(from)))
+	return e.report(rec)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 // Execute applies plan. knownVersion is the inventory version of the last
@@ -115,11 +153,14 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 		}
 	}
 	log := e.Logger.With("plan", plan.ID)
+	// Only a record made for this very plan means this agent started it: an
+	// action shared with an earlier plan says nothing about whether this one
+	// is stale.
 	touched := false
 	for _, a := range plan.Actions {
-		if _, ok, err := e.Cache.Get(a.ID); err != nil {
+		if rec, ok, err := e.Cache.Get(a.ID); err != nil {
 			return "", err
-		} else if ok {
+		} else if ok && rec.PlanID == plan.ID {
 			touched = true
 			break
 		}
@@ -131,8 +172,14 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 		now := e.now()
 		for _, a := range plan.Actions {
 			r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped, Error: msg, StartedAt: now, FinishedAt: now}
-			if err := e.Cache.Put(r); err != nil {
+			// An action shared with an earlier plan keeps that plan's record:
+			// skipping it here says nothing about its real outcome.
+			if _, ok, err := e.Cache.Get(a.ID); err != nil {
 				return "", err
+			} else if !ok {
+				if err := e.Cache.Put(r); err != nil {
+					return "", err
+				}
 			}
 			if err := e.report(r); err != nil {
 				return "", err
@@ -155,8 +202,9 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 			return "", err
 		}
 		if ok && rec.Final() {
-			// Delivered again: report the cached outcome, execute nothing.
-			if err := e.report(rec); err != nil {
+			// Delivered again, or shared with an earlier plan: report the
+			// cached outcome, execute nothing.
+			if err := e.replay(plan, a, rec); err != nil {
 				return "", err
 			}
 			if rec.Status == model.ActionFailed && failed == nil {

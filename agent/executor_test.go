@@ -289,3 +289,114 @@ func TestOutboxBoundedOldestFirstDurable(t *testing.T) {
 		t.Errorf("len = %d", o2.Len())
 	}
 }
+
+// pendingResults lists "plan action status" of the queued results, oldest first.
+func pendingResults(t *testing.T, ex *agent.Executor) []string {
+	t.Helper()
+	entries, err := ex.Results.Peek(1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Result.PlanID+" "+e.Result.ActionID+" "+string(e.Result.Status))
+	}
+	return out
+}
+
+// Two plans computed against the same inventory version carry the same
+// action with the same ID (the planner hashes the version, not the plan).
+// The shared action runs once, and each plan gets its outcome under its own
+// plan ID, even while the first plan's outcome still waits in the outbox.
+func TestPlansSharingAnActionEachGetItsOutcome(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	p1 := r.plan(1, "create vm-a", "start vm-a")
+	if out, err := r.ex.Execute(ctx, p1, 1, nil); err != nil || out != agent.OutcomeDone {
+		t.Fatalf("plan 1 = %s, %v", out, err)
+	}
+	shared := p1.Actions[0]
+	p2 := r.plan(1, "create vm-a", "create vm-b")
+	p2.ID = "plan-2"
+	p2.Actions[0] = shared
+	if out, err := r.ex.Execute(ctx, p2, 1, nil); err != nil || out != agent.OutcomeDone {
+		t.Fatalf("plan 2 = %s, %v", out, err)
+	}
+	if d := cmp.Diff([]string{"vm.create", "vm.boot", "vm.create"}, r.calls(t)); d != "" {
+		t.Errorf("hypervisor calls (-want +got):\n%s", d)
+	}
+	want := []string{
+		p1.ID + " " + p1.Actions[0].ID + " running", p1.ID + " " + p1.Actions[0].ID + " succeeded",
+		p1.ID + " " + p1.Actions[1].ID + " running", p1.ID + " " + p1.Actions[1].ID + " succeeded",
+		"plan-2 " + shared.ID + " succeeded", // no start: nothing was executed
+		"plan-2 " + p2.Actions[1].ID + " running", "plan-2 " + p2.Actions[1].ID + " succeeded",
+	}
+	if d := cmp.Diff(want, pendingResults(t, r.ex)); d != "" {
+		t.Errorf("queued results (-want +got):\n%s", d)
+	}
+	entries, _ := r.ex.Results.Peek(1000)
+	if len(entries) != len(want) {
+		t.Fatalf("%d queued results, want %d", len(entries), len(want))
+	}
+	if out := string(entries[4].Result.Output); !strings.Contains(out, `"cachedFromPlan":"`+p1.ID+`"`) {
+		t.Errorf("replayed outcome's output %s does not name plan 1", out)
+	}
+	logs, _ := r.ex.Logs.Peek(1000)
+	var p2log []string
+	for _, e := range logs {
+		if e.Log.PlanID == "plan-2" {
+			p2log = append(p2log, e.Log.Line)
+		}
+	}
+	if all := strings.Join(p2log, "\n"); !strings.Contains(all, "create vm-a: done earlier under plan "+p1.ID) {
+		t.Errorf("plan 2's log does not account for the shared action:\n%s", all)
+	}
+
+	// Plan 2 delivered again (lost answers): nothing new is queued.
+	if _, err := r.ex.Execute(ctx, p2, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(pendingResults(t, r.ex)); got != len(want) {
+		t.Errorf("after plan 2 was delivered again: %d queued results, want %d", got, len(want))
+	}
+	// The cache still holds plan 1's own record of the shared action.
+	if rec, ok, _ := r.ex.Cache.Get(shared.ID); !ok || rec.PlanID != p1.ID || rec.Status != model.ActionSucceeded {
+		t.Errorf("cached record of the shared action = %+v", rec)
+	}
+}
+
+// A plan that shares an action with one this agent ran is not "started" by
+// that: once the agent has reported a newer inventory it is stale, and its
+// refusal leaves the other plan's record alone.
+func TestSharedActionDoesNotBypassTheStaleGuard(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	p1 := r.plan(1, "create vm-a", "start vm-a")
+	if out, err := r.ex.Execute(ctx, p1, 1, nil); err != nil || out != agent.OutcomeDone {
+		t.Fatalf("plan 1 = %s, %v", out, err)
+	}
+	p2 := r.plan(1, "create vm-a", "create vm-b")
+	p2.ID = "plan-2"
+	p2.Actions[0] = p1.Actions[0]
+	before := len(r.calls(t))
+	out, err := r.ex.Execute(ctx, p2, 2, nil)
+	if err != nil || out != agent.OutcomeStale {
+		t.Fatalf("plan 2 computed against version 1, agent at version 2 = %s, %v; want stale", out, err)
+	}
+	if after := len(r.calls(t)); after != before {
+		t.Errorf("stale plan made %d hypervisor calls", after-before)
+	}
+	if rec, ok, _ := r.ex.Cache.Get(p1.Actions[0].ID); !ok || rec.PlanID != p1.ID || rec.Status != model.ActionSucceeded {
+		t.Errorf("cached record of the shared action after the stale plan = %+v", rec)
+	}
+	var skipped []string
+	for _, s := range pendingResults(t, r.ex) {
+		if strings.HasPrefix(s, "plan-2 ") {
+			skipped = append(skipped, s)
+		}
+	}
+	want := []string{"plan-2 " + p2.Actions[0].ID + " skipped", "plan-2 " + p2.Actions[1].ID + " skipped"}
+	if d := cmp.Diff(want, skipped); d != "" {
+		t.Errorf("plan 2's results (-want +got):\n%s", d)
+	}
+}

@@ -17,11 +17,38 @@ import (
 	"github.com/nkudo/nkudo/model"
 )
 
-// reportOutage makes the control plane unreachable for reports while down is set.
+// reportOutage makes the control plane unreachable for reports while down
+// is set, and for heartbeats while hbDown is set. It keeps every result the
+// server accepted, in order.
 type reportOutage struct {
 	agent.ControlPlane
-	mu   sync.Mutex
-	down bool
+	mu     sync.Mutex
+	down   bool
+	hbDown bool
+	sent   []api.ActionResult
+}
+
+func (o *reportOutage) holdHeartbeats(down bool) {
+	o.mu.Lock()
+	o.hbDown = down
+	o.mu.Unlock()
+}
+
+// accepted returns the results the server accepted from index from on.
+func (o *reportOutage) accepted(from int) []api.ActionResult {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]api.ActionResult(nil), o.sent[min(from, len(o.sent)):]...)
+}
+
+func (o *reportOutage) Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+	o.mu.Lock()
+	down := o.hbDown
+	o.mu.Unlock()
+	if down {
+		return api.HeartbeatResponse{}, errReportOutage
+	}
+	return o.ControlPlane.Heartbeat(ctx, req)
 }
 
 func (o *reportOutage) isDown() bool {
@@ -49,7 +76,13 @@ func (o *reportOutage) ReportResults(ctx context.Context, rs ...api.ActionResult
 	if o.isDown() {
 		return api.ResultsResponse{}, errReportOutage
 	}
-	return o.ControlPlane.ReportResults(ctx, rs...)
+	resp, err := o.ControlPlane.ReportResults(ctx, rs...)
+	if err == nil {
+		o.mu.Lock()
+		o.sent = append(o.sent, rs...)
+		o.mu.Unlock()
+	}
+	return resp, err
 }
 
 func TestExecutionLogStreaming(t *testing.T) {
@@ -65,6 +98,11 @@ func TestExecutionLogStreaming(t *testing.T) {
 		d1 := e.desired(e.vm("vm-a", model.VMRunning))
 		p1 := e.plan(d1)
 		e.waitPlanDone(p1)
+		// Plan 2 is made from the inventory after plan 1, as the reconciler
+		// does on the heartbeat that reports it (a plan made earlier is
+		// refused as stale; TestPlanSharingAnActionAcrossAnOutage covers the
+		// plan made before that heartbeat arrived).
+		e.waitConverged(d1)
 		checkPlanLogs(t, e, p1)
 
 		// Plan 2 runs while reports cannot get through and the control plane
@@ -91,6 +129,98 @@ func TestExecutionLogStreaming(t *testing.T) {
 		})
 		checkPlanLogs(t, e, p2)
 		checkPlanLogs(t, e, p1) // untouched by the restart
+		assertResultsOnce(t, e, p2)
+	})
+}
+
+// TestPlanSharingAnActionAcrossAnOutage: the control plane plans again from
+// an inventory that predates the last plan (its heartbeat has not arrived),
+// so the new plan repeats one of the last plan's actions with the same ID.
+// The agent, which has not heard of a newer inventory either, runs the new
+// plan while its reports are buffered across an outage and a control-plane
+// restart. The repeated action is not executed again; every action of the
+// new plan gets its own outcome, and nothing of the earlier plan is sent
+// again.
+func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
+	edgeBackends(t, func(t *testing.T, postgres bool) {
+		env := startEdgeCP(t, postgres)
+		e := newEdgeSite(t, env, "acme", "store-1")
+		out := &reportOutage{}
+		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { out.ControlPlane = c; return out }
+		e.start()
+		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		// Heartbeats stop getting through: neither side learns of plan 1's VM.
+		out.holdHeartbeats(true)
+		inv := e.inventory()
+
+		d1 := e.desired(e.vm("vm-a", model.VMRunning))
+		p1 := e.plan(d1)
+		e.waitPlanDone(p1)
+		// The server has plan 1's outcome; wait until the agent has heard so
+		// too (its outbox is empty), so that every later result counts.
+		waitEdge(t, "plan 1's results to leave the outbox", 20*time.Second, func() (bool, string) {
+			ob, _ := agent.OpenOutbox(filepath.Join(e.state, "agent", "outbox", "results"), 0)
+			return ob.Len() == 0, fmt.Sprint(ob.Len())
+		})
+		before := len(out.accepted(0))
+
+		out.set(true)
+		d2 := e.desired(e.vm("vm-a", model.VMStopped), e.vm("vm-b", model.VMRunning), e.vm("vm-c", model.VMRunning))
+		p2 := e.plan(d2)
+		if p2.InventoryVersion != inv.Version || p2.InventoryVersion != p1.InventoryVersion {
+			t.Fatalf("plan 2 made against inventory version %d, want %d (the one before plan 1)", p2.InventoryVersion, inv.Version)
+		}
+		shared := planActionID(t, p1, model.OpCreate, "vm-a")
+		if planActionID(t, p2, model.OpCreate, "vm-a") != shared || len(p2.Actions) != 5 {
+			t.Fatalf("plan 2 does not repeat plan 1's create of vm-a: %+v", p2.Actions)
+		}
+		waitEdge(t, "the agent to execute plan 2 while buffering", 30*time.Second, func() (bool, string) {
+			for _, a := range p2.Actions {
+				if r, ok, _ := edgeCache(t, e).Get(a.ID); !ok || !r.Final() {
+					return false, "running " + a.ID[:8]
+				}
+			}
+			return true, ""
+		})
+		env.Restart()
+		out.set(false)
+		out.holdHeartbeats(false)
+		e.waitPlanDone(p2)
+		waitEdge(t, "the outbox to drain", 30*time.Second, func() (bool, string) {
+			ob, _ := agent.OpenOutbox(filepath.Join(e.state, "agent", "outbox", "results"), 0)
+			lb, _ := agent.OpenOutbox(filepath.Join(e.state, "agent", "outbox", "logs"), 0)
+			return ob.Len()+lb.Len() == 0, fmt.Sprintf("%d results, %d log lines buffered", ob.Len(), lb.Len())
+		})
+
+		final := map[string]int{}
+		for _, r := range out.accepted(before) {
+			if r.PlanID != p2.ID {
+				t.Errorf("after plan 1 finished, a result of plan %s was sent: %s %s", r.PlanID[:12], r.ActionID[:12], r.Status)
+				continue
+			}
+			if r.Status != model.ActionRunning {
+				final[r.ActionID]++
+			}
+		}
+		for _, a := range p2.Actions {
+			if final[a.ID] != 1 {
+				t.Errorf("plan 2, %s %s: %d final results sent, want 1", a.Operation, a.VM, final[a.ID])
+			}
+		}
+		// Audit counts results per action ID, which both plans share here:
+		// check the stored plan instead.
+		sp, err := env.Store().GetPlan(t.Context(), e.tenant, p2.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range sp.Actions {
+			if a.Status != model.ActionSucceeded {
+				t.Errorf("plan 2 action %+v not succeeded", a)
+			}
+		}
+		assertOncePerVM(t, e.chCalls(), []string{"vm.create"}, "vm-a", "vm-b", "vm-c")
+		checkPlanLogs(t, e, p2)
+		checkPlanLogs(t, e, p1)
 	})
 }
 
