@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -8,15 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/agent"
+	"github.com/nkudo/nkudo/agent/internal/vmmtest"
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/model"
@@ -36,6 +36,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if msg := vmmtest.Check(fakeCH); msg != "" {
+		fmt.Fprintln(os.Stderr, "FAIL:", msg)
+		code = 1
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -53,16 +57,7 @@ func newRig(t *testing.T, env ...string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		pids, _ := filepath.Glob(filepath.Join(state, "vms", "*", "vmm.pid"))
-		for _, f := range pids {
-			b, _ := os.ReadFile(f)
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		os.RemoveAll(state)
-	})
+	t.Cleanup(func() { os.RemoveAll(state) })
 	r := &rig{state: state, reqLog: filepath.Join(t.TempDir(), "requests.jsonl")}
 	kernel := filepath.Join(t.TempDir(), "vmlinux")
 	os.WriteFile(kernel, []byte("kernel"), 0o644)
@@ -74,6 +69,13 @@ func newRig(t *testing.T, env ...string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Stops every VMM of the rig, also those a test's second executor
+	// (an agent restart) reached; runs before the state dir is removed.
+	t.Cleanup(func() {
+		if err := r.prov.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+			t.Errorf("stop the rig's VMMs: %v", err)
+		}
+	})
 	r.ex = r.executor(t)
 	return r
 }

@@ -86,7 +86,10 @@ func newEdgeSite(t testing.TB, env *cptest.Env, tenant, site string) *edgeSite {
 	e.logger = slog.New(slog.NewTextHandler(edgeLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		e.stop()
-		killEdgeVMMs(state)
+		stopEdgeVMMs(t, state)
+		if left := leftoverVMMs(filepath.Join(e.bin, "cloud-hypervisor")); len(left) > 0 {
+			t.Errorf("VMMs still running after the test: %v", left)
+		}
 		os.RemoveAll(state)
 	})
 	buildEdgeBinary(t, e.bin, "tests/fakes/cloud-hypervisor", "cloud-hypervisor")
@@ -116,14 +119,40 @@ func (w edgeLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func killEdgeVMMs(state string) {
-	pids, _ := filepath.Glob(filepath.Join(state, "*", "vms", "*", "vmm.pid"))
-	for _, f := range pids {
-		b, _ := os.ReadFile(f)
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+// stopEdgeVMMs stops every VMM of the site, whichever agent (in-process or
+// a killed nkudo-edge) launched it, through the provider's Shutdown.
+func stopEdgeVMMs(t testing.TB, state string) {
+	p, err := cloudhypervisor.New(cloudhypervisor.Options{StateDir: filepath.Join(state, "hypervisor")})
+	if err != nil {
+		t.Errorf("stop the site's VMMs: %v", err)
+		return
+	}
+	if err := p.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+		t.Errorf("stop the site's VMMs: %v", err)
+	}
+}
+
+// leftoverVMMs lists "pid args" of running processes of binary, killing
+// them so that a leak is reported once, not left behind.
+func leftoverVMMs(binary string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if args[0] == binary {
+			out = append(out, fmt.Sprintf("%d %s", pid, strings.Join(args[1:], " ")))
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	return out
 }
 
 func (e *edgeSite) vmmEnv() []string {

@@ -823,3 +823,91 @@ func (p *Provider) List(ctx context.Context) ([]model.ObservedVM, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
+
+// Shutdown stops every VMM under the state dir, the ones this provider
+// launched and the ones it re-attached to, and waits until they are gone;
+// their guests die with them. VM files are left as they are. It waits for
+// an operation in progress to finish first.
+//
+// An agent does not call it when it exits: VMMs outlive the agent, which
+// re-attaches to them after a restart. It is for tearing a host's VMs
+// down on purpose: tests, decommissioning.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	names := map[string]bool{}
+	if entries, err := os.ReadDir(filepath.Join(p.opts.StateDir, "vms")); err == nil {
+		for _, e := range entries {
+			if e.IsDir() && dnsLabel.MatchString(e.Name()) {
+				names[e.Name()] = true
+			}
+		}
+	}
+	p.mu.Lock()
+	for name := range p.procs {
+		names[name] = true
+	}
+	p.mu.Unlock()
+	var errs []error
+	for name := range names {
+		if err := p.shutdownVMM(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// shutdownVMM asks one VMM to exit (vmm.shutdown) and kills it when it does
+// not answer or does not go.
+func (p *Provider) shutdownVMM(ctx context.Context, name string) error {
+	pid := 0
+	p.mu.Lock()
+	pr := p.procs[name]
+	p.mu.Unlock()
+	if pr != nil {
+		pid = pr.cmd.Process.Pid
+	}
+	asked := false
+	if c, ping, ok := p.alive(ctx, name); ok {
+		if pid == 0 {
+			pid = ping.PID
+		}
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.Action(actx, "vmm.shutdown")
+		cancel()
+		if err != nil {
+			p.log.Warn("vmm.shutdown refused; killing the vmm", "vm", name, "err", err)
+		}
+		asked = err == nil
+	}
+	if pid == 0 {
+		pid = p.recordedPID(name)
+	}
+	if pid <= 0 {
+		return nil // nothing runs for this VM
+	}
+	if !asked {
+		// Not answering its socket (hung, or still starting): nothing to ask.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return p.waitExit(ctx, name, pid)
+}
+
+// recordedPID is the pid in the VM's vmm.pid when that process is still
+// the VM's VMM (its command line names the VM's socket); 0 otherwise, so a
+// reused pid is never signalled.
+func (p *Provider) recordedPID(name string) int {
+	b, err := os.ReadFile(filepath.Join(p.vmDir(name), "vmm.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte("path="+p.socket(name))) {
+		return 0
+	}
+	return pid
+}

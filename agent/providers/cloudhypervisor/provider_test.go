@@ -22,6 +22,7 @@ import (
 
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/agent/internal/vmmtest"
 	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
@@ -39,6 +40,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if msg := vmmtest.Check(fakeBinary); msg != "" {
+		fmt.Fprintln(os.Stderr, "FAIL:", msg)
+		code = 1
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -63,7 +68,13 @@ func newEnv(t *testing.T, extraEnv ...string) *env {
 	}
 	e := &env{state: state, reqLog: filepath.Join(t.TempDir(), "requests.jsonl"), files: t.TempDir(), binary: fakeBinary, extraEnv: extraEnv}
 	t.Cleanup(func() {
-		killVMMs(state)
+		// A provider of its own: it stops every VMM under the state dir,
+		// whichever provider of the test launched it.
+		if p, err := New(Options{StateDir: state}); err == nil {
+			if err := p.Shutdown(context.WithoutCancel(t.Context())); err != nil {
+				t.Errorf("stop the test's VMMs: %v", err)
+			}
+		}
 		os.RemoveAll(state)
 	})
 	kernel := e.file(t, "vmlinux", "not really a kernel")
@@ -553,5 +564,57 @@ func TestRealCloudHypervisor(t *testing.T) {
 		if err := step(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// Shutdown stops the VMMs this provider launched and those it re-attached
+// to after a restart; a provider that is merely dropped (an agent exit)
+// leaves them running for the next one.
+func TestShutdownStopsEveryVMM(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	for _, name := range []string{"pos-1", "pos-2"} {
+		if err := e.p.Create(ctx, name, e.spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.p.Start(ctx, "pos-1"); err != nil {
+		t.Fatal(err)
+	}
+	if left := vmmtest.Leftover(fakeBinary); len(left) < 2 {
+		t.Fatalf("want two VMMs running, have %v", left)
+	}
+	// Agent restart: the old provider is dropped, the VMMs keep running.
+	p2 := e.provider(t)
+	if vms, err := p2.Reattach(ctx); err != nil || len(vms) != 2 || vms[0].State != model.VMRunning {
+		t.Fatalf("reattach: %+v %v", vms, err)
+	}
+	// A VMM launched by the new provider, and one that hangs (stopped by
+	// SIGSTOP, it never answers its socket: it is killed by its pid).
+	if err := p2.Create(ctx, "pos-3", e.spec); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(e.state, "vms", "pos-2", "vmm.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := syscall.Kill(hung, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	var left []string
+	for _, l := range vmmtest.Leftover(fakeBinary) {
+		if strings.Contains(l, e.state) {
+			left = append(left, l)
+		}
+	}
+	if len(left) != 0 {
+		t.Errorf("VMMs still running after Shutdown: %v", left)
+	}
+	if vms, _ := p2.List(ctx); len(vms) != 3 || vms[0].State != model.VMStopped {
+		t.Errorf("after shutdown: %+v", vms)
 	}
 }
