@@ -21,8 +21,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/agent"
-	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/agent/internal/vmmtest"
+	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
