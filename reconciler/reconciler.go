@@ -103,6 +103,8 @@ type Reconciler struct {
 	tracked   map[string]*tracking // repo/commit → apply tracking
 	nextPoll  map[string]time.Time
 	runCtx    context.Context // the context of Run, which status reporters live in
+
+	reporterWG sync.WaitGroup // status reporter goroutines
 }
 
 type taskKind string
@@ -199,7 +201,29 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		wg.Go(func() { r.watchLoop(ctx) })
 	}
 	wg.Wait()
+	r.Close()
 	return nil
+}
+
+// Close stops the status reporters and waits for them (a status not yet
+// posted stays unposted in the store and is posted after the next start).
+// Run calls it on the way out; callers of Reconcile without Run call it
+// themselves.
+func (r *Reconciler) Close() {
+	r.mu.Lock()
+	for _, rr := range r.reporters {
+		rr.cancel()
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.reporterWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		// A git push that ignores its cancelled context must not hold up
+		// shutdown; the status stays unposted and is posted after a restart.
+		r.log.Warn("status reporters did not stop within 10s")
+	}
 }
 
 // Trigger queues a reconcile of the repository at ref ("" = its branch

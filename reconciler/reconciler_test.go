@@ -92,6 +92,7 @@ func newEnv(t testing.TB, sites []string, tweak func(*reconciler.Options)) *env 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.rec.Close) // before the data dir is removed
 	return e
 }
 

@@ -148,8 +148,13 @@ func TestWatchLocalTree(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.git.Fleet("fleet", 1, 1)
-	e.git.Commit("one")
+	c1 := e.git.Commit("one")
 	runLoop(t, e.rec)
+	// Watching begins with a reconcile of what is there.
+	waitFor(t, "the commit made before watching reconciled", func() bool {
+		repo, _ := e.st.GetRepository(t.Context(), tenant, e.repo.ID)
+		return repo.LastAppliedCommit == c1
+	})
 	e.git.Write("fleet/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Stopped", 1))
 	c2 := e.git.Commit("stop")
 	waitFor(t, "a commit in the working tree reconciled without any trigger", func() bool {

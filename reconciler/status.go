@@ -97,7 +97,7 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 			}
 		}
 		rep := forge.NewReporter(w, o)
-		go rep.Run(rctx)
+		r.reporterWG.Go(func() { rep.Run(rctx) })
 		nr.list = append(nr.list, rep)
 	}
 	r.mu.Lock()

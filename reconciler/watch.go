@@ -49,12 +49,20 @@ func (r *Reconciler) watchLoop(ctx context.Context) {
 				continue
 			}
 			tenants[repo.ID] = repo.Tenant
+			added := false
 			for _, d := range []string{gd, filepath.Join(gd, "refs", "heads")} {
 				if _, ok := watched[d]; ok {
 					continue
 				}
 				if err := w.Add(d); err == nil {
 					watched[d] = repo.ID
+					added = true
+				}
+			}
+			if added {
+				// Commits made before the watch began are not missed.
+				if _, err := r.Trigger(ctx, repo.Tenant, repo.ID, ""); err != nil {
+					r.log.Warn("watch: trigger", "repo", repo.ID, "err", err)
 				}
 			}
 		}
