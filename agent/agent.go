@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ type Agent struct {
 	mu          sync.Mutex
 	known       int64 // inventory version of the last heartbeat reply
 	heartbeated bool
+	typedFacts  bool // the control plane accepts api.HostFacts' typed fields
 	latest      *model.Plan
 	newPlan     chan struct{}
 	kickHB      chan struct{}
@@ -132,16 +134,30 @@ func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
 		return api.HeartbeatResponse{}, fmt.Errorf("inventory: %w", err)
 	}
 	facts := a.cfg.Facts.Collect(ctx)
-	if d := a.cfg.Executor.Results.Dropped() + a.cfg.Executor.Logs.Dropped(); d > 0 {
-		facts.Labels["outboxDropped"] = fmt.Sprint(d)
+	facts.OutboxDropped = a.cfg.Executor.Results.Dropped() + a.cfg.Executor.Logs.Dropped()
+	facts.AgentVersion = cmp.Or(facts.AgentVersion, a.cfg.AgentVersion)
+	a.mu.Lock()
+	typed := a.typedFacts
+	a.mu.Unlock()
+	if !typed {
+		// Until the control plane says it takes the typed fields: an older
+		// one rejects fields it does not know.
+		facts = facts.LegacyLabels()
 	}
 	resp, err := a.cfg.Client.Heartbeat(ctx, api.HeartbeatRequest{AgentVersion: a.cfg.AgentVersion, Facts: facts, VMs: vms})
 	if err != nil {
+		if typed && errors.Is(err, api.ErrBadRequest) {
+			// A control plane rolled back to one without the typed fields.
+			a.mu.Lock()
+			a.typedFacts = false
+			a.mu.Unlock()
+		}
 		return resp, err
 	}
 	a.mu.Lock()
 	a.known = resp.InventoryVersion
 	a.heartbeated = true
+	a.typedFacts = resp.Has(api.FeatureTypedFacts)
 	a.mu.Unlock()
 	a.firstOnce.Do(func() { close(a.firstHB) })
 	return resp, nil

@@ -27,7 +27,7 @@ type NetBirdFacter interface {
 }
 
 // FactsSource collects host facts. Every fact that cannot be read is left
-// at its zero value and explained in Labels["unknown.<fact>"], never a crash.
+// at its zero value and explained in Unknown[<fact>], never a crash.
 type FactsSource struct {
 	// StateDir is where VM disks live: its filesystem's free space is reported.
 	StateDir     string
@@ -39,24 +39,19 @@ type FactsSource struct {
 	KVMPath string
 }
 
-// Label keys used for facts the api.HostFacts struct has no field for.
-const (
-	LabelCPUModel     = "cpuModel"
-	LabelAgentVersion = "agentVersion"
-	LabelKVMError     = "kvmError"
-	unknownPrefix     = "unknown."
-)
-
-// Collect reads every fact.
+// Collect reads every fact. The result uses api.HostFacts' typed fields;
+// LegacyLabels turns it into the form an older control plane accepts.
 func (s FactsSource) Collect(ctx context.Context) api.HostFacts {
 	proc := s.ProcDir
 	if proc == "" {
 		proc = "/proc"
 	}
-	f := api.HostFacts{OS: runtime.GOOS, Arch: runtime.GOARCH, Labels: map[string]string{}}
-	unknown := func(fact string, err error) { f.Labels[unknownPrefix+fact] = err.Error() }
-	if s.AgentVersion != "" {
-		f.Labels[LabelAgentVersion] = s.AgentVersion
+	f := api.HostFacts{OS: runtime.GOOS, Arch: runtime.GOARCH, AgentVersion: s.AgentVersion}
+	unknown := func(fact string, err error) {
+		if f.Unknown == nil {
+			f.Unknown = map[string]string{}
+		}
+		f.Unknown[fact] = err.Error()
 	}
 	if h, err := os.Hostname(); err == nil {
 		f.Hostname = h
@@ -71,13 +66,13 @@ func (s FactsSource) Collect(ctx context.Context) api.HostFacts {
 	if n, model, err := cpuInfo(filepath.Join(proc, "cpuinfo")); err == nil {
 		f.CPUs = n
 		if model != "" {
-			f.Labels[LabelCPUModel] = model
+			f.CPUModel = model
 		} else {
-			unknown(LabelCPUModel, fmt.Errorf("no model name in %s", filepath.Join(proc, "cpuinfo")))
+			unknown("cpuModel", fmt.Errorf("no model name in %s", filepath.Join(proc, "cpuinfo")))
 		}
 	} else {
 		f.CPUs = runtime.NumCPU()
-		unknown(LabelCPUModel, err)
+		unknown("cpuModel", err)
 	}
 	if mem, err := memTotalMiB(filepath.Join(proc, "meminfo")); err == nil {
 		f.MemoryMiB = mem
@@ -107,7 +102,7 @@ func (s FactsSource) Collect(ctx context.Context) api.HostFacts {
 		fd.Close()
 		f.KVM = true
 	} else {
-		f.Labels[LabelKVMError] = err.Error()
+		f.KVMError = err.Error()
 	}
 	if s.Hypervisor != nil {
 		f.Hypervisor.Name = "cloud-hypervisor"

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/api"
 )
@@ -42,27 +45,36 @@ func TestFactsFromProc(t *testing.T) {
 	kvm := filepath.Join(t.TempDir(), "kvm")
 	os.WriteFile(kvm, nil, 0o600)
 	f := FactsSource{StateDir: t.TempDir(), ProcDir: proc, KVMPath: kvm, Hypervisor: fakeHV{}, NetBird: fakeNB{}, AgentVersion: "1.2.3"}.Collect(t.Context())
-	if f.CPUs != 2 || f.Labels[LabelCPUModel] != "Test CPU @ 2GHz" || f.MemoryMiB != 7859 || f.KernelVersion != "6.1.0-test" ||
-		f.BootTime.Unix() != 1700000000 || !f.KVM || f.DiskFreeGiB <= 0 || f.Hypervisor.Version != "v53.0" ||
-		f.NetBird.IP != "100.64.0.2" || f.Labels[LabelAgentVersion] != "1.2.3" {
+	if f.CPUs != 2 || f.CPUModel != "Test CPU @ 2GHz" || f.MemoryMiB != 7859 || f.KernelVersion != "6.1.0-test" ||
+		f.BootTime.Unix() != 1700000000 || !f.KVM || f.KVMError != "" || f.DiskFreeGiB <= 0 || f.Hypervisor.Version != "v53.0" ||
+		f.NetBird.IP != "100.64.0.2" || f.AgentVersion != "1.2.3" {
 		t.Errorf("facts = %+v", f)
 	}
-	for k := range f.Labels {
-		if strings.HasPrefix(k, unknownPrefix) {
-			t.Errorf("unexpected unknown fact %s: %s", k, f.Labels[k])
-		}
+	if len(f.Unknown) != 0 || len(f.Labels) != 0 {
+		t.Errorf("unexpected unknown facts %v or labels %v", f.Unknown, f.Labels)
 	}
 }
 
 func TestUnreadableFactsAreUnknownWithReason(t *testing.T) {
 	f := FactsSource{StateDir: "/nonexistent/state", ProcDir: t.TempDir(), KVMPath: "/nonexistent/kvm",
 		Hypervisor: fakeHV{err: errors.New("find cloud-hypervisor: not found")}}.Collect(t.Context())
-	for _, k := range []string{"unknown.cpuModel", "unknown.memoryMiB", "unknown.kernelVersion", "unknown.bootTime", "unknown.disk", LabelKVMError} {
-		if f.Labels[k] == "" {
-			t.Errorf("label %s missing: %v", k, f.Labels)
+	var got []string
+	for fact, why := range f.Unknown {
+		if why == "" {
+			t.Errorf("unknown fact %s without a reason", fact)
 		}
+		got = append(got, fact)
 	}
-	if f.KVM || f.Hypervisor.Error == "" || f.CPUs == 0 {
+	slices.Sort(got)
+	if d := cmp.Diff([]string{"bootTime", "cpuModel", "disk", "kernelVersion", "memoryMiB"}, got); d != "" {
+		t.Errorf("unknown facts (-want +got):\n%s", d)
+	}
+	if f.KVM || !strings.Contains(f.KVMError, "/nonexistent/kvm") || f.Hypervisor.Error == "" || f.CPUs == 0 {
 		t.Errorf("facts = %+v", f)
+	}
+	// The form sent to a control plane that predates the typed fields.
+	l := f.LegacyLabels()
+	if l.Labels["unknown.cpuModel"] != f.Unknown["cpuModel"] || l.Labels["kvmError"] != f.KVMError || l.Unknown != nil || l.KVMError != "" {
+		t.Errorf("legacy form = %+v", l)
 	}
 }

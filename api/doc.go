@@ -11,11 +11,18 @@
 //
 // ProtocolVersion increases by one whenever the agent-facing contract
 // changes in a way an older peer could notice. Additive fields in responses
-// do not bump it; new fields in agent requests do, because the server
-// rejects unknown fields in agent reports. Changelog:
+// do not bump it. New fields in agent requests do, because the server
+// rejects unknown fields in agent reports, unless they are gated by a
+// feature: the server lists the additions it accepts in
+// HeartbeatResponse.Features and an agent sends them only after it has
+// seen the feature, so old and new peers on either side keep working.
+// Changelog:
 //
 //   - 1 (2026-11-26): first version: enroll, renew, heartbeat with host facts
 //     and inventory, plan long-poll, action results, ordered log batches.
+//   - 1 (2026-11-27): HeartbeatResponse.Features; HostFacts.CPUModel,
+//     AgentVersion, KVMError, Unknown and OutboxDropped, sent under
+//     FeatureTypedFacts (before, and to older servers, as labels).
 package api
 
 // ProtocolVersion is the agent protocol this package speaks; see the changelog above.

@@ -1,8 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/model"
@@ -110,6 +115,113 @@ type HostFacts struct {
 	BootTime time.Time `json:"bootTime,omitzero"`
 	// Labels are free-form facts the agent wants to show.
 	Labels map[string]string `json:"labels,omitempty"`
+
+	// The fields below are sent only to a control plane that lists
+	// FeatureTypedFacts (see HeartbeatResponse.Features); to an older one the
+	// agent sends them as the legacy labels (LegacyLabels).
+
+	// CPUModel is the CPU's model name ("" = unknown).
+	CPUModel string `json:"cpuModel,omitempty"`
+	// AgentVersion is the agent's release version ("" = unknown).
+	AgentVersion string `json:"agentVersion,omitempty"`
+	// KVMError says why /dev/kvm is not usable when KVM is false.
+	KVMError string `json:"kvmError,omitempty"`
+	// Unknown names each fact the agent could not read, with the reason
+	// (fact → reason). Fact names are the JSON field names of this struct
+	// ("cpuModel", "memoryMiB", "bootTime", …; "disk" for both disk fields).
+	Unknown map[string]string `json:"unknown,omitempty"`
+	// OutboxDropped counts results and log lines the agent dropped, over its
+	// lifetime, because its on-disk buffer was full during an outage.
+	OutboxDropped int64 `json:"outboxDropped,omitempty"`
+}
+
+// FeatureTypedFacts, listed in HeartbeatResponse.Features, says that the
+// control plane accepts HostFacts' typed fields CPUModel, AgentVersion,
+// KVMError, Unknown and OutboxDropped.
+const FeatureTypedFacts = "typedFacts"
+
+// Label keys under which agents that predate the typed fields (and agents
+// talking to a control plane that predates them) report those facts.
+const (
+	LegacyLabelCPUModel      = "cpuModel"
+	LegacyLabelAgentVersion  = "agentVersion"
+	LegacyLabelKVMError      = "kvmError"
+	LegacyLabelOutboxDropped = "outboxDropped"
+	// LegacyLabelUnknownPrefix + fact holds the reason the fact is unknown.
+	LegacyLabelUnknownPrefix = "unknown."
+)
+
+// LegacyLabels returns f with the typed fields moved into Labels under the
+// legacy keys, the form a control plane without FeatureTypedFacts accepts.
+func (f HostFacts) LegacyLabels() HostFacts {
+	if f.CPUModel == "" && f.AgentVersion == "" && f.KVMError == "" && len(f.Unknown) == 0 && f.OutboxDropped == 0 {
+		return f
+	}
+	labels := make(map[string]string, len(f.Labels)+len(f.Unknown)+4)
+	maps.Copy(labels, f.Labels)
+	set := func(k, v string) {
+		if v != "" {
+			labels[k] = v
+		}
+	}
+	set(LegacyLabelCPUModel, f.CPUModel)
+	set(LegacyLabelAgentVersion, f.AgentVersion)
+	set(LegacyLabelKVMError, f.KVMError)
+	if f.OutboxDropped != 0 {
+		labels[LegacyLabelOutboxDropped] = strconv.FormatInt(f.OutboxDropped, 10)
+	}
+	for fact, why := range f.Unknown {
+		labels[LegacyLabelUnknownPrefix+fact] = why
+	}
+	f.Labels = labels
+	f.CPUModel, f.AgentVersion, f.KVMError, f.Unknown, f.OutboxDropped = "", "", "", nil, 0
+	return f
+}
+
+// Typed returns f with the legacy labels moved into the typed fields (a
+// typed field already set wins), so that facts from any agent read alike.
+// A legacy outboxDropped label that is not a number stays a label.
+func (f HostFacts) Typed() HostFacts {
+	if len(f.Labels) == 0 {
+		return f
+	}
+	labels := make(map[string]string, len(f.Labels))
+	var unknown map[string]string
+	for k, v := range f.Labels {
+		switch {
+		case k == LegacyLabelCPUModel:
+			f.CPUModel = cmp.Or(f.CPUModel, v)
+		case k == LegacyLabelAgentVersion:
+			f.AgentVersion = cmp.Or(f.AgentVersion, v)
+		case k == LegacyLabelKVMError:
+			f.KVMError = cmp.Or(f.KVMError, v)
+		case k == LegacyLabelOutboxDropped:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				labels[k] = v
+			} else if f.OutboxDropped == 0 {
+				f.OutboxDropped = n
+			}
+		case strings.HasPrefix(k, LegacyLabelUnknownPrefix) && len(k) > len(LegacyLabelUnknownPrefix):
+			if unknown == nil {
+				unknown = map[string]string{}
+			}
+			unknown[k[len(LegacyLabelUnknownPrefix):]] = v
+		default:
+			labels[k] = v
+		}
+	}
+	if len(unknown) > 0 {
+		merged := make(map[string]string, len(unknown)+len(f.Unknown))
+		maps.Copy(merged, unknown)
+		maps.Copy(merged, f.Unknown) // typed reasons win
+		f.Unknown = merged
+	}
+	if len(labels) == 0 {
+		labels = nil
+	}
+	f.Labels = labels
+	return f
 }
 
 // HypervisorFacts describe the hypervisor binary found on the host.
@@ -142,7 +254,15 @@ type HeartbeatResponse struct {
 	ServerTime       time.Time `json:"serverTime"`
 	// RenewAfter is when the agent should renew its certificate (zero = unknown).
 	RenewAfter time.Time `json:"renewAfter,omitzero"`
+	// Features lists additions to the agent requests this control plane
+	// accepts within the current ProtocolVersion (FeatureTypedFacts). An
+	// agent sends such an addition only after a heartbeat answer listed it;
+	// empty from a control plane that predates the list.
+	Features []string `json:"features,omitempty"`
 }
+
+// Has reports whether the answer lists feature.
+func (r HeartbeatResponse) Has(feature string) bool { return slices.Contains(r.Features, feature) }
 
 // ---- Agent: plans, results, logs ----
 

@@ -179,7 +179,13 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 		}
 		seen[vm.Name] = true
 	}
-	facts, err := json.Marshal(req.Facts)
+	// Stored in the typed form whichever form the agent sent (agents older
+	// than api.FeatureTypedFacts, or any agent's first heartbeat, use labels).
+	f := req.Facts.Typed()
+	if f.AgentVersion == "" {
+		f.AgentVersion = req.AgentVersion
+	}
+	facts, err := json.Marshal(f)
 	if err != nil {
 		return api.HeartbeatResponse{}, fmt.Errorf("encode facts: %w", err)
 	}
@@ -206,6 +212,7 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 		InventoryVersion: res.InventoryVersion,
 		ServerTime:       now.UTC(),
 		RenewAfter:       c.notAfter.Add(-s.pki.ClientCertTTL() / 3).UTC().Truncate(time.Second),
+		Features:         []string{api.FeatureTypedFacts},
 	}, nil
 }
 

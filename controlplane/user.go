@@ -54,6 +54,7 @@ func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) 
 	if len(st.Facts) > 0 {
 		var f api.HostFacts
 		if err := json.Unmarshal(st.Facts, &f); err == nil {
+			f = f.Typed() // facts stored before the typed fields existed
 			v.Facts = &f
 		}
 	}
