@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,10 +23,12 @@ import (
 	"github.com/nkudo/nkudo/agent/netbird"
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 	"github.com/nkudo/nkudo/api"
+	buildversion "github.com/nkudo/nkudo/internal/version"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
+// version is the agent's release version, stamped into internal/version
+// by the release scripts ("dev" for an unstamped build).
+var version = buildversion.Get().Version
 
 type globals struct {
 	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error"`
@@ -183,7 +186,10 @@ func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) 
 }
 
 func (v *versionCmd) Run(out io.Writer) error {
-	_, err := fmt.Fprintln(out, "nkudo-edge", version, "protocol", api.ProtocolVersion)
+	// "nkudo-edge v1.2.3 protocol 1 (commit …, built …, go… linux/amd64)"
+	info := buildversion.Get()
+	_, err := fmt.Fprintln(out, "nkudo-edge", version, "protocol", api.ProtocolVersion,
+		strings.TrimPrefix(info.String(), info.Version+" "))
 	return err
 }
 
