@@ -22,6 +22,8 @@ type ReporterOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// MaxAttempts is how often one status is tried before it is given up (default 8).
 	MaxAttempts int
+	// PostTimeout bounds one read-and-post against the forge (default 1m).
+	PostTimeout time.Duration
 	Logger      *slog.Logger
 	// OnPosted, when set, is called after the forge shows a status (posted
 	// now, or found already there), with the context as given to Report.
@@ -69,6 +71,9 @@ func NewReporter(w Writer, o ReporterOptions) *Reporter {
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 8
+	}
+	if o.PostTimeout <= 0 {
+		o.PostTimeout = time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -204,7 +209,9 @@ func (r *Reporter) next() (*pendingStatus, time.Duration) {
 }
 
 func (r *Reporter) post(ctx context.Context, p *pendingStatus) {
-	err := r.postChanged(ctx, p.st)
+	pctx, cancel := context.WithTimeout(ctx, r.opts.PostTimeout)
+	err := r.postChanged(pctx, p.st)
+	cancel()
 	if err == nil && r.opts.OnPosted != nil {
 		st := p.st
 		st.Context = strings.TrimPrefix(st.Context, r.opts.Prefix)
