@@ -54,6 +54,48 @@ var ErrInvalidCommit = errors.New("invalid commit")
 
 func leaseName(repoID string) string { return "reconcile/" + repoID }
 
+// lease takes the repository's lease and keeps renewing it while the work
+// runs; the returned context ends if the lease is lost, so a replica never
+// goes on reconciling a repository another one has taken over. ok is false
+// when another replica holds it.
+func (r *Reconciler) lease(ctx context.Context, repoID string) (context.Context, func(), bool, error) {
+	name := leaseName(repoID)
+	ok, err := r.store.AcquireLease(ctx, name, r.opts.Holder, r.opts.LeaseTTL)
+	if err != nil {
+		return ctx, nil, false, fmt.Errorf("lease %s: %w", repoID, err)
+	}
+	if !ok {
+		return ctx, nil, false, nil
+	}
+	lctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(r.opts.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-lctx.Done():
+				return
+			case <-t.C:
+				if ok, err := r.store.RenewLease(lctx, name, r.opts.Holder, r.opts.LeaseTTL); err == nil && !ok {
+					cancel(fmt.Errorf("lease %s lost to another replica", repoID))
+					return
+				}
+			}
+		}
+	}()
+	release := func() {
+		close(done)
+		cancel(nil)
+		if err := r.store.ReleaseLease(context.WithoutCancel(ctx), name, r.opts.Holder); err != nil {
+			r.log.Warn("release lease", "repo", repoID, "err", err)
+		}
+	}
+	return lctx, release, true, nil
+}
+
 func isSHA(s string) bool {
 	if len(s) != 40 {
 		return false
@@ -67,14 +109,14 @@ func isSHA(s string) bool {
 // inventory changed. It is what a trigger runs; tests and benchmarks call
 // it directly.
 func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (Result, error) {
-	ok, err := r.store.AcquireLease(ctx, leaseName(repo.ID), r.opts.Holder, r.opts.LeaseTTL)
+	ctx, release, ok, err := r.lease(ctx, repo.ID)
 	if err != nil {
-		return Result{}, fmt.Errorf("lease %s: %w", repo.ID, err)
+		return Result{}, err
 	}
 	if !ok {
 		return Result{Skipped: true}, nil
 	}
-	defer r.store.ReleaseLease(context.WithoutCancel(ctx), leaseName(repo.ID), r.opts.Holder)
+	defer release()
 
 	t0 := time.Now()
 	head, err := r.fetch(ctx, repo, ref)
@@ -466,19 +508,17 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 	if repo.LastAppliedCommit == "" {
 		return nil
 	}
-	ok, err := r.store.AcquireLease(ctx, leaseName(repo.ID), r.opts.Holder, r.opts.LeaseTTL)
+	ctx, release, ok, err := r.lease(ctx, repo.ID)
 	if err != nil || !ok {
 		if err == nil {
 			// Another replica reconciles now; try again on the next change.
-			r.mu.Lock()
 			for _, s := range sites {
-				r.dirty[repo.Tenant+"/"+s] = true
+				r.markDirty(repo.Tenant, s)
 			}
-			r.mu.Unlock()
 		}
 		return err
 	}
-	defer r.store.ReleaseLease(context.WithoutCancel(ctx), leaseName(repo.ID), r.opts.Holder)
+	defer release()
 	head := plumbing.NewHash(repo.LastAppliedCommit)
 	m, err := r.mirrorFor(repo.ID, repo.URL)
 	if err != nil {

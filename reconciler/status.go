@@ -68,7 +68,9 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 		return rr.list, nil
 	}
 	if runCtx == nil {
-		runCtx = ctx // used without Run (tests, benchmarks): live as long as the caller
+		// Used without Run (tests, benchmarks): the reporters outlive the
+		// reconcile that started them, until Close.
+		runCtx = context.WithoutCancel(ctx)
 	}
 	var writers []forge.Writer
 	var err error
