@@ -49,9 +49,7 @@ detect_identity() {
 go_build() {
 	local out="$1" goos="$2" goarch="$3"
 	shift 3
-	# main.version as well, for commands that still keep their own variable; the
-	# linker ignores -X for a symbol a package does not have.
-	local ldflags="-s -w -X ${VERSION_PKG}.Version=${VERSION} -X ${VERSION_PKG}.Commit=${COMMIT} -X ${VERSION_PKG}.Date=${DATE} -X main.version=${VERSION}"
+	local ldflags="-s -w -X ${VERSION_PKG}.Version=${VERSION} -X ${VERSION_PKG}.Commit=${COMMIT} -X ${VERSION_PKG}.Date=${DATE}"
 	mkdir -p "$out"
 	note "building $* for ${goos}/${goarch} (${VERSION})"
 	(cd "$REPO_ROOT" && CGO_ENABLED=0 GOOS="$goos" GOARCH="$goarch" \

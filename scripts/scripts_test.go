@@ -198,8 +198,10 @@ func TestReleaseAndInstall(t *testing.T) {
 			t.Errorf("build settings CGO_ENABLED=%q -trimpath=%q, want 0 and true", settings["CGO_ENABLED"], settings["-trimpath"])
 		}
 		out := mustRun(t, t.TempDir(), nil, binPath, "version")
-		if !strings.Contains(out, testVersion) {
-			t.Errorf("nkudo-edge version printed %q, want it to contain %s (stamped via internal/version)", out, testVersion)
+		for _, want := range []string{testVersion, "commit 0123456789ab", "built 2025-11-24T16:00:00Z"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("nkudo-edge version printed %q, want it to contain %q (stamped via internal/version)", out, want)
+			}
 		}
 	})
 
