@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	git "github.com/go-git/go-git/v5"
@@ -40,10 +40,18 @@ type NotesOptions struct {
 // Notes writes statuses as git notes under refs/notes/nkudo, one note per
 // commit holding one JSON line per context, and pushes them, for forges
 // without a status API. `git notes --ref=nkudo show <sha>` shows them.
+//
+// A remote on the local file system (a path or file:// URL) is written
+// in-process: objects are copied into it and its ref is compare-and-swapped
+// under git's lock-file protocol, never through a git subprocess. Network
+// remotes (HTTP, SSH) use go-git's transports. Either way a post that finds
+// the remote ref moved (another writer, another replica) fetches, rebuilds
+// its notes commit on the new tip and tries again with backoff.
 type Notes struct {
-	opts NotesOptions
-	mu   sync.Mutex // one read-modify-push at a time
-	repo *git.Repository
+	opts  NotesOptions
+	lock  chan struct{} // one read-modify-push at a time; waiting honours ctx
+	repo  *git.Repository
+	local *localRemote // nil for a network remote
 }
 
 // NewNotes opens (or creates) the writer's bare repository.
@@ -77,8 +85,23 @@ func NewNotes(o NotesOptions) (*Notes, error) {
 			return nil, fmt.Errorf("notes writer: add remote %s: %w", SanitizeURL(o.RemoteURL), err)
 		}
 	}
-	return &Notes{opts: o, repo: repo}, nil
+	n := &Notes{opts: o, repo: repo, lock: make(chan struct{}, 1)}
+	if p := localRemotePath(o.RemoteURL); p != "" {
+		n.local = &localRemote{path: p}
+	}
+	return n, nil
 }
+
+func (n *Notes) acquire(ctx context.Context) error {
+	select {
+	case n.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("notes writer busy: %w", ctx.Err())
+	}
+}
+
+func (n *Notes) release() { <-n.lock }
 
 // Name implements Writer.
 func (n *Notes) Name() string { return "notes" }
@@ -91,8 +114,23 @@ func (n *Notes) refSpec() config.RefSpec {
 	return config.RefSpec("+" + NotesRef + ":" + NotesRef)
 }
 
-// fetch brings the remote notes ref in (forced: the remote is the truth).
-func (n *Notes) fetch(ctx context.Context) error {
+// fetch brings the remote notes history in and returns the remote tip
+// (ZeroHash when the remote has no notes yet): the commit a post builds on
+// and the value its push expects to replace.
+func (n *Notes) fetch(ctx context.Context) (plumbing.Hash, error) {
+	name := plumbing.ReferenceName(NotesRef)
+	if n.local != nil {
+		tip, err := n.local.fetch(ctx, n.repo.Storer)
+		if err != nil {
+			return plumbing.ZeroHash, &Error{Op: "fetch notes from " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
+		}
+		if tip.IsZero() {
+			_ = n.repo.Storer.RemoveReference(name)
+		} else if err := n.repo.Storer.SetReference(plumbing.NewHashReference(name, tip)); err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("update local %s: %w", NotesRef, err)
+		}
+		return tip, nil
+	}
 	err := n.repo.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: "origin",
 		RefSpecs:   []config.RefSpec{n.refSpec()},
@@ -101,13 +139,21 @@ func (n *Notes) fetch(ctx context.Context) error {
 	})
 	switch {
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
-		return nil
 	case errors.Is(err, git.NoMatchingRefSpecError{}) || isNoRemoteRef(err):
 		// No notes pushed yet: drop any local leftover so we start clean.
-		_ = n.repo.Storer.RemoveReference(plumbing.ReferenceName(NotesRef))
-		return nil
+		_ = n.repo.Storer.RemoveReference(name)
+		return plumbing.ZeroHash, nil
+	default:
+		return plumbing.ZeroHash, &Error{Op: "fetch notes from " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
 	}
-	return &Error{Op: "fetch notes from " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
+	ref, err := n.repo.Reference(name, true)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return plumbing.ZeroHash, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("read %s: %w", NotesRef, err)
+	}
+	return ref.Hash(), nil
 }
 
 func isNoRemoteRef(err error) bool {
@@ -116,47 +162,68 @@ func isNoRemoteRef(err error) bool {
 
 // Current implements Writer.
 func (n *Notes) Current(ctx context.Context, sha string) ([]Status, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if err := n.fetch(ctx); err != nil {
+	if err := n.acquire(ctx); err != nil {
 		return nil, err
 	}
-	_, tree, err := n.head()
+	defer n.release()
+	tip, err := n.fetch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, tree, err := n.commitAt(tip)
 	if err != nil {
 		return nil, err
 	}
 	return n.read(tree, sha)
 }
 
+// Post tries, within one call, this many times to land a status on a notes
+// ref that keeps moving, backing off between tries; after that the error is
+// retryable and the Reporter tries again later.
+const (
+	notesAttempts   = 10
+	notesMinBackoff = 10 * time.Millisecond
+	notesMaxBackoff = time.Second
+)
+
 // Post implements Writer: it replaces the status of st.Context in the
-// commit's note and pushes. A push that loses a race fetches and retries.
+// commit's note and pushes. A push that loses a race fetches, rebuilds the
+// notes commit on the new tip and retries with backoff.
 func (n *Notes) Post(ctx context.Context, st Status) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if err = n.fetch(ctx); err != nil {
+	if err := n.acquire(ctx); err != nil {
+		return err
+	}
+	defer n.release()
+	delay := notesMinBackoff
+	for attempt := 1; ; attempt++ {
+		tip, err := n.fetch(ctx)
+		if err != nil {
 			return err
 		}
-		if err = n.postOnce(ctx, st); err == nil {
-			return nil
+		err = n.postOnce(ctx, tip, st)
+		if err == nil || !errors.Is(err, errRefMoved) {
+			return err
 		}
-		if !strings.Contains(err.Error(), "non-fast-forward") && !strings.Contains(err.Error(), "rejected") {
-			break
+		if attempt == notesAttempts {
+			return &Error{Op: "push notes to " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
 		}
+		t := time.NewTimer(delay/2 + rand.N(delay/2+1)) // jitter: racing writers must not retry in step
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("push notes to %s: %w", SanitizeURL(n.opts.RemoteURL), ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, notesMaxBackoff)
 	}
-	return err
 }
 
-func (n *Notes) head() (*object.Commit, *object.Tree, error) {
-	ref, err := n.repo.Reference(plumbing.ReferenceName(NotesRef), true)
-	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+// commitAt reads the notes commit tip and its tree (nil, nil for ZeroHash).
+func (n *Notes) commitAt(tip plumbing.Hash) (*object.Commit, *object.Tree, error) {
+	if tip.IsZero() {
 		return nil, nil, nil
 	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", NotesRef, err)
-	}
-	c, err := n.repo.CommitObject(ref.Hash())
+	c, err := n.repo.CommitObject(tip)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read notes commit: %w", err)
 	}
@@ -219,8 +286,8 @@ func formatNote(list []Status) []byte {
 	return b.Bytes()
 }
 
-func (n *Notes) postOnce(ctx context.Context, st Status) error {
-	parent, tree, err := n.head()
+func (n *Notes) postOnce(ctx context.Context, tip plumbing.Hash, st Status) error {
+	parent, tree, err := n.commitAt(tip)
 	if err != nil {
 		return err
 	}
@@ -279,6 +346,17 @@ func (n *Notes) postOnce(ctx context.Context, st Status) error {
 	if err != nil {
 		return fmt.Errorf("store notes commit: %w", err)
 	}
+	if n.local != nil {
+		if err := n.local.push(ctx, n.repo.Storer, tip, ch); err != nil {
+			if errors.Is(err, errRefMoved) {
+				return err
+			}
+			return &Error{Op: "push notes to " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
+		}
+		// Best effort: the next post fetches the remote tip anyway.
+		_ = n.repo.Storer.SetReference(plumbing.NewHashReference(plumbing.ReferenceName(NotesRef), ch))
+		return nil
+	}
 	if err := n.repo.Storer.SetReference(plumbing.NewHashReference(plumbing.ReferenceName(NotesRef), ch)); err != nil {
 		return fmt.Errorf("update %s: %w", NotesRef, err)
 	}
@@ -287,10 +365,13 @@ func (n *Notes) postOnce(ctx context.Context, st Status) error {
 		RefSpecs:   []config.RefSpec{config.RefSpec(NotesRef + ":" + NotesRef)},
 		Auth:       n.opts.Auth,
 	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return &Error{Op: "push notes to " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
+	switch {
+	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
+		return nil
+	case errors.Is(err, git.ErrForceNeeded), strings.Contains(err.Error(), "non-fast-forward"), strings.Contains(err.Error(), "rejected"), strings.Contains(err.Error(), "fetch first"):
+		return fmt.Errorf("%w: %w", errRefMoved, err)
 	}
-	return nil
+	return &Error{Op: "push notes to " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
 }
 
 func (n *Notes) dropFanout(entries []object.TreeEntry, sha string) ([]object.TreeEntry, error) {

@@ -210,7 +210,7 @@ func (r *Reporter) next() (*pendingStatus, time.Duration) {
 
 func (r *Reporter) post(ctx context.Context, p *pendingStatus) {
 	pctx, cancel := context.WithTimeout(ctx, r.opts.PostTimeout)
-	err := r.postChanged(pctx, p.st)
+	err := r.bounded(pctx, p.st)
 	cancel()
 	if err == nil && r.opts.OnPosted != nil {
 		st := p.st
@@ -242,6 +242,21 @@ func (r *Reporter) post(ctx context.Context, p *pendingStatus) {
 	r.seq++
 	p.seq = r.seq
 	r.queue[k] = p
+}
+
+// bounded runs postChanged but stops waiting for it when ctx ends: a
+// writer stuck in a call that ignores its context (a git subprocess that
+// never exits) costs one goroutine, never the reporter or a shutdown.
+func (r *Reporter) bounded(ctx context.Context, st Status) error {
+	done := make(chan error, 1)
+	go func() { done <- r.postChanged(ctx, st) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		r.log.Warn("commit status post did not return when its context ended; abandoned", "sha", st.SHA, "context", st.Context, "err", ctx.Err())
+		return &Error{Op: "post status " + st.Context, Retry: true, Err: ctx.Err()}
+	}
 }
 
 // postChanged compares with what the forge shows (read once per commit,

@@ -1,0 +1,266 @@
+package forge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+)
+
+// errRefMoved: the remote notes ref is not where the new notes commit was
+// built on (another writer got there first). The post fetches, rebuilds
+// its commit on the new tip and tries again.
+var errRefMoved = errors.New("notes ref moved")
+
+// localRemotePath returns the path of a remote on the local file system
+// (a plain path or file:// URL), or "" for a network remote. Local remotes
+// are written in-process: go-git's file transport runs git-receive-pack
+// as a subprocess and can deadlock on a remote-side error (a rejected
+// push), ignoring its context.
+func localRemotePath(url string) string {
+	ep, err := transport.NewEndpoint(url)
+	if err != nil || ep.Protocol != "file" {
+		return ""
+	}
+	return ep.Path
+}
+
+// localRemote is a repository on the local file system that notes are
+// copied into directly: objects first, then the ref, compare-and-swapped
+// under git's own lock file protocol (refs/notes/nkudo.lock), so git
+// commands and other writers working on the same repository interleave
+// safely with this one.
+type localRemote struct {
+	path string
+}
+
+// gitDir finds the directory holding refs/ and objects/: the path itself
+// for a bare repository, else its .git (a directory or a "gitdir:" file).
+func (l localRemote) gitDir() (string, error) {
+	dotgit := filepath.Join(l.path, ".git")
+	fi, err := os.Stat(dotgit)
+	switch {
+	case err == nil && fi.IsDir():
+		return dotgit, nil
+	case err == nil:
+		b, err := os.ReadFile(dotgit)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", dotgit, err)
+		}
+		dir, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir:")
+		if !ok {
+			return "", fmt.Errorf("%s: not a gitdir file", dotgit)
+		}
+		dir = strings.TrimSpace(dir)
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(l.path, dir)
+		}
+		return dir, nil
+	case errors.Is(err, os.ErrNotExist):
+		return l.path, nil
+	default:
+		return "", fmt.Errorf("stat %s: %w", dotgit, err)
+	}
+}
+
+func (l localRemote) open() (*git.Repository, error) {
+	repo, err := git.PlainOpen(l.path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", l.path, err)
+	}
+	return repo, nil
+}
+
+// head returns the remote notes tip (ZeroHash when there is none).
+func (l localRemote) head(repo *git.Repository) (plumbing.Hash, error) {
+	ref, err := repo.Reference(plumbing.ReferenceName(NotesRef), true)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) {
+		return plumbing.ZeroHash, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("read %s of %s: %w", NotesRef, l.path, err)
+	}
+	return ref.Hash(), nil
+}
+
+// fetch copies the remote notes history into dst and returns its tip
+// (ZeroHash when the remote has no notes yet).
+func (l localRemote) fetch(ctx context.Context, dst storer.EncodedObjectStorer) (plumbing.Hash, error) {
+	repo, err := l.open()
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	tip, err := l.head(repo)
+	if err != nil || tip.IsZero() {
+		return tip, err
+	}
+	if err := copyHistory(ctx, repo.Storer, dst, tip); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("copy notes from %s: %w", l.path, err)
+	}
+	return tip, nil
+}
+
+// push copies the history of next from src into the remote and moves the
+// remote notes ref from old (ZeroHash: the ref must not exist) to next.
+// errRefMoved when the ref is elsewhere or another writer holds its lock.
+func (l localRemote) push(ctx context.Context, src storer.EncodedObjectStorer, old, next plumbing.Hash) error {
+	repo, err := l.open()
+	if err != nil {
+		return err
+	}
+	if err := copyHistory(ctx, src, repo.Storer, next); err != nil {
+		return fmt.Errorf("copy notes to %s: %w", l.path, err)
+	}
+	dir, err := l.gitDir()
+	if err != nil {
+		return err
+	}
+	refPath := filepath.Join(dir, filepath.FromSlash(NotesRef))
+	if err := os.MkdirAll(filepath.Dir(refPath), 0o755); err != nil {
+		return fmt.Errorf("update %s: %w", NotesRef, err)
+	}
+	lock := refPath + ".lock"
+	f, err := os.OpenFile(lock, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		// Another writer (or git) is updating the ref right now; a lock
+		// left behind by a crash stays until removed, as with git itself.
+		return fmt.Errorf("%w: %s is locked", errRefMoved, lock)
+	}
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", NotesRef, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			f.Close()
+			os.Remove(lock)
+		}
+	}()
+	// Read under the lock: packed or loose, whatever git last wrote.
+	cur, err := l.head(repo)
+	if err != nil {
+		return err
+	}
+	if cur != old {
+		return fmt.Errorf("%w: %s is at %s, not %s", errRefMoved, NotesRef, cur, old)
+	}
+	if _, err := f.WriteString(next.String() + "\n"); err != nil {
+		return fmt.Errorf("write %s: %w", lock, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", lock, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", lock, err)
+	}
+	if err := os.Rename(lock, refPath); err != nil {
+		return fmt.Errorf("update %s: %w", NotesRef, err)
+	}
+	committed = true
+	return nil
+}
+
+// copyHistory copies the commits reachable from tip, with their trees and
+// blobs, from src to dst, stopping at commits dst already has (git keeps
+// every object's closure present, so their history is there too). Objects
+// are written children first, so a copy cut short never leaves a commit
+// whose tree is missing.
+func copyHistory(ctx context.Context, src, dst storer.EncodedObjectStorer, tip plumbing.Hash) error {
+	var missing []*object.Commit
+	seen := map[plumbing.Hash]bool{}
+	queue := []plumbing.Hash{tip}
+	for len(queue) > 0 {
+		h := queue[0]
+		queue = queue[1:]
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		if dst.HasEncodedObject(h) == nil {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		obj, err := src.EncodedObject(plumbing.CommitObject, h)
+		if err != nil {
+			return fmt.Errorf("read commit %s: %w", h, err)
+		}
+		c, err := object.DecodeCommit(src, obj)
+		if err != nil {
+			return fmt.Errorf("decode commit %s: %w", h, err)
+		}
+		missing = append(missing, c)
+		queue = append(queue, c.ParentHashes...)
+	}
+	// Oldest first: a parent is in dst before its child.
+	for i := len(missing) - 1; i >= 0; i-- {
+		c := missing[i]
+		if err := copyTree(ctx, src, dst, c.TreeHash); err != nil {
+			return err
+		}
+		if err := copyObject(src, dst, plumbing.CommitObject, c.Hash); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyTree(ctx context.Context, src, dst storer.EncodedObjectStorer, h plumbing.Hash) error {
+	if dst.HasEncodedObject(h) == nil {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	obj, err := src.EncodedObject(plumbing.TreeObject, h)
+	if err != nil {
+		return fmt.Errorf("read tree %s: %w", h, err)
+	}
+	t, err := object.DecodeTree(src, obj)
+	if err != nil {
+		return fmt.Errorf("decode tree %s: %w", h, err)
+	}
+	for _, e := range t.Entries {
+		switch e.Mode {
+		case filemode.Dir:
+			if err := copyTree(ctx, src, dst, e.Hash); err != nil {
+				return err
+			}
+		case filemode.Submodule:
+			// A commit of another repository: not ours to copy.
+		default:
+			if dst.HasEncodedObject(e.Hash) == nil {
+				continue
+			}
+			if err := copyObject(src, dst, plumbing.BlobObject, e.Hash); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = dst.SetEncodedObject(obj)
+	if err != nil {
+		return fmt.Errorf("write tree %s: %w", h, err)
+	}
+	return nil
+}
+
+func copyObject(src, dst storer.EncodedObjectStorer, t plumbing.ObjectType, h plumbing.Hash) error {
+	obj, err := src.EncodedObject(t, h)
+	if err != nil {
+		return fmt.Errorf("read %s %s: %w", t, h, err)
+	}
+	if _, err := dst.SetEncodedObject(obj); err != nil {
+		return fmt.Errorf("write %s %s: %w", t, h, err)
+	}
+	return nil
+}
