@@ -236,6 +236,17 @@ type Plans interface {
 	StorePlan(ctx context.Context, actor Actor, p model.Plan, repoID string, now time.Time) (stored bool, err error)
 	// GetPlan returns a plan with its actions. ErrNotFound if absent.
 	GetPlan(ctx context.Context, tenant, id string) (StoredPlan, error)
+	// SupersedeActivePlan ends the site's pending or in-progress plan
+	// without storing a new one, because commit no longer wants it: the
+	// site's new desired state needs no action, or its plan was refused.
+	// The plan becomes superseded with an empty SupersededBy and
+	// SupersededByCommit = commit, atomically; the site's plan topic is
+	// notified, so an agent long-polling sees it at once. As with any
+	// superseded plan, the agent finishes the action it is in and
+	// StartAction refuses the rest (ErrSuperseded). reason goes into the
+	// audit event. Returns the plan as it now is; ErrNotFound if the site
+	// (or its tenant) does not exist or has no active plan. Audited.
+	SupersedeActivePlan(ctx context.Context, actor Actor, tenant, site, commit, reason string, now time.Time) (StoredPlan, error)
 	// ActivePlan returns the site's pending or in-progress plan with its
 	// actions (at most one exists). ErrNotFound if the site has none.
 	ActivePlan(ctx context.Context, tenant, site string) (StoredPlan, error)
@@ -543,8 +554,13 @@ type StoredPlan struct {
 	RepoID       string           `json:"repoId,omitempty"`
 	Status       model.PlanStatus `json:"status"`
 	SupersededBy string           `json:"supersededBy,omitempty"`
-	CreatedAt    time.Time        `json:"createdAt"`
-	UpdatedAt    time.Time        `json:"updatedAt"`
+	// SupersededByCommit is the commit whose desired state superseded the
+	// plan ("" unless superseded, and for plans superseded before it was
+	// recorded). With an empty SupersededBy the plan was cancelled by
+	// SupersedeActivePlan: that commit needed nothing of it.
+	SupersededByCommit string    `json:"supersededByCommit,omitempty"`
+	CreatedAt          time.Time `json:"createdAt"`
+	UpdatedAt          time.Time `json:"updatedAt"`
 	// Actions holds one record per Plan.Actions entry, same order (nil
 	// from ListPlans unless PlanFilter.WithActions).
 	Actions []ActionRecord `json:"actions,omitempty"`

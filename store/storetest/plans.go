@@ -351,3 +351,81 @@ func testPrunePlans(t *testing.T, s store.Store) {
 		t.Errorf("audit after prune: %+v %+v", v, ev)
 	}
 }
+
+// testPlanSupersedeActive: a site's active plan is cancelled without a new
+// one (the desired state went back, or was refused), atomically, audited
+// and announced; pending actions may not start afterwards, and a later
+// StorePlan of the same plan revives it.
+func testPlanSupersedeActive(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	_, err := s.SupersedeActivePlan(ctx, admin, tenantA, siteA, "c-b", "converged", epoch)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.SupersedeActivePlan(ctx, admin, tenantA, "nope", "c-b", "converged", epoch)
+	wantErr(t, err, store.ErrNotFound)
+
+	p := plan(tenantA, siteA, "a", "vm-a", "vm-b")
+	other := plan(tenantA, siteB, "o", "vm-z")
+	must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	must2(s.StorePlan(ctx, admin, other, "", epoch))(t)
+	// Another tenant cannot cancel it.
+	_, err = s.SupersedeActivePlan(ctx, admin, tenantB, siteA, "c-b", "converged", epoch)
+	wantErr(t, err, store.ErrNotFound)
+	// The agent is in the first action when the plan is cancelled.
+	must(t, s.StartAction(ctx, tenantA, siteA, p.ID, p.Actions[0].ID, epoch))
+
+	woke, stop := s.Subscribe(ctx, store.PlanTopic(tenantA, siteA))
+	defer stop()
+	got, err := s.SupersedeActivePlan(ctx, admin, tenantA, siteA, "c-b", "site converged at c-b", epoch.Add(second))
+	must(t, err)
+	if got.Plan.ID != p.ID || got.Status != model.PlanSuperseded || got.SupersededBy != "" || got.SupersededByCommit != "c-b" || len(got.Actions) != 2 {
+		t.Errorf("SupersedeActivePlan = %s %s by %q/%q with %d actions, want %s superseded by commit c-b with 2 actions",
+			got.Plan.ID, got.Status, got.SupersededBy, got.SupersededByCommit, len(got.Actions), p.ID)
+	}
+	waitFor(t, "plan topic notified", func() bool { return woken(woke) })
+	stored, err := s.GetPlan(ctx, tenantA, p.ID)
+	must(t, err)
+	if stored.Status != model.PlanSuperseded || stored.SupersededByCommit != "c-b" {
+		t.Errorf("stored plan: %s by commit %q, want superseded by c-b", stored.Status, stored.SupersededByCommit)
+	}
+	_, err = s.ActivePlan(ctx, tenantA, siteA)
+	wantErr(t, err, store.ErrNotFound)
+	if o, _ := s.GetPlan(ctx, tenantA, other.ID); o.Status != model.PlanPending {
+		t.Errorf("other site's plan became %s", o.Status)
+	}
+	// The action in progress finishes and is recorded; the rest may not start.
+	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
+	wantErr(t, s.StartAction(ctx, tenantA, siteA, p.ID, p.Actions[1].ID, epoch), store.ErrSuperseded)
+	if again, _ := s.GetPlan(ctx, tenantA, p.ID); again.Status != model.PlanSuperseded {
+		t.Errorf("after the running action finished the plan is %s, want superseded", again.Status)
+	}
+	// Nothing active any more: a second call finds nothing.
+	_, err = s.SupersedeActivePlan(ctx, admin, tenantA, siteA, "c-b", "converged", epoch)
+	wantErr(t, err, store.ErrNotFound)
+
+	events, err := s.ListAudit(ctx, tenantA, 0, 0)
+	must(t, err)
+	var n int
+	for _, ev := range events {
+		if ev.Action == "plan.supersede" && ev.Object == "plan/"+p.ID {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d plan.supersede audit events for %s, want 1", n, p.ID)
+	}
+
+	// The desired state comes back: storing the plan again revives it, and
+	// a newer plan records the commit that superseded the older one.
+	if ok, err := s.StorePlan(ctx, admin, p, "", epoch.Add(2*second)); err != nil || !ok {
+		t.Fatalf("reviving a cancelled plan: stored %v, %v", ok, err)
+	}
+	if rev, _ := s.GetPlan(ctx, tenantA, p.ID); rev.Status != model.PlanInProgress || rev.SupersededByCommit != "" {
+		t.Errorf("revived plan: %s by commit %q, want in_progress and no superseding commit", rev.Status, rev.SupersededByCommit)
+	}
+	next := plan(tenantA, siteA, "n", "vm-n")
+	must2(s.StorePlan(ctx, admin, next, "", epoch.Add(3*second)))(t)
+	if old, _ := s.GetPlan(ctx, tenantA, p.ID); old.SupersededBy != next.ID || old.SupersededByCommit != next.Commit {
+		t.Errorf("plan superseded by a newer one: by %q/%q, want %s/%s", old.SupersededBy, old.SupersededByCommit, next.ID, next.Commit)
+	}
+}

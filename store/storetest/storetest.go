@@ -43,6 +43,7 @@ func Run(t *testing.T, open Open) {
 		{"PlanStoreAndDedupe", testPlanDedupe},
 		{"PlanDedupeConcurrent", testPlanDedupeConcurrent},
 		{"PlanSupersession", testPlanSupersession},
+		{"PlanSupersedeActive", testPlanSupersedeActive},
 		{"ActionLifecycle", testActionLifecycle},
 		{"ActionFailure", testActionFailure},
 		{"PrunePlans", testPrunePlans},

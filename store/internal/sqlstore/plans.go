@@ -11,13 +11,13 @@ import (
 	"github.com/nkudo/nkudo/store"
 )
 
-const planCols = `id, tenant, site, repo_id, body, status, superseded_by, created_at, updated_at`
+const planCols = `id, tenant, site, repo_id, body, status, superseded_by, superseded_commit, created_at, updated_at`
 
 func scanPlan(r Row) (store.StoredPlan, error) {
 	var p store.StoredPlan
 	var id, tenant, site, body, status string
 	var created, updated int64
-	if err := r.Scan(&id, &tenant, &site, &p.RepoID, &body, &status, &p.SupersededBy, &created, &updated); err != nil {
+	if err := r.Scan(&id, &tenant, &site, &p.RepoID, &body, &status, &p.SupersededBy, &p.SupersededByCommit, &created, &updated); err != nil {
 		return p, err
 	}
 	if err := json.Unmarshal([]byte(body), &p.Plan); err != nil {
@@ -115,7 +115,7 @@ func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, 
 			if done > 0 {
 				revived = model.PlanInProgress
 			}
-			if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', updated_at = $2 WHERE id = $3`,
+			if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', superseded_commit = '', updated_at = $2 WHERE id = $3`,
 				string(revived), at, p.ID); err != nil {
 				return err
 			}
@@ -142,9 +142,9 @@ func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, 
 		default:
 			return err
 		}
-		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = $1, updated_at = $2
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = $1, superseded_commit = $5, updated_at = $2
 			WHERE tenant = $3 AND site = $4 AND id <> $1 AND status IN ('pending', 'in_progress')`,
-			p.ID, at, p.Tenant, p.Site); err != nil {
+			p.ID, at, p.Tenant, p.Site, p.Commit); err != nil {
 			return err
 		}
 		stored = true
@@ -158,6 +158,43 @@ func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, 
 		return false, fmt.Errorf("store plan %s for %s/%s: %w", p.ID, p.Tenant, p.Site, err)
 	}
 	return stored, nil
+}
+
+// SupersedeActivePlan implements store.Plans. Like StorePlan it locks the
+// site row first, so it takes turns with plans being stored for the site.
+func (s *Store) SupersedeActivePlan(ctx context.Context, actor store.Actor, tenant, site, commit, reason string, now time.Time) (store.StoredPlan, error) {
+	at := us(store.Micro(now))
+	var p store.StoredPlan
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.lockSite(ctx, t, tenant, site); err != nil {
+			return err
+		}
+		if at == 0 {
+			at = us(t.now)
+		}
+		var err error
+		p, err = scanPlan(t.QueryRow(ctx, `SELECT `+planCols+` FROM plans
+			WHERE tenant = $1 AND site = $2 AND status IN ('pending', 'in_progress') ORDER BY updated_at DESC LIMIT 1`, tenant, site))
+		if err != nil {
+			return fmt.Errorf("no active plan: %w", s.notFound(err))
+		}
+		prev := p.Status
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = '', superseded_commit = $1, updated_at = $2
+			WHERE tenant = $3 AND site = $4 AND status IN ('pending', 'in_progress')`,
+			commit, at, tenant, site); err != nil {
+			return err
+		}
+		p.Status, p.SupersededBy, p.SupersededByCommit, p.UpdatedAt = model.PlanSuperseded, "", commit, tm(at)
+		t.audit(tenant, actor, "plan.supersede", "plan/"+p.Plan.ID, map[string]any{
+			"site": site, "commit": commit, "planCommit": p.Plan.Commit, "was": string(prev), "reason": reason,
+		})
+		t.notify(store.PlanTopic(tenant, site))
+		return s.loadActions(ctx, t, &p)
+	})
+	if err != nil {
+		return store.StoredPlan{}, fmt.Errorf("supersede active plan of %s/%s: %w", tenant, site, err)
+	}
+	return p, nil
 }
 
 // GetPlan implements store.Plans.
