@@ -254,10 +254,22 @@ func (r *Reporter) bounded(ctx context.Context, st Status) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+	}
+	// A writer that honours its context returns about now.
+	grace := time.NewTimer(abandonGrace)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-grace.C:
 		r.log.Warn("commit status post did not return when its context ended; abandoned", "sha", st.SHA, "context", st.Context, "err", ctx.Err())
 		return &Error{Op: "post status " + st.Context, Retry: true, Err: ctx.Err()}
 	}
 }
+
+// abandonGrace is how long a post may take to return after its context
+// ended before the reporter stops waiting for it.
+const abandonGrace = time.Second
 
 // postChanged compares with what the forge shows (read once per commit,
 // then remembered) and posts only a change.
