@@ -158,6 +158,17 @@ func (r *Reconciler) evaluate(ctx context.Context, t *tracking) (store.StatusSta
 		case model.PlanFailed:
 			return store.StateFailure, failureDescription(site, p), true, nil
 		case model.PlanSuperseded:
+			if p.SupersededBy == "" {
+				// Cancelled without a new plan (store.SupersedeActivePlan).
+				by := p.SupersededByCommit
+				if by != "" && by != t.commit && by != p.Plan.Commit {
+					return store.StateError, fmt.Sprintf("superseded by %s before it finished (site %s): that commit needs none of its remaining actions", short(by), site), true, nil
+				}
+				// The same desired state found the site needing nothing more.
+				delete(t.plans, site)
+				t.converged++
+				break
+			}
 			next, err := r.store.GetPlan(ctx, t.repo.Tenant, p.SupersededBy)
 			if err != nil {
 				return "", "", false, fmt.Errorf("superseding plan of %s: %w", site, err)

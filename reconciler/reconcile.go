@@ -34,6 +34,11 @@ type Result struct {
 	Stored []model.Plan
 	// Refused maps a site to the prune-safety reason its plan was refused.
 	Refused map[string]string
+	// Cancelled maps a site to the ID of its older active plan that this
+	// commit superseded without a new plan: the site needs nothing (the
+	// older plan's change was reverted before it ran), or its plan was
+	// refused. Nothing the older commit wanted runs there any more.
+	Cancelled map[string]string
 	// Summary is the nkudo/plan description.
 	Summary string
 	// Unregistered lists sites in git that the control plane does not know
@@ -457,9 +462,24 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 			if firstRefused == "" {
 				firstRefused = sr.Site + ": " + sr.Refused
 			}
-			continue // nothing stored for that site; it is tried again next time
+			// Nothing stored for that site; it is tried again next time.
+			// An older plan still waiting there is cancelled too: it was
+			// made for a desired state the repository has moved away from,
+			// and a refused commit must not leave it running (it may be
+			// just as destructive). The site holds still until a commit
+			// is accepted.
+			if err := r.cancelActive(ctx, tenant, sr.Site, commit, "plan refused: "+sr.Refused, res); err != nil {
+				return err
+			}
+			continue
 		}
-		if len(sr.Plan.Actions) > 0 {
+		if len(sr.Plan.Actions) == 0 {
+			// Converged: no plan is stored, and an older plan still waiting
+			// for the site (a change reverted before it ran) must not run.
+			if err := r.cancelActive(ctx, tenant, sr.Site, commit, "site converged: no actions needed", res); err != nil {
+				return err
+			}
+		} else {
 			stored, err := r.store.StorePlan(ctx, r.actor, sr.Plan, repo.ID, r.now())
 			if errors.Is(err, store.ErrNotFound) {
 				// The site is in git but not registered with the control
@@ -500,6 +520,25 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		}
 	}
 	r.trackActive(ctx, repo, commit, planIDs)
+	return nil
+}
+
+// cancelActive supersedes the site's active plan, if it has one, without
+// storing a new one, and notes it in res.
+func (r *Reconciler) cancelActive(ctx context.Context, tenant, site, commit, reason string, res *Result) error {
+	p, err := r.store.SupersedeActivePlan(ctx, r.actor, tenant, site, commit, reason, r.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // nothing active (or the site is not registered)
+	}
+	if err != nil {
+		return fmt.Errorf("cancel active plan of %s: %w", site, err)
+	}
+	if res.Cancelled == nil {
+		res.Cancelled = map[string]string{}
+	}
+	res.Cancelled[site] = p.Plan.ID
+	r.log.Info("older plan superseded without a new one", "tenant", tenant, "site", site, "plan", p.Plan.ID,
+		"planCommit", short(p.Plan.Commit), "commit", short(commit), "reason", reason)
 	return nil
 }
 

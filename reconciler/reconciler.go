@@ -8,8 +8,10 @@
 // Safety rules it keeps: an invalid commit changes nothing and the last
 // valid commit stays desired; an unreachable source or a tree without
 // manifests is an error, never "desired = empty"; a prune refused by the
-// planner stores nothing for that site; one replica reconciles a
-// repository at a time (store lease).
+// planner stores nothing for that site; a site whose new plan is empty or
+// refused gets its older active plan cancelled, so a change reverted (or
+// refused) before it ran never runs; one replica reconciles a repository
+// at a time (store lease).
 package reconciler
 
 import (
