@@ -3,11 +3,13 @@ package agent
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,16 +49,27 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
+	// hbMu lets one heartbeat run at a time, so replies are recorded in
+	// the order the control plane answered them.
+	hbMu sync.Mutex
+
 	mu          sync.Mutex
 	known       int64 // inventory version of the last heartbeat reply
 	heartbeated bool
-	typedFacts  bool // the control plane accepts api.HostFacts' typed fields
-	latest      *model.Plan
-	newPlan     chan struct{}
-	kickHB      chan struct{}
-	kickDeliver chan struct{}
-	firstHB     chan struct{}
-	firstOnce   sync.Once
+	// reported is the inventory the last acknowledged heartbeat carried (its
+	// JSON, as the control plane hashes it) and reportedChanges the
+	// executor's change count when it was listed: together they say whether
+	// the control plane's inventory, and so known, is behind.
+	reported        []byte
+	reportedChanges int64
+	acked           chan struct{} // closed and replaced at every acknowledged heartbeat
+	typedFacts      bool          // the control plane accepts api.HostFacts' typed fields
+	latest          *model.Plan
+	newPlan         chan struct{}
+	kickHB          chan struct{}
+	kickDeliver     chan struct{}
+	firstHB         chan struct{}
+	firstOnce       sync.Once
 }
 
 // New builds an agent.
@@ -71,7 +84,8 @@ func New(cfg Config) *Agent {
 		cfg.FirstHeartbeat = 15 * time.Second
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
-		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1), firstHB: make(chan struct{})}
+		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1), firstHB: make(chan struct{}),
+		acked: make(chan struct{})}
 }
 
 // jitter spreads d by ±10 %.
@@ -128,6 +142,11 @@ func (a *Agent) KnownInventoryVersion() int64 {
 
 // Heartbeat sends one heartbeat with facts and inventory.
 func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
+	a.hbMu.Lock()
+	defer a.hbMu.Unlock()
+	// Read before listing: an action applied while the heartbeat is on its
+	// way may be missing from it, and must still count as unreported.
+	changes := a.cfg.Executor.Changes()
 	vms, err := a.cfg.Executor.Provider.List(ctx)
 	if err != nil {
 		// Never report a partial inventory: the planner would recreate what is missing.
@@ -158,9 +177,86 @@ func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
 	a.known = resp.InventoryVersion
 	a.heartbeated = true
 	a.typedFacts = resp.Has(api.FeatureTypedFacts)
+	a.reported = inventoryKey(vms)
+	a.reportedChanges = changes
+	close(a.acked)
+	a.acked = make(chan struct{})
 	a.mu.Unlock()
 	a.firstOnce.Do(func() { close(a.firstHB) })
 	return resp, nil
+}
+
+// inventoryKey is the inventory as the control plane compares it: sorted
+// by name, JSON encoded, an empty set as [].
+func inventoryKey(vms []model.ObservedVM) []byte {
+	vms = slices.Clone(vms)
+	if vms == nil {
+		vms = []model.ObservedVM{}
+	}
+	slices.SortFunc(vms, func(x, y model.ObservedVM) int { return cmp.Compare(x.Name, y.Name) })
+	b, _ := json.Marshal(vms) // plain data: cannot fail
+	return b
+}
+
+// unreported says why the control plane's inventory of this site may be
+// behind the provider's, or "" when it is not: an action was applied since
+// the inventory of the last acknowledged heartbeat was listed, or the
+// provider now lists something else (a VM changed by hand). When the
+// provider cannot list, it answers "": a heartbeat could not report
+// anything better, and the actions will meet the same fault.
+func (a *Agent) unreported(ctx context.Context) string {
+	a.mu.Lock()
+	changes, reported := a.reportedChanges, a.reported
+	a.mu.Unlock()
+	if n := a.cfg.Executor.Changes() - changes; n != 0 {
+		return fmt.Sprintf("%d action(s) applied since the last heartbeat", n)
+	}
+	vms, err := a.cfg.Executor.Provider.List(ctx)
+	if err != nil {
+		a.log.Warn("cannot list the inventory to compare it with the last heartbeat", "err", err)
+		return ""
+	}
+	if string(inventoryKey(vms)) != string(reported) {
+		return "the inventory differs from the last heartbeat"
+	}
+	return ""
+}
+
+// freshVersion returns an inventory version that covers everything this
+// host has done and shows: the one of the last heartbeat reply when
+// nothing changed since (no request at all), else that of a heartbeat sent
+// now. While heartbeats fail it waits for one to succeed: a plan is judged
+// against the inventory the control plane has, never against a guess. It
+// returns an error only when ctx ends.
+func (a *Agent) freshVersion(ctx context.Context) (int64, error) {
+	warned := false
+	for {
+		why := a.unreported(ctx)
+		if why == "" {
+			return a.KnownInventoryVersion(), nil
+		}
+		a.mu.Lock()
+		acked := a.acked
+		a.mu.Unlock()
+		a.log.Debug("reporting the inventory before judging a plan", "why", why)
+		resp, err := a.Heartbeat(ctx)
+		if err == nil {
+			return resp.InventoryVersion, nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if !warned {
+			a.log.Warn("cannot report the changed inventory; the plan waits for a heartbeat to succeed", "why", why, "err", err)
+			warned = true
+		}
+		a.kickHeartbeat()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-acked:
+		}
+	}
 }
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
@@ -267,9 +363,22 @@ func (a *Agent) execLoop(ctx context.Context) {
 		}
 		a.mu.Lock()
 		plan := a.latest
-		known := a.known
 		a.mu.Unlock()
 		if plan == nil || plan.ID == done {
+			continue
+		}
+		// The stale-plan guard is only as good as the version it compares
+		// with: the control plane's version moves when a heartbeat arrives,
+		// so a plan made between this host changing and it reporting the
+		// change carries the old version and would pass. Report first.
+		known, err := a.freshVersion(ctx)
+		if err != nil {
+			return
+		}
+		a.mu.Lock()
+		plan = a.latest // a newer one may have come meanwhile
+		a.mu.Unlock()
+		if plan.ID == done {
 			continue
 		}
 		a.log.Info("executing plan", "plan", plan.ID, "actions", len(plan.Actions), "commit", plan.Commit)
@@ -286,7 +395,14 @@ func (a *Agent) execLoop(ctx context.Context) {
 		if outcome != OutcomeInterrupted {
 			done = plan.ID
 		}
-		a.kickHeartbeat()
+		// Report what the plan changed at once, not a heartbeat interval
+		// later: the control plane plans the next commit from this inventory.
+		if why := a.unreported(ctx); why != "" {
+			if _, err := a.Heartbeat(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("cannot report the inventory after the plan", "err", err)
+				a.kickHeartbeat()
+			}
+		}
 		a.mu.Lock()
 		if a.latest != nil && a.latest.ID != done {
 			select {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/nkudo/nkudo/api"
@@ -45,7 +46,15 @@ type Executor struct {
 	// ActionTimeout bounds one action; zero means 30 minutes.
 	ActionTimeout time.Duration
 	seqs          *seqStore
+	changes       atomic.Int64
 }
+
+// Changes counts the actions this executor has applied to the provider
+// (succeeded or not: a failed action may have changed something). The agent
+// compares it with the count at its last acknowledged heartbeat to know
+// whether the control plane's inventory is behind. Replayed and skipped
+// actions change nothing and are not counted.
+func (e *Executor) Changes() int64 { return e.changes.Load() }
 
 // NewExecutor opens the executor's state under dir (cache, outboxes, log sequences).
 func NewExecutor(dir string, p Provider, logger *slog.Logger) (*Executor, error) {
@@ -272,6 +281,7 @@ func (e *Executor) run(ctx context.Context, plan model.Plan, a model.Action, int
 	}
 	Progress(actx, fmt.Sprintf("%s %s", a.Operation, a.VM))
 	runErr = e.apply(actx, a)
+	e.changes.Add(1)
 	output["durationMs"] = time.Since(started).Milliseconds()
 	if runErr != nil {
 		log.Warn("action failed", "err", runErr)
