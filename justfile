@@ -5,6 +5,14 @@ build:
     mkdir -p bin
     go build -o bin/ ./cmd/...
 
+# Build static, version-stamped edge binaries for linux/amd64 and linux/arm64 into dist/.
+build-edge:
+    scripts/build-edge.sh
+
+# Build release tarballs and SHA256SUMS for VERSION into dist/.
+release VERSION:
+    scripts/release.sh {{VERSION}}
+
 # Run the whole test suite (the README's test command; Postgres starts itself).
 test:
     go test -race -timeout 40m ./...
