@@ -42,6 +42,8 @@ type CLI struct {
 	Plans  PlansCmd  `cmd:"" help:"List plans, newest first."`
 	Logs   LogsCmd   `cmd:"" help:"Print a plan's execution log (--follow to stream it)."`
 	Audit  AuditCmd  `cmd:"" help:"Verify the audit log's hash chain (admin token)."`
+
+	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }
 
 // Streams are where a command writes. Color is true when Out is a terminal
