@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/reconciler"
@@ -15,6 +16,11 @@ import (
 type GitOpsFlags struct {
 	PollInterval string `help:"How often every repository is fetched, webhooks or not (Go duration; negative disables polling)." default:"1m" env:"NKUDO_POLL_INTERVAL"`
 	WatchLocal   bool   `help:"Watch local (file://) repositories and reconcile on every commit (development)." env:"NKUDO_WATCH_LOCAL"`
+	// StatusPrefix keeps several control planes (or installations) posting
+	// to one forge from overwriting each other's statuses.
+	StatusPrefix string `help:"Prefix of every commit status context (\"eu/\" posts eu/nkudo/plan); empty for none." env:"NKUDO_STATUS_PREFIX" placeholder:"PREFIX"`
+	// OfflineTimeout is when nkudo/apply gives up on a silent site.
+	OfflineTimeout time.Duration `name:"site-offline-timeout" help:"A site with a plan that has not heartbeated for this long fails nkudo/apply." default:"15m" env:"NKUDO_SITE_OFFLINE_TIMEOUT"`
 }
 
 // wireGitOps attaches the GitOps loop (reconciler, webhooks, desired state)
@@ -26,8 +32,10 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		return nil, fmt.Errorf("--poll-interval: %w", err)
 	}
 	loop, err := reconciler.NewLoop(reconciler.Options{
-		Store: st, DataDir: dataDir, Logger: log.With("component", "reconciler"),
+		// The loop's packages name their own component in every line.
+		Store: st, DataDir: dataDir, Logger: log,
 		PublicURL: publicURL, PollInterval: poll, WatchLocal: f.WatchLocal,
+		StatusPrefix: f.StatusPrefix, OfflineTimeout: f.OfflineTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
