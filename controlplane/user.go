@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/maintenance"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
@@ -214,10 +215,17 @@ func (s *Server) handleGetTenant(w http.ResponseWriter, r *http.Request, c *call
 	return nil
 }
 
+// handleDeleteTenant offboards a tenant the way `nkudo admin tenant delete
+// --purge` does: its agents' certificates are revoked before its data is
+// deleted, so a still-running agent is refused at once, also if a tenant
+// and site of the same names are created again.
 func (s *Server) handleDeleteTenant(w http.ResponseWriter, r *http.Request, c *caller) error {
-	if err := s.store.DeleteTenant(r.Context(), c.actor(), r.PathValue("tenant")); err != nil {
+	tenant := r.PathValue("tenant")
+	res, err := maintenance.PurgeTenant(r.Context(), s.store, c.actor(), tenant, s.now())
+	if err != nil {
 		return err
 	}
+	s.log.Info("tenant deleted", "tenant", tenant, "revokedCertificates", len(res.Revoked), "actor", c.actor().String())
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
