@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nkudo/nkudo/api"
@@ -107,6 +108,32 @@ type Reconciler struct {
 	runCtx    context.Context // the context of Run, which status reporters live in
 
 	reporterWG sync.WaitGroup // status reporter goroutines
+
+	done taskCounters // tasks the workers finished, for TaskCounts
+}
+
+type taskCounters struct {
+	reconcile, preview, drift, suspended atomic.Int64
+}
+
+// TaskCounts says how many queued tasks the workers have finished, by
+// kind, whatever their outcome. Suspended counts the reconcile and drift
+// tasks that did nothing because their repository is suspended (they are
+// counted under their kind too). It lets a caller (a test, a debug
+// endpoint) see that the loop has looked at something, rather than
+// waiting and hoping.
+type TaskCounts struct {
+	Reconcile, Preview, Drift, Suspended int64
+}
+
+// TaskCounts returns the counts so far.
+func (r *Reconciler) TaskCounts() TaskCounts {
+	return TaskCounts{
+		Reconcile: r.done.reconcile.Load(),
+		Preview:   r.done.preview.Load(),
+		Drift:     r.done.drift.Load(),
+		Suspended: r.done.suspended.Load(),
+	}
 }
 
 type taskKind string
@@ -329,6 +356,14 @@ func (r *Reconciler) worker(ctx context.Context) {
 		r.mu.Lock()
 		delete(r.busy, t.repoID)
 		r.mu.Unlock()
+		switch t.kind {
+		case taskReconcile:
+			r.done.reconcile.Add(1)
+		case taskPreview:
+			r.done.preview.Add(1)
+		case taskDrift:
+			r.done.drift.Add(1)
+		}
 		// Another task of this repository may be waiting for it.
 		select {
 		case r.wake <- struct{}{}:
@@ -354,6 +389,7 @@ func (r *Reconciler) runTask(ctx context.Context, t *task) error {
 	switch t.kind {
 	case taskReconcile:
 		if repo.Suspended {
+			r.done.suspended.Add(1)
 			return nil
 		}
 		_, err = r.Reconcile(ctx, repo, t.ref)
@@ -361,6 +397,7 @@ func (r *Reconciler) runTask(ctx context.Context, t *task) error {
 		_, err = r.PreviewNow(ctx, repo, t.pr, t.sha)
 	case taskDrift:
 		if repo.Suspended {
+			r.done.suspended.Add(1)
 			return nil
 		}
 		sites := make([]string, 0, len(t.sites))

@@ -477,17 +477,25 @@ func TestDriftIsRepaired(t *testing.T) {
 	if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{Suspended: &yes}); err != nil {
 		t.Fatal(err)
 	}
+	before := e.rec.TaskCounts()
 	inv[0].State = model.VMStopped
 	e.heartbeat("site-0001", inv)
 	e.rec.InventoryChanged(t.Context(), tenant, "site-0001")
 	e.rec.InventoryChanged(t.Context(), tenant, "site-0001")
-	// Give the drift loop a chance to (wrongly) act, observed through a later trigger.
 	if res, _ := e.rec.Trigger(t.Context(), tenant, e.repo.ID, ""); res.Queued {
 		t.Errorf("trigger of a suspended repository was queued")
 	}
-	time.Sleep(100 * time.Millisecond) // absence of an effect cannot be polled for
+	// The drift loop has looked at the change (and left it alone) once a
+	// drift task finished as suspended.
+	waitFor(t, "drift task skipped as suspended", func() bool {
+		c := e.rec.TaskCounts()
+		return c.Drift > before.Drift && c.Suspended > before.Suspended
+	})
 	if _, err := e.st.ActivePlan(t.Context(), tenant, "site-0001"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("suspended repository got a drift plan: %v", err)
+	}
+	if c := e.rec.TaskCounts(); c.Reconcile != before.Reconcile {
+		t.Errorf("a suspended repository was reconciled: %d reconcile tasks, %d before", c.Reconcile, before.Reconcile)
 	}
 }
 
