@@ -7,7 +7,11 @@
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //	func TestX(t *testing.T) { url := pgtest.URL(t); … }
 //
-// Main stops the cluster and removes its directory when the tests end; the
+// or, in a TestMain that has more to clean up, call Close after m.Run:
+//
+//	code := m.Run(); pgtest.Close(); os.Exit(code)
+//
+// Main (or Close) stops the cluster and removes its directory; the
 // server also runs as a child that receives SIGQUIT if the test binary dies,
 // so a cluster never outlives its tests (that is why the server is started
 // directly rather than daemonised by pg_ctl).
@@ -56,21 +60,49 @@ type cluster struct {
 	log   string
 }
 
-// The per-binary cluster: started at the first URL call, stopped by Main.
-// This is the package's only state, and it is what "once per test binary" means.
+// The per-binary cluster: started at the first URL call, stopped by Main
+// or Close. This is the package's only state, and it is what "once per
+// test binary" means.
 var (
-	once    sync.Once
+	mu      sync.Mutex
+	started bool
 	current *cluster
 	errc    error
 )
 
-// Main runs the package's tests, then stops the cluster if one was started.
+// Main runs the package's tests, then stops the cluster if one was started,
+// and exits with the tests' code.
 func Main(m *testing.M) {
 	code := m.Run()
-	if current != nil {
-		current.stop()
+	if err := Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
 	}
 	os.Exit(code)
+}
+
+// Close stops the cluster, if one was started, and removes its directory.
+// It is safe to call more than once; a later URL starts a new cluster. It
+// has the func() error shape that TestMain helpers take as closers.
+func Close() error {
+	mu.Lock()
+	c := current
+	started, current, errc = false, nil, nil
+	mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.stop()
+}
+
+// get starts the cluster on first use.
+func get(ctx context.Context) (*cluster, error) {
+	mu.Lock()
+	defer mu.Unlock()
+	if !started {
+		started = true
+		current, errc = start(ctx)
+	}
+	return current, errc
 }
 
 // URL returns the URL of a new, empty database that is dropped when t ends.
@@ -78,7 +110,7 @@ func Main(m *testing.M) {
 // NKUDO_TEST_POSTGRES=require.
 func URL(t testing.TB) string {
 	t.Helper()
-	once.Do(func() { current, errc = start(context.WithoutCancel(t.Context())) })
+	c, errc := get(context.WithoutCancel(t.Context()))
 	if errc != nil {
 		if errors.Is(errc, errNoBinaries) && os.Getenv("NKUDO_TEST_POSTGRES") != "require" {
 			t.Skipf("SKIP (no PostgreSQL): %v. Install PostgreSQL server binaries, or set NKUDO_TEST_DATABASE_URL; "+
@@ -89,17 +121,17 @@ func URL(t testing.TB) string {
 	name := "nkudo_test_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := exec1(ctx, current.admin, "CREATE DATABASE "+name); err != nil {
+	if err := exec1(ctx, c.admin, "CREATE DATABASE "+name); err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second)
 		defer cancel()
-		if err := exec1(ctx, current.admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+		if err := exec1(ctx, c.admin, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Logf("pgtest: drop database %s: %v", name, err)
 		}
 	})
-	u, err := url.Parse(current.admin)
+	u, err := url.Parse(c.admin)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
@@ -255,7 +287,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func (c *cluster) stop() {
+func (c *cluster) stop() error {
 	if c.cmd != nil && c.cmd.Process != nil {
 		_ = c.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
 		done := make(chan struct{})
@@ -275,8 +307,11 @@ func (c *cluster) stop() {
 		}
 	}
 	if c.dir != "" && strings.Contains(c.dir, "nkudo-pgtest-") {
-		os.RemoveAll(c.dir)
+		if err := os.RemoveAll(c.dir); err != nil {
+			return fmt.Errorf("remove cluster directory: %w", err)
+		}
 	}
+	return nil
 }
 
 // tempParent is os.TempDir, unless running as root with a TMPDIR that other

@@ -37,10 +37,11 @@ import (
 	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
-// TestMain removes the built binaries and stops the shared Gitea after the
-// run. (The Postgres cluster of internal/pgtest ends with this process.)
+// TestMain removes the built binaries, stops the shared Gitea and the
+// Postgres cluster of internal/pgtest, and removes its directory, after the
+// run.
 func TestMain(m *testing.M) {
-	os.Exit(e2etest.Main(m, giteatest.Close))
+	os.Exit(e2etest.Main(m, giteatest.Close, pgtest.Close))
 }
 
 const (
