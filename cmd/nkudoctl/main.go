@@ -37,7 +37,7 @@ type CLI struct {
 	Login  LoginCmd  `cmd:"" help:"Check a control plane and token and save them to the config file."`
 	Apply  ApplyCmd  `cmd:"" help:"Reconcile the repository now; --wait follows every site (exit 0 applied, 1 failed, 2 error or timeout)."`
 	Status StatusCmd `cmd:"" help:"Show a commit's statuses and each site's convergence."`
-	Sites  SitesCmd  `cmd:"" help:"List sites and their agents' last report."`
+	Sites  SitesCmd  `cmd:"" help:"List sites and their agents' last report; create enrollment tokens; set NetBird setup keys."`
 	VMs    VMsCmd    `cmd:"" name:"vms" help:"Show desired and actual VMs per site."`
 	Plans  PlansCmd  `cmd:"" help:"List plans, newest first."`
 	Logs   LogsCmd   `cmd:"" help:"Print a plan's execution log (--follow to stream it)."`
@@ -46,9 +46,10 @@ type CLI struct {
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }
 
-// Streams are where a command writes. Color is true when Out is a terminal
-// and NO_COLOR is not set.
+// Streams are where a command reads and writes. In is nil when there is no
+// input. Color is true when Out is a terminal and NO_COLOR is not set.
 type Streams struct {
+	In    io.Reader
 	Out   io.Writer
 	Err   io.Writer
 	Color bool
@@ -72,6 +73,7 @@ type kongExit int
 
 func main() {
 	streams := &Streams{
+		In:    os.Stdin,
 		Out:   os.Stdout,
 		Err:   os.Stderr,
 		Color: isTerminal(os.Stdout) && os.Getenv("NO_COLOR") == "",

@@ -7,11 +7,18 @@ import (
 	"time"
 )
 
-// SitesCmd lists the tenant's sites and their agents' last report.
-type SitesCmd struct{}
+// SitesCmd groups the site commands; without a subcommand it lists sites.
+type SitesCmd struct {
+	List    SitesListCmd    `cmd:"" default:"withargs" help:"List sites and their agents' last report (the default)."`
+	Token   SitesTokenCmd   `cmd:"" help:"Create a one-time enrollment token and print the nkudo-edge enroll command for the edge host."`
+	NetBird SitesNetBirdCmd `cmd:"" name:"netbird" help:"Set a site's NetBird setup key (from a file or stdin, never the command line) and management URL."`
+}
+
+// SitesListCmd lists the tenant's sites and their agents' last report.
+type SitesListCmd struct{}
 
 // Run lists sites.
-func (c *SitesCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *SitesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	client, err := connect(g)
 	if err != nil {
 		return err
