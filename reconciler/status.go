@@ -98,16 +98,24 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 				r.log.Debug("mark status posted", "repo", repo.ID, "err", err)
 			}
 		}
-		rep := forge.NewReporter(w, o)
-		r.reporterWG.Go(func() { rep.Run(rctx) })
-		nr.list = append(nr.list, rep)
+		nr.list = append(nr.list, forge.NewReporter(w, o))
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.reporters[repo.ID]; ok && cur.config == cfg {
+		// Another reconcile built them meanwhile: use those, so no status
+		// goes to a reporter that is then replaced, and two writers never
+		// race each other to one forge.
+		cancel()
+		return cur.list, nil
+	}
 	if old, ok := r.reporters[repo.ID]; ok {
 		old.cancel()
 	}
+	for _, rep := range nr.list {
+		r.reporterWG.Go(func() { rep.Run(rctx) })
+	}
 	r.reporters[repo.ID] = nr
-	r.mu.Unlock()
 	return nr.list, nil
 }
 
