@@ -13,8 +13,8 @@ Builds, for each platform (default "$DEFAULT_PLATFORMS"):
   nkudo-edge_VERSION_OS_ARCH.tar.gz  nkudo-edge, its systemd unit, sysusers/tmpfiles
                                      snippets, a sample config, install-edge.sh, README
   nkudo_VERSION_OS_ARCH.tar.gz       nkudo and nkudoctl, the control-plane unit, a
-                                     sample config, nkudo-site.sh, health-check.sh,
-                                     README (not with --edge-only)
+                                     sample config, health-check.sh, README
+                                     (not with --edge-only)
 plus install-edge.sh and SHA256SUMS, into DIR (default $REPO_ROOT/dist/VERSION).
 Tarballs are reproducible: same commit, same bytes (SOURCE_DATE_EPOCH = commit time).
 USAGE
@@ -107,7 +107,6 @@ for p in $platforms; do
 		install -m 0644 "$deploy/systemd/nkudo.service" "$s/nkudo.service"
 		install -m 0644 "$deploy/nkudo.env.sample" "$s/nkudo.env.sample"
 		install -m 0644 "$deploy/sysusers.d/nkudo.conf" "$s/nkudo.sysusers.conf"
-		install -m 0755 "$REPO_ROOT/scripts/nkudo-site.sh" "$s/nkudo-site.sh"
 		install -m 0755 "$REPO_ROOT/scripts/health-check.sh" "$s/health-check.sh"
 		readme "n-kudo control plane" "$deploy/README.control-plane.md" >"$s/README.md"
 		chmod 0644 "$s/README.md"
