@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/model"
@@ -22,10 +24,18 @@ import (
 // server accepted, in order.
 type reportOutage struct {
 	agent.ControlPlane
-	mu     sync.Mutex
-	down   bool
-	hbDown bool
-	sent   []api.ActionResult
+	mu        sync.Mutex
+	down      bool
+	hbDown    bool
+	hbRefused int
+	sent      []api.ActionResult
+}
+
+// heartbeatsRefused counts the heartbeats refused while held.
+func (o *reportOutage) heartbeatsRefused() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.hbRefused
 }
 
 func (o *reportOutage) holdHeartbeats(down bool) {
@@ -44,6 +54,9 @@ func (o *reportOutage) accepted(from int) []api.ActionResult {
 func (o *reportOutage) Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
 	o.mu.Lock()
 	down := o.hbDown
+	if down {
+		o.hbRefused++
+	}
 	o.mu.Unlock()
 	if down {
 		return api.HeartbeatResponse{}, errReportOutage
@@ -136,11 +149,13 @@ func TestExecutionLogStreaming(t *testing.T) {
 // TestPlanSharingAnActionAcrossAnOutage: the control plane plans again from
 // an inventory that predates the last plan (its heartbeat has not arrived),
 // so the new plan repeats one of the last plan's actions with the same ID.
-// The agent, which has not heard of a newer inventory either, runs the new
-// plan while its reports are buffered across an outage and a control-plane
-// restart. The repeated action is not executed again; every action of the
-// new plan gets its own outcome, and nothing of the earlier plan is sent
-// again.
+// The agent knows it changed the host since its last acknowledged
+// heartbeat: it does not judge the new plan until a heartbeat gets through,
+// then skips it as stale while its reports are buffered across an outage
+// and a control-plane restart. Every action of the stale plan gets its own
+// (skipped) outcome, the shared action keeps plan 1's outcome, nothing of
+// plan 1 is sent again, and the re-plan from the fresh inventory repeats
+// nothing.
 func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
 	edgeBackends(t, func(t *testing.T, postgres bool) {
 		env := startEdgeCP(t, postgres)
@@ -149,7 +164,7 @@ func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
 		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { out.ControlPlane = c; return out }
 		e.start()
 		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
-		// Heartbeats stop getting through: neither side learns of plan 1's VM.
+		// Heartbeats stop getting through: the control plane does not learn of plan 1's VM.
 		out.holdHeartbeats(true)
 		inv := e.inventory()
 
@@ -166,6 +181,7 @@ func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
 
 		out.set(true)
 		d2 := e.desired(e.vm("vm-a", model.VMStopped), e.vm("vm-b", model.VMRunning), e.vm("vm-c", model.VMRunning))
+		refused := out.heartbeatsRefused()
 		p2 := e.plan(d2)
 		if p2.InventoryVersion != inv.Version || p2.InventoryVersion != p1.InventoryVersion {
 			t.Fatalf("plan 2 made against inventory version %d, want %d (the one before plan 1)", p2.InventoryVersion, inv.Version)
@@ -174,18 +190,36 @@ func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
 		if planActionID(t, p2, model.OpCreate, "vm-a") != shared || len(p2.Actions) != 5 {
 			t.Fatalf("plan 2 does not repeat plan 1's create of vm-a: %+v", p2.Actions)
 		}
-		waitEdge(t, "the agent to execute plan 2 while buffering", 30*time.Second, func() (bool, string) {
+		// Not judged while the change cannot be reported.
+		waitEdge(t, "the agent to try to report before judging plan 2", 20*time.Second, func() (bool, string) {
+			return out.heartbeatsRefused() >= refused+2, fmt.Sprint(out.heartbeatsRefused())
+		})
+		for _, a := range p2.Actions {
+			r, ok, _ := edgeCache(t, e).Get(a.ID)
+			if ok && r.PlanID == p2.ID {
+				t.Fatalf("plan 2 judged while heartbeats were held: %s %s %s", a.Operation, a.VM, r.Status)
+			}
+		}
+		out.holdHeartbeats(false)
+		waitEdge(t, "the agent to skip plan 2 while buffering", 30*time.Second, func() (bool, string) {
 			for _, a := range p2.Actions {
-				if r, ok, _ := edgeCache(t, e).Get(a.ID); !ok || !r.Final() {
-					return false, "running " + a.ID[:8]
+				if a.ID == shared {
+					continue
+				}
+				if r, ok, _ := edgeCache(t, e).Get(a.ID); !ok || r.Status != model.ActionSkipped {
+					return false, fmt.Sprintf("%s %s: %+v", a.Operation, a.VM, r)
 				}
 			}
 			return true, ""
 		})
+		if v := e.inventory().Version; v <= inv.Version {
+			t.Errorf("inventory version %d after the heartbeat got through, want newer than %d", v, inv.Version)
+		}
+		if r, _, _ := edgeCache(t, e).Get(shared); r.PlanID != p1.ID || r.Status != model.ActionSucceeded {
+			t.Errorf("the shared create lost plan 1's outcome: %+v", r)
+		}
 		env.Restart()
 		out.set(false)
-		out.holdHeartbeats(false)
-		e.waitPlanDone(p2)
 		waitEdge(t, "the outbox to drain", 30*time.Second, func() (bool, string) {
 			ob, _ := agent.OpenOutbox(filepath.Join(e.state, "agent", "outbox", "results"), 0)
 			lb, _ := agent.OpenOutbox(filepath.Join(e.state, "agent", "outbox", "logs"), 0)
@@ -198,28 +232,43 @@ func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
 				t.Errorf("after plan 1 finished, a result of plan %s was sent: %s %s", r.PlanID[:12], r.ActionID[:12], r.Status)
 				continue
 			}
-			if r.Status != model.ActionRunning {
-				final[r.ActionID]++
+			if r.Status != model.ActionSkipped || !strings.Contains(r.Error, "stale plan") {
+				t.Errorf("plan 2 result %s %s %q, want skipped as stale", r.ActionID[:12], r.Status, r.Error)
 			}
+			final[r.ActionID]++
 		}
 		for _, a := range p2.Actions {
 			if final[a.ID] != 1 {
 				t.Errorf("plan 2, %s %s: %d final results sent, want 1", a.Operation, a.VM, final[a.ID])
 			}
 		}
-		// Audit counts results per action ID, which both plans share here:
-		// check the stored plan instead.
 		sp, err := env.Store().GetPlan(t.Context(), e.tenant, p2.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, a := range sp.Actions {
-			if a.Status != model.ActionSucceeded {
-				t.Errorf("plan 2 action %+v not succeeded", a)
+			if a.Status != model.ActionSkipped {
+				t.Errorf("plan 2 action %s %s stored as %s, want skipped", a.Action.Operation, a.Action.VM, a.Status)
 			}
 		}
-		assertOncePerVM(t, e.chCalls(), []string{"vm.create"}, "vm-a", "vm-b", "vm-c")
-		checkPlanLogs(t, e, p2)
+		logs, err := env.Store().Logs(t.Context(), e.tenant, p2.ID, 0, 100)
+		if err != nil || len(logs) == 0 || !strings.Contains(logs[0].Line, "stale plan") {
+			t.Errorf("plan 2's log = %+v (%v), want the stale-plan line", logs, err)
+		}
+
+		// The re-plan from the fresh inventory does only what is left.
+		p3 := e.plan(d2)
+		var ops []string
+		for _, a := range p3.Actions {
+			ops = append(ops, string(a.Operation)+" "+a.VM)
+		}
+		if d := cmp.Diff([]string{"stop vm-a", "create vm-b", "create vm-c", "start vm-b", "start vm-c"}, ops); d != "" {
+			t.Errorf("re-plan (-want +got):\n%s", d)
+		}
+		e.waitPlanDone(p3)
+		e.waitConverged(d2)
+		assertOncePerVM(t, e.chCalls(), []string{"vm.create", "vm.boot"}, "vm-a", "vm-b", "vm-c")
+		checkPlanLogs(t, e, p3)
 		checkPlanLogs(t, e, p1)
 	})
 }
