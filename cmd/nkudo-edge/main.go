@@ -31,8 +31,8 @@ import (
 var version = buildversion.Get().Version
 
 type globals struct {
-	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error"`
-	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json"`
+	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error" env:"NKUDO_LOG_LEVEL"`
+	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json" env:"NKUDO_LOG_FORMAT"`
 }
 
 type cli struct {
