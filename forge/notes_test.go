@@ -135,3 +135,21 @@ func TestReporterStopsDespiteStuckWriter(t *testing.T) {
 		t.Fatal("Run did not return after its context ended while a post was stuck")
 	}
 }
+
+// BenchmarkNotesPostLocal: one status posted to a local remote (fetch,
+// rebuild the notes commit, copy objects, swap the ref).
+func BenchmarkNotesPostLocal(b *testing.B) {
+	root := b.TempDir()
+	remote := filepath.Join(root, "remote.git")
+	git(b, root, "init", "-q", "--bare", remote)
+	w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(root, "w"), RemoteURL: remote})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; b.Loop(); i++ {
+		st := forge.Status{SHA: fmt.Sprintf("%040x", i%64), Context: "nkudo/apply", State: forge.StateSuccess, Description: fmt.Sprint(i)}
+		if err := w.Post(b.Context(), st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
