@@ -326,3 +326,24 @@ func TestHeartbeatBeforeExecutingWhenChanged(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkListBeforePlan is the hypervisor side of the check an agent
+// makes before judging a plan when it applied nothing since its last
+// heartbeat: one List of the real provider, here with 4 running VMs.
+func BenchmarkListBeforePlan(b *testing.B) {
+	r := newRig(b)
+	for _, vm := range []string{"vm-a", "vm-b", "vm-c", "vm-d"} {
+		if err := r.prov.Create(b.Context(), vm, r.spec); err != nil {
+			b.Fatal(err)
+		}
+		if err := r.prov.Start(b.Context(), vm); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		vms, err := r.prov.List(b.Context())
+		if err != nil || len(vms) != 4 {
+			b.Fatalf("list = %d VMs, %v", len(vms), err)
+		}
+	}
+}

@@ -51,7 +51,7 @@ type rig struct {
 	spec          model.VMSpec
 }
 
-func newRig(t *testing.T, env ...string) *rig {
+func newRig(t testing.TB, env ...string) *rig {
 	t.Helper()
 	state, err := os.MkdirTemp("", "ag")
 	if err != nil {
@@ -80,7 +80,7 @@ func newRig(t *testing.T, env ...string) *rig {
 	return r
 }
 
-func (r *rig) executor(t *testing.T) *agent.Executor {
+func (r *rig) executor(t testing.TB) *agent.Executor {
 	ex, err := agent.NewExecutor(filepath.Join(r.state, "agent"), r.prov, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,9 +1,13 @@
 // Package agent is the n-kudo edge agent: enrollment, heartbeat with host
 // facts and VM inventory, the crash-safe plan executor with its persisted
 // idempotency cache, and the on-disk outbox that buffers results and logs
-// while the control plane is unreachable. Hypervisors plug in as Providers
-// (see agent/providers/cloudhypervisor); the control plane is reached only
-// through api.Client.
+// while the control plane is unreachable. An agent that changed its host
+// since its last acknowledged heartbeat (an action applied, or the provider
+// listing something else) reports its inventory before it judges a plan, so
+// the stale-plan guard compares with a current inventory version; it also
+// reports at once when a plan that changed something ends. Hypervisors plug
+// in as Providers (see agent/providers/cloudhypervisor); the control plane
+// is reached only through api.Client.
 package agent
 
 import (
