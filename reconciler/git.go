@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -129,12 +130,20 @@ func (r *Reconciler) auth(ctx context.Context, rawURL, ref string) (transport.Au
 	return nil, nil
 }
 
+// fetchTimeout bounds one fetch (or listing) of a source, so a remote that
+// stops answering cannot hold the repository's lease, and its worker,
+// forever. It is generous: a first fetch of a large repository is slow.
+const fetchTimeout = 5 * time.Minute
+
 // mirror is the bare copy of one repository in the data dir.
 type mirror struct {
-	mu   sync.Mutex // one fetch at a time per repository
-	dir  string
-	url  string
-	repo *git.Repository
+	mu    sync.Mutex // one fetch at a time per repository
+	dir   string
+	url   string
+	local string // the source's path when it is on this machine, else ""
+	repo  *git.Repository
+	// timeout bounds each fetch and listing (fetchTimeout; tests shorten it).
+	timeout time.Duration
 }
 
 func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
@@ -164,15 +173,23 @@ func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
 			return nil, fmt.Errorf("mirror: add remote %s: %w", forge.SanitizeURL(rawURL), err)
 		}
 	}
-	m := &mirror{dir: dir, url: rawURL, repo: repo}
+	m := &mirror{dir: dir, url: rawURL, local: localPath(rawURL), repo: repo, timeout: fetchTimeout}
 	r.mirrors[repoID] = m
 	return m, nil
 }
 
 // fetch brings the mirror up to date with refspecs (incremental: only
 // missing objects travel). A ref that does not exist remotely is not an
-// error when optional is true.
+// error when optional is true. Local sources are copied in-process.
 func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, optional bool) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, fmt.Errorf("fetch %s: no answer in %s", forge.SanitizeURL(m.url), m.timeout))
+	defer cancel()
+	if m.local != "" {
+		if err := m.localFetch(ctx, specs, optional); err != nil {
+			return fmt.Errorf("fetch %s: %w", m.local, fetchErr(ctx, err))
+		}
+		return nil
+	}
 	err := m.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, Force: true, Tags: git.NoTags})
 	switch {
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
@@ -180,7 +197,16 @@ func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []c
 	case optional && (errors.Is(err, git.NoMatchingRefSpecError{}) || strings.Contains(err.Error(), "couldn't find remote ref")):
 		return nil
 	}
-	return fmt.Errorf("fetch %s: %s", forge.SanitizeURL(m.url), sanitizeErr(err, m.url))
+	return fmt.Errorf("fetch %s: %s", forge.SanitizeURL(m.url), sanitizeErr(fetchErr(ctx, err), m.url))
+}
+
+// fetchErr names the timeout when it is why a fetch failed: a transport
+// reports only "context deadline exceeded".
+func fetchErr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w (%w)", err, cause)
+	}
+	return err
 }
 
 // sanitizeErr keeps credentials from an error text.
@@ -218,13 +244,18 @@ func (m *mirror) fetchBranch(ctx context.Context, auth transport.AuthMethod, bra
 
 // defaultBranch asks the remote where HEAD points.
 func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (string, error) {
+	if m.local != "" {
+		return m.localDefaultBranch()
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, fmt.Errorf("list %s: no answer in %s", forge.SanitizeURL(m.url), m.timeout))
+	defer cancel()
 	rem, err := m.repo.Remote("origin")
 	if err != nil {
 		return "", fmt.Errorf("mirror remote: %w", err)
 	}
 	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
 	if err != nil {
-		return "", fmt.Errorf("list %s: %s", forge.SanitizeURL(m.url), sanitizeErr(err, m.url))
+		return "", fmt.Errorf("list %s: %s", forge.SanitizeURL(m.url), sanitizeErr(fetchErr(ctx, err), m.url))
 	}
 	for _, ref := range refs {
 		if ref.Name() == plumbing.HEAD && ref.Type() == plumbing.SymbolicReference {
