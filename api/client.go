@@ -304,6 +304,35 @@ func (c *Client) WaitPlan(ctx context.Context, after string, wait time.Duration)
 	return &out, nil
 }
 
+// WatchPlan is WaitPlan that also answers as soon as plan after is
+// superseded while no newer plan is active (cancelled by a commit that needs
+// nothing of it): the answer is then plan after itself with Status
+// superseded and SupersededByCommit set. An agent asks it about a plan it
+// has not yet heard ended; once told, it polls with after "" (WatchPlan
+// would answer the same at once again). A control plane older than this
+// call ignores the extra parameter and answers as WaitPlan.
+func (c *Client) WatchPlan(ctx context.Context, after string, wait time.Duration) (*AgentPlan, error) {
+	q := url.Values{}
+	if after != "" {
+		q.Set("after", after)
+		q.Set(QuerySuperseded, "1")
+	}
+	q.Set("wait", max(wait, 0).String())
+	var out AgentPlan
+	status, err := c.do(ctx, http.MethodGet, PathAgentPlan, q, nil, &out)
+	if err != nil {
+		return nil, err
+	}
+	if status == http.StatusNoContent {
+		return nil, nil
+	}
+	return &out, nil
+}
+
+// QuerySuperseded is the plan long-poll's query parameter asking for an
+// answer when plan after is superseded (see Client.WatchPlan).
+const QuerySuperseded = "superseded"
+
 // ReportResults sends action outcomes (idempotent).
 func (c *Client) ReportResults(ctx context.Context, results ...ActionResult) (ResultsResponse, error) {
 	var out ResultsResponse

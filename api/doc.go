@@ -23,6 +23,10 @@
 //   - 1 (2026-11-27): HeartbeatResponse.Features; HostFacts.CPUModel,
 //     AgentVersion, KVMError, Unknown and OutboxDropped, sent under
 //     FeatureTypedFacts (before, and to older servers, as labels).
+//   - 1 (2026-11-27): the plan long-poll's superseded=1 parameter
+//     (Client.WatchPlan): the answer for a plan that was superseded or
+//     cancelled, with AgentPlan.SupersededBy and SupersededByCommit;
+//     Plan.SupersededByCommit. Older servers ignore the parameter.
 package api
 
 // ProtocolVersion is the agent protocol this package speaks; see the changelog above.

@@ -18,7 +18,7 @@ const (
 	PathEnroll        = "/v1/enroll"
 	PathAgentRenew    = "/v1/agent/renew"
 	PathAgentHB       = "/v1/agent/heartbeat"
-	PathAgentPlan     = "/v1/agent/plan" // ?after=<planID>&wait=30s
+	PathAgentPlan     = "/v1/agent/plan" // ?after=<planID>&wait=30s&superseded=1 (see Client.WatchPlan)
 	PathAgentResults  = "/v1/agent/results"
 	PathAgentLogs     = "/v1/agent/logs"
 	PathWebhook       = "/v1/webhooks/{repo}" // forge deliveries; the handler checks signatures

@@ -266,10 +266,17 @@ func (r HeartbeatResponse) Has(feature string) bool { return slices.Contains(r.F
 
 // ---- Agent: plans, results, logs ----
 
-// AgentPlan is the long-poll answer: the site's active plan.
+// AgentPlan is the long-poll answer: the site's active plan, or (only to
+// Client.WatchPlan) the plan the agent named in after, with Status
+// superseded, when that plan ended without an active successor.
 type AgentPlan struct {
 	Plan   model.Plan       `json:"plan"`
 	Status model.PlanStatus `json:"status"`
+	// SupersededBy and SupersededByCommit are set on a superseded plan: the
+	// plan that replaced it ("" when it was cancelled without one) and the
+	// commit whose desired state ended it.
+	SupersededBy       string `json:"supersededBy,omitempty"`
+	SupersededByCommit string `json:"supersededByCommit,omitempty"`
 }
 
 // ResultsRequest reports one or more action outcomes. Results are idempotent:
@@ -562,9 +569,13 @@ type Plan struct {
 	RepoID       string           `json:"repoId,omitempty"`
 	Status       model.PlanStatus `json:"status"`
 	SupersededBy string           `json:"supersededBy,omitempty"`
-	CreatedAt    time.Time        `json:"createdAt"`
-	UpdatedAt    time.Time        `json:"updatedAt"`
-	Actions      []Action         `json:"actions,omitempty"`
+	// SupersededByCommit is the commit whose desired state superseded the
+	// plan; with an empty SupersededBy that commit cancelled it (it needed
+	// nothing of it, or its own plan was refused).
+	SupersededByCommit string    `json:"supersededByCommit,omitempty"`
+	CreatedAt          time.Time `json:"createdAt"`
+	UpdatedAt          time.Time `json:"updatedAt"`
+	Actions            []Action  `json:"actions,omitempty"`
 }
 
 // Action is one action of a stored plan with its progress.

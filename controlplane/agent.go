@@ -228,7 +228,7 @@ func (s *Server) handleAgentPlan(w http.ResponseWriter, r *http.Request, c *call
 		}
 		wait = min(d, s.opts.MaxLongPoll)
 	}
-	p, err := s.WaitPlan(r.Context(), c.id, q.Get("after"), wait)
+	p, err := s.waitPlan(r.Context(), c.id, q.Get("after"), wait, q.Get(api.QuerySuperseded) == "1")
 	if err != nil {
 		return err
 	}
@@ -244,6 +244,20 @@ func (s *Server) handleAgentPlan(w http.ResponseWriter, r *http.Request, c *call
 // or nil when wait elapses (or the server shuts down) first. It subscribes
 // before reading, so a plan stored in between is not missed.
 func (s *Server) WaitPlan(ctx context.Context, id pki.Identity, after string, wait time.Duration) (*api.AgentPlan, error) {
+	return s.waitPlan(ctx, id, after, wait, false)
+}
+
+// WatchPlan is WaitPlan that also answers, at once, with plan after itself
+// when it was superseded and no plan is active (a commit cancelled it); the
+// store notifies the plan topic when it does, so a waiting poll wakes.
+// Only superseded counts: a plan that succeeded or failed ended by the
+// agent's own reports. Only an asking agent gets this answer: an older one
+// would poll again with the same after at once, for ever.
+func (s *Server) WatchPlan(ctx context.Context, id pki.Identity, after string, wait time.Duration) (*api.AgentPlan, error) {
+	return s.waitPlan(ctx, id, after, wait, true)
+}
+
+func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wait time.Duration, watch bool) (*api.AgentPlan, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch, unsubscribe := s.store.Subscribe(ctx, store.PlanTopic(id.Tenant, id.Site))
@@ -263,6 +277,17 @@ func (s *Server) WaitPlan(ctx context.Context, id pki.Identity, after string, wa
 			return &api.AgentPlan{Plan: p.Plan, Status: p.Status}, nil
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return nil, err
+		case err != nil && watch && after != "":
+			// No active plan: say whether after was superseded. Unknown
+			// or another site's plan IDs get the plain long-poll.
+			old, err := s.store.GetPlan(ctx, id.Tenant, after)
+			switch {
+			case err == nil && old.Plan.Site == id.Site && old.Status == model.PlanSuperseded:
+				return &api.AgentPlan{Plan: old.Plan, Status: old.Status, SupersededBy: old.SupersededBy,
+					SupersededByCommit: old.SupersededByCommit}, nil
+			case err != nil && !errors.Is(err, store.ErrNotFound):
+				return nil, err
+			}
 		}
 		select {
 		case <-ch:

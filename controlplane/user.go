@@ -79,7 +79,7 @@ func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) 
 }
 
 func planView(p store.StoredPlan) api.Plan {
-	v := api.Plan{Plan: p.Plan, RepoID: p.RepoID, Status: p.Status, SupersededBy: p.SupersededBy, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+	v := api.Plan{Plan: p.Plan, RepoID: p.RepoID, Status: p.Status, SupersededBy: p.SupersededBy, SupersededByCommit: p.SupersededByCommit, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	for _, a := range p.Actions {
 		v.Actions = append(v.Actions, api.Action{Index: a.Index, Action: a.Action, Status: a.Status, Error: a.Error, Output: a.Result, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt})
 	}
