@@ -20,7 +20,7 @@ import (
 // ControlPlane is the part of api.Client the agent uses.
 type ControlPlane interface {
 	Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error)
-	WaitPlan(ctx context.Context, after string, wait time.Duration) (*api.AgentPlan, error)
+	WatchPlan(ctx context.Context, after string, wait time.Duration) (*api.AgentPlan, error)
 	ReportResults(ctx context.Context, results ...api.ActionResult) (api.ResultsResponse, error)
 	SendLogs(ctx context.Context, lines []api.LogLine) (api.LogsResponse, error)
 }
@@ -41,6 +41,10 @@ type Config struct {
 	FirstHeartbeat time.Duration
 	// Renew, when set, runs beside the loops (certificate renewal).
 	Renew func(ctx context.Context) error
+	// CheckTimeout bounds the check, before a plan's first action, that the
+	// plan is still active; zero means 5s. A control plane that does not
+	// answer in time does not hold the plan back.
+	CheckTimeout time.Duration
 }
 
 // Agent runs the edge loops: heartbeat, plan long-poll, execution and
@@ -65,6 +69,10 @@ type Agent struct {
 	acked           chan struct{} // closed and replaced at every acknowledged heartbeat
 	typedFacts      bool          // the control plane accepts api.HostFacts' typed fields
 	latest          *model.Plan
+	// ended names the plan the control plane said ended without a newer
+	// one (cancelled by a commit, or its start refused as superseded), and
+	// endedWhy the reason its actions not started are skipped with.
+	ended, endedWhy string
 	newPlan         chan struct{}
 	kickHB          chan struct{}
 	kickDeliver     chan struct{}
@@ -82,6 +90,9 @@ func New(cfg Config) *Agent {
 	}
 	if cfg.FirstHeartbeat == 0 {
 		cfg.FirstHeartbeat = 15 * time.Second
+	}
+	if cfg.CheckTimeout == 0 {
+		cfg.CheckTimeout = 5 * time.Second
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
 		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1), firstHB: make(chan struct{}),
@@ -310,11 +321,16 @@ func (a *Agent) kickHeartbeat() {
 	}
 }
 
+// pollLoop long-polls for plans. It asks about the plan it holds with
+// WatchPlan, so a plan cancelled without a newer one (the control plane
+// answers with the plan itself, superseded) is heard of at once, while it
+// is executing. Once told, it polls with after "": the same question would
+// get the same answer at once, and a plan made active again must arrive.
 func (a *Agent) pollLoop(ctx context.Context) {
 	after := ""
 	backoff := time.Second
 	for ctx.Err() == nil {
-		p, err := a.cfg.Client.WaitPlan(ctx, after, a.cfg.PollWait)
+		p, err := a.cfg.Client.WatchPlan(ctx, after, a.cfg.PollWait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -332,6 +348,11 @@ func (a *Agent) pollLoop(ctx context.Context) {
 		if p == nil {
 			continue
 		}
+		if p.Plan.ID == after && p.Status == model.PlanSuperseded {
+			a.planEnded(p.Plan.ID, cancelReason(p))
+			after = ""
+			continue
+		}
 		after = p.Plan.ID
 		if p.Status != model.PlanPending && p.Status != model.PlanInProgress && p.Status != "" {
 			a.log.Debug("ignoring plan that is no longer active", "plan", p.Plan.ID, "status", p.Status)
@@ -340,12 +361,64 @@ func (a *Agent) pollLoop(ctx context.Context) {
 		plan := p.Plan
 		a.mu.Lock()
 		a.latest = &plan
+		if a.ended == plan.ID {
+			a.ended, a.endedWhy = "", "" // active again
+		}
 		a.mu.Unlock()
 		select {
 		case a.newPlan <- struct{}{}:
 		default:
 		}
 	}
+}
+
+// cancelReason is the skip reason for the actions of a superseded plan
+// that were not started.
+func cancelReason(p *api.AgentPlan) string {
+	switch {
+	case p.SupersededBy != "":
+		return "superseded by plan " + shortID(p.SupersededBy) + "; not executed"
+	case p.SupersededByCommit != "":
+		return "superseded: commit " + shortID(p.SupersededByCommit) + " cancelled the plan; not executed"
+	}
+	return "superseded: the control plane cancelled the plan; not executed"
+}
+
+// planEnded records that plan id ended without a newer one; the executor
+// starts none of its remaining actions.
+func (a *Agent) planEnded(id, why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ended != id {
+		a.log.Info("plan cancelled by the control plane", "plan", id, "why", why)
+	}
+	a.ended, a.endedWhy = id, why
+}
+
+// checkPlan asks the control plane, once and synchronously before a plan's
+// first action, whether plan id is still active: a plan cancelled while
+// the agent was reporting its inventory must not start at all. It returns
+// a newer plan when one is active. An unreachable or slow control plane
+// does not hold the plan back (CheckTimeout): the edge keeps working
+// offline, and later actions are checked against the long-poll's signal
+// and the start reports the control plane refuses.
+func (a *Agent) checkPlan(ctx context.Context, id string) *model.Plan {
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.CheckTimeout)
+	defer cancel()
+	p, err := a.cfg.Client.WatchPlan(cctx, id, 0)
+	switch {
+	case err != nil:
+		a.log.Debug("cannot check the plan before executing it; executing", "plan", id, "err", err)
+		return nil
+	case p == nil:
+		return nil
+	case p.Plan.ID == id && p.Status == model.PlanSuperseded:
+		a.planEnded(id, cancelReason(p))
+		return nil
+	case p.Plan.ID != id && (p.Status == model.PlanPending || p.Status == model.PlanInProgress):
+		return &p.Plan
+	}
+	return nil
 }
 
 func (a *Agent) execLoop(ctx context.Context) {
@@ -381,11 +454,29 @@ func (a *Agent) execLoop(ctx context.Context) {
 		if plan.ID == done {
 			continue
 		}
+		if newer := a.checkPlan(ctx, plan.ID); newer != nil {
+			a.mu.Lock()
+			if a.latest != nil && a.latest.ID == plan.ID {
+				a.latest = newer
+			}
+			a.mu.Unlock()
+			select {
+			case a.newPlan <- struct{}{}:
+			default:
+			}
+			continue
+		}
 		a.log.Info("executing plan", "plan", plan.ID, "actions", len(plan.Actions), "commit", plan.Commit)
-		outcome, err := a.cfg.Executor.Execute(ctx, *plan, known, func() bool {
+		outcome, err := a.cfg.Executor.Execute(ctx, *plan, known, func() Stop {
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			return a.latest != nil && a.latest.ID != plan.ID
+			if a.latest != nil && a.latest.ID != plan.ID {
+				return Stop{Newer: true}
+			}
+			if a.ended == plan.ID {
+				return Stop{Cancelled: a.endedWhy}
+			}
+			return Stop{}
 		})
 		if err != nil {
 			a.log.Error("plan execution stopped", "plan", plan.ID, "err", err)
@@ -498,10 +589,15 @@ func (a *Agent) Deliver(ctx context.Context) error {
 				batchSize = 1 // find the refused one
 				continue
 			}
-			if results[0].Status == model.ActionRunning && errors.Is(err, api.ErrConflict) {
+			switch {
+			case results[0].Status == model.ActionRunning && errors.Is(err, api.ErrConflict):
 				// The action finished meanwhile (a resend after a lost answer).
 				a.log.Debug("start of a finished action not recorded", "action", results[0].ActionID)
-			} else {
+			case results[0].Status == model.ActionRunning && errors.Is(err, api.ErrSuperseded):
+				// The control plane will not start the plan's actions: start
+				// no further one (the one reported has begun; it finishes).
+				a.planEnded(results[0].PlanID, "superseded: the control plane refused to start the plan's actions; not executed")
+			default:
 				a.log.Warn("control plane refused a result; dropping it", "plan", results[0].PlanID, "action", results[0].ActionID, "status", results[0].Status, "err", err)
 			}
 		}

@@ -55,7 +55,7 @@ func (c *memCP) Heartbeat(_ context.Context, req api.HeartbeatRequest) (api.Hear
 	return api.HeartbeatResponse{InventoryVersion: c.version, NextHeartbeat: api.Duration(time.Hour)}, nil
 }
 
-func (c *memCP) WaitPlan(ctx context.Context, after string, wait time.Duration) (*api.AgentPlan, error) {
+func (c *memCP) WatchPlan(ctx context.Context, after string, wait time.Duration) (*api.AgentPlan, error) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {

@@ -27,7 +27,22 @@ const (
 	OutcomeStale Outcome = "stale"
 	// OutcomeInterrupted: the context ended between actions (shutdown).
 	OutcomeInterrupted Outcome = "interrupted"
+	// OutcomeCancelled: the control plane ended the plan without a newer
+	// one; the actions not started were reported skipped.
+	OutcomeCancelled Outcome = "cancelled"
 )
+
+// Stop is what Execute asks before each action; the zero value goes on.
+type Stop struct {
+	// Newer: a newer plan is waiting; the rest is left to it (asked from
+	// the second action on: the first was chosen as the newest).
+	Newer bool
+	// Cancelled, when not empty, says why the plan ended without a newer
+	// one (asked before every action, the first included): no further
+	// action starts, and each one not started is reported skipped with
+	// this reason.
+	Cancelled string
+}
 
 // Executor applies plans with a Provider, one action at a time, in plan
 // order. Each outcome is written to the Cache before it is queued for the
@@ -149,10 +164,11 @@ func shortID(id string) string {
 
 // Execute applies plan. knownVersion is the inventory version of the last
 // heartbeat reply; a plan computed against an older inventory is not
-// executed (unless this agent already started it). superseded is asked
-// between actions; when it says a newer plan is waiting, Execute returns.
+// executed (unless this agent already started it). stop is asked before
+// each action (see Stop); when it says a newer plan is waiting or the plan
+// was cancelled, Execute returns without starting another action.
 // Cancelling ctx lets the current action finish and stops before the next.
-func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion int64, superseded func() bool) (Outcome, error) {
+func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion int64, stop func() Stop) (Outcome, error) {
 	if err := checkID("plan", plan.ID); err != nil {
 		return "", err
 	}
@@ -198,7 +214,16 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 	}
 	var failed *Record
 	for i, a := range plan.Actions {
-		if i > 0 && superseded != nil && superseded() {
+		var st Stop
+		if stop != nil {
+			st = stop()
+		}
+		if st.Cancelled != "" {
+			log.Info("plan cancelled; no further action starts", "why", st.Cancelled)
+			e.logLine(plan.ID, "", api.StreamAgent, st.Cancelled)
+			return OutcomeCancelled, e.skipRest(plan, plan.Actions[i:], st.Cancelled)
+		}
+		if i > 0 && st.Newer {
 			log.Info("plan superseded; stopping after the current action")
 			e.logLine(plan.ID, "", api.StreamAgent, "superseded by a newer plan")
 			return OutcomeSuperseded, nil
@@ -242,6 +267,33 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 		}
 	}
 	return OutcomeDone, nil
+}
+
+// skipRest reports the actions of a cancelled plan that were not started:
+// a final outcome cached for one (shared with an earlier plan, or this
+// plan delivered again) is reported as it is, the rest skipped with why.
+// Nothing is cached: should the plan come back (the desired state returns
+// to it), or a later plan share an action, that action still runs.
+func (e *Executor) skipRest(plan model.Plan, rest []model.Action, why string) error {
+	now := e.now()
+	for _, a := range rest {
+		rec, ok, err := e.Cache.Get(a.ID)
+		if err != nil {
+			return err
+		}
+		if ok && rec.Final() {
+			if err := e.replay(plan, a, rec); err != nil {
+				return err
+			}
+			continue
+		}
+		r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
+			Error: why, StartedAt: now, FinishedAt: now}
+		if err := e.report(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // run executes one action (or recovers it after a crash) and records it.

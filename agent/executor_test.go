@@ -225,13 +225,67 @@ func TestStalePlanIsNotExecuted(t *testing.T) {
 func TestNewerPlanSupersedesAfterCurrentAction(t *testing.T) {
 	r := newRig(t)
 	p := r.plan(1, "create vm-a", "start vm-a")
-	asked := 0
-	out, err := r.ex.Execute(t.Context(), p, 1, func() bool { asked++; return true })
+	out, err := r.ex.Execute(t.Context(), p, 1, func() agent.Stop { return agent.Stop{Newer: true} })
 	if err != nil || out != agent.OutcomeSuperseded {
 		t.Fatalf("execute = %s, %v", out, err)
 	}
 	if d := cmp.Diff([]string{"vm.create"}, r.calls(t)); d != "" {
 		t.Errorf("calls (-want +got):\n%s", d)
+	}
+}
+
+func TestCancelledPlanSkipsTheRest(t *testing.T) {
+	tests := []struct {
+		name      string
+		cancelAt  int // the stop call (from 0, one per action) that first says cancelled
+		wantCalls []string
+		wantRun   int // actions executed, the rest skipped
+	}{
+		{"before the first action", 0, nil, 0},
+		{"after the first action", 1, []string{"vm.create"}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			p := r.plan(1, "create vm-a", "start vm-a", "create vm-b")
+			const why = "superseded: commit 1a2b cancelled the plan; not executed"
+			asked := 0
+			out, err := r.ex.Execute(t.Context(), p, 1, func() agent.Stop {
+				defer func() { asked++ }()
+				if asked >= tc.cancelAt {
+					return agent.Stop{Cancelled: why}
+				}
+				return agent.Stop{}
+			})
+			if err != nil || out != agent.OutcomeCancelled {
+				t.Fatalf("execute = %s, %v", out, err)
+			}
+			if d := cmp.Diff(tc.wantCalls, r.calls(t)); d != "" {
+				t.Errorf("calls (-want +got):\n%s", d)
+			}
+			entries, err := r.ex.Results.Peek(100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			skipped := map[string]string{}
+			for _, e := range entries {
+				if e.Result.Status == model.ActionSkipped {
+					skipped[e.Result.ActionID] = e.Result.Error
+				}
+			}
+			want := map[string]string{}
+			for _, a := range p.Actions[tc.wantRun:] {
+				want[a.ID] = why
+				// Not cached: a plan made active again, or a later plan
+				// sharing the action, still executes it.
+				if _, ok, _ := r.ex.Cache.Get(a.ID); ok {
+					t.Errorf("skipped action %s was cached", a.ID)
+				}
+			}
+			if d := cmp.Diff(want, skipped); d != "" {
+				t.Errorf("skipped results (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
