@@ -5,7 +5,13 @@
 // since its last acknowledged heartbeat (an action applied, or the provider
 // listing something else) reports its inventory before it judges a plan, so
 // the stale-plan guard compares with a current inventory version; it also
-// reports at once when a plan that changed something ends. Hypervisors plug
+// reports at once when a plan that changed something ends. A plan the
+// control plane cancels (superseded without a newer one) stops before its
+// next action, the rest reported skipped: the agent checks once,
+// synchronously and bounded by Config.CheckTimeout, that a plan is still
+// active before its first action, and after that relies on the plan
+// long-poll (api.Client.WatchPlan) and on a refused action start, so a slow
+// control plane never holds execution back. Hypervisors plug
 // in as Providers (see agent/providers/cloudhypervisor); the control plane
 // is reached only through api.Client.
 package agent
