@@ -126,7 +126,9 @@ func TestGitOpsRevertBeforeApply(t *testing.T) {
 			t.Errorf("pos-2 was touched after the revert: %q", call)
 		}
 	}
-	if !slices.ContainsFunc(calls, func(s string) bool { return strings.HasPrefix(s, "pos-1 vm.shutdown") || strings.HasPrefix(s, "pos-1 vm.power-button") }) {
+	if !slices.ContainsFunc(calls, func(s string) bool {
+		return strings.HasPrefix(s, "pos-1 vm.shutdown") || strings.HasPrefix(s, "pos-1 vm.power-button")
+	}) {
 		t.Errorf("the later commit did not run: calls %v", calls)
 	}
 	full, err := g.acme.Client.GetPlan(t.Context(), planA)
