@@ -29,7 +29,13 @@ type memCP struct {
 	events   []string // "heartbeat N" or "result <plan> <op> <vm> <status> <error>"
 	plan     *api.AgentPlan
 	planWake chan struct{}
-	ops      map[string]string // action ID → "op vm"
+	// cancelOnCheck cancels the plan when the agent checks it before its
+	// first action (a WatchPlan with wait 0), as a commit landing then would.
+	cancelOnCheck bool
+	// refuseStarts refuses every action start as superseded, and the plan
+	// long-poll never says so (a control plane without WatchPlan's answer).
+	refuseStarts bool
+	ops          map[string]string // action ID → "op vm"
 }
 
 func newMemCP() *memCP { return &memCP{planWake: make(chan struct{}), ops: map[string]string{}} }
@@ -60,9 +66,13 @@ func (c *memCP) WatchPlan(ctx context.Context, after string, wait time.Duration)
 	defer timer.Stop()
 	for {
 		c.mu.Lock()
-		p, wake := c.plan, c.planWake
+		if c.cancelOnCheck && wait == 0 && c.plan != nil && c.plan.Plan.ID == after {
+			c.cancelLocked("c0mm1t")
+		}
+		p, wake, refusing := c.plan, c.planWake, c.refuseStarts
 		c.mu.Unlock()
-		if p != nil && p.Plan.ID != after {
+		active := p != nil && p.Status != model.PlanSuperseded
+		if active && p.Plan.ID != after || !active && p != nil && p.Plan.ID == after && !refusing {
 			cp := *p
 			return &cp, nil
 		}
@@ -76,9 +86,28 @@ func (c *memCP) WatchPlan(ctx context.Context, after string, wait time.Duration)
 	}
 }
 
+// cancel supersedes the plan without a newer one, by commit.
+func (c *memCP) cancel(commit string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancelLocked(commit)
+}
+
+func (c *memCP) cancelLocked(commit string) {
+	c.plan = &api.AgentPlan{Plan: c.plan.Plan, Status: model.PlanSuperseded, SupersededByCommit: commit}
+	close(c.planWake)
+	c.planWake = make(chan struct{})
+}
+
 func (c *memCP) ReportResults(_ context.Context, rs ...api.ActionResult) (api.ResultsResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for _, r := range rs {
+		if c.refuseStarts && r.Status == model.ActionRunning {
+			c.events = append(c.events, "refused start "+c.ops[r.ActionID])
+			return api.ResultsResponse{}, &api.Error{Status: 409, Code: api.CodeSuperseded, Message: "plan superseded"}
+		}
+	}
 	for _, r := range rs {
 		c.events = append(c.events, strings.TrimSpace(fmt.Sprintf("result %s %s %s %s", r.PlanID, c.ops[r.ActionID], r.Status, r.Error)))
 	}
@@ -345,5 +374,48 @@ func BenchmarkListBeforePlan(b *testing.B) {
 		if err != nil || len(vms) != 4 {
 			b.Fatalf("list = %d VMs, %v", len(vms), err)
 		}
+	}
+}
+
+// A plan cancelled between its delivery and its first action (the agent's
+// check before starting) runs nothing; every action is reported skipped.
+func TestPlanCancelledBeforeItsFirstActionRunsNothing(t *testing.T) {
+	r := newRig(t)
+	cp := newMemCP()
+	cp.cancelOnCheck = true
+	runAgent(t, r, cp)
+	p := planNamed(r, "p1", 1, "create vm-a", "start vm-a")
+	cp.publish(p)
+	got := waitPlanFinals(t, cp, p)
+	want := []string{
+		"result p1 create vm-a skipped superseded: commit c0mm1t cancelled the plan; not executed",
+		"result p1 start vm-a skipped superseded: commit c0mm1t cancelled the plan; not executed",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("results = %q, want %q", got, want)
+	}
+	if c := r.calls(t); len(c) != 0 {
+		t.Errorf("hypervisor calls of a cancelled plan: %v", c)
+	}
+}
+
+// A control plane that refuses an action's start as superseded (and whose
+// long-poll does not say so) stops the plan before its next action. The
+// first create takes 2s, ample for the refusal to come back meanwhile.
+func TestRefusedStartStopsThePlan(t *testing.T) {
+	r := newRig(t, `CHFAKE_FAULTS=[{"endpoint":"vm.create","delay":"2s"}]`)
+	cp := newMemCP()
+	cp.refuseStarts = true
+	runAgent(t, r, cp)
+	p := planNamed(r, "p1", 1, "create vm-a", "start vm-a", "create vm-b")
+	cp.publish(p)
+	got := waitPlanFinals(t, cp, p)
+	const why = "superseded: the control plane refused to start the plan's actions; not executed"
+	want := []string{"result p1 create vm-a succeeded", "result p1 start vm-a skipped " + why, "result p1 create vm-b skipped " + why}
+	if !slices.Equal(got, want) {
+		t.Errorf("results = %q, want %q", got, want)
+	}
+	if c := r.calls(t); !slices.Equal(c, []string{"vm.create"}) {
+		t.Errorf("hypervisor calls = %v, want only the first action's vm.create", c)
 	}
 }
