@@ -149,3 +149,44 @@ func TestCancelledPlanStopsAfterTheCurrentAction(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkPlanCheck is the round trip the agent adds before a plan's first
+// action (WatchPlan with wait 0, over mTLS, SQLite): "active" for a plan
+// still active (the usual answer, 204), "cancelled" for one a commit
+// cancelled (the superseded answer with the plan).
+func BenchmarkPlanCheck(b *testing.B) {
+	env := startEdgeCP(b, false)
+	e := newEdgeSite(b, env, "acme", "store-1")
+	id, err := agent.LoadIdentity(e.pkiDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := api.NewClient(api.ClientConfig{BaseURL: env.URL, RootCAs: id.RootCAs(), Certificate: id.Certificate})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.CloseIdleConnections)
+	actor := store.Actor{Kind: store.ActorSystem, ID: "bench"}
+	p := model.Plan{ID: "bench-plan", Tenant: e.tenant, Site: e.site, Actions: []model.Action{
+		{ID: "bench-a1", Operation: model.OpStart, VM: "vm-a"}, {ID: "bench-a2", Operation: model.OpStart, VM: "vm-b"}}}
+	if _, err := env.Store().StorePlan(b.Context(), actor, p, "", time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("active", func(b *testing.B) {
+		for b.Loop() {
+			if got, err := c.WatchPlan(b.Context(), p.ID, 0); got != nil || err != nil {
+				b.Fatalf("check = %+v, %v", got, err)
+			}
+		}
+	})
+	if _, err := env.Store().SupersedeActivePlan(b.Context(), actor, e.tenant, e.site, "c0ffee", "bench", time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("cancelled", func(b *testing.B) {
+		for b.Loop() {
+			if got, err := c.WatchPlan(b.Context(), p.ID, 0); err != nil || got == nil || got.Status != model.PlanSuperseded {
+				b.Fatalf("check = %+v, %v", got, err)
+			}
+		}
+	})
+}
