@@ -6,9 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,6 +100,7 @@ var damages = []damage{
 		}
 	}},
 	{"loose blob garbled", func(t *testing.T, g *gittest.Repo) {
+		explode(t, g)
 		p := looseObject(g, g.Git(g.Work, "rev-parse", "HEAD:fleet/site-0001.yaml"))
 		os.Chmod(p, 0o644)
 		if err := os.WriteFile(p, []byte("not zlib at all"), 0o644); err != nil {
@@ -106,7 +109,7 @@ var damages = []damage{
 	}},
 	{"loose blob with other content", func(t *testing.T, g *gittest.Repo) {
 		// A well-formed object whose content is not the one its name says
-		// (git-receive-pack unpacks a small push into loose objects).
+		explode(t, g)
 		other := looseObject(g, g.Git(g.Work, "rev-parse", "HEAD~1:fleet/site-0001.yaml"))
 		b, err := os.ReadFile(other)
 		if errors.Is(err, os.ErrNotExist) {
@@ -122,6 +125,7 @@ var damages = []damage{
 		}
 	}},
 	{"tree missing", func(t *testing.T, g *gittest.Repo) {
+		explode(t, g)
 		if err := os.Remove(looseObject(g, g.Git(g.Work, "rev-parse", "HEAD:fleet"))); err != nil {
 			t.Fatal(err)
 		}
@@ -131,6 +135,33 @@ var damages = []damage{
 			t.Fatal(err)
 		}
 	}},
+}
+
+// explode turns the source's packs into loose objects.
+func explode(t *testing.T, g *gittest.Repo) {
+	t.Helper()
+	packs, err := filepath.Glob(filepath.Join(g.Remote, "objects", "pack", "*.pack"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range packs {
+		aside := filepath.Join(t.TempDir(), filepath.Base(p))
+		if err := os.Rename(p, aside); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(strings.TrimSuffix(p, ".pack") + ".idx")
+		f, err := os.Open(aside)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("git", "unpack-objects", "-q")
+		cmd.Dir, cmd.Stdin = g.Remote, f
+		out, err := cmd.CombinedOutput()
+		f.Close()
+		if err != nil {
+			t.Fatalf("git unpack-objects: %v\n%s", err, out)
+		}
+	}
 }
 
 // zlibObject encodes a loose object.
@@ -148,16 +179,22 @@ func zlibObject(kind, content string) ([]byte, error) {
 // mirror keeps the last good commit.
 func TestBrokenLocalSourceIsAnError(t *testing.T) {
 	for _, d := range damages {
-		for _, scheme := range []string{"", "file://"} {
-			t.Run(d.name+"/"+scheme, func(t *testing.T) {
+		for _, tc := range []struct {
+			scheme string
+			added  int // files the damaged commit adds: from unpackLimit on, the copy is a pack
+		}{{"", 0}, {"file://", 0}, {"", unpackLimit}} {
+			t.Run(fmt.Sprintf("%s/%s%d", d.name, tc.scheme, tc.added), func(t *testing.T) {
 				g := gittest.New(t)
 				g.Fleet("fleet", 2, 1)
 				c1 := g.Commit("base")
-				m := newTestMirror(t, scheme+g.Remote)
+				m := newTestMirror(t, tc.scheme+g.Remote)
 				if h, _, err := m.fetchBranch(t.Context(), nil, "main"); err != nil || h.String() != c1 {
 					t.Fatalf("first fetch: %s, %v", h, err)
 				}
 				g.Write("fleet/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Stopped", 3))
+				for i := range tc.added {
+					g.Write(fmt.Sprintf("extra/%03d.yaml", i), gittest.VM("site-0002", fmt.Sprintf("vm-x%03d", i), "Running", 1))
+				}
 				c2 := g.Commit("change")
 				d.do(t, g)
 
@@ -182,7 +219,7 @@ func TestBrokenLocalSourceIsAnError(t *testing.T) {
 // heads outside any branch.
 func TestLocalFetch(t *testing.T) {
 	g := gittest.New(t)
-	g.Fleet("fleet", 1, 1)
+	g.Fleet("fleet", unpackLimit, 1) // the first fetch copies a pack, the later ones loose objects
 	c1 := g.Commit("one")
 	g.Write("fleet/site-0001.yaml", gittest.Site("site-0001"))
 	c2 := g.Commit("two")
@@ -195,7 +232,18 @@ func TestLocalFetch(t *testing.T) {
 		m := newTestMirror(t, url)
 		h, branch, err := m.fetchBranch(t.Context(), nil, "")
 		if err != nil || branch != "main" || h.String() != c2 {
-			t.Errorf("%s: default branch fetch = %s %q %v, want %s main", url, h, branch, err, c2)
+			t.Fatalf("%s: default branch fetch = %s %q %v, want %s main", url, h, branch, err, c2)
+		}
+		if out, err := exec.Command("git", "-C", m.dir, "fsck", "--no-dangling", "--connectivity-only").CombinedOutput(); err != nil {
+			t.Errorf("%s: the mirror is not whole: %v\n%s", url, err, out)
+		}
+		if packs, _ := filepath.Glob(filepath.Join(m.dir, "objects", "pack", "*.pack")); len(packs) != 1 {
+			t.Errorf("%s: the first fetch left packs %v, want one", url, packs)
+		}
+		if _, fsys, _, err := m.commitFS(h, "fleet"); err != nil {
+			t.Errorf("%s: tree of %s: %v", url, h, err)
+		} else if b, err := fs.ReadFile(fsys, "site-0001.yaml"); err != nil || string(b) != gittest.Site("site-0001") {
+			t.Errorf("%s: site-0001.yaml = %q, %v", url, b, err)
 		}
 		if _, _, err := m.fetchBranch(t.Context(), nil, "nope"); err == nil || !strings.Contains(err.Error(), "refs/heads/nope") {
 			t.Errorf("%s: fetch of a missing branch: %v", url, err)

@@ -1,14 +1,19 @@
 package reconciler
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -105,11 +110,14 @@ func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optiona
 		}
 		updates = append(updates, found...)
 	}
-	c := copier{ctx: ctx, src: src.Storer, dst: m.repo.Storer}
+	c := copier{ctx: ctx, src: src.Storer, dst: m.repo.Storer, seen: map[plumbing.Hash]bool{}}
 	for _, u := range updates {
 		if err := c.history(u.hash); err != nil {
 			return fmt.Errorf("copy %s from %s: %w", u.name, m.local, err)
 		}
+	}
+	if err := c.write(m.dir); err != nil {
+		return fmt.Errorf("copy from %s: %w", m.local, err)
 	}
 	for _, u := range updates {
 		if err := ctx.Err(); err != nil {
@@ -125,30 +133,47 @@ func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optiona
 	return nil
 }
 
-// copier copies objects from a source repository to the mirror, checking
-// its context between objects.
+// unpackLimit: a fetch of fewer objects stores them loose, more go into
+// one pack (git's fetch.unpackLimit default), so small incremental
+// fetches do not pile up packs and a first fetch does not write
+// thousands of files.
+const unpackLimit = 100
+
+// copier finds the objects a source holds that the mirror lacks, then
+// writes them, checking its context between objects.
 type copier struct {
 	ctx      context.Context
-	src, dst storer.EncodedObjectStorer
+	src, dst storer.Storer
+	seen     map[plumbing.Hash]bool
+	// missing lists what to copy, every object after those it names.
+	missing []missingObject
+}
+
+type missingObject struct {
+	hash plumbing.Hash
+	kind plumbing.ObjectType
 }
 
 // has reports whether the mirror holds h. Git keeps the closure of every
 // object it holds present, so a commit or tree the mirror has needs no walk.
-func (c copier) has(h plumbing.Hash) bool { return c.dst.HasEncodedObject(h) == nil }
+func (c *copier) has(h plumbing.Hash) bool { return c.dst.HasEncodedObject(h) == nil }
 
-// history copies the commits reachable from tip, with their trees and
-// blobs, stopping at commits the mirror has; parents are written first.
-func (c copier) history(tip plumbing.Hash) error {
-	var missing []*object.Commit
-	seen := map[plumbing.Hash]bool{}
+func (c *copier) add(h plumbing.Hash, kind plumbing.ObjectType) {
+	c.missing = append(c.missing, missingObject{h, kind})
+}
+
+// history lists the commits reachable from tip, with their trees and
+// blobs, stopping at commits the mirror has.
+func (c *copier) history(tip plumbing.Hash) error {
+	var commits []*object.Commit
 	queue := []plumbing.Hash{tip}
 	for len(queue) > 0 {
 		h := queue[0]
 		queue = queue[1:]
-		if seen[h] || c.has(h) {
+		if c.seen[h] || c.has(h) {
 			continue
 		}
-		seen[h] = true
+		c.seen[h] = true
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
@@ -160,27 +185,26 @@ func (c copier) history(tip plumbing.Hash) error {
 		if err != nil {
 			return fmt.Errorf("decode commit %s: %w", h, err)
 		}
-		missing = append(missing, commit)
+		commits = append(commits, commit)
 		queue = append(queue, commit.ParentHashes...)
 	}
-	// A breadth-first walk lists a commit before its parents: write from
-	// the end so a parent is always in the mirror before its child.
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := c.tree(missing[i].TreeHash); err != nil {
+	// A breadth-first walk meets a commit before its parents: list from
+	// the end so a parent comes before its child.
+	for i := len(commits) - 1; i >= 0; i-- {
+		if err := c.tree(commits[i].TreeHash); err != nil {
 			return err
 		}
-		if err := c.object(plumbing.CommitObject, missing[i].Hash); err != nil {
-			return err
-		}
+		c.add(commits[i].Hash, plumbing.CommitObject)
 	}
 	return nil
 }
 
-// tree copies a tree and what it holds that the mirror lacks, the tree last.
-func (c copier) tree(h plumbing.Hash) error {
-	if c.has(h) {
+// tree lists a tree and what it holds that the mirror lacks, the tree last.
+func (c *copier) tree(h plumbing.Hash) error {
+	if c.seen[h] || c.has(h) {
 		return nil
 	}
+	c.seen[h] = true
 	if err := c.ctx.Err(); err != nil {
 		return err
 	}
@@ -193,45 +217,126 @@ func (c copier) tree(h plumbing.Hash) error {
 		return fmt.Errorf("decode tree %s: %w", h, err)
 	}
 	for _, e := range t.Entries {
-		switch e.Mode {
-		case filemode.Dir:
+		switch {
+		case e.Mode == filemode.Dir:
 			if err := c.tree(e.Hash); err != nil {
 				return err
 			}
-		case filemode.Submodule:
+		case e.Mode == filemode.Submodule:
 			// A commit of another repository: not in this one.
-		default:
-			if c.has(e.Hash) {
-				continue
-			}
+		case !c.seen[e.Hash] && !c.has(e.Hash):
+			c.seen[e.Hash] = true
+			c.add(e.Hash, plumbing.BlobObject)
+		}
+	}
+	c.add(h, plumbing.TreeObject)
+	return nil
+}
+
+// write stores the missing objects in the mirror: loose one by one in
+// list order, or as one pack built aside and handed over only once
+// complete and checked, so a copy cut short never leaves a commit without
+// its tree. Each object must land under its name: the mirror names an
+// object by the hash of what it read, so an object damaged in the source
+// would land under another.
+func (c *copier) write(dir string) error {
+	if len(c.missing) == 0 {
+		return nil
+	}
+	if len(c.missing) < unpackLimit {
+		for _, o := range c.missing {
 			if err := c.ctx.Err(); err != nil {
 				return err
 			}
-			if err := c.object(plumbing.BlobObject, e.Hash); err != nil {
-				return err
+			obj, err := c.src.EncodedObject(o.kind, o.hash)
+			if err != nil {
+				return fmt.Errorf("read %s %s: %w", o.kind, o.hash, err)
+			}
+			if _, err := c.dst.SetEncodedObject(obj); err != nil {
+				return fmt.Errorf("write %s %s: %w", o.kind, o.hash, err)
+			}
+			if !c.has(o.hash) {
+				return corrupt(o)
 			}
 		}
+		return nil
 	}
-	return c.write(obj, h)
+	return c.pack(dir)
 }
 
-func (c copier) object(t plumbing.ObjectType, h plumbing.Hash) error {
-	obj, err := c.src.EncodedObject(t, h)
+func corrupt(o missingObject) error {
+	return fmt.Errorf("%s %s is corrupt in the source: its content does not match its name", o.kind, o.hash)
+}
+
+// pack encodes the missing objects (without deltas: the source's are not
+// reused and computing new ones costs more than it saves on a local disk)
+// into a temporary file in dir, then writes it to the mirror as a pack.
+func (c *copier) pack(dir string) (err error) {
+	f, err := os.CreateTemp(dir, "incoming-*.pack")
 	if err != nil {
-		return fmt.Errorf("read %s %s: %w", t, h, err)
+		return fmt.Errorf("create pack: %w", err)
 	}
-	return c.write(obj, h)
-}
-
-// write stores obj, which the source holds as h. The mirror names an
-// object by the hash of what it read, so a source object whose content
-// was damaged lands under another name: that is an error, not a copy.
-func (c copier) write(obj plumbing.EncodedObject, h plumbing.Hash) error {
-	if _, err := c.dst.SetEncodedObject(obj); err != nil {
-		return fmt.Errorf("write %s %s: %w", obj.Type(), h, err)
+	defer func() {
+		f.Close()
+		if rerr := os.Remove(f.Name()); rerr != nil && err == nil {
+			err = fmt.Errorf("remove %s: %w", f.Name(), rerr)
+		}
+	}()
+	hashes := make([]plumbing.Hash, len(c.missing))
+	for i, o := range c.missing {
+		hashes[i] = o.hash
 	}
-	if !c.has(h) {
-		return fmt.Errorf("%s %s is corrupt in the source: its content does not match its name", obj.Type(), h)
+	bw := bufio.NewWriter(ctxWriter{c.ctx, f})
+	if _, err := packfile.NewEncoder(bw, c.src, false).Encode(hashes, 0); err != nil {
+		return fmt.Errorf("read objects: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write pack: %w", err)
+	}
+	// Index the pack before the mirror sees it: an object that is not
+	// under its name would leave a commit there without its closure.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("read pack: %w", err)
+	}
+	var idx idxfile.Writer
+	parser, err := packfile.NewParser(packfile.NewScanner(f), &idx)
+	if err != nil {
+		return fmt.Errorf("index pack: %w", err)
+	}
+	if _, err := parser.Parse(); err != nil {
+		return fmt.Errorf("index pack: %w", err)
+	}
+	index, err := idx.Index()
+	if err != nil {
+		return fmt.Errorf("index pack: %w", err)
+	}
+	for _, o := range c.missing {
+		if ok, err := index.Contains(o.hash); err != nil || !ok {
+			return corrupt(o)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("write pack: %w", err)
+	}
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	if err := packfile.UpdateObjectStorage(c.dst, bufio.NewReader(f)); err != nil {
+		return fmt.Errorf("store pack: %w", err)
 	}
 	return nil
+}
+
+// ctxWriter fails its writes once ctx ends, which stops a pack encoder
+// that has no context of its own.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (w ctxWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return w.w.Write(p)
 }
