@@ -767,10 +767,19 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan
 			continue
 		}
 		p, err := s.store.GetPlan(ctx, tenant, plan)
-		if err != nil || finished(p.Status) {
+		if err != nil {
 			return nil
 		}
+		// An agent sends logs and results on separate queues, so lines can
+		// land after the plan has finished: keep draining until the stream
+		// has been quiet for followLogsGrace after the end.
+		var quiet <-chan time.Time
+		if finished(p.Status) {
+			quiet = time.After(followLogsGrace)
+		}
 		select {
+		case <-quiet:
+			return nil
 		case <-ch:
 		case <-keepalive.C:
 			if _, err := w.Write([]byte("\n")); err != nil {
@@ -784,6 +793,10 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan
 		}
 	}
 }
+
+// followLogsGrace is how long a follow stream of a finished plan waits for
+// late lines before it ends.
+const followLogsGrace = 2 * time.Second
 
 func finished(st model.PlanStatus) bool {
 	return st == model.PlanSucceeded || st == model.PlanFailed || st == model.PlanSuperseded
