@@ -290,3 +290,23 @@ func TestFetchHonoursContext(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFetchColdLocal: a first fetch of a local source of 1000 sites
+// into an empty mirror.
+func BenchmarkFetchColdLocal(b *testing.B) {
+	g := gittest.New(b)
+	g.Fleet("fleet", 1000, 10)
+	want := g.Commit("base")
+	for b.Loop() {
+		b.StopTimer()
+		m := newTestMirror(b, g.Remote)
+		b.StartTimer()
+		h, _, err := m.fetchBranch(b.Context(), nil, "main")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if h.String() != want {
+			b.Fatalf("fetched %s, want %s", h, want)
+		}
+	}
+}

@@ -11,12 +11,14 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 // Local sources (a path or file:// URL) are fetched in-process: go-git's
@@ -35,22 +37,30 @@ func localPath(rawURL string) string {
 	return ep.Path
 }
 
-// openLocal opens the source repository (bare or with a working tree).
-func (m *mirror) openLocal() (*git.Repository, error) {
+// openLocal opens the source repository (bare or with a working tree)
+// with its pack files held open until close: go-git otherwise reopens a
+// pack for every object read from it.
+func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 	src, err := git.PlainOpen(m.local)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", m.local, err)
+		return nil, nil, fmt.Errorf("open %s: %w", m.local, err)
 	}
-	return src, nil
+	fsst, ok := src.Storer.(*filesystem.Storage)
+	if !ok {
+		return src.Storer, func() {}, nil
+	}
+	held := filesystem.NewStorageWithOptions(fsst.Filesystem(), cache.NewObjectLRUDefault(), filesystem.Options{KeepDescriptors: true})
+	return held, func() { held.Close() }, nil
 }
 
 // localDefaultBranch reads where the source's HEAD points.
 func (m *mirror) localDefaultBranch() (string, error) {
-	src, err := m.openLocal()
+	src, done, err := m.openLocal()
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", m.local, err)
 	}
-	head, err := src.Storer.Reference(plumbing.HEAD)
+	defer done()
+	head, err := src.Reference(plumbing.HEAD)
 	if err != nil {
 		return "", fmt.Errorf("list %s: read HEAD: %w", m.local, err)
 	}
@@ -67,10 +77,11 @@ func (m *mirror) localDefaultBranch() (string, error) {
 // needs them, so a fetch cut short leaves the mirror consistent. A spec
 // matching nothing is an error unless optional.
 func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optional bool) error {
-	src, err := m.openLocal()
+	src, done, err := m.openLocal()
 	if err != nil {
 		return err
 	}
+	defer done()
 	type update struct {
 		name plumbing.ReferenceName
 		hash plumbing.Hash
@@ -79,7 +90,7 @@ func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optiona
 	for _, spec := range specs {
 		var found []update
 		if spec.IsWildcard() {
-			iter, err := src.Storer.IterReferences()
+			iter, err := src.IterReferences()
 			if err != nil {
 				return fmt.Errorf("list refs of %s: %w", m.local, err)
 			}
@@ -96,7 +107,7 @@ func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optiona
 			}
 		} else {
 			name := plumbing.ReferenceName(spec.Src())
-			ref, err := storer.ResolveReference(src.Storer, name)
+			ref, err := storer.ResolveReference(src, name)
 			switch {
 			case errors.Is(err, plumbing.ErrReferenceNotFound):
 			case err != nil:
@@ -110,7 +121,7 @@ func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optiona
 		}
 		updates = append(updates, found...)
 	}
-	c := copier{ctx: ctx, src: src.Storer, dst: m.repo.Storer, seen: map[plumbing.Hash]bool{}}
+	c := copier{ctx: ctx, src: src, dst: m.repo.Storer, seen: map[plumbing.Hash]bool{}}
 	for _, u := range updates {
 		if err := c.history(u.hash); err != nil {
 			return fmt.Errorf("copy %s from %s: %w", u.name, m.local, err)
@@ -270,7 +281,9 @@ func corrupt(o missingObject) error {
 
 // pack encodes the missing objects (without deltas: the source's are not
 // reused and computing new ones costs more than it saves on a local disk)
-// into a temporary file in dir, then writes it to the mirror as a pack.
+// into a temporary file in dir, each checked against its name as it is
+// read, then writes the file to the mirror as a pack: a pack holding a
+// damaged object never reaches the mirror.
 func (c *copier) pack(dir string) (err error) {
 	f, err := os.CreateTemp(dir, "incoming-*.pack")
 	if err != nil {
@@ -287,33 +300,11 @@ func (c *copier) pack(dir string) (err error) {
 		hashes[i] = o.hash
 	}
 	bw := bufio.NewWriter(ctxWriter{c.ctx, f})
-	if _, err := packfile.NewEncoder(bw, c.src, false).Encode(hashes, 0); err != nil {
+	if _, err := packfile.NewEncoder(bw, verifyingStorer{c.src}, false).Encode(hashes, 0); err != nil {
 		return fmt.Errorf("read objects: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("write pack: %w", err)
-	}
-	// Index the pack before the mirror sees it: an object that is not
-	// under its name would leave a commit there without its closure.
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("read pack: %w", err)
-	}
-	var idx idxfile.Writer
-	parser, err := packfile.NewParser(packfile.NewScanner(f), &idx)
-	if err != nil {
-		return fmt.Errorf("index pack: %w", err)
-	}
-	if _, err := parser.Parse(); err != nil {
-		return fmt.Errorf("index pack: %w", err)
-	}
-	index, err := idx.Index()
-	if err != nil {
-		return fmt.Errorf("index pack: %w", err)
-	}
-	for _, o := range c.missing {
-		if ok, err := index.Contains(o.hash); err != nil || !ok {
-			return corrupt(o)
-		}
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("write pack: %w", err)
@@ -339,4 +330,44 @@ func (w ctxWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return w.w.Write(p)
+}
+
+// verifyingStorer hands out objects whose content is checked against
+// their name when read to the end.
+type verifyingStorer struct{ storer.EncodedObjectStorer }
+
+func (v verifyingStorer) EncodedObject(t plumbing.ObjectType, h plumbing.Hash) (plumbing.EncodedObject, error) {
+	o, err := v.EncodedObjectStorer.EncodedObject(t, h)
+	if err != nil {
+		return nil, err
+	}
+	return verifiedObject{o, h}, nil
+}
+
+type verifiedObject struct {
+	plumbing.EncodedObject
+	name plumbing.Hash
+}
+
+func (o verifiedObject) Reader() (io.ReadCloser, error) {
+	r, err := o.EncodedObject.Reader()
+	if err != nil {
+		return nil, err
+	}
+	return &verifyingReader{ReadCloser: r, obj: o, sum: plumbing.NewHasher(o.Type(), o.Size())}, nil
+}
+
+type verifyingReader struct {
+	io.ReadCloser
+	obj verifiedObject
+	sum plumbing.Hasher
+}
+
+func (r *verifyingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.sum.Write(p[:n])
+	if err == io.EOF && r.sum.Sum() != r.obj.name {
+		return n, corrupt(missingObject{r.obj.name, r.obj.Type()})
+	}
+	return n, err
 }
