@@ -228,7 +228,7 @@ func TestLocalFetch(t *testing.T) {
 	g.Git(g.Remote, "update-ref", "refs/pull/7/head", pr)
 	g.Git(g.Remote, "update-ref", "-d", "refs/heads/feature")
 
-	for _, url := range []string{g.Remote, "file://" + g.Remote} {
+	for _, url := range []string{g.Remote, "file://" + g.Remote, strings.TrimSuffix(g.Remote, ".git")} {
 		m := newTestMirror(t, url)
 		h, branch, err := m.fetchBranch(t.Context(), nil, "")
 		if err != nil || branch != "main" || h.String() != c2 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -42,6 +43,10 @@ func localPath(rawURL string) string {
 // pack for every object read from it.
 func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 	src, err := git.PlainOpen(m.local)
+	if errors.Is(err, git.ErrRepositoryNotExists) && !strings.HasSuffix(m.local, ".git") {
+		// git-upload-pack finds "repo.git" by the name "repo" too.
+		src, err = git.PlainOpen(m.local + ".git")
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", m.local, err)
 	}
