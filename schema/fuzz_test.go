@@ -23,6 +23,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(strings.Repeat("[", 50)))
 	f.Add([]byte("---\n---\n~\n"))
 	f.Add([]byte("\xff\xfe"))
+	f.Add([]byte("\r0"))
 	f.Add([]byte("apiVersion: nkudo.io/v1alpha1\nkind: VirtualMachine\nmetadata: {name: x, site: store-042}\nspec: {cpus: .nan}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fsys := fstest.MapFS{
@@ -46,7 +47,10 @@ func FuzzLoad(f *testing.F) {
 		if len(errs) == 0 {
 			t.Fatal("empty Errors")
 		}
-		lines := bytes.Count(data, []byte("\n")) + 1
+		// YAML breaks lines at LF, CRLF and a lone CR, and so do the
+		// line numbers it reports.
+		lines := bytes.Count(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) +
+			bytes.Count(bytes.ReplaceAll(data, []byte("\r\n"), nil), []byte("\r")) + 1
 		for _, e := range errs {
 			if e.File != "f.yaml" && !strings.Contains(e.Message, "duplicate Site") {
 				t.Errorf("error in the valid file: %v", e)
