@@ -25,6 +25,22 @@ const DefaultSQLiteFile = "nkudo.db"
 //     ("sqlite:///var/lib/nkudo/n.db");
 //   - "postgres://…" or "postgresql://…": PostgreSQL (any libpq URL parameters).
 func Open(ctx context.Context, databaseURL, dataDir string, logger *slog.Logger) (store.Store, error) {
+	return OpenWith(ctx, databaseURL, dataDir, OpenOptions{Logger: logger})
+}
+
+// OpenOptions configure OpenWith.
+type OpenOptions struct {
+	Logger *slog.Logger
+	// NoMigrate opens the database as it is, for inspection: no migration
+	// is applied and a missing SQLite file (or its directory) is an error
+	// wrapping fs.ErrNotExist rather than created. The store's queries
+	// assume the current schema, so call Pending first.
+	NoMigrate bool
+}
+
+// OpenWith is Open with options.
+func OpenWith(ctx context.Context, databaseURL, dataDir string, o OpenOptions) (store.Store, error) {
+	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -34,16 +50,18 @@ func Open(ctx context.Context, databaseURL, dataDir string, logger *slog.Logger)
 		if err != nil {
 			return nil, err
 		}
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("create data dir: %w", err)
+		if !o.NoMigrate {
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, fmt.Errorf("create data dir: %w", err)
+			}
 		}
-		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger})
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger, NoMigrate: o.NoMigrate})
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger})
+		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger, NoMigrate: o.NoMigrate})
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", Redact(databaseURL), err)
 		}
@@ -82,6 +100,39 @@ func Migrate(ctx context.Context, databaseURL, dataDir string, logger *slog.Logg
 		return a.Applied(), nil
 	}
 	return nil, nil
+}
+
+// Pending names the migrations not yet applied to the database databaseURL
+// names (resolved as Open does), in order, writing nothing: a missing SQLite
+// file is not created but reported as an error wrapping fs.ErrNotExist. A
+// schema newer than this release is an error too.
+func Pending(ctx context.Context, databaseURL, dataDir string, logger *slog.Logger) ([]string, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	names, err := pending(ctx, databaseURL, dataDir)
+	if err == nil {
+		logger.Debug("inspected schema", "component", "store", "database", Redact(databaseURL), "pending", len(names))
+	}
+	return names, err
+}
+
+func pending(ctx context.Context, databaseURL, dataDir string) ([]string, error) {
+	switch {
+	case databaseURL == "" || strings.HasPrefix(databaseURL, "sqlite:"):
+		path, err := SQLitePath(databaseURL, dataDir)
+		if err != nil {
+			return nil, err
+		}
+		return sqlite.Pending(ctx, path)
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		names, err := postgres.Pending(ctx, databaseURL)
+		if err != nil {
+			return nil, fmt.Errorf("inspect %s: %w", Redact(databaseURL), err)
+		}
+		return names, nil
+	}
+	return nil, fmt.Errorf("database url %q: want sqlite:// or postgres://: %w", Redact(databaseURL), store.ErrInvalid)
 }
 
 // Redact hides the password of a database URL, for logs and errors.

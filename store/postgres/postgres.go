@@ -42,6 +42,9 @@ type Options struct {
 	Now func() time.Time
 	// MaxConns caps the pool (0 = pool_max_conns from the URL, else 16).
 	MaxConns int32
+	// NoMigrate applies no migration (read-only inspection, such as a
+	// health check).
+	NoMigrate bool
 }
 
 // Store is a store.Store on a PostgreSQL database.
@@ -97,7 +100,10 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	d := &db{pool: pool, hbPool: hbPool, connCfg: cfg.ConnConfig, log: log, hub: sqlstore.NewHub()}
-	applied, err := d.migrate(ctx)
+	var applied []string
+	if !o.NoMigrate {
+		applied, err = d.migrate(ctx)
+	}
 	if err != nil {
 		d.closePools()
 		return nil, fmt.Errorf("migrate postgres: %w", err)
@@ -124,6 +130,40 @@ func (s *Store) Applied() []string { return s.applied }
 func (s *Store) ExecRaw(ctx context.Context, query string, args ...any) error {
 	_, err := s.db.pool.Exec(ctx, query, args...)
 	return err
+}
+
+// Pending names the migrations not yet applied to the database at url,
+// writing nothing (it runs in a read-only transaction).
+func Pending(ctx context.Context, url string) ([]string, error) {
+	ms, err := sqlstore.Migrations(migrationsFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	var versions []int64
+	err = pgx.BeginTxFunc(ctx, c, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return nil
+		}
+		rows, err := tx.Query(ctx, sqlstore.AppliedQuery)
+		if err != nil {
+			return err
+		}
+		versions, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read schema version: %w", err)
+	}
+	return sqlstore.PendingNames(ms, versions)
 }
 
 type db struct {

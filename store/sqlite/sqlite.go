@@ -39,6 +39,9 @@ type Options struct {
 	Now func() time.Time
 	// ReadConns is the size of the read pool (0 = 4).
 	ReadConns int
+	// NoMigrate opens an existing file as it is: no file is created and no
+	// migration applied (read-only inspection, such as a health check).
+	NoMigrate bool
 }
 
 // Store is a store.Store on one SQLite file.
@@ -61,7 +64,11 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	}
 	// The file holds webhook secrets and setup keys: create it private.
 	// SQLite gives the -wal and -shm files the same mode.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	flags := os.O_RDWR | os.O_CREATE
+	if o.NoMigrate {
+		flags = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
@@ -71,6 +78,9 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 		pragmas.Add("_pragma", p)
 	}
 	wq := url.Values{"_pragma": pragmas["_pragma"], "_txlock": {"immediate"}}
+	if o.NoMigrate {
+		wq.Set("mode", "rw") // never create the file
+	}
 	w, err := sql.Open("sqlite", "file:"+path+"?"+wq.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -83,7 +93,10 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	d := &db{w: w}
-	applied, err := d.migrate(ctx)
+	var applied []string
+	if !o.NoMigrate {
+		applied, err = d.migrate(ctx)
+	}
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)
@@ -116,6 +129,49 @@ func (s *Store) Applied() []string { return s.applied }
 func (s *Store) ExecRaw(ctx context.Context, query string, args ...any) error {
 	_, err := s.db.w.ExecContext(ctx, query, args...)
 	return err
+}
+
+// Pending names the migrations not yet applied to the database file at
+// path, without creating the file or writing to it. A missing file is an
+// error wrapping fs.ErrNotExist.
+func Pending(ctx context.Context, path string) ([]string, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("sqlite %s: %w", path, err)
+	}
+	ms, err := sqlstore.Migrations(migrationsFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	// mode=rw never creates the file; query_only refuses any write.
+	q := url.Values{"mode": {"rw"}, "_pragma": {"busy_timeout(10000)", "query_only(1)"}}
+	c, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	defer c.Close()
+	var n int
+	if err := c.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("read sqlite %s: %w", path, err)
+	}
+	var versions []int64
+	if n > 0 {
+		rows, err := c.QueryContext(ctx, sqlstore.AppliedQuery)
+		if err != nil {
+			return nil, fmt.Errorf("read schema version of %s: %w", path, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var v int64
+			if err := rows.Scan(&v); err != nil {
+				return nil, fmt.Errorf("read schema version of %s: %w", path, err)
+			}
+			versions = append(versions, v)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read schema version of %s: %w", path, err)
+		}
+	}
+	return sqlstore.PendingNames(ms, versions)
 }
 
 type db struct {

@@ -66,3 +66,27 @@ func CheckNewer(newest int64, ms []Migration) error {
 
 // NewestQuery reads the newest applied migration version.
 const NewestQuery = `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`
+
+// AppliedQuery lists the applied migration versions.
+const AppliedQuery = `SELECT version FROM schema_migrations`
+
+// PendingNames names the migrations of ms whose version is not in applied,
+// after refusing (as CheckNewer) a schema newer than ms.
+func PendingNames(ms []Migration, applied []int64) ([]string, error) {
+	done := make(map[int64]bool, len(applied))
+	var newest int64
+	for _, v := range applied {
+		done[v] = true
+		newest = max(newest, v)
+	}
+	if err := CheckNewer(newest, ms); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range ms {
+		if !done[int64(m.Version)] {
+			out = append(out, m.Name)
+		}
+	}
+	return out, nil
+}
