@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -61,44 +60,47 @@ func (c *AdminHealthCmd) check(ctx context.Context, g *Globals) (maintenance.Rep
 		rep.Add(maintenance.Check{Name: name, Status: maintenance.StatusSkip, Message: why})
 	}
 
-	dbOK := false
-	if c.DatabaseURL == "" || strings.HasPrefix(c.DatabaseURL, "sqlite:") {
-		// Opening would create an empty database: look for the file first.
+	// The check is read-only: it inspects the schema and opens the store
+	// without migrating (nor creating a missing SQLite file).
+	isSQLite := c.DatabaseURL == "" || strings.HasPrefix(c.DatabaseURL, "sqlite:")
+	var sqlitePath string
+	if isSQLite {
 		path, err := backend.SQLitePath(c.DatabaseURL, c.DataDir)
 		if err != nil {
 			return rep, err
 		}
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			rep.Add(maintenance.Check{Name: "database", Status: maintenance.StatusFail, Message: fmt.Sprintf("no SQLite database at %s (wrong --data-dir, or the server never ran)", path)})
-		} else {
-			dbOK = true
-		}
+		sqlitePath = path
 	} else if !strings.HasPrefix(c.DatabaseURL, "postgres://") && !strings.HasPrefix(c.DatabaseURL, "postgresql://") {
 		return rep, fmt.Errorf("database url %s: want sqlite:// or postgres://", backend.Redact(c.DatabaseURL))
-	} else {
-		dbOK = true
 	}
+	dbOK, noDBWhy := false, "needs the database"
 	var checks []func()
-	if dbOK {
-		st, err := c.Open(ctx, g.Logger())
+	pending, err := backend.Pending(ctx, c.DatabaseURL, c.DataDir, g.Logger())
+	switch {
+	case isSQLite && errors.Is(err, fs.ErrNotExist):
+		rep.Add(maintenance.Check{Name: "database", Status: maintenance.StatusFail, Message: fmt.Sprintf("no SQLite database at %s (wrong --data-dir, or the server never ran)", sqlitePath)})
+	case err != nil:
+		rep.Add(maintenance.Check{Name: "database", Status: maintenance.StatusFail, Message: err.Error()})
+	case len(pending) > 0:
+		// The store's queries assume the current schema.
+		rep.Add(maintenance.PendingMigrations(pending))
+		noDBWhy = "needs the pending migrations applied"
+	default:
+		st, err := backend.OpenWith(ctx, c.DatabaseURL, c.DataDir, backend.OpenOptions{Logger: g.Logger(), NoMigrate: true})
 		if err != nil {
 			rep.Add(maintenance.Check{Name: "database", Status: maintenance.StatusFail, Message: err.Error()})
-			dbOK = false
-		} else {
-			defer st.Close()
-			var applied []string
-			if a, ok := st.(interface{ Applied() []string }); ok {
-				applied = a.Applied()
-			}
-			rep.Add(maintenance.CheckDatabase(ctx, st, applied))
-			checks = append(checks,
-				func() {
-					rep.Add(maintenance.CheckSites(ctx, st, now, maintenance.SiteThresholds{Grace: c.Grace, DefaultInterval: c.Interval}))
-				},
-				func() { rep.Add(maintenance.CheckPlans(ctx, st, now, c.StuckAfter)) },
-				func() { rep.Add(maintenance.CheckStatuses(ctx, st, now, c.StatusesAfter)) },
-			)
+			break
 		}
+		defer st.Close()
+		dbOK = true
+		rep.Add(maintenance.CheckDatabase(ctx, st, nil))
+		checks = append(checks,
+			func() {
+				rep.Add(maintenance.CheckSites(ctx, st, now, maintenance.SiteThresholds{Grace: c.Grace, DefaultInterval: c.Interval}))
+			},
+			func() { rep.Add(maintenance.CheckPlans(ctx, st, now, c.StuckAfter)) },
+			func() { rep.Add(maintenance.CheckStatuses(ctx, st, now, c.StatusesAfter)) },
+		)
 	}
 
 	files := maintenance.DevPKIFiles(filepath.Join(c.DataDir, "pki"))
@@ -127,7 +129,7 @@ func (c *AdminHealthCmd) check(ctx context.Context, g *Globals) (maintenance.Rep
 
 	if !dbOK {
 		for _, n := range []string{"sites", "plans", "commit statuses"} {
-			skip(n, "needs the database")
+			skip(n, noDBWhy)
 		}
 	}
 	for _, f := range checks {

@@ -65,22 +65,32 @@ func (r *Report) Add(c Check) {
 	}
 }
 
-// CheckDatabase pings the store. applied are the migrations opening it just
-// applied: none when the schema was current (the server migrates at start,
-// so pending ones mean it runs an older nkudo or has not started since).
-func CheckDatabase(ctx context.Context, st store.Store, applied []string) Check {
+// CheckDatabase pings the store. pending are the migrations not yet applied
+// to it (backend.Pending; the health check never applies them): the server
+// migrates at start, so pending ones mean it runs an older nkudo or has not
+// started since the upgrade.
+func CheckDatabase(ctx context.Context, st store.Store, pending []string) Check {
 	c := Check{Name: "database"}
 	if err := st.Ping(ctx); err != nil {
 		c.Status, c.Message = StatusFail, fmt.Sprintf("unreachable: %v", err)
 		return c
 	}
-	if len(applied) > 0 {
-		c.Status = StatusWarn
-		c.Message = fmt.Sprintf("reachable; %d pending migration(s) were applied just now (%s): restart the servers with this version", len(applied), strings.Join(applied, ", "))
-		return c
+	if len(pending) > 0 {
+		return PendingMigrations(pending)
 	}
 	c.Status, c.Message = StatusOK, "reachable, migrations current"
 	return c
+}
+
+// PendingMigrations is the degraded database check for a reachable
+// database whose schema lacks the named migrations.
+func PendingMigrations(pending []string) Check {
+	return Check{
+		Name:    "database",
+		Status:  StatusWarn,
+		Message: fmt.Sprintf("reachable; %d pending migration(s) not applied (%s): run `nkudo migrate` or restart the servers with this version", len(pending), strings.Join(pending, ", ")),
+		Items:   pending,
+	}
 }
 
 // PKIFiles name the CA and server certificate files (the four persistent
