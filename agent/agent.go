@@ -139,7 +139,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer stop()
 	if err := a.Deliver(flushCtx); err != nil {
 		a.log.Warn("results still buffered at exit; they are delivered after the next start", "err", err,
-			"results", a.cfg.Executor.Results.Len(), "logs", a.cfg.Executor.Logs.Len())
+			"results", a.cfg.Executor.Results.Len(), "logs", a.cfg.Executor.Logs.Len(),
+			// Held results are not on disk: the cached outcomes among them
+			// are replayed when the plan is delivered again.
+			"held", a.cfg.Executor.Held())
 	}
 	return nil
 }
@@ -294,7 +297,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			failing, backoff = false, time.Second
 			// The control plane answers: retry buffered reports now rather
 			// than at the end of the delivery backoff.
-			if a.cfg.Executor.Results.Len()+a.cfg.Executor.Logs.Len() > 0 {
+			if a.cfg.Executor.Results.Len()+a.cfg.Executor.Logs.Len()+a.cfg.Executor.Held() > 0 {
 				select {
 				case a.kickDeliver <- struct{}{}:
 				default:
@@ -508,13 +511,29 @@ func (a *Agent) execLoop(ctx context.Context) {
 	}
 }
 
+// heldRetry is how often results held in memory are offered to the outbox again.
+const heldRetry = time.Second
+
 func (a *Agent) deliverLoop(ctx context.Context) {
 	backoff := time.Second
-	failing := false
+	failing, holding := false, false
 	for {
 		err := a.Deliver(ctx)
 		wait := time.Hour
-		if err != nil {
+		if errors.Is(err, errHeld) {
+			// The control plane took everything queued; the local outbox
+			// refuses writes. Retry it at a steady pace: it costs no
+			// request, and the results must not wait for a backoff.
+			if !holding {
+				a.log.Error("results held in memory: the outbox refuses writes; retrying", "held", a.cfg.Executor.Held(), "err", err)
+			}
+			if failing {
+				a.log.Info("buffered results and logs delivered")
+			}
+			holding = true
+			failing, backoff = false, time.Second
+			wait = heldRetry
+		} else if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -529,6 +548,10 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 				a.log.Info("buffered results and logs delivered")
 			}
 			failing, backoff = false, time.Second
+		}
+		if err == nil && holding {
+			a.log.Info("held results queued")
+			holding = false
 		}
 		select {
 		case <-ctx.Done():
@@ -558,6 +581,19 @@ func permanent(err error) bool {
 // Deliver sends everything buffered, results first, oldest first. It
 // returns the first transient error; refused entries are dropped and logged.
 func (a *Agent) Deliver(ctx context.Context) error {
+	ex := a.cfg.Executor
+	// Results the outbox refused before are queued first. They are newer
+	// than everything already queued, so what the outbox holds is sent
+	// even while they still cannot be queued; the error makes the
+	// delivery loop retry with backoff.
+	held := ex.Requeue()
+	if err := a.deliverQueued(ctx); err != nil {
+		return err
+	}
+	return held
+}
+
+func (a *Agent) deliverQueued(ctx context.Context) error {
 	ex := a.cfg.Executor
 	for batchSize := 100; ; {
 		batch, err := ex.Results.Peek(batchSize)

@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nkudo/nkudo/agent"
+	"github.com/nkudo/nkudo/agent/internal/atomicfile"
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/model"
 )
@@ -417,5 +421,60 @@ func TestRefusedStartStopsThePlan(t *testing.T) {
 	}
 	if c := r.calls(t); !slices.Equal(c, []string{"vm.create"}) {
 		t.Errorf("hypervisor calls = %v, want only the first action's vm.create", c)
+	}
+}
+
+// A result the outbox cannot store (disk full, I/O error) after its
+// outcome was cached is held and retried: it reaches the control plane
+// once the outbox takes writes again, without an agent restart.
+func TestResultReachesControlPlaneAfterOutboxWriteFailure(t *testing.T) {
+	r := newRig(t)
+	cp := newMemCP()
+	var failing atomic.Bool
+	failing.Store(true)
+	agent.SetOutboxWrite(r.ex.Results, func(path string, data []byte, perm os.FileMode) error {
+		if failing.Load() {
+			return fmt.Errorf("write %s: %w", path, syscall.ENOSPC)
+		}
+		return atomicfile.Write(path, data, perm)
+	})
+	runAgent(t, r, cp)
+
+	p := planNamed(r, "p1", 1, "create vm-a", "start vm-a")
+	cp.publish(p)
+	// Both outcomes are cached while the outbox refuses every write.
+	waitFor(t, "the plan's outcomes in the cache", func() (bool, string) {
+		var st []string
+		for _, a := range p.Actions {
+			rec, ok, err := r.ex.Cache.Get(a.ID)
+			if err != nil || !ok || !rec.Final() {
+				return false, fmt.Sprint(st, ok, err)
+			}
+			st = append(st, string(rec.Status))
+		}
+		return true, fmt.Sprint(st)
+	})
+	if n := r.ex.Results.Len(); n != 0 {
+		t.Fatalf("outbox holds %d results while its writes fail", n)
+	}
+	if n := r.ex.Held(); n == 0 {
+		t.Fatal("no result held while the outbox refuses them")
+	}
+	ev, _, _ := cp.snapshot()
+	if got := finals(ev, p.ID); len(got) != 0 {
+		t.Fatalf("results reached the control plane while the outbox refused them: %q", got)
+	}
+
+	failing.Store(false)
+	got := waitPlanFinals(t, cp, p)
+	want := []string{"result p1 create vm-a succeeded", "result p1 start vm-a succeeded"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("results after the outbox recovered = %q, want %q", got, want)
+	}
+	waitFor(t, "nothing held or queued", func() (bool, string) {
+		return r.ex.Held() == 0 && r.ex.Results.Len() == 0, fmt.Sprint(r.ex.Held(), r.ex.Results.Len())
+	})
+	if c := r.calls(t); !slices.Equal(c, []string{"vm.create", "vm.boot"}) {
+		t.Errorf("hypervisor calls = %q, want each action applied once", c)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +64,17 @@ type Executor struct {
 	ActionTimeout time.Duration
 	seqs          *seqStore
 	changes       atomic.Int64
+
+	// heldMu orders queueing: a result is added to held, then held is
+	// flushed to Results oldest first, so the outbox never holds a result
+	// newer than one still held.
+	heldMu sync.Mutex
+	// held are results the outbox refused to store (disk full, I/O
+	// error). A final outcome among them is already in the Cache; the
+	// agent retries them (Requeue) until the outbox takes them. Should the
+	// agent stop first, the plan is delivered again at the next start and
+	// its cached outcomes replayed.
+	held []OutboxEntry
 }
 
 // Changes counts the actions this executor has applied to the provider
@@ -114,17 +127,62 @@ func (e *Executor) logLine(planID, actionID string, stream api.LogStream, line s
 	}
 }
 
-// report queues a result; the key makes a pending duplicate a no-op. The
-// key names the plan as well as the action: two plans computed against the
-// same inventory share action IDs, and the outcome reported for one must
-// not swallow the other's.
+// report queues a result, or holds it when the outbox refuses it (see
+// held); the key makes a pending duplicate a no-op. The key names the plan
+// as well as the action: two plans computed against the same inventory
+// share action IDs, and the outcome reported for one must not swallow the
+// other's.
 func (e *Executor) report(r Record) error {
 	kind := "final"
 	if r.Status == model.ActionRunning {
 		kind = "start"
 	}
 	res := r.Result()
-	return e.Results.Add(OutboxEntry{Key: kind + "-" + r.PlanID + "-" + r.ActionID, Result: &res})
+	entry := OutboxEntry{Key: kind + "-" + r.PlanID + "-" + r.ActionID, Result: &res}
+	e.heldMu.Lock()
+	first := len(e.held) == 0
+	if !slices.ContainsFunc(e.held, func(h OutboxEntry) bool { return h.Key == entry.Key }) {
+		e.held = append(e.held, entry)
+	}
+	e.heldMu.Unlock()
+	// A result the outbox refuses is held, not lost: the plan goes on (its
+	// outcomes are cached) and the agent queues the result once the
+	// outbox takes writes again.
+	if err := e.Requeue(); err != nil {
+		e.Logger.Error("cannot buffer a result on disk; holding it in memory and retrying", "plan", r.PlanID, "action", r.ActionID,
+			"status", r.Status, "held", e.Held(), "err", err)
+		if first {
+			// Wake the delivery loop: it retries until the outbox recovers.
+			e.Results.signal()
+		}
+	}
+	return nil
+}
+
+// errHeld marks the error of a Requeue that left results held.
+var errHeld = errors.New("results held in memory")
+
+// Requeue moves the results the outbox refused earlier into it, oldest
+// first, stopping at the first refusal. It is cheap when nothing is held.
+func (e *Executor) Requeue() error {
+	e.heldMu.Lock()
+	defer e.heldMu.Unlock()
+	for len(e.held) > 0 {
+		if err := e.Results.Add(e.held[0]); err != nil {
+			return fmt.Errorf("%w: queue held result %s: %w", errHeld, e.held[0].Key, err)
+		}
+		e.held[0] = OutboxEntry{}
+		e.held = e.held[1:]
+	}
+	e.held = nil
+	return nil
+}
+
+// Held is the number of results waiting for the outbox to take them.
+func (e *Executor) Held() int {
+	e.heldMu.Lock()
+	defer e.heldMu.Unlock()
+	return len(e.held)
 }
 
 // replay reports the cached outcome rec of action a for plan. An action ID

@@ -138,6 +138,16 @@ type Outbox struct {
 	pending []pendingEntry // ordered by seq
 	dropped int64
 	wake    chan struct{}
+	// write stores one file durably; nil means atomicfile.Write. Tests
+	// replace it to make the outbox's disk fail.
+	write func(path string, data []byte, perm os.FileMode) error
+}
+
+func (o *Outbox) writeFile(path string, data []byte, perm os.FileMode) error {
+	if o.write != nil {
+		return o.write(path, data, perm)
+	}
+	return atomicfile.Write(path, data, perm)
 }
 
 type pendingEntry struct {
@@ -215,7 +225,7 @@ func (o *Outbox) Add(e OutboxEntry) error {
 		}
 		o.pending = o.pending[1:]
 		o.dropped++
-		if err := atomicfile.Write(filepath.Join(o.dir, "dropped"), []byte(strconv.FormatInt(o.dropped, 10)), 0o600); err != nil {
+		if err := o.writeFile(filepath.Join(o.dir, "dropped"), []byte(strconv.FormatInt(o.dropped, 10)), 0o600); err != nil {
 			return err
 		}
 	}
@@ -224,7 +234,7 @@ func (o *Outbox) Add(e OutboxEntry) error {
 	if err != nil {
 		return fmt.Errorf("outbox: encode: %w", err)
 	}
-	if err := atomicfile.Write(o.path(seq), b, 0o600); err != nil {
+	if err := o.writeFile(o.path(seq), b, 0o600); err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
 	o.next++
