@@ -199,6 +199,14 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	return resp.StatusCode, nil
 }
 
+// call is do for the many endpoints that answer one JSON value: it returns
+// that value decoded as T (the zero T on error).
+func call[T any](ctx context.Context, c *Client, method, path string, query url.Values, in any) (T, error) {
+	var out T
+	_, err := c.do(ctx, method, path, query, in, &out)
+	return out, err
+}
+
 // decodeError turns an error response into *Error; a body that is not the
 // envelope (a proxy's HTML page) still yields the status.
 func decodeError(resp *http.Response) error {
@@ -257,9 +265,7 @@ func (c *Client) Enroll(ctx context.Context, req EnrollRequest) (CertResponse, e
 	if req.ProtocolVersion == 0 {
 		req.ProtocolVersion = ProtocolVersion
 	}
-	var out CertResponse
-	_, err := c.do(ctx, http.MethodPost, PathEnroll, nil, req, &out)
-	return out, err
+	return call[CertResponse](ctx, c, http.MethodPost, PathEnroll, nil, req)
 }
 
 // Renew asks for a fresh certificate for the current identity.
@@ -267,9 +273,7 @@ func (c *Client) Renew(ctx context.Context, req RenewRequest) (CertResponse, err
 	if req.ProtocolVersion == 0 {
 		req.ProtocolVersion = ProtocolVersion
 	}
-	var out CertResponse
-	_, err := c.do(ctx, http.MethodPost, PathAgentRenew, nil, req, &out)
-	return out, err
+	return call[CertResponse](ctx, c, http.MethodPost, PathAgentRenew, nil, req)
 }
 
 // Heartbeat reports facts and inventory.
@@ -277,9 +281,7 @@ func (c *Client) Heartbeat(ctx context.Context, req HeartbeatRequest) (Heartbeat
 	if req.ProtocolVersion == 0 {
 		req.ProtocolVersion = ProtocolVersion
 	}
-	var out HeartbeatResponse
-	_, err := c.do(ctx, http.MethodPost, PathAgentHB, nil, req, &out)
-	return out, err
+	return call[HeartbeatResponse](ctx, c, http.MethodPost, PathAgentHB, nil, req)
 }
 
 // WaitPlan long-polls for the site's active plan when it differs from
@@ -292,16 +294,7 @@ func (c *Client) WaitPlan(ctx context.Context, after string, wait time.Duration)
 	if after != "" {
 		q.Set("after", after)
 	}
-	q.Set("wait", max(wait, 0).String())
-	var out AgentPlan
-	status, err := c.do(ctx, http.MethodGet, PathAgentPlan, q, nil, &out)
-	if err != nil {
-		return nil, err
-	}
-	if status == http.StatusNoContent {
-		return nil, nil
-	}
-	return &out, nil
+	return c.pollPlan(ctx, q, wait)
 }
 
 // WatchPlan is WaitPlan that also answers as soon as plan after is
@@ -317,6 +310,12 @@ func (c *Client) WatchPlan(ctx context.Context, after string, wait time.Duration
 		q.Set("after", after)
 		q.Set(QuerySuperseded, "1")
 	}
+	return c.pollPlan(ctx, q, wait)
+}
+
+// pollPlan is the long-poll both WaitPlan and WatchPlan send; 204 (wait
+// elapsed) is (nil, nil).
+func (c *Client) pollPlan(ctx context.Context, q url.Values, wait time.Duration) (*AgentPlan, error) {
 	q.Set("wait", max(wait, 0).String())
 	var out AgentPlan
 	status, err := c.do(ctx, http.MethodGet, PathAgentPlan, q, nil, &out)
@@ -335,53 +334,39 @@ const QuerySuperseded = "superseded"
 
 // ReportResults sends action outcomes (idempotent).
 func (c *Client) ReportResults(ctx context.Context, results ...ActionResult) (ResultsResponse, error) {
-	var out ResultsResponse
-	_, err := c.do(ctx, http.MethodPost, PathAgentResults, nil, ResultsRequest{Results: results}, &out)
-	return out, err
+	return call[ResultsResponse](ctx, c, http.MethodPost, PathAgentResults, nil, ResultsRequest{Results: results})
 }
 
 // SendLogs sends an ordered batch of log lines.
 func (c *Client) SendLogs(ctx context.Context, lines []LogLine) (LogsResponse, error) {
-	var out LogsResponse
-	_, err := c.do(ctx, http.MethodPost, PathAgentLogs, nil, LogsRequest{Lines: lines}, &out)
-	return out, err
+	return call[LogsResponse](ctx, c, http.MethodPost, PathAgentLogs, nil, LogsRequest{Lines: lines})
 }
 
 // ---- Tenants and tokens (admin) ----
 
 // CreateTenant creates a tenant (admin).
 func (c *Client) CreateTenant(ctx context.Context, req CreateTenantRequest) (Tenant, error) {
-	var out Tenant
-	_, err := c.do(ctx, http.MethodPost, PathTenants, nil, req, &out)
-	return out, err
+	return call[Tenant](ctx, c, http.MethodPost, PathTenants, nil, req)
 }
 
 // ListTenants lists tenants (admin).
 func (c *Client) ListTenants(ctx context.Context) ([]Tenant, error) {
-	var out []Tenant
-	_, err := c.do(ctx, http.MethodGet, PathTenants, nil, nil, &out)
-	return out, err
+	return call[[]Tenant](ctx, c, http.MethodGet, PathTenants, nil, nil)
 }
 
 // GetTenant returns one tenant (admin, or the tenant's own token).
 func (c *Client) GetTenant(ctx context.Context, id string) (Tenant, error) {
-	var out Tenant
-	_, err := c.do(ctx, http.MethodGet, Path(PathTenant, id), nil, nil, &out)
-	return out, err
+	return call[Tenant](ctx, c, http.MethodGet, Path(PathTenant, id), nil, nil)
 }
 
 // CreateToken creates an API token (admin). The token is in the response only.
 func (c *Client) CreateToken(ctx context.Context, req CreateTokenRequest) (CreateTokenResponse, error) {
-	var out CreateTokenResponse
-	_, err := c.do(ctx, http.MethodPost, PathTokens, nil, req, &out)
-	return out, err
+	return call[CreateTokenResponse](ctx, c, http.MethodPost, PathTokens, nil, req)
 }
 
 // ListTokens lists the caller's tenant's tokens (or admin tokens for an admin without a tenant).
 func (c *Client) ListTokens(ctx context.Context) ([]APIToken, error) {
-	var out []APIToken
-	_, err := c.do(ctx, http.MethodGet, PathTokens, nil, nil, &out)
-	return out, err
+	return call[[]APIToken](ctx, c, http.MethodGet, PathTokens, nil, nil)
 }
 
 // DeleteToken revokes an API token.
@@ -394,30 +379,22 @@ func (c *Client) DeleteToken(ctx context.Context, id string) error {
 
 // CreateRepo registers a repository.
 func (c *Client) CreateRepo(ctx context.Context, req CreateRepoRequest) (Repository, error) {
-	var out Repository
-	_, err := c.do(ctx, http.MethodPost, PathRepos, nil, req, &out)
-	return out, err
+	return call[Repository](ctx, c, http.MethodPost, PathRepos, nil, req)
 }
 
 // ListRepos lists the tenant's repositories.
 func (c *Client) ListRepos(ctx context.Context) ([]Repository, error) {
-	var out []Repository
-	_, err := c.do(ctx, http.MethodGet, PathRepos, nil, nil, &out)
-	return out, err
+	return call[[]Repository](ctx, c, http.MethodGet, PathRepos, nil, nil)
 }
 
 // GetRepo returns one repository.
 func (c *Client) GetRepo(ctx context.Context, id string) (Repository, error) {
-	var out Repository
-	_, err := c.do(ctx, http.MethodGet, Path(PathRepo, id), nil, nil, &out)
-	return out, err
+	return call[Repository](ctx, c, http.MethodGet, Path(PathRepo, id), nil, nil)
 }
 
 // UpdateRepo changes repository settings.
 func (c *Client) UpdateRepo(ctx context.Context, id string, req UpdateRepoRequest) (Repository, error) {
-	var out Repository
-	_, err := c.do(ctx, http.MethodPatch, Path(PathRepo, id), nil, req, &out)
-	return out, err
+	return call[Repository](ctx, c, http.MethodPatch, Path(PathRepo, id), nil, req)
 }
 
 // DeleteRepo removes a repository.
@@ -428,53 +405,39 @@ func (c *Client) DeleteRepo(ctx context.Context, id string) error {
 
 // Reconcile triggers a reconcile of the repository.
 func (c *Client) Reconcile(ctx context.Context, id, ref string) (TriggerResult, error) {
-	var out TriggerResult
-	_, err := c.do(ctx, http.MethodPost, Path(PathRepoReconcile, id), nil, ReconcileRequest{Ref: ref}, &out)
-	return out, err
+	return call[TriggerResult](ctx, c, http.MethodPost, Path(PathRepoReconcile, id), nil, ReconcileRequest{Ref: ref})
 }
 
 // CommitStatuses returns the statuses of one commit.
 func (c *Client) CommitStatuses(ctx context.Context, repoID, commit string) ([]CommitStatus, error) {
-	var out []CommitStatus
-	_, err := c.do(ctx, http.MethodGet, Path(PathRepoStatuses, repoID, commit), nil, nil, &out)
-	return out, err
+	return call[[]CommitStatus](ctx, c, http.MethodGet, Path(PathRepoStatuses, repoID, commit), nil, nil)
 }
 
 // ListPreviews returns the repository's pull-request previews, newest first.
 func (c *Client) ListPreviews(ctx context.Context, repoID string) ([]Preview, error) {
-	var out []Preview
-	_, err := c.do(ctx, http.MethodGet, Path(PathRepoPreviews, repoID), nil, nil, &out)
-	return out, err
+	return call[[]Preview](ctx, c, http.MethodGet, Path(PathRepoPreviews, repoID), nil, nil)
 }
 
 // GetPreview returns the newest preview of a pull request.
 func (c *Client) GetPreview(ctx context.Context, repoID string, pr int) (Preview, error) {
-	var out Preview
-	_, err := c.do(ctx, http.MethodGet, Path(PathRepoPreview, repoID, strconv.Itoa(pr)), nil, nil, &out)
-	return out, err
+	return call[Preview](ctx, c, http.MethodGet, Path(PathRepoPreview, repoID, strconv.Itoa(pr)), nil, nil)
 }
 
 // ---- Sites ----
 
 // CreateSite registers a site.
 func (c *Client) CreateSite(ctx context.Context, name string) (Site, error) {
-	var out Site
-	_, err := c.do(ctx, http.MethodPost, PathSites, nil, CreateSiteRequest{Name: name}, &out)
-	return out, err
+	return call[Site](ctx, c, http.MethodPost, PathSites, nil, CreateSiteRequest{Name: name})
 }
 
 // ListSites lists the tenant's sites.
 func (c *Client) ListSites(ctx context.Context) ([]Site, error) {
-	var out []Site
-	_, err := c.do(ctx, http.MethodGet, PathSites, nil, nil, &out)
-	return out, err
+	return call[[]Site](ctx, c, http.MethodGet, PathSites, nil, nil)
 }
 
 // GetSite returns one site with its facts and heartbeat age.
 func (c *Client) GetSite(ctx context.Context, name string) (Site, error) {
-	var out Site
-	_, err := c.do(ctx, http.MethodGet, Path(PathSite, name), nil, nil, &out)
-	return out, err
+	return call[Site](ctx, c, http.MethodGet, Path(PathSite, name), nil, nil)
 }
 
 // DeleteSite removes a site.
@@ -491,23 +454,17 @@ func (c *Client) SetNetBird(ctx context.Context, site string, req SetNetBirdRequ
 
 // RevokeSite revokes the site's current agent certificate.
 func (c *Client) RevokeSite(ctx context.Context, site string) (RevokeResponse, error) {
-	var out RevokeResponse
-	_, err := c.do(ctx, http.MethodPost, Path(PathSiteRevoke, site), nil, struct{}{}, &out)
-	return out, err
+	return call[RevokeResponse](ctx, c, http.MethodPost, Path(PathSiteRevoke, site), nil, struct{}{})
 }
 
 // CreateEnrollmentToken creates a one-time enrollment token for a site.
 func (c *Client) CreateEnrollmentToken(ctx context.Context, site string, ttl time.Duration) (EnrollmentToken, error) {
-	var out EnrollmentToken
-	_, err := c.do(ctx, http.MethodPost, Path(PathSiteEnroll, site), nil, CreateEnrollmentTokenRequest{TTL: Duration(ttl)}, &out)
-	return out, err
+	return call[EnrollmentToken](ctx, c, http.MethodPost, Path(PathSiteEnroll, site), nil, CreateEnrollmentTokenRequest{TTL: Duration(ttl)})
 }
 
 // SiteVMs compares desired and actual VMs of a site.
 func (c *Client) SiteVMs(ctx context.Context, site string) (SiteVMs, error) {
-	var out SiteVMs
-	_, err := c.do(ctx, http.MethodGet, Path(PathSiteVMs, site), nil, nil, &out)
-	return out, err
+	return call[SiteVMs](ctx, c, http.MethodGet, Path(PathSiteVMs, site), nil, nil)
 }
 
 // ---- Plans, logs, audit ----
@@ -529,24 +486,18 @@ func (c *Client) ListPlans(ctx context.Context, f PlanFilter) ([]Plan, error) {
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
-	var out []Plan
-	_, err := c.do(ctx, http.MethodGet, PathPlans, q, nil, &out)
-	return out, err
+	return call[[]Plan](ctx, c, http.MethodGet, PathPlans, q, nil)
 }
 
 // GetPlan returns a plan with its actions.
 func (c *Client) GetPlan(ctx context.Context, id string) (Plan, error) {
-	var out Plan
-	_, err := c.do(ctx, http.MethodGet, Path(PathPlan, id), nil, nil, &out)
-	return out, err
+	return call[Plan](ctx, c, http.MethodGet, Path(PathPlan, id), nil, nil)
 }
 
 // Logs returns a plan's log lines with Seq > after.
 func (c *Client) Logs(ctx context.Context, planID string, after int64) (LogPage, error) {
-	var out LogPage
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}}
-	_, err := c.do(ctx, http.MethodGet, Path(PathPlanLogs, planID), q, nil, &out)
-	return out, err
+	return call[LogPage](ctx, c, http.MethodGet, Path(PathPlanLogs, planID), q, nil)
 }
 
 // FollowLogs streams a plan's log lines with Seq > after, calling fn for
@@ -593,9 +544,7 @@ func (c *Client) ListAudit(ctx context.Context, after int64, limit int) ([]Audit
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
 	}
-	var out []AuditEvent
-	_, err := c.do(ctx, http.MethodGet, PathAudit, q, nil, &out)
-	return out, err
+	return call[[]AuditEvent](ctx, c, http.MethodGet, PathAudit, q, nil)
 }
 
 // fingerprint is "sha256:<hex of DER>", the form pki.Fingerprint prints.
@@ -606,7 +555,5 @@ func fingerprint(der []byte) string {
 
 // VerifyAudit asks the server to recompute the whole audit hash chain (admin).
 func (c *Client) VerifyAudit(ctx context.Context) (AuditVerification, error) {
-	var out AuditVerification
-	_, err := c.do(ctx, http.MethodGet, PathAuditVerify, nil, nil, &out)
-	return out, err
+	return call[AuditVerification](ctx, c, http.MethodGet, PathAuditVerify, nil, nil)
 }
