@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/api"
@@ -86,36 +87,46 @@ func writeErr(w http.ResponseWriter, he *httpError) {
 
 // decodeOptional is decode for bodies that may be left out entirely.
 func decodeOptional(r *http.Request, v any) error {
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return badRequest("read request body: %v", err)
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	return decode(r, v)
+	return decodeBody(body, v)
 }
 
 // decode reads one JSON value from the (size-limited) body into v,
 // rejecting unknown fields and trailing data. The message names the field
 // or the byte offset of the problem.
 func decode(r *http.Request, v any) error {
-	body, err := io.ReadAll(r.Body)
+	body, err := readBody(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
-		}
-		return badRequest("read request body: %v", err)
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return badRequest("request body is empty; want a JSON object")
 	}
+	return decodeBody(body, v)
+}
+
+// readBody reads the whole request body; a body over the size limit keeps
+// its *http.MaxBytesError so the caller answers 413.
+func readBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, badRequest("read request body: %v", err)
+	}
+	return body, nil
+}
+
+// decodeBody is decode's parse of a body already read.
+func decodeBody(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -129,20 +140,12 @@ func decode(r *http.Request, v any) error {
 		case errors.As(err, &te):
 			return badRequest("field %q: want %s, got JSON %s", te.Field, te.Type, te.Value)
 		}
-		return badRequest("invalid request body: %s", trimJSONPrefix(err.Error()))
+		return badRequest("invalid request body: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
 		return badRequest("request body has data after the JSON value")
 	}
 	return nil
-}
-
-func trimJSONPrefix(s string) string {
-	const p = "json: "
-	if len(s) > len(p) && s[:len(p)] == p {
-		return s[len(p):]
-	}
-	return s
 }
 
 // queryInt parses an optional integer query parameter.
