@@ -64,7 +64,7 @@ func (s *Store) AppendAudit(ctx context.Context, e store.AuditEvent) (store.Audi
 	return got, nil
 }
 
-func scanAudit(r Rows) (store.AuditEvent, error) {
+func scanAudit(r Row) (store.AuditEvent, error) {
 	var e store.AuditEvent
 	var at int64
 	var detail string
@@ -85,22 +85,7 @@ func (s *Store) ListAudit(ctx context.Context, tenant string, afterSeq int64, li
 		q = `SELECT ` + auditCols + ` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`
 		args = []any{afterSeq, limit}
 	}
-	var out []store.AuditEvent
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			e, err := scanAudit(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return rows.Err()
-	})
+	out, err := readAll(ctx, s, scanAudit, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}

@@ -89,23 +89,7 @@ func (s *Store) GetRepository(ctx context.Context, tenant, id string) (store.Rep
 }
 
 func (s *Store) listRepos(ctx context.Context, where string, args ...any) ([]store.Repository, error) {
-	var out []store.Repository
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, `SELECT `+repoCols+` FROM repositories `+where+` ORDER BY tenant, name`, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			p, err := scanRepo(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, p)
-		}
-		return rows.Err()
-	})
-	return out, err
+	return readAll(ctx, s, scanRepo, `SELECT `+repoCols+` FROM repositories `+where+` ORDER BY tenant, name`, args...)
 }
 
 // ListRepositories implements store.Repositories.

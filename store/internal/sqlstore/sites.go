@@ -67,22 +67,7 @@ func (s *Store) GetSite(ctx context.Context, tenant, name string) (store.Site, e
 
 // ListSites implements store.Sites.
 func (s *Store) ListSites(ctx context.Context, tenant string) ([]store.Site, error) {
-	var out []store.Site
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, `SELECT `+siteCols+` FROM sites WHERE tenant = $1 ORDER BY name`, tenant)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			st, err := scanSite(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, st)
-		}
-		return rows.Err()
-	})
+	out, err := readAll(ctx, s, scanSite, `SELECT `+siteCols+` FROM sites WHERE tenant = $1 ORDER BY name`, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("list sites of %s: %w", tenant, err)
 	}

@@ -168,6 +168,28 @@ func (s *Store) read1(ctx context.Context, fn func(Conn) error) error {
 	return fn(s.b.ReadConn())
 }
 
+// readAll runs the single query q through read1 and scans every row it
+// returns with scan.
+func readAll[T any](ctx context.Context, s *Store, scan func(Row) (T, error), q string, args ...any) ([]T, error) {
+	var out []T
+	err := s.read1(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
 func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 	if s.closed.Load() {
 		return store.ErrClosed

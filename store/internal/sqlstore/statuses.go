@@ -74,29 +74,9 @@ func (s *Store) MarkCommitStatusPosted(ctx context.Context, tenant string, cs st
 	return nil
 }
 
-func (s *Store) listStatuses(ctx context.Context, q string, args ...any) ([]store.CommitStatus, error) {
-	var out []store.CommitStatus
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			cs, err := scanStatus(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, cs)
-		}
-		return rows.Err()
-	})
-	return out, err
-}
-
 // CommitStatuses implements store.Statuses.
 func (s *Store) CommitStatuses(ctx context.Context, tenant, repoID, commit string) ([]store.CommitStatus, error) {
-	out, err := s.listStatuses(ctx, `SELECT `+statusCols+` FROM commit_statuses
+	out, err := readAll(ctx, s, scanStatus, `SELECT `+statusCols+` FROM commit_statuses
 		WHERE tenant = $1 AND repo_id = $2 AND commit_sha = $3 ORDER BY context`, tenant, repoID, commit)
 	if err != nil {
 		return nil, fmt.Errorf("statuses of %s: %w", commit, err)
@@ -109,7 +89,7 @@ func (s *Store) UnpostedCommitStatuses(ctx context.Context, limit int) ([]store.
 	if limit <= 0 {
 		limit = 100
 	}
-	out, err := s.listStatuses(ctx, `SELECT `+statusCols+` FROM commit_statuses
+	out, err := readAll(ctx, s, scanStatus, `SELECT `+statusCols+` FROM commit_statuses
 		WHERE posted = FALSE ORDER BY updated_at, repo_id, commit_sha, context LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("unposted statuses: %w", err)
@@ -174,23 +154,8 @@ func (s *Store) GetPreview(ctx context.Context, tenant, repoID string, pr int) (
 
 // ListPreviews implements store.Statuses.
 func (s *Store) ListPreviews(ctx context.Context, tenant, repoID string) ([]store.Preview, error) {
-	var out []store.Preview
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, `SELECT `+previewCols+` FROM previews WHERE tenant = $1 AND repo_id = $2
-			ORDER BY created_at DESC, pr, commit_sha`, tenant, repoID)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			p, err := scanPreview(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, p)
-		}
-		return rows.Err()
-	})
+	out, err := readAll(ctx, s, scanPreview, `SELECT `+previewCols+` FROM previews WHERE tenant = $1 AND repo_id = $2
+		ORDER BY created_at DESC, pr, commit_sha`, tenant, repoID)
 	if err != nil {
 		return nil, fmt.Errorf("list previews: %w", err)
 	}

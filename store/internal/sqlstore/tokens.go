@@ -110,22 +110,7 @@ func (s *Store) ListAPITokens(ctx context.Context, tenant string) ([]store.APITo
 		q = `SELECT ` + apiTokenCols + ` FROM api_tokens WHERE tenant IS NULL ORDER BY created_at, id`
 		args = nil
 	}
-	var out []store.APIToken
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			k, err := scanAPIToken(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, k)
-		}
-		return rows.Err()
-	})
+	out, err := readAll(ctx, s, scanAPIToken, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list api tokens of %q: %w", tenant, err)
 	}
@@ -245,22 +230,7 @@ func (s *Store) RedeemEnrollmentToken(ctx context.Context, id, secretHash string
 
 // ListEnrollmentTokens implements store.Tokens.
 func (s *Store) ListEnrollmentTokens(ctx context.Context, tenant string) ([]store.EnrollmentToken, error) {
-	var out []store.EnrollmentToken
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, `SELECT `+enrollCols+` FROM enrollment_tokens WHERE tenant = $1 ORDER BY created_at DESC, id`, tenant)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			e, err := scanEnroll(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, e)
-		}
-		return rows.Err()
-	})
+	out, err := readAll(ctx, s, scanEnroll, `SELECT `+enrollCols+` FROM enrollment_tokens WHERE tenant = $1 ORDER BY created_at DESC, id`, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("list enrollment tokens of %s: %w", tenant, err)
 	}
