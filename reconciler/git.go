@@ -22,6 +22,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/internal/gitcopy"
 )
 
 // ErrNoCommit means the requested ref or commit does not exist in the source.
@@ -173,7 +174,7 @@ func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
 			return nil, fmt.Errorf("mirror: add remote %s: %w", forge.SanitizeURL(rawURL), err)
 		}
 	}
-	m := &mirror{dir: dir, url: rawURL, local: localPath(rawURL), repo: repo, timeout: fetchTimeout}
+	m := &mirror{dir: dir, url: rawURL, local: gitcopy.LocalPath(rawURL), repo: repo, timeout: fetchTimeout}
 	r.mirrors[repoID] = m
 	return m, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 
+	"github.com/nkudo/nkudo/internal/gitcopy"
 	"github.com/nkudo/nkudo/reconciler/gittest"
 )
 
@@ -181,8 +182,8 @@ func TestBrokenLocalSourceIsAnError(t *testing.T) {
 	for _, d := range damages {
 		for _, tc := range []struct {
 			scheme string
-			added  int // files the damaged commit adds: from unpackLimit on, the copy is a pack
-		}{{"", 0}, {"file://", 0}, {"", unpackLimit}} {
+			added  int // files the damaged commit adds: from gitcopy.UnpackLimit on, the copy is a pack
+		}{{"", 0}, {"file://", 0}, {"", gitcopy.UnpackLimit}} {
 			t.Run(fmt.Sprintf("%s/%s%d", d.name, tc.scheme, tc.added), func(t *testing.T) {
 				g := gittest.New(t)
 				g.Fleet("fleet", 2, 1)
@@ -219,7 +220,7 @@ func TestBrokenLocalSourceIsAnError(t *testing.T) {
 // heads outside any branch.
 func TestLocalFetch(t *testing.T) {
 	g := gittest.New(t)
-	g.Fleet("fleet", unpackLimit, 1) // the first fetch copies a pack, the later ones loose objects
+	g.Fleet("fleet", gitcopy.UnpackLimit, 1) // the first fetch copies a pack, the later ones loose objects
 	c1 := g.Commit("one")
 	g.Write("fleet/site-0001.yaml", gittest.Site("site-0001"))
 	c2 := g.Commit("two")
