@@ -57,9 +57,8 @@ type Agent struct {
 	// the order the control plane answered them.
 	hbMu sync.Mutex
 
-	mu          sync.Mutex
-	known       int64 // inventory version of the last heartbeat reply
-	heartbeated bool
+	mu    sync.Mutex
+	known int64 // inventory version of the last heartbeat reply
 	// reported is the inventory the last acknowledged heartbeat carried (its
 	// JSON, as the control plane hashes it) and reportedChanges the
 	// executor's change count when it was listed: together they say whether
@@ -189,7 +188,6 @@ func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
 	}
 	a.mu.Lock()
 	a.known = resp.InventoryVersion
-	a.heartbeated = true
 	a.typedFacts = resp.Has(api.FeatureTypedFacts)
 	a.reported = inventoryKey(vms)
 	a.reportedChanges = changes
