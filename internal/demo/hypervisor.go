@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
@@ -142,23 +141,7 @@ func shutdownVMMs(ctx context.Context, dir string) (stopped int, errs []error) {
 }
 
 func vmmShutdown(ctx context.Context, sock string) error {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: tr}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://localhost/api/v1/vmm.shutdown", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("vmm.shutdown: HTTP %d", resp.StatusCode)
-	}
-	return nil
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return cloudhypervisor.NewClient(sock).Action(ctx, "vmm.shutdown")
 }
