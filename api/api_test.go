@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,11 +53,57 @@ func TestErrorMapsCodesToSentinels(t *testing.T) {
 	if errors.Is(&Error{Status: 404, Code: CodeNotFound}, ErrConflict) {
 		t.Error("not_found matched ErrConflict")
 	}
-	for code := range codeSentinels {
-		if Sentinel(code) == nil {
+	// Every Code constant declared in errors.go, not just the map's own
+	// keys, must reach a sentinel by its code alone (status 200 rules out
+	// the status-class fallback).
+	codes := declaredCodes(t)
+	if len(codes) < 10 {
+		t.Fatalf("found only %d Code constants in errors.go", len(codes))
+	}
+	for _, code := range codes {
+		s := Sentinel(code)
+		if s == nil {
 			t.Errorf("code %s has no sentinel", code)
+			continue
+		}
+		if err := (&Error{Status: 200, Code: code}); !errors.Is(err, s) {
+			t.Errorf("errors.Is(%v, %v) = false", err, s)
 		}
 	}
+}
+
+// declaredCodes parses errors.go for the values of its Code constants.
+func declaredCodes(t *testing.T) []Code {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []Code
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "Code" {
+				continue
+			}
+			for _, v := range vs.Values {
+				lit, ok := v.(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					t.Fatalf("Code constant %s is not a string literal", vs.Names[0].Name)
+				}
+				s, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				codes = append(codes, Code(s))
+			}
+		}
+	}
+	return codes
 }
 
 func TestDurationJSON(t *testing.T) {
