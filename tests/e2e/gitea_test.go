@@ -112,7 +112,7 @@ func TestGiteaPullRequestPreview(t *testing.T) {
 	base := e.convergeStore042(t, w, repo)
 
 	w.Checkout(t, "grow-store")
-	giteaEdit(t, w, "vms/store-042/nvr.yaml", "  cpus: 2\n", "  cpus: 4\n")
+	w.Edit(t, "vms/store-042/nvr.yaml", func(s string) string { return strings.Replace(s, "  cpus: 2\n", "  cpus: 4\n", 1) })
 	giteaAddVM(t, w, "vms/store-042/pos-2.yaml", "vms/store-042/pos-3.yaml", "pos-2", "pos-3")
 	head := w.Commit(t, "store-042: more cameras and a third lane")
 	w.Push(t, "grow-store")
@@ -897,19 +897,6 @@ func giteaSites(t *testing.T, dir string) []string {
 	}
 	sort.Strings(sites)
 	return sites
-}
-
-func giteaEdit(t *testing.T, w *giteatest.WorkTree, rel, old, new string) {
-	t.Helper()
-	p := filepath.Join(w.Dir, rel)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(b, []byte(old)) {
-		t.Fatalf("%s does not contain %q", rel, old)
-	}
-	w.Write(t, map[string][]byte{rel: bytes.Replace(b, []byte(old), []byte(new), 1)})
 }
 
 var giteaMACRE = regexp.MustCompile(`mac: "?52:54:00:([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})"?`)

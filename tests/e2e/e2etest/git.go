@@ -68,9 +68,16 @@ func (g *GitServer) InitBare(t testing.TB, name string) string {
 	return g.URL + "/" + name
 }
 
-// gitEnv isolates git from the user's and the machine's configuration.
+// gitEnv isolates git from the user's and the machine's configuration,
+// and from GIT_* variables of an enclosing git process (a hook, say).
 func gitEnv(home string) []string {
-	return append(os.Environ(),
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GIT_") && !strings.HasPrefix(kv, "HOME=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env,
 		"GIT_CONFIG_NOSYSTEM=1",
 		"GIT_CONFIG_GLOBAL=/dev/null",
 		"HOME="+home,
@@ -83,7 +90,7 @@ func gitEnv(home string) []string {
 // Git runs git in dir and returns its trimmed stdout; it fails the test on error.
 func Git(t testing.TB, dir string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command("git", args...)
+	cmd := exec.CommandContext(t.Context(), "git", args...)
 	cmd.Dir = dir
 	home := dir
 	if home == "" {
