@@ -136,7 +136,7 @@ func (a *Authority) loadFiles(caCertFile, caKeyFile, serverCertFile, serverKeyFi
 	if err != nil {
 		return fmt.Errorf("load server certificate %s: %w", serverCertFile, err)
 	}
-	if _, err := sc.Leaf.Verify(x509.VerifyOptions{Roots: a.pool, CurrentTime: a.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+	if err := a.verifyServer(sc.Leaf); err != nil {
 		return fmt.Errorf("server certificate %s is not valid under CA %s: %w", serverCertFile, caCertFile, err)
 	}
 	a.serverCert = sc
@@ -218,7 +218,7 @@ func (a *Authority) serverCertUsable(sc tls.Certificate, hosts []string) bool {
 	if leaf == nil || a.now().Add(30*24*time.Hour).After(leaf.NotAfter) {
 		return false
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: a.pool, CurrentTime: a.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+	if err := a.verifyServer(leaf); err != nil {
 		return false
 	}
 	for _, h := range hosts {
@@ -227,6 +227,12 @@ func (a *Authority) serverCertUsable(sc tls.Certificate, hosts []string) bool {
 		}
 	}
 	return true
+}
+
+// verifyServer checks that leaf is a server certificate valid now under the CA.
+func (a *Authority) verifyServer(leaf *x509.Certificate) error {
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: a.pool, CurrentTime: a.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return err
 }
 
 // writeFiles writes each file with mode 0600 through a temp file and rename,
