@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -140,9 +141,10 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 	return srv.Serve(ctx, ln)
 }
 
-// databaseKind names the backend without printing the URL (it may hold a password).
+// databaseKind names the backend without printing the URL (it may hold a
+// password). It follows backend.OpenWith: "" and any "sqlite:" URL are SQLite.
 func databaseKind(url string) string {
-	if url == "" || len(url) >= 9 && url[:9] == "sqlite://" {
+	if url == "" || strings.HasPrefix(url, "sqlite:") {
 		return "sqlite"
 	}
 	return "postgres"
