@@ -19,6 +19,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/nkudo/nkudo/internal/gitcopy"
 )
 
 // NotesRef is the ref n-kudo keeps its statuses under.
@@ -86,7 +88,7 @@ func NewNotes(o NotesOptions) (*Notes, error) {
 		}
 	}
 	n := &Notes{opts: o, repo: repo, lock: make(chan struct{}, 1)}
-	if p := localRemotePath(o.RemoteURL); p != "" {
+	if p := gitcopy.LocalPath(o.RemoteURL); p != "" {
 		n.local = &localRemote{path: p}
 	}
 	return n, nil

@@ -10,29 +10,15 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
-	"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/nkudo/nkudo/internal/gitcopy"
 )
 
 // errRefMoved: the remote notes ref is not where the new notes commit was
 // built on (another writer got there first). The post fetches, rebuilds
 // its commit on the new tip and tries again.
 var errRefMoved = errors.New("notes ref moved")
-
-// localRemotePath returns the path of a remote on the local file system
-// (a plain path or file:// URL), or "" for a network remote. Local remotes
-// are written in-process: go-git's file transport runs git-receive-pack
-// as a subprocess and can deadlock on a remote-side error (a rejected
-// push), ignoring its context.
-func localRemotePath(url string) string {
-	ep, err := transport.NewEndpoint(url)
-	if err != nil || ep.Protocol != "file" {
-		return ""
-	}
-	return ep.Path
-}
 
 // localRemote is a repository on the local file system that notes are
 // copied into directly: objects first, then the ref, compare-and-swapped
@@ -94,7 +80,7 @@ func (l localRemote) head(repo *git.Repository) (plumbing.Hash, error) {
 
 // fetch copies the remote notes history into dst and returns its tip
 // (ZeroHash when the remote has no notes yet).
-func (l localRemote) fetch(ctx context.Context, dst storer.EncodedObjectStorer) (plumbing.Hash, error) {
+func (l localRemote) fetch(ctx context.Context, dst storer.Storer) (plumbing.Hash, error) {
 	repo, err := l.open()
 	if err != nil {
 		return plumbing.ZeroHash, err
@@ -170,97 +156,11 @@ func (l localRemote) push(ctx context.Context, src storer.EncodedObjectStorer, o
 }
 
 // copyHistory copies the commits reachable from tip, with their trees and
-// blobs, from src to dst, stopping at commits dst already has (git keeps
-// every object's closure present, so their history is there too). Objects
-// are written children first, so a copy cut short never leaves a commit
-// whose tree is missing.
-func copyHistory(ctx context.Context, src, dst storer.EncodedObjectStorer, tip plumbing.Hash) error {
-	var missing []*object.Commit
-	seen := map[plumbing.Hash]bool{}
-	queue := []plumbing.Hash{tip}
-	for len(queue) > 0 {
-		h := queue[0]
-		queue = queue[1:]
-		if seen[h] {
-			continue
-		}
-		seen[h] = true
-		if dst.HasEncodedObject(h) == nil {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		obj, err := src.EncodedObject(plumbing.CommitObject, h)
-		if err != nil {
-			return fmt.Errorf("read commit %s: %w", h, err)
-		}
-		c, err := object.DecodeCommit(src, obj)
-		if err != nil {
-			return fmt.Errorf("decode commit %s: %w", h, err)
-		}
-		missing = append(missing, c)
-		queue = append(queue, c.ParentHashes...)
-	}
-	// Oldest first: a parent is in dst before its child.
-	for i := len(missing) - 1; i >= 0; i-- {
-		c := missing[i]
-		if err := copyTree(ctx, src, dst, c.TreeHash); err != nil {
-			return err
-		}
-		if err := copyObject(src, dst, plumbing.CommitObject, c.Hash); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func copyTree(ctx context.Context, src, dst storer.EncodedObjectStorer, h plumbing.Hash) error {
-	if dst.HasEncodedObject(h) == nil {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
+// blobs, that dst lacks from src to dst.
+func copyHistory(ctx context.Context, src storer.EncodedObjectStorer, dst storer.Storer, tip plumbing.Hash) error {
+	c := gitcopy.New(ctx, src, dst)
+	if err := c.History(tip); err != nil {
 		return err
 	}
-	obj, err := src.EncodedObject(plumbing.TreeObject, h)
-	if err != nil {
-		return fmt.Errorf("read tree %s: %w", h, err)
-	}
-	t, err := object.DecodeTree(src, obj)
-	if err != nil {
-		return fmt.Errorf("decode tree %s: %w", h, err)
-	}
-	for _, e := range t.Entries {
-		switch e.Mode {
-		case filemode.Dir:
-			if err := copyTree(ctx, src, dst, e.Hash); err != nil {
-				return err
-			}
-		case filemode.Submodule:
-			// A commit of another repository: not ours to copy.
-		default:
-			if dst.HasEncodedObject(e.Hash) == nil {
-				continue
-			}
-			if err := copyObject(src, dst, plumbing.BlobObject, e.Hash); err != nil {
-				return err
-			}
-		}
-	}
-	_, err = dst.SetEncodedObject(obj)
-	if err != nil {
-		return fmt.Errorf("write tree %s: %w", h, err)
-	}
-	return nil
-}
-
-func copyObject(src, dst storer.EncodedObjectStorer, t plumbing.ObjectType, h plumbing.Hash) error {
-	obj, err := src.EncodedObject(t, h)
-	if err != nil {
-		return fmt.Errorf("read %s %s: %w", t, h, err)
-	}
-	if _, err := dst.SetEncodedObject(obj); err != nil {
-		return fmt.Errorf("write %s %s: %w", t, h, err)
-	}
-	return nil
+	return c.Write("")
 }
