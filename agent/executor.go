@@ -131,8 +131,8 @@ func (e *Executor) logLine(planID, actionID string, stream api.LogStream, line s
 // held); the key makes a pending duplicate a no-op. The key names the plan
 // as well as the action: two plans computed against the same inventory
 // share action IDs, and the outcome reported for one must not swallow the
-// other's.
-func (e *Executor) report(r Record) error {
+// other's. It cannot fail: what the outbox refuses is held.
+func (e *Executor) report(r Record) {
 	kind := "final"
 	if r.Status == model.ActionRunning {
 		kind = "start"
@@ -156,7 +156,6 @@ func (e *Executor) report(r Record) error {
 			e.Results.signal()
 		}
 	}
-	return nil
 }
 
 // errHeld marks the error of a Requeue that left results held.
@@ -192,9 +191,10 @@ func (e *Executor) Held() int {
 // ID. Such an action is not executed again; its outcome is reported for the
 // plan at hand, under that plan's ID, and that plan's log says where it came
 // from.
-func (e *Executor) replay(plan model.Plan, a model.Action, rec Record) error {
+func (e *Executor) replay(plan model.Plan, a model.Action, rec Record) {
 	if rec.PlanID == plan.ID {
-		return e.report(rec)
+		e.report(rec)
+		return
 	}
 	from := rec.PlanID
 	rec.PlanID = plan.ID
@@ -210,7 +210,7 @@ func (e *Executor) replay(plan model.Plan, a model.Action, rec Record) error {
 	}
 	e.logLine(plan.ID, a.ID, api.StreamAgent, fmt.Sprintf("%s %s: %s earlier under plan %s; that outcome is reported, nothing was executed",
 		a.Operation, a.VM, word, shortID(from)))
-	return e.report(rec)
+	e.report(rec)
 }
 
 func shortID(id string) string {
@@ -264,9 +264,7 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 					return "", err
 				}
 			}
-			if err := e.report(r); err != nil {
-				return "", err
-			}
+			e.report(r)
 		}
 		return OutcomeStale, nil
 	}
@@ -296,9 +294,7 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 		if ok && rec.Final() {
 			// Delivered again, or shared with an earlier plan: report the
 			// cached outcome, execute nothing.
-			if err := e.replay(plan, a, rec); err != nil {
-				return "", err
-			}
+			e.replay(plan, a, rec)
 			if rec.Status == model.ActionFailed && failed == nil {
 				failed = &rec
 			}
@@ -311,9 +307,7 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 			if err := e.Cache.Put(r); err != nil {
 				return "", err
 			}
-			if err := e.report(r); err != nil {
-				return "", err
-			}
+			e.report(r)
 			continue
 		}
 		r, err := e.run(ctx, plan, a, ok)
@@ -340,16 +334,12 @@ func (e *Executor) skipRest(plan model.Plan, rest []model.Action, why string) er
 			return err
 		}
 		if ok && rec.Final() {
-			if err := e.replay(plan, a, rec); err != nil {
-				return err
-			}
+			e.replay(plan, a, rec)
 			continue
 		}
 		r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
 			Error: why, StartedAt: now, FinishedAt: now}
-		if err := e.report(r); err != nil {
-			return err
-		}
+		e.report(r)
 	}
 	return nil
 }
@@ -385,9 +375,7 @@ func (e *Executor) run(ctx context.Context, plan model.Plan, a model.Action, int
 		if err := e.Cache.Put(rec); err != nil {
 			return rec, err
 		}
-		if err := e.report(rec); err != nil {
-			return rec, err
-		}
+		e.report(rec)
 	}
 	Progress(actx, fmt.Sprintf("%s %s", a.Operation, a.VM))
 	runErr = e.apply(actx, a)
@@ -414,7 +402,8 @@ func (e *Executor) finish(rec Record, output map[string]any, runErr error) (Reco
 	if err := e.Cache.Put(rec); err != nil {
 		return rec, err
 	}
-	return rec, e.report(rec)
+	e.report(rec)
+	return rec, nil
 }
 
 func (e *Executor) actionTimeout() time.Duration {
