@@ -183,53 +183,21 @@ func (d *db) migrate(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := d.pool.Acquire(ctx)
+	pc, err := d.pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
+	defer pc.Release()
+	if _, err := pc.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
 		return nil, fmt.Errorf("take migration lock: %w", err)
 	}
 	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
+		_, _ = pc.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
 	}()
-	if _, err := conn.Exec(ctx, sqlstore.MigrationsTable); err != nil {
-		return nil, fmt.Errorf("create migrations table: %w", err)
+	inTx := func(fn func(sqlstore.Conn) error) error {
+		return pgx.BeginFunc(ctx, pc, func(tx pgx.Tx) error { return fn(conn{tx}) })
 	}
-	var newest int64
-	if err := conn.QueryRow(ctx, sqlstore.NewestQuery).Scan(&newest); err != nil {
-		return nil, fmt.Errorf("read schema version: %w", err)
-	}
-	if err := sqlstore.CheckNewer(newest, ms); err != nil {
-		return nil, err
-	}
-	var applied []string
-	for _, m := range ms {
-		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			var one int
-			err := tx.QueryRow(ctx, `SELECT 1 FROM schema_migrations WHERE version = $1`, m.Version).Scan(&one)
-			if err == nil {
-				return nil
-			}
-			if !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
-				return fmt.Errorf("apply %s: %w", m.Name, err)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
-				return err
-			}
-			applied = append(applied, m.Name)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return applied, nil
+	return sqlstore.Apply(ctx, conn{pc}, ms, inTx, d.IsNoRows)
 }
 
 // startListener runs the LISTEN connection until Close, reconnecting with

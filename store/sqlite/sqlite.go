@@ -185,42 +185,8 @@ func (d *db) migrate(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := d.w.ExecContext(ctx, sqlstore.MigrationsTable); err != nil {
-		return nil, fmt.Errorf("create migrations table: %w", err)
-	}
-	var newest int64
-	if err := d.w.QueryRowContext(ctx, sqlstore.NewestQuery).Scan(&newest); err != nil {
-		return nil, fmt.Errorf("read schema version: %w", err)
-	}
-	if err := sqlstore.CheckNewer(newest, ms); err != nil {
-		return nil, err
-	}
-	var applied []string
-	for _, m := range ms {
-		err := d.Write(ctx, func(c sqlstore.Conn) error {
-			var one int
-			err := c.QueryRow(ctx, `SELECT 1 FROM schema_migrations WHERE version = $1`, m.Version).Scan(&one)
-			if err == nil {
-				return nil
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return err
-			}
-			if _, err := c.Exec(ctx, m.SQL); err != nil {
-				return fmt.Errorf("apply %s: %w", m.Name, err)
-			}
-			if _, err := c.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
-				return err
-			}
-			applied = append(applied, m.Name)
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return applied, nil
+	inTx := func(fn func(sqlstore.Conn) error) error { return d.Write(ctx, fn) }
+	return sqlstore.Apply(ctx, conn{d, d.w}, ms, inTx, d.IsNoRows)
 }
 
 func (d *db) tx(ctx context.Context, pool *sql.DB, readOnly bool, fn func(sqlstore.Conn) error) (err error) {

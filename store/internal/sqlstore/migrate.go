@@ -1,12 +1,14 @@
 package sqlstore
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"path"
 	"regexp"
 	"sort"
 	"strconv"
+	"time"
 )
 
 // Migration is one embedded schema change, migrations/NNNN_name.sql.
@@ -89,4 +91,47 @@ func PendingNames(ms []Migration, applied []int64) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// Apply brings the schema over c up to ms: it creates schema_migrations,
+// refuses a schema newer than ms (CheckNewer), then applies each migration
+// not yet recorded, each in its own transaction run by inTx, and names
+// those it applied. isNoRows recognises the driver's "no rows" error.
+func Apply(ctx context.Context, c Conn, ms []Migration, inTx func(func(Conn) error) error, isNoRows func(error) bool) ([]string, error) {
+	if _, err := c.Exec(ctx, MigrationsTable); err != nil {
+		return nil, fmt.Errorf("create migrations table: %w", err)
+	}
+	var newest int64
+	if err := c.QueryRow(ctx, NewestQuery).Scan(&newest); err != nil {
+		return nil, fmt.Errorf("read schema version: %w", err)
+	}
+	if err := CheckNewer(newest, ms); err != nil {
+		return nil, err
+	}
+	var applied []string
+	for _, m := range ms {
+		err := inTx(func(c Conn) error {
+			var one int
+			err := c.QueryRow(ctx, `SELECT 1 FROM schema_migrations WHERE version = $1`, m.Version).Scan(&one)
+			if err == nil {
+				return nil
+			}
+			if !isNoRows(err) {
+				return err
+			}
+			if _, err := c.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply %s: %w", m.Name, err)
+			}
+			if _, err := c.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+				m.Version, m.Name, time.Now().UnixMicro()); err != nil {
+				return err
+			}
+			applied = append(applied, m.Name)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return applied, nil
 }
