@@ -298,8 +298,8 @@ func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
 	running := o.State == model.VMRunning
 	if o.SpecHash != hash {
 		ch := []model.FieldChange{{Field: "specHash", From: o.SpecHash, To: hash}}
-		ch = appendIntChange(ch, "maxCpus", effMax(o.MaxCPUs, o.CPUs), spec.EffectiveMaxCPUs())
-		ch = appendIntChange(ch, "maxMemoryMiB", effMax(o.MaxMemoryMiB, o.MemoryMiB), spec.EffectiveMaxMemoryMiB())
+		ch = appendIntChange(ch, "maxCpus", max(o.MaxCPUs, o.CPUs), spec.EffectiveMaxCPUs())
+		ch = appendIntChange(ch, "maxMemoryMiB", max(o.MaxMemoryMiB, o.MemoryMiB), spec.EffectiveMaxMemoryMiB())
 		ch = appendIntChange(ch, "cpus", o.CPUs, spec.CPUs)
 		ch = appendIntChange(ch, "memoryMiB", o.MemoryMiB, spec.MemoryMiB)
 		if running {
@@ -335,8 +335,6 @@ func (b *builder) prune(o *model.ObservedVM) {
 	}
 	b.add(model.OpDelete, o.Name, model.ReasonPrune, o.SpecHash, nil, nil)
 }
-
-func effMax(maxV, base int) int { return max(maxV, base) }
 
 func appendIntChange(ch []model.FieldChange, field string, from, to int) []model.FieldChange {
 	if from == to {
