@@ -197,6 +197,26 @@ func (g *gitops) webhook(event, delivery, body string, sign bool) (int, string) 
 	return resp.StatusCode, string(b)
 }
 
+// push delivers a signed push of main from before to after ("" = the
+// branch's first commit) and fails the test unless it is accepted.
+func (g *gitops) push(delivery, before, after string) {
+	g.t.Helper()
+	if before == "" {
+		before = strings.Repeat("0", 40)
+	}
+	if code, body := g.webhook("push", delivery, pushPayload(before, after), true); code != 202 {
+		g.t.Fatalf("push webhook %s: %d %s", delivery, code, body)
+	}
+}
+
+// pushApplied pushes sha as main's first commit and waits until the forge
+// shows nkudo/apply=success for it.
+func (g *gitops) pushApplied(delivery, sha string) {
+	g.t.Helper()
+	g.push(delivery, "", sha)
+	eventually(g.t, sha+" applied", func() bool { st, _ := g.forgeState(sha, "nkudo/apply"); return st == "success" })
+}
+
 func pushPayload(before, after string) string {
 	return fmt.Sprintf(`{"ref":"refs/heads/main","before":%q,"after":%q,"repository":{"default_branch":"main","full_name":"acme/fleet"}}`, before, after)
 }

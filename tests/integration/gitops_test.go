@@ -62,9 +62,7 @@ spec:
 	}
 	g.git.Write("manifests/store-042.yaml", gittest.Site("store-042")+"---\n"+vm("pos-1", "Running")+"---\n"+vm("pos-2", "Stopped"))
 	c1 := g.git.Commit("store-042: two POS VMs")
-	if code, body := g.webhook("push", "delivery-1", pushPayload(strings.Repeat("0", 40), c1), true); code != 202 {
-		t.Fatalf("push webhook: %d %s", code, body)
-	}
+	g.push("delivery-1", "", c1)
 	eventually(t, "nkudo/apply pending on the forge", func() bool {
 		st, _ := g.forgeState(c1, "nkudo/apply")
 		return st == "pending"
@@ -135,9 +133,7 @@ func gitOpsPushToStatusTwoSites(t *testing.T, cfg gitopsConfig) {
 		g.env.NewSite("acme", s)
 	}
 	c1 := g.git.Commit("two sites, two VMs each")
-	if code, body := g.webhook("push", "delivery-1", pushPayload(strings.Repeat("0", 40), c1), true); code != 202 {
-		t.Fatalf("push webhook: %d %s", code, body)
-	}
+	g.push("delivery-1", "", c1)
 	// The agents come up once the forge shows the commit pending; their
 	// first report moves the inventory past the plans' (computed before any
 	// report), so the stale-plan guard makes the control plane re-plan.
@@ -198,13 +194,12 @@ func TestInvalidCommitKeepsFleet(t *testing.T) {
 	sites := g.fleet(1, 2)
 	a := g.startAgent(sites[0])
 	c1 := g.git.Commit("valid")
-	g.webhook("push", "d1", pushPayload(strings.Repeat("0", 40), c1), true)
-	eventually(t, "first commit applied", func() bool { st, _ := g.forgeState(c1, "nkudo/apply"); return st == "success" })
+	g.pushApplied("d1", c1)
 	plansBefore := len(g.plans())
 
 	g.git.Write("manifests/site-0001.yaml", gittest.Site("site-0001")+"---\n"+strings.Replace(gittest.VM("site-0001", "vm-01", "Running", 1), "memoryMiB: 256", "memoryMiB: plenty", 1))
 	c2 := g.git.Commit("broken: memoryMiB is not a number, vm-02 dropped")
-	g.webhook("push", "d2", pushPayload(c1, c2), true)
+	g.push("d2", c1, c2)
 	eventually(t, "nkudo/validate failure", func() bool { st, _ := g.forgeState(c2, "nkudo/validate"); return st == "failure" })
 	_, desc := g.forgeState(c2, "nkudo/validate")
 	if !strings.Contains(desc, "site-0001.yaml:") {
@@ -234,8 +229,7 @@ func TestPullRequestPreview(t *testing.T) {
 	sites := g.fleet(1, 1)
 	a := g.startAgent(sites[0])
 	c1 := g.git.Commit("base")
-	g.webhook("push", "d1", pushPayload(strings.Repeat("0", 40), c1), true)
-	eventually(t, "base applied", func() bool { st, _ := g.forgeState(c1, "nkudo/apply"); return st == "success" })
+	g.pushApplied("d1", c1)
 	plansBefore := len(g.plans())
 
 	g.git.Write("manifests/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Stopped", 1))
@@ -274,13 +268,12 @@ func TestPruneSafety(t *testing.T) {
 	sites := g.fleet(1, 2)
 	a := g.startAgent(sites[0])
 	c1 := g.git.Commit("two VMs")
-	g.webhook("push", "d1", pushPayload(strings.Repeat("0", 40), c1), true)
-	eventually(t, "applied", func() bool { st, _ := g.forgeState(c1, "nkudo/apply"); return st == "success" })
+	g.pushApplied("d1", c1)
 	plansBefore := len(g.plans())
 
 	g.git.Write("manifests/site-0001.yaml", gittest.Site("site-0001"))
 	c2 := g.git.Commit("remove both VMs")
-	g.webhook("push", "d2", pushPayload(c1, c2), true)
+	g.push("d2", c1, c2)
 	eventually(t, "nkudo/plan failure", func() bool { st, _ := g.forgeState(c2, "nkudo/plan"); return st == "failure" })
 	if _, desc := g.forgeState(c2, "nkudo/plan"); !strings.Contains(desc, "site-0001") {
 		t.Errorf("refusal %q does not name the site", desc)
@@ -299,8 +292,7 @@ func TestDriftSelfHeal(t *testing.T) {
 	sites := g.fleet(1, 2)
 	a := g.startAgent(sites[0])
 	c1 := g.git.Commit("two VMs")
-	g.webhook("push", "d1", pushPayload(strings.Repeat("0", 40), c1), true)
-	eventually(t, "applied", func() bool { st, _ := g.forgeState(c1, "nkudo/apply"); return st == "success" })
+	g.pushApplied("d1", c1)
 
 	a.set("vm-02", func(v *model.ObservedVM) { v.State = model.VMStopped })
 	eventually(t, "vm-02 started again", func() bool { return a.state("vm-02") == model.VMRunning })
@@ -369,7 +361,7 @@ func TestForgeOutageDoesNotBlock(t *testing.T) {
 	}
 	g.forge.SetDown(true)
 	c1 := g.git.Commit("two sites")
-	g.webhook("push", "d1", pushPayload(strings.Repeat("0", 40), c1), true)
+	g.push("d1", "", c1)
 	eventually(t, "applied while the forge is down", func() bool {
 		return g.apiStatus(c1, "nkudo/apply").State == "success"
 	})
