@@ -3,7 +3,6 @@ package backend_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"io/fs"
 	"os"
@@ -12,10 +11,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/store/backend"
+	"github.com/nkudo/nkudo/store/storetest"
 )
 
 // TestPendingWritesNothing migrates a database, forgets its newest
@@ -39,12 +38,12 @@ func TestPendingWritesNothing(t *testing.T) {
 			name: "sqlite",
 			url:  "",
 			forget: func(ctx context.Context) string {
-				return forgetNewest(t, ctx, sqliteExec(t, filepath.Join(dir, backend.DefaultSQLiteFile)))
+				return forgetNewest(t, ctx, storetest.SQLiteQuery(t, filepath.Join(dir, backend.DefaultSQLiteFile)))
 			},
 			state: func(ctx context.Context) dbState {
 				path := filepath.Join(dir, backend.DefaultSQLiteFile)
 				var s dbState
-				sqliteExec(t, path)(ctx, `SELECT COUNT(*) FROM schema_migrations`, &s.rows)
+				storetest.SQLiteQuery(t, path)(ctx, `SELECT COUNT(*) FROM schema_migrations`, &s.rows)
 				b, err := os.ReadFile(path)
 				if err != nil {
 					t.Fatal(err)
@@ -65,10 +64,10 @@ func TestPendingWritesNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			if tc.name == "postgres" {
-				tc.forget = func(ctx context.Context) string { return forgetNewest(t, ctx, pgExec(t, tc.url)) }
+				tc.forget = func(ctx context.Context) string { return forgetNewest(t, ctx, storetest.PostgresQuery(t, tc.url)) }
 				tc.state = func(ctx context.Context) dbState {
 					var s dbState
-					pgExec(t, tc.url)(ctx, `SELECT COUNT(*) FROM schema_migrations`, &s.rows)
+					storetest.PostgresQuery(t, tc.url)(ctx, `SELECT COUNT(*) FROM schema_migrations`, &s.rows)
 					return s
 				}
 			}
@@ -124,7 +123,7 @@ func TestPendingFreshPostgres(t *testing.T) {
 		t.Errorf("Pending on a fresh database = %v, want every migration", got)
 	}
 	var exists bool
-	pgExec(t, u)(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`, &exists)
+	storetest.PostgresQuery(t, u)(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`, &exists)
 	if exists {
 		t.Error("Pending created schema_migrations")
 	}
@@ -168,51 +167,10 @@ func TestPendingMissingSQLite(t *testing.T) {
 	}
 }
 
-// execFunc runs q, scanning its one row into dest (none for statements).
-type execFunc func(ctx context.Context, q string, dest ...any)
-
-func forgetNewest(t *testing.T, ctx context.Context, exec execFunc) string {
+func forgetNewest(t *testing.T, ctx context.Context, exec storetest.QueryFunc) string {
 	t.Helper()
 	var name string
 	exec(ctx, `SELECT name FROM schema_migrations ORDER BY version DESC LIMIT 1`, &name)
 	exec(ctx, `DELETE FROM schema_migrations WHERE name = '`+name+`'`)
 	return name
-}
-
-func sqliteExec(t *testing.T, path string) execFunc {
-	return func(ctx context.Context, q string, dest ...any) {
-		t.Helper()
-		db, err := sql.Open("sqlite", "file:"+path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if len(dest) == 0 {
-			_, err = db.ExecContext(ctx, q)
-		} else {
-			err = db.QueryRowContext(ctx, q).Scan(dest...)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-}
-
-func pgExec(t *testing.T, url string) execFunc {
-	return func(ctx context.Context, q string, dest ...any) {
-		t.Helper()
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(context.WithoutCancel(ctx))
-		if len(dest) == 0 {
-			_, err = c.Exec(ctx, q)
-		} else {
-			err = c.QueryRow(ctx, q).Scan(dest...)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
 }
