@@ -355,43 +355,29 @@ func appendIntChange(ch []model.FieldChange, field string, from, to int) []model
 // spec hash leaves them out (they can change without a replace), and two
 // resizes to different sizes must not share an ID.
 func (b *builder) actionID(op model.Operation, vm, hash string, spec *model.VMSpec) string {
-	h := sha256.New()
-	var buf []byte
-	field := func(s string) {
-		buf = binary.AppendUvarint(buf[:0], uint64(len(s)))
-		buf = append(buf, s...)
-		h.Write(buf)
-	}
-	field("nkudo.action.v1")
-	field(b.tenant)
-	field(b.site)
-	field(vm)
-	field(string(op))
-	field(hash)
-	field(strconv.FormatInt(b.version, 10))
+	fields := []string{"nkudo.action.v1", b.tenant, b.site, vm, string(op), hash, strconv.FormatInt(b.version, 10)}
 	if spec != nil && (op == model.OpCreate || op == model.OpResize) {
-		field(strconv.Itoa(spec.CPUs))
-		field(strconv.Itoa(spec.MemoryMiB))
+		fields = append(fields, strconv.Itoa(spec.CPUs), strconv.Itoa(spec.MemoryMiB))
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return fieldHash(fields...)
 }
 
 // planID hashes (tenant, site, action IDs in order). The commit is left out
 // so that an identical plan from a later commit is recognised as the same
 // plan and not stored twice.
 func planID(tenant, site string, actionIDs []string) string {
+	return fieldHash(append([]string{"nkudo.plan.v1", tenant, site}, actionIDs...)...)
+}
+
+// fieldHash is the hex SHA-256 of fields, each length-prefixed (uvarint) so
+// no two lists share an encoding.
+func fieldHash(fields ...string) string {
 	h := sha256.New()
 	var buf []byte
-	field := func(s string) {
-		buf = binary.AppendUvarint(buf[:0], uint64(len(s)))
-		buf = append(buf, s...)
+	for _, f := range fields {
+		buf = binary.AppendUvarint(buf[:0], uint64(len(f)))
+		buf = append(buf, f...)
 		h.Write(buf)
-	}
-	field("nkudo.plan.v1")
-	field(tenant)
-	field(site)
-	for _, id := range actionIDs {
-		field(id)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
