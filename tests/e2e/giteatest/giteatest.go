@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nkudo/nkudo/tests/e2e/e2etest"
 )
 
 // Environment variables read by the package.
@@ -83,7 +85,7 @@ var ErrNotBuilt = errors.New("gitea is not built yet: run scripts/build-gitea.sh
 // (a cold build takes several minutes; ctx bounds it), or returns
 // ErrNotBuilt.
 func FindBinary(ctx context.Context, build bool) (Binary, error) {
-	root, err := moduleRoot()
+	root, err := e2etest.ModuleRoot()
 	if err != nil {
 		return Binary{}, err
 	}
@@ -127,25 +129,6 @@ func FindBinary(ctx context.Context, build bool) (Binary, error) {
 		return Binary{}, fmt.Errorf("gitea module directory %q has no options/locale: %w", b.StaticRoot, err)
 	}
 	return b, nil
-}
-
-// moduleRoot is the directory of the n-kudo go.mod above the working directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("working directory: %w", err)
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/nkudo/nkudo\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/nkudo/nkudo above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Instance is one running Gitea.
