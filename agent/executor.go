@@ -254,7 +254,7 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 		e.logLine(plan.ID, "", api.StreamAgent, msg)
 		now := e.now()
 		for _, a := range plan.Actions {
-			r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped, Error: msg, StartedAt: now, FinishedAt: now}
+			r := skipped(plan.ID, a, msg, now)
 			// An action shared with an earlier plan keeps that plan's record:
 			// skipping it here says nothing about its real outcome.
 			if _, ok, err := e.Cache.Get(a.ID); err != nil {
@@ -301,9 +301,7 @@ func (e *Executor) Execute(ctx context.Context, plan model.Plan, knownVersion in
 			continue
 		}
 		if failed != nil {
-			now := e.now()
-			r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
-				Error: fmt.Sprintf("skipped: %s %s failed earlier in the plan", failed.Operation, failed.VM), StartedAt: now, FinishedAt: now}
+			r := skipped(plan.ID, a, fmt.Sprintf("skipped: %s %s failed earlier in the plan", failed.Operation, failed.VM), e.now())
 			if err := e.Cache.Put(r); err != nil {
 				return "", err
 			}
@@ -337,11 +335,15 @@ func (e *Executor) skipRest(plan model.Plan, rest []model.Action, why string) er
 			e.replay(plan, a, rec)
 			continue
 		}
-		r := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
-			Error: why, StartedAt: now, FinishedAt: now}
-		e.report(r)
+		e.report(skipped(plan.ID, a, why, now))
 	}
 	return nil
+}
+
+// skipped is the record of action a of plan planID not executed, and why.
+func skipped(planID string, a model.Action, why string, now time.Time) Record {
+	return Record{PlanID: planID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
+		Error: why, StartedAt: now, FinishedAt: now}
 }
 
 // run executes one action (or recovers it after a crash) and records it.
