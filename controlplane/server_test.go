@@ -2,6 +2,8 @@ package controlplane_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -345,5 +347,50 @@ func TestReplicaWakesLongPoll(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("replica b's long-poll was not woken by a plan stored through replica a")
+	}
+}
+
+// TestCRLFormats checks that ?format=pem serves the same list as the DER
+// default, as one PEM block of type X509 CRL.
+func TestCRLFormats(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	env.NewTenant("acme")
+	env.Enroll("acme", "s1")
+	if _, err := env.UserClient(env.AdminToken, "acme").RevokeSite(t.Context(), "s1"); err != nil {
+		t.Fatal(err)
+	}
+	status, der := env.Raw(nil, "", http.MethodGet, api.PathCRL, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d", api.PathCRL, status)
+	}
+	status, pemText := env.Raw(nil, "", http.MethodGet, api.PathCRL+"?format=pem", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s?format=pem: status %d", api.PathCRL, status)
+	}
+	block, rest := pem.Decode([]byte(pemText))
+	if block == nil || block.Type != "X509 CRL" || len(rest) != 0 {
+		t.Fatalf("PEM CRL is not one X509 CRL block: %q", pemText)
+	}
+	crl, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil {
+		t.Fatalf("parse PEM CRL: %v", err)
+	}
+	if len(crl.RevokedCertificateEntries) != 1 {
+		t.Errorf("CRL lists %d certificates, want 1", len(crl.RevokedCertificateEntries))
+	}
+	// Both answers are signed afresh, so compare what they list.
+	derCRL, err := x509.ParseRevocationList([]byte(der))
+	if err != nil {
+		t.Fatalf("parse DER CRL: %v", err)
+	}
+	listed := func(l *x509.RevocationList) []string {
+		var out []string
+		for _, e := range l.RevokedCertificateEntries {
+			out = append(out, e.SerialNumber.Text(16)+" "+e.RevocationTime.String())
+		}
+		return out
+	}
+	if d := cmp.Diff(listed(derCRL), listed(crl)); d != "" {
+		t.Errorf("PEM and DER CRLs differ (-der +pem):\n%s", d)
 	}
 }

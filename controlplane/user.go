@@ -2,8 +2,8 @@ package controlplane
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -137,7 +137,7 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request, _ *caller) er
 	}
 	if r.URL.Query().Get("format") == "pem" || strings.Contains(r.Header.Get("Accept"), "application/x-pem-file") {
 		w.Header().Set("Content-Type", "application/x-pem-file")
-		_, _ = fmt.Fprintf(w, "-----BEGIN X509 CRL-----\n%s-----END X509 CRL-----\n", wrap64(der))
+		_ = pem.Encode(w, &pem.Block{Type: "X509 CRL", Bytes: der})
 		return nil
 	}
 	w.Header().Set("Content-Type", "application/pkix-crl")
@@ -821,20 +821,6 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, c *caller) 
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// wrap64 base64-encodes der in 64-character lines, as PEM wants.
-func wrap64(der []byte) string {
-	enc := base64.StdEncoding.EncodeToString(der)
-	var b strings.Builder
-	for len(enc) > 64 {
-		b.WriteString(enc[:64])
-		b.WriteByte('\n')
-		enc = enc[64:]
-	}
-	b.WriteString(enc)
-	b.WriteByte('\n')
-	return b.String()
 }
 
 func promHandler(reg *prometheus.Registry) http.Handler {
