@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,12 +10,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/nkudo/nkudo/controlplane/maintenance"
 	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store/backend"
+	"github.com/nkudo/nkudo/store/storetest"
 )
 
 // TestAdminHealthPendingMigrations: a database missing its newest
@@ -38,9 +36,9 @@ func TestAdminHealthPendingMigrations(t *testing.T) {
 			if code, _, errs := runCmd(t, ctx, append([]string{"migrate"}, args...)...); code != 0 {
 				t.Fatalf("migrate: exit %d: %s", code, errs)
 			}
-			q := sqliteQuery(t, filepath.Join(dir, backend.DefaultSQLiteFile))
+			q := storetest.SQLiteQuery(t, filepath.Join(dir, backend.DefaultSQLiteFile))
 			if tc.url != "" {
-				q = pgQuery(t, tc.url)
+				q = storetest.PostgresQuery(t, tc.url)
 			}
 			// A valid PKI, so that the database alone decides the exit code.
 			if _, err := pki.Init(filepath.Join(dir, "pki"), nil, time.Now()); err != nil {
@@ -127,45 +125,5 @@ func TestAdminHealthMissingSQLiteCreatesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); err == nil {
 		t.Errorf("health created %s", missing)
-	}
-}
-
-type queryFunc func(ctx context.Context, q string, dest ...any)
-
-func sqliteQuery(t *testing.T, path string) queryFunc {
-	return func(ctx context.Context, q string, dest ...any) {
-		t.Helper()
-		db, err := sql.Open("sqlite", "file:"+path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if len(dest) == 0 {
-			_, err = db.ExecContext(ctx, q)
-		} else {
-			err = db.QueryRowContext(ctx, q).Scan(dest...)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-}
-
-func pgQuery(t *testing.T, url string) queryFunc {
-	return func(ctx context.Context, q string, dest ...any) {
-		t.Helper()
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(context.WithoutCancel(ctx))
-		if len(dest) == 0 {
-			_, err = c.Exec(ctx, q)
-		} else {
-			err = c.QueryRow(ctx, q).Scan(dest...)
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
 	}
 }
