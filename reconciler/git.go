@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
@@ -298,25 +296,26 @@ func (m *mirror) fetchCommit(ctx context.Context, auth transport.AuthMethod, sha
 	return fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
 }
 
-// commitFS returns the commit and an fs.FS of its tree below dir ("" = root).
-func (m *mirror) commitFS(sha plumbing.Hash, dir string) (*object.Commit, fs.FS, plumbing.Hash, error) {
+// commitFS returns the tree of commit sha below dir ("" = root) as a
+// file system.
+func (m *mirror) commitFS(sha plumbing.Hash, dir string) (*treeFS, error) {
 	c, err := m.repo.CommitObject(sha)
 	if err != nil {
-		return nil, nil, plumbing.ZeroHash, fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
+		return nil, fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
 	}
 	tree, err := c.Tree()
 	if err != nil {
-		return nil, nil, plumbing.ZeroHash, fmt.Errorf("commit %s tree: %w", sha, err)
+		return nil, fmt.Errorf("commit %s tree: %w", sha, err)
 	}
 	dir = strings.Trim(filepathToSlash(dir), "/")
 	if dir != "" && dir != "." {
 		sub, err := tree.Tree(dir)
 		if err != nil {
-			return c, nil, plumbing.ZeroHash, fmt.Errorf("path %q in commit %s: %w", dir, sha.String()[:12], err)
+			return nil, fmt.Errorf("path %q in commit %s: %w", dir, sha.String()[:12], err)
 		}
 		tree = sub
 	}
-	return c, &treeFS{tree: tree, when: c.Committer.When}, tree.Hash, nil
+	return &treeFS{tree: tree, when: c.Committer.When}, nil
 }
 
 func filepathToSlash(p string) string { return strings.ReplaceAll(p, "\\", "/") }

@@ -241,7 +241,7 @@ func TestLocalFetch(t *testing.T) {
 		if packs, _ := filepath.Glob(filepath.Join(m.dir, "objects", "pack", "*.pack")); len(packs) != 1 {
 			t.Errorf("%s: the first fetch left packs %v, want one", url, packs)
 		}
-		if _, fsys, _, err := m.commitFS(h, "fleet"); err != nil {
+		if fsys, err := m.commitFS(h, "fleet"); err != nil {
 			t.Errorf("%s: tree of %s: %v", url, h, err)
 		} else if b, err := fs.ReadFile(fsys, "site-0001.yaml"); err != nil || string(b) != gittest.Site("site-0001") {
 			t.Errorf("%s: site-0001.yaml = %q, %v", url, b, err)

@@ -329,7 +329,7 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 	if err != nil {
 		return nil, err
 	}
-	_, fsys, treeHash, err := m.commitFS(head, repo.Path)
+	fsys, err := m.commitFS(head, repo.Path)
 	if err != nil {
 		if errors.Is(err, ErrNoCommit) {
 			return nil, err
@@ -337,6 +337,7 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 		// The manifests path does not exist in this commit: no manifests.
 		return nil, fmt.Errorf("%s: %w", err.Error(), schema.ErrNoManifests)
 	}
+	treeHash := fsys.tree.Hash
 	key := repo.ID + "/" + treeHash.String()
 	if l := r.cache.get(key); l != nil {
 		return l, l.err
@@ -348,7 +349,7 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 	if prev != nil {
 		prevFiles = prev.files
 	}
-	tree := fsys.(*treeFS).tree
+	tree := fsys.tree
 	files, ferr := manifestFiles(tree, prevFiles)
 	var l *loaded
 	if ferr == nil {
@@ -360,7 +361,7 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 		d, err := schema.Load(fsys)
 		l = &loaded{desired: d, err: err, tree: treeHash.String()}
 		if err == nil && ferr == nil {
-			sizes := fsys.(*treeFS).sizes
+			sizes := fsys.sizes
 			for name, f := range files {
 				if sz, ok := sizes[name]; ok && f.size < 0 {
 					f.size = sz
