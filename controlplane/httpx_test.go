@@ -63,13 +63,40 @@ func TestDecode(t *testing.T) {
 		var v body
 		err := decode(r, &v)
 		if tt.wantErr == "" {
-			if err != nil {
-				t.Errorf("decode(%q) = %v", tt.in, err)
+			if err != nil || v != (body{A: 1, B: "x"}) {
+				t.Errorf("decode(%q) = %+v, %v", tt.in, v, err)
 			}
 			continue
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("decode(%q) = %v, want an error with %q", tt.in, err, tt.wantErr)
+		}
+	}
+}
+
+func TestDecodeOptional(t *testing.T) {
+	type body struct {
+		A int `json:"a"`
+	}
+	tests := []struct {
+		in      string
+		want    body
+		wantErr string
+	}{
+		{"", body{A: 7}, ""}, // left out: v keeps its defaults
+		{" \n", body{A: 7}, ""},
+		{`{"a":1}`, body{A: 1}, ""},
+		{`{"c":1}`, body{A: 7}, `unknown field "c"`},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(tt.in))
+		v := body{A: 7}
+		err := decodeOptional(r, &v)
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("decodeOptional(%q) = %v, want error %q", tt.in, err, tt.wantErr)
+		}
+		if v != tt.want {
+			t.Errorf("decodeOptional(%q) left %+v, want %+v", tt.in, v, tt.want)
 		}
 	}
 }
