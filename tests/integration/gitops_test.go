@@ -107,7 +107,10 @@ spec:
 		}
 		return len(vms.VMs) == 2
 	})
-	vms, _ := g.acme.Client.SiteVMs(t.Context(), "store-042")
+	vms, err := g.acme.Client.SiteVMs(t.Context(), "store-042")
+	if err != nil || len(vms.VMs) != 2 {
+		t.Fatalf("store-042 VMs: %+v, %v; want pos-1 and pos-2", vms.VMs, err)
+	}
 	for _, v := range vms.VMs {
 		want := map[string]model.VMState{"pos-1": model.VMRunning, "pos-2": model.VMStopped}[v.Name]
 		if v.Actual == nil || v.Actual.State != want || !v.Actual.Managed {
