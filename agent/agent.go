@@ -262,7 +262,7 @@ func (a *Agent) freshVersion(ctx context.Context) (int64, error) {
 			a.log.Warn("cannot report the changed inventory; the plan waits for a heartbeat to succeed", "why", why, "err", err)
 			warned = true
 		}
-		a.kickHeartbeat()
+		kick(a.kickHB)
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
@@ -296,10 +296,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			// The control plane answers: retry buffered reports now rather
 			// than at the end of the delivery backoff.
 			if a.cfg.Executor.Results.Len()+a.cfg.Executor.Logs.Len()+a.cfg.Executor.Held() > 0 {
-				select {
-				case a.kickDeliver <- struct{}{}:
-				default:
-				}
+				kick(a.kickDeliver)
 			}
 			if d := resp.NextHeartbeat.D(); d > 0 {
 				interval = d
@@ -315,9 +312,11 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-func (a *Agent) kickHeartbeat() {
+// kick wakes whoever waits on ch, without blocking: a wake-up already
+// pending covers this one.
+func kick(ch chan<- struct{}) {
 	select {
-	case a.kickHB <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -366,10 +365,7 @@ func (a *Agent) pollLoop(ctx context.Context) {
 			a.ended, a.endedWhy = "", "" // active again
 		}
 		a.mu.Unlock()
-		select {
-		case a.newPlan <- struct{}{}:
-		default:
-		}
+		kick(a.newPlan)
 	}
 }
 
@@ -461,10 +457,7 @@ func (a *Agent) execLoop(ctx context.Context) {
 				a.latest = newer
 			}
 			a.mu.Unlock()
-			select {
-			case a.newPlan <- struct{}{}:
-			default:
-			}
+			kick(a.newPlan)
 			continue
 		}
 		a.log.Info("executing plan", "plan", plan.ID, "actions", len(plan.Actions), "commit", plan.Commit)
@@ -492,15 +485,12 @@ func (a *Agent) execLoop(ctx context.Context) {
 		if why := a.unreported(ctx); why != "" {
 			if _, err := a.Heartbeat(ctx); err != nil && ctx.Err() == nil {
 				a.log.Warn("cannot report the inventory after the plan", "err", err)
-				a.kickHeartbeat()
+				kick(a.kickHB)
 			}
 		}
 		a.mu.Lock()
 		if a.latest != nil && a.latest.ID != done {
-			select {
-			case a.newPlan <- struct{}{}:
-			default:
-			}
+			kick(a.newPlan)
 		}
 		a.mu.Unlock()
 		if ctx.Err() != nil {

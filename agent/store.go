@@ -196,12 +196,7 @@ func OpenOutbox(dir string, limit int) (*Outbox, error) {
 	return o, nil
 }
 
-func (o *Outbox) signal() {
-	select {
-	case o.wake <- struct{}{}:
-	default:
-	}
-}
+func (o *Outbox) signal() { kick(o.wake) }
 
 // Wake is signalled when entries are added.
 func (o *Outbox) Wake() <-chan struct{} { return o.wake }
