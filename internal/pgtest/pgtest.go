@@ -57,7 +57,9 @@ type cluster struct {
 	admin string // URL of a database to run CREATE DATABASE in
 	dir   string // "" when the server is external
 	cmd   *exec.Cmd
-	log   string
+	// exited receives cmd.Wait's result once the server exits.
+	exited chan error
+	log    string
 }
 
 // The per-binary cluster: started at the first URL call, stopped by Main
@@ -226,8 +228,8 @@ func start(ctx context.Context) (*cluster, error) {
 		return nil, fmt.Errorf("start postgres: %w", err)
 	}
 	c.admin = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
-	exited := make(chan error, 1)
-	go func() { exited <- c.cmd.Wait() }()
+	c.exited = make(chan error, 1)
+	go func() { c.exited <- c.cmd.Wait() }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -237,7 +239,7 @@ func start(ctx context.Context) (*cluster, error) {
 			return c, nil
 		}
 		select {
-		case werr := <-exited:
+		case werr := <-c.exited:
 			c.cmd = nil
 			logText, _ := os.ReadFile(c.log)
 			os.RemoveAll(dir)
@@ -288,22 +290,13 @@ func freePort() (int, error) {
 }
 
 func (c *cluster) stop() error {
-	if c.cmd != nil && c.cmd.Process != nil {
+	if c.cmd != nil {
 		_ = c.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
-		done := make(chan struct{})
-		go func() {
-			for {
-				if err := c.cmd.Process.Signal(syscall.Signal(0)); err != nil {
-					close(done)
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}()
 		select {
-		case <-done:
+		case <-c.exited:
 		case <-time.After(10 * time.Second):
 			_ = c.cmd.Process.Kill()
+			<-c.exited
 		}
 	}
 	if c.dir != "" && strings.Contains(c.dir, "nkudo-pgtest-") {
