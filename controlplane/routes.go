@@ -71,7 +71,7 @@ type caller struct {
 func (c *caller) actor() store.Actor {
 	switch {
 	case c.kind == AuthAgent:
-		return store.Actor{Kind: store.ActorAgent, ID: c.id.Tenant + "/" + c.id.Site}
+		return store.Actor{Kind: store.ActorAgent, ID: c.id.String()}
 	case c.admin:
 		return store.Actor{Kind: store.ActorAdmin, ID: c.tokenID}
 	case c.tokenID != "":
