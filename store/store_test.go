@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,26 +93,20 @@ func TestSecretRedacted(t *testing.T) {
 	for _, out := range []string{
 		fmt.Sprint(s), fmt.Sprintf("%v %s %#v", s, s, s), fmt.Sprintf("%+v", struct{ K store.Secret }{s}),
 	} {
-		if containsStr(out, "hunter2") {
+		if strings.Contains(out, "hunter2") {
 			t.Errorf("secret printed: %q", out)
 		}
 	}
-	b, _ := json.Marshal(map[string]store.Secret{"k": s})
-	if containsStr(string(b), "hunter2") {
+	b, err := json.Marshal(map[string]store.Secret{"k": s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "hunter2") {
 		t.Errorf("secret in JSON: %s", b)
 	}
 	if s.Reveal() != "hunter2" {
 		t.Error("Reveal lost the value")
 	}
-}
-
-func containsStr(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 func TestGaps(t *testing.T) {
