@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/nkudo/nkudo/diff"
@@ -54,7 +56,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	if c.Actual == "" {
 		actual, err = liveInventory(ctx, g)
 	} else {
-		actual, err = readInventoryFile(c.Actual)
+		actual, err = readInventoryFile(s.In, c.Actual)
 	}
 	if err != nil {
 		return err
@@ -91,9 +93,13 @@ func hasChanges(r diff.Result) bool {
 	return false
 }
 
-func readInventoryFile(name string) (map[string]model.Inventory, error) {
+// readInventoryFile reads the inventory file name, or stdin when name is "-".
+func readInventoryFile(stdin io.Reader, name string) (map[string]model.Inventory, error) {
 	if name == "-" {
-		inv, err := parseInventory(os.Stdin)
+		if stdin == nil {
+			return nil, errors.New("inventory: --actual -: no standard input")
+		}
+		inv, err := parseInventory(stdin)
 		if err != nil {
 			return nil, fmt.Errorf("inventory from standard input: %w", err)
 		}
