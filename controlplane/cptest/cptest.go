@@ -378,14 +378,7 @@ func (e *Env) Enroll(tenant, site string) *Agent {
 		e.NewSite(tenant, site)
 	}
 	tok := e.EnrollmentToken(tenant, site)
-	key, err := pki.NewKey()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, site)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	key, csr := e.newCSR(site)
 	pinned, err := api.NewClient(api.ClientConfig{BaseURL: e.URL, CAFingerprint: tok.CAFingerprint})
 	if err != nil {
 		e.t.Fatal(err)
@@ -402,6 +395,20 @@ func (e *Env) Enroll(tenant, site string) *Agent {
 	return &Agent{Tenant: tenant, Site: site, Key: key, Cert: cert, Enrollment: resp, Client: e.AgentClient(cert)}
 }
 
+// newCSR makes a fresh agent key and a CSR for site.
+func (e *Env) newCSR(site string) (*ecdsa.PrivateKey, []byte) {
+	e.t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key, site)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return key, csr
+}
+
 // KeyPair combines a key with a PEM certificate into a tls.Certificate.
 func KeyPair(key *ecdsa.PrivateKey, certPEM []byte) (tls.Certificate, error) {
 	keyPEM, err := pki.EncodeKeyPEM(key)
@@ -416,14 +423,7 @@ func KeyPair(key *ecdsa.PrivateKey, certPEM []byte) (tls.Certificate, error) {
 // it for expired certificates and for identities the server never issued.
 func (e *Env) IssueCert(tenant, site string, notBefore time.Time, ttl time.Duration) tls.Certificate {
 	e.t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, site)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	key, csr := e.newCSR(site)
 	iss, err := e.PKI.SignAt(csr, pki.Identity{Tenant: tenant, Site: site}, notBefore, ttl)
 	if err != nil {
 		e.t.Fatal(err)
