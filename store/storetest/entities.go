@@ -50,6 +50,16 @@ func must2[T any](_ T, err error) func(testing.TB) {
 	}
 }
 
+// mustGet returns v, failing the test if err is set: a list that failed
+// must not pass for an empty one.
+func mustGet[T any](v T, err error) func(testing.TB) T {
+	return func(t testing.TB) T {
+		t.Helper()
+		must(t, err)
+		return v
+	}
+}
+
 func testRepositories(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	seed(t, s)

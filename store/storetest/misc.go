@@ -479,16 +479,16 @@ func testTenantScoping(t *testing.T, s store.Store) {
 		}
 	}
 	// Lists show only the tenant's own objects.
-	if l, _ := s.ListRepositories(ctx, tenantB); len(l) != 0 {
+	if l := mustGet(s.ListRepositories(ctx, tenantB))(t); len(l) != 0 {
 		t.Errorf("tenant B lists repositories %+v", l)
 	}
-	if l, _ := s.ListAPITokens(ctx, tenantB); len(l) != 0 {
+	if l := mustGet(s.ListAPITokens(ctx, tenantB))(t); len(l) != 0 {
 		t.Errorf("tenant B lists api tokens %+v", l)
 	}
-	if l, _ := s.ListPreviews(ctx, tenantB, r.ID); len(l) != 0 {
+	if l := mustGet(s.ListPreviews(ctx, tenantB, r.ID))(t); len(l) != 0 {
 		t.Errorf("tenant B lists previews %+v", l)
 	}
-	if l, _ := s.ListSites(ctx, tenantB); len(l) != 2 {
+	if l := mustGet(s.ListSites(ctx, tenantB))(t); len(l) != 2 {
 		t.Errorf("tenant B lists %d sites, want its own 2", len(l))
 	}
 	// Nothing of tenant A was changed by the attempts.
@@ -519,19 +519,19 @@ func testTenantPurge(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound)
 	_, err = s.RedeemEnrollmentToken(ctx, "e", store.HashSecret("s"), epoch.Add(-time.Hour))
 	wantErr(t, err, store.ErrNotFound)
-	if l, _ := s.ListAllRepositories(ctx); len(l) != 0 {
+	if l := mustGet(s.ListAllRepositories(ctx))(t); len(l) != 0 {
 		t.Errorf("repositories survive the purge: %+v", l)
 	}
-	if l, _ := s.UnpostedCommitStatuses(ctx, 0); len(l) != 0 {
+	if l := mustGet(s.UnpostedCommitStatuses(ctx, 0))(t); len(l) != 0 {
 		t.Errorf("statuses survive the purge: %+v", l)
 	}
-	if l, _ := s.ListSites(ctx, tenantB); len(l) != 2 {
+	if l := mustGet(s.ListSites(ctx, tenantB))(t); len(l) != 2 {
 		t.Errorf("tenant B lost sites: %+v", l)
 	}
 	// The audit log keeps everything and stays intact.
 	v, err := s.VerifyAudit(ctx)
 	must(t, err)
-	ev, _ := s.ListAudit(ctx, tenantA, 0, 0)
+	ev := mustGet(s.ListAudit(ctx, tenantA, 0, 0))(t)
 	if !v.OK() || len(ev) == 0 || ev[len(ev)-1].Action != "tenant.delete" {
 		t.Errorf("audit after purge: %+v, last tenant A events %d", v, len(ev))
 	}
