@@ -216,9 +216,17 @@ func TestStalePlanIsNotExecuted(t *testing.T) {
 	if c := r.calls(t); len(c) != 0 {
 		t.Errorf("stale plan called the hypervisor: %v", c)
 	}
-	entries, _ := r.ex.Results.Peek(10)
-	if len(entries) != 2 || entries[0].Result.Status != model.ActionSkipped || !strings.Contains(entries[0].Result.Error, "stale plan") {
-		t.Errorf("stale results = %+v", entries)
+	entries, err := r.ex.Results.Peek(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != len(p.Actions) {
+		t.Fatalf("%d stale results, want one per action (%d)", len(entries), len(p.Actions))
+	}
+	for i, e := range entries {
+		if e.Result.ActionID != p.Actions[i].ID || e.Result.Status != model.ActionSkipped || !strings.Contains(e.Result.Error, "stale plan") {
+			t.Errorf("stale result %d = %+v, want action %s skipped as a stale plan", i, *e.Result, p.Actions[i].ID)
+		}
 	}
 }
 
@@ -295,7 +303,10 @@ func TestFailureSkipsTheRestWithTheAPIError(t *testing.T) {
 	if _, err := r.ex.Execute(t.Context(), p, 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := r.ex.Results.Peek(100)
+	entries, err := r.ex.Results.Peek(100)
+	if err != nil {
+		t.Fatal(err)
+	}
 	final := map[string]api.ActionResult{}
 	for _, e := range entries {
 		if e.Result.Status != model.ActionRunning {
@@ -305,7 +316,7 @@ func TestFailureSkipsTheRestWithTheAPIError(t *testing.T) {
 	if s := final[p.Actions[1].ID]; s.Status != model.ActionFailed || !strings.Contains(s.Error, "kvm unavailable") {
 		t.Errorf("start result = %+v", s)
 	}
-	if s := final[p.Actions[2].ID]; s.Status != model.ActionSkipped {
+	if s := final[p.Actions[2].ID]; s.Status != model.ActionSkipped || !strings.Contains(s.Error, "failed earlier in the plan") {
 		t.Errorf("action after the failure = %+v", s)
 	}
 }
