@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/nkudo/nkudo/internal/gitcopy"
 )
@@ -29,33 +29,15 @@ type localRemote struct {
 	path string
 }
 
-// gitDir finds the directory holding refs/ and objects/: the path itself
-// for a bare repository, else its .git (a directory or a "gitdir:" file).
-func (l localRemote) gitDir() (string, error) {
-	dotgit := filepath.Join(l.path, ".git")
-	fi, err := os.Stat(dotgit)
-	switch {
-	case err == nil && fi.IsDir():
-		return dotgit, nil
-	case err == nil:
-		b, err := os.ReadFile(dotgit)
-		if err != nil {
-			return "", fmt.Errorf("read %s: %w", dotgit, err)
-		}
-		dir, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "gitdir:")
-		if !ok {
-			return "", fmt.Errorf("%s: not a gitdir file", dotgit)
-		}
-		dir = strings.TrimSpace(dir)
-		if !filepath.IsAbs(dir) {
-			dir = filepath.Join(l.path, dir)
-		}
-		return dir, nil
-	case errors.Is(err, os.ErrNotExist):
-		return l.path, nil
-	default:
-		return "", fmt.Errorf("stat %s: %w", dotgit, err)
+// gitDir is the directory holding refs/ and objects/ of repo, as go-git
+// found it: the path itself for a bare repository, else its .git (a
+// directory or a "gitdir:" file).
+func (l localRemote) gitDir(repo *git.Repository) (string, error) {
+	st, ok := repo.Storer.(*filesystem.Storage)
+	if !ok {
+		return "", fmt.Errorf("%s: not a repository on disk", l.path)
 	}
+	return st.Filesystem().Root(), nil
 }
 
 func (l localRemote) open() (*git.Repository, error) {
@@ -106,7 +88,7 @@ func (l localRemote) push(ctx context.Context, src storer.EncodedObjectStorer, o
 	if err := copyHistory(ctx, src, repo.Storer, next); err != nil {
 		return fmt.Errorf("copy notes to %s: %w", l.path, err)
 	}
-	dir, err := l.gitDir()
+	dir, err := l.gitDir(repo)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,5 +152,37 @@ func BenchmarkNotesPostLocal(b *testing.B) {
 		if err := w.Post(b.Context(), st); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNotesNonBareRemote posts to local remotes with a working tree: one
+// whose .git is a directory, one whose .git is a "gitdir:" file (as
+// `git init --separate-git-dir` leaves it). git itself must then read the
+// note from the remote.
+func TestNotesNonBareRemote(t *testing.T) {
+	root := t.TempDir()
+	plain := filepath.Join(root, "plain")
+	git(t, root, "init", "-q", "-b", "main", plain)
+	separate := filepath.Join(root, "separate")
+	git(t, root, "init", "-q", "-b", "main", "--separate-git-dir", filepath.Join(root, "separate-git"), separate)
+	for _, remote := range []string{plain, separate} {
+		t.Run(filepath.Base(remote), func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(remote, "a.yaml"), []byte("x: 1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			git(t, remote, "add", ".")
+			git(t, remote, "commit", "-q", "-m", "one")
+			head := git(t, remote, "rev-parse", "HEAD")
+			w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(t.TempDir(), "w"), RemoteURL: remote})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Post(t.Context(), forge.Status{SHA: head, Context: "nkudo/plan", State: forge.StateSuccess}); err != nil {
+				t.Fatal(err)
+			}
+			if got := git(t, remote, "notes", "--ref=nkudo", "show", head); !strings.Contains(got, `"nkudo/plan"`) {
+				t.Errorf("git notes show in %s = %q, want the nkudo/plan status", remote, got)
+			}
+		})
 	}
 }
