@@ -197,7 +197,8 @@ func testAudit(t *testing.T, s store.Store) {
 	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
 	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
 	// Failed mutations write nothing.
-	_, _ = s.CreateTenant(ctx, admin, store.Tenant{ID: tenantA})
+	_, err := s.CreateTenant(ctx, admin, store.Tenant{ID: tenantA})
+	wantErr(t, err, store.ErrConflict)
 	// Telemetry writes nothing.
 	must2(s.RecordHeartbeat(ctx, tenantA, siteA, store.Heartbeat{Time: epoch}))(t)
 	e, err := s.AppendAudit(ctx, store.AuditEvent{Tenant: tenantB, Actor: "system:reconciler", Action: "reconcile.trigger", Object: "repository/x", Detail: []byte(`{ "ref": "main" }`)})
@@ -340,7 +341,8 @@ func testLeaseExclusive(t *testing.T, s store.Store) {
 			t.Error("non-holder renewed")
 		}
 		must(t, s.ReleaseLease(ctx, name, loser)) // not the holder: no effect
-		ok, _ = s.AcquireLease(ctx, name, loser, time.Minute)
+		ok, err = s.AcquireLease(ctx, name, loser, time.Minute)
+		must(t, err)
 		if ok {
 			t.Error("release by a non-holder freed the lease")
 		}
