@@ -387,14 +387,28 @@ func (d *demo) showPlans(ctx context.Context, sha string, shown, final map[strin
 	if err != nil {
 		return fmt.Errorf("plans of %s: %w", short(sha), err)
 	}
+	// A plan seen for the first time is needed by both loops below: fetch
+	// each plan at most once per call.
+	fetched := map[string]api.Plan{}
+	getPlan := func(id string) (api.Plan, error) {
+		if full, ok := fetched[id]; ok {
+			return full, nil
+		}
+		full, err := d.client.GetPlan(ctx, id)
+		if err != nil {
+			return api.Plan{}, fmt.Errorf("plan %s: %w", short(id), err)
+		}
+		fetched[id] = full
+		return full, nil
+	}
 	var fresh diff.Result
 	for _, p := range plans {
 		if shown[p.Plan.ID] {
 			continue
 		}
-		full, err := d.client.GetPlan(ctx, p.Plan.ID)
+		full, err := getPlan(p.Plan.ID)
 		if err != nil {
-			return fmt.Errorf("plan %s: %w", short(p.Plan.ID), err)
+			return err
 		}
 		shown[p.Plan.ID] = true
 		mp := full.Plan
@@ -423,9 +437,9 @@ func (d *demo) showPlans(ctx context.Context, sha string, shown, final map[strin
 		if final[p.Plan.ID] {
 			continue
 		}
-		full, err := d.client.GetPlan(ctx, p.Plan.ID)
+		full, err := getPlan(p.Plan.ID)
 		if err != nil {
-			return fmt.Errorf("plan %s: %w", short(p.Plan.ID), err)
+			return err
 		}
 		for _, a := range full.Actions {
 			key := p.Plan.ID + "/" + a.Action.ID
