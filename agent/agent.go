@@ -507,21 +507,9 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 	failing, holding := false, false
 	for {
 		err := a.Deliver(ctx)
+		held := errors.Is(err, errHeld)
 		wait := time.Hour
-		if errors.Is(err, errHeld) {
-			// The control plane took everything queued; the local outbox
-			// refuses writes. Retry it at a steady pace: it costs no
-			// request, and the results must not wait for a backoff.
-			if !holding {
-				a.log.Error("results held in memory: the outbox refuses writes; retrying", "held", a.cfg.Executor.Held(), "err", err)
-			}
-			if failing {
-				a.log.Info("buffered results and logs delivered")
-			}
-			holding = true
-			failing, backoff = false, time.Second
-			wait = heldRetry
-		} else if err != nil {
+		if err != nil && !held {
 			if ctx.Err() != nil {
 				return
 			}
@@ -532,12 +520,23 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 			wait = jitter(backoff)
 			backoff = min(backoff*2, 30*time.Second)
 		} else {
+			// The control plane took everything queued.
 			if failing {
 				a.log.Info("buffered results and logs delivered")
 			}
 			failing, backoff = false, time.Second
 		}
-		if err == nil && holding {
+		switch {
+		case held:
+			// The local outbox refuses writes. Retry it at a steady pace:
+			// it costs no request, and the results must not wait for a
+			// backoff.
+			if !holding {
+				a.log.Error("results held in memory: the outbox refuses writes; retrying", "held", a.cfg.Executor.Held(), "err", err)
+			}
+			holding = true
+			wait = heldRetry
+		case err == nil && holding:
 			a.log.Info("held results queued")
 			holding = false
 		}
