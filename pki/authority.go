@@ -129,7 +129,7 @@ func (a *Authority) loadFiles(caCertFile, caKeyFile, serverCertFile, serverKeyFi
 	if err != nil {
 		return fmt.Errorf("read CA key: %w", err)
 	}
-	if err := a.setCA(caCertPEM, caKeyPEM, caCertFile); err != nil {
+	if err := a.setCA(caCertPEM, caKeyPEM, caCertFile, caKeyFile); err != nil {
 		return err
 	}
 	sc, err := tls.LoadX509KeyPair(serverCertFile, serverKeyFile)
@@ -143,27 +143,38 @@ func (a *Authority) loadFiles(caCertFile, caKeyFile, serverCertFile, serverKeyFi
 	return nil
 }
 
-func (a *Authority) setCA(certPEM, keyPEM []byte, name string) error {
-	certs, err := ParseCertPEM(certPEM)
+func (a *Authority) setCA(certPEM, keyPEM []byte, certName, keyName string) error {
+	ca, key, err := ParseCA(certPEM, keyPEM, certName, keyName)
 	if err != nil {
-		return fmt.Errorf("CA certificate %s: %w", name, err)
-	}
-	key, err := ParseKeyPEM(keyPEM)
-	if err != nil {
-		return fmt.Errorf("CA key for %s: %w", name, err)
-	}
-	ca := certs[0]
-	if !ca.IsCA {
-		return fmt.Errorf("CA certificate %s is not a CA (basic constraints)", name)
-	}
-	pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
-	if !ok || !pub.Equal(&key.PublicKey) {
-		return fmt.Errorf("CA key does not match CA certificate %s", name)
+		return err
 	}
 	a.caCert, a.caKey, a.caPEM = ca, key, EncodeCertPEM(ca.Raw)
 	a.pool = x509.NewCertPool()
 	a.pool.AddCert(ca)
 	return nil
+}
+
+// ParseCA parses a CA certificate (the first in certPEM) and its key, and
+// checks that the certificate is a CA and the key is its own. Errors name
+// certName and keyName (the files they came from).
+func ParseCA(certPEM, keyPEM []byte, certName, keyName string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certs, err := ParseCertPEM(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA certificate %s: %w", certName, err)
+	}
+	ca := certs[0]
+	if !ca.IsCA {
+		return nil, nil, fmt.Errorf("CA certificate %s is not a CA (basic constraints)", certName)
+	}
+	key, err := ParseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA key %s: %w", keyName, err)
+	}
+	pub, ok := ca.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(&key.PublicKey) {
+		return nil, nil, fmt.Errorf("CA key %s does not match CA certificate %s", keyName, certName)
+	}
+	return ca, key, nil
 }
 
 // loadDev loads or generates the dev CA and server certificate in dir.
@@ -193,7 +204,7 @@ func (a *Authority) loadDev(dir string, hosts []string) error {
 	default:
 		return fmt.Errorf("dev PKI in %s is incomplete (%v; %v): remove the directory to regenerate", dir, err1, err2)
 	}
-	if err := a.setCA(certPEM, keyPEM, caCertPath); err != nil {
+	if err := a.setCA(certPEM, keyPEM, caCertPath, caKeyPath); err != nil {
 		return err
 	}
 	all := append(DefaultServerHosts(), hosts...)

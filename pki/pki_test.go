@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -222,5 +223,42 @@ func TestCRLListsRevokedSerials(t *testing.T) {
 	}
 	if len(crl.RevokedCertificateEntries) != 1 || SerialString(crl.RevokedCertificateEntries[0].SerialNumber) != iss.Serial {
 		t.Fatalf("CRL entries = %+v, want serial %s", crl.RevokedCertificateEntries, iss.Serial)
+	}
+}
+
+func TestParseCANamesTheFaultyFile(t *testing.T) {
+	files, err := Init(t.TempDir(), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) []byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	caPEM, caKey, srvPEM, srvKey := read(files.CACert), read(files.CAKey), read(files.ServerCert), read(files.ServerKey)
+	ca, _, err := ParseCA(caPEM, caKey, "ca.crt", "ca.key")
+	if err != nil || Fingerprint(ca.Raw) != files.Fingerprint {
+		t.Fatalf("ParseCA of Init's files = %v", err)
+	}
+	tests := []struct {
+		name          string
+		certPEM, key  []byte
+		wantInMessage string
+	}{
+		{"garbage certificate", []byte("x"), caKey, "CA certificate ca.crt"},
+		{"server certificate", srvPEM, srvKey, "ca.crt is not a CA"},
+		{"garbage key", caPEM, []byte("x"), "CA key ca.key"},
+		{"foreign key", caPEM, srvKey, "CA key ca.key does not match CA certificate ca.crt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := ParseCA(tt.certPEM, tt.key, "ca.crt", "ca.key")
+			if err == nil || !strings.Contains(err.Error(), tt.wantInMessage) {
+				t.Errorf("err = %v, want one with %q", err, tt.wantInMessage)
+			}
+		})
 	}
 }

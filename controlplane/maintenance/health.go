@@ -2,7 +2,6 @@ package maintenance
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -130,24 +129,13 @@ func CheckPKI(f PKIFiles, now time.Time, warnBefore time.Duration) (Check, *x509
 		}
 		return fail("CA certificate: %v", err)
 	}
-	certs, err := pki.ParseCertPEM(caPEM)
-	if err != nil {
-		return fail("CA certificate %s: %v", f.CACert, err)
-	}
-	ca := certs[0]
-	if !ca.IsCA {
-		return fail("CA certificate %s is not a CA", f.CACert)
-	}
 	keyPEM, err := os.ReadFile(f.CAKey)
 	if err != nil {
 		return fail("CA key: %v", err)
 	}
-	key, err := pki.ParseKeyPEM(keyPEM)
+	ca, _, err := pki.ParseCA(caPEM, keyPEM, f.CACert, f.CAKey)
 	if err != nil {
-		return fail("CA key %s: %v", f.CAKey, err)
-	}
-	if pub, ok := ca.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&key.PublicKey) {
-		return fail("CA key %s does not match CA certificate %s", f.CAKey, f.CACert)
+		return fail("%v", err)
 	}
 	sc, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
 	if err != nil {
