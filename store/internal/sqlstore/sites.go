@@ -167,24 +167,14 @@ func (s *Store) IsSerialRevoked(ctx context.Context, serial string) (bool, error
 
 // ListRevokedSerials implements store.Sites.
 func (s *Store) ListRevokedSerials(ctx context.Context) ([]store.RevokedSerial, error) {
-	var out []store.RevokedSerial
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, `SELECT serial, tenant, site, revoked_at FROM revoked_serials ORDER BY revoked_at, serial`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var r store.RevokedSerial
-			var at int64
-			if err := rows.Scan(&r.Serial, &r.Tenant, &r.Site, &at); err != nil {
-				return err
-			}
-			r.RevokedAt = tm(at)
-			out = append(out, r)
-		}
-		return rows.Err()
-	})
+	scan := func(row Row) (store.RevokedSerial, error) {
+		var r store.RevokedSerial
+		var at int64
+		err := row.Scan(&r.Serial, &r.Tenant, &r.Site, &at)
+		r.RevokedAt = tm(at)
+		return r, err
+	}
+	out, err := readAll(ctx, s, scan, `SELECT serial, tenant, site, revoked_at FROM revoked_serials ORDER BY revoked_at, serial`)
 	if err != nil {
 		return nil, fmt.Errorf("list revoked serials: %w", err)
 	}

@@ -27,13 +27,22 @@ func (s *Store) CreateTenant(ctx context.Context, actor store.Actor, tn store.Te
 	return tn, nil
 }
 
+const tenantCols = `id, name, created_at`
+
+func scanTenant(r Row) (store.Tenant, error) {
+	var tn store.Tenant
+	var at int64
+	err := r.Scan(&tn.ID, &tn.Name, &at)
+	tn.CreatedAt = tm(at)
+	return tn, err
+}
+
 // GetTenant implements store.Tenants.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
 	var tn store.Tenant
 	err := s.read1(ctx, func(c Conn) error {
-		var at int64
-		err := c.QueryRow(ctx, `SELECT id, name, created_at FROM tenants WHERE id = $1`, id).Scan(&tn.ID, &tn.Name, &at)
-		tn.CreatedAt = tm(at)
+		var err error
+		tn, err = scanTenant(c.QueryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
 		return s.notFound(err)
 	})
 	if err != nil {
@@ -44,24 +53,7 @@ func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) 
 
 // ListTenants implements store.Tenants.
 func (s *Store) ListTenants(ctx context.Context) ([]store.Tenant, error) {
-	var out []store.Tenant
-	err := s.read1(ctx, func(c Conn) error {
-		rows, err := c.Query(ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var tn store.Tenant
-			var at int64
-			if err := rows.Scan(&tn.ID, &tn.Name, &at); err != nil {
-				return err
-			}
-			tn.CreatedAt = tm(at)
-			out = append(out, tn)
-		}
-		return rows.Err()
-	})
+	out, err := readAll(ctx, s, scanTenant, `SELECT `+tenantCols+` FROM tenants ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
