@@ -308,6 +308,9 @@ type errSkip struct{ reason string }
 
 func (e errSkip) Error() string { return e.reason }
 
+// errNotPresent is the reason for a file that does not exist.
+var errNotPresent = errSkip{"not present"}
+
 // readFile reads rel below root, at most max bytes (the tail when the
 // file is bigger). It refuses anything that is not a regular file and
 // every symlink.
@@ -318,7 +321,7 @@ func readFile(root *os.Root, rel string, max int64) (fileData, error) {
 	}
 	lfi, err := root.Lstat(rel)
 	if errors.Is(err, os.ErrNotExist) {
-		return fd, errSkip{"not present"}
+		return fd, errNotPresent
 	}
 	if err != nil {
 		return fd, errSkip{err.Error()}

@@ -168,7 +168,7 @@ func readDir(root *os.Root, rel string) ([]os.DirEntry, error) {
 	}
 	d, err := root.Open(rel)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, errSkip{"not present"}
+		return nil, errNotPresent
 	}
 	if err != nil {
 		if fi, lerr := root.Lstat(rel); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
@@ -450,7 +450,7 @@ func (b *bundle) collectOutbox(box string) error {
 	for _, seq := range seqs {
 		e := outboxEntry{Seq: seq}
 		fd, err := readFile(b.state, path.Join(rel, fmt.Sprintf("%016d.json", seq)), 1<<20)
-		if err != nil && err.Error() == "not present" {
+		if errors.Is(err, errNotPresent) {
 			continue // delivered while the bundle was collected
 		}
 		if err == nil {
