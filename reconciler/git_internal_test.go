@@ -311,3 +311,19 @@ func BenchmarkFetchColdLocal(b *testing.B) {
 		}
 	}
 }
+
+func TestLocalGitDir(t *testing.T) {
+	r := gittest.New(t)
+	for _, tc := range []struct{ url, want string }{
+		{r.Remote, r.Remote},
+		{"file://" + r.Remote, r.Remote},
+		{r.Work, filepath.Join(r.Work, ".git")},
+		{filepath.Join(t.TempDir(), "missing"), ""},
+		{"https://example.com/fleet.git", ""},
+		{"git@example.com:fleet.git", ""},
+	} {
+		if got := localGitDir(tc.url); got != tc.want {
+			t.Errorf("localGitDir(%q) = %q, want %q", tc.url, got, tc.want)
+		}
+	}
+}

@@ -4,19 +4,20 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/nkudo/nkudo/internal/gitcopy"
 )
 
 // localGitDir returns the git directory of a local repository URL (a
 // path or file://), or "" for remote sources.
 func localGitDir(rawURL string) string {
-	if remoteKind(rawURL) != "file" {
+	p := gitcopy.LocalPath(rawURL)
+	if p == "" {
 		return ""
 	}
-	p := strings.TrimPrefix(rawURL, "file://")
 	if st, err := os.Stat(filepath.Join(p, ".git")); err == nil && st.IsDir() {
 		return filepath.Join(p, ".git")
 	}
