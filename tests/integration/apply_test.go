@@ -236,6 +236,15 @@ func waitEdge(t testing.TB, what string, timeout time.Duration, cond func() (boo
 	}
 }
 
+// waitFirstHeartbeat waits until the site's agent has reported an inventory.
+func (e *edgeSite) waitFirstHeartbeat() {
+	e.t.Helper()
+	waitEdge(e.t, "the first heartbeat", 20*time.Second, func() (bool, string) {
+		inv := e.inventory()
+		return inv.Reported, fmt.Sprint(inv)
+	})
+}
+
 func (e *edgeSite) inventory() model.Inventory {
 	inv, err := e.env.Store().Inventory(e.t.Context(), e.tenant, e.site)
 	if err != nil {
@@ -360,10 +369,7 @@ func TestApplyPlanCreateStartStopDelete(t *testing.T) {
 		env := startEdgeCP(t, postgres)
 		e := newEdgeSite(t, env, "acme", "store-1")
 		e.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) {
-			inv := e.inventory()
-			return inv.Reported, fmt.Sprint(inv)
-		})
+		e.waitFirstHeartbeat()
 
 		// 1. create + start vm-a, create vm-b (stopped).
 		d1 := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMStopped))
@@ -481,7 +487,7 @@ func TestApplyPlanIdempotency(t *testing.T) {
 		flaky := &flakyReports{block: true}
 		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { flaky.ControlPlane = c; return flaky }
 		e.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		e.waitFirstHeartbeat()
 		d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 		p := e.plan(d)
 		// The agent executes everything but cannot report: the plan stays active.
@@ -532,7 +538,7 @@ func TestApplyPlanIdempotency(t *testing.T) {
 			t.Fatal(err)
 		}
 		proc := e.startProcess()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		e.waitFirstHeartbeat()
 		d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 		p := e.plan(d)
 		startA := planActionID(t, p, model.OpStart, "vm-a")
@@ -657,7 +663,7 @@ func TestAgentFinishesCurrentActionOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	proc := e.startProcess()
-	waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+	e.waitFirstHeartbeat()
 	d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 	p := e.plan(d)
 	startA := planActionID(t, p, model.OpStart, "vm-a")
@@ -693,7 +699,7 @@ func BenchmarkAgentIdleRSS(b *testing.B) {
 	e := newEdgeSite(b, env, "acme", "store-1")
 	bin := buildEdgeBinary(b, e.bin, "cmd/nkudo-edge", "nkudo-edge")
 	proc := e.startProcess()
-	waitEdge(b, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+	e.waitFirstHeartbeat()
 	d := e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning))
 	e.waitPlanDone(e.plan(d))
 	e.waitConverged(d)

@@ -58,7 +58,7 @@ func TestCancelledPlanStopsAfterTheCurrentAction(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		e.waitFirstHeartbeat()
 
 		p := e.plan(e.desired(e.vm("vm-a", model.VMRunning), e.vm("vm-b", model.VMRunning)))
 		if p == nil || len(p.Actions) < 3 || p.Actions[0].Operation != model.OpCreate {

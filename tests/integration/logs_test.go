@@ -105,7 +105,7 @@ func TestExecutionLogStreaming(t *testing.T) {
 		out := &reportOutage{}
 		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { out.ControlPlane = c; return out }
 		e.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		e.waitFirstHeartbeat()
 
 		// Plan 1 streams while the control plane is up.
 		d1 := e.desired(e.vm("vm-a", model.VMRunning))
@@ -163,7 +163,7 @@ func TestPlanSharingAnActionAcrossAnOutage(t *testing.T) {
 		out := &reportOutage{}
 		e.wrap = func(c agent.ControlPlane) agent.ControlPlane { out.ControlPlane = c; return out }
 		e.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return e.inventory().Reported, "" })
+		e.waitFirstHeartbeat()
 		// Heartbeats stop getting through: the control plane does not learn of plan 1's VM.
 		out.holdHeartbeats(true)
 		inv := e.inventory()

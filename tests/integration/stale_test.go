@@ -294,7 +294,7 @@ func TestStalePlanAfterLastResult(t *testing.T) {
 	edgeBackends(t, func(t *testing.T, postgres bool) {
 		r := newStaleRig(t, postgres)
 		r.edge.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return r.edge.inventory().Reported, "" })
+		r.edge.waitFirstHeartbeat()
 		v0 := r.edge.inventory().Version
 		r.gate.set(true)
 
@@ -338,7 +338,7 @@ func TestStalePlanAfterSupersede(t *testing.T) {
 		r := newStaleRig(t, postgres)
 		r.holdDownload("/vmlinux-vm-b")
 		r.edge.start()
-		waitEdge(t, "the first heartbeat", 20*time.Second, func() (bool, string) { return r.edge.inventory().Reported, "" })
+		r.edge.waitFirstHeartbeat()
 		v0 := r.edge.inventory().Version
 		r.gate.set(true)
 
