@@ -93,9 +93,15 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 // Serve opens the store and PKI, wires the GitOps hooks and serves on ln
 // until ctx ends. The demo command reuses it with its own flags.
 func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener) (err error) {
+	// ln is srv.Serve's to close once it runs; until then, every failure closes it.
+	serving := false
+	defer func() {
+		if !serving {
+			ln.Close()
+		}
+	}()
 	st, err := c.Open(ctx, log)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer func() { err = errors.Join(err, st.Close()) }()
@@ -106,7 +112,6 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 	}
 	authority, err := pf.Load(c.DataDir, log)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	opts := controlplane.Options{
@@ -121,23 +126,21 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 	}
 	stopHooks, err := wireGitOps(ctx, st, log, c.DataDir, c.PublicURL, c.GitOpsFlags, &opts)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer stopHooks()
 	srv, err := controlplane.New(opts)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	stopRetention, err := startRetention(ctx, st, log, srv.Registry(), c.RetentionFlags)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer stopRetention()
 	log.Info("n-kudo control plane starting", "listen", ln.Addr().String(), "data_dir", c.DataDir,
 		"database", databaseKind(c.DatabaseURL), "ca_fingerprint", authority.Fingerprint())
+	serving = true
 	return srv.Serve(ctx, ln)
 }
 
