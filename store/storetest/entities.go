@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -321,7 +322,7 @@ func testEnrollmentConcurrent(t *testing.T, s store.Store) {
 			switch err := <-errs; {
 			case err == nil:
 				wins++
-			case errorsIs(err, store.ErrTokenUsed):
+			case errors.Is(err, store.ErrTokenUsed):
 				used++
 			default:
 				t.Errorf("redeem: unexpected error %v", err)

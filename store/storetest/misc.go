@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -476,7 +477,7 @@ func testTenantScoping(t *testing.T, s store.Store) {
 	}
 	must2(s.CreateSite(ctx, admin, tenantA, "only-in-a"))(t)
 	for name, call := range calls {
-		if err := call(); !errorsIs(err, store.ErrNotFound) {
+		if err := call(); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s across tenants: error %v, want ErrNotFound", name, err)
 		}
 	}

@@ -174,5 +174,3 @@ func quiet(ch <-chan struct{}) bool {
 		return true
 	}
 }
-
-func errorsIs(err, target error) bool { return errors.Is(err, target) }
