@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,28 +50,28 @@ func TestVerify(t *testing.T) {
 		name    string
 		h       http.Header
 		secret  string
-		wantErr bool
+		wantErr error // nil: verifies
 	}{
-		{"github ok", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+good), secret, false},
-		{"github wrong", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+sign("other")), secret, true},
-		{"github no prefix", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", good), secret, true},
-		{"github missing", hdr("X-GitHub-Event", "push"), secret, true},
-		{"github sha1 only", hdr("X-GitHub-Event", "push", "X-Hub-Signature", "sha1=00"), secret, true},
-		{"github bare gitea header not enough", hdr("X-GitHub-Event", "push", "X-Gitea-Signature", good), secret, true},
-		{"gitea bare hex", hdr("X-Gitea-Event", "push", "X-Gitea-Signature", good), secret, false},
-		{"gitea both", hdr("X-Gitea-Event", "push", "X-GitHub-Event", "push", "X-Gitea-Signature", good, "X-Hub-Signature-256", "sha256="+good), secret, false},
-		{"gitea one of two wrong", hdr("X-Gitea-Event", "push", "X-Gitea-Signature", good, "X-Hub-Signature-256", "sha256=00"), secret, true},
-		{"forgejo", hdr("X-Forgejo-Event", "push", "X-Forgejo-Signature", good), secret, false},
-		{"gitlab ok", hdr("X-Gitlab-Event", "Push Hook", "X-Gitlab-Token", secret), secret, false},
-		{"gitlab wrong", hdr("X-Gitlab-Event", "Push Hook", "X-Gitlab-Token", secret+"x"), secret, true},
-		{"gitlab missing", hdr("X-Gitlab-Event", "Push Hook"), secret, true},
-		{"no secret configured", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+good), "", true},
-		{"unknown forge", hdr("X-Other", "x"), secret, true},
+		{"github ok", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+good), secret, nil},
+		{"github wrong", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+sign("other")), secret, webhooks.ErrSignature},
+		{"github no prefix", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", good), secret, webhooks.ErrSignature},
+		{"github missing", hdr("X-GitHub-Event", "push"), secret, webhooks.ErrSignature},
+		{"github sha1 only", hdr("X-GitHub-Event", "push", "X-Hub-Signature", "sha1=00"), secret, webhooks.ErrSignature},
+		{"github bare gitea header not enough", hdr("X-GitHub-Event", "push", "X-Gitea-Signature", good), secret, webhooks.ErrSignature},
+		{"gitea bare hex", hdr("X-Gitea-Event", "push", "X-Gitea-Signature", good), secret, nil},
+		{"gitea both", hdr("X-Gitea-Event", "push", "X-GitHub-Event", "push", "X-Gitea-Signature", good, "X-Hub-Signature-256", "sha256="+good), secret, nil},
+		{"gitea one of two wrong", hdr("X-Gitea-Event", "push", "X-Gitea-Signature", good, "X-Hub-Signature-256", "sha256=00"), secret, webhooks.ErrSignature},
+		{"forgejo", hdr("X-Forgejo-Event", "push", "X-Forgejo-Signature", good), secret, nil},
+		{"gitlab ok", hdr("X-Gitlab-Event", "Push Hook", "X-Gitlab-Token", secret), secret, nil},
+		{"gitlab wrong", hdr("X-Gitlab-Event", "Push Hook", "X-Gitlab-Token", secret+"x"), secret, webhooks.ErrSignature},
+		{"gitlab missing", hdr("X-Gitlab-Event", "Push Hook"), secret, webhooks.ErrSignature},
+		{"no secret configured", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+good), "", webhooks.ErrSignature},
+		{"unknown forge", hdr("X-Other", "x"), secret, webhooks.ErrUnknownForge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := webhooks.Verify(tc.h, []byte(pushBody), []byte(tc.secret))
-			if (err != nil) != tc.wantErr {
-				t.Errorf("Verify = %v, wantErr %v", err, tc.wantErr)
+			if !errors.Is(err, tc.wantErr) {
+				t.Errorf("Verify = %v, want %v", err, tc.wantErr)
 			}
 		})
 	}
