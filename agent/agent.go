@@ -75,8 +75,8 @@ type Agent struct {
 	newPlan         chan struct{}
 	kickHB          chan struct{}
 	kickDeliver     chan struct{}
-	firstHB         chan struct{}
-	firstOnce       sync.Once
+	// firstHB is the first acked channel: closed by the first acknowledged heartbeat.
+	firstHB chan struct{}
 }
 
 // New builds an agent.
@@ -93,9 +93,10 @@ func New(cfg Config) *Agent {
 	if cfg.CheckTimeout == 0 {
 		cfg.CheckTimeout = 5 * time.Second
 	}
+	acked := make(chan struct{})
 	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
-		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1), firstHB: make(chan struct{}),
-		acked: make(chan struct{})}
+		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1),
+		acked: acked, firstHB: acked}
 }
 
 // jitter spreads d by ±10 %.
@@ -194,7 +195,6 @@ func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
 	close(a.acked)
 	a.acked = make(chan struct{})
 	a.mu.Unlock()
-	a.firstOnce.Do(func() { close(a.firstHB) })
 	return resp, nil
 }
 
