@@ -223,6 +223,7 @@ func TestGiteaPruneSafety(t *testing.T) {
 	w := giteatest.Clone(t, repo)
 	e.convergeStore042(t, w, repo)
 	applied := e.applied(t)
+	vmsBefore := len(e.siteVMs(t, "store-042").VMs)
 
 	entries, err := os.ReadDir(filepath.Join(w.Dir, "vms", "store-042"))
 	if err != nil || len(entries) == 0 {
@@ -247,6 +248,9 @@ func TestGiteaPruneSafety(t *testing.T) {
 		t.Errorf("%d plans stored for the refused commit, want none", len(plans))
 	}
 	vms := e.siteVMs(t, "store-042")
+	if len(vms.VMs) == 0 || len(vms.VMs) != vmsBefore {
+		t.Errorf("store-042 lists %d VMs after the refused prune, %d before", len(vms.VMs), vmsBefore)
+	}
 	for _, v := range vms.VMs {
 		if v.Actual == nil {
 			t.Errorf("VM %s vanished from store-042 after the refused prune", v.Name)
