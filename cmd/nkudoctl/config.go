@@ -155,9 +155,11 @@ func pickRepo(ctx context.Context, c *api.Client, want string) (api.Repository, 
 	return api.Repository{}, fmt.Errorf("no repository %q", want)
 }
 
-// writeJSON prints v indented, for --output json.
+// writeJSON prints v indented, for --output json. The output is not HTML:
+// <, > and & are printed as they are.
 func writeJSON(s *Streams, v any) error {
 	enc := json.NewEncoder(s.Out)
+	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -51,10 +50,7 @@ func (c *ValidateCmd) Run(g *Globals, s *Streams) error {
 		for _, e := range errs {
 			out.Errors = append(out.Errors, schemaError{File: e.File, Line: e.Line, Path: e.Path, Message: e.Message})
 		}
-		enc := json.NewEncoder(s.Out)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := writeJSON(s, out); err != nil {
 			return fmt.Errorf("write result: %w", err)
 		}
 	} else {
