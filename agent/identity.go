@@ -5,11 +5,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/nkudo/nkudo/agent/internal/atomicfile"
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/pki"
 )
 
 // Files of the PKI dir.
@@ -87,12 +86,6 @@ func (id *Identity) Validity() (notBefore, notAfter time.Time) {
 	return id.leaf.NotBefore, id.leaf.NotAfter
 }
 
-// Fingerprint is the "sha256:<hex>" pin of a DER certificate.
-func Fingerprint(der []byte) string {
-	s := sha256.Sum256(der)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
 func newKeyAndCSR(site string) (*ecdsa.PrivateKey, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -123,7 +116,7 @@ func pinnedCA(bundle, pin string) ([]byte, error) {
 		if b == nil {
 			return nil, fmt.Errorf("no CA in the enrollment answer matches %s", pin)
 		}
-		if b.Type == "CERTIFICATE" && strings.EqualFold(Fingerprint(b.Bytes), pin) {
+		if b.Type == "CERTIFICATE" && strings.EqualFold(pki.Fingerprint(b.Bytes), pin) {
 			return pem.EncodeToMemory(b), nil
 		}
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/pki"
 )
 
 // Files of the PKI dir (agent.Enroll writes them).
@@ -209,8 +210,7 @@ func describeCert(c *x509.Certificate, now time.Time) certInfo {
 	for _, u := range c.URIs {
 		ci.URIs = append(ci.URIs, u.String())
 	}
-	sum := sha256.Sum256(c.Raw)
-	ci.Fingerprint = "sha256:" + hex.EncodeToString(sum[:])
+	ci.Fingerprint = pki.Fingerprint(c.Raw)
 	return ci
 }
 
