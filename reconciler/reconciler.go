@@ -287,9 +287,7 @@ func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int,
 // InventoryChanged notes that a site's VM inventory moved; the drift loop
 // re-plans it (at most once per DriftInterval). It never blocks.
 func (r *Reconciler) InventoryChanged(_ context.Context, tenant, site string) {
-	r.mu.Lock()
-	r.dirty[tenant+"/"+site] = true
-	r.mu.Unlock()
+	r.markDirty(tenant, site)
 }
 
 // markDirty queues a drift check of a site (rate-limited by the drift loop).
