@@ -62,7 +62,7 @@ func (c *AdminHealthCmd) check(ctx context.Context, g *Globals) (maintenance.Rep
 
 	// The check is read-only: it inspects the schema and opens the store
 	// without migrating (nor creating a missing SQLite file).
-	isSQLite := c.DatabaseURL == "" || strings.HasPrefix(c.DatabaseURL, "sqlite:")
+	isSQLite := databaseKind(c.DatabaseURL) == "sqlite"
 	var sqlitePath string
 	if isSQLite {
 		path, err := backend.SQLitePath(c.DatabaseURL, c.DataDir)
