@@ -584,10 +584,10 @@ func (a *Agent) deliverQueued(ctx context.Context) error {
 	ex := a.cfg.Executor
 	for batchSize := 100; ; {
 		batch, err := ex.Results.Peek(batchSize)
-		if err != nil || len(batch) == 0 {
-			if err != nil {
-				return err
-			}
+		if err != nil {
+			return err
+		}
+		if len(batch) == 0 {
 			break
 		}
 		// An action's start is moot once its outcome travels in the same batch.
