@@ -209,12 +209,17 @@ func (g *gitops) push(delivery, before, after string) {
 	}
 }
 
-// pushApplied pushes sha as main's first commit and waits until the forge
-// shows nkudo/apply=success for it.
+// pushApplied pushes sha as main's first commit and waits until it is applied.
 func (g *gitops) pushApplied(delivery, sha string) {
 	g.t.Helper()
 	g.push(delivery, "", sha)
-	eventually(g.t, sha+" applied", func() bool { st, _ := g.forgeState(sha, "nkudo/apply"); return st == "success" })
+	g.waitApplied(sha)
+}
+
+// waitApplied waits until the forge shows nkudo/apply=success for sha.
+func (g *gitops) waitApplied(sha string) {
+	g.t.Helper()
+	eventually(g.t, "nkudo/apply success of "+sha[:12], func() bool { st, _ := g.forgeState(sha, "nkudo/apply"); return st == "success" })
 }
 
 func pushPayload(before, after string) string {

@@ -58,31 +58,17 @@ func TestGitOpsRevertBeforeApply(t *testing.T) {
 	g := startGitOps(t, gitopsConfig{edgeSite: site})
 	vm := artifactVMs(t, site)
 	manifest := func(vms ...string) string { return gittest.Site(site) + "---\n" + strings.Join(vms, "---\n") }
-	push := func(sha, delivery string) {
-		t.Helper()
-		if code, body := g.webhook("push", delivery, pushPayload(strings.Repeat("0", 40), sha), true); code != 202 {
-			t.Fatalf("push webhook: %d %s", code, body)
-		}
-	}
-	applied := func(sha string) {
-		t.Helper()
-		eventually(t, "nkudo/apply success of "+sha[:12], func() bool {
-			st, _ := g.forgeState(sha, "nkudo/apply")
-			return st == "success"
-		})
-	}
-
 	two := manifest(vm("pos-1", "Running"), vm("pos-2", "Running"))
 	g.git.Write("manifests/store-042.yaml", two)
 	c1 := g.git.Commit("two POS VMs")
-	push(c1, "d-1")
+	g.push("d-1", "", c1)
 	g.edge.start()
-	applied(c1)
+	g.waitApplied(c1)
 	g.edge.stop()
 
 	g.git.Write("manifests/store-042.yaml", manifest(vm("pos-1", "Running")))
 	a := g.git.Commit("drop pos-2")
-	push(a, "d-a")
+	g.push("d-a", "", a)
 	var planA string
 	eventually(t, "A's plan pending", func() bool {
 		for _, p := range g.plans() {
@@ -96,7 +82,7 @@ func TestGitOpsRevertBeforeApply(t *testing.T) {
 
 	g.git.Write("manifests/store-042.yaml", two)
 	b := g.git.Commit("revert: keep pos-2")
-	push(b, "d-b")
+	g.push("d-b", "", b)
 	eventually(t, "A's plan superseded", func() bool {
 		for _, p := range g.plans() {
 			if p.Plan.ID == planA {
@@ -118,8 +104,8 @@ func TestGitOpsRevertBeforeApply(t *testing.T) {
 	g.edge.start()
 	g.git.Write("manifests/store-042.yaml", manifest(vm("pos-1", "Stopped"), vm("pos-2", "Running")))
 	c := g.git.Commit("stop pos-1")
-	push(c, "d-c")
-	applied(c)
+	g.push("d-c", "", c)
+	g.waitApplied(c)
 	calls := g.edge.chCalls()
 	for _, call := range calls {
 		if strings.HasPrefix(call, "pos-2 ") && (strings.Contains(call, "vm.delete") || strings.Contains(call, "vm.shutdown") || strings.Contains(call, "vm.power-button")) {
