@@ -18,8 +18,10 @@ type repoReporters struct {
 	cancel context.CancelFunc
 }
 
+// forgeConfig is everything writersFromRepo reads, so a change to any of it
+// rebuilds the writers (the git-notes writer pushes with CredentialsRef).
 func forgeConfig(repo store.Repository) string {
-	return strings.Join([]string{string(repo.ForgeKind), repo.ForgeAPIURL, repo.ForgeProject, repo.ForgeCredentialsRef, repo.URL}, "\x00")
+	return strings.Join([]string{string(repo.ForgeKind), repo.ForgeAPIURL, repo.ForgeProject, repo.ForgeCredentialsRef, repo.URL, repo.CredentialsRef}, "\x00")
 }
 
 // targetURL links a status to the commit's page on the control plane.

@@ -64,3 +64,32 @@ func TestReportersBuiltOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestReportersRebuiltOnCredentialsChange: the git-notes writer pushes with
+// the repository's own credentials, so changing them must rebuild it.
+func TestReportersRebuiltOnCredentialsChange(t *testing.T) {
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "nkudo.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var built atomic.Int64
+	r, err := New(Options{Store: st, DataDir: t.TempDir(), Writers: func(ctx context.Context, repo store.Repository) ([]forge.Writer, error) {
+		built.Add(1)
+		return []forge.Writer{nopWriter{}}, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	repo := store.Repository{ID: "r1", Tenant: "acme", URL: "https://git.example/fleet.git", ForgeKind: store.ForgeGitNotes, CredentialsRef: "old"}
+	for _, ref := range []string{"old", "old", "new"} {
+		repo.CredentialsRef = ref
+		if _, err := r.reportersFor(t.Context(), repo); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := built.Load(); got != 2 {
+		t.Errorf("writers built %d times for credentials old, old, new; want 2", got)
+	}
+}
