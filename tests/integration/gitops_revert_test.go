@@ -121,6 +121,9 @@ func TestGitOpsRevertBeforeApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(full.Actions) == 0 {
+		t.Errorf("A's plan %s has no actions, want pos-2's removal", planA)
+	}
 	for _, ac := range full.Actions {
 		if ac.Status != model.ActionPending {
 			t.Errorf("A's action %s %s is %s, want pending (never started)", ac.Action.Operation, ac.Action.VM, ac.Status)
