@@ -72,6 +72,17 @@ type Provider struct {
 	opMu  sync.Mutex
 	mu    sync.Mutex
 	procs map[string]*proc
+	// version caches `--version` per binary file: facts ask on every
+	// heartbeat, and the answer only changes when the binary does.
+	version versionCache
+}
+
+type versionCache struct {
+	mu      sync.Mutex
+	path    string
+	size    int64
+	modTime time.Time
+	version string
 }
 
 type proc struct {
@@ -135,17 +146,32 @@ func (p *Provider) Version(ctx context.Context) (path, version string, err error
 	if err != nil {
 		return "", "", fmt.Errorf("find %s: %w", p.opts.Binary, err)
 	}
+	fi, statErr := os.Stat(path)
+	c := &p.version
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if statErr == nil && c.path == path && c.size == fi.Size() && c.modTime.Equal(fi.ModTime()) {
+		return path, c.version, nil
+	}
+	version, err = runVersion(ctx, path)
+	if err == nil && statErr == nil {
+		c.path, c.size, c.modTime, c.version = path, fi.Size(), fi.ModTime(), version
+	}
+	return path, version, err
+}
+
+func runVersion(ctx context.Context, path string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, "--version").Output()
 	if err != nil {
-		return path, "", fmt.Errorf("%s --version: %w", path, err)
+		return "", fmt.Errorf("%s --version: %w", path, err)
 	}
 	f := strings.Fields(string(out))
 	if len(f) == 0 {
-		return path, "", fmt.Errorf("%s --version: empty output", path)
+		return "", fmt.Errorf("%s --version: empty output", path)
 	}
-	return path, f[len(f)-1], nil
+	return f[len(f)-1], nil
 }
 
 var (
