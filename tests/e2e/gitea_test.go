@@ -116,7 +116,7 @@ func TestGiteaPullRequestPreview(t *testing.T) {
 	giteaAddVM(t, w, "vms/store-042/pos-2.yaml", "vms/store-042/pos-3.yaml", "pos-2", "pos-3")
 	head := w.Commit(t, "store-042: more cameras and a third lane")
 	w.Push(t, "grow-store")
-	applied := e.applied(t)
+	applied := e.baseline(t)
 	pr := e.gitea.OpenPullRequest(t, repo, "grow-store", "main", "Grow store-042")
 	if pr.Head.SHA != head {
 		t.Fatalf("pull request head %s, want the pushed %s", pr.Head.SHA, head)
@@ -172,7 +172,7 @@ func TestGiteaInvalidCommit(t *testing.T) {
 	repo, _ := e.newRepo(t, "")
 	w := giteatest.Clone(t, repo)
 	good := e.convergeStore042(t, w, repo)
-	applied := e.applied(t)
+	applied := e.baseline(t)
 
 	// A valid VM with one field the schema does not know, right after "spec:".
 	b, err := os.ReadFile(filepath.Join(w.Dir, "vms/store-042/inventory-sync.yaml"))
@@ -222,7 +222,7 @@ func TestGiteaPruneSafety(t *testing.T) {
 	repo, _ := e.newRepo(t, "")
 	w := giteatest.Clone(t, repo)
 	e.convergeStore042(t, w, repo)
-	applied := e.applied(t)
+	applied := e.baseline(t)
 	vmsBefore := len(e.siteVMs(t, "store-042").VMs)
 
 	entries, err := os.ReadDir(filepath.Join(w.Dir, "vms", "store-042"))
@@ -281,7 +281,7 @@ func TestGiteaWebhookAuth(t *testing.T) {
 	if real.Answer/100 != 2 {
 		t.Fatalf("n-kudo answered HTTP %d to the genuine delivery %s", real.Answer, real.ID)
 	}
-	applied := e.applied(t)
+	applied := e.baseline(t)
 	firstPlans := e.plansFor(t, first)
 	if len(firstPlans) == 0 {
 		t.Fatalf("no plan stored for the first commit %s", first)
@@ -797,6 +797,18 @@ func (e *giteaEnv) waitInSync(t *testing.T, site, sha string) api.SiteVMs {
 		return nil
 	})
 	return vms
+}
+
+// baseline is applied(t) once store-042 has converged. It fails the test
+// when nothing was recorded: an empty baseline would let every later
+// "nothing changed at the hypervisor" check pass whatever happened.
+func (e *giteaEnv) baseline(t *testing.T) map[string]map[string]int {
+	t.Helper()
+	a := e.applied(t)
+	if len(a) == 0 {
+		t.Fatalf("no hypervisor call recorded in %s after store-042 converged", e.reqLog)
+	}
+	return a
 }
 
 // applied counts the successful mutating hypervisor calls per VM so far.
