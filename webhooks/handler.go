@@ -120,17 +120,28 @@ func repoID(r *http.Request) string {
 	return p[strings.LastIndex(p, "/")+1:]
 }
 
+const (
+	// repoCacheTTL is how long a cached repository is trusted.
+	repoCacheTTL = time.Second
+	// repoMissReloadGap is the least time between two reloads caused by an
+	// unknown repository ID.
+	repoMissReloadGap = 100 * time.Millisecond
+)
+
 // lookup finds a repository by ID across tenants. The list is cached and
 // re-read on a miss at most once a second, so unknown IDs cannot hammer the store.
 func (h *Handler) lookup(ctx context.Context, id string) (store.Repository, bool, error) {
 	h.mu.Lock()
 	r, ok := h.repos[id]
-	stale := h.opts.Now().Sub(h.loaded) > time.Second
+	age := h.opts.Now().Sub(h.loaded)
 	h.mu.Unlock()
-	if ok && !stale {
+	if ok && age <= repoCacheTTL {
 		return r, true, nil
 	}
-	if !ok && !stale {
+	// A miss reloads too: a repository registered moments ago must not
+	// lose its first delivery (forges do not redeliver). The gap bounds
+	// how often unknown IDs, which anyone can send, cost a reload.
+	if !ok && age < repoMissReloadGap {
 		return store.Repository{}, false, nil
 	}
 	list, err := h.opts.Store.ListAllRepositories(ctx)
