@@ -13,14 +13,17 @@
 //     leases) are not audited: they would grow the audit log per heartbeat.
 //   - Errors for expected cases are the sentinels below, wrapped with
 //     context; test them with errors.Is. Anything else is an I/O failure.
-//   - Secrets (tokens, webhook secrets, setup keys) go in as hashes where a
-//     hash suffices; the few stored as-is are never returned by Get/List
-//     methods, only by their one dedicated accessor.
+//   - Secrets (tokens, webhook secrets, setup keys, credentials) go in as
+//     hashes where a hash suffices; the others are sealed with the server
+//     key (store/seal), never returned by Get/List methods, only opened by
+//     their one dedicated accessor.
 //   - Times are stored with microsecond precision, in UTC.
 package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"time"
@@ -53,6 +56,7 @@ var (
 type Store interface {
 	Tenants
 	Repositories
+	Credentials
 	Tokens
 	Sites
 	Plans
@@ -108,9 +112,9 @@ type Repositories interface {
 	// desired-state records (plans stay: they belong to sites). ErrNotFound if absent.
 	DeleteRepository(ctx context.Context, actor Actor, tenant, id string) error
 	// WebhookSecret returns the repository's webhook secret, needed to check
-	// an HMAC signature ("" if none is set). The secret is stored as-is
-	// because HMAC verification needs the key itself; it is returned by
-	// this method only. ErrNotFound if the repository is absent.
+	// an HMAC signature ("" if none is set). HMAC verification needs the
+	// key itself, so it is sealed with the server key rather than hashed;
+	// this method alone opens it. ErrNotFound if the repository is absent.
 	WebhookSecret(ctx context.Context, tenant, id string) (Secret, error)
 
 	// MarkCommitSeen records the newest commit fetched from the branch
@@ -131,6 +135,97 @@ type Repositories interface {
 	// SetSiteDesired upserts one site's desired-state hash and commit.
 	// ErrNotFound if the repository is absent.
 	SetSiteDesired(ctx context.Context, tenant, repoID string, d SiteDesired) error
+}
+
+// Credentials manages the secrets a tenant's repositories fetch and post
+// statuses with. Each belongs to one tenant and is bound to one host; the
+// secret is sealed with the server key (see store/seal) and only
+// CredentialSecret returns it.
+type Credentials interface {
+	// PutCredential creates the tenant's credential c.Name or replaces its
+	// kind, host, secret and known_hosts (CreatedAt is kept, UpdatedAt set;
+	// the fingerprint is computed from secret). ErrInvalid if the name, kind
+	// or host is malformed or the secret is empty (the error names the
+	// field); ErrNotFound if the tenant does not exist. Audited (without
+	// the secret).
+	PutCredential(ctx context.Context, actor Actor, c Credential, secret Secret) (Credential, error)
+	// GetCredential returns one credential without its secret. ErrNotFound
+	// if absent or of another tenant.
+	GetCredential(ctx context.Context, tenant, name string) (Credential, error)
+	// ListCredentials returns the tenant's credentials ordered by name,
+	// without secrets.
+	ListCredentials(ctx context.Context, tenant string) ([]Credential, error)
+	// DeleteCredential removes a credential. ErrNotFound if absent. Audited.
+	DeleteCredential(ctx context.Context, actor Actor, tenant, name string) error
+	// CredentialSecret returns the credential and its opened secret, the
+	// only way to read it back. ErrNotFound if absent or of another
+	// tenant; an error wrapping seal.ErrWrongKey or seal.ErrOpen if the
+	// server key does not open it.
+	CredentialSecret(ctx context.Context, tenant, name string) (Credential, Secret, error)
+}
+
+// CredentialKind says what a credential's secret is and how it is sent.
+type CredentialKind string
+
+const (
+	// CredentialToken is a bearer token (HTTP basic auth with user
+	// x-access-token for git; Authorization header for forge APIs).
+	CredentialToken CredentialKind = "token"
+	// CredentialBasic is "user:password" for HTTP basic auth.
+	CredentialBasic CredentialKind = "basic"
+	// CredentialSSHKey is a PEM private key; KnownHosts pins the host keys.
+	CredentialSSHKey CredentialKind = "ssh-key"
+)
+
+// Valid reports whether k is one of the kinds above.
+func (k CredentialKind) Valid() bool {
+	switch k {
+	case CredentialToken, CredentialBasic, CredentialSSHKey:
+		return true
+	}
+	return false
+}
+
+// Credential is a tenant's named secret, as listed: never the secret itself.
+type Credential struct {
+	Tenant string         `json:"tenant"`
+	Name   string         `json:"name"` // unique per tenant; see ValidCredentialName
+	Kind   CredentialKind `json:"kind"`
+	// Host is the host (optionally host:port) the credential may be sent
+	// to, lower case; a repository or forge URL on another host cannot use it.
+	Host string `json:"host"`
+	// Fingerprint is "sha256:" and the first 16 hex digits of the secret's
+	// SHA-256, safe to show, to tell which secret is set.
+	Fingerprint string `json:"fingerprint"`
+	// KnownHosts pins SSH host keys (known_hosts format; "" for HTTP kinds).
+	// Public data: stored and listed as is.
+	KnownHosts string    `json:"knownHosts,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// ValidCredentialName reports whether name can name a credential: 1–128
+// characters of letters, digits, '.', '_' and '-', starting with a letter
+// or digit (the file names operators used for credentials before).
+func ValidCredentialName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for i, c := range name {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// CredentialFingerprint returns the Fingerprint of secret.
+func CredentialFingerprint(secret Secret) string {
+	sum := sha256.Sum256([]byte(secret.Reveal()))
+	return "sha256:" + hex.EncodeToString(sum[:8])
 }
 
 // Tokens manages API tokens (people, CLI) and enrollment tokens (agents).
@@ -438,8 +533,7 @@ type Repository struct {
 	URL    string `json:"url"`
 	Branch string `json:"branch"` // "" = the remote's default branch
 	Path   string `json:"path"`   // directory inside the repository; "" = root
-	// CredentialsRef names where fetch credentials live (for example a
-	// file under the data dir); the store never holds the credentials.
+	// CredentialsRef names the tenant's Credential used to fetch ("" = none).
 	CredentialsRef string `json:"credentialsRef,omitempty"`
 	// HasWebhookSecret reports whether a webhook secret is set (see WebhookSecret).
 	HasWebhookSecret bool `json:"hasWebhookSecret"`
@@ -450,7 +544,7 @@ type Repository struct {
 	ForgeAPIURL string `json:"forgeApiUrl,omitempty"`
 	// ForgeProject is "owner/name" (GitHub, Gitea) or the project path or ID (GitLab).
 	ForgeProject string `json:"forgeProject,omitempty"`
-	// ForgeCredentialsRef names where the status-posting token lives.
+	// ForgeCredentialsRef names the tenant's Credential used to post statuses.
 	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
 
 	LastSeenCommit    string    `json:"lastSeenCommit,omitempty"`

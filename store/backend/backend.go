@@ -13,6 +13,7 @@ import (
 
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/postgres"
+	"github.com/nkudo/nkudo/store/seal"
 	"github.com/nkudo/nkudo/store/sqlite"
 )
 
@@ -36,6 +37,12 @@ type OpenOptions struct {
 	// wrapping fs.ErrNotExist rather than created. The store's queries
 	// assume the current schema, so call Pending first.
 	NoMigrate bool
+	// SecretKey seals secrets at rest. nil: SecretKeyFile, or else
+	// seal.DefaultKeyFile in the data dir, generated with a warning when
+	// missing (see seal.LoadOrCreate); with NoMigrate, a throw-away key.
+	SecretKey *seal.Key
+	// SecretKeyFile names the key file when SecretKey is nil.
+	SecretKeyFile string
 }
 
 // OpenWith is Open with options.
@@ -43,6 +50,20 @@ func OpenWith(ctx context.Context, databaseURL, dataDir string, o OpenOptions) (
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	key := o.SecretKey
+	switch {
+	case key != nil, o.NoMigrate:
+	case o.SecretKeyFile == "" && dataDir == "":
+		// Nowhere to keep a key (a database-only migration): the store
+		// makes up one for this process and refuses to seal old rows with it.
+		logger.Warn("no secret key file and no data dir: secrets written now will not open after a restart", "component", "store")
+	default:
+		k, err := seal.LoadOrCreate(o.SecretKeyFile, dataDir, logger)
+		if err != nil {
+			return nil, err
+		}
+		key = k
 	}
 	switch {
 	case databaseURL == "" || strings.HasPrefix(databaseURL, "sqlite:"):
@@ -55,13 +76,13 @@ func OpenWith(ctx context.Context, databaseURL, dataDir string, o OpenOptions) (
 				return nil, fmt.Errorf("create data dir: %w", err)
 			}
 		}
-		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger, NoMigrate: o.NoMigrate})
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger, NoMigrate: o.NoMigrate, Key: key})
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger, NoMigrate: o.NoMigrate})
+		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger, NoMigrate: o.NoMigrate, Key: key})
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", Redact(databaseURL), err)
 		}

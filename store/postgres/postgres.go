@@ -22,6 +22,7 @@ import (
 
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/internal/sqlstore"
+	"github.com/nkudo/nkudo/store/seal"
 )
 
 //go:embed migrations/*.sql
@@ -45,6 +46,9 @@ type Options struct {
 	// NoMigrate applies no migration (read-only inspection, such as a
 	// health check).
 	NoMigrate bool
+	// Key seals secrets at rest (nil = a random key for this process
+	// only, for tests). Every replica must use the same key.
+	Key *seal.Key
 }
 
 // Store is a store.Store on a PostgreSQL database.
@@ -118,7 +122,13 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: " FOR UPDATE",
 		NowMicros: `(extract(epoch from clock_timestamp()) * 1000000)::bigint`,
-	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now})
+	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key})
+	if !o.NoMigrate {
+		if _, err := s.SealPlaintext(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return &Store{Store: s, db: d, applied: applied}, nil
 }
 

@@ -37,3 +37,40 @@ func BenchmarkStore(b *testing.B) {
 		return s
 	})
 }
+
+// Secrets are sealed before they reach the database.
+func TestNoPlaintextSecrets(t *testing.T) {
+	ctx := t.Context()
+	url := pgtest.URL(t)
+	s, err := postgres.Open(ctx, url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := store.Actor{Kind: store.ActorAdmin, ID: "t"}
+	const secret = "PLAINTEXT-4c1e"
+	if _, err := s.CreateTenant(ctx, admin, store.Tenant{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutCredential(ctx, admin, store.Credential{Tenant: "acme", Name: "ci", Kind: store.CredentialToken, Host: "git.example"}, secret+"c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: "acme", Name: "r", URL: "https://git.example/r"}, secret+"w"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSite(ctx, admin, "acme", "edge-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSiteNetBird(ctx, admin, "acme", "edge-1", "https://nb.example", secret+"n"); err != nil {
+		t.Fatal(err)
+	}
+	q := storetest.PostgresQuery(t, url)
+	var n int
+	q(ctx, `SELECT (SELECT count(*) FROM credentials WHERE secret LIKE '%PLAINTEXT%')
+		+ (SELECT count(*) FROM repositories WHERE webhook_secret LIKE '%PLAINTEXT%')
+		+ (SELECT count(*) FROM sites WHERE netbird_setup_key LIKE '%PLAINTEXT%')
+		+ (SELECT count(*) FROM audit_events WHERE detail LIKE '%PLAINTEXT%')`, &n)
+	if n != 0 {
+		t.Errorf("%d rows hold a secret in plain text", n)
+	}
+}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/internal/sqlstore"
+	"github.com/nkudo/nkudo/store/seal"
 )
 
 //go:embed migrations/*.sql
@@ -42,6 +43,9 @@ type Options struct {
 	// NoMigrate opens an existing file as it is: no file is created and no
 	// migration applied (read-only inspection, such as a health check).
 	NoMigrate bool
+	// Key seals secrets at rest (nil = a random key for this process
+	// only, for tests).
+	Key *seal.Key
 }
 
 // Store is a store.Store on one SQLite file.
@@ -116,7 +120,24 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: "",
 		NowMicros: `CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)`,
-	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now})
+	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key})
+	if !o.NoMigrate {
+		n, err := s.SealPlaintext(ctx)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		if n > 0 {
+			// The plain text is still in free pages and WAL frames:
+			// rebuild the file and empty the WAL so no copy stays on disk.
+			for _, q := range []string{`VACUUM`, `PRAGMA wal_checkpoint(TRUNCATE)`} {
+				if _, err := w.ExecContext(ctx, q); err != nil {
+					s.Close()
+					return nil, fmt.Errorf("scrub sqlite %s after sealing: %w", path, err)
+				}
+			}
+		}
+	}
 	return &Store{Store: s, db: d, applied: applied}, nil
 }
 

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Open) {
 		{"Tenants", testTenants},
 		{"Repositories", testRepositories},
 		{"SiteDesired", testSiteDesired},
+		{"Credentials", testCredentials},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},
 		{"EnrollmentTokenSingleUseConcurrent", testEnrollmentConcurrent},
@@ -69,6 +70,10 @@ func Run(t *testing.T, open Open) {
 	t.Run("AuditTamper", func(t *testing.T) {
 		t.Parallel()
 		testAuditTamper(t, open)
+	})
+	t.Run("SealedRows", func(t *testing.T) {
+		t.Parallel()
+		testSealedRows(t, open)
 	})
 }
 

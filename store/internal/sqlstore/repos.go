@@ -44,15 +44,19 @@ func (s *Store) CreateRepository(ctx context.Context, actor store.Actor, p store
 		}
 		p.ID = id
 	}
+	sealed, err := s.key.Seal(secret.Reveal(), webhookAD(p.Tenant, p.ID)...)
+	if err != nil {
+		return store.Repository{}, fmt.Errorf("create repository %s/%s: %w", p.Tenant, p.Name, err)
+	}
 	var out store.Repository
-	err := s.write(ctx, func(t *wtx) error {
+	err = s.write(ctx, func(t *wtx) error {
 		if err := s.tenantExists(ctx, t, p.Tenant); err != nil {
 			return err
 		}
 		_, err := t.Exec(ctx, `INSERT INTO repositories (id, tenant, name, url, branch, path, credentials_ref, webhook_secret, suspended,
 			forge_kind, forge_api_url, forge_project, forge_credentials_ref, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-			p.ID, p.Tenant, p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, secret.Reveal(), p.Suspended,
+			p.ID, p.Tenant, p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, sealed, p.Suspended,
 			string(p.ForgeKind), p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, us(t.now))
 		if err != nil {
 			return s.conflict(err)
@@ -136,7 +140,9 @@ func (s *Store) UpdateRepository(ctx context.Context, actor store.Actor, tenant,
 		set(&p.ForgeProject, u.ForgeProject)
 		set(&p.ForgeCredentialsRef, u.ForgeCredentialsRef)
 		if u.WebhookSecret != nil {
-			secret = u.WebhookSecret.Reveal()
+			if secret, err = s.key.Seal(u.WebhookSecret.Reveal(), webhookAD(tenant, id)...); err != nil {
+				return err
+			}
 		}
 		if u.Suspended != nil {
 			p.Suspended = *u.Suspended
@@ -194,7 +200,11 @@ func (s *Store) WebhookSecret(ctx context.Context, tenant, id string) (store.Sec
 	if err != nil {
 		return "", fmt.Errorf("webhook secret of %s/%s: %w", tenant, id, err)
 	}
-	return store.Secret(secret), nil
+	v, err := s.openLegacy(secret, webhookAD(tenant, id)...)
+	if err != nil {
+		return "", fmt.Errorf("webhook secret of %s/%s: %w", tenant, id, err)
+	}
+	return v, nil
 }
 
 // updateRepo runs one UPDATE on a repository and maps "no row" to ErrNotFound.

@@ -183,8 +183,12 @@ func (s *Store) ListRevokedSerials(ctx context.Context) ([]store.RevokedSerial, 
 
 // SetSiteNetBird implements store.Sites.
 func (s *Store) SetSiteNetBird(ctx context.Context, actor store.Actor, tenant, site, managementURL string, setupKey store.Secret) error {
-	err := s.write(ctx, func(t *wtx) error {
-		if err := s.updateSite(ctx, t, tenant, site, `netbird_url = $3, netbird_setup_key = $4`, managementURL, setupKey.Reveal()); err != nil {
+	sealed, err := s.key.Seal(setupKey.Reveal(), netbirdAD(tenant, site)...)
+	if err != nil {
+		return fmt.Errorf("set netbird of site %s/%s: %w", tenant, site, err)
+	}
+	err = s.write(ctx, func(t *wtx) error {
+		if err := s.updateSite(ctx, t, tenant, site, `netbird_url = $3, netbird_setup_key = $4`, managementURL, sealed); err != nil {
 			return err
 		}
 		t.audit(tenant, actor, "site.netbird", "site/"+site, map[string]any{"managementUrl": managementURL, "setupKey": setupKey != ""})
@@ -206,7 +210,11 @@ func (s *Store) SiteNetBird(ctx context.Context, tenant, site string) (string, s
 	if err != nil {
 		return "", "", fmt.Errorf("netbird of site %s/%s: %w", tenant, site, err)
 	}
-	return u, store.Secret(k), nil
+	v, err := s.openLegacy(k, netbirdAD(tenant, site)...)
+	if err != nil {
+		return "", "", fmt.Errorf("netbird of site %s/%s: %w", tenant, site, err)
+	}
+	return u, v, nil
 }
 
 // normalizeVMs sorts a VM set by name and returns it with its canonical JSON and hash.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/seal"
 )
 
 // Conn is a transaction as the queries see it.
@@ -81,16 +82,23 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for bookkeeping timestamps (nil = time.Now).
 	Now func() time.Time
+	// Key seals secrets at rest (nil = a random key for this process only:
+	// secrets written then do not open after a restart, and plain-text
+	// secrets of older releases are left unsealed; for tests).
+	Key *seal.Key
 }
 
 // Store implements store.Store over a Backend.
 type Store struct {
-	b      Backend
-	d      Dialect
-	log    *slog.Logger
-	now    func() time.Time
-	hub    *Hub
-	closed atomic.Bool
+	b   Backend
+	d   Dialect
+	log *slog.Logger
+	now func() time.Time
+	hub *Hub
+	key *seal.Key
+	// ephemeralKey: key was made up for this process (Options.Key nil).
+	ephemeralKey bool
+	closed       atomic.Bool
 }
 
 var _ store.Store = (*Store)(nil)
@@ -106,7 +114,15 @@ func New(b Backend, d Dialect, hub *Hub, o Options) *Store {
 	if hub == nil {
 		hub = NewHub()
 	}
-	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub}
+	ephemeral := o.Key == nil
+	if ephemeral {
+		k, _, err := seal.Generate()
+		if err != nil {
+			panic(err) // crypto/rand does not fail on supported platforms
+		}
+		o.Key = k
+	}
+	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub, key: o.Key, ephemeralKey: ephemeral}
 }
 
 // Ping implements store.Store.
