@@ -403,6 +403,22 @@ func (c *Client) DeleteRepo(ctx context.Context, id string) error {
 	return err
 }
 
+// PutCredential creates or replaces the tenant's credential name.
+func (c *Client) PutCredential(ctx context.Context, name string, req PutCredentialRequest) (Credential, error) {
+	return call[Credential](ctx, c, http.MethodPut, Path(PathCredential, name), nil, req)
+}
+
+// ListCredentials lists the tenant's credentials (never their secrets).
+func (c *Client) ListCredentials(ctx context.Context) ([]Credential, error) {
+	return call[[]Credential](ctx, c, http.MethodGet, PathCredentials, nil, nil)
+}
+
+// DeleteCredential removes the tenant's credential name.
+func (c *Client) DeleteCredential(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, Path(PathCredential, name), nil, nil, nil)
+	return err
+}
+
 // Reconcile triggers a reconcile of the repository.
 func (c *Client) Reconcile(ctx context.Context, id, ref string) (TriggerResult, error) {
 	return call[TriggerResult](ctx, c, http.MethodPost, Path(PathRepoReconcile, id), nil, ReconcileRequest{Ref: ref})

@@ -32,6 +32,8 @@ const (
 	PathRepoStatuses  = "/v1/repos/{repo}/commits/{commit}/statuses"
 	PathRepoPreviews  = "/v1/repos/{repo}/previews"
 	PathRepoPreview   = "/v1/repos/{repo}/previews/{pr}"
+	PathCredentials   = "/v1/credentials" // tenant-owned; the secret is write-only
+	PathCredential    = "/v1/credentials/{name}"
 	PathSites         = "/v1/sites"
 	PathSite          = "/v1/sites/{site}"
 	PathSiteNetBird   = "/v1/sites/{site}/netbird"

@@ -437,6 +437,47 @@ type UpdateRepoRequest struct {
 	Path          *string `json:"path,omitempty"`
 	WebhookSecret *string `json:"webhookSecret,omitempty"`
 	Suspended     *bool   `json:"suspended,omitempty"`
+	// CredentialsRef and ForgeCredentialsRef name credentials of the
+	// repository's tenant ("" = none).
+	CredentialsRef      *string `json:"credentialsRef,omitempty"`
+	ForgeCredentialsRef *string `json:"forgeCredentialsRef,omitempty"`
+}
+
+// Credential kinds (Credential.Kind, PutCredentialRequest.Kind).
+const (
+	CredentialToken  = "token"   // a bearer token (git: basic auth as x-access-token)
+	CredentialBasic  = "basic"   // "user:password"
+	CredentialSSHKey = "ssh-key" // a PEM private key, with known_hosts
+)
+
+// Credential is one of a tenant's credentials as listed: never its secret.
+type Credential struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// Host is the only host the credential is sent to.
+	Host string `json:"host"`
+	// Fingerprint is "sha256:" and the first 16 hex digits of the
+	// secret's SHA-256 (compare with `sha256sum`).
+	Fingerprint   string    `json:"fingerprint"`
+	HasKnownHosts bool      `json:"hasKnownHosts,omitempty"`
+	CreatedAt     time.Time `json:"createdAt"`
+	UpdatedAt     time.Time `json:"updatedAt"`
+}
+
+// PutCredentialRequest creates or replaces a credential (PUT
+// /v1/credentials/{name}). The secret is never returned by any call.
+type PutCredentialRequest struct {
+	Kind   string `json:"kind"`   // CredentialToken, CredentialBasic or CredentialSSHKey
+	Secret string `json:"secret"` // the token, "user:password" or the PEM key
+	// Host is the host (or host:port) the credential may be sent to.
+	Host string `json:"host"`
+	// KnownHosts pins the SSH host keys (known_hosts format; ssh-key only).
+	KnownHosts string `json:"knownHosts,omitempty"`
+}
+
+// String hides the secret when a request is printed.
+func (r PutCredentialRequest) String() string {
+	return fmt.Sprintf("{kind:%s host:%s secret:[redacted]}", r.Kind, r.Host)
 }
 
 // ReconcileRequest asks for a reconcile of a ref ("" = the configured branch).

@@ -123,6 +123,9 @@ func (s *Server) routeTable() []Route {
 		r("GET", api.PathRepoStatuses, AuthUser, s.handleCommitStatuses),
 		r("GET", api.PathRepoPreviews, AuthUser, s.handleListPreviews),
 		r("GET", api.PathRepoPreview, AuthUser, s.handleGetPreview),
+		r("GET", api.PathCredentials, AuthUser, s.handleListCredentials),
+		r("PUT", api.PathCredential, AuthUser, s.handlePutCredential),
+		r("DELETE", api.PathCredential, AuthUser, s.handleDeleteCredential),
 
 		r("POST", api.PathSites, AuthUser, s.handleCreateSite),
 		r("GET", api.PathSites, AuthUser, s.handleListSites),

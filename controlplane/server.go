@@ -67,6 +67,11 @@ type Options struct {
 	// (nil: 501). The repository ID is in r.PathValue("repo").
 	Webhooks http.Handler
 
+	// AllowInsecureCredentials accepts repositories whose credentials
+	// would travel over plain http (local development only; the
+	// reconciler must be configured the same way).
+	AllowInsecureCredentials bool
+
 	// HeartbeatRate is the total heartbeats per second the server is sized
 	// for; the interval handed to agents is max(MinHeartbeatInterval,
 	// sites/HeartbeatRate) (Nomad's rule). Default 50.

@@ -310,11 +310,15 @@ func (s *Server) handleCreateRepo(w http.ResponseWriter, r *http.Request, c *cal
 	if name == "" {
 		name = strings.TrimSuffix(path.Base(strings.TrimRight(req.URL, "/")), ".git")
 	}
-	repo, err := s.store.CreateRepository(r.Context(), c.actor(), store.Repository{
+	in := store.Repository{
 		Tenant: c.tenant, Name: name, URL: req.URL, Branch: req.Branch, Path: req.Path,
 		CredentialsRef: req.CredentialsRef, ForgeKind: store.ForgeKind(req.ForgeKind),
 		ForgeAPIURL: req.ForgeAPIURL, ForgeProject: req.ForgeProject, ForgeCredentialsRef: req.ForgeCredentialsRef,
-	}, store.Secret(req.WebhookSecret))
+	}
+	if err := s.checkRepoCredentials(r.Context(), in); err != nil {
+		return err
+	}
+	repo, err := s.store.CreateRepository(r.Context(), c.actor(), in, store.Secret(req.WebhookSecret))
 	if err != nil {
 		return err
 	}
@@ -356,6 +360,22 @@ func (s *Server) handleUpdateRepo(w http.ResponseWriter, r *http.Request, c *cal
 		}
 		sec := store.Secret(*req.WebhookSecret)
 		u.WebhookSecret = &sec
+	}
+	if req.CredentialsRef != nil || req.ForgeCredentialsRef != nil {
+		cur, err := s.store.GetRepository(r.Context(), c.tenant, r.PathValue("repo"))
+		if err != nil {
+			return err
+		}
+		if req.CredentialsRef != nil {
+			cur.CredentialsRef = *req.CredentialsRef
+		}
+		if req.ForgeCredentialsRef != nil {
+			cur.ForgeCredentialsRef = *req.ForgeCredentialsRef
+		}
+		if err := s.checkRepoCredentials(r.Context(), cur); err != nil {
+			return err
+		}
+		u.CredentialsRef, u.ForgeCredentialsRef = req.CredentialsRef, req.ForgeCredentialsRef
 	}
 	repo, err := s.store.UpdateRepository(r.Context(), c.actor(), c.tenant, r.PathValue("repo"), u)
 	if err != nil {

@@ -198,3 +198,20 @@ func Trim(s string, limit int) string {
 	r := []rune(s)
 	return strings.TrimRight(string(r[:limit-1]), " ") + "…"
 }
+
+// APIBase returns the API base URL a writer of kind ("github", "gitea",
+// "gitlab") talks to when configured with baseURL: baseURL itself, or the
+// kind's public default when it is "" ("" when the kind has none). A
+// credential for the writer must be bound to this URL's host.
+func APIBase(kind, baseURL string) string {
+	if baseURL != "" {
+		return baseURL
+	}
+	switch kind {
+	case "github":
+		return "https://api.github.com"
+	case "gitlab":
+		return "https://gitlab.com"
+	}
+	return ""
+}

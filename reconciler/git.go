@@ -17,57 +17,34 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/internal/gitcopy"
+	"github.com/nkudo/nkudo/store"
 )
 
 // ErrNoCommit means the requested ref or commit does not exist in the source.
 var ErrNoCommit = errors.New("commit not found")
 
-// Credentials resolves a repository's CredentialsRef (or
-// ForgeCredentialsRef) to a secret. The store never holds credentials, only
-// the reference.
-type Credentials interface {
-	// Secret returns the secret a reference names. ref "" never reaches it.
-	Secret(ctx context.Context, ref string) (forge.Token, error)
-}
-
-// FileCredentials reads secrets from files under Dir: ref "github-ci" is
-// the file Dir/github-ci. For SSH, the file holds a PEM private key and
-// Dir/known_hosts (or the file named ref + ".known_hosts") pins the hosts.
-type FileCredentials struct{ Dir string }
-
-// Secret implements Credentials.
-func (c FileCredentials) Secret(_ context.Context, ref string) (forge.Token, error) {
-	p, err := c.path(ref)
+// credential resolves a repository's credential reference through the
+// store, by the repository's own tenant (so a row edited to name another
+// tenant's credential finds nothing), and checks it may be sent to target:
+// the host it is bound to, never over plain http unless the server allows
+// it. It runs at every use, not only when the repository was registered.
+func (r *Reconciler) credential(ctx context.Context, tenant, ref, target string) (store.Credential, store.Secret, error) {
+	cred, sec, err := r.store.CredentialSecret(ctx, tenant, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Credential{}, "", fmt.Errorf("credential %q: no such credential in tenant %s: %w", ref, tenant, store.ErrCredentialUse)
+	}
 	if err != nil {
-		return forge.Token{}, err
+		return store.Credential{}, "", err
 	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return forge.Token{}, fmt.Errorf("read credentials %q: %w", ref, err)
+	if err := store.CheckCredentialUse(cred, target, r.opts.AllowInsecureCredentials); err != nil {
+		return store.Credential{}, "", err
 	}
-	return forge.NewToken(strings.TrimSpace(string(b))), nil
-}
-
-func (c FileCredentials) path(ref string) (string, error) {
-	if c.Dir == "" || ref == "" || !filepath.IsLocal(ref) {
-		return "", fmt.Errorf("credentials %q: must name a file inside the credentials directory", ref)
-	}
-	return filepath.Join(c.Dir, ref), nil
-}
-
-// KnownHosts returns the known_hosts file for ref: ref.known_hosts when it
-// exists, else Dir/known_hosts.
-func (c FileCredentials) KnownHosts(ref string) string {
-	if p, err := c.path(ref + ".known_hosts"); err == nil {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return filepath.Join(c.Dir, "known_hosts")
+	return cred, sec, nil
 }
 
 // remoteKind classifies a repository URL.
@@ -81,52 +58,67 @@ func remoteKind(raw string) string {
 	return "file"
 }
 
-// auth builds the transport credentials for a repository URL.
-func (r *Reconciler) auth(ctx context.Context, rawURL, ref string) (transport.AuthMethod, error) {
+// auth builds the transport credentials of tenant's repository at rawURL
+// from its credential reference ref ("" = anonymous).
+func (r *Reconciler) auth(ctx context.Context, tenant, rawURL, ref string) (transport.AuthMethod, error) {
 	if ref == "" {
 		if remoteKind(rawURL) == "ssh" {
 			return nil, fmt.Errorf("ssh source %s needs a credentials reference (private key)", forge.SanitizeURL(rawURL))
 		}
 		return nil, nil
 	}
-	tok, err := r.opts.Credentials.Secret(ctx, ref)
+	cred, sec, err := r.credential(ctx, tenant, ref, rawURL)
 	if err != nil {
 		return nil, err
 	}
-	switch remoteKind(rawURL) {
-	case "https", "http":
-		user, pass, ok := strings.Cut(tok.Reveal(), ":")
-		if !ok || strings.Contains(tok.Reveal(), "\n") {
-			// A bare token: GitHub wants x-access-token, GitLab and Gitea accept any user.
-			user, pass = "x-access-token", tok.Reveal()
-		}
+	switch cred.Kind {
+	case store.CredentialToken:
+		// GitHub wants x-access-token; GitLab and Gitea accept any user.
+		return &githttp.BasicAuth{Username: "x-access-token", Password: sec.Reveal()}, nil
+	case store.CredentialBasic:
+		user, pass, _ := strings.Cut(sec.Reveal(), ":")
 		return &githttp.BasicAuth{Username: user, Password: pass}, nil
-	case "ssh":
+	case store.CredentialSSHKey:
 		user := "git"
 		if u, err := url.Parse(rawURL); err == nil && u.User != nil {
 			user = u.User.Username()
 		} else if at := strings.Index(rawURL, "@"); at > 0 && !strings.Contains(rawURL[:at], "/") {
 			user = rawURL[:at]
 		}
-		keys, err := gitssh.NewPublicKeys(user, []byte(tok.Reveal()), "")
+		keys, err := gitssh.NewPublicKeys(user, []byte(sec.Reveal()), "")
 		if err != nil {
 			return nil, fmt.Errorf("ssh key %q: %w", ref, err)
 		}
-		kh := ""
-		if fc, ok := r.opts.Credentials.(FileCredentials); ok {
-			kh = fc.KnownHosts(ref)
+		if strings.TrimSpace(cred.KnownHosts) == "" {
+			return nil, fmt.Errorf("ssh source %s: credential %q has no known_hosts: host keys must be pinned", forge.SanitizeURL(rawURL), ref)
 		}
-		if kh == "" {
-			return nil, fmt.Errorf("ssh source %s: no known_hosts file: host keys must be pinned", forge.SanitizeURL(rawURL))
-		}
-		cb, err := knownhosts.New(kh)
+		cb, err := r.knownHosts(cred.KnownHosts)
 		if err != nil {
-			return nil, fmt.Errorf("ssh source %s: known_hosts: %w", forge.SanitizeURL(rawURL), err)
+			return nil, fmt.Errorf("ssh source %s: known_hosts of %q: %w", forge.SanitizeURL(rawURL), ref, err)
 		}
 		keys.HostKeyCallback = cb
 		return keys, nil
 	}
-	return nil, nil
+	return nil, fmt.Errorf("credential %q: unknown kind %q", ref, cred.Kind)
+}
+
+// knownHosts builds a host-key callback from known_hosts text: the
+// knownhosts package reads files only, so the text goes through a private
+// temporary file that is gone once the callback is built.
+func (r *Reconciler) knownHosts(text string) (gossh.HostKeyCallback, error) {
+	f, err := os.CreateTemp(r.opts.DataDir, ".known_hosts-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return knownhosts.New(f.Name())
 }
 
 // fetchTimeout bounds one fetch (or listing) of a source, so a remote that

@@ -218,7 +218,7 @@ func (r *Reconciler) recordError(ctx context.Context, repo store.Repository, err
 
 // fetch resolves ref to a commit in the mirror, fetching what is missing.
 func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref string) (plumbing.Hash, error) {
-	auth, err := r.auth(ctx, repo.URL, repo.CredentialsRef)
+	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("credentials for %s: %w", repo.ID, err)
 	}
@@ -566,7 +566,7 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 	}
 	if _, err := m.repo.CommitObject(head); err != nil {
 		// A fresh data dir (restart elsewhere): fetch the commit.
-		auth, aerr := r.auth(ctx, repo.URL, repo.CredentialsRef)
+		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
 		if aerr != nil {
 			return aerr
 		}
@@ -598,7 +598,7 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if !isSHA(sha) {
 		return store.Preview{}, fmt.Errorf("preview #%d: %q is not a commit hash", pr, sha)
 	}
-	auth, err := r.auth(ctx, repo.URL, repo.CredentialsRef)
+	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
 	if err != nil {
 		return store.Preview{}, err
 	}

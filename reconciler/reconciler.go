@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,9 +42,11 @@ type Options struct {
 	// (DataDir/notes).
 	DataDir string
 	Logger  *slog.Logger
-	// Credentials resolves CredentialsRef and ForgeCredentialsRef (default:
-	// files under DataDir/credentials).
-	Credentials Credentials
+	// AllowInsecureCredentials lets credentials travel over plain http
+	// (local development); by default they go over https or ssh only.
+	// CredentialsRef and ForgeCredentialsRef are resolved through Store by
+	// the repository's tenant at every use.
+	AllowInsecureCredentials bool
 	// PublicURL is the control plane's address, for status target URLs.
 	PublicURL string
 	// Holder names this replica in leases (default: hostname + random).
@@ -161,9 +162,6 @@ func New(o Options) (*Reconciler, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Credentials == nil {
-		o.Credentials = FileCredentials{Dir: filepath.Join(o.DataDir, "credentials")}
 	}
 	if o.Holder == "" {
 		host, _ := os.Hostname()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,17 +44,14 @@ func gitHTTPServer(t *testing.T, g *gittest.Repo, token string) string {
 }
 
 func TestHTTPSSourceWithToken(t *testing.T) {
-	e := newEnv(t, []string{"site-0001"}, nil)
+	// The test server speaks plain http: the server's development opt-in.
+	e := newEnv(t, []string{"site-0001"}, func(o *reconciler.Options) { o.AllowInsecureCredentials = true })
 	e.git.Fleet("fleet", 1, 1)
 	c1 := e.git.Commit("one")
 	const token = "ghp_s3cr3t-token-value"
 	url := gitHTTPServer(t, e.git, token)
-	creds := filepath.Join(e.opts.DataDir, "credentials")
-	if err := os.MkdirAll(creds, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(creds, "good"), []byte(token+"\n"), 0o600)
-	os.WriteFile(filepath.Join(creds, "bad"), []byte("wrong-token\n"), 0o600)
+	putCredential(t, e.st, tenant, "good", store.CredentialToken, "127.0.0.1", token)
+	putCredential(t, e.st, tenant, "bad", store.CredentialToken, "127.0.0.1", "wrong-token")
 
 	for _, tc := range []struct {
 		ref     string
@@ -80,6 +78,78 @@ func TestHTTPSSourceWithToken(t *testing.T) {
 	}
 }
 
+// putCredential stores a credential of tenant tn.
+func putCredential(t *testing.T, st store.Store, tn, name string, kind store.CredentialKind, host, secret string) {
+	t.Helper()
+	if _, err := st.PutCredential(t.Context(), admin, store.Credential{Tenant: tn, Name: name, Kind: kind, Host: host}, store.Secret(secret)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCredentialRefusedAtUse: the reconciler resolves a credential by the
+// repository's own tenant and checks its host and transport at every
+// fetch, whatever the repository row says; the server never sends the
+// token in any of these cases.
+func TestCredentialRefusedAtUse(t *testing.T) {
+	const token = "ghp_other-tenant-token"
+	for _, tc := range []struct {
+		name      string
+		insecure  bool
+		setup     func(t *testing.T, e *env) string // returns the ref to use
+		wantInErr string
+	}{
+		{"another tenant's credential", true, func(t *testing.T, e *env) string {
+			if _, err := e.st.CreateTenant(t.Context(), admin, store.Tenant{ID: "globex"}); err != nil {
+				t.Fatal(err)
+			}
+			putCredential(t, e.st, "globex", "b-token", store.CredentialToken, "127.0.0.1", token)
+			return "b-token"
+		}, "no such credential"},
+		{"bound to another host", true, func(t *testing.T, e *env) string {
+			putCredential(t, e.st, tenant, "elsewhere", store.CredentialToken, "git.example.com", token)
+			return "elsewhere"
+		}, "bound to host"},
+		{"plain http without the opt-in", false, func(t *testing.T, e *env) string {
+			putCredential(t, e.st, tenant, "local", store.CredentialToken, "127.0.0.1", token)
+			return "local"
+		}, "plain http"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, []string{"site-0001"}, func(o *reconciler.Options) { o.AllowInsecureCredentials = tc.insecure })
+			e.git.Fleet("fleet", 1, 1)
+			e.git.Commit("one")
+			var sent atomic.Int64
+			url := gitHTTPServerSpy(t, e.git, token, &sent)
+			ref := tc.setup(t, e)
+			// Edited behind the API's back, as a compromised or careless
+			// writer of the database could.
+			if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{URL: &url, CredentialsRef: &ref}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := e.reconcile("")
+			if err == nil || !strings.Contains(err.Error(), tc.wantInErr) {
+				t.Fatalf("reconcile: %v, want an error containing %q", err, tc.wantInErr)
+			}
+			if n := sent.Load(); n != 0 {
+				t.Errorf("the server received the credential %d times", n)
+			}
+		})
+	}
+}
+
+// gitHTTPServerSpy is gitHTTPServer counting requests that carry token.
+func gitHTTPServerSpy(t *testing.T, g *gittest.Repo, token string, sent *atomic.Int64) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pass, ok := r.BasicAuth(); ok && pass == token {
+			sent.Add(1)
+		}
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/" + filepath.Base(g.Remote)
+}
+
 func TestSSHSourceNeedsPinnedHostKey(t *testing.T) {
 	e := newEnv(t, []string{"site-0001"}, nil)
 	url := "ssh://git@127.0.0.1:1/acme/fleet.git"
@@ -90,12 +160,16 @@ func TestSSHSourceNeedsPinnedHostKey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "credentials reference") {
 		t.Fatalf("ssh without a key: %v", err)
 	}
-	creds := filepath.Join(e.opts.DataDir, "credentials")
-	os.MkdirAll(creds, 0o700)
-	key, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(creds, "deploy")).CombinedOutput()
+	dir := t.TempDir()
+	key, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "deploy")).CombinedOutput()
 	if err != nil {
 		t.Skipf("SKIP: ssh-keygen unavailable (%v: %s); the known_hosts check is not exercised", err, key)
 	}
+	pem, err := os.ReadFile(filepath.Join(dir, "deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putCredential(t, e.st, tenant, "deploy", store.CredentialSSHKey, "127.0.0.1", string(pem))
 	ref := "deploy"
 	if _, err := e.st.UpdateRepository(t.Context(), admin, tenant, e.repo.ID, store.RepositoryUpdate{CredentialsRef: &ref}); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/store"
@@ -61,7 +62,7 @@ func (r *Reconciler) report(ctx context.Context, repo store.Repository, cs store
 }
 
 func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([]*forge.Reporter, error) {
-	cfg := forgeConfig(repo)
+	cfg := forgeConfig(repo) + r.credentialStamps(ctx, repo)
 	r.mu.Lock()
 	rr, ok := r.reporters[repo.ID]
 	runCtx := r.runCtx
@@ -124,8 +125,8 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 // writersFromRepo builds the writer the repository's forge settings name.
 func (r *Reconciler) writersFromRepo(ctx context.Context, repo store.Repository) ([]forge.Writer, error) {
 	var tok forge.Token
-	if repo.ForgeCredentialsRef != "" && repo.ForgeKind != store.ForgeGitNotes {
-		t, err := r.opts.Credentials.Secret(ctx, repo.ForgeCredentialsRef)
+	if repo.ForgeCredentialsRef != "" && repo.ForgeKind != store.ForgeGitNotes && repo.ForgeKind != store.ForgeNone {
+		t, err := r.forgeToken(ctx, repo)
 		if err != nil {
 			return nil, err
 		}
@@ -144,7 +145,7 @@ func (r *Reconciler) writersFromRepo(ctx context.Context, repo store.Repository)
 	case store.ForgeGitLab:
 		w, err = forge.NewGitLab(forge.GitLabOptions{BaseURL: repo.ForgeAPIURL, Project: repo.ForgeProject, Token: tok})
 	case store.ForgeGitNotes:
-		auth, aerr := r.auth(ctx, repo.URL, repo.CredentialsRef)
+		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
 		if aerr != nil {
 			return nil, aerr
 		}
@@ -156,4 +157,40 @@ func (r *Reconciler) writersFromRepo(ctx context.Context, repo store.Repository)
 		return nil, err
 	}
 	return []forge.Writer{w}, nil
+}
+
+// forgeToken resolves the status-posting token of repo through the store
+// by the repository's tenant, bound to the host of the forge API it is
+// about to be sent to.
+func (r *Reconciler) forgeToken(ctx context.Context, repo store.Repository) (forge.Token, error) {
+	target := forge.APIBase(string(repo.ForgeKind), repo.ForgeAPIURL)
+	cred, sec, err := r.credential(ctx, repo.Tenant, repo.ForgeCredentialsRef, target)
+	if err != nil {
+		return forge.Token{}, err
+	}
+	if cred.Kind != store.CredentialToken {
+		return forge.Token{}, fmt.Errorf("credential %q: a forge API needs a token credential, not %s: %w", cred.Name, cred.Kind, store.ErrCredentialUse)
+	}
+	return forge.NewToken(sec.Reveal()), nil
+}
+
+// credentialStamps names the version of each credential the writers were
+// built with (its last update, or its absence), so a rotated or deleted
+// credential rebuilds them, and the check of tenant, host and transport
+// runs again, rather than the old secret living on in a writer.
+func (r *Reconciler) credentialStamps(ctx context.Context, repo store.Repository) string {
+	var b strings.Builder
+	for _, ref := range []string{repo.CredentialsRef, repo.ForgeCredentialsRef} {
+		b.WriteString("\x00")
+		if ref == "" {
+			continue
+		}
+		c, err := r.store.GetCredential(ctx, repo.Tenant, ref)
+		if err != nil {
+			b.WriteString("!")
+			continue
+		}
+		b.WriteString(c.UpdatedAt.Format(time.RFC3339Nano))
+	}
+	return b.String()
 }

@@ -2,6 +2,7 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -91,5 +92,57 @@ func TestReportersRebuiltOnCredentialsChange(t *testing.T) {
 	}
 	if got := built.Load(); got != 2 {
 		t.Errorf("writers built %d times for credentials old, old, new; want 2", got)
+	}
+}
+
+// TestForgeTokenRefusedAtUse: the status writer resolves its token by the
+// repository's tenant and checks the forge API's host and transport each
+// time it is built, whatever the repository row names.
+func TestForgeTokenRefusedAtUse(t *testing.T) {
+	ctx := t.Context()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "nkudo.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	admin := store.Actor{Kind: store.ActorAdmin, ID: "t"}
+	for _, tn := range []string{"acme", "globex"} {
+		if _, err := st.CreateTenant(ctx, admin, store.Tenant{ID: tn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put := func(tn, name string, kind store.CredentialKind, host string) {
+		t.Helper()
+		if _, err := st.PutCredential(ctx, admin, store.Credential{Tenant: tn, Name: name, Kind: kind, Host: host}, store.Secret("tok-"+tn+":"+name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("acme", "forge", store.CredentialToken, "git.example")
+	put("acme", "basic", store.CredentialBasic, "git.example")
+	put("globex", "theirs", store.CredentialToken, "git.example")
+	r, err := New(Options{Store: st, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	repo := func(apiURL, ref string) store.Repository {
+		return store.Repository{ID: "r1", Tenant: "acme", URL: "https://git.example/acme/fleet.git", ForgeKind: store.ForgeGitea,
+			ForgeAPIURL: apiURL, ForgeProject: "acme/fleet", ForgeCredentialsRef: ref}
+	}
+	if _, err := r.writersFromRepo(ctx, repo("https://git.example/api/v1", "forge")); err != nil {
+		t.Fatalf("own token on its host: %v", err)
+	}
+	for _, tc := range []struct {
+		name, apiURL, ref string
+	}{
+		{"another tenant's credential", "https://git.example/api/v1", "theirs"},
+		{"another host", "https://attacker.example/api/v1", "forge"},
+		{"plain http", "http://git.example/api/v1", "forge"},
+		{"not a token", "https://git.example/api/v1", "basic"},
+	} {
+		_, err := r.writersFromRepo(ctx, repo(tc.apiURL, tc.ref))
+		if !errors.Is(err, store.ErrCredentialUse) {
+			t.Errorf("%s: %v, want ErrCredentialUse", tc.name, err)
+		}
 	}
 }

@@ -20,6 +20,8 @@ type AdminCmd struct {
 	Token  AdminTokenCmd  `cmd:"" help:"Manage API tokens."`
 	Site   AdminSiteCmd   `cmd:"" help:"Manage sites."`
 	Health AdminHealthCmd `cmd:"" help:"Check database, PKI, server, sites, plans and statuses (exit 0 healthy, 1 degraded or unhealthy, 2 could not run)."`
+
+	Credentials AdminCredentialsCmd `cmd:"" help:"Import tenants' credentials (sealed with the server key)."`
 }
 
 // AdminTenantCmd manages tenants.

@@ -21,6 +21,8 @@ type GitOpsFlags struct {
 	StatusPrefix string `help:"Prefix of every commit status context (\"eu/\" posts eu/nkudo/plan); empty for none." env:"NKUDO_STATUS_PREFIX" placeholder:"PREFIX"`
 	// OfflineTimeout is when nkudo/apply gives up on a silent site.
 	OfflineTimeout time.Duration `name:"site-offline-timeout" help:"A site with a plan that has not heartbeated for this long fails nkudo/apply." default:"15m" env:"NKUDO_SITE_OFFLINE_TIMEOUT"`
+	// AllowInsecureCredentials exists for local forges without TLS.
+	AllowInsecureCredentials bool `help:"Let credentials travel over plain http:// to the host they are bound to (local development only; by default https or ssh)." env:"NKUDO_ALLOW_INSECURE_CREDENTIALS"`
 }
 
 // wireGitOps attaches the GitOps loop (reconciler, webhooks, desired state)
@@ -36,11 +38,13 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		Store: st, DataDir: dataDir, Logger: log,
 		PublicURL: publicURL, PollInterval: poll, WatchLocal: f.WatchLocal,
 		StatusPrefix: f.StatusPrefix, OfflineTimeout: f.OfflineTimeout,
+		AllowInsecureCredentials: f.AllowInsecureCredentials,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
 	}
 	opts.Reconciler, opts.Desired, opts.Webhooks = loop, loop, loop.Webhooks
+	opts.AllowInsecureCredentials = f.AllowInsecureCredentials
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

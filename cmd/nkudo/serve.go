@@ -25,11 +25,14 @@ import (
 type StoreFlags struct {
 	DataDir     string `help:"Directory for the SQLite database and the dev PKI." default:".nkudo" env:"NKUDO_DATA_DIR" type:"path"`
 	DatabaseURL string `help:"postgres://… to use Postgres; empty or sqlite://… for the embedded SQLite file in --data-dir." env:"NKUDO_DATABASE_URL,DATABASE_URL" placeholder:"URL"`
+	// SecretKeyFile is never stored in the database: a copy of the
+	// database alone does not reveal the secrets in it.
+	SecretKeyFile string `help:"Key that seals secrets at rest (credentials, webhook secrets, NetBird setup keys): 32 bytes, base64. Empty: <data-dir>/secret.key, generated with a warning (development). Every replica needs the same key." env:"NKUDO_SECRET_KEY_FILE" type:"path" placeholder:"FILE"`
 }
 
 // Open opens (and migrates) the store.
 func (f StoreFlags) Open(ctx context.Context, log *slog.Logger) (store.Store, error) {
-	st, err := backend.Open(ctx, f.DatabaseURL, f.DataDir, log)
+	st, err := backend.OpenWith(ctx, f.DatabaseURL, f.DataDir, backend.OpenOptions{Logger: log, SecretKeyFile: f.SecretKeyFile})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -65,6 +65,7 @@ import (
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/backend"
+	"github.com/nkudo/nkudo/store/seal"
 )
 
 // Options configure Start. The zero value is a SQLite-backed server with
@@ -121,7 +122,8 @@ type Env struct {
 	AdminToken string
 	Admin      *api.Client
 
-	pkiDir string
+	pkiDir  string
+	keyFile string // "" = the key in DataDir (generated on first start)
 
 	mu     sync.Mutex
 	store  store.Store
@@ -142,6 +144,8 @@ func Start(t testing.TB, opts Options) *Env {
 			t.Fatal("cptest: ReplicaOf needs an Env on Postgres (SQLite serves one process)")
 		}
 		e.DatabaseURL, e.pkiDir = r.DatabaseURL, r.pkiDir
+		// Replicas share the secret key, as production replicas must.
+		e.keyFile = filepath.Join(r.DataDir, seal.DefaultKeyFile)
 	}
 	if e.DatabaseURL == "" && opts.Postgres {
 		e.DatabaseURL = pgtest.URL(t)
@@ -173,7 +177,7 @@ func (e *Env) start() {
 	t := e.t
 	t.Helper()
 	ctx := t.Context()
-	st, err := backend.Open(ctx, e.DatabaseURL, e.DataDir, e.logger)
+	st, err := backend.OpenWith(ctx, e.DatabaseURL, e.DataDir, backend.OpenOptions{Logger: e.logger, SecretKeyFile: e.keyFile})
 	if err != nil {
 		t.Fatalf("cptest: open store: %v", err)
 	}

@@ -25,6 +25,9 @@ import (
 // alpha may contain it.
 const bravoSecret = "bravo-secret"
 
+// isoCredential names bravo's credential (a name alpha could guess).
+const isoCredential = "deploy-key"
+
 // isoFixture is two tenants: alpha (sites a1, a2, enrolled) and bravo (site
 // b1 enrolled and reporting, b2 with an unused enrollment token), with a
 // repository, plans, logs, a commit status and a preview on bravo's side.
@@ -57,7 +60,9 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	})
 	must(err)
 	must(f.bravo.Client.SetNetBird(ctx, "b1", api.SetNetBirdRequest{ManagementURL: "https://" + bravoSecret + ".example.net", SetupKey: bravoSecret + "-key"}))
-	f.repoB, err = f.bravo.Client.CreateRepo(ctx, api.CreateRepoRequest{Name: "fleet", URL: "https://git.example.net/" + bravoSecret + "-repo.git", WebhookSecret: bravoSecret + "-hook"})
+	_, err = f.bravo.Client.PutCredential(ctx, isoCredential, api.PutCredentialRequest{Kind: api.CredentialToken, Host: "git.example.net", Secret: bravoSecret + "-token"})
+	must(err)
+	f.repoB, err = f.bravo.Client.CreateRepo(ctx, api.CreateRepoRequest{Name: "fleet", URL: "https://git.example.net/" + bravoSecret + "-repo.git", WebhookSecret: bravoSecret + "-hook", CredentialsRef: isoCredential})
 	must(err)
 	st := env.Store()
 	sys := store.Actor{Kind: store.ActorSystem, ID: "test"}
@@ -100,6 +105,8 @@ func (f *isoFixture) wildcard(name string) string {
 		return "c0ffee"
 	case "pr":
 		return "7"
+	case "name":
+		return isoCredential
 	}
 	return "unknown-" + name
 }
@@ -268,7 +275,14 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /v1/tokens":              {{name: "lists alpha's tokens only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"DELETE /v1/tokens/{token}":   {{name: "delete bravo's token", who: isoAlphaToken, want: notFound}},
 
-		"POST /v1/repos":                                 {{name: "creates in alpha only", who: isoAlphaToken, body: `{"name":"iso","url":"https://git.example.net/iso.git","webhookSecret":"s"}`, want: []int{http.StatusCreated}, check: noBravo}},
+		"POST /v1/repos": {
+			{name: "creates in alpha only", who: isoAlphaToken, body: `{"name":"iso","url":"https://git.example.net/iso.git","webhookSecret":"s"}`, want: []int{http.StatusCreated}, check: noBravo},
+			{name: "with bravo's credential", who: isoAlphaToken, body: `{"name":"iso2","url":"https://git.example.net/iso2.git","webhookSecret":"s","credentialsRef":"` + isoCredential + `"}`, want: []int{http.StatusBadRequest}},
+			{name: "with bravo's forge credential", who: isoAlphaToken, body: `{"name":"iso3","url":"https://git.example.net/iso3.git","webhookSecret":"s","forgeKind":"gitea","forgeApiUrl":"https://git.example.net/api/v1","forgeProject":"a/b","forgeCredentialsRef":"` + isoCredential + `"}`, want: []int{http.StatusBadRequest}},
+		},
+		"GET /v1/credentials":                            {{name: "lists alpha's credentials only", who: isoAlphaToken, want: []int{http.StatusOK}, check: func(t *testing.T, body string) { noBravo(t, body); noSecret(t, body) }}},
+		"PUT /v1/credentials/{name}":                     {{name: "creates in alpha only", who: isoAlphaToken, path: api.Path(api.PathCredential, "iso-cred"), body: `{"kind":"token","host":"git.example.net","secret":"alpha-token"}`, want: []int{http.StatusOK}, check: noBravo}},
+		"DELETE /v1/credentials/{name}":                  {{name: "delete bravo's credential", who: isoAlphaToken, want: notFound}},
 		"GET /v1/repos":                                  {{name: "lists alpha's repos only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"GET /v1/repos/{repo}":                           {{name: "bravo's repo", who: isoAlphaToken, want: notFound}},
 		"PATCH /v1/repos/{repo}":                         {{name: "update bravo's repo", who: isoAlphaToken, body: `{"suspended":true}`, want: notFound}},
@@ -401,6 +415,9 @@ func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
 	}
 	if _, err := f.bravo.Client.GetRepo(ctx, f.repoB.ID); err != nil {
 		t.Errorf("bravo's repo: %v", err)
+	}
+	if _, sec, err := st.CredentialSecret(ctx, "bravo", isoCredential); err != nil || sec.Reveal() != bravoSecret+"-token" {
+		t.Errorf("bravo's credential changed: %v", err)
 	}
 	site, err := f.bravo.Client.GetSite(ctx, "b1")
 	if err != nil || site.Revoked || site.NetBirdManagementURL != "https://"+bravoSecret+".example.net" {
