@@ -43,6 +43,8 @@ type CLI struct {
 	Logs   LogsCmd   `cmd:"" help:"Print a plan's execution log (--follow to stream it)."`
 	Audit  AuditCmd  `cmd:"" help:"Verify the audit log's hash chain (admin token)."`
 
+	Credentials CredentialsCmd `cmd:"" help:"Manage the tenant's credentials for fetching and posting statuses (write-only secrets)."`
+
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }
 
