@@ -163,7 +163,7 @@ type MigrateCmd struct {
 
 // Run migrates and names the migrations it applied.
 func (c *MigrateCmd) Run(ctx context.Context, g *Globals) error {
-	applied, err := backend.Migrate(ctx, c.DatabaseURL, c.DataDir, g.Logger())
+	applied, err := backend.MigrateWith(ctx, c.DatabaseURL, c.DataDir, backend.OpenOptions{Logger: g.Logger(), SecretKeyFile: c.SecretKeyFile})
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", backend.Redact(c.DatabaseURL), err)
 	}

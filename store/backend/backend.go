@@ -112,7 +112,13 @@ func SQLitePath(databaseURL, dataDir string) (string, error) {
 // Migrate opens the store (which applies pending migrations), closes it and
 // returns the names of the migrations it applied (none when up to date).
 func Migrate(ctx context.Context, databaseURL, dataDir string, logger *slog.Logger) ([]string, error) {
-	s, err := Open(ctx, databaseURL, dataDir, logger)
+	return MigrateWith(ctx, databaseURL, dataDir, OpenOptions{Logger: logger})
+}
+
+// MigrateWith is Migrate with options (the secret key that seals rows an
+// older release left in plain text).
+func MigrateWith(ctx context.Context, databaseURL, dataDir string, o OpenOptions) ([]string, error) {
+	s, err := OpenWith(ctx, databaseURL, dataDir, o)
 	if err != nil {
 		return nil, err
 	}
