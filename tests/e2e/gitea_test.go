@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,8 +48,8 @@ import (
 	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
 
-// Status contexts and the credentials file the control plane reads the
-// Gitea token from.
+// Status contexts and the name of the tenant's credential holding the
+// Gitea token.
 const (
 	giteaCtxValidate = "nkudo/validate"
 	giteaCtxPlan     = "nkudo/plan"
@@ -524,7 +525,9 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs 
 	proc := e2etest.Start(t, e2etest.ProcConfig{
 		Name: "nkudo", Bin: bins.Nkudo, LogDir: logDir, Env: env,
 		Args: append([]string{"serve", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug"}, serveArgs...),
+			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug",
+			// Gitea serves plain http on loopback: the development opt-in.
+			"--allow-insecure-credentials"}, serveArgs...),
 	})
 	caPath := filepath.Join(dataDir, "pki", "ca.crt")
 	var pool *x509.CertPool
@@ -582,22 +585,33 @@ func (cp *giteaCP) requireGitOps(t *testing.T) {
 }
 
 // newRepo creates a Gitea repository, registers it with n-kudo (Gitea
-// status writer, token in the control plane's credentials directory) and
+// status writer, token stored as the tenant's credential) and
 // adds the webhook with the secret: pointing at n-kudo, or with mode
 // "forward" at a recorder that forwards to n-kudo (e.fwd).
 func (e *giteaEnv) newRepo(t *testing.T, mode string) (giteatest.Repo, api.Repository) {
 	t.Helper()
 	repo := e.gitea.CreateRepo(t)
-	credDir := filepath.Join(e.cp.DataDir, "credentials")
-	if err := os.MkdirAll(credDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(credDir, giteaCredRef), []byte(e.gitea.Token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	// One credential per host the token goes to: the API's, and the clone
+	// URL's when Gitea names itself differently there.
+	cloneRef := giteaCredRef
+	for ref, raw := range map[string]string{giteaCredRef: e.gitea.URL, giteaCredRef + "-git": repo.CloneURL} {
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref != giteaCredRef {
+			if au, _ := url.Parse(e.gitea.URL); au.Host == u.Host {
+				continue
+			}
+			cloneRef = ref
+		}
+		if _, err := e.cp.client.PutCredential(t.Context(), ref, api.PutCredentialRequest{Kind: api.CredentialToken, Host: u.Host, Secret: e.gitea.Token}); err != nil {
+			t.Fatalf("store the Gitea token as credential %s: %v", ref, err)
+		}
 	}
 	reg, err := e.cp.client.CreateRepo(t.Context(), api.CreateRepoRequest{
 		Name: repo.Name, URL: repo.CloneURL, Branch: "main", WebhookSecret: e.secret,
-		CredentialsRef: giteaCredRef,
+		CredentialsRef: cloneRef,
 		ForgeKind:      "gitea", ForgeAPIURL: e.gitea.URL, ForgeProject: repo.FullName, ForgeCredentialsRef: giteaCredRef,
 	})
 	if err != nil {
