@@ -21,23 +21,18 @@ func testCredentials(t *testing.T, s store.Store) {
 	if c.Host != "git.example" || c.Fingerprint != store.CredentialFingerprint(credSecret) || c.CreatedAt.IsZero() || !c.UpdatedAt.Equal(c.CreatedAt) {
 		t.Fatalf("PutCredential = %+v", c)
 	}
-	if strings.Contains(c.Fingerprint, credSecret[4:12]) {
-		t.Errorf("fingerprint %q shows part of the secret", c.Fingerprint)
-	}
 
 	// Names are per tenant: B's "ci" is a different credential.
 	must2(s.PutCredential(ctx, admin, store.Credential{Tenant: tenantB, Name: "ci", Kind: store.CredentialBasic, Host: "other.example:8443"}, "bob:pw"))(t)
-	for _, name := range []string{"ci"} {
-		got, sec, err := s.CredentialSecret(ctx, tenantA, name)
-		must(t, err)
-		if sec.Reveal() != credSecret || got.Kind != store.CredentialToken || got.Host != "git.example" {
-			t.Errorf("CredentialSecret(A) = %+v, %q", got, sec.Reveal())
-		}
-		_, sec, err = s.CredentialSecret(ctx, tenantB, name)
-		must(t, err)
-		if sec.Reveal() != "bob:pw" {
-			t.Errorf("CredentialSecret(B) = %q", sec.Reveal())
-		}
+	got, sec, err := s.CredentialSecret(ctx, tenantA, "ci")
+	must(t, err)
+	if sec.Reveal() != credSecret || got.Kind != store.CredentialToken || got.Host != "git.example" {
+		t.Errorf("CredentialSecret(A) = %+v, %q", got, sec.Reveal())
+	}
+	_, sec, err = s.CredentialSecret(ctx, tenantB, "ci")
+	must(t, err)
+	if sec.Reveal() != "bob:pw" {
+		t.Errorf("CredentialSecret(B) = %q", sec.Reveal())
 	}
 	// Another tenant's credential does not exist for B.
 	must2(s.PutCredential(ctx, admin, store.Credential{Tenant: tenantA, Name: "deploy", Kind: store.CredentialToken, Host: "git.example"}, "t2"))(t)
