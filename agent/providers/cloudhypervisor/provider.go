@@ -474,6 +474,12 @@ func (p *Provider) prepare(ctx context.Context, name string, spec model.VMSpec) 
 		if a.Kernel, err = p.images.Fetch(ctx, spec.Kernel.URL, spec.Kernel.SHA256); err != nil {
 			return a, err
 		}
+		if ird := spec.Kernel.Initramfs; ird != nil {
+			agent.Progress(ctx, "fetching initramfs "+imagecache.SanitizeURL(ird.URL))
+			if a.Initramfs, err = p.images.Fetch(ctx, ird.URL, ird.SHA256); err != nil {
+				return a, err
+			}
+		}
 	}
 	if spec.Firmware != nil {
 		agent.Progress(ctx, "fetching firmware "+imagecache.SanitizeURL(spec.Firmware.URL))

@@ -80,8 +80,8 @@ const mib = int64(1) << 20
 
 // artifacts are the host paths a VM's config points at.
 type artifacts struct {
-	Kernel, Firmware, RootDisk, Seed, Serial string
-	DataDisks                                []string // same order as spec.Disks
+	Kernel, Initramfs, Firmware, RootDisk, Seed, Serial string
+	DataDisks                                           []string // same order as spec.Disks
 }
 
 // buildConfig turns a VM spec (with the current cpus/memory) into a VmConfig.
@@ -103,7 +103,7 @@ func buildConfig(name string, spec model.VMSpec, cpus, memoryMiB int, a artifact
 	}
 	switch {
 	case spec.Kernel != nil:
-		cfg.Payload = PayloadConfig{Kernel: a.Kernel, Cmdline: spec.Kernel.Cmdline}
+		cfg.Payload = PayloadConfig{Kernel: a.Kernel, Initramfs: a.Initramfs, Cmdline: spec.Kernel.Cmdline}
 	case spec.Firmware != nil:
 		cfg.Payload = PayloadConfig{Firmware: a.Firmware}
 	}
