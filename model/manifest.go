@@ -99,6 +99,8 @@ type Kernel struct {
 	URL     string `json:"url"`
 	SHA256  string `json:"sha256"`
 	Cmdline string `json:"cmdline,omitempty"`
+	// Initramfs is loaded beside the kernel; nil boots without one.
+	Initramfs *Image `json:"initramfs,omitempty"`
 }
 
 // Firmware is a firmware payload (for example rust-hypervisor-firmware).

@@ -360,3 +360,25 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadKernelInitramfs checks the optional initramfs beside a kernel:
+// loaded into the model, and refused without its digest.
+func TestLoadKernelInitramfs(t *testing.T) {
+	vm := func(kernel string) string {
+		return vmDocText("pos-1", "store-042", "  state: Running", "  cpus: 1", "  memoryMiB: 256",
+			"  image: {url: https://images.example.com/pos.raw, sha256: "+digestA+"}", kernel)
+	}
+	d, err := Load(mapFS(map[string]string{"site.yaml": siteStore, "vm.yaml": vm(
+		"  kernel: {url: https://images.example.com/vmlinux, sha256: " + digestB + ", initramfs: {url: https://images.example.com/initrd, sha256: " + digestA + "}}")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := d.VMs[0].Spec.Kernel; k.Initramfs == nil || k.Initramfs.SHA256 != digestA {
+		t.Fatalf("kernel = %+v, want the initramfs with its digest", k)
+	}
+	errs := loadErrors(t, map[string]string{"site.yaml": siteStore, "vm.yaml": vm(
+		"  kernel: {url: https://images.example.com/vmlinux, sha256: " + digestB + ", initramfs: {url: https://images.example.com/initrd}}")})
+	if len(errs) == 0 || !strings.Contains(strings.Join(errs, "\n"), "initramfs") {
+		t.Errorf("an initramfs without sha256: errors %q, want one naming initramfs", errs)
+	}
+}

@@ -39,6 +39,9 @@ import (
 
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/internal/atomicfile"
+	"github.com/nkudo/nkudo/agent/providers/internal/imagecache"
+	"github.com/nkudo/nkudo/agent/providers/internal/seed"
+	"github.com/nkudo/nkudo/agent/providers/internal/tap"
 	"github.com/nkudo/nkudo/model"
 )
 
@@ -75,6 +78,7 @@ type Provider struct {
 	// version caches `--version` per binary file: facts ask on every
 	// heartbeat, and the answer only changes when the binary does.
 	version versionCache
+	images  *imagecache.Cache
 }
 
 type versionCache struct {
@@ -122,7 +126,8 @@ func New(opts Options) (*Provider, error) {
 			return nil, fmt.Errorf("cloudhypervisor: %w", err)
 		}
 	}
-	return &Provider{opts: opts, log: opts.Logger.With("component", "cloudhypervisor"), procs: map[string]*proc{}}, nil
+	return &Provider{opts: opts, log: opts.Logger.With("component", "cloudhypervisor"), procs: map[string]*proc{},
+		images: &imagecache.Cache{Dir: filepath.Join(abs, "images"), HTTP: opts.HTTPClient}}, nil
 }
 
 // Reattach finds the VMMs still running from an earlier agent and logs
@@ -465,25 +470,31 @@ func (p *Provider) prepare(ctx context.Context, name string, spec model.VMSpec) 
 	a := artifacts{Serial: filepath.Join(dir, "serial.log")}
 	var err error
 	if spec.Kernel != nil {
-		agent.Progress(ctx, "fetching kernel "+sanitizeURL(spec.Kernel.URL))
-		if a.Kernel, err = p.fetch(ctx, spec.Kernel.URL, spec.Kernel.SHA256); err != nil {
+		agent.Progress(ctx, "fetching kernel "+imagecache.SanitizeURL(spec.Kernel.URL))
+		if a.Kernel, err = p.images.Fetch(ctx, spec.Kernel.URL, spec.Kernel.SHA256); err != nil {
 			return a, err
+		}
+		if ird := spec.Kernel.Initramfs; ird != nil {
+			agent.Progress(ctx, "fetching initramfs "+imagecache.SanitizeURL(ird.URL))
+			if a.Initramfs, err = p.images.Fetch(ctx, ird.URL, ird.SHA256); err != nil {
+				return a, err
+			}
 		}
 	}
 	if spec.Firmware != nil {
-		agent.Progress(ctx, "fetching firmware "+sanitizeURL(spec.Firmware.URL))
-		if a.Firmware, err = p.fetch(ctx, spec.Firmware.URL, spec.Firmware.SHA256); err != nil {
+		agent.Progress(ctx, "fetching firmware "+imagecache.SanitizeURL(spec.Firmware.URL))
+		if a.Firmware, err = p.images.Fetch(ctx, spec.Firmware.URL, spec.Firmware.SHA256); err != nil {
 			return a, err
 		}
 	}
 	if spec.Image != nil {
-		agent.Progress(ctx, "fetching image "+sanitizeURL(spec.Image.URL))
-		img, err := p.fetch(ctx, spec.Image.URL, spec.Image.SHA256)
+		agent.Progress(ctx, "fetching image "+imagecache.SanitizeURL(spec.Image.URL))
+		img, err := p.images.Fetch(ctx, spec.Image.URL, spec.Image.SHA256)
 		if err != nil {
 			return a, err
 		}
 		a.RootDisk = filepath.Join(dir, "root.raw")
-		if err := copyFile(img, a.RootDisk); err != nil {
+		if err := imagecache.CopyFile(img, a.RootDisk); err != nil {
 			return a, err
 		}
 	}
@@ -517,23 +528,11 @@ func sparseFile(path string, size int64) error {
 }
 
 func (p *Provider) writeSeed(name string, spec model.VMSpec, path string) error {
-	var user, netcfg string
-	if spec.CloudInit != nil {
-		user, netcfg = spec.CloudInit.UserData, spec.CloudInit.NetworkConfig
+	b, err := seed.NoCloud(name, spec)
+	if err != nil {
+		return err
 	}
-	if user == "" {
-		user = "#cloud-config\n{}\n"
-	}
-	metaData := fmt.Sprintf("instance-id: %s-%.12s\nlocal-hostname: %s\n", name, spec.Hash(), name)
-	files := []seedFile{{"user-data", []byte(user)}, {"meta-data", []byte(metaData)}}
-	if netcfg != "" {
-		files = append(files, seedFile{"network-config", []byte(netcfg)})
-	}
-	var buf bytes.Buffer
-	if err := writeFATImage(&buf, "CIDATA", files); err != nil {
-		return fmt.Errorf("cloud-init seed: %w", err)
-	}
-	return atomicfile.Write(path, buf.Bytes(), 0o640)
+	return atomicfile.Write(path, b, 0o640)
 }
 
 // Start boots the VM, launching its VMM and re-registering its config first
@@ -547,7 +546,7 @@ func (p *Provider) Start(ctx context.Context, name string) error {
 	}
 	if !p.opts.DisableNetworking {
 		for i, n := range m.Spec.Networks {
-			if err := ensureTap(tapName(name, i), n.Bridge); err != nil {
+			if err := tap.Ensure(tap.Name(name, i), n.Bridge); err != nil {
 				return fmt.Errorf("vm %s: %w", name, err)
 			}
 		}
@@ -678,7 +677,7 @@ func (p *Provider) Delete(ctx context.Context, name string) error {
 	}
 	if !p.opts.DisableNetworking {
 		for i := range m.Spec.Networks {
-			if err := removeTap(tapName(name, i)); err != nil {
+			if err := tap.Remove(tap.Name(name, i)); err != nil {
 				return fmt.Errorf("vm %s: %w", name, err)
 			}
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/internal/vmmtest"
+	"github.com/nkudo/nkudo/agent/providers/internal/tap"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/tests/fakes/chfake"
 )
@@ -179,7 +180,7 @@ func TestVmConfigJSON(t *testing.T) {
 			map[string]any{"path": "/s/vms/pos-1/disk-data.raw", "id": "disk-data"},
 			map[string]any{"path": "/s/vms/pos-1/cidata.img", "readonly": true, "id": "cidata"},
 		},
-		"net":     []any{map[string]any{"tap": tapName("pos-1", 0), "mac": "52:54:00:aa:bb:01", "id": "net0"}},
+		"net":     []any{map[string]any{"tap": tap.Name("pos-1", 0), "mac": "52:54:00:aa:bb:01", "id": "net0"}},
 		"rng":     map[string]any{"src": "/dev/urandom"},
 		"serial":  map[string]any{"mode": "File", "file": "/s/vms/pos-1/serial.log"},
 		"console": map[string]any{"mode": "Off"},
@@ -187,7 +188,7 @@ func TestVmConfigJSON(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("VmConfig JSON (-want +got):\n%s", d)
 	}
-	if n := tapName("a-very-long-vm-name-that-is-still-a-valid-dns-label-0123456789", 9); len(n) > 15 {
+	if n := tap.Name("a-very-long-vm-name-that-is-still-a-valid-dns-label-0123456789", 9); len(n) > 15 {
 		t.Errorf("tap name %q longer than IFNAMSIZ-1", n)
 	}
 	// Firmware boot and no headroom.

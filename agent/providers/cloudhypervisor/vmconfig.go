@@ -1,9 +1,9 @@
 package cloudhypervisor
 
 import (
-	"crypto/sha256"
 	"fmt"
 
+	"github.com/nkudo/nkudo/agent/providers/internal/tap"
 	"github.com/nkudo/nkudo/model"
 )
 
@@ -80,8 +80,8 @@ const mib = int64(1) << 20
 
 // artifacts are the host paths a VM's config points at.
 type artifacts struct {
-	Kernel, Firmware, RootDisk, Seed, Serial string
-	DataDisks                                []string // same order as spec.Disks
+	Kernel, Initramfs, Firmware, RootDisk, Seed, Serial string
+	DataDisks                                           []string // same order as spec.Disks
 }
 
 // buildConfig turns a VM spec (with the current cpus/memory) into a VmConfig.
@@ -103,7 +103,7 @@ func buildConfig(name string, spec model.VMSpec, cpus, memoryMiB int, a artifact
 	}
 	switch {
 	case spec.Kernel != nil:
-		cfg.Payload = PayloadConfig{Kernel: a.Kernel, Cmdline: spec.Kernel.Cmdline}
+		cfg.Payload = PayloadConfig{Kernel: a.Kernel, Initramfs: a.Initramfs, Cmdline: spec.Kernel.Cmdline}
 	case spec.Firmware != nil:
 		cfg.Payload = PayloadConfig{Firmware: a.Firmware}
 	}
@@ -119,21 +119,9 @@ func buildConfig(name string, spec model.VMSpec, cpus, memoryMiB int, a artifact
 	for i, n := range spec.Networks {
 		mac := n.MAC
 		if mac == "" {
-			mac = stableMAC(name, i)
+			mac = tap.MAC(name, i)
 		}
-		cfg.Net = append(cfg.Net, NetConfig{Tap: tapName(name, i), MAC: mac, ID: fmt.Sprintf("net%d", i)})
+		cfg.Net = append(cfg.Net, NetConfig{Tap: tap.Name(name, i), MAC: mac, ID: fmt.Sprintf("net%d", i)})
 	}
 	return cfg
-}
-
-// tapName derives a host interface name (at most 15 bytes) from the VM name.
-func tapName(vm string, i int) string {
-	sum := sha256.Sum256([]byte(vm))
-	return fmt.Sprintf("nk%x%d", sum[:4], i)
-}
-
-// stableMAC derives a locally administered unicast MAC from the VM name.
-func stableMAC(vm string, i int) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d", vm, i))
-	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2])
 }

@@ -1,4 +1,4 @@
-package cloudhypervisor
+package tap
 
 import (
 	"errors"
@@ -32,17 +32,17 @@ func TestTapOnBridge(t *testing.T) {
 		netns.Set(origin)
 		ns.Close()
 	}()
-	tap := tapName("pos-1", 0)
-	if err := ensureTap(tap, "br-test"); err != nil {
+	name := Name("pos-1", 0)
+	if err := Ensure(name, "br-test"); err != nil {
 		if strings.Contains(err.Error(), "/dev/net/tun") || errors.Is(err, syscall.ENOENT) {
 			t.Skipf("SKIP: no /dev/net/tun: %v", err)
 		}
 		t.Fatal(err)
 	}
-	if err := ensureTap(tap, "br-test"); err != nil { // idempotent
-		t.Fatalf("second ensureTap: %v", err)
+	if err := Ensure(name, "br-test"); err != nil { // idempotent
+		t.Fatalf("second Ensure: %v", err)
 	}
-	link, err := netlink.LinkByName(tap)
+	link, err := netlink.LinkByName(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,15 +51,15 @@ func TestTapOnBridge(t *testing.T) {
 		t.Errorf("tap master = %d, want bridge %d", link.Attrs().MasterIndex, br.Attrs().Index)
 	}
 	if tt, ok := link.(*netlink.Tuntap); ok && tt.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 {
-		t.Error("tap is multi-queue; CH would refuse it")
+		t.Error("tap is multi-queue; Cloud Hypervisor would refuse it")
 	}
-	if err := removeTap(tap); err != nil {
+	if err := Remove(name); err != nil {
 		t.Fatal(err)
 	}
-	if err := removeTap(tap); err != nil {
+	if err := Remove(name); err != nil {
 		t.Fatalf("removing a missing tap: %v", err)
 	}
-	if _, err := netlink.LinkByName(tap); err == nil {
+	if _, err := netlink.LinkByName(name); err == nil {
 		t.Error("tap still exists")
 	}
 }

@@ -1,4 +1,7 @@
-package cloudhypervisor
+// Package imagecache owns the providers' shared cache of downloaded,
+// sha256-verified images, kernels and firmware: one file per digest,
+// written only when the digest matches.
+package imagecache
 
 import (
 	"context"
@@ -17,8 +20,8 @@ import (
 
 var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// sanitizeURL drops credentials and the query so a URL can be logged.
-func sanitizeURL(raw string) string {
+// SanitizeURL drops credentials and the query so a URL can be logged.
+func SanitizeURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<unparsable url>"
@@ -29,16 +32,25 @@ func sanitizeURL(raw string) string {
 	return u.String()
 }
 
-// fetch returns the path of the cached file with digest sum, downloading
+// Cache is a directory of verified files named by their sha256.
+type Cache struct {
+	// Dir holds the files; it is created on the first download.
+	Dir string
+	// HTTP downloads http(s) URLs; nil means http.DefaultClient (the
+	// caller's context bounds each download).
+	HTTP *http.Client
+}
+
+// Fetch returns the path of the cached file with digest sum, downloading
 // rawURL into the cache first if needed. The download is hashed as it is
 // written and only renamed into place when the digest matches: a mismatch
 // fails and keeps nothing.
-func (p *Provider) fetch(ctx context.Context, rawURL, sum string) (string, error) {
+func (c *Cache) Fetch(ctx context.Context, rawURL, sum string) (string, error) {
 	sum = strings.ToLower(strings.TrimPrefix(sum, "sha256:"))
 	if !sha256Re.MatchString(sum) {
-		return "", fmt.Errorf("image %s: sha256 %q is not 64 hex digits", sanitizeURL(rawURL), sum)
+		return "", fmt.Errorf("image %s: sha256 %q is not 64 hex digits", SanitizeURL(rawURL), sum)
 	}
-	dir := filepath.Join(p.opts.StateDir, "images")
+	dir := c.Dir
 	final := filepath.Join(dir, sum)
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
@@ -46,7 +58,7 @@ func (p *Provider) fetch(ctx context.Context, rawURL, sum string) (string, error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("image cache: %w", err)
 	}
-	src, err := p.open(ctx, rawURL)
+	src, err := c.open(ctx, rawURL)
 	if err != nil {
 		return "", err
 	}
@@ -59,7 +71,7 @@ func (p *Provider) fetch(ctx context.Context, rawURL, sum string) (string, error
 	h := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(tmp, h), src); err != nil {
 		tmp.Close()
-		return "", fmt.Errorf("download %s: %w", sanitizeURL(rawURL), err)
+		return "", fmt.Errorf("download %s: %w", SanitizeURL(rawURL), err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
@@ -69,7 +81,7 @@ func (p *Provider) fetch(ctx context.Context, rawURL, sum string) (string, error
 		return "", fmt.Errorf("image cache: %w", err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
-		return "", fmt.Errorf("download %s: sha256 mismatch: got %s, want %s", sanitizeURL(rawURL), got, sum)
+		return "", fmt.Errorf("download %s: sha256 mismatch: got %s, want %s", SanitizeURL(rawURL), got, sum)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", fmt.Errorf("image cache: %w", err)
@@ -77,10 +89,10 @@ func (p *Provider) fetch(ctx context.Context, rawURL, sum string) (string, error
 	return final, nil
 }
 
-func (p *Provider) open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
+func (c *Cache) open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("image url %s: %w", sanitizeURL(rawURL), err)
+		return nil, fmt.Errorf("image url %s: %w", SanitizeURL(rawURL), err)
 	}
 	switch u.Scheme {
 	case "file":
@@ -92,28 +104,32 @@ func (p *Provider) open(ctx context.Context, rawURL string) (io.ReadCloser, erro
 	case "http", "https":
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 		if err != nil {
-			return nil, fmt.Errorf("image url %s: %w", sanitizeURL(rawURL), err)
+			return nil, fmt.Errorf("image url %s: %w", SanitizeURL(rawURL), err)
 		}
-		resp, err := p.opts.HTTPClient.Do(req)
+		hc := c.HTTP
+		if hc == nil {
+			hc = http.DefaultClient
+		}
+		resp, err := hc.Do(req)
 		if err != nil {
 			var ue *url.Error
 			if errors.As(err, &ue) {
 				err = ue.Err // the url.Error would print the unsanitised URL
 			}
-			return nil, fmt.Errorf("download %s: %w", sanitizeURL(rawURL), err)
+			return nil, fmt.Errorf("download %s: %w", SanitizeURL(rawURL), err)
 		}
 		if resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			return nil, fmt.Errorf("download %s: HTTP %s", sanitizeURL(rawURL), resp.Status)
+			return nil, fmt.Errorf("download %s: HTTP %s", SanitizeURL(rawURL), resp.Status)
 		}
 		return resp.Body, nil
 	}
-	return nil, fmt.Errorf("image url %s: scheme %q not supported (want file, http or https)", sanitizeURL(rawURL), u.Scheme)
+	return nil, fmt.Errorf("image url %s: scheme %q not supported (want file, http or https)", SanitizeURL(rawURL), u.Scheme)
 }
 
-// copyFile copies src to dst through a temporary file and an fsync, so dst
+// CopyFile copies src to dst through a temporary file and an fsync, so dst
 // is either complete or absent.
-func copyFile(src, dst string) error {
+func CopyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", src, err)

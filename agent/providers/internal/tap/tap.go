@@ -1,6 +1,11 @@
-package cloudhypervisor
+// Package tap owns the host side of VM networking shared by the providers:
+// persistent single-queue TAP devices enslaved to bridges, created and
+// removed over netlink, and the interface names and MACs derived from VM
+// names.
+package tap
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"syscall"
@@ -8,10 +13,10 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// ensureTap creates (if needed) bridge and a persistent single-queue TAP
-// named tap enslaved to it, both up. CH opens an existing TAP as is, so the
-// TAP must not be multi-queue (see interfaces.md §1.6).
-func ensureTap(tap, bridge string) error {
+// Ensure creates (if needed) bridge and a persistent single-queue TAP
+// named tap enslaved to it, both up. Cloud Hypervisor and QEMU open an
+// existing TAP as is, so the TAP must not be multi-queue (see interfaces.md §1.6).
+func Ensure(tap, bridge string) error {
 	br, err := netlink.LinkByName(bridge)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -51,8 +56,8 @@ func ensureTap(tap, bridge string) error {
 	return nil
 }
 
-// removeTap deletes tap; a missing tap is not an error.
-func removeTap(tap string) error {
+// Remove deletes tap; a missing tap is not an error.
+func Remove(tap string) error {
 	link, err := netlink.LinkByName(tap)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -72,4 +77,16 @@ func privErr(err error) error {
 		return fmt.Errorf("%w (VM networking needs CAP_NET_ADMIN: run the agent as root or with that capability, or disable networking)", err)
 	}
 	return err
+}
+
+// Name derives a host interface name (at most 15 bytes) from the VM name.
+func Name(vm string, i int) string {
+	sum := sha256.Sum256([]byte(vm))
+	return fmt.Sprintf("nk%x%d", sum[:4], i)
+}
+
+// MAC derives a locally administered unicast MAC from the VM name.
+func MAC(vm string, i int) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d", vm, i))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", sum[0], sum[1], sum[2])
 }

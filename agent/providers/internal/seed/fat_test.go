@@ -1,4 +1,4 @@
-package cloudhypervisor
+package seed
 
 import (
 	"bytes"
@@ -11,14 +11,14 @@ import (
 
 func TestFATImageReadableByDOSTools(t *testing.T) {
 	big := bytes.Repeat([]byte("#cloud-config\nruncmd: [echo hi]\n"), 40000) // > 1 MiB: several cluster sizes
-	cases := map[string][]seedFile{
+	cases := map[string][]File{
 		"small": {{"user-data", []byte("#cloud-config\nhostname: pos-1\n")}, {"meta-data", []byte("instance-id: pos-1\n")}, {"network-config", nil}},
 		"large": {{"user-data", big}, {"meta-data", []byte("instance-id: x\n")}, {"network-config", []byte("version: 2\n")}},
 	}
 	for name, files := range cases {
 		t.Run(name, func(t *testing.T) {
 			var buf bytes.Buffer
-			if err := writeFATImage(&buf, "CIDATA", files); err != nil {
+			if err := WriteFAT(&buf, "CIDATA", files); err != nil {
 				t.Fatal(err)
 			}
 			img := filepath.Join(t.TempDir(), "cidata.img")

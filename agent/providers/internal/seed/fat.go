@@ -1,4 +1,7 @@
-package cloudhypervisor
+// Package seed owns the cloud-init NoCloud seed the providers attach to
+// every VM: a FAT image labelled CIDATA holding user-data, meta-data and
+// network-config, written in pure Go.
+package seed
 
 import (
 	"encoding/binary"
@@ -8,17 +11,17 @@ import (
 	"unicode/utf16"
 )
 
-// seedFile is one file of the cloud-init NoCloud seed.
-type seedFile struct {
+// File is one file of the cloud-init NoCloud seed.
+type File struct {
 	Name string
 	Data []byte
 }
 
-// writeFATImage writes a FAT12 filesystem labelled label (at most 11
+// WriteFAT writes a FAT12 filesystem labelled label (at most 11
 // characters) holding files in its root directory, with VFAT long names so
 // cloud-init finds "user-data", "meta-data" and "network-config". It is the
 // pure-Go equivalent of `mkdosfs -n CIDATA -C img 8192` plus mcopy.
-func writeFATImage(w io.Writer, label string, files []seedFile) error {
+func WriteFAT(w io.Writer, label string, files []File) error {
 	const (
 		sector     = 512
 		rootEnts   = 512
