@@ -317,8 +317,15 @@ type Webhooks interface {
 	// RecordDelivery remembers a delivery ID per forge; duplicate is true
 	// when it was seen before (the caller then ignores the delivery).
 	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
-	// PruneDeliveries forgets deliveries received before cutoff.
+	// PruneDeliveries forgets deliveries (IDs and payload hashes)
+	// received before cutoff and returns how many.
 	PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error)
+	// RecordPayload remembers the hash of a verified delivery body of a
+	// repository; duplicate is true when the same hash was recorded at or
+	// after now-window (the caller then drops the delivery as a replay). An
+	// older record is renewed. ErrInvalid if repoID or bodyHash is empty or
+	// window is not positive.
+	RecordPayload(ctx context.Context, repoID, bodyHash string, now time.Time, window time.Duration) (duplicate bool, err error)
 }
 
 // Audit reads and extends the hash-chained audit log.

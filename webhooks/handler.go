@@ -3,6 +3,8 @@ package webhooks
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,7 @@ type Store interface {
 	WebhookSecret(ctx context.Context, tenant, id string) (store.Secret, error)
 	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
 	PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error)
+	RecordPayload(ctx context.Context, repoID, bodyHash string, now time.Time, window time.Duration) (duplicate bool, err error)
 }
 
 // DeliveryRetention is how long delivery IDs are remembered: longer than
@@ -61,6 +64,10 @@ type Options struct {
 	// BodyTimeout bounds reading one body (default 30s), so slow senders
 	// cannot hold the slots.
 	BodyTimeout time.Duration
+	// ReplayWindow is how long the hash of an accepted body is remembered:
+	// the same body again within it is dropped as a replay, whatever its
+	// delivery ID (default DeliveryRetention).
+	ReplayWindow time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -101,6 +108,9 @@ func New(o Options) *Handler {
 	}
 	if o.BodyTimeout <= 0 {
 		o.BodyTimeout = 30 * time.Second
+	}
+	if o.ReplayWindow <= 0 {
+		o.ReplayWindow = DeliveryRetention
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -287,8 +297,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A captured delivery can be sent again with a new delivery ID or
+	// none; its signature still verifies, its body is what gives it away.
+	dup, err := h.opts.Store.RecordPayload(ctx, repo.ID, payloadHash(ev, body), h.opts.Now(), h.opts.ReplayWindow)
+	if err != nil {
+		log.Error("webhook: record payload failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "store unavailable")
+		return
+	}
+	if dup {
+		log.Warn("webhook replay ignored: the same payload was accepted before", "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, reply{Status: "duplicate", Reason: "payload accepted before"})
+		return
+	}
 	h.enqueue(log, job{repo: repo, ev: ev})
 	writeJSON(w, http.StatusAccepted, reply{Status: "accepted"})
+}
+
+// payloadHash identifies a verified delivery by its forge, event and body.
+func payloadHash(ev Event, body []byte) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n", ev.Forge, ev.Name)
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // retryAfter is what a delivery refused for lack of a body slot is told.

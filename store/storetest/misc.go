@@ -190,6 +190,55 @@ func testDeliveries(t *testing.T, s store.Store) {
 	}
 }
 
+// testPayloads: a body hash is a duplicate within the window whatever the
+// delivery ID, per repository; past the window it is accepted and renewed;
+// PruneDeliveries forgets it.
+func testPayloads(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const window = time.Hour
+	record := func(repo, hash string, at time.Time) bool {
+		t.Helper()
+		dup, err := s.RecordPayload(ctx, repo, hash, at, window)
+		must(t, err)
+		return dup
+	}
+	for _, step := range []struct {
+		name, repo, hash string
+		at               time.Time
+		want             bool
+	}{
+		{"first", "r1", "h1", epoch, false},
+		{"replayed", "r1", "h1", epoch.Add(second), true},
+		{"replayed at the end of the window", "r1", "h1", epoch.Add(window), true},
+		{"same body, other repository", "r2", "h1", epoch.Add(second), false},
+		{"other body", "r1", "h2", epoch.Add(second), false},
+		{"after the window", "r1", "h1", epoch.Add(window + second), false},
+		{"replayed within the renewed window", "r1", "h1", epoch.Add(window + 2*second), true},
+	} {
+		if got := record(step.repo, step.hash, step.at); got != step.want {
+			t.Errorf("%s: duplicate = %v, want %v", step.name, got, step.want)
+		}
+	}
+	if _, err := s.RecordPayload(ctx, "", "h", epoch, window); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("empty repository: %v, want ErrInvalid", err)
+	}
+	if _, err := s.RecordPayload(ctx, "r1", "h", epoch, 0); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("zero window: %v, want ErrInvalid", err)
+	}
+	// Prune before the renewed r1/h1: r2/h1 and r1/h2 go.
+	n, err := s.PruneDeliveries(ctx, epoch.Add(window))
+	must(t, err)
+	if n != 2 {
+		t.Errorf("pruned %d, want 2", n)
+	}
+	if record("r2", "h1", epoch.Add(2*second)) {
+		t.Error("a pruned payload is still a duplicate")
+	}
+	if !record("r1", "h1", epoch.Add(window+3*second)) {
+		t.Error("pruning removed a recent payload")
+	}
+}
+
 func testAudit(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	seed(t, s) // 2 tenants + 4 sites = 6 events

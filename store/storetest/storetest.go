@@ -51,6 +51,7 @@ func Run(t *testing.T, open Open) {
 		{"CommitStatuses", testCommitStatuses},
 		{"Previews", testPreviews},
 		{"WebhookDeliveries", testDeliveries},
+		{"WebhookPayloads", testPayloads},
 		{"Audit", testAudit},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"LeaseExclusive", testLeaseExclusive},

@@ -71,3 +71,26 @@ func TestWebhookRefusedBeforeBody(t *testing.T) {
 		})
 	}
 }
+
+// TestWebhookReplayDropped: a captured delivery sent again with a new
+// delivery ID, or with none, verifies but is dropped as a replay (the
+// store remembers its body's hash), and only one reconcile follows.
+func TestWebhookReplayDropped(t *testing.T) {
+	g := startGitOps(t, gitopsConfig{})
+	g.fleet(1, 1)
+	g.env.NewSite("acme", "site-0001")
+	c1 := g.git.Commit("one VM")
+	payload := pushPayload(strings.Repeat("0", 40), c1)
+	if code, body := g.webhook("push", "original", payload, true); code != 202 {
+		t.Fatalf("original delivery: %d %s", code, body)
+	}
+	for _, delivery := range []string{"replayed-with-new-id", ""} {
+		if code, body := g.webhook("push", delivery, payload, true); code != 200 || !strings.Contains(body, "payload accepted before") {
+			t.Errorf("replay with delivery ID %q: %d %s, want 200 duplicate", delivery, code, body)
+		}
+	}
+	eventually(t, "reconciled once", func() bool { st, _ := g.forgeState(c1, "nkudo/plan"); return st == "success" })
+	if n := len(g.plans()); n != 1 {
+		t.Errorf("%d plans, want 1", n)
+	}
+}
