@@ -719,7 +719,14 @@ func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *calle
 	if err != nil {
 		return err
 	}
-	lines, err := s.store.Logs(r.Context(), c.tenant, plan, after, int(min(limit, 5000)))
+	maxBytes, err := queryInt(r, "maxBytes", s.opts.MaxLogPageBytes)
+	if err != nil {
+		return err
+	}
+	if maxBytes <= 0 {
+		return badRequest("maxBytes %d: want a positive number of bytes", maxBytes)
+	}
+	lines, more, err := s.store.LogPage(r.Context(), c.tenant, plan, after, int(min(limit, 5000)), min(maxBytes, s.opts.MaxLogPageBytes))
 	if err != nil {
 		return err
 	}
@@ -729,6 +736,17 @@ func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *calle
 	}
 	for _, g := range store.Gaps(lines, after) {
 		page.Gaps = append(page.Gaps, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
+	}
+	if more {
+		page.Next = lines[len(lines)-1].Seq
+	} else {
+		u, err := s.store.LogUsage(r.Context(), c.tenant, plan)
+		if err != nil {
+			return err
+		}
+		if u.Closed != "" {
+			page.Dropped = &api.LogDropped{Lines: u.DroppedLines, Bytes: u.DroppedBytes, Quota: string(u.Closed)}
+		}
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
@@ -752,7 +770,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
 	for {
-		lines, err := s.store.Logs(ctx, tenant, plan, after, 1000)
+		lines, _, err := s.store.LogPage(ctx, tenant, plan, after, 1000, s.opts.MaxLogPageBytes)
 		if err != nil {
 			return nil // the status is sent; a broken stream ends it
 		}

@@ -52,6 +52,7 @@ func Run(t *testing.T, open Open) {
 		{"Previews", testPreviews},
 		{"WebhookDeliveries", testDeliveries},
 		{"WebhookPayloads", testPayloads},
+		{"LogBounds", testLogBounds},
 		{"Audit", testAudit},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"LeaseExclusive", testLeaseExclusive},
