@@ -130,6 +130,11 @@ type Server struct {
 
 	waiting atomic.Int64 // plan long-polls currently waiting
 
+	// Bounds of the public routes (public.go).
+	crlSlots       busySlots
+	ready          readiness
+	metricsHandler http.Handler // one instance, so its in-flight cap holds
+
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
 }
@@ -188,6 +193,7 @@ func New(opts Options) (*Server, error) {
 		log:      opts.Logger.With("component", "controlplane"),
 		now:      opts.Now,
 		shutdown: make(chan struct{}),
+		crlSlots: make(busySlots, publicInFlight),
 	}
 	s.limiters = newLimiterSet(opts.EnrollRate, opts.EnrollBurst, opts.Now)
 	m, err := newMetrics(opts.Registry, !opts.DisablePerSiteMetrics)
@@ -195,6 +201,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	s.metricsHandler = promHandler(m.reg)
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()
 	return s, nil

@@ -441,3 +441,35 @@ func TestMetricLabelsBounded(t *testing.T) {
 		t.Errorf("arbitrary methods and paths changed the series (-before +after):\n%s", diff)
 	}
 }
+
+// TestDocsBoundEveryUnauthenticatedRoute: docs/api.md's table of
+// unauthenticated routes has a row for every public, enrollment and
+// webhook route of the route table, so a new one cannot go unbounded
+// without saying so.
+func TestDocsBoundEveryUnauthenticatedRoute(t *testing.T) {
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "## Unauthenticated routes and their bounds")
+	if !ok {
+		t.Fatal("docs/api.md has no section on unauthenticated routes")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	env := cptest.Start(t, cptest.Options{})
+	n := 0
+	for _, rt := range env.Server().Routes() {
+		switch rt.Auth {
+		case controlplane.AuthPublic, controlplane.AuthEnroll, controlplane.AuthWebhook:
+		default:
+			continue
+		}
+		n++
+		if !strings.Contains(section, "| `"+rt.Method+" "+rt.Pattern+"` |") {
+			t.Errorf("the unauthenticated routes table has no row for %s %s", rt.Method, rt.Pattern)
+		}
+	}
+	if n == 0 {
+		t.Error("the route table has no unauthenticated routes")
+	}
+}

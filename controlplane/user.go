@@ -114,7 +114,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request, _ *caller)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
+	if err := s.ready.check(ctx, s.now(), s.store.Ping); err != nil {
 		s.log.Warn("readiness: database unreachable", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Error: "database unreachable"})
 		return nil
@@ -131,6 +131,11 @@ func (s *Server) handleCA(w http.ResponseWriter, _ *http.Request, _ *caller) err
 
 // handleCRL serves the CRL, DER by default or PEM with ?format=pem.
 func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	release, err := s.crlSlots.enter("CRL")
+	if err != nil {
+		return err
+	}
+	defer release()
 	der, err := s.CRL(r.Context())
 	if err != nil {
 		return err
@@ -159,7 +164,7 @@ func (s *Server) CRL(ctx context.Context) ([]byte, error) {
 }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, _ *caller) error {
-	promHandler(s.metrics.reg).ServeHTTP(w, r)
+	s.metricsHandler.ServeHTTP(w, r)
 	return nil
 }
 
@@ -842,7 +847,8 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, c *caller) 
 }
 
 func promHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	// Anyone can scrape; a burst of scrapes beyond the cap gets 503.
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: publicInFlight})
 }
 
 // handleAuditVerify recomputes the audit chain: an edited, inserted or
