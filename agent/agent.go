@@ -77,6 +77,8 @@ type Agent struct {
 	kickDeliver     chan struct{}
 	// firstHB is the first acked channel: closed by the first acknowledged heartbeat.
 	firstHB chan struct{}
+	// closedLogs names plans whose logs reached a control-plane quota.
+	closedLogs closedLogs
 }
 
 // New builds an agent.
@@ -633,22 +635,71 @@ func (a *Agent) deliverQueued(ctx context.Context) error {
 		if err != nil || len(batch) == 0 {
 			return err
 		}
+		// Lines of a plan whose log the control plane closed would only
+		// be dropped there: drop them here, unsent.
 		lines := make([]api.LogLine, 0, len(batch))
 		for _, e := range batch {
-			lines = append(lines, *e.Log)
+			if !a.closedLogs.has(e.Log.PlanID) {
+				lines = append(lines, *e.Log)
+			}
 		}
-		if _, err := a.cfg.Client.SendLogs(ctx, lines); err != nil {
-			if !permanent(err) {
-				return fmt.Errorf("send logs: %w", err)
+		if len(lines) > 0 {
+			resp, err := a.cfg.Client.SendLogs(ctx, lines)
+			if err != nil {
+				if !permanent(err) {
+					return fmt.Errorf("send logs: %w", err)
+				}
+				if len(batch) > 1 {
+					batchSize = 1
+					continue
+				}
+				a.log.Warn("control plane refused a log line; dropping it", "plan", lines[0].PlanID, "seq", lines[0].Seq, "err", err)
 			}
-			if len(batch) > 1 {
-				batchSize = 1
-				continue
+			for _, c := range resp.Closed {
+				if a.closedLogs.add(c.PlanID) {
+					a.log.Warn("control plane log quota reached: this plan's later log lines are dropped, not sent",
+						"plan", c.PlanID, "quota", c.Quota, "limit_bytes", c.LimitBytes)
+				}
 			}
-			a.log.Warn("control plane refused a log line; dropping it", "plan", lines[0].PlanID, "seq", lines[0].Seq, "err", err)
 		}
 		if err := ex.Logs.Remove(batch...); err != nil {
 			return err
 		}
 	}
+}
+
+// closedLogs remembers the plans whose logs the control plane closed at a
+// log quota. It keeps the newest maxClosedLogs: a plan forgotten costs one
+// more batch, answered as dropped, before it is remembered again.
+type closedLogs struct {
+	mu    sync.Mutex
+	set   map[string]bool
+	order []string
+}
+
+const maxClosedLogs = 256
+
+func (c *closedLogs) has(plan string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.set[plan]
+}
+
+// add records plan and reports whether it was new.
+func (c *closedLogs) add(plan string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.set[plan] {
+		return false
+	}
+	if c.set == nil {
+		c.set = map[string]bool{}
+	}
+	if len(c.order) == maxClosedLogs {
+		delete(c.set, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.set[plan] = true
+	c.order = append(c.order, plan)
+	return true
 }

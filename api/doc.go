@@ -27,6 +27,10 @@
 //     (Client.WatchPlan): the answer for a plan that was superseded or
 //     cancelled, with AgentPlan.SupersededBy and SupersededByCommit;
 //     Plan.SupersededByCommit. Older servers ignore the parameter.
+//   - 1 (2026-12-07): LogsResponse.Truncated, Dropped and Closed (log line
+//     cap and log quotas; an agent stops sending a closed plan's lines);
+//     LogPage.Next (pages bounded in bytes; follow it) and LogPage.Dropped.
+//     Response fields only: older peers ignore them.
 package api
 
 // ProtocolVersion is the agent protocol this package speaks; see the changelog above.

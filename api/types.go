@@ -344,6 +344,23 @@ type LogsResponse struct {
 	Accepted   int      `json:"accepted"`
 	Duplicates int      `json:"duplicates"`
 	Gaps       []LogGap `json:"gaps,omitempty"`
+	// Truncated counts lines cut to the server's line limit (stored with
+	// a marker saying how much was cut).
+	Truncated int `json:"truncated,omitempty"`
+	// Dropped counts lines not stored because a log quota is used up.
+	// They are answered, not refused: sending them again changes nothing.
+	Dropped int `json:"dropped,omitempty"`
+	// Closed lists the plans whose logs reached a quota: every later line
+	// of them is dropped, so an agent stops sending them.
+	Closed []LogClosed `json:"closed,omitempty"`
+}
+
+// LogClosed names a plan whose log reached a quota.
+type LogClosed struct {
+	PlanID string `json:"planId"`
+	// Quota is "plan" (the plan's own log quota) or "site" (the site's).
+	Quota      string `json:"quota"`
+	LimitBytes int64  `json:"limitBytes"`
 }
 
 // LogGap is a closed range of missing sequence numbers of one plan.
@@ -634,6 +651,19 @@ type Action struct {
 type LogPage struct {
 	Lines []LogLine `json:"lines"`
 	Gaps  []LogGap  `json:"gaps,omitempty"`
+	// Next, when not zero, is the cursor of the next page: the page was cut
+	// by its line or byte bound, and more lines follow after=Next.
+	Next int64 `json:"next,omitempty"`
+	// Dropped, when set, says the plan's log reached a quota and how much
+	// the server did not store after its last line.
+	Dropped *LogDropped `json:"dropped,omitempty"`
+}
+
+// LogDropped counts the lines of a plan the server did not store.
+type LogDropped struct {
+	Lines int64  `json:"lines"`
+	Bytes int64  `json:"bytes"`
+	Quota string `json:"quota"` // "plan" or "site"
 }
 
 // AuditEvent is one entry of the hash-chained audit log.

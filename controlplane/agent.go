@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/model"
@@ -385,14 +386,17 @@ func (s *Server) handleAgentLogs(w http.ResponseWriter, r *http.Request, c *call
 
 // AppendLogs stores a batch, drops lines already stored, and reports the
 // sequence numbers still missing below the batch's highest per plan (so
-// the agent can resend them) instead of silently accepting a hole.
+// the agent can resend them) instead of silently accepting a hole. Lines
+// are cut to MaxLogLineBytes, and the plan's and site's log quotas apply:
+// lines beyond are dropped, counted and answered (not refused, so the
+// agent does not retry them), and the plan's log is reported closed.
 func (s *Server) AppendLogs(ctx context.Context, c *caller, req api.LogsRequest) (api.LogsResponse, error) {
 	if len(req.Lines) == 0 {
 		return api.LogsResponse{}, badRequest("field \"lines\" is empty")
 	}
 	lines := make([]store.LogLine, 0, len(req.Lines))
 	seen := map[string]map[int64]bool{}
-	dups := 0
+	dups, truncated := 0, 0
 	for i, l := range req.Lines {
 		if l.PlanID == "" || l.Seq < 1 {
 			return api.LogsResponse{}, badRequest("lines[%d]: planId is required and seq must be ≥ 1", i)
@@ -414,19 +418,32 @@ func (s *Server) AppendLogs(ctx context.Context, c *caller, req api.LogsRequest)
 		if t.IsZero() {
 			t = s.now()
 		}
-		lines = append(lines, store.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: t, Stream: store.LogStream(l.Stream), Line: l.Line})
+		text, cut := truncateLine(l.Line, s.opts.MaxLogLineBytes)
+		if cut {
+			truncated++
+		}
+		lines = append(lines, store.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: t, Stream: store.LogStream(l.Stream), Line: text})
 	}
-	n, err := s.store.AppendLogs(ctx, c.id.Tenant, c.id.Site, lines)
+	quota := store.LogQuota{PlanBytes: s.opts.LogPlanQuotaBytes, SiteBytes: s.opts.LogSiteQuotaBytes}
+	res, err := s.store.AppendLogsWithin(ctx, c.id.Tenant, c.id.Site, lines, quota)
 	if err != nil {
 		return api.LogsResponse{}, err
 	}
-	resp := api.LogsResponse{Accepted: n, Duplicates: dups + len(lines) - n}
+	resp := api.LogsResponse{Accepted: res.Inserted, Duplicates: dups + len(lines) - res.Inserted - res.Dropped, Truncated: truncated, Dropped: res.Dropped}
 	plans := make([]string, 0, len(seen))
 	for p := range seen {
 		plans = append(plans, p)
 	}
 	slices.Sort(plans)
 	for _, p := range plans {
+		if scope, ok := res.Over[p]; ok {
+			limit := quota.PlanBytes
+			if scope == store.LogQuotaSite {
+				limit = quota.SiteBytes
+			}
+			resp.Closed = append(resp.Closed, api.LogClosed{PlanID: p, Quota: string(scope), LimitBytes: limit})
+			continue // a closed log's holes are never filled
+		}
 		var hi int64
 		for seq := range seen[p] {
 			hi = max(hi, seq)
@@ -437,22 +454,47 @@ func (s *Server) AppendLogs(ctx context.Context, c *caller, req api.LogsRequest)
 		}
 		resp.Gaps = append(resp.Gaps, gaps...)
 	}
+	if res.Dropped > 0 {
+		s.log.Info("agent log lines dropped: log quota reached", "tenant", c.id.Tenant, "site", c.id.Site, "dropped", res.Dropped)
+	}
 	return resp, nil
 }
 
-// logGaps returns the missing sequence numbers of plan up to hi, looking
-// back at most logGapWindow lines (older gaps were reported before).
+// logGapWindow is how far below a batch's highest sequence number gaps are
+// looked for (older gaps were reported before).
+const logGapWindow = 1000
+
+// logGaps returns the missing sequence numbers of plan up to hi. It reads
+// sequence numbers only: the cost of the check does not grow with the
+// length of the lines stored.
 func (s *Server) logGaps(ctx context.Context, tenant, plan string, hi int64) ([]api.LogGap, error) {
-	const logGapWindow = 1000
 	from := max(0, hi-logGapWindow)
-	stored, err := s.store.Logs(ctx, tenant, plan, from, logGapWindow)
+	seqs, err := s.store.LogSeqs(ctx, tenant, plan, from, hi)
 	if err != nil {
 		return nil, err
 	}
-	stored = slices.DeleteFunc(stored, func(l store.LogLine) bool { return l.Seq > hi })
 	var out []api.LogGap
-	for _, g := range store.Gaps(stored, from) {
-		out = append(out, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
+	next := from + 1
+	for _, seq := range seqs {
+		if seq > next {
+			out = append(out, api.LogGap{PlanID: plan, From: next, To: seq - 1})
+		}
+		next = seq + 1
 	}
 	return out, nil
+}
+
+// truncateLine cuts line to at most limit bytes, on a UTF-8 boundary,
+// ending with a marker that says how many bytes were cut.
+func truncateLine(line string, limit int) (string, bool) {
+	if len(line) <= limit {
+		return line, false
+	}
+	// Room for the marker with the longest possible number.
+	const markerRoom = 64
+	keep := max(0, limit-markerRoom)
+	for keep > 0 && !utf8.RuneStart(line[keep]) {
+		keep--
+	}
+	return line[:keep] + fmt.Sprintf(" … [line truncated: %d bytes cut]", len(line)-keep), true
 }

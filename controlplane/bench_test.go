@@ -118,3 +118,30 @@ func BenchmarkLongPollWake(b *testing.B) {
 		b.ReportMetric(float64((total-stored).Microseconds())/float64(b.N), "µs/after-commit")
 	})
 }
+
+// BenchmarkSmallLogPostAfterLongLines measures a 10-byte log post through
+// HTTPS to a plan that already holds 100 lines of 1 MiB (stored directly,
+// as an older server without the line cap stored them). The gap check
+// after each post reads sequence numbers, not the lines themselves.
+func BenchmarkSmallLogPostAfterLongLines(b *testing.B) {
+	env := cptest.Start(b, cptest.Options{})
+	env.NewTenant("bench")
+	agent := env.Enroll("bench", "site")
+	plan := cptest.CreatePlan("bench", "site", 0, "vm")
+	if _, err := env.Store().StorePlan(b.Context(), store.Actor{Kind: store.ActorSystem, ID: "bench"}, plan, "", time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	long := string(make([]byte, 1<<20))
+	for seq := int64(1); seq <= 100; seq++ {
+		if _, err := env.Store().AppendLogs(b.Context(), "bench", "site", []store.LogLine{{PlanID: plan.ID, Seq: seq, Stream: store.StreamStdout, Line: long}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	seq := int64(100)
+	for b.Loop() {
+		seq++
+		if _, err := agent.Client.SendLogs(b.Context(), []api.LogLine{{PlanID: plan.ID, Seq: seq, Stream: api.StreamStdout, Line: "ten bytes!"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"fmt"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -90,4 +91,17 @@ func (m *metrics) forgetSite(tenant, site string) {
 	if m.perSite {
 		m.lagPerSite.DeleteLabelValues(tenant, site)
 	}
+}
+
+// methodLabel maps a request method onto a fixed set of label values: the
+// method is chosen by the caller, and every distinct value would be a new
+// series kept for the life of the process. The route label needs no such
+// mapping: it is a pattern of the route table, or "unmatched".
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }

@@ -232,7 +232,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 			rec.WriteHeader(http.StatusOK)
 		}
 		d := time.Since(start)
-		s.metrics.httpDur.WithLabelValues(rt.Pattern, r.Method, strconv.Itoa(rec.status)).Observe(d.Seconds())
+		s.metrics.httpDur.WithLabelValues(rt.Pattern, methodLabel(r.Method), strconv.Itoa(rec.status)).Observe(d.Seconds())
 		if s.log.Enabled(r.Context(), slog.LevelDebug) {
 			attrs := []any{"method", r.Method, "route", rt.Pattern, "status", rec.status, "duration", d}
 			if c != nil && c.kind == AuthAgent {

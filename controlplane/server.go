@@ -91,6 +91,16 @@ type Options struct {
 
 	// MaxBodyBytes limits request bodies. Default 1 MiB.
 	MaxBodyBytes int64
+	// MaxLogLineBytes cuts longer log lines, with a marker. Default 16 KiB.
+	MaxLogLineBytes int
+	// LogPlanQuotaBytes and LogSiteQuotaBytes bound the log kept per plan
+	// and per site (line text plus store.LogLineOverhead per line); lines
+	// beyond are dropped and counted. Defaults 64 MiB and 512 MiB.
+	LogPlanQuotaBytes int64
+	LogSiteQuotaBytes int64
+	// MaxLogPageBytes bounds the line text of one page of a plan's log
+	// (and of one read of a follow stream). Default 4 MiB.
+	MaxLogPageBytes int64
 	// MaxLongPoll caps the wait of the plan long-poll. Default 60s.
 	MaxLongPoll time.Duration
 	// ShutdownTimeout bounds how long Serve waits for in-flight requests
@@ -125,6 +135,11 @@ type Server struct {
 
 	waiting atomic.Int64 // plan long-polls currently waiting
 
+	// Bounds of the public routes (public.go).
+	crlSlots       busySlots
+	ready          readiness
+	metricsHandler http.Handler // one instance, so its in-flight cap holds
+
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
 }
@@ -155,6 +170,18 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 1 << 20
 	}
+	if opts.MaxLogLineBytes <= 0 {
+		opts.MaxLogLineBytes = 16 << 10
+	}
+	if opts.LogPlanQuotaBytes <= 0 {
+		opts.LogPlanQuotaBytes = 64 << 20
+	}
+	if opts.LogSiteQuotaBytes <= 0 {
+		opts.LogSiteQuotaBytes = 512 << 20
+	}
+	if opts.MaxLogPageBytes <= 0 {
+		opts.MaxLogPageBytes = 4 << 20
+	}
 	if opts.MaxLongPoll <= 0 {
 		opts.MaxLongPoll = 60 * time.Second
 	}
@@ -171,6 +198,7 @@ func New(opts Options) (*Server, error) {
 		log:      opts.Logger.With("component", "controlplane"),
 		now:      opts.Now,
 		shutdown: make(chan struct{}),
+		crlSlots: make(busySlots, publicInFlight),
 	}
 	s.limiters = newLimiterSet(opts.EnrollRate, opts.EnrollBurst, opts.Now)
 	m, err := newMetrics(opts.Registry, !opts.DisablePerSiteMetrics)
@@ -178,6 +206,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	s.metricsHandler = promHandler(m.reg)
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()
 	return s, nil

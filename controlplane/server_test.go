@@ -394,3 +394,82 @@ func TestCRLFormats(t *testing.T) {
 		t.Errorf("PEM and DER CRLs differ (-der +pem):\n%s", d)
 	}
 }
+
+// TestMetricLabelsBounded: requests with methods and paths of the caller's
+// choosing add no series to the request histogram; unknown methods count
+// as "other" and unknown paths as "unmatched".
+func TestMetricLabelsBounded(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	series := func() map[string]bool {
+		t.Helper()
+		mfs, err := env.Server().Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, mf := range mfs {
+			if mf.GetName() != "nkudo_http_request_duration_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var labels []string
+				for _, l := range m.GetLabel() {
+					labels = append(labels, l.GetName()+"="+l.GetValue())
+				}
+				out[strings.Join(labels, ",")] = true
+			}
+		}
+		return out
+	}
+	// One of each shape first: an unknown method on a known path (405) and
+	// on an unknown path (404), and a known method on an unknown path.
+	env.Raw(nil, "", "BREW", api.PathHealthz, nil)
+	env.Raw(nil, "", "BREW", "/nowhere", nil)
+	env.Raw(nil, "", "GET", "/nowhere", nil)
+	before := series()
+	for _, want := range []string{"code=405,method=other,route=unmatched", "code=404,method=other,route=unmatched", "code=404,method=GET,route=unmatched"} {
+		if !before[want] {
+			t.Errorf("no series %s among %v", want, before)
+		}
+	}
+	for i := range 40 {
+		env.Raw(nil, "", fmt.Sprintf("M%d", i), fmt.Sprintf("/v1/x%d/y", i), nil)
+		env.Raw(nil, "", fmt.Sprintf("PROPFIND%d", i), api.PathHealthz, nil)
+		env.Raw(nil, "", "GET", fmt.Sprintf("/v1/webhooks-%d/%d", i, i), nil)
+	}
+	if diff := cmp.Diff(before, series()); diff != "" {
+		t.Errorf("arbitrary methods and paths changed the series (-before +after):\n%s", diff)
+	}
+}
+
+// TestDocsBoundEveryUnauthenticatedRoute: docs/api.md's table of
+// unauthenticated routes has a row for every public, enrollment and
+// webhook route of the route table, so a new one cannot go unbounded
+// without saying so.
+func TestDocsBoundEveryUnauthenticatedRoute(t *testing.T) {
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "## Unauthenticated routes and their bounds")
+	if !ok {
+		t.Fatal("docs/api.md has no section on unauthenticated routes")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	env := cptest.Start(t, cptest.Options{})
+	n := 0
+	for _, rt := range env.Server().Routes() {
+		switch rt.Auth {
+		case controlplane.AuthPublic, controlplane.AuthEnroll, controlplane.AuthWebhook:
+		default:
+			continue
+		}
+		n++
+		if !strings.Contains(section, "| `"+rt.Method+" "+rt.Pattern+"` |") {
+			t.Errorf("the unauthenticated routes table has no row for %s %s", rt.Method, rt.Pattern)
+		}
+	}
+	if n == 0 {
+		t.Error("the route table has no unauthenticated routes")
+	}
+}

@@ -114,7 +114,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request, _ *caller)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
+	if err := s.ready.check(ctx, s.now(), s.store.Ping); err != nil {
 		s.log.Warn("readiness: database unreachable", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Error: "database unreachable"})
 		return nil
@@ -131,6 +131,11 @@ func (s *Server) handleCA(w http.ResponseWriter, _ *http.Request, _ *caller) err
 
 // handleCRL serves the CRL, DER by default or PEM with ?format=pem.
 func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	release, err := s.crlSlots.enter("CRL")
+	if err != nil {
+		return err
+	}
+	defer release()
 	der, err := s.CRL(r.Context())
 	if err != nil {
 		return err
@@ -159,7 +164,7 @@ func (s *Server) CRL(ctx context.Context) ([]byte, error) {
 }
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, _ *caller) error {
-	promHandler(s.metrics.reg).ServeHTTP(w, r)
+	s.metricsHandler.ServeHTTP(w, r)
 	return nil
 }
 
@@ -739,7 +744,14 @@ func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *calle
 	if err != nil {
 		return err
 	}
-	lines, err := s.store.Logs(r.Context(), c.tenant, plan, after, int(min(limit, 5000)))
+	maxBytes, err := queryInt(r, "maxBytes", s.opts.MaxLogPageBytes)
+	if err != nil {
+		return err
+	}
+	if maxBytes <= 0 {
+		return badRequest("maxBytes %d: want a positive number of bytes", maxBytes)
+	}
+	lines, more, err := s.store.LogPage(r.Context(), c.tenant, plan, after, int(min(limit, 5000)), min(maxBytes, s.opts.MaxLogPageBytes))
 	if err != nil {
 		return err
 	}
@@ -749,6 +761,17 @@ func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *calle
 	}
 	for _, g := range store.Gaps(lines, after) {
 		page.Gaps = append(page.Gaps, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
+	}
+	if more {
+		page.Next = lines[len(lines)-1].Seq
+	} else {
+		u, err := s.store.LogUsage(r.Context(), c.tenant, plan)
+		if err != nil {
+			return err
+		}
+		if u.Closed != "" {
+			page.Dropped = &api.LogDropped{Lines: u.DroppedLines, Bytes: u.DroppedBytes, Quota: string(u.Closed)}
+		}
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
@@ -772,7 +795,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
 	for {
-		lines, err := s.store.Logs(ctx, tenant, plan, after, 1000)
+		lines, _, err := s.store.LogPage(ctx, tenant, plan, after, 1000, s.opts.MaxLogPageBytes)
 		if err != nil {
 			return nil // the status is sent; a broken stream ends it
 		}
@@ -844,7 +867,8 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, c *caller) 
 }
 
 func promHandler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	// Anyone can scrape; a burst of scrapes beyond the cap gets 503.
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, MaxRequestsInFlight: publicInFlight})
 }
 
 // handleAuditVerify recomputes the audit chain: an edited, inserted or

@@ -379,6 +379,62 @@ type Logs interface {
 	// limit (0 = 1000). Missing sequence numbers are gaps: see Gaps.
 	// ErrNotFound if the plan is absent.
 	Logs(ctx context.Context, tenant, planID string, afterSeq int64, limit int) ([]LogLine, error)
+	// AppendLogsWithin is AppendLogs under byte quotas (see LogQuota). A
+	// new line that would take its plan or its site over quota is not
+	// stored, and neither is any later line of a plan that had lines
+	// dropped, so what is stored of a plan has no holes; dropped lines are
+	// counted per plan (LogUsage). Errors as AppendLogs.
+	AppendLogsWithin(ctx context.Context, tenant, site string, lines []LogLine, q LogQuota) (LogAppend, error)
+	// LogSeqs returns the sequence numbers of a plan's stored lines with
+	// afterSeq < Seq ≤ toSeq, in order, without reading their text (gap
+	// checks). ErrNotFound if the plan is absent.
+	LogSeqs(ctx context.Context, tenant, planID string, afterSeq, toSeq int64) ([]int64, error)
+	// LogPage returns a plan's lines with Seq > afterSeq in Seq order: at
+	// most limit lines (0 = 1000) and, after the first line, at most
+	// maxBytes of line text (0 = no byte bound). more is true when lines
+	// were left for a next page (read it with afterSeq = the last Seq).
+	// ErrNotFound if the plan is absent.
+	LogPage(ctx context.Context, tenant, planID string, afterSeq int64, limit int, maxBytes int64) (lines []LogLine, more bool, err error)
+	// LogUsage reports what a plan's log holds and what was dropped.
+	// ErrNotFound if the plan is absent.
+	LogUsage(ctx context.Context, tenant, planID string) (LogUsage, error)
+}
+
+// LogLineOverhead is what a stored log line counts against the quotas on
+// top of its text, so that many empty lines are bounded too.
+const LogLineOverhead = 64
+
+// LogQuota bounds the log bytes (text plus LogLineOverhead per line) kept
+// per plan and per site. Zero means unbounded.
+type LogQuota struct {
+	PlanBytes int64
+	SiteBytes int64
+}
+
+// LogQuotaScope names which quota a plan's log reached.
+type LogQuotaScope string
+
+const (
+	LogQuotaPlan LogQuotaScope = "plan"
+	LogQuotaSite LogQuotaScope = "site"
+)
+
+// LogAppend says what AppendLogsWithin did.
+type LogAppend struct {
+	Inserted int // new lines stored
+	Dropped  int // new lines not stored: a quota was reached
+	// Over names each plan of the batch whose log is closed, with the
+	// quota that closed it (this batch or earlier).
+	Over map[string]LogQuotaScope
+}
+
+// LogUsage is what a plan's log holds and what was dropped from it.
+type LogUsage struct {
+	Bytes        int64 // counted against the quotas
+	DroppedLines int64
+	DroppedBytes int64
+	// Closed names the quota that closed the log ("" while open).
+	Closed LogQuotaScope
 }
 
 // Statuses stores commit statuses and pull-request previews.
@@ -412,8 +468,15 @@ type Webhooks interface {
 	// RecordDelivery remembers a delivery ID per forge; duplicate is true
 	// when it was seen before (the caller then ignores the delivery).
 	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
-	// PruneDeliveries forgets deliveries received before cutoff.
+	// PruneDeliveries forgets deliveries (IDs and payload hashes)
+	// received before cutoff and returns how many.
 	PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error)
+	// RecordPayload remembers the hash of a verified delivery body of a
+	// repository; duplicate is true when the same hash was recorded at or
+	// after now-window (the caller then drops the delivery as a replay). An
+	// older record is renewed. ErrInvalid if repoID or bodyHash is empty or
+	// window is not positive.
+	RecordPayload(ctx context.Context, repoID, bodyHash string, now time.Time, window time.Duration) (duplicate bool, err error)
 }
 
 // Audit reads and extends the hash-chained audit log.

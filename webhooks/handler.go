@@ -1,13 +1,17 @@
 package webhooks
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +26,7 @@ type Store interface {
 	WebhookSecret(ctx context.Context, tenant, id string) (store.Secret, error)
 	RecordDelivery(ctx context.Context, forge, deliveryID string, now time.Time) (duplicate bool, err error)
 	PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, error)
+	RecordPayload(ctx context.Context, repoID, bodyHash string, now time.Time, window time.Duration) (duplicate bool, err error)
 }
 
 // DeliveryRetention is how long delivery IDs are remembered: longer than
@@ -47,8 +52,22 @@ type Options struct {
 	// is reached only with that many distinct repositories or PRs waiting;
 	// beyond it deliveries are dropped with a log line (polling catches up).
 	Queue int
-	// MaxBody bounds a payload (default 25 MiB, GitHub's own cap).
+	// MaxBody bounds a payload (default 25 MiB, GitHub's own cap). A
+	// declared length over it is refused before the body is read.
 	MaxBody int64
+	// MaxConcurrent bounds the deliveries whose bodies are read at once
+	// (default 8), and MaxBodyBytes the bytes they may hold together
+	// (default 64 MiB; a delivery without a declared length counts as
+	// MaxBody). Beyond either, deliveries get 503 with Retry-After.
+	MaxConcurrent int
+	MaxBodyBytes  int64
+	// BodyTimeout bounds reading one body (default 30s), so slow senders
+	// cannot hold the slots.
+	BodyTimeout time.Duration
+	// ReplayWindow is how long the hash of an accepted body is remembered:
+	// the same body again within it is dropped as a replay, whatever its
+	// delivery ID (default DeliveryRetention).
+	ReplayWindow time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -65,6 +84,7 @@ type Handler struct {
 	pending map[string]job // coalescing key → latest job
 	order   []string       // keys in arrival order
 	wake    chan struct{}
+	bodies  *bodySlots
 }
 
 type job struct {
@@ -80,6 +100,18 @@ func New(o Options) *Handler {
 	if o.MaxBody <= 0 {
 		o.MaxBody = 25 << 20
 	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 8
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 20
+	}
+	if o.BodyTimeout <= 0 {
+		o.BodyTimeout = 30 * time.Second
+	}
+	if o.ReplayWindow <= 0 {
+		o.ReplayWindow = DeliveryRetention
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -92,6 +124,7 @@ func New(o Options) *Handler {
 		repos:   map[string]store.Repository{},
 		pending: map[string]job{},
 		wake:    make(chan struct{}, 1),
+		bodies:  &bodySlots{maxN: o.MaxConcurrent, maxBytes: o.MaxBodyBytes},
 	}
 }
 
@@ -159,19 +192,22 @@ func (h *Handler) lookup(ctx context.Context, id string) (store.Repository, bool
 	return r, ok, nil
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP implements http.Handler. Everything that can refuse a delivery
+// without its body does so before reading it: the method, the declared
+// length, the repository, its secret and the signature headers. Anyone can
+// send a body, so only a delivery that names a registered repository with
+// plausible credentials gets one of the MaxConcurrent body slots.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method != http.MethodPost {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "webhooks are POSTed")
 		return
 	}
-	id := repoID(r)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "payload too large")
+	if r.ContentLength > h.opts.MaxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("payload of %d bytes is over the limit of %d", r.ContentLength, h.opts.MaxBody))
 		return
 	}
+	id := repoID(r)
 	repo, ok, err := h.lookup(ctx, id)
 	if err != nil {
 		h.log.Error("webhook: repository lookup failed", "repo", id, "err", err)
@@ -193,13 +229,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "store unavailable")
 		return
 	}
-	if err := Verify(r.Header, body, []byte(secret.Reveal())); err != nil {
+	v, err := newVerifier(r.Header, []byte(secret.Reveal()))
+	if err != nil {
+		rejectSignature(log, w, r, err)
+		return
+	}
+	release, ok := h.bodies.acquire(r.ContentLength, h.opts.MaxBody)
+	if !ok {
+		log.Warn("webhook refused: too many deliveries being read", "remote", r.RemoteAddr)
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
+		writeError(w, http.StatusServiceUnavailable, "busy", "too many webhook deliveries in progress; retry later")
+		return
+	}
+	defer release()
+	body, err := h.readBody(w, r, v)
+	if err != nil {
 		log.Warn("webhook rejected", "err", err, "remote", r.RemoteAddr)
-		if errors.Is(err, ErrUnknownForge) {
-			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		if errors.Is(err, errTooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 			return
 		}
-		writeError(w, http.StatusUnauthorized, "unauthorized", "bad signature")
+		writeError(w, http.StatusBadRequest, "bad_request", "read payload: "+err.Error())
+		return
+	}
+	if err := v.verify(); err != nil {
+		rejectSignature(log, w, r, err)
 		return
 	}
 	ev, err := Parse(r.Header, body)
@@ -243,8 +297,99 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A captured delivery can be sent again with a new delivery ID or
+	// none; its signature still verifies, its body is what gives it away.
+	dup, err := h.opts.Store.RecordPayload(ctx, repo.ID, payloadHash(ev, body), h.opts.Now(), h.opts.ReplayWindow)
+	if err != nil {
+		log.Error("webhook: record payload failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "store unavailable")
+		return
+	}
+	if dup {
+		log.Warn("webhook replay ignored: the same payload was accepted before", "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusOK, reply{Status: "duplicate", Reason: "payload accepted before"})
+		return
+	}
 	h.enqueue(log, job{repo: repo, ev: ev})
 	writeJSON(w, http.StatusAccepted, reply{Status: "accepted"})
+}
+
+// payloadHash identifies a verified delivery by its forge, event and body.
+func payloadHash(ev Event, body []byte) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n", ev.Forge, ev.Name)
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// retryAfter is what a delivery refused for lack of a body slot is told.
+const retryAfter = 5 * time.Second
+
+func rejectSignature(log *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	log.Warn("webhook rejected", "err", err, "remote", r.RemoteAddr)
+	if errors.Is(err, ErrUnknownForge) {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	writeError(w, http.StatusUnauthorized, "unauthorized", "bad signature")
+}
+
+var errTooLarge = errors.New("payload too large")
+
+// readBody reads at most MaxBody bytes within BodyTimeout, feeding the
+// verifier as it goes.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, v *verifier) ([]byte, error) {
+	// A network deadline, so wall-clock time. Not every writer supports
+	// deadlines (httptest's recorder does not); the server's own
+	// ReadTimeout still applies then.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= h.opts.MaxBody {
+		// The slot reserved this much already; growing by doubling
+		// instead would hold up to twice as much while copying.
+		buf.Grow(int(r.ContentLength))
+	}
+	n, err := io.Copy(&buf, io.TeeReader(io.LimitReader(r.Body, h.opts.MaxBody+1), v))
+	var mbe *http.MaxBytesError
+	switch {
+	case n > h.opts.MaxBody || errors.As(err, &mbe):
+		return nil, fmt.Errorf("%w: over the limit of %d bytes", errTooLarge, h.opts.MaxBody)
+	case err != nil:
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// bodySlots caps the deliveries whose bodies are being read at once, by
+// count and by bytes reserved (the declared length, or the limit when the
+// length is not declared), so a burst of large deliveries cannot take the
+// process's memory.
+type bodySlots struct {
+	mu       sync.Mutex
+	n, maxN  int
+	bytes    int64
+	maxBytes int64
+}
+
+func (s *bodySlots) acquire(declared, limit int64) (release func(), ok bool) {
+	size := limit
+	if declared >= 0 {
+		size = declared
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// One delivery always fits when nothing else is read, whatever its size.
+	if s.n >= s.maxN || (s.n > 0 && s.bytes+size > s.maxBytes) {
+		return nil, false
+	}
+	s.n++
+	s.bytes += size
+	return func() {
+		s.mu.Lock()
+		s.n--
+		s.bytes -= size
+		s.mu.Unlock()
+	}, true
 }
 
 // trackedBranch is the repository's branch, or the forge's default branch

@@ -29,6 +29,9 @@ func (*repoList) RecordDelivery(context.Context, string, string, time.Time) (boo
 	return false, nil
 }
 func (*repoList) PruneDeliveries(context.Context, time.Time) (int64, error) { return 0, nil }
+func (*repoList) RecordPayload(context.Context, string, string, time.Time, time.Duration) (bool, error) {
+	return false, nil
+}
 
 // TestLookupFindsARepositoryRegisteredAfterTheCacheLoaded: the first push
 // to a repository registered just after another delivery loaded the cache

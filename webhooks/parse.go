@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"net/http"
 	"strings"
 )
@@ -95,45 +96,88 @@ func Detect(h http.Header) (Forge, error) {
 // verify); GitLab an X-Gitlab-Token equal to the secret. An empty secret
 // never verifies: unauthenticated webhooks are not accepted.
 func Verify(h http.Header, body []byte, secret []byte) error {
+	v, err := newVerifier(h, secret)
+	if err != nil {
+		return err
+	}
+	_, _ = v.Write(body)
+	return v.verify()
+}
+
+// verifier checks a delivery in two steps so that the body is read only
+// when the headers could be right: newVerifier checks everything the
+// headers alone decide (the forge, GitLab's token, that HMAC signature
+// headers are present and well-formed); the body is then written to it as
+// it streams in, and verify compares the digests.
+type verifier struct {
+	mac  hash.Hash   // nil when the headers alone authenticate (GitLab)
+	sigs []signature // the HMAC signatures the headers carry
+}
+
+type signature struct {
+	header string
+	digest []byte
+}
+
+func newVerifier(h http.Header, secret []byte) (*verifier, error) {
 	if len(secret) == 0 {
-		return fmt.Errorf("%w: no webhook secret configured for this repository", ErrSignature)
+		return nil, fmt.Errorf("%w: no webhook secret configured for this repository", ErrSignature)
 	}
 	f, err := Detect(h)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if f == GitLab {
 		tok := h.Get("X-Gitlab-Token")
 		// Compare digests so the comparison time leaks neither content nor length.
 		a, b := sha256.Sum256([]byte(tok)), sha256.Sum256(secret)
 		if tok == "" || subtle.ConstantTimeCompare(a[:], b[:]) != 1 {
-			return fmt.Errorf("%w: X-Gitlab-Token does not match", ErrSignature)
+			return nil, fmt.Errorf("%w: X-Gitlab-Token does not match", ErrSignature)
 		}
-		return nil
+		return &verifier{}, nil
 	}
-	mac := hmac.New(sha256.New, secret)
-	mac.Write(body)
-	want := mac.Sum(nil)
 	type sigHeader struct{ name, prefix string }
 	headers := []sigHeader{{"X-Hub-Signature-256", "sha256="}}
 	if f != GitHub {
 		headers = append(headers, sigHeader{"X-Gitea-Signature", ""}, sigHeader{"X-Forgejo-Signature", ""})
 	}
-	checked := 0
+	v := &verifier{mac: hmac.New(sha256.New, secret)}
 	for _, sh := range headers {
-		v := h.Get(sh.name)
-		if v == "" {
+		val := h.Get(sh.name)
+		if val == "" {
 			continue
 		}
-		checked++
-		hexSig, ok := strings.CutPrefix(v, sh.prefix)
+		hexSig, ok := strings.CutPrefix(val, sh.prefix)
 		got, err := hex.DecodeString(hexSig)
-		if !ok || err != nil || !hmac.Equal(got, want) {
-			return fmt.Errorf("%w: %s does not match", ErrSignature, sh.name)
+		if !ok || err != nil || len(got) != sha256.Size {
+			return nil, fmt.Errorf("%w: %s does not match", ErrSignature, sh.name)
 		}
+		v.sigs = append(v.sigs, signature{sh.name, got})
 	}
-	if checked == 0 {
-		return fmt.Errorf("%w: no HMAC-SHA256 signature header", ErrSignature)
+	if len(v.sigs) == 0 {
+		return nil, fmt.Errorf("%w: no HMAC-SHA256 signature header", ErrSignature)
+	}
+	return v, nil
+}
+
+// Write feeds body bytes to the HMAC.
+func (v *verifier) Write(p []byte) (int, error) {
+	if v.mac != nil {
+		v.mac.Write(p)
+	}
+	return len(p), nil
+}
+
+// verify compares every signature with the HMAC of the bytes written.
+func (v *verifier) verify() error {
+	if v.mac == nil {
+		return nil
+	}
+	want := v.mac.Sum(nil)
+	for _, s := range v.sigs {
+		if !hmac.Equal(s.digest, want) {
+			return fmt.Errorf("%w: %s does not match", ErrSignature, s.header)
+		}
 	}
 	return nil
 }

@@ -176,6 +176,7 @@ type memStore struct {
 	repos      []store.Repository
 	secrets    map[string]string
 	deliveries map[string]bool
+	payloads   map[string]time.Time
 }
 
 func (m *memStore) ListAllRepositories(context.Context) ([]store.Repository, error) {
@@ -204,6 +205,20 @@ func (m *memStore) RecordDelivery(_ context.Context, forge, id string, _ time.Ti
 }
 
 func (m *memStore) PruneDeliveries(context.Context, time.Time) (int64, error) { return 0, nil }
+
+func (m *memStore) RecordPayload(_ context.Context, repo, hash string, now time.Time, window time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.payloads == nil {
+		m.payloads = map[string]time.Time{}
+	}
+	k := repo + "/" + hash
+	if at, ok := m.payloads[k]; ok && !at.Before(now.Add(-window)) {
+		return true, nil
+	}
+	m.payloads[k] = now
+	return false, nil
+}
 
 type call struct {
 	Kind, Tenant, Repo, Ref string
@@ -283,6 +298,8 @@ func TestHandler(t *testing.T) {
 		{"ping", "r1", signed("ping", "g", `{}`), `{}`, 200, "pong"},
 		{"push", "r1", signed("push", "a", pushBody), pushBody, 202, "accepted"},
 		{"redelivery", "r1", signed("push", "a", pushBody), pushBody, 200, "duplicate"},
+		{"replay with a new delivery ID", "r1", signed("push", "a2", pushBody), pushBody, 200, "payload accepted before"},
+		{"replay without a delivery ID", "r1", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+sign(pushBody)), pushBody, 200, "payload accepted before"},
 		{"pull request", "r1", signed("pull_request", "h", prBody), prBody, 202, "accepted"},
 	}
 	for _, s := range steps {
@@ -303,7 +320,7 @@ func TestHandler(t *testing.T) {
 	st.mu.Lock()
 	got := fmt.Sprint(len(st.deliveries))
 	st.mu.Unlock()
-	if got != "2" {
-		t.Errorf("recorded deliveries = %s, want 2", got)
+	if got != "3" {
+		t.Errorf("recorded deliveries = %s, want 3 (the two accepted and the replay's new ID)", got)
 	}
 }

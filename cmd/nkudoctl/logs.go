@@ -44,6 +44,7 @@ func (c *LogsCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		}
 		return err
 	}
+	// Pages are bounded in bytes by the server; follow the cursor it gives.
 	var after int64
 	for {
 		page, err := client.Logs(ctx, id, after)
@@ -54,12 +55,28 @@ func (c *LogsCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 			if err := print(l); err != nil {
 				return err
 			}
-			after = l.Seq
 		}
-		if len(page.Lines) == 0 {
-			return nil
+		if page.Next == 0 {
+			return printDropped(g, s, page.Dropped)
 		}
+		if page.Next <= after {
+			return fmt.Errorf("logs of %s: the server's cursor %d does not move past %d", shortSHA(id), page.Next, after)
+		}
+		after = page.Next
 	}
+}
+
+// printDropped says, after the last line, that the server stopped storing
+// the plan's log at a quota (in JSON output, as a final {"dropped": …}).
+func printDropped(g *Globals, s *Streams, d *api.LogDropped) error {
+	if d == nil {
+		return nil
+	}
+	if g.Output == "json" {
+		return writeJSON(s, map[string]*api.LogDropped{"dropped": d})
+	}
+	_, err := fmt.Fprintf(s.Out, "… %d more lines (%d bytes) were dropped: the %s log quota was reached\n", d.Lines, d.Bytes, d.Quota)
+	return err
 }
 
 // resolvePlanID expands a unique prefix to a full plan ID.

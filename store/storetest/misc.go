@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +69,101 @@ func testLogs(t *testing.T, s store.Store) {
 	if !woken(ch) {
 		t.Error("log subscriber not woken by AppendLogs")
 	}
+}
+
+// testLogBounds: AppendLogsWithin keeps a plan's and a site's log within
+// their byte quotas, closes a plan's log at the first line dropped (so what
+// is stored has no holes), counts what it drops, charges a resent line
+// nothing; LogSeqs reads sequence numbers only; LogPage stops at its byte
+// bound and says more is left.
+func testLogBounds(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	p1 := plan(tenantA, siteA, "1", "vm-a")
+	p2 := plan(tenantA, siteA, "2", "vm-b")
+	for _, p := range []model.Plan{p1, p2} {
+		must2(s.StorePlan(ctx, admin, p, "", epoch))(t)
+	}
+	line := func(p model.Plan, seq int64, size int) store.LogLine {
+		return store.LogLine{PlanID: p.ID, Seq: seq, Time: epoch, Stream: store.StreamStdout, Line: strings.Repeat("x", size)}
+	}
+	cost := int64(100 + store.LogLineOverhead)
+	// Plan quota: three 100-byte lines fit, the fourth does not.
+	q := store.LogQuota{PlanBytes: 3 * cost, SiteBytes: 5 * cost}
+	r, err := s.AppendLogsWithin(ctx, tenantA, siteA, []store.LogLine{line(p1, 1, 100), line(p1, 2, 100)}, q)
+	must(t, err)
+	if r.Inserted != 2 || r.Dropped != 0 || r.Over != nil {
+		t.Errorf("within quota: %+v", r)
+	}
+	// A resend of line 2 costs nothing; 3 fits; 4 and 5 are dropped.
+	r, err = s.AppendLogsWithin(ctx, tenantA, siteA, []store.LogLine{line(p1, 2, 100), line(p1, 3, 100), line(p1, 4, 100), line(p1, 5, 1)}, q)
+	must(t, err)
+	if diff := cmp.Diff(store.LogAppend{Inserted: 1, Dropped: 2, Over: map[string]store.LogQuotaScope{p1.ID: store.LogQuotaPlan}}, r); diff != "" {
+		t.Errorf("over the plan quota (-want +got):\n%s", diff)
+	}
+	// The log stays closed, even for a line that would fit.
+	r, err = s.AppendLogsWithin(ctx, tenantA, siteA, []store.LogLine{line(p1, 6, 0)}, store.LogQuota{})
+	must(t, err)
+	if r.Inserted != 0 || r.Dropped != 1 || r.Over[p1.ID] != store.LogQuotaPlan {
+		t.Errorf("closed log: %+v", r)
+	}
+	u, err := s.LogUsage(ctx, tenantA, p1.ID)
+	must(t, err)
+	if diff := cmp.Diff(store.LogUsage{Bytes: 3 * cost, DroppedLines: 3, DroppedBytes: 101, Closed: store.LogQuotaPlan}, u); diff != "" {
+		t.Errorf("LogUsage (-want +got):\n%s", diff)
+	}
+	// Site quota: the site holds 3 lines of p1, so p2 gets two more.
+	r, err = s.AppendLogsWithin(ctx, tenantA, siteA, []store.LogLine{line(p2, 1, 100), line(p2, 2, 100), line(p2, 3, 100)}, q)
+	must(t, err)
+	if diff := cmp.Diff(store.LogAppend{Inserted: 2, Dropped: 1, Over: map[string]store.LogQuotaScope{p2.ID: store.LogQuotaSite}}, r); diff != "" {
+		t.Errorf("over the site quota (-want +got):\n%s", diff)
+	}
+	// Empty lines are bounded too: each costs the overhead.
+	p3 := plan(tenantA, siteB, "3", "vm-c")
+	must2(s.StorePlan(ctx, admin, p3, "", epoch))(t)
+	var empties []store.LogLine
+	for i := range 10 {
+		empties = append(empties, line(p3, int64(i+1), 0))
+	}
+	r, err = s.AppendLogsWithin(ctx, tenantA, siteB, empties, store.LogQuota{PlanBytes: 4 * store.LogLineOverhead})
+	must(t, err)
+	if r.Inserted != 4 || r.Dropped != 6 {
+		t.Errorf("empty lines: %+v, want 4 inserted and 6 dropped", r)
+	}
+
+	// LogSeqs reads the numbers in a range; LogPage pages by bytes.
+	seqs, err := s.LogSeqs(ctx, tenantA, p1.ID, 1, 10)
+	must(t, err)
+	if diff := cmp.Diff([]int64{2, 3}, seqs); diff != "" {
+		t.Errorf("LogSeqs (-want +got):\n%s", diff)
+	}
+	_, err = s.LogSeqs(ctx, tenantB, p1.ID, 0, 10)
+	wantErr(t, err, store.ErrNotFound)
+	page, more, err := s.LogPage(ctx, tenantA, p1.ID, 0, 0, 250)
+	must(t, err)
+	if len(page) != 2 || !more {
+		t.Errorf("page of 250 bytes: %d lines, more %v; want 2 lines and more", len(page), more)
+	}
+	page, more, err = s.LogPage(ctx, tenantA, p1.ID, page[len(page)-1].Seq, 0, 250)
+	must(t, err)
+	if len(page) != 1 || page[0].Seq != 3 || more {
+		t.Errorf("next page: %d lines, more %v; want line 3 and no more", len(page), more)
+	}
+	// A line longer than the bound still comes, alone.
+	page, more, err = s.LogPage(ctx, tenantA, p1.ID, 0, 0, 10)
+	must(t, err)
+	if len(page) != 1 || !more {
+		t.Errorf("page of 10 bytes: %d lines, more %v; want 1 line and more", len(page), more)
+	}
+	page, more, err = s.LogPage(ctx, tenantA, p1.ID, 0, 2, 0)
+	must(t, err)
+	if len(page) != 2 || !more {
+		t.Errorf("page of 2 lines: %d lines, more %v; want 2 and more", len(page), more)
+	}
+	_, _, err = s.LogPage(ctx, tenantB, p1.ID, 0, 0, 0)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.LogUsage(ctx, tenantB, p1.ID)
+	wantErr(t, err, store.ErrNotFound)
 }
 
 func testCommitStatuses(t *testing.T, s store.Store) {
@@ -187,6 +283,55 @@ func testDeliveries(t *testing.T, s store.Store) {
 	dup, _ = s.RecordDelivery(ctx, "github", "d2", epoch)
 	if !dup {
 		t.Error("pruning removed a recent delivery")
+	}
+}
+
+// testPayloads: a body hash is a duplicate within the window whatever the
+// delivery ID, per repository; past the window it is accepted and renewed;
+// PruneDeliveries forgets it.
+func testPayloads(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const window = time.Hour
+	record := func(repo, hash string, at time.Time) bool {
+		t.Helper()
+		dup, err := s.RecordPayload(ctx, repo, hash, at, window)
+		must(t, err)
+		return dup
+	}
+	for _, step := range []struct {
+		name, repo, hash string
+		at               time.Time
+		want             bool
+	}{
+		{"first", "r1", "h1", epoch, false},
+		{"replayed", "r1", "h1", epoch.Add(second), true},
+		{"replayed at the end of the window", "r1", "h1", epoch.Add(window), true},
+		{"same body, other repository", "r2", "h1", epoch.Add(second), false},
+		{"other body", "r1", "h2", epoch.Add(second), false},
+		{"after the window", "r1", "h1", epoch.Add(window + second), false},
+		{"replayed within the renewed window", "r1", "h1", epoch.Add(window + 2*second), true},
+	} {
+		if got := record(step.repo, step.hash, step.at); got != step.want {
+			t.Errorf("%s: duplicate = %v, want %v", step.name, got, step.want)
+		}
+	}
+	if _, err := s.RecordPayload(ctx, "", "h", epoch, window); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("empty repository: %v, want ErrInvalid", err)
+	}
+	if _, err := s.RecordPayload(ctx, "r1", "h", epoch, 0); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("zero window: %v, want ErrInvalid", err)
+	}
+	// Prune before the renewed r1/h1: r2/h1 and r1/h2 go.
+	n, err := s.PruneDeliveries(ctx, epoch.Add(window))
+	must(t, err)
+	if n != 2 {
+		t.Errorf("pruned %d, want 2", n)
+	}
+	if record("r2", "h1", epoch.Add(2*second)) {
+		t.Error("a pruned payload is still a duplicate")
+	}
+	if !record("r1", "h1", epoch.Add(window+3*second)) {
+		t.Error("pruning removed a recent payload")
 	}
 }
 

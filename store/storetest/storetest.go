@@ -52,6 +52,8 @@ func Run(t *testing.T, open Open) {
 		{"CommitStatuses", testCommitStatuses},
 		{"Previews", testPreviews},
 		{"WebhookDeliveries", testDeliveries},
+		{"WebhookPayloads", testPayloads},
+		{"LogBounds", testLogBounds},
 		{"Audit", testAudit},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"LeaseExclusive", testLeaseExclusive},

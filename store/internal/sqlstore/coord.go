@@ -31,12 +31,39 @@ func (s *Store) PruneDeliveries(ctx context.Context, cutoff time.Time) (int64, e
 	var n int64
 	err := s.write(ctx, func(t *wtx) (err error) {
 		n, err = t.Exec(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, us(store.Micro(cutoff)))
+		if err != nil {
+			return err
+		}
+		m, err := t.Exec(ctx, `DELETE FROM webhook_payloads WHERE received_at < $1`, us(store.Micro(cutoff)))
+		n += m
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("prune deliveries: %w", err)
 	}
 	return n, nil
+}
+
+// RecordPayload implements store.Webhooks. One upsert decides, so two
+// replays racing each other cannot both pass: the row is written only when
+// it is new or older than the window.
+func (s *Store) RecordPayload(ctx context.Context, repoID, bodyHash string, now time.Time, window time.Duration) (bool, error) {
+	if repoID == "" || bodyHash == "" || window <= 0 {
+		return false, fmt.Errorf("record payload: %w", errInvalid("repository, body hash and a positive window are required"))
+	}
+	var dup bool
+	err := s.write(ctx, func(t *wtx) error {
+		n, err := t.Exec(ctx, `INSERT INTO webhook_payloads (repo_id, body_sha256, received_at) VALUES ($1, $2, $3)
+			ON CONFLICT (repo_id, body_sha256) DO UPDATE SET received_at = excluded.received_at
+			WHERE webhook_payloads.received_at < $4`,
+			repoID, bodyHash, us(store.Micro(now)), us(store.Micro(now.Add(-window))))
+		dup = n == 0
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("record payload of %s: %w", repoID, err)
+	}
+	return dup, nil
 }
 
 // AcquireLease implements store.Coordination. One upsert decides: the row
