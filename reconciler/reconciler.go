@@ -78,6 +78,16 @@ type Options struct {
 	WatchLocal bool
 	// LeaseTTL is how long a repository lease lasts (default 2m).
 	LeaseTTL time.Duration
+	// TenantWorkers is how many tasks of one tenant run at once (default
+	// 1): the queue takes tenants in turn, so one tenant's slow repository
+	// never holds every worker.
+	TenantWorkers int
+	// MaxMirrorBytes bounds a repository's git mirror on disk, checked
+	// after every fetch (default DefaultMaxMirrorBytes; negative: no limit).
+	MaxMirrorBytes int64
+	// LoadTimeout bounds loading the manifests of one commit (default
+	// DefaultLoadTimeout).
+	LoadTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -191,6 +201,15 @@ func New(o Options) (*Reconciler, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.TenantWorkers <= 0 {
+		o.TenantWorkers = 1
+	}
+	if o.MaxMirrorBytes == 0 {
+		o.MaxMirrorBytes = DefaultMaxMirrorBytes
+	}
+	if o.LoadTimeout <= 0 {
+		o.LoadTimeout = DefaultLoadTimeout
 	}
 	return &Reconciler{
 		opts:      o,
