@@ -374,3 +374,29 @@ func BenchmarkLargeBlobRefused(b *testing.B) {
 	e.git.Commit("a 300 MB manifest")
 	benchRefused(b, e, invalidFor("MaxFileBytes"))
 }
+
+// TestLoadTimeoutIsNotAVerdict: a load over its time budget is an error
+// naming LoadTimeout (nkudo/validate=error), not an invalid commit: a
+// reconcile with time to spare applies the same commit.
+func TestLoadTimeoutIsNotAVerdict(t *testing.T) {
+	e := newEnv(t, []string{"site-0001"}, func(o *reconciler.Options) { o.LoadTimeout = time.Nanosecond })
+	e.git.Fleet("fleet", 1, 1)
+	head := e.git.Commit("one VM")
+	_, err := e.reconcile("")
+	if err == nil || errors.Is(err, reconciler.ErrInvalidCommit) || !strings.Contains(err.Error(), "LoadTimeout") {
+		t.Fatalf("reconcile with a spent budget: %v, want an error naming LoadTimeout, not an invalid commit", err)
+	}
+	if st := e.status(head, forge.ContextValidate); st.State != store.StateError {
+		t.Errorf("nkudo/validate = %+v, want error", st)
+	}
+	o := e.opts
+	o.LoadTimeout = 0 // the default
+	e.rec, err = reconciler.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.rec.Close)
+	if res := e.mustReconcile(); !res.Valid || len(res.Stored) != 1 {
+		t.Errorf("reconcile with the default budget: valid %v, %d plans stored; want valid, 1", res.Valid, len(res.Stored))
+	}
+}
