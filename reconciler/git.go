@@ -151,6 +151,9 @@ func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
 		}
 		repo, err = git.PlainInit(dir, true)
 	}
+	if err == nil {
+		repo, err = boundedStorage(repo)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open mirror %s: %w", dir, err)
 	}
@@ -295,19 +298,20 @@ func (m *mirror) commitFS(sha plumbing.Hash, dir string) (*treeFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
 	}
-	tree, err := c.Tree()
+	root, err := boundedTree(m.repo.Storer, c.TreeHash)
 	if err != nil {
 		return nil, fmt.Errorf("commit %s tree: %w", sha, err)
 	}
+	fsys := newTreeFS(m.repo.Storer, root, c.Committer.When)
 	dir = strings.Trim(filepathToSlash(dir), "/")
 	if dir != "" && dir != "." {
-		sub, err := tree.Tree(dir)
+		sub, err := fsys.dir(dir)
 		if err != nil {
 			return nil, fmt.Errorf("path %q in commit %s: %w", dir, sha.String()[:12], err)
 		}
-		tree = sub
+		fsys = newTreeFS(m.repo.Storer, sub, c.Committer.When)
 	}
-	return &treeFS{tree: tree, when: c.Committer.When}, nil
+	return fsys, nil
 }
 
 func filepathToSlash(p string) string { return strings.ReplaceAll(p, "\\", "/") }

@@ -39,7 +39,7 @@ func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 	if !ok {
 		return src.Storer, func() {}, nil
 	}
-	held := filesystem.NewStorageWithOptions(fsst.Filesystem(), cache.NewObjectLRUDefault(), filesystem.Options{KeepDescriptors: true})
+	held := filesystem.NewStorageWithOptions(fsst.Filesystem(), cache.NewObjectLRUDefault(), filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: largeObjectBytes})
 	return held, func() { held.Close() }, nil
 }
 

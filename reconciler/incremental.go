@@ -1,17 +1,16 @@
 package reconciler
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"path"
+	"io/fs"
 	"slices"
 	"strings"
 	"testing/fstest"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/nkudo/nkudo/model"
@@ -25,51 +24,39 @@ type manifestFile struct {
 	regular bool
 }
 
-// manifestFiles lists the files schema.Load would read (hidden files and
-// directories skipped, .yaml/.yml in any case), with their blob hashes,
-// from tree objects only: no blob is read. Sizes are copied from prev for
-// unchanged blobs and read from the object header otherwise; without prev
-// they stay -1 (unknown) until a full load fills them in.
-func manifestFiles(t *object.Tree, prev map[string]manifestFile) (map[string]manifestFile, error) {
+// manifestFiles lists the files schema.Load would read, with their blob
+// hashes, from tree objects only: no blob is read. It walks with
+// schema.WalkManifests, so the same rules skip hidden files and the same
+// tree limits stop the walk at the first entry over one (the full load
+// then reports it). Sizes are copied from prev for unchanged blobs and
+// read from the object header otherwise; without prev they stay -1
+// (unknown) until a full load fills them in.
+func manifestFiles(ctx context.Context, fsys *treeFS, prev map[string]manifestFile) (map[string]manifestFile, error) {
 	out := map[string]manifestFile{}
-	w := object.NewTreeWalker(t, true, nil)
-	defer w.Close()
-	for {
-		name, e, err := w.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	err := schema.WalkManifests(ctx, fsys, func(name string, d fs.DirEntry) error {
+		de, ok := d.(dirEntry)
+		if !ok {
+			return fmt.Errorf("walk tree: %s: not a tree entry", name)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("walk tree: %w", err)
-		}
-		if e.Mode == filemode.Dir || hiddenPath(name) {
-			continue
-		}
-		if ext := strings.ToLower(path.Ext(name)); ext != ".yaml" && ext != ".yml" {
-			continue
-		}
-		f := manifestFile{blob: e.Hash, size: -1, regular: e.Mode == filemode.Regular || e.Mode == filemode.Executable || e.Mode == filemode.Deprecated}
-		if p, ok := prev[name]; ok && p.blob == e.Hash {
+		f := manifestFile{blob: de.hash, size: -1, regular: d.Type().IsRegular()}
+		if p, ok := prev[name]; ok && p.blob == de.hash {
 			f.size = p.size
 		} else if f.regular && prev != nil {
 			// Only an incremental load needs sizes (a full load learns them
 			// while reading, see treeFS.sizes).
-			if f.size, err = t.Size(name); err != nil {
-				return nil, fmt.Errorf("size of %s: %w", name, err)
+			info, err := de.Info()
+			if err != nil {
+				return fmt.Errorf("size of %s: %w", name, err)
 			}
+			f.size = info.Size()
 		}
 		out[name] = f
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
-}
-
-func hiddenPath(p string) bool {
-	for _, part := range strings.Split(p, "/") {
-		if strings.HasPrefix(part, ".") {
-			return true
-		}
-	}
-	return false
 }
 
 // referenceFile holds the Sites of unchanged files during an incremental
@@ -82,7 +69,7 @@ const referenceFile = "zz-nkudo-incremental-reference-sites.yaml"
 // merged result. It returns ok false whenever it cannot prove the merged
 // state valid: the caller then runs the full schema.Load, which is the
 // authority (and the source of every error message).
-func incremental(prev *loaded, t *object.Tree, files map[string]manifestFile) (model.Desired, bool) {
+func incremental(ctx context.Context, prev *loaded, t *object.Tree, files map[string]manifestFile) (model.Desired, bool) {
 	if prev == nil || prev.err != nil || prev.files == nil {
 		return model.Desired{}, false
 	}
@@ -121,6 +108,9 @@ func incremental(prev *loaded, t *object.Tree, files map[string]manifestFile) (m
 	}
 	sub := fstest.MapFS{}
 	for _, n := range changed {
+		if ctx.Err() != nil {
+			return model.Desired{}, false
+		}
 		f, err := t.File(n)
 		if err != nil {
 			return model.Desired{}, false
@@ -150,7 +140,7 @@ func incremental(prev *loaded, t *object.Tree, files map[string]manifestFile) (m
 	var part model.Desired
 	if len(sub) > 0 {
 		var err error
-		part, err = schema.Load(sub)
+		part, err = schema.LoadContext(ctx, sub)
 		if err != nil && !(errors.Is(err, schema.ErrNoManifests) && len(changed) == 0) {
 			return model.Desired{}, false
 		}

@@ -89,11 +89,11 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 		if prev != nil {
 			prevFiles = prev.files
 		}
-		files, err := manifestFiles(tree, prevFiles)
+		tfs := newTreeFS(repo.Storer, tree, c.Committer.When)
+		files, err := manifestFiles(t.Context(), tfs, prevFiles)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tfs := &treeFS{tree: tree}
 		full, fullErr := schema.Load(tfs)
 		for name, f := range files {
 			if sz, ok := tfs.sizes[name]; ok && f.size < 0 {
@@ -101,7 +101,7 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 				files[name] = f
 			}
 		}
-		inc, ok := incremental(prev, tree, files)
+		inc, ok := incremental(t.Context(), prev, tree, files)
 		if ok {
 			incrementalOK++
 			if fullErr != nil {

@@ -135,7 +135,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 		return res, fmt.Errorf("mark commit seen: %w", err)
 	}
 	t1 := time.Now()
-	l, err := r.load(repo, head)
+	l, err := r.load(ctx, repo, head)
 	res.Load = time.Since(t1)
 	if l != nil {
 		res.IncrementalLoad = l.incremental
@@ -230,14 +230,17 @@ func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref strin
 		if err := m.fetchCommit(ctx, auth, ref, 0); err != nil {
 			return plumbing.ZeroHash, err
 		}
-		return plumbing.NewHash(ref), nil
+		return plumbing.NewHash(ref), r.checkMirror(repo.ID, m)
 	}
 	branch := repo.Branch
 	if ref != "" {
 		branch = strings.TrimPrefix(ref, "refs/heads/")
 	}
 	h, _, err := m.fetchBranch(ctx, auth, branch)
-	return h, err
+	if err != nil {
+		return h, err
+	}
+	return h, r.checkMirror(repo.ID, m)
 }
 
 // loaded is the validated desired state of one tree, with per-site hashes.
@@ -323,8 +326,11 @@ func (c *loadCache) put(k string, l *loaded) {
 	}
 }
 
-// load reads and validates the manifests of commit head below repo.Path.
-func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, error) {
+// load reads and validates the manifests of commit head below repo.Path,
+// within Options.LoadTimeout.
+func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumbing.Hash) (*loaded, error) {
+	ctx, cancel := r.loadContext(ctx)
+	defer cancel()
 	m, err := r.mirrorFor(repo.ID, repo.URL)
 	if err != nil {
 		return nil, err
@@ -349,16 +355,15 @@ func (r *Reconciler) load(repo store.Repository, head plumbing.Hash) (*loaded, e
 	if prev != nil {
 		prevFiles = prev.files
 	}
-	tree := fsys.tree
-	files, ferr := manifestFiles(tree, prevFiles)
+	files, ferr := manifestFiles(ctx, fsys, prevFiles)
 	var l *loaded
 	if ferr == nil {
-		if d, ok := incremental(prev, tree, files); ok {
+		if d, ok := incremental(ctx, prev, fsys.tree, files); ok {
 			l = &loaded{desired: d, tree: treeHash.String(), files: files, incremental: true}
 		}
 	}
 	if l == nil {
-		d, err := schema.Load(fsys)
+		d, err := schema.LoadContext(ctx, fsys)
 		l = &loaded{desired: d, err: err, tree: treeHash.String()}
 		if err == nil && ferr == nil {
 			sizes := fsys.sizes
@@ -573,8 +578,11 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
 			return err
 		}
+		if err := r.checkMirror(repo.ID, m); err != nil {
+			return err
+		}
 	}
-	l, err := r.load(repo, head)
+	l, err := r.load(ctx, repo, head)
 	if err != nil {
 		return fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
 	}
@@ -609,8 +617,11 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if err := m.fetchCommit(ctx, auth, sha, pr); err != nil {
 		return store.Preview{}, fmt.Errorf("preview #%d: %w", pr, err)
 	}
+	if err := r.checkMirror(repo.ID, m); err != nil {
+		return store.Preview{}, fmt.Errorf("preview #%d: %w", pr, err)
+	}
 	p := store.Preview{Tenant: repo.Tenant, RepoID: repo.ID, PR: pr, Commit: sha, CreatedAt: r.now()}
-	l, err := r.load(repo, plumbing.NewHash(sha))
+	l, err := r.load(ctx, repo, plumbing.NewHash(sha))
 	if err != nil {
 		var serrs schema.Errors
 		desc := "could not read the commit: " + err.Error()
@@ -683,7 +694,7 @@ func (r *Reconciler) DesiredVMs(ctx context.Context, tenant, site string) ([]mod
 	if _, err := m.repo.CommitObject(head); err != nil {
 		return nil, repo.LastAppliedCommit, false, nil // not fetched on this replica yet
 	}
-	l, err := r.load(repo, head)
+	l, err := r.load(ctx, repo, head)
 	if err != nil {
 		return nil, "", false, err
 	}

@@ -51,7 +51,8 @@ type Options struct {
 	PublicURL string
 	// Holder names this replica in leases (default: hostname + random).
 	Holder string
-	// Workers is how many repositories reconcile at once (default 2).
+	// Workers is how many repositories reconcile at once (default 2);
+	// see TenantWorkers.
 	Workers int
 	// PollInterval is how often every repository is fetched, webhooks or
 	// not (default 1m, jittered ±10%); negative disables polling.
@@ -79,6 +80,16 @@ type Options struct {
 	WatchLocal bool
 	// LeaseTTL is how long a repository lease lasts (default 2m).
 	LeaseTTL time.Duration
+	// TenantWorkers is how many tasks of one tenant run at once (default
+	// 1): the queue takes tenants in turn, so one tenant's slow repository
+	// never holds every worker.
+	TenantWorkers int
+	// MaxMirrorBytes bounds a repository's git mirror on disk, checked
+	// after every fetch (default DefaultMaxMirrorBytes; negative: no limit).
+	MaxMirrorBytes int64
+	// LoadTimeout bounds loading the manifests of one commit (default
+	// DefaultLoadTimeout).
+	LoadTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -94,10 +105,6 @@ type Reconciler struct {
 
 	mu        sync.Mutex
 	mirrors   map[string]*mirror
-	tasks     map[string]*task // coalescing key → task
-	order     []string
-	busy      map[string]bool // repo IDs being worked on
-	wake      chan struct{}
 	reporters map[string]*repoReporters
 	cache     *loadCache
 	lastValid map[string]*loaded   // repo ID → newest valid load, the base of incremental loads
@@ -107,6 +114,8 @@ type Reconciler struct {
 	tracked   map[string]*tracking // repo/commit → apply tracking
 	nextPoll  map[string]time.Time
 	runCtx    context.Context // the context of Run, which status reporters live in
+
+	queue *taskQueue // tasks waiting for a worker, fair across tenants
 
 	reporterWG sync.WaitGroup // status reporter goroutines
 
@@ -190,6 +199,15 @@ func New(o Options) (*Reconciler, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.TenantWorkers <= 0 {
+		o.TenantWorkers = 1
+	}
+	if o.MaxMirrorBytes == 0 {
+		o.MaxMirrorBytes = DefaultMaxMirrorBytes
+	}
+	if o.LoadTimeout <= 0 {
+		o.LoadTimeout = DefaultLoadTimeout
+	}
 	return &Reconciler{
 		opts:      o,
 		log:       o.Logger.With("component", "reconciler"),
@@ -197,9 +215,7 @@ func New(o Options) (*Reconciler, error) {
 		now:       o.Now,
 		actor:     store.Actor{Kind: store.ActorSystem, ID: "reconciler"},
 		mirrors:   map[string]*mirror{},
-		tasks:     map[string]*task{},
-		busy:      map[string]bool{},
-		wake:      make(chan struct{}, 1),
+		queue:     newTaskQueue(o.TenantWorkers),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
 		lastValid: map[string]*loaded{},
@@ -295,63 +311,21 @@ func (r *Reconciler) markDirty(tenant, site string) {
 	r.mu.Unlock()
 }
 
-func (r *Reconciler) enqueue(t *task) {
-	key := string(t.kind) + "/" + t.repoID
-	if t.kind == taskPreview {
-		key = fmt.Sprintf("%s#%d", key, t.pr)
-	}
-	r.mu.Lock()
-	if old, ok := r.tasks[key]; ok {
-		if t.kind == taskDrift {
-			for s := range t.sites {
-				old.sites[s] = true
-			}
-		} else {
-			*old = *t // the latest ref or head wins
-		}
-	} else {
-		r.tasks[key] = t
-		r.order = append(r.order, key)
-	}
-	r.mu.Unlock()
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
-}
-
-// dequeue takes the oldest task whose repository is not being worked on.
-func (r *Reconciler) dequeue() *task {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, key := range r.order {
-		t := r.tasks[key]
-		if r.busy[t.repoID] {
-			continue
-		}
-		r.order = append(r.order[:i:i], r.order[i+1:]...)
-		delete(r.tasks, key)
-		r.busy[t.repoID] = true
-		return t
-	}
-	return nil
-}
+func (r *Reconciler) enqueue(t *task) { r.queue.push(t) }
 
 func (r *Reconciler) worker(ctx context.Context) {
 	for {
-		t := r.dequeue()
+		t := r.queue.pop()
 		if t == nil {
 			select {
 			case <-ctx.Done():
 				return
-			case <-r.wake:
+			case <-r.queue.wake:
 				continue
 			}
 		}
 		err := r.runTask(ctx, t)
-		r.mu.Lock()
-		delete(r.busy, t.repoID)
-		r.mu.Unlock()
+		r.queue.done(t)
 		switch t.kind {
 		case taskReconcile:
 			r.done.reconcile.Add(1)
@@ -359,11 +333,6 @@ func (r *Reconciler) worker(ctx context.Context) {
 			r.done.preview.Add(1)
 		case taskDrift:
 			r.done.drift.Add(1)
-		}
-		// Another task of this repository may be waiting for it.
-		select {
-		case r.wake <- struct{}{}:
-		default:
 		}
 		switch {
 		case err == nil || ctx.Err() != nil:

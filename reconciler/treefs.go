@@ -10,50 +10,74 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
 // treeFS is a read-only fs.FS over a git tree: manifests are read straight
 // from the commit, with no checkout. Symlinks and submodules show as
 // non-regular entries (schema.Load refuses them); nothing outside the tree
-// is reachable.
+// is reachable. Every tree object is checked against MaxTreeObjectBytes
+// by its header before it is decoded, and a blob's size comes from its
+// header: nothing of a blob is read until the file is read.
 type treeFS struct {
-	tree *object.Tree
-	when time.Time // the commit time, reported as every entry's ModTime
+	store storer.EncodedObjectStorer
+	tree  *object.Tree
+	when  time.Time // the commit time, reported as every entry's ModTime
 
-	mu   sync.Mutex
-	dirs map[string]*object.Tree // decoded subtrees by path: a directory of
-	// 1,000 manifests is decoded once, not once per file
+	mu    sync.Mutex
+	trees map[plumbing.Hash]*object.Tree // decoded trees by hash: a subtree
+	// named at many paths, or a directory of 1,000 manifests, is decoded once
 	sizes map[string]int64 // size of every regular file opened, by path
 }
 
-// dir returns the subtree at p ("." = root), decoding each level once.
-func (t *treeFS) dir(p string) (*object.Tree, error) {
-	if p == "." || p == "" {
-		return t.tree, nil
-	}
+func newTreeFS(s storer.EncodedObjectStorer, tree *object.Tree, when time.Time) *treeFS {
+	return &treeFS{store: s, tree: tree, when: when}
+}
+
+// subtree decodes the tree object h, once.
+func (t *treeFS) subtree(h plumbing.Hash) (*object.Tree, error) {
 	t.mu.Lock()
-	if d, ok := t.dirs[p]; ok {
-		t.mu.Unlock()
+	d, ok := t.trees[h]
+	t.mu.Unlock()
+	if ok {
 		return d, nil
 	}
-	t.mu.Unlock()
-	parent, err := t.dir(path.Dir(p))
-	if err != nil {
-		return nil, err
-	}
-	sub, err := parent.Tree(path.Base(p))
+	d, err := boundedTree(t.store, h)
 	if err != nil {
 		return nil, err
 	}
 	t.mu.Lock()
-	if t.dirs == nil {
-		t.dirs = map[string]*object.Tree{}
+	if t.trees == nil {
+		t.trees = map[plumbing.Hash]*object.Tree{}
 	}
-	t.dirs[p] = sub
+	t.trees[h] = d
 	t.mu.Unlock()
-	return sub, nil
+	return d, nil
+}
+
+// dir returns the subtree at p ("." = root), resolving it one name at a
+// time from the root.
+func (t *treeFS) dir(p string) (*object.Tree, error) {
+	cur := t.tree
+	if p == "." || p == "" {
+		return cur, nil
+	}
+	for _, name := range strings.Split(p, "/") {
+		e, err := cur.FindEntry(name)
+		if err != nil {
+			return nil, err
+		}
+		if e.Mode != filemode.Dir {
+			return nil, object.ErrDirectoryNotFound
+		}
+		if cur, err = t.subtree(e.Hash); err != nil {
+			return nil, err
+		}
+	}
+	return cur, nil
 }
 
 func (t *treeFS) Open(name string) (fs.File, error) {
@@ -65,7 +89,7 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 	}
 	parent, err := t.dir(path.Dir(name))
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: notExist(err)}
 	}
 	e, err := parent.FindEntry(path.Base(name))
 	if err != nil {
@@ -73,17 +97,16 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 	}
 	switch e.Mode {
 	case filemode.Dir:
-		sub, err := t.dir(name)
+		sub, err := t.subtree(e.Hash)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
 		return &treeDir{fsys: t, tree: sub, name: path.Base(name)}, nil
 	case filemode.Regular, filemode.Executable, filemode.Deprecated:
-		f, err := parent.TreeEntryFile(e)
-		if err != nil {
-			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
-		}
-		r, err := f.Reader()
+		// The object's header gives the size; the content is opened only
+		// when the file is read (schema.Load never reads a file over
+		// MaxFileBytes, and the mirror streams large objects from disk).
+		obj, err := t.store.EncodedObject(plumbing.BlobObject, e.Hash)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
@@ -91,13 +114,22 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 		if t.sizes == nil {
 			t.sizes = map[string]int64{}
 		}
-		t.sizes[name] = f.Size
+		t.sizes[name] = obj.Size()
 		t.mu.Unlock()
-		return &treeFile{rc: r, info: entryInfo{name: path.Base(name), mode: e.Mode, size: f.Size, when: t.when}}, nil
+		return &treeFile{obj: obj, info: entryInfo{name: path.Base(name), mode: e.Mode, size: obj.Size(), when: t.when}}, nil
 	}
 	// Symlinks and submodules are opened as empty non-regular files: the
 	// loader sees their type and refuses them; their targets are never read.
-	return &treeFile{rc: io.NopCloser(strings.NewReader("")), info: entryInfo{name: path.Base(name), mode: e.Mode, when: t.when}}, nil
+	return &treeFile{info: entryInfo{name: path.Base(name), mode: e.Mode, when: t.when}}, nil
+}
+
+// notExist keeps a refused tree object's error (it names the limit) and
+// turns a missing path into fs.ErrNotExist.
+func notExist(err error) error {
+	if errors.Is(err, errTreeTooLarge) {
+		return err
+	}
+	return fs.ErrNotExist
 }
 
 type entryInfo struct {
@@ -129,13 +161,33 @@ func (i entryInfo) Type() fs.FileMode          { return i.Mode().Type() }
 func (i entryInfo) Info() (fs.FileInfo, error) { return i, nil }
 
 type treeFile struct {
-	rc   io.ReadCloser
+	obj  plumbing.EncodedObject // nil: an empty non-regular file
+	rc   io.ReadCloser          // opened at the first Read
 	info entryInfo
 }
 
 func (f *treeFile) Stat() (fs.FileInfo, error) { return f.info, nil }
-func (f *treeFile) Read(b []byte) (int, error) { return f.rc.Read(b) }
-func (f *treeFile) Close() error               { return f.rc.Close() }
+
+func (f *treeFile) Read(b []byte) (int, error) {
+	if f.obj == nil {
+		return 0, io.EOF
+	}
+	if f.rc == nil {
+		rc, err := f.obj.Reader()
+		if err != nil {
+			return 0, err
+		}
+		f.rc = rc
+	}
+	return f.rc.Read(b)
+}
+
+func (f *treeFile) Close() error {
+	if f.rc == nil {
+		return nil
+	}
+	return f.rc.Close()
+}
 
 type treeDir struct {
 	fsys *treeFS
@@ -156,7 +208,7 @@ func (d *treeDir) Close() error { return nil }
 func (d *treeDir) ReadDir(n int) ([]fs.DirEntry, error) {
 	entries := make([]fs.DirEntry, 0, len(d.tree.Entries))
 	for _, e := range d.tree.Entries {
-		entries = append(entries, dirEntry{entryInfo{name: e.Name, mode: e.Mode, when: d.fsys.when}, d.tree})
+		entries = append(entries, dirEntry{entryInfo{name: e.Name, mode: e.Mode, when: d.fsys.when}, d.tree, e.Hash})
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	entries = entries[min(d.read, len(entries)):]
@@ -177,6 +229,7 @@ func (d *treeDir) ReadDir(n int) ([]fs.DirEntry, error) {
 type dirEntry struct {
 	entryInfo
 	tree *object.Tree
+	hash plumbing.Hash // the entry's object
 }
 
 func (e dirEntry) Info() (fs.FileInfo, error) {

@@ -12,10 +12,11 @@ import (
 )
 
 // TestImports pins the package's dependencies: schema reads a file tree and
-// nothing else, so no network, database, process or clock packages.
+// nothing else, so no network, database, process or clock packages. A
+// caller's context may bound a load; schema never reads a clock itself.
 func TestImports(t *testing.T) {
 	allowed := []string{
-		"bytes", "cmp", "embed", "encoding/json", "errors", "fmt", "io", "io/fs", "math",
+		"bytes", "cmp", "context", "embed", "encoding/json", "errors", "fmt", "io", "io/fs", "math",
 		"math/big", "path", "regexp", "slices", "strconv", "strings", "sync", "unicode/utf8",
 		"github.com/nkudo/nkudo/model",
 		"github.com/santhosh-tekuri/jsonschema/v6",

@@ -9,8 +9,17 @@ const (
 	MaxFileBytes = 1 << 20 // 1 MiB
 	// MaxTotalBytes bounds the sum of all manifest files in one tree.
 	MaxTotalBytes = 64 << 20 // 64 MiB
-	// MaxFiles bounds the number of *.yaml/*.yml files in one tree.
+	// MaxFiles bounds the number of *.yaml/*.yml files in one tree. The
+	// walk stops at the first file over it; nothing is read.
 	MaxFiles = 20000
+	// MaxTreeEntries bounds the entries (files and directories of any
+	// name) a walk visits. Git trees can share subtrees, so a repository of
+	// a few kilobytes can name millions of paths: the walk stops at the
+	// first entry over the limit, before anything is read.
+	MaxTreeEntries = 100000
+	// MaxTreeDepth bounds how deep directories nest below the manifests
+	// path (a file at the top is at depth 1).
+	MaxTreeDepth = 32
 	// MaxDocumentsPerFile bounds the YAML documents in one file ("---" separated,
 	// empty ones included).
 	MaxDocumentsPerFile = 1000

@@ -1,7 +1,9 @@
 package schema
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,21 +15,31 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
-// Load reads every *.yaml and *.yml file under fsys (hidden files and
-// directories, such as .git, are skipped), validates each document against
-// the JSON Schema of its kind, then checks the set. On invalid input it
-// returns Errors, every problem sorted by file and line. A tree without any
-// manifest returns an error wrapping ErrNoManifests. Other failures (I/O)
-// are returned wrapped.
+// Load is LoadContext without a deadline: for callers that load a tree
+// they trust (a local checkout), not one a tenant controls.
+func Load(fsys fs.FS) (model.Desired, error) {
+	return LoadContext(context.Background(), fsys)
+}
+
+// LoadContext reads every *.yaml and *.yml file under fsys (hidden files
+// and directories, such as .git, are skipped), validates each document
+// against the JSON Schema of its kind, then checks the set. On invalid
+// input it returns Errors, every problem sorted by file and line. A tree
+// without any manifest returns an error wrapping ErrNoManifests. Other
+// failures (I/O) are returned wrapped. The walk stops at the first tree
+// limit (MaxTreeEntries, MaxTreeDepth, MaxFiles) and then reads nothing.
+//
+// ctx bounds the time a load may take: it is checked at every entry walked
+// and every file parsed, and when it ends the error wraps its cause.
 //
 // The result is ordered: sites by name, VMs by site then name.
-func Load(fsys fs.FS) (model.Desired, error) {
+func LoadContext(ctx context.Context, fsys fs.FS) (model.Desired, error) {
 	schemas, err := compiled()
 	if err != nil {
 		return model.Desired{}, err
 	}
 	l := &loader{schemas: schemas}
-	if err := l.walk(fsys); err != nil {
+	if err := l.walk(ctx, fsys); err != nil {
 		return model.Desired{}, err
 	}
 	if len(l.errs) == 0 && len(l.docs) == 0 {
@@ -38,6 +50,51 @@ func Load(fsys fs.FS) (model.Desired, error) {
 		return model.Desired{}, l.errs.sorted()
 	}
 	return d, nil
+}
+
+// WalkManifests calls fn for every file Load would read (*.yaml and *.yml,
+// hidden files and directories skipped, symlinks and other non-regular
+// files included so the caller can refuse them), in lexical order. It
+// counts while it walks and stops at the first limit: more than
+// MaxTreeEntries entries, a path deeper than MaxTreeDepth, or more than
+// MaxFiles manifest files return Errors naming the limit. When ctx ends it
+// returns an error wrapping the context's cause. An error from fn stops
+// the walk and is returned as is.
+func WalkManifests(ctx context.Context, fsys fs.FS, fn func(p string, d fs.DirEntry) error) error {
+	entries, files := 0, 0
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("load manifests: %w", context.Cause(ctx))
+		}
+		if err != nil {
+			return fmt.Errorf("walk %s: %w", p, err)
+		}
+		if p == "." {
+			return nil
+		}
+		entries++
+		if entries > MaxTreeEntries {
+			return Errors{{File: p, Message: fmt.Sprintf("too many files and directories: limit MaxTreeEntries is %d", MaxTreeEntries)}}
+		}
+		if depth := strings.Count(p, "/") + 1; depth > MaxTreeDepth {
+			return Errors{{File: p, Message: fmt.Sprintf("directories nest too deep: limit MaxTreeDepth is %d", MaxTreeDepth)}}
+		}
+		name := d.Name()
+		if strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !isManifestFile(name) {
+			return nil
+		}
+		files++
+		if files > MaxFiles {
+			return Errors{{File: p, Message: fmt.Sprintf("too many manifest files: limit MaxFiles is %d", MaxFiles)}}
+		}
+		return fn(p, d)
+	})
 }
 
 type loader struct {
@@ -65,22 +122,9 @@ func isManifestFile(name string) bool {
 	return ext == ".yaml" || ext == ".yml"
 }
 
-func (l *loader) walk(fsys fs.FS) error {
+func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
 	var paths []string
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("walk %s: %w", p, err)
-		}
-		name := d.Name()
-		if p != "." && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() || !isManifestFile(name) {
-			return nil
-		}
+	err := WalkManifests(ctx, fsys, func(p string, d fs.DirEntry) error {
 		if !d.Type().IsRegular() {
 			// A symlink could point outside the repository: never follow it.
 			l.errs = append(l.errs, Error{File: p, Message: "not a regular file (symlinks are not followed)"})
@@ -90,13 +134,15 @@ func (l *loader) walk(fsys fs.FS) error {
 		paths = append(paths, p)
 		return nil
 	})
+	var limit Errors
+	if errors.As(err, &limit) {
+		// The tree's shape is over a limit: read none of it.
+		l.errs = append(l.errs, limit...)
+		l.brokenFile = true
+		return nil
+	}
 	if err != nil {
 		return err
-	}
-	if len(paths) > MaxFiles {
-		l.errs = append(l.errs, Error{File: paths[MaxFiles], Message: fmt.Sprintf("too many manifest files: limit MaxFiles is %d", MaxFiles)})
-		l.brokenFile = true
-		paths = paths[:MaxFiles]
 	}
 	// Refuse an oversized tree before reading any of it, by the sizes the
 	// directory reports; reading checks again, as sizes can lie.
@@ -113,6 +159,9 @@ func (l *loader) walk(fsys fs.FS) error {
 		}
 	}
 	for _, p := range paths {
+		if ctx.Err() != nil {
+			return fmt.Errorf("load manifests: %w", context.Cause(ctx))
+		}
 		stop, err := l.file(fsys, p)
 		if err != nil {
 			return err

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/controlplane"
@@ -23,6 +26,39 @@ type GitOpsFlags struct {
 	OfflineTimeout time.Duration `name:"site-offline-timeout" help:"A site with a plan that has not heartbeated for this long fails nkudo/apply." default:"15m" env:"NKUDO_SITE_OFFLINE_TIMEOUT"`
 	// AllowInsecureCredentials exists for local forges without TLS.
 	AllowInsecureCredentials bool `help:"Let credentials travel over plain http:// to the host they are bound to (local development only; by default https or ssh)." env:"NKUDO_ALLOW_INSECURE_CREDENTIALS"`
+	// TenantWorkers keeps one tenant's slow repositories from holding
+	// every reconcile worker.
+	TenantWorkers int `help:"How many reconcile tasks of one tenant run at once; tenants are served in turn." default:"1" env:"NKUDO_TENANT_WORKERS"`
+	// MaxMirrorSize bounds the disk one repository's git mirror may take.
+	MaxMirrorSize string `help:"Largest git mirror of one repository on disk, checked after every fetch (bytes, or with KiB, MiB, GiB; -1 for no limit)." default:"1GiB" env:"NKUDO_MAX_MIRROR_SIZE" placeholder:"SIZE"`
+	// LoadTimeout bounds loading and validating the manifests of one commit.
+	LoadTimeout time.Duration `help:"Longest time loading the manifests of one commit may take." default:"30s" env:"NKUDO_LOAD_TIMEOUT"`
+}
+
+// parseSize reads a byte count with an optional KiB, MiB or GiB suffix;
+// a negative count stands for no limit, "" for the default (0).
+func parseSize(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	if num == "" {
+		return 0, nil
+	}
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n == 0 || (n > 0 && n > math.MaxInt64/mult) {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, KiB, MiB or GiB (or -1 for no limit)", s)
+	}
+	if n < 0 {
+		return -1, nil
+	}
+	return n * mult, nil
 }
 
 // wireGitOps attaches the GitOps loop (reconciler, webhooks, desired state)
@@ -33,12 +69,24 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	if err != nil {
 		return nil, fmt.Errorf("--poll-interval: %w", err)
 	}
+	// Zero values (a ServeCmd built in code) take the loop's defaults.
+	if f.TenantWorkers < 0 {
+		return nil, fmt.Errorf("--tenant-workers: %d: want at least 1", f.TenantWorkers)
+	}
+	maxMirror, err := parseSize(f.MaxMirrorSize)
+	if err != nil {
+		return nil, fmt.Errorf("--max-mirror-size: %w", err)
+	}
+	if f.LoadTimeout < 0 {
+		return nil, fmt.Errorf("--load-timeout: %s: want a positive duration", f.LoadTimeout)
+	}
 	loop, err := reconciler.NewLoop(reconciler.Options{
 		// The loop's packages name their own component in every line.
 		Store: st, DataDir: dataDir, Logger: log,
 		PublicURL: publicURL, PollInterval: poll, WatchLocal: f.WatchLocal,
 		StatusPrefix: f.StatusPrefix, OfflineTimeout: f.OfflineTimeout,
 		AllowInsecureCredentials: f.AllowInsecureCredentials,
+		TenantWorkers: f.TenantWorkers, MaxMirrorBytes: maxMirror, LoadTimeout: f.LoadTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)

@@ -98,3 +98,20 @@ func TestServeGitOpsFlags(t *testing.T) {
 		t.Errorf("serve with a bad NKUDO_SITE_OFFLINE_TIMEOUT: exit %d: %s", code, errs)
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		err  bool
+	}{
+		{"1GiB", 1 << 30, false}, {"512 MiB", 512 << 20, false}, {"4096", 4096, false}, {"64KiB", 64 << 10, false},
+		{"-1", -1, false}, {"", 0, false},
+		{"0", 0, true}, {"1GB", 0, true}, {"lots", 0, true}, {"9999999999GiB", 0, true},
+	} {
+		got, err := parseSize(tc.in)
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}
