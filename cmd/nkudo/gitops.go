@@ -86,7 +86,7 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		PublicURL: publicURL, PollInterval: poll, WatchLocal: f.WatchLocal,
 		StatusPrefix: f.StatusPrefix, OfflineTimeout: f.OfflineTimeout,
 		AllowInsecureCredentials: f.AllowInsecureCredentials,
-		TenantWorkers: f.TenantWorkers, MaxMirrorBytes: maxMirror, LoadTimeout: f.LoadTimeout,
+		TenantWorkers:            f.TenantWorkers, MaxMirrorBytes: maxMirror, LoadTimeout: f.LoadTimeout,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
