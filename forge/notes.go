@@ -179,13 +179,15 @@ func (n *Notes) Current(ctx context.Context, sha string) ([]Status, error) {
 	return n.read(tree, sha)
 }
 
-// Post tries, within one call, this many times to land a status on a notes
-// ref that keeps moving, backing off between tries; after that the error is
-// retryable and the Reporter tries again later.
+// Post keeps trying, within one call and for at most notesRetryBudget, to
+// land a status on a notes ref that keeps moving, backing off between tries;
+// after that the error is retryable and the Reporter tries again later. The
+// budget is time, not a count of tries: on a loaded host a rival writer can
+// hold the ref's lock for longer than a fixed number of short back-offs.
 const (
-	notesAttempts   = 10
-	notesMinBackoff = 10 * time.Millisecond
-	notesMaxBackoff = time.Second
+	notesRetryBudget = 30 * time.Second
+	notesMinBackoff  = 10 * time.Millisecond
+	notesMaxBackoff  = time.Second
 )
 
 // Post implements Writer: it replaces the status of st.Context in the
@@ -197,7 +199,8 @@ func (n *Notes) Post(ctx context.Context, st Status) error {
 	}
 	defer n.release()
 	delay := notesMinBackoff
-	for attempt := 1; ; attempt++ {
+	giveUp := time.Now().Add(notesRetryBudget)
+	for {
 		tip, err := n.fetch(ctx)
 		if err != nil {
 			return err
@@ -206,7 +209,7 @@ func (n *Notes) Post(ctx context.Context, st Status) error {
 		if err == nil || !errors.Is(err, errRefMoved) {
 			return err
 		}
-		if attempt == notesAttempts {
+		if time.Now().After(giveUp) {
 			return &Error{Op: "push notes to " + SanitizeURL(n.opts.RemoteURL), Retry: true, Err: err}
 		}
 		t := time.NewTimer(delay/2 + rand.N(delay/2+1)) // jitter: racing writers must not retry in step
