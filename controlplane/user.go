@@ -230,10 +230,32 @@ func (s *Server) handleDeleteTenant(w http.ResponseWriter, r *http.Request, c *c
 	return nil
 }
 
+// checkTTL refuses a "ttl" that was given but is not positive: a zero or
+// negative lifetime is a mistake, never "does not expire" (leaving the
+// field out asks for the default). Handlers decode "ttl" into a pointer
+// field of their body, which shadows the request type's own, to tell
+// "ttl":"0s" from no ttl.
+func checkTTL(ttl *api.Duration) error {
+	if ttl != nil && *ttl <= 0 {
+		return badRequest("field \"ttl\" %s: want a positive duration (leave it out for the default)", ttl.D())
+	}
+	return nil
+}
+
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, c *caller) error {
-	var req api.CreateTokenRequest
-	if err := decode(r, &req); err != nil {
+	var body struct {
+		api.CreateTokenRequest
+		TTL *api.Duration `json:"ttl"`
+	}
+	if err := decode(r, &body); err != nil {
 		return err
+	}
+	if err := checkTTL(body.TTL); err != nil {
+		return err
+	}
+	req := body.CreateTokenRequest
+	if body.TTL != nil {
+		req.TTL = *body.TTL
 	}
 	resp, err := CreateAPIToken(r.Context(), s.store, c.actor(), req, s.now())
 	if err != nil {
@@ -249,6 +271,9 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, c *ca
 func CreateAPIToken(ctx context.Context, st store.Store, actor store.Actor, req api.CreateTokenRequest, now time.Time) (api.CreateTokenResponse, error) {
 	if req.Admin == (req.Tenant != "") {
 		return api.CreateTokenResponse{}, badRequest("set exactly one of \"tenant\" and \"admin\"")
+	}
+	if req.TTL < 0 {
+		return api.CreateTokenResponse{}, badRequest("field \"ttl\" %s: want a positive duration (0 = does not expire)", req.TTL.D())
 	}
 	secret, err := store.NewSecret()
 	if err != nil {
@@ -551,8 +576,10 @@ func (s *Server) handleRevokeSite(w http.ResponseWriter, r *http.Request, c *cal
 	return nil
 }
 
-// RevokeSite revokes the site's current certificate; the agent's next
-// request is refused. `nkudo admin site revoke` uses it too.
+// RevokeSite revokes every certificate of the site, the current one and
+// any older one still within its validity; the agent's next request is
+// refused, and a renewal in flight is refused too (the store serialises
+// the two on the site). `nkudo admin site revoke` uses it too.
 func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, site string, now time.Time) (string, error) {
 	s, err := st.GetSite(ctx, tenant, site)
 	if err != nil {
@@ -561,8 +588,14 @@ func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, 
 	if s.CertSerial == "" {
 		return "", errorf(http.StatusConflict, api.CodeConflict, "site %s has no certificate to revoke (never enrolled)", site)
 	}
-	if err := st.RevokeSerial(ctx, actor, tenant, site, s.CertSerial, now); err != nil {
+	revoked, err := st.RevokeSiteCertificates(ctx, actor, tenant, site, now)
+	if err != nil {
 		return "", err
+	}
+	// The newest revoked serial is the current one unless a renewal
+	// recorded another between the read above and the revocation.
+	if after, err := st.GetSite(ctx, tenant, site); err == nil && slices.Contains(revoked, after.CertSerial) {
+		return after.CertSerial, nil
 	}
 	return s.CertSerial, nil
 }
@@ -571,9 +604,19 @@ func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, 
 const maxEnrollTokenTTL = 7 * 24 * time.Hour
 
 func (s *Server) handleCreateEnrollmentToken(w http.ResponseWriter, r *http.Request, c *caller) error {
-	var req api.CreateEnrollmentTokenRequest
-	if err := decodeOptional(r, &req); err != nil {
+	var body struct {
+		api.CreateEnrollmentTokenRequest
+		TTL *api.Duration `json:"ttl"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
 		return err
+	}
+	if err := checkTTL(body.TTL); err != nil {
+		return err
+	}
+	req := body.CreateEnrollmentTokenRequest
+	if body.TTL != nil {
+		req.TTL = *body.TTL
 	}
 	tok, err := s.CreateEnrollmentToken(r.Context(), c.actor(), c.tenant, r.PathValue("site"), req.TTL.D(), s.baseURL(r))
 	if err != nil {
