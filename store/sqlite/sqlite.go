@@ -116,7 +116,7 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: "",
 		NowMicros: `CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)`,
-	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now})
+	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now, ProcessLeases: true})
 	return &Store{Store: s, db: d, applied: applied}, nil
 }
 

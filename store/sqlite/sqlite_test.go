@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/sqlite"
@@ -97,5 +98,38 @@ func TestFilePrivate(t *testing.T) {
 		if fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s has mode %v, want no group or other access", filepath.Base(p), fi.Mode().Perm())
 		}
+	}
+}
+
+// TestStaleLeaseTakenOverAfterRestart: a process killed while holding a
+// lease (kill -9 mid-reconcile) leaves its row behind; the next process on
+// the file takes the lease over at once instead of waiting out its TTL.
+// Within one process a live holder's lease stays exclusive.
+func TestStaleLeaseTakenOverAfterRestart(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "nkudo.db")
+	first, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := first.AcquireLease(ctx, "reconcile/r1", "host-1234-dead", time.Hour); err != nil || !ok {
+		t.Fatalf("first process AcquireLease = %v, %v", ok, err)
+	}
+	first.Close() // never released: the process died
+
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ok, err := s.AcquireLease(ctx, "reconcile/r1", "host-5678-new", time.Hour)
+	if err != nil || !ok {
+		t.Fatalf("restarted process AcquireLease = %v, %v; want the dead process's lease taken over", ok, err)
+	}
+	if ok, err := s.AcquireLease(ctx, "reconcile/r1", "host-5678-other", time.Hour); err != nil || ok {
+		t.Fatalf("second holder of the live process AcquireLease = %v, %v; want refused", ok, err)
+	}
+	if ok, err := s.RenewLease(ctx, "reconcile/r1", "host-5678-new", time.Hour); err != nil || !ok {
+		t.Fatalf("RenewLease by the new holder = %v, %v", ok, err)
 	}
 }

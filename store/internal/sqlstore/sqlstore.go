@@ -81,6 +81,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock for bookkeeping timestamps (nil = time.Now).
 	Now func() time.Time
+	// ProcessLeases says the database serves one process only (SQLite): a
+	// lease held by a holder that never acquired it through this Store was
+	// left by an earlier process that died holding it, and is taken over
+	// at once instead of waiting for it to expire.
+	ProcessLeases bool
 }
 
 // Store implements store.Store over a Backend.
@@ -91,6 +96,9 @@ type Store struct {
 	now    func() time.Time
 	hub    *Hub
 	closed atomic.Bool
+
+	processLeases bool
+	holders       sync.Map // holder → true: holders that acquired a lease through this Store
 }
 
 var _ store.Store = (*Store)(nil)
@@ -106,7 +114,7 @@ func New(b Backend, d Dialect, hub *Hub, o Options) *Store {
 	if hub == nil {
 		hub = NewHub()
 	}
-	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub}
+	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub, processLeases: o.ProcessLeases}
 }
 
 // Ping implements store.Store.
