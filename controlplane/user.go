@@ -871,12 +871,14 @@ func promHandler(reg *prometheus.Registry) http.Handler {
 }
 
 // handleAuditVerify recomputes the audit chain: an edited, inserted or
-// deleted row shows as the first broken link.
+// deleted row shows as the first broken link, and with the server's audit
+// key so does an edit re-chained by someone without it.
 func (s *Server) handleAuditVerify(w http.ResponseWriter, r *http.Request, _ *caller) error {
 	v, err := s.store.VerifyAudit(r.Context())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.AuditVerification{Events: v.Events, OK: v.OK(), FirstBroken: v.FirstBroken, Reason: v.Reason})
+	writeJSON(w, http.StatusOK, api.AuditVerification{Events: v.Events, OK: v.OK(), FirstBroken: v.FirstBroken, Reason: v.Reason,
+		KeyedFrom: v.KeyedFrom, KeyChecked: v.KeyChecked})
 	return nil
 }

@@ -52,6 +52,9 @@ var (
 	// current identity epoch (issued to an earlier site of the same name,
 	// or discarded because a revocation won the race with its issuance).
 	ErrCertUnknown = errors.New("certificate not issued to this site")
+	// ErrAuditKey: the audit chain is keyed and this store was opened
+	// without its key, so it cannot append (any audited mutation fails).
+	ErrAuditKey = errors.New("audit chain is keyed: the store needs the audit key")
 )
 
 // Store is everything the control plane and the GitOps loop persist.
@@ -366,7 +369,10 @@ type Audit interface {
 	// events (admin view).
 	ListAudit(ctx context.Context, tenant string, afterSeq int64, limit int) ([]AuditEvent, error)
 	// VerifyAudit recomputes the whole chain and reports the first broken
-	// link (an edited, inserted or deleted event); error only for I/O.
+	// link (an edited, inserted or deleted event); error only for I/O. With
+	// an audit key it also checks every MAC from the audit.keyed event on,
+	// and that there is such an event, so an edit followed by a re-chain
+	// done without the key shows.
 	VerifyAudit(ctx context.Context) (AuditVerification, error)
 }
 
@@ -720,6 +726,8 @@ type AuditEvent struct {
 	Detail   json.RawMessage `json:"detail,omitempty"`
 	PrevHash string          `json:"prevHash"` // Hash of event Seq-1 ("" for the first)
 	Hash     string          `json:"hash"`     // see AuditHash
+	// MAC is AuditKey.MAC(Hash) ("" for events before the chain was keyed).
+	MAC string `json:"mac,omitempty"`
 }
 
 // AuditVerification is the outcome of VerifyAudit.
@@ -729,6 +737,13 @@ type AuditVerification struct {
 	// the chain is intact). For a deleted event it is the Seq that is missing.
 	FirstBroken int64  `json:"firstBroken,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// KeyedFrom is the Seq of the audit.keyed event where the keyed chain
+	// starts (0 = no event carries a MAC).
+	KeyedFrom int64 `json:"keyedFrom,omitempty"`
+	// KeyChecked says the MACs were checked with the audit key; false when
+	// the store was opened without it (then only the hashes were checked,
+	// which someone with database access can recompute).
+	KeyChecked bool `json:"keyChecked"`
 }
 
 // OK reports whether the chain is intact.

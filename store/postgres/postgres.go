@@ -45,6 +45,11 @@ type Options struct {
 	// NoMigrate applies no migration (read-only inspection, such as a
 	// health check).
 	NoMigrate bool
+	// AuditKey keys the audit chain; AuditKeyFresh says it was just made
+	// (see sqlstore.Options). A store opened for writing with a key keys
+	// the chain at once when it may.
+	AuditKey      store.AuditKey
+	AuditKeyFresh bool
 }
 
 // Store is a store.Store on a PostgreSQL database.
@@ -118,7 +123,13 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: " FOR UPDATE",
 		NowMicros: `(extract(epoch from clock_timestamp()) * 1000000)::bigint`,
-	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now})
+	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
+	if !o.NoMigrate {
+		if err := s.AnchorAudit(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return &Store{Store: s, db: d, applied: applied}, nil
 }
 

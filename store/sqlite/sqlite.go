@@ -42,6 +42,11 @@ type Options struct {
 	// NoMigrate opens an existing file as it is: no file is created and no
 	// migration applied (read-only inspection, such as a health check).
 	NoMigrate bool
+	// AuditKey keys the audit chain; AuditKeyFresh says it was just made
+	// (see sqlstore.Options). A store opened for writing with a key keys
+	// the chain at once when it may.
+	AuditKey      store.AuditKey
+	AuditKeyFresh bool
 }
 
 // Store is a store.Store on one SQLite file.
@@ -116,7 +121,13 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: "",
 		NowMicros: `CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)`,
-	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now, ProcessLeases: true})
+	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now, ProcessLeases: true, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
+	if !o.NoMigrate {
+		if err := s.AnchorAudit(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return &Store{Store: s, db: d, applied: applied}, nil
 }
 

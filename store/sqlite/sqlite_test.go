@@ -133,3 +133,17 @@ func TestStaleLeaseTakenOverAfterRestart(t *testing.T) {
 		t.Fatalf("RenewLease by the new holder = %v, %v", ok, err)
 	}
 }
+
+func TestAuditKeyed(t *testing.T) {
+	storetest.AuditKeyed(t, func(t *testing.T) storetest.Reopen {
+		path := filepath.Join(t.TempDir(), "nkudo.db")
+		return func(key store.AuditKey, fresh bool) store.Store {
+			s, err := sqlite.Open(t.Context(), path, sqlite.Options{AuditKey: key, AuditKeyFresh: fresh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/storetest"
 )
 
 // TestRevokeRacesRenew races renewals against a revocation of their site,
@@ -250,4 +251,39 @@ func TestEnrollAndAPITokenTTLMustBePositive(t *testing.T) {
 	if err != nil || tok.ExpiresAt.IsZero() {
 		t.Errorf("token with a 1h ttl: %+v, %v; want an expiry", tok, err)
 	}
+}
+
+// TestAuditRechainDetected: over the API, on SQLite and Postgres rows, an
+// edit followed by a full re-chain by someone without the audit key (every
+// later hash and the head recomputed) is reported, and so is the same with
+// every MAC stripped; the server keys its chain at its first start.
+func TestAuditRechainDetected(t *testing.T) {
+	cptest.ForEachBackend(t, func(t *testing.T, o cptest.Options) {
+		for _, strip := range []bool{false, true} {
+			env := cptest.Start(t, o)
+			ctx := t.Context()
+			acme := env.NewTenant("acme")
+			env.Enroll("acme", "s1")
+			if _, err := acme.Client.RevokeSite(ctx, "s1"); err != nil {
+				t.Fatal(err)
+			}
+			// Something after it: dropping the newest events is truncation,
+			// which the chain cannot show (docs/store.md says so).
+			env.NewSite("acme", "s2")
+			v, err := env.Admin.VerifyAudit(ctx)
+			if err != nil || !v.OK || !v.KeyChecked || v.KeyedFrom != 1 {
+				t.Fatalf("fresh keyed chain: %+v, %v; want intact, keyed from event 1, MACs checked", v, err)
+			}
+			raw, ok := env.Store().(storetest.Raw)
+			if !ok {
+				t.Fatalf("%T has no ExecRaw", env.Store())
+			}
+			// Hide the revocation: drop its event and re-chain the rest.
+			storetest.Rechain(t, ctx, env.Store(), raw, func(e *store.AuditEvent) bool { return e.Action != "site.revoke" }, strip)
+			v, err = env.Admin.VerifyAudit(ctx)
+			if err != nil || v.OK || v.FirstBroken == 0 || v.Reason == "" {
+				t.Errorf("strip=%v: chain after dropping an event and re-chaining without the key: %+v, %v; want broken", strip, v, err)
+			}
+		}
+	})
 }

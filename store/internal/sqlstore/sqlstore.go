@@ -86,6 +86,15 @@ type Options struct {
 	// left by an earlier process that died holding it, and is taken over
 	// at once instead of waiting for it to expire.
 	ProcessLeases bool
+	// AuditKey keys the audit chain (nil = events get no MAC, and a chain
+	// already keyed cannot be appended to).
+	AuditKey store.AuditKey
+	// AuditKeyFresh says AuditKey was just made, so a chain that has events
+	// but no keyed part may be keyed from now on. With an older key only an
+	// empty chain is: a key that already keyed this chain must never key it
+	// again, or someone who stripped the MACs and re-chained would see the
+	// evidence laundered by the next start.
+	AuditKeyFresh bool
 }
 
 // Store implements store.Store over a Backend.
@@ -97,6 +106,8 @@ type Store struct {
 	hub    *Hub
 	closed atomic.Bool
 
+	auditKey      store.AuditKey
+	auditKeyFresh bool
 	processLeases bool
 	holders       sync.Map // holder → true: holders that acquired a lease through this Store
 }
@@ -114,7 +125,8 @@ func New(b Backend, d Dialect, hub *Hub, o Options) *Store {
 	if hub == nil {
 		hub = NewHub()
 	}
-	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub, processLeases: o.ProcessLeases}
+	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub, processLeases: o.ProcessLeases,
+		auditKey: o.AuditKey, auditKeyFresh: o.AuditKeyFresh}
 }
 
 // Ping implements store.Store.
