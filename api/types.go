@@ -688,6 +688,12 @@ type AuditVerification struct {
 	// FirstBroken is the Seq of the first edited, inserted or missing event (0 when OK).
 	FirstBroken int64  `json:"firstBroken,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// KeyedFrom is the Seq of the event where the keyed chain starts (0 =
+	// no event carries a MAC under the server's audit key).
+	KeyedFrom int64 `json:"keyedFrom,omitempty"`
+	// KeyChecked says the server checked the MACs with its audit key (false:
+	// only the hashes, which anyone who can write the database can recompute).
+	KeyChecked bool `json:"keyChecked"`
 }
 
 // Health is the body of /healthz and /readyz.

@@ -44,8 +44,8 @@ var errTokenInvalid = errorf(http.StatusUnauthorized, api.CodeTokenInvalid, "enr
 // Enroll redeems a one-time token for a certificate. result is the metric
 // label of the outcome. Requests that fail validation (bad CSR, wrong site)
 // are refused before the token is redeemed, so they do not burn it. An
-// unknown token and a wrong secret get the same answer, so a caller cannot
-// probe which tokens exist.
+// unknown token and a wrong secret get the same answer, whatever else the
+// request names, so a caller cannot probe which tokens exist or what for.
 func (s *Server) Enroll(ctx context.Context, req api.EnrollRequest) (_ api.CertResponse, result string, _ error) {
 	if err := checkProtocol(req.ProtocolVersion); err != nil {
 		return api.CertResponse{}, "bad_request", err
@@ -57,40 +57,52 @@ func (s *Server) Enroll(ctx context.Context, req api.EnrollRequest) (_ api.CertR
 	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
 		return api.CertResponse{}, "bad_request", badRequest("field \"csr\": %v", err)
 	}
-	if req.Site != "" || req.Tenant != "" {
-		if req.Tenant == "" {
-			return api.CertResponse{}, "bad_request", badRequest("field \"site\" needs field \"tenant\" as well")
+	if req.Site != "" && req.Tenant == "" {
+		return api.CertResponse{}, "bad_request", badRequest("field \"site\" needs field \"tenant\" as well")
+	}
+	// The secret is checked before anything else about the token, so a
+	// caller without it learns nothing: a wrong secret gets the same 401
+	// whatever tenant or site the token ID names. A caller with it who
+	// names another site is refused without burning the token.
+	if req.Tenant != "" {
+		tok, err := s.store.CheckEnrollmentToken(ctx, id, store.HashSecret(secret), s.now())
+		if err != nil {
+			result, err := enrollOutcome(id, err)
+			return api.CertResponse{}, result, err
 		}
-		toks, err := s.store.ListEnrollmentTokens(ctx, req.Tenant)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return api.CertResponse{}, "error", err
-		}
-		i := slices.IndexFunc(toks, func(t store.EnrollmentToken) bool { return t.ID == id })
-		if i < 0 {
+		if tok.Tenant != req.Tenant {
 			return api.CertResponse{}, "invalid", errTokenInvalid
 		}
-		if req.Site != "" && toks[i].Site != req.Site {
+		if req.Site != "" && tok.Site != req.Site {
 			return api.CertResponse{}, "wrong_site", errorf(http.StatusForbidden, api.CodeForbidden,
 				"enrollment token %s is not for site %s; create a token for that site", id, req.Site)
 		}
 	}
 	tok, err := s.store.RedeemEnrollmentToken(ctx, id, store.HashSecret(secret), s.now())
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return api.CertResponse{}, "invalid", errTokenInvalid
-	case errors.Is(err, store.ErrTokenUsed):
-		return api.CertResponse{}, "used", errorf(http.StatusUnauthorized, api.CodeTokenUsed, "enrollment token %s was already used; create a new one", id)
-	case errors.Is(err, store.ErrTokenExpired):
-		return api.CertResponse{}, "expired", errorf(http.StatusUnauthorized, api.CodeTokenExpired, "enrollment token %s expired; create a new one", id)
-	case err != nil:
-		return api.CertResponse{}, "error", err
+	if err != nil {
+		result, err := enrollOutcome(id, err)
+		return api.CertResponse{}, result, err
 	}
 	ident := pki.Identity{Tenant: tok.Tenant, Site: tok.Site}
-	resp, err := s.issue(ctx, store.Actor{Kind: store.ActorEnroll, ID: tok.ID}, ident, []byte(req.CSR))
+	resp, err := s.issue(ctx, store.Actor{Kind: store.ActorEnroll, ID: tok.ID}, ident, "", []byte(req.CSR))
 	if err != nil {
 		return api.CertResponse{}, "error", err
 	}
 	return resp, "ok", nil
+}
+
+// enrollOutcome maps a token check or redemption error to the metric
+// label and the answer.
+func enrollOutcome(id string, err error) (string, error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "invalid", errTokenInvalid
+	case errors.Is(err, store.ErrTokenUsed):
+		return "used", errorf(http.StatusUnauthorized, api.CodeTokenUsed, "enrollment token %s was already used; create a new one", id)
+	case errors.Is(err, store.ErrTokenExpired):
+		return "expired", errorf(http.StatusUnauthorized, api.CodeTokenExpired, "enrollment token %s expired; create a new one", id)
+	}
+	return "error", err
 }
 
 func checkProtocol(v int) error {
@@ -101,13 +113,24 @@ func checkProtocol(v int) error {
 }
 
 // issue signs a certificate for ident, records its serial and assembles the
-// answer, NetBird configuration included.
-func (s *Server) issue(ctx context.Context, actor store.Actor, ident pki.Identity, csr []byte) (api.CertResponse, error) {
+// answer, NetBird configuration included. authSerial is the certificate
+// the request authenticated with ("" for enrollment): the store records the
+// new certificate only if that one is still valid, atomically with any
+// revocation, so a renewal racing a revoke never yields a working
+// certificate; the signed one is then dropped unseen.
+func (s *Server) issue(ctx context.Context, actor store.Actor, ident pki.Identity, authSerial string, csr []byte) (api.CertResponse, error) {
 	iss, err := s.pki.Sign(csr, ident)
 	if err != nil {
 		return api.CertResponse{}, err
 	}
-	if err := s.store.SetSiteCertificate(ctx, actor, ident.Tenant, ident.Site, iss.Serial, s.now()); err != nil {
+	err = s.store.IssueSiteCertificate(ctx, actor, ident.Tenant, ident.Site, authSerial, iss.Serial, s.now())
+	switch {
+	case errors.Is(err, store.ErrCertRevoked), errors.Is(err, store.ErrCertUnknown):
+		return api.CertResponse{}, errorf(http.StatusUnauthorized, api.CodeCertRevoked,
+			"certificate %s of site %s was revoked while renewing; enroll again with a new token", authSerial, ident.Site)
+	case errors.Is(err, store.ErrNotFound):
+		return api.CertResponse{}, errorf(http.StatusUnauthorized, api.CodeCertInvalid, "site %s no longer exists", ident.Site)
+	case err != nil:
 		return api.CertResponse{}, fmt.Errorf("record certificate: %w", err)
 	}
 	mgmt, key, err := s.store.SiteNetBird(ctx, ident.Tenant, ident.Site)
@@ -142,7 +165,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c *caller) 
 	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
 		return badRequest("field \"csr\": %v", err)
 	}
-	resp, err := s.issue(r.Context(), c.actor(), c.id, []byte(req.CSR))
+	resp, err := s.issue(r.Context(), c.actor(), c.id, c.serial, []byte(req.CSR))
 	if err != nil {
 		return err
 	}

@@ -289,35 +289,20 @@ func (s *Server) authAgent(r *http.Request, c *caller) error {
 	}
 	ctx := r.Context()
 	serial := pki.SerialString(cert.SerialNumber)
-	revoked, err := s.store.IsSerialRevoked(ctx, serial)
-	if err != nil {
-		return err
-	}
-	if revoked {
-		return errorf(http.StatusUnauthorized, api.CodeCertRevoked, "certificate %s of site %s was revoked; enroll again with a new token", serial, id.Site)
-	}
-	site, err := s.store.GetSite(ctx, id.Tenant, id.Site)
-	if errors.Is(err, store.ErrNotFound) {
+	// One statement: the site, and whether this serial is a live
+	// certificate of its current epoch. A certificate of a deleted site, of
+	// an earlier site of the same name, or signed for a renewal that lost
+	// the race with a revocation was never recorded there and is refused.
+	site, err := s.store.CheckSiteCertificate(ctx, id.Tenant, id.Site, serial)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return errorf(http.StatusUnauthorized, api.CodeCertInvalid, "site %s of the certificate no longer exists", id.Site)
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrCertRevoked):
+		return errorf(http.StatusUnauthorized, api.CodeCertRevoked, "certificate %s of site %s was revoked; enroll again with a new token", serial, id.Site)
+	case errors.Is(err, store.ErrCertUnknown):
+		return errorf(http.StatusUnauthorized, api.CodeCertRevoked, "certificate %s was not issued to the current site %s (deleted and created again, or revoked); enroll again with a new token", serial, id.Site)
+	case err != nil:
 		return err
-	}
-	// A certificate that is not the site's newest (an agent between renewal
-	// and switching over, or a copy of an old one) is refused once the site
-	// had a revocation after it was issued: revoking a site stops every
-	// certificate it had, even those whose serial the store never saw.
-	// This is the rare path, so listing revocations here is affordable.
-	if site.CertSerial != serial {
-		revs, err := s.store.ListRevokedSerials(ctx)
-		if err != nil {
-			return err
-		}
-		for _, rv := range revs {
-			if rv.Tenant == id.Tenant && rv.Site == id.Site && !rv.RevokedAt.Before(cert.NotBefore) {
-				return errorf(http.StatusUnauthorized, api.CodeCertRevoked, "site %s's certificates were revoked after this one was issued; enroll again with a new token", id.Site)
-			}
-		}
 	}
 	c.id, c.serial, c.notAfter, c.site, c.tenant = id, serial, cert.NotAfter, site, id.Tenant
 	return nil

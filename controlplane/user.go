@@ -235,10 +235,32 @@ func (s *Server) handleDeleteTenant(w http.ResponseWriter, r *http.Request, c *c
 	return nil
 }
 
+// checkTTL refuses a "ttl" that was given but is not positive: a zero or
+// negative lifetime is a mistake, never "does not expire" (leaving the
+// field out asks for the default). Handlers decode "ttl" into a pointer
+// field of their body, which shadows the request type's own, to tell
+// "ttl":"0s" from no ttl.
+func checkTTL(ttl *api.Duration) error {
+	if ttl != nil && *ttl <= 0 {
+		return badRequest("field \"ttl\" %s: want a positive duration (leave it out for the default)", ttl.D())
+	}
+	return nil
+}
+
 func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, c *caller) error {
-	var req api.CreateTokenRequest
-	if err := decode(r, &req); err != nil {
+	var body struct {
+		api.CreateTokenRequest
+		TTL *api.Duration `json:"ttl"`
+	}
+	if err := decode(r, &body); err != nil {
 		return err
+	}
+	if err := checkTTL(body.TTL); err != nil {
+		return err
+	}
+	req := body.CreateTokenRequest
+	if body.TTL != nil {
+		req.TTL = *body.TTL
 	}
 	resp, err := CreateAPIToken(r.Context(), s.store, c.actor(), req, s.now())
 	if err != nil {
@@ -254,6 +276,9 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, c *ca
 func CreateAPIToken(ctx context.Context, st store.Store, actor store.Actor, req api.CreateTokenRequest, now time.Time) (api.CreateTokenResponse, error) {
 	if req.Admin == (req.Tenant != "") {
 		return api.CreateTokenResponse{}, badRequest("set exactly one of \"tenant\" and \"admin\"")
+	}
+	if req.TTL < 0 {
+		return api.CreateTokenResponse{}, badRequest("field \"ttl\" %s: want a positive duration (0 = does not expire)", req.TTL.D())
 	}
 	secret, err := store.NewSecret()
 	if err != nil {
@@ -576,8 +601,10 @@ func (s *Server) handleRevokeSite(w http.ResponseWriter, r *http.Request, c *cal
 	return nil
 }
 
-// RevokeSite revokes the site's current certificate; the agent's next
-// request is refused. `nkudo admin site revoke` uses it too.
+// RevokeSite revokes every certificate of the site, the current one and
+// any older one still within its validity; the agent's next request is
+// refused, and a renewal in flight is refused too (the store serialises
+// the two on the site). `nkudo admin site revoke` uses it too.
 func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, site string, now time.Time) (string, error) {
 	s, err := st.GetSite(ctx, tenant, site)
 	if err != nil {
@@ -586,8 +613,14 @@ func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, 
 	if s.CertSerial == "" {
 		return "", errorf(http.StatusConflict, api.CodeConflict, "site %s has no certificate to revoke (never enrolled)", site)
 	}
-	if err := st.RevokeSerial(ctx, actor, tenant, site, s.CertSerial, now); err != nil {
+	revoked, err := st.RevokeSiteCertificates(ctx, actor, tenant, site, now)
+	if err != nil {
 		return "", err
+	}
+	// The newest revoked serial is the current one unless a renewal
+	// recorded another between the read above and the revocation.
+	if after, err := st.GetSite(ctx, tenant, site); err == nil && slices.Contains(revoked, after.CertSerial) {
+		return after.CertSerial, nil
 	}
 	return s.CertSerial, nil
 }
@@ -596,9 +629,19 @@ func RevokeSite(ctx context.Context, st store.Store, actor store.Actor, tenant, 
 const maxEnrollTokenTTL = 7 * 24 * time.Hour
 
 func (s *Server) handleCreateEnrollmentToken(w http.ResponseWriter, r *http.Request, c *caller) error {
-	var req api.CreateEnrollmentTokenRequest
-	if err := decodeOptional(r, &req); err != nil {
+	var body struct {
+		api.CreateEnrollmentTokenRequest
+		TTL *api.Duration `json:"ttl"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
 		return err
+	}
+	if err := checkTTL(body.TTL); err != nil {
+		return err
+	}
+	req := body.CreateEnrollmentTokenRequest
+	if body.TTL != nil {
+		req.TTL = *body.TTL
 	}
 	tok, err := s.CreateEnrollmentToken(r.Context(), c.actor(), c.tenant, r.PathValue("site"), req.TTL.D(), s.baseURL(r))
 	if err != nil {
@@ -872,12 +915,14 @@ func promHandler(reg *prometheus.Registry) http.Handler {
 }
 
 // handleAuditVerify recomputes the audit chain: an edited, inserted or
-// deleted row shows as the first broken link.
+// deleted row shows as the first broken link, and with the server's audit
+// key so does an edit re-chained by someone without it.
 func (s *Server) handleAuditVerify(w http.ResponseWriter, r *http.Request, _ *caller) error {
 	v, err := s.store.VerifyAudit(r.Context())
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, api.AuditVerification{Events: v.Events, OK: v.OK(), FirstBroken: v.FirstBroken, Reason: v.Reason})
+	writeJSON(w, http.StatusOK, api.AuditVerification{Events: v.Events, OK: v.OK(), FirstBroken: v.FirstBroken, Reason: v.Reason,
+		KeyedFrom: v.KeyedFrom, KeyChecked: v.KeyChecked})
 	return nil
 }

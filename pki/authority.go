@@ -264,18 +264,22 @@ func writeFiles(files map[string][]byte) error {
 // InitFiles are the paths Init wrote.
 type InitFiles struct {
 	CACert, CAKey, ServerCert, ServerKey string
+	// AuditKey is the audit chain's HMAC key (AuditKeyFile).
+	AuditKey string
 	// Fingerprint is the CA fingerprint agents pin at enrollment.
 	Fingerprint string
 }
 
-// Init creates a persistent CA and a server certificate for hosts in dir.
+// Init creates a persistent CA, a server certificate for hosts and the
+// audit chain key in dir.
 // It refuses to overwrite existing files.
 func Init(dir string, hosts []string, now time.Time) (InitFiles, error) {
 	f := InitFiles{
 		CACert: filepath.Join(dir, CACertFile), CAKey: filepath.Join(dir, CAKeyFile),
 		ServerCert: filepath.Join(dir, ServerCertFile), ServerKey: filepath.Join(dir, ServerKeyFile),
+		AuditKey: filepath.Join(dir, AuditKeyFile),
 	}
-	for _, p := range []string{f.CACert, f.CAKey, f.ServerCert, f.ServerKey} {
+	for _, p := range []string{f.CACert, f.CAKey, f.ServerCert, f.ServerKey, f.AuditKey} {
 		if _, err := os.Stat(p); err == nil {
 			return InitFiles{}, fmt.Errorf("%s already exists: refusing to overwrite", p)
 		}
@@ -296,6 +300,9 @@ func Init(dir string, hosts []string, now time.Time) (InitFiles, error) {
 		return InitFiles{}, err
 	}
 	if err := writeFiles(map[string][]byte{f.CAKey: keyPEM, f.CACert: EncodeCertPEM(ca.Raw), f.ServerKey: skPEM, f.ServerCert: scPEM}); err != nil {
+		return InitFiles{}, err
+	}
+	if err := NewAuditKeyFile(f.AuditKey); err != nil {
 		return InitFiles{}, err
 	}
 	f.Fingerprint = Fingerprint(ca.Raw)

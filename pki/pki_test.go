@@ -1,11 +1,14 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -260,5 +263,43 @@ func TestParseCANamesTheFaultyFile(t *testing.T) {
 				t.Errorf("err = %v, want one with %q", err, tt.wantInMessage)
 			}
 		})
+	}
+}
+
+// TestAuditKeyLifecycle: a missing key is made fresh under a pending name
+// and moved into place by Commit; from then on it loads as not fresh, and
+// a crash before Commit leaves it fresh for the next start. Without create
+// a missing key is no key.
+func TestAuditKeyLifecycle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pki", AuditKeyFile)
+	if k, err := LoadAuditKey(path, false); err != nil || k.Key != nil {
+		t.Fatalf("missing key without create = %+v, %v; want none", k.Fresh, err)
+	}
+	k, err := LoadAuditKey(path, true)
+	if err != nil || len(k.Key) != 32 || !k.Fresh {
+		t.Fatalf("created key: fresh=%v len=%d, %v", k.Fresh, len(k.Key), err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("key in place before Commit: %v", err)
+	}
+	again, err := LoadAuditKey(path, true) // a crash before Commit
+	if err != nil || !again.Fresh || !bytes.Equal(again.Key, k.Key) {
+		t.Fatalf("pending key after a crash: fresh=%v same=%v, %v", again.Fresh, bytes.Equal(again.Key, k.Key), err)
+	}
+	if err := again.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := LoadAuditKey(path, true)
+	if err != nil || loaded.Fresh || !bytes.Equal(loaded.Key, k.Key) {
+		t.Fatalf("committed key: fresh=%v same=%v, %v", loaded.Fresh, bytes.Equal(loaded.Key, k.Key), err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode: %v, %v; want 0600", fi, err)
+	}
+	if err := os.WriteFile(path, []byte("not hex\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadAuditKey(path, true); err == nil {
+		t.Error("a malformed key loaded")
 	}
 }

@@ -425,11 +425,18 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		key := desiredHash + "@" + fmt.Sprint(invs[s].Version)
 		keys[s] = key
 		old := prev[s].Hash
-		if old == key {
+		// A site recorded as planned for this very commit, which is not
+		// applied yet, was planned by a run that did not finish (a crash or
+		// a lost lease half-way through the sites). It is planned again:
+		// storing the same plan is a no-op, and the commit's nkudo/plan
+		// summary and apply tracking must cover every site it planned, not
+		// only those the last run reached.
+		resumed := old == key && report && prev[s].Commit == commit
+		if old == key && !resumed {
 			continue // unchanged: the incremental rule
 		}
 		oldDesired, _, _ := strings.Cut(old, "@")
-		if old != "" && oldDesired == desiredHash {
+		if !resumed && old != "" && oldDesired == desiredHash {
 			// Only the inventory moved. Leave a plan the agent is working
 			// on alone (its own progress moves the inventory), and a
 			// pending plan that is still fresh.

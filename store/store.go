@@ -48,6 +48,16 @@ var (
 	ErrSuperseded = errors.New("plan superseded")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store closed")
+	// ErrCertRevoked: an agent certificate was revoked (by a revoke, or by
+	// the deletion of its site or tenant).
+	ErrCertRevoked = errors.New("certificate revoked")
+	// ErrCertUnknown: an agent certificate was never recorded for the site's
+	// current identity epoch (issued to an earlier site of the same name,
+	// or discarded because a revocation won the race with its issuance).
+	ErrCertUnknown = errors.New("certificate not issued to this site")
+	// ErrAuditKey: the audit chain is keyed and this store was opened
+	// without its key, so it cannot append (any audited mutation fails).
+	ErrAuditKey = errors.New("audit chain is keyed: the store needs the audit key")
 )
 
 // Store is everything the control plane and the GitOps loop persist.
@@ -85,8 +95,8 @@ type Tenants interface {
 	// ListTenants returns all tenants ordered by ID.
 	ListTenants(ctx context.Context) ([]Tenant, error)
 	// DeleteTenant removes the tenant and purges everything it owns
-	// (repositories, tokens, sites, plans, logs, statuses, previews).
-	// Audit events are kept: the log is append-only. ErrNotFound if absent.
+	// (repositories, tokens, sites, plans, logs, statuses, previews) and
+	// revokes every certificate its sites were issued. Audit events are kept: the log is append-only. ErrNotFound if absent.
 	DeleteTenant(ctx context.Context, actor Actor, id string) error
 }
 
@@ -258,6 +268,10 @@ type Tokens interface {
 	// (compared in constant time); ErrTokenUsed if already redeemed;
 	// ErrTokenExpired if now is past ExpiresAt. Audited (actor "enroll:<id>").
 	RedeemEnrollmentToken(ctx context.Context, id, secretHash string, now time.Time) (EnrollmentToken, error)
+	// CheckEnrollmentToken makes RedeemEnrollmentToken's checks (with its
+	// errors, in its order: secret first) without redeeming the token, so a
+	// request can be refused for another reason without burning it.
+	CheckEnrollmentToken(ctx context.Context, id, secretHash string, now time.Time) (EnrollmentToken, error)
 	// ListEnrollmentTokens returns the tenant's enrollment tokens, newest first.
 	ListEnrollmentTokens(ctx context.Context, tenant string) ([]EnrollmentToken, error)
 	// DeleteEnrollmentToken removes a token. ErrNotFound if absent.
@@ -274,7 +288,9 @@ type Sites interface {
 	// ListSites returns the tenant's sites ordered by name.
 	ListSites(ctx context.Context, tenant string) ([]Site, error)
 	// DeleteSite removes a site with its inventory, plans, logs and
-	// enrollment tokens. ErrNotFound if absent.
+	// enrollment tokens, and revokes every certificate it was issued (a
+	// site created again with the same name starts a new epoch).
+	// ErrNotFound if absent.
 	DeleteSite(ctx context.Context, actor Actor, tenant, name string) error
 
 	// SetSiteCertificate records the serial of the certificate just issued
@@ -289,6 +305,27 @@ type Sites interface {
 	IsSerialRevoked(ctx context.Context, serial string) (bool, error)
 	// ListRevokedSerials returns every revoked serial (for the CRL), oldest first.
 	ListRevokedSerials(ctx context.Context) ([]RevokedSerial, error)
+
+	// IssueSiteCertificate records a certificate just signed for the site in
+	// its current identity epoch and makes it the site's CertSerial, under
+	// the site's row lock, so it serialises with RevokeSiteCertificates and
+	// DeleteSite. authSerial is the certificate that authenticated the
+	// request (renewal) or "" (enrollment, where the redeemed token did):
+	// when it is no longer valid for the site (ErrCertRevoked, ErrCertUnknown)
+	// nothing is recorded and the new certificate must be discarded. The
+	// first issue sets EnrolledAt. Audited. ErrNotFound if the site is absent.
+	IssueSiteCertificate(ctx context.Context, actor Actor, tenant, site, authSerial, serial string, now time.Time) error
+	// CheckSiteCertificate returns the site when serial is a certificate
+	// recorded for its current epoch and not revoked: the check of every
+	// agent request. ErrCertRevoked if the serial was revoked (also when
+	// the site is gone); ErrNotFound if the site is absent otherwise;
+	// ErrCertUnknown if it was never issued to this site's current epoch.
+	CheckSiteCertificate(ctx context.Context, tenant, site, serial string) (Site, error)
+	// RevokeSiteCertificates revokes every certificate the site's current
+	// epoch was issued that is not revoked yet and returns their serials
+	// (empty when there was none). Audited when it revoked anything.
+	// ErrNotFound if the site is absent.
+	RevokeSiteCertificates(ctx context.Context, actor Actor, tenant, site string, now time.Time) ([]string, error)
 
 	// SetSiteNetBird stores the NetBird management URL and setup key handed
 	// to the site's agent at enrollment. An empty key clears it. Audited
@@ -490,7 +527,10 @@ type Audit interface {
 	// events (admin view).
 	ListAudit(ctx context.Context, tenant string, afterSeq int64, limit int) ([]AuditEvent, error)
 	// VerifyAudit recomputes the whole chain and reports the first broken
-	// link (an edited, inserted or deleted event); error only for I/O.
+	// link (an edited, inserted or deleted event); error only for I/O. With
+	// an audit key it also checks every MAC from the audit.keyed event on,
+	// and that there is such an event, so an edit followed by a re-chain
+	// done without the key shows.
 	VerifyAudit(ctx context.Context) (AuditVerification, error)
 }
 
@@ -672,6 +712,11 @@ type Site struct {
 	EnrolledAt time.Time `json:"enrolledAt,omitzero"` // zero = never enrolled
 	// CertSerial is the serial of the newest certificate issued to the agent.
 	CertSerial string `json:"certSerial,omitempty"`
+	// Epoch identifies this incarnation of the site: random, made when the
+	// site is created ("" for sites created before epochs existed). A site
+	// deleted and created again with the same name gets a new one, and no
+	// certificate of the old one is valid for it.
+	Epoch string `json:"epoch,omitempty"`
 	// Facts is the host facts JSON of the last heartbeat (nil = none yet).
 	Facts         json.RawMessage `json:"facts,omitempty"`
 	LastHeartbeat time.Time       `json:"lastHeartbeat,omitzero"` // zero = never
@@ -838,6 +883,8 @@ type AuditEvent struct {
 	Detail   json.RawMessage `json:"detail,omitempty"`
 	PrevHash string          `json:"prevHash"` // Hash of event Seq-1 ("" for the first)
 	Hash     string          `json:"hash"`     // see AuditHash
+	// MAC is AuditKey.MAC(Hash) ("" for events before the chain was keyed).
+	MAC string `json:"mac,omitempty"`
 }
 
 // AuditVerification is the outcome of VerifyAudit.
@@ -847,6 +894,13 @@ type AuditVerification struct {
 	// the chain is intact). For a deleted event it is the Seq that is missing.
 	FirstBroken int64  `json:"firstBroken,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+	// KeyedFrom is the Seq of the audit.keyed event where the keyed chain
+	// starts (0 = no event carries a MAC).
+	KeyedFrom int64 `json:"keyedFrom,omitempty"`
+	// KeyChecked says the MACs were checked with the audit key; false when
+	// the store was opened without it (then only the hashes were checked,
+	// which someone with database access can recompute).
+	KeyChecked bool `json:"keyChecked"`
 }
 
 // OK reports whether the chain is intact.

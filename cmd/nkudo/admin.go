@@ -132,7 +132,7 @@ type PKICmd struct {
 
 // PKIInitCmd creates a persistent CA.
 type PKIInitCmd struct {
-	Dir  string   `help:"Directory to write ca.crt, ca.key, server.crt, server.key into." required:"" type:"path"`
+	Dir  string   `help:"Directory to write ca.crt, ca.key, server.crt, server.key and audit.key into." required:"" type:"path"`
 	Host []string `help:"DNS names or IPs the server certificate covers (besides localhost)." placeholder:"HOST"`
 }
 
@@ -142,7 +142,7 @@ func (c *PKIInitCmd) Run(g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("pki init: %w", err)
 	}
-	fmt.Fprintf(g.stdout, "CA_CERT_FILE=%s\nCA_KEY_FILE=%s\nSERVER_CERT_FILE=%s\nSERVER_KEY_FILE=%s\n# CA fingerprint: %s\n",
-		f.CACert, f.CAKey, f.ServerCert, f.ServerKey, f.Fingerprint)
+	fmt.Fprintf(g.stdout, "CA_CERT_FILE=%s\nCA_KEY_FILE=%s\nSERVER_CERT_FILE=%s\nSERVER_KEY_FILE=%s\nAUDIT_KEY_FILE=%s\n# CA fingerprint: %s\n",
+		f.CACert, f.CAKey, f.ServerCert, f.ServerKey, f.AuditKey, f.Fingerprint)
 	return nil
 }

@@ -105,7 +105,7 @@ func TestAdminThenServe(t *testing.T) {
 func TestPKIInitAndRequirePersistent(t *testing.T) {
 	dir := t.TempDir()
 	code, out, errs := runCmd(t, t.Context(), "pki", "init", "--dir="+filepath.Join(dir, "pki"), "--host=cp.example.net")
-	if code != 0 || !strings.Contains(out, "CA_CERT_FILE=") || !strings.Contains(out, "sha256:") {
+	if code != 0 || !strings.Contains(out, "CA_CERT_FILE=") || !strings.Contains(out, "AUDIT_KEY_FILE=") || !strings.Contains(out, "sha256:") {
 		t.Fatalf("pki init: exit %d: %s %s", code, out, errs)
 	}
 	t.Setenv("REQUIRE_PERSISTENT_PKI", "true")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,13 +29,51 @@ type StoreFlags struct {
 	// SecretKeyFile is never stored in the database: a copy of the
 	// database alone does not reveal the secrets in it.
 	SecretKeyFile string `help:"Key that seals secrets at rest (credentials, webhook secrets, NetBird setup keys): 32 bytes, base64. Empty: <data-dir>/secret.key, generated with a warning (development). Every replica needs the same key." env:"NKUDO_SECRET_KEY_FILE" type:"path" placeholder:"FILE"`
+	AuditKeyFile  string `help:"HMAC key of the audit chain, kept outside the database (default: audit.key beside CA_CERT_FILE, or in <data-dir>/pki)." env:"AUDIT_KEY_FILE" type:"path" placeholder:"FILE"`
 }
 
-// Open opens (and migrates) the store.
+// Open opens (and migrates) the store with the audit key if it exists (an
+// admin command never makes one: without it, a keyed chain refuses its
+// audited writes with a message naming AUDIT_KEY_FILE).
 func (f StoreFlags) Open(ctx context.Context, log *slog.Logger) (store.Store, error) {
-	st, err := backend.OpenWith(ctx, f.DatabaseURL, f.DataDir, backend.OpenOptions{Logger: log, SecretKeyFile: f.SecretKeyFile})
+	return f.open(ctx, log, os.Getenv("CA_CERT_FILE"), false)
+}
+
+// auditKeyPath is where the audit key lives: AUDIT_KEY_FILE, else beside
+// the persistent CA certificate, else in the dev PKI directory.
+func (f StoreFlags) auditKeyPath(caCertFile string) string {
+	switch {
+	case f.AuditKeyFile != "":
+		return f.AuditKeyFile
+	case caCertFile != "":
+		return filepath.Join(filepath.Dir(caCertFile), pki.AuditKeyFile)
+	}
+	return filepath.Join(f.DataDir, "pki", pki.AuditKeyFile)
+}
+
+// open opens the store keyed with the audit key at auditKeyPath(caCertFile),
+// making the key when create is set and it is missing. A fresh key is moved
+// into place only after the store has keyed the chain with it.
+func (f StoreFlags) open(ctx context.Context, log *slog.Logger, caCertFile string, create bool) (store.Store, error) {
+	path := f.auditKeyPath(caCertFile)
+	key, err := pki.LoadAuditKey(path, create)
+	if err != nil {
+		return nil, err
+	}
+	if key.Key == nil {
+		log.Warn("no audit key: the audit chain is not keyed by this process", "audit_key_file", path)
+	}
+	st, err := backend.OpenWith(ctx, f.DatabaseURL, f.DataDir, backend.OpenOptions{Logger: log, SecretKeyFile: f.SecretKeyFile,
+		AuditKey: store.AuditKey(key.Key), AuditKeyFresh: key.Fresh})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if key.Fresh {
+		if err := key.Commit(); err != nil {
+			st.Close()
+			return nil, err
+		}
+		log.Warn("generated the audit chain key: back it up with the CA; without it `nkudoctl audit verify` cannot tell an intact chain from a rewritten one", "audit_key_file", path)
 	}
 	return st, nil
 }
@@ -103,7 +142,7 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 			ln.Close()
 		}
 	}()
-	st, err := c.Open(ctx, log)
+	st, err := c.open(ctx, log, c.CACertFile, true)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane/cptest"
+	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/storetest"
 )
 
 // TestAuditVerify checks an intact chain, a chain with an edited event
@@ -59,5 +61,39 @@ func TestAuditVerify(t *testing.T) {
 	t.Setenv("NKUDO_SERVER", "")
 	if code, _, errs := nkudoctl(t, "audit", "verify"); code != 2 || !strings.Contains(errs, "no control plane") {
 		t.Errorf("no server: exit %d, %q", code, errs)
+	}
+}
+
+// TestAuditVerifyKeyedRechain: someone with write access to the database
+// but not to the PKI directory edits an event and recomputes every later
+// hash and the head; the hashes are consistent again, yet `nkudoctl audit
+// verify` reports the chain broken, because the server checks the MACs
+// under its audit key.
+func TestAuditVerifyKeyedRechain(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	env.NewTenant("acme")
+	env.NewSite("acme", "s1")
+	t.Setenv("NKUDO_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	t.Setenv("NKUDO_SERVER", env.URL)
+	t.Setenv("NKUDO_CA_HASH", env.CAFingerprint)
+	t.Setenv("NKUDO_TOKEN", env.AdminToken)
+	t.Setenv("NKUDO_TENANT", "")
+	code, out, errs := nkudoctl(t, "audit", "verify")
+	if code != 0 || !strings.Contains(out, "keyed: MACs under the server's audit key check from event 1 on") {
+		t.Fatalf("intact keyed chain: exit %d\n%s%s", code, out, errs)
+	}
+	raw, ok := env.Store().(storetest.Raw)
+	if !ok {
+		t.Fatal("the SQLite store has no ExecRaw")
+	}
+	storetest.Rechain(t, t.Context(), env.Store(), raw, func(e *store.AuditEvent) bool {
+		if e.Action == "site.create" {
+			e.Object = "site/someone-elses"
+		}
+		return true
+	}, false)
+	code, out, errs = nkudoctl(t, "audit", "verify")
+	if code != 1 || !strings.HasPrefix(out, "BROKEN: audit event ") || !strings.Contains(out, "MAC") {
+		t.Errorf("edited and re-chained: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -177,9 +177,20 @@ func (e *Env) start() {
 	t := e.t
 	t.Helper()
 	ctx := t.Context()
-	st, err := backend.OpenWith(ctx, e.DatabaseURL, e.DataDir, backend.OpenOptions{Logger: e.logger, SecretKeyFile: e.keyFile})
+	// The audit key beside the dev CA, as `nkudo serve` keeps it (replicas
+	// share the directory, so they share the key).
+	key, err := pki.LoadAuditKey(filepath.Join(e.pkiDir, pki.AuditKeyFile), true)
+	if err != nil {
+		t.Fatalf("cptest: audit key: %v", err)
+	}
+	st, err := backend.OpenWith(ctx, e.DatabaseURL, e.DataDir, backend.OpenOptions{Logger: e.logger, SecretKeyFile: e.keyFile,
+		AuditKey: store.AuditKey(key.Key), AuditKeyFresh: key.Fresh})
 	if err != nil {
 		t.Fatalf("cptest: open store: %v", err)
+	}
+	if err := key.Commit(); err != nil {
+		st.Close()
+		t.Fatalf("cptest: audit key: %v", err)
 	}
 	authority, err := pki.Load(pki.Config{DevDir: e.pkiDir, ClientCertTTL: e.opts.ClientCertTTL}, e.logger)
 	if err != nil {

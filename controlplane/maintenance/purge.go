@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/nkudo/nkudo/store"
@@ -162,13 +163,19 @@ func PurgeTenant(ctx context.Context, st store.Store, actor store.Actor, tenant 
 		return res, fmt.Errorf("purge tenant %s: %w", tenant, err)
 	}
 	for _, s := range sites {
-		if s.CertSerial == "" {
-			continue
+		// Every certificate the site was issued, not only the current one:
+		// an older one may still be within its validity.
+		serials, err := st.RevokeSiteCertificates(ctx, actor, tenant, s.Name, now)
+		if err != nil {
+			return res, fmt.Errorf("purge tenant %s: revoke certificates of site %s: %w", tenant, s.Name, err)
 		}
-		if err := st.RevokeSerial(ctx, actor, tenant, s.Name, s.CertSerial, now); err != nil {
-			return res, fmt.Errorf("purge tenant %s: revoke certificate of site %s: %w", tenant, s.Name, err)
+		if s.CertSerial != "" && !slices.Contains(serials, s.CertSerial) {
+			// Revoked by an earlier, interrupted purge (or a revoke): still listed.
+			serials = append(serials, s.CertSerial)
 		}
-		res.Revoked = append(res.Revoked, s.Name+":"+s.CertSerial)
+		for _, sr := range serials {
+			res.Revoked = append(res.Revoked, s.Name+":"+sr)
+		}
 	}
 	if err := st.DeleteTenant(ctx, actor, tenant); err != nil {
 		return res, fmt.Errorf("purge tenant %s: %w", tenant, err)

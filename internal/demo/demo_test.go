@@ -22,6 +22,7 @@ import (
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/reconciler"
+	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/backend"
 )
 
@@ -42,9 +43,19 @@ func TestMain(m *testing.M) {
 // testServe wires the control plane like `nkudo serve` does: store, dev
 // PKI, the GitOps loop (reconciler + webhooks) and the API server.
 func testServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.Logger) (err error) {
-	st, err := backend.Open(ctx, "", dataDir, log)
+	key, err := pki.LoadAuditKey(filepath.Join(dataDir, "pki", pki.AuditKeyFile), true)
 	if err != nil {
 		ln.Close()
+		return err
+	}
+	st, err := backend.OpenWith(ctx, "", dataDir, backend.OpenOptions{Logger: log, AuditKey: store.AuditKey(key.Key), AuditKeyFresh: key.Fresh})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if err := key.Commit(); err != nil {
+		ln.Close()
+		st.Close()
 		return err
 	}
 	defer func() { err = errors.Join(err, st.Close()) }()

@@ -47,9 +47,19 @@ func (d *demo) bootstrap(ctx context.Context) error {
 	if err := os.WriteFile(d.caFile, auth.CAPEM(), 0o644); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	st, err := backend.Open(ctx, "", d.cpDir, d.log)
+	// The audit key where `nkudo serve` looks for it in dev mode, so the
+	// demo's first events are keyed too.
+	key, err := pki.LoadAuditKey(filepath.Join(d.cpDir, "pki", pki.AuditKeyFile), true)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	st, err := backend.OpenWith(ctx, "", d.cpDir, backend.OpenOptions{Logger: d.log, AuditKey: store.AuditKey(key.Key), AuditKeyFresh: key.Fresh})
 	if err != nil {
 		return fmt.Errorf("demo: open store: %w", err)
+	}
+	if err := key.Commit(); err != nil {
+		st.Close()
+		return fmt.Errorf("demo: %w", err)
 	}
 	actor := store.Actor{Kind: store.ActorAdmin, ID: "local:demo"}
 	_, err = st.CreateTenant(ctx, actor, store.Tenant{ID: tenantID, Name: "n-kudo demo"})

@@ -43,6 +43,11 @@ type OpenOptions struct {
 	SecretKey *seal.Key
 	// SecretKeyFile names the key file when SecretKey is nil.
 	SecretKeyFile string
+	// AuditKey keys the audit chain (nil = unkeyed; a keyed chain then
+	// refuses appends with store.ErrAuditKey); AuditKeyFresh says the key
+	// was just made. See sqlstore.Options.
+	AuditKey      store.AuditKey
+	AuditKeyFresh bool
 }
 
 // OpenWith is Open with options.
@@ -76,13 +81,13 @@ func OpenWith(ctx context.Context, databaseURL, dataDir string, o OpenOptions) (
 				return nil, fmt.Errorf("create data dir: %w", err)
 			}
 		}
-		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger, NoMigrate: o.NoMigrate, Key: key})
+		s, err := sqlite.Open(ctx, path, sqlite.Options{Logger: logger, NoMigrate: o.NoMigrate, Key: key, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
 		if err != nil {
 			return nil, err
 		}
 		return s, nil
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
-		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger, NoMigrate: o.NoMigrate, Key: key})
+		s, err := postgres.Open(ctx, databaseURL, postgres.Options{Logger: logger, NoMigrate: o.NoMigrate, Key: key, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", Redact(databaseURL), err)
 		}

@@ -49,6 +49,11 @@ type Options struct {
 	// Key seals secrets at rest (nil = a random key for this process
 	// only, for tests). Every replica must use the same key.
 	Key *seal.Key
+	// AuditKey keys the audit chain; AuditKeyFresh says it was just made
+	// (see sqlstore.Options). A store opened for writing with a key keys
+	// the chain at once when it may.
+	AuditKey      store.AuditKey
+	AuditKeyFresh bool
 }
 
 // Store is a store.Store on a PostgreSQL database.
@@ -122,9 +127,13 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: " FOR UPDATE",
 		NowMicros: `(extract(epoch from clock_timestamp()) * 1000000)::bigint`,
-	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key})
+	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
 	if !o.NoMigrate {
 		if _, err := s.SealPlaintext(ctx); err != nil {
+			s.Close()
+			return nil, err
+		}
+		if err := s.AnchorAudit(ctx); err != nil {
 			s.Close()
 			return nil, err
 		}

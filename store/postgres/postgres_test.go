@@ -74,3 +74,17 @@ func TestNoPlaintextSecrets(t *testing.T) {
 		t.Errorf("%d rows hold a secret in plain text", n)
 	}
 }
+
+func TestAuditKeyed(t *testing.T) {
+	storetest.AuditKeyed(t, func(t *testing.T) storetest.Reopen {
+		url := pgtest.URL(t)
+		return func(key store.AuditKey, fresh bool) store.Store {
+			s, err := postgres.Open(t.Context(), url, postgres.Options{AuditKey: key, AuditKeyFresh: fresh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
+}

@@ -46,6 +46,11 @@ type Options struct {
 	// Key seals secrets at rest (nil = a random key for this process
 	// only, for tests).
 	Key *seal.Key
+	// AuditKey keys the audit chain; AuditKeyFresh says it was just made
+	// (see sqlstore.Options). A store opened for writing with a key keys
+	// the chain at once when it may.
+	AuditKey      store.AuditKey
+	AuditKeyFresh bool
 }
 
 // Store is a store.Store on one SQLite file.
@@ -120,7 +125,7 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 	s := sqlstore.New(d, sqlstore.Dialect{
 		ForUpdate: "",
 		NowMicros: `CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)`,
-	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key})
+	}, nil, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key, ProcessLeases: true, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
 	if !o.NoMigrate {
 		n, err := s.SealPlaintext(ctx)
 		if err != nil {
@@ -136,6 +141,10 @@ func Open(ctx context.Context, path string, o Options) (*Store, error) {
 					return nil, fmt.Errorf("scrub sqlite %s after sealing: %w", path, err)
 				}
 			}
+		}
+		if err := s.AnchorAudit(ctx); err != nil {
+			s.Close()
+			return nil, err
 		}
 	}
 	return &Store{Store: s, db: d, applied: applied}, nil

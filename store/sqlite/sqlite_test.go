@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nkudo/nkudo/store"
 	"github.com/nkudo/nkudo/store/seal"
@@ -235,4 +236,51 @@ func TestSealLegacyPlaintext(t *testing.T) {
 			t.Errorf("%q still in the database file after sealing", secret)
 		}
 	}
+}
+
+// TestStaleLeaseTakenOverAfterRestart: a process killed while holding a
+// lease (kill -9 mid-reconcile) leaves its row behind; the next process on
+// the file takes the lease over at once instead of waiting out its TTL.
+// Within one process a live holder's lease stays exclusive.
+func TestStaleLeaseTakenOverAfterRestart(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "nkudo.db")
+	first, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := first.AcquireLease(ctx, "reconcile/r1", "host-1234-dead", time.Hour); err != nil || !ok {
+		t.Fatalf("first process AcquireLease = %v, %v", ok, err)
+	}
+	first.Close() // never released: the process died
+
+	s, err := sqlite.Open(ctx, path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ok, err := s.AcquireLease(ctx, "reconcile/r1", "host-5678-new", time.Hour)
+	if err != nil || !ok {
+		t.Fatalf("restarted process AcquireLease = %v, %v; want the dead process's lease taken over", ok, err)
+	}
+	if ok, err := s.AcquireLease(ctx, "reconcile/r1", "host-5678-other", time.Hour); err != nil || ok {
+		t.Fatalf("second holder of the live process AcquireLease = %v, %v; want refused", ok, err)
+	}
+	if ok, err := s.RenewLease(ctx, "reconcile/r1", "host-5678-new", time.Hour); err != nil || !ok {
+		t.Fatalf("RenewLease by the new holder = %v, %v", ok, err)
+	}
+}
+
+func TestAuditKeyed(t *testing.T) {
+	storetest.AuditKeyed(t, func(t *testing.T) storetest.Reopen {
+		path := filepath.Join(t.TempDir(), "nkudo.db")
+		return func(key store.AuditKey, fresh bool) store.Store {
+			s, err := sqlite.Open(t.Context(), path, sqlite.Options{AuditKey: key, AuditKeyFresh: fresh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
 }

@@ -39,6 +39,8 @@ func Run(t *testing.T, open Open) {
 		{"EnrollmentTokens", testEnrollmentTokens},
 		{"EnrollmentTokenSingleUseConcurrent", testEnrollmentConcurrent},
 		{"Sites", testSites},
+		{"SiteCertificates", testSiteCertificates},
+		{"RevokeRenewRace", testRevokeRenewRace},
 		{"Heartbeat", testHeartbeat},
 		{"HeartbeatConcurrent", testHeartbeatConcurrent},
 		{"PlanStoreAndDedupe", testPlanDedupe},

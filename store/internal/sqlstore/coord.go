@@ -74,6 +74,11 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	}
 	var got bool
 	err := s.write(ctx, func(t *wtx) error {
+		if s.processLeases {
+			if err := s.takeOverStale(ctx, t, name, holder); err != nil {
+				return err
+			}
+		}
 		var h string
 		err := t.QueryRow(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, `+s.d.NowMicros+` + $3)
 			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
@@ -89,7 +94,35 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	if err != nil {
 		return false, fmt.Errorf("acquire lease %s: %w", name, err)
 	}
+	if got && s.processLeases {
+		s.holders.Store(holder, true)
+	}
 	return got, nil
+}
+
+// takeOverStale frees the lease name when a holder this Store never
+// granted holds it: with a single-process database that holder belonged to
+// an earlier process (killed mid-reconcile, say), and waiting for its lease
+// to expire would only stall the work for its whole TTL.
+func (s *Store) takeOverStale(ctx context.Context, t *wtx, name, holder string) error {
+	var h string
+	err := t.QueryRow(ctx, `SELECT holder FROM leases WHERE name = $1`, name).Scan(&h)
+	switch {
+	case s.b.IsNoRows(err):
+		return nil
+	case err != nil:
+		return err
+	case h == holder:
+		return nil
+	}
+	if _, mine := s.holders.Load(h); mine {
+		return nil
+	}
+	if _, err := t.Exec(ctx, `DELETE FROM leases WHERE name = $1 AND holder = $2`, name, h); err != nil {
+		return err
+	}
+	s.log.Info("took over a lease left by an earlier process", "component", "store", "lease", name, "previous_holder", h)
+	return nil
 }
 
 // RenewLease implements store.Coordination.

@@ -21,7 +21,7 @@ type Migration struct {
 var migrationName = regexp.MustCompile(`^(\d{4})_[a-z0-9_]+\.sql$`)
 
 // Migrations reads dir of fsys, sorted by version. Versions must be unique
-// and contiguous from 1, so a forgotten or renumbered file fails loudly.
+// and positive, so a duplicated number fails loudly.
 func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
@@ -41,9 +41,12 @@ func Migrations(fsys fs.FS, dir string) ([]Migration, error) {
 		out = append(out, Migration{Version: v, Name: e.Name(), SQL: string(b)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	// Numbers are handed out per change before the changes land, so a
+	// number may be missing for a while; two files with one number, or a
+	// number below 1, still fail.
 	for i, m := range out {
-		if m.Version != i+1 {
-			return nil, fmt.Errorf("migration %s: expected version %04d", m.Name, i+1)
+		if m.Version < 1 || i > 0 && m.Version == out[i-1].Version {
+			return nil, fmt.Errorf("migration %s: version %04d is not unique and positive", m.Name, m.Version)
 		}
 	}
 	return out, nil
@@ -60,8 +63,12 @@ const MigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 // would not know the newer schema's rules. newest is MAX(version) from
 // schema_migrations (0 when empty).
 func CheckNewer(newest int64, ms []Migration) error {
-	if newest > int64(len(ms)) {
-		return fmt.Errorf("database schema is at version %d, newer than this release knows (%d): run a release at least as new", newest, len(ms))
+	known := int64(0)
+	if len(ms) > 0 {
+		known = int64(ms[len(ms)-1].Version)
+	}
+	if newest > known {
+		return fmt.Errorf("database schema is at version %d, newer than this release knows (%d): run a release at least as new", newest, known)
 	}
 	return nil
 }

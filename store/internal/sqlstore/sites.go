@@ -15,14 +15,14 @@ import (
 )
 
 const siteCols = `tenant, name, created_at, enrolled_at, cert_serial, facts, last_heartbeat, heartbeat_interval,
-	inventory_version, netbird_url, netbird_setup_key <> ''`
+	inventory_version, netbird_url, netbird_setup_key <> '', epoch`
 
 func scanSite(r Row) (store.Site, error) {
 	var st store.Site
 	var created, enrolled, hb, interval int64
 	var facts string
 	err := r.Scan(&st.Tenant, &st.Name, &created, &enrolled, &st.CertSerial, &facts, &hb, &interval,
-		&st.InventoryVersion, &st.NetBirdManagementURL, &st.HasNetBirdSetupKey)
+		&st.InventoryVersion, &st.NetBirdManagementURL, &st.HasNetBirdSetupKey, &st.Epoch)
 	st.CreatedAt, st.EnrolledAt, st.LastHeartbeat = tm(created), tm(enrolled), tm(hb)
 	st.HeartbeatInterval = time.Duration(interval) * time.Microsecond
 	st.Facts = raw(facts)
@@ -39,10 +39,14 @@ func (s *Store) CreateSite(ctx context.Context, actor store.Actor, tenant, name 
 		if err := s.tenantExists(ctx, t, tenant); err != nil {
 			return err
 		}
-		if _, err := t.Exec(ctx, `INSERT INTO sites (tenant, name, created_at) VALUES ($1, $2, $3)`, tenant, name, us(t.now)); err != nil {
+		epoch, err := store.NewID()
+		if err != nil {
+			return err
+		}
+		if _, err := t.Exec(ctx, `INSERT INTO sites (tenant, name, created_at, epoch) VALUES ($1, $2, $3, $4)`, tenant, name, us(t.now), epoch); err != nil {
 			return s.conflict(err)
 		}
-		st = store.Site{Tenant: tenant, Name: name, CreatedAt: t.now}
+		st = store.Site{Tenant: tenant, Name: name, CreatedAt: t.now, Epoch: epoch}
 		t.audit(tenant, actor, "site.create", "site/"+name, nil)
 		return nil
 	})
@@ -77,6 +81,16 @@ func (s *Store) ListSites(ctx context.Context, tenant string) ([]store.Site, err
 // DeleteSite implements store.Sites.
 func (s *Store) DeleteSite(ctx context.Context, actor store.Actor, tenant, name string) error {
 	err := s.write(ctx, func(t *wtx) error {
+		if err := s.lockSite(ctx, t, tenant, name); err != nil {
+			return err
+		}
+		revoked, err := s.revokeSite(ctx, t, tenant, name, t.now)
+		if err != nil {
+			return err
+		}
+		if _, err := t.Exec(ctx, `DELETE FROM site_certificates WHERE tenant = $1 AND site = $2`, tenant, name); err != nil {
+			return err
+		}
 		n, err := t.Exec(ctx, `DELETE FROM sites WHERE tenant = $1 AND name = $2`, tenant, name)
 		if err != nil {
 			return err
@@ -84,7 +98,11 @@ func (s *Store) DeleteSite(ctx context.Context, actor store.Actor, tenant, name 
 		if n == 0 {
 			return store.ErrNotFound
 		}
-		t.audit(tenant, actor, "site.delete", "site/"+name, nil)
+		var detail any
+		if len(revoked) > 0 {
+			detail = map[string]any{"revokedSerials": revoked}
+		}
+		t.audit(tenant, actor, "site.delete", "site/"+name, detail)
 		t.notify(store.PlanTopic(tenant, name))
 		return nil
 	})
@@ -105,10 +123,35 @@ func (s *Store) updateSite(ctx context.Context, t *wtx, tenant, site, set string
 	return nil
 }
 
-// SetSiteCertificate implements store.Sites.
+// SetSiteCertificate implements store.Sites: an issue without an
+// authenticating certificate.
 func (s *Store) SetSiteCertificate(ctx context.Context, actor store.Actor, tenant, site, serial string, now time.Time) error {
+	return s.IssueSiteCertificate(ctx, actor, tenant, site, "", serial, now)
+}
+
+// IssueSiteCertificate implements store.Sites. The site row is locked
+// first, as RevokeSiteCertificates and DeleteSite lock it, so a revocation
+// either comes before (and the authenticating certificate is found
+// revoked here) or after (and revokes the certificate recorded here).
+func (s *Store) IssueSiteCertificate(ctx context.Context, actor store.Actor, tenant, site, authSerial, serial string, now time.Time) error {
+	if serial == "" {
+		return fmt.Errorf("issue certificate: %w", errInvalid("serial is required"))
+	}
 	err := s.write(ctx, func(t *wtx) error {
+		var epoch string
+		if err := t.QueryRow(ctx, `SELECT epoch FROM sites WHERE tenant = $1 AND name = $2`+s.d.ForUpdate, tenant, site).Scan(&epoch); err != nil {
+			return fmt.Errorf("site %s/%s: %w", tenant, site, s.notFound(err))
+		}
+		if authSerial != "" {
+			if err := s.certValid(ctx, t, tenant, site, epoch, authSerial); err != nil {
+				return fmt.Errorf("certificate %s that asked: %w", authSerial, err)
+			}
+		}
 		at := us(store.Micro(now))
+		if _, err := t.Exec(ctx, `INSERT INTO site_certificates (serial, tenant, site, epoch, issued_at) VALUES ($1, $2, $3, $4, $5)`,
+			serial, tenant, site, epoch, at); err != nil {
+			return s.conflict(err)
+		}
 		if err := s.updateSite(ctx, t, tenant, site,
 			`cert_serial = $3, enrolled_at = CASE WHEN enrolled_at = 0 THEN $4 ELSE enrolled_at END`, serial, at); err != nil {
 			return err
@@ -120,6 +163,127 @@ func (s *Store) SetSiteCertificate(ctx context.Context, actor store.Actor, tenan
 		return fmt.Errorf("set certificate of site %s/%s: %w", tenant, site, err)
 	}
 	return nil
+}
+
+// certValid says whether serial is a live certificate of the site's epoch.
+func (s *Store) certValid(ctx context.Context, c Conn, tenant, site, epoch, serial string) error {
+	var certEpoch string
+	var revoked bool
+	err := c.QueryRow(ctx, `SELECT COALESCE((SELECT epoch FROM site_certificates WHERE serial = $1 AND tenant = $2 AND site = $3), '-'),
+		EXISTS (SELECT 1 FROM revoked_serials WHERE serial = $1)`, serial, tenant, site).Scan(&certEpoch, &revoked)
+	switch {
+	case err != nil:
+		return err
+	case revoked:
+		return store.ErrCertRevoked
+	case certEpoch != epoch:
+		return store.ErrCertUnknown
+	}
+	return nil
+}
+
+// CheckSiteCertificate implements store.Sites in one statement: the hot
+// path of every agent request.
+func (s *Store) CheckSiteCertificate(ctx context.Context, tenant, site, serial string) (store.Site, error) {
+	var st store.Site
+	err := s.read1(ctx, func(c Conn) error {
+		var certEpoch string
+		var revoked bool
+		row := c.QueryRow(ctx, `SELECT `+siteCols+`,
+			COALESCE((SELECT c.epoch FROM site_certificates c WHERE c.serial = $3 AND c.tenant = $1 AND c.site = $2), '-'),
+			EXISTS (SELECT 1 FROM revoked_serials r WHERE r.serial = $3)
+			FROM sites WHERE tenant = $1 AND name = $2`, tenant, site, serial)
+		var err error
+		st, err = scanSite(multiScan{row, []any{&certEpoch, &revoked}})
+		switch {
+		case s.b.IsNoRows(err):
+			// The site is gone: say revoked when it was (a deleted site's
+			// or tenant's certificates are), the clearer answer.
+			var one int
+			if err := c.QueryRow(ctx, `SELECT 1 FROM revoked_serials WHERE serial = $1`, serial).Scan(&one); err == nil {
+				return store.ErrCertRevoked
+			}
+			return store.ErrNotFound
+		case err != nil:
+			return err
+		case revoked:
+			return store.ErrCertRevoked
+		case certEpoch != st.Epoch:
+			return store.ErrCertUnknown
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Site{}, fmt.Errorf("check certificate %s of site %s/%s: %w", serial, tenant, site, err)
+	}
+	return st, nil
+}
+
+// multiScan appends extra destinations to a scan of siteCols.
+type multiScan struct {
+	r     Row
+	extra []any
+}
+
+func (m multiScan) Scan(dest ...any) error { return m.r.Scan(append(dest, m.extra...)...) }
+
+// RevokeSiteCertificates implements store.Sites.
+func (s *Store) RevokeSiteCertificates(ctx context.Context, actor store.Actor, tenant, site string, now time.Time) ([]string, error) {
+	var revoked []string
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.lockSite(ctx, t, tenant, site); err != nil {
+			return err
+		}
+		var err error
+		if revoked, err = s.revokeSite(ctx, t, tenant, site, now); err != nil {
+			return err
+		}
+		if len(revoked) > 0 {
+			t.audit(tenant, actor, "site.revoke", "site/"+site, map[string]any{"serials": revoked})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("revoke certificates of site %s/%s: %w", tenant, site, err)
+	}
+	return revoked, nil
+}
+
+// revokeSite revokes, inside t (the site locked), every certificate ever
+// recorded for the site, and its current serial should it predate the
+// record, that is not revoked yet; it returns them in serial order.
+func (s *Store) revokeSite(ctx context.Context, t *wtx, tenant, site string, at time.Time) ([]string, error) {
+	rows, err := t.Query(ctx, `SELECT serial FROM site_certificates WHERE tenant = $1 AND site = $2
+		UNION SELECT cert_serial FROM sites WHERE tenant = $1 AND name = $2 AND cert_serial <> ''`, tenant, site)
+	if err != nil {
+		return nil, err
+	}
+	var serials []string
+	for rows.Next() {
+		var sr string
+		if err := rows.Scan(&sr); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		serials = append(serials, sr)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.Sort(serials)
+	var out []string
+	for _, sr := range serials {
+		n, err := t.Exec(ctx, `INSERT INTO revoked_serials (serial, tenant, site, revoked_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (serial) DO NOTHING`, sr, tenant, site, us(store.Micro(at)))
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			out = append(out, sr)
+		}
+	}
+	return out, nil
 }
 
 // RevokeSerial implements store.Sites.

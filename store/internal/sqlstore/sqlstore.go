@@ -86,6 +86,20 @@ type Options struct {
 	// secrets written then do not open after a restart, and plain-text
 	// secrets of older releases are left unsealed; for tests).
 	Key *seal.Key
+	// ProcessLeases says the database serves one process only (SQLite): a
+	// lease held by a holder that never acquired it through this Store was
+	// left by an earlier process that died holding it, and is taken over
+	// at once instead of waiting for it to expire.
+	ProcessLeases bool
+	// AuditKey keys the audit chain (nil = events get no MAC, and a chain
+	// already keyed cannot be appended to).
+	AuditKey store.AuditKey
+	// AuditKeyFresh says AuditKey was just made, so a chain that has events
+	// but no keyed part may be keyed from now on. With an older key only an
+	// empty chain is: a key that already keyed this chain must never key it
+	// again, or someone who stripped the MACs and re-chained would see the
+	// evidence laundered by the next start.
+	AuditKeyFresh bool
 }
 
 // Store implements store.Store over a Backend.
@@ -99,6 +113,11 @@ type Store struct {
 	// ephemeralKey: key was made up for this process (Options.Key nil).
 	ephemeralKey bool
 	closed       atomic.Bool
+
+	auditKey      store.AuditKey
+	auditKeyFresh bool
+	processLeases bool
+	holders       sync.Map // holder → true: holders that acquired a lease through this Store
 }
 
 var _ store.Store = (*Store)(nil)
@@ -122,7 +141,8 @@ func New(b Backend, d Dialect, hub *Hub, o Options) *Store {
 		}
 		o.Key = k
 	}
-	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub, key: o.Key, ephemeralKey: ephemeral}
+	return &Store{b: b, d: d, log: o.Logger, now: o.Now, hub: hub, key: o.Key, ephemeralKey: ephemeral,
+		processLeases: o.ProcessLeases, auditKey: o.AuditKey, auditKeyFresh: o.AuditKeyFresh}
 }
 
 // Ping implements store.Store.

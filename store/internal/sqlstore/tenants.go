@@ -60,9 +60,20 @@ func (s *Store) ListTenants(ctx context.Context) ([]store.Tenant, error) {
 	return out, nil
 }
 
-// DeleteTenant implements store.Tenants. Foreign keys cascade the purge.
+// DeleteTenant implements store.Tenants. Foreign keys cascade the purge;
+// the tenant's certificates are revoked.
 func (s *Store) DeleteTenant(ctx context.Context, actor store.Actor, id string) error {
 	err := s.write(ctx, func(t *wtx) error {
+		// Certificates outlive nothing of the tenant: revoke them all (the
+		// CRL keeps listing them) before the sites cascade away.
+		if _, err := t.Exec(ctx, `INSERT INTO revoked_serials (serial, tenant, site, revoked_at)
+			SELECT serial, tenant, site, $2 FROM site_certificates WHERE tenant = $1
+			ON CONFLICT (serial) DO NOTHING`, id, us(t.now)); err != nil {
+			return err
+		}
+		if _, err := t.Exec(ctx, `DELETE FROM site_certificates WHERE tenant = $1`, id); err != nil {
+			return err
+		}
 		n, err := t.Exec(ctx, `DELETE FROM tenants WHERE id = $1`, id)
 		if err != nil {
 			return err

@@ -228,6 +228,36 @@ func (s *Store) RedeemEnrollmentToken(ctx context.Context, id, secretHash string
 	return e, nil
 }
 
+// CheckEnrollmentToken implements store.Tokens: RedeemEnrollmentToken's
+// checks, in the same order, without the redemption.
+func (s *Store) CheckEnrollmentToken(ctx context.Context, id, secretHash string, now time.Time) (store.EnrollmentToken, error) {
+	now = store.Micro(now)
+	var e store.EnrollmentToken
+	err := s.read1(ctx, func(c Conn) error {
+		var stored string
+		var created, expires, used int64
+		err := c.QueryRow(ctx, `SELECT id, tenant, site, created_at, expires_at, used_at, secret_hash
+			FROM enrollment_tokens WHERE id = $1`, id).Scan(&e.ID, &e.Tenant, &e.Site, &created, &expires, &used, &stored)
+		if err != nil {
+			return s.notFound(err)
+		}
+		e.CreatedAt, e.ExpiresAt, e.UsedAt = tm(created), tm(expires), tm(used)
+		switch {
+		case !store.EqualHash(stored, secretHash):
+			return store.ErrNotFound
+		case used != 0:
+			return store.ErrTokenUsed
+		case !now.Before(e.ExpiresAt):
+			return store.ErrTokenExpired
+		}
+		return nil
+	})
+	if err != nil {
+		return store.EnrollmentToken{}, fmt.Errorf("check enrollment token %s: %w", id, err)
+	}
+	return e, nil
+}
+
 // ListEnrollmentTokens implements store.Tokens.
 func (s *Store) ListEnrollmentTokens(ctx context.Context, tenant string) ([]store.EnrollmentToken, error) {
 	out, err := readAll(ctx, s, scanEnroll, `SELECT `+enrollCols+` FROM enrollment_tokens WHERE tenant = $1 ORDER BY created_at DESC, id`, tenant)
