@@ -312,9 +312,11 @@ func (m *heapMeter) report(b *testing.B) {
 
 // benchRefused reconciles the repository's head with a fresh reconciler
 // (and mirror) per iteration, expecting check to accept the error; it
-// reports CPU per reconcile and the peak heap growth.
+// reports CPU per reconcile, the peak heap growth and the wall time of
+// the fetch and load phases.
 func benchRefused(b *testing.B, e *env, check func(error) bool) {
 	var before, after runtime.MemStats
+	var phases phaseTimes
 	cpu := startCPU()
 	cpu.pause()
 	heap := startHeap()
@@ -329,10 +331,11 @@ func benchRefused(b *testing.B, e *env, check func(error) bool) {
 		}
 		cpu.resume()
 		b.StartTimer()
-		_, err = rec.Reconcile(b.Context(), e.repo, "")
+		res, err := rec.Reconcile(b.Context(), e.repo, "")
 		b.StopTimer()
 		cpu.pause()
 		rec.Close()
+		phases.add(res)
 		if !check(err) {
 			b.Fatalf("reconcile: %v", err)
 		}
@@ -342,6 +345,7 @@ func benchRefused(b *testing.B, e *env, check func(error) bool) {
 	b.ReportMetric(float64(cpu.total.Milliseconds())/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/(1<<20)/float64(b.N), "alloc-MiB/op")
 	heap.report(b)
+	phases.report(b)
 }
 
 func invalidFor(limit string) func(error) bool {
