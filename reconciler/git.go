@@ -218,6 +218,9 @@ func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []c
 // installs) and SSH (host checked here and again on the dialled address)
 // are fetched. git:// has no hook for the policy, and no TLS.
 func (m *mirror) checkRemote(ctx context.Context) error {
+	if err := egress.CheckGitURL(m.url); err != nil {
+		return err
+	}
 	ep, err := transport.NewEndpoint(m.url)
 	if err != nil {
 		return fmt.Errorf("source URL: %w", err)
@@ -227,11 +230,10 @@ func (m *mirror) checkRemote(ctx context.Context) error {
 		if !egress.GitInstalled() {
 			return fmt.Errorf("%w: git over HTTP(S) needs the egress transport (egress.InstallGit in main)", egress.ErrDenied)
 		}
-		return nil
 	case "ssh":
 		return m.git.Policy().CheckHost(ctx, ep.Host)
 	}
-	return fmt.Errorf("%w: scheme %q is not fetched (use https:// or ssh://)", egress.ErrDenied, ep.Protocol)
+	return nil
 }
 
 // fetchErr names the timeout when it is why a fetch failed: a transport

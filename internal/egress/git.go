@@ -166,3 +166,19 @@ func (a sshAuth) ClientConfig() (*ssh.ClientConfig, error) {
 	c.HostKeyCallback = a.policy.HostKeyCallback(c.HostKeyCallback)
 	return c, nil
 }
+
+// CheckGitURL refuses a network git URL whose transport the policy cannot
+// cover: only http(s):// and ssh:// (or scp-like user@host:path) are
+// fetched; git:// has no hook for the policy and no TLS. Local paths are
+// not its business (see internal/localsource).
+func CheckGitURL(rawURL string) error {
+	ep, err := transport.NewEndpoint(rawURL)
+	if err != nil {
+		return fmt.Errorf("git URL: %w", err)
+	}
+	switch ep.Protocol {
+	case "http", "https", "ssh", "file":
+		return nil
+	}
+	return fmt.Errorf("%w: scheme %q is not fetched (use https:// or ssh://)", ErrDenied, ep.Protocol)
+}
