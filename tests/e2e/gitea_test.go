@@ -524,7 +524,9 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs 
 	proc := e2etest.Start(t, e2etest.ProcConfig{
 		Name: "nkudo", Bin: bins.Nkudo, LogDir: logDir, Env: env,
 		Args: append([]string{"serve", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug"}, serveArgs...),
+			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug",
+			// Gitea (git and its status API) runs on loopback.
+			"--allow-local-sources", "--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"}, serveArgs...),
 	})
 	caPath := filepath.Join(dataDir, "pki", "ca.crt")
 	var pool *x509.CertPool
