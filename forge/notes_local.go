@@ -57,7 +57,7 @@ func (l localRemote) open() (*git.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.policy.CheckPath(dir); err != nil {
+	if err := l.policy.CheckGitDir(dir); err != nil {
 		return nil, err
 	}
 	return repo, nil

@@ -29,7 +29,7 @@ import (
 //
 // The source is checked against the local-source policy here, at every
 // use: the path as named, and the git directory go-git found behind it (a
-// symlink or a ".git" file may lead elsewhere).
+// symlink or a ".git" file may lead elsewhere) with its alternates.
 func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 	if err := m.sources.CheckPath(m.local); err != nil {
 		return nil, nil, err
@@ -46,7 +46,7 @@ func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("open %s: not a repository on disk", m.local)
 	}
-	if err := m.sources.CheckPath(fsst.Filesystem().Root()); err != nil {
+	if err := m.sources.CheckGitDir(fsst.Filesystem().Root()); err != nil {
 		return nil, nil, err
 	}
 	held := filesystem.NewStorageWithOptions(fsst.Filesystem(), cache.NewObjectLRUDefault(), filesystem.Options{KeepDescriptors: true})

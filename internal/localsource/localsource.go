@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -65,6 +66,36 @@ func (p Policy) CheckPath(lp string) error {
 		}
 		if within(real, pd) {
 			return fmt.Errorf("%w: %q is inside the server's own data", ErrRefused, lp)
+		}
+	}
+	return nil
+}
+
+// CheckGitDir checks a git directory about to be read: the directory
+// itself and every object store its objects/info/alternates names (git
+// reads objects from those too, so an alternate inside the data dir would
+// lend the source another repository's objects).
+func (p Policy) CheckGitDir(dir string) error {
+	if err := p.CheckPath(dir); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "objects", "info", "alternates"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %q: alternates: %v", ErrRefused, dir, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		alt := strings.TrimSpace(line)
+		if alt == "" || strings.HasPrefix(alt, "#") {
+			continue
+		}
+		if !filepath.IsAbs(alt) {
+			alt = filepath.Join(dir, "objects", alt)
+		}
+		if err := p.CheckPath(alt); err != nil {
+			return fmt.Errorf("%q borrows objects from %q: %w", dir, alt, err)
 		}
 	}
 	return nil

@@ -48,3 +48,34 @@ func TestPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckGitDirAlternates: a source borrowing objects from the data dir
+// through objects/info/alternates is refused.
+func TestCheckGitDirAlternates(t *testing.T) {
+	root := t.TempDir()
+	data := filepath.Join(root, "data")
+	src := filepath.Join(root, "src.git")
+	for _, d := range []string{filepath.Join(data, "git", "b.git", "objects"), filepath.Join(src, "objects", "info"), filepath.Join(root, "shared", "objects")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := localsource.Policy{Allow: true, Protected: []string{data}}
+	alt := filepath.Join(src, "objects", "info", "alternates")
+	for _, tc := range []struct {
+		alternates string
+		ok         bool
+	}{
+		{"", true},
+		{filepath.Join(root, "shared", "objects") + "\n", true},
+		{filepath.Join(data, "git", "b.git", "objects") + "\n", false},
+		{"# comment\n../../data/git/b.git/objects\n", false}, // relative to src/objects
+	} {
+		if err := os.WriteFile(alt, []byte(tc.alternates), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.CheckGitDir(src); (err == nil) != tc.ok || (err != nil && !errors.Is(err, localsource.ErrRefused)) {
+			t.Errorf("alternates %q: err = %v, want accepted %v", tc.alternates, err, tc.ok)
+		}
+	}
+}
