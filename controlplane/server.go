@@ -116,6 +116,15 @@ type Options struct {
 
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+
+	// AllowLocalSources accepts repositories whose URL is a path or
+	// file:// URL on this machine (nkudo serve --allow-local-sources);
+	// false refuses them. Even when true, a URL inside ProtectedDirs is
+	// refused.
+	AllowLocalSources bool
+	// ProtectedDirs are the server's own directories (data dir: mirrors,
+	// notes, credentials, PKI, database) that no repository may name.
+	ProtectedDirs []string
 }
 
 // Server is the control plane API. Create it with New; serve it with Serve

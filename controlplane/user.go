@@ -330,6 +330,9 @@ func (s *Server) handleCreateRepo(w http.ResponseWriter, r *http.Request, c *cal
 	if req.URL == "" || err != nil || (u.Scheme == "" && !strings.Contains(req.URL, ":")) {
 		return badRequest("field \"url\" %q: want a git URL (https://…, ssh://…, file://… or user@host:path)", req.URL)
 	}
+	if err := s.checkRepoSource(req.URL); err != nil {
+		return err
+	}
 	if req.WebhookSecret == "" {
 		return badRequest("field \"webhookSecret\" is required: deliveries are verified with it")
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/forge/forgetest"
+	"github.com/nkudo/nkudo/internal/localsource"
 )
 
 const sha = "0123456789abcdef0123456789abcdef01234567"
@@ -295,7 +296,7 @@ func TestNotes(t *testing.T) {
 	git(t, work, "push", "-q", remote, "main")
 
 	newWriter := func(dir string) *forge.Notes {
-		n, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(root, dir), RemoteURL: remote})
+		n, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(root, dir), RemoteURL: remote, LocalSources: localsource.Policy{Allow: true}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,9 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/gitcopy"
+	"github.com/nkudo/nkudo/internal/localsource"
 )
 
 // NotesRef is the ref n-kudo keeps its statuses under.
@@ -37,6 +39,14 @@ type NotesOptions struct {
 	Auth transport.AuthMethod
 	// Author names the notes commits; empty means "n-kudo".
 	Author string
+	// LocalSources decides whether a remote on the local file system may
+	// be written; its zero value refuses every local remote. It is checked
+	// at every fetch and push, on the resolved path.
+	LocalSources localsource.Policy
+	// Egress scopes fetches and pushes over HTTP(S) to the egress policy
+	// (see egress.InstallGit); nil leaves them unscoped, which the
+	// installed transport refuses.
+	Egress *egress.Git
 }
 
 // Notes writes statuses as git notes under refs/notes/nkudo, one note per
@@ -89,9 +99,21 @@ func NewNotes(o NotesOptions) (*Notes, error) {
 	}
 	n := &Notes{opts: o, repo: repo, lock: make(chan struct{}, 1)}
 	if p := gitcopy.LocalPath(o.RemoteURL); p != "" {
-		n.local = &localRemote{path: p}
+		if err := o.LocalSources.CheckPath(p); err != nil {
+			return nil, fmt.Errorf("notes writer: %w", err)
+		}
+		n.local = &localRemote{path: p, policy: o.LocalSources}
 	}
 	return n, nil
+}
+
+// scope puts a network fetch or push under the egress policy.
+func (n *Notes) scope(ctx context.Context) context.Context {
+	if n.opts.Egress == nil {
+		return ctx
+	}
+	ctx, _ = n.opts.Egress.Context(ctx)
+	return ctx
 }
 
 func (n *Notes) acquire(ctx context.Context) error {
@@ -133,7 +155,7 @@ func (n *Notes) fetch(ctx context.Context) (plumbing.Hash, error) {
 		}
 		return tip, nil
 	}
-	err := n.repo.FetchContext(ctx, &git.FetchOptions{
+	err := n.repo.FetchContext(n.scope(ctx), &git.FetchOptions{
 		RemoteName: "origin",
 		RefSpecs:   []config.RefSpec{n.refSpec()},
 		Auth:       n.opts.Auth,
@@ -365,7 +387,7 @@ func (n *Notes) postOnce(ctx context.Context, tip plumbing.Hash, st Status) erro
 	if err := n.repo.Storer.SetReference(plumbing.NewHashReference(plumbing.ReferenceName(NotesRef), ch)); err != nil {
 		return fmt.Errorf("update %s: %w", NotesRef, err)
 	}
-	err = n.repo.PushContext(ctx, &git.PushOptions{
+	err = n.repo.PushContext(n.scope(ctx), &git.PushOptions{
 		RemoteName: "origin",
 		RefSpecs:   []config.RefSpec{config.RefSpec(NotesRef + ":" + NotesRef)},
 		Auth:       n.opts.Auth,

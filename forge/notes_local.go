@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
 	"github.com/nkudo/nkudo/internal/gitcopy"
+	"github.com/nkudo/nkudo/internal/localsource"
 )
 
 // errRefMoved: the remote notes ref is not where the new notes commit was
@@ -26,7 +27,8 @@ var errRefMoved = errors.New("notes ref moved")
 // commands and other writers working on the same repository interleave
 // safely with this one.
 type localRemote struct {
-	path string
+	path   string
+	policy localsource.Policy
 }
 
 // gitDir is the directory holding refs/ and objects/ of repo, as go-git
@@ -40,10 +42,23 @@ func (l localRemote) gitDir(repo *git.Repository) (string, error) {
 	return st.Filesystem().Root(), nil
 }
 
+// open checks the path against the policy at every use (a symlink may
+// have moved since the writer was built), opens it, and checks the git
+// directory it found too: a ".git" file can point anywhere.
 func (l localRemote) open() (*git.Repository, error) {
+	if err := l.policy.CheckPath(l.path); err != nil {
+		return nil, err
+	}
 	repo, err := git.PlainOpen(l.path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", l.path, err)
+	}
+	dir, err := l.gitDir(repo)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.policy.CheckGitDir(dir); err != nil {
+		return nil, err
 	}
 	return repo, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/internal/localsource"
 )
 
 // TestNotesConcurrentPosts has several writers (some sharing one local
@@ -41,7 +42,7 @@ func TestNotesConcurrentPosts(t *testing.T) {
 			dirs := []string{"shared", "shared", "shared", "own-1", "own-2", "own-3"}
 			var ws []*forge.Notes
 			for i := range writers {
-				w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(base, dirs[i]), RemoteURL: url})
+				w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(base, dirs[i]), RemoteURL: url, LocalSources: localsource.Policy{Allow: true}})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -70,7 +71,7 @@ func TestNotesConcurrentPosts(t *testing.T) {
 			for err := range errs {
 				t.Error(err)
 			}
-			n, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(base, "reader"), RemoteURL: url})
+			n, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(base, "reader"), RemoteURL: url, LocalSources: localsource.Policy{Allow: true}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +144,7 @@ func BenchmarkNotesPostLocal(b *testing.B) {
 	root := b.TempDir()
 	remote := filepath.Join(root, "remote.git")
 	git(b, root, "init", "-q", "--bare", remote)
-	w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(root, "w"), RemoteURL: remote})
+	w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(root, "w"), RemoteURL: remote, LocalSources: localsource.Policy{Allow: true}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestNotesNonBareRemote(t *testing.T) {
 			git(t, remote, "add", ".")
 			git(t, remote, "commit", "-q", "-m", "one")
 			head := git(t, remote, "rev-parse", "HEAD")
-			w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(t.TempDir(), "w"), RemoteURL: remote})
+			w, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(t.TempDir(), "w"), RemoteURL: remote, LocalSources: localsource.Policy{Allow: true}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,7 +21,9 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/gitcopy"
+	"github.com/nkudo/nkudo/internal/localsource"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -135,6 +137,11 @@ type mirror struct {
 	repo  *git.Repository
 	// timeout bounds each fetch and listing (fetchTimeout; tests shorten it).
 	timeout time.Duration
+	// git scopes network fetches to the egress policy and byte cap;
+	// sources says which local paths may be read. Both are checked at
+	// every fetch, not only when the repository was registered.
+	git     *egress.Git
+	sources localsource.Policy
 }
 
 func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
@@ -167,7 +174,7 @@ func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
 			return nil, fmt.Errorf("mirror: add remote %s: %w", forge.SanitizeURL(rawURL), err)
 		}
 	}
-	m := &mirror{dir: dir, url: rawURL, local: gitcopy.LocalPath(rawURL), repo: repo, timeout: fetchTimeout}
+	m := &mirror{dir: dir, url: rawURL, local: gitcopy.LocalPath(rawURL), repo: repo, timeout: fetchTimeout, git: r.git, sources: r.local}
 	r.mirrors[repoID] = m
 	return m, nil
 }
@@ -184,14 +191,44 @@ func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []c
 		}
 		return nil
 	}
-	err := m.repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, Force: true, Tags: git.NoTags})
+	if err := m.checkRemote(ctx); err != nil {
+		return fmt.Errorf("fetch %s: %w", forge.SanitizeURL(m.url), err)
+	}
+	fctx, budget := m.git.Context(ctx)
+	err := m.repo.FetchContext(fctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: specs, Auth: m.git.SSHAuth(auth), Force: true, Tags: git.NoTags})
 	switch {
 	case err == nil, errors.Is(err, git.NoErrAlreadyUpToDate):
 		return nil
+	case budget.Err() != nil:
+		// go-git's own text for a body cut short says little.
+		return fmt.Errorf("fetch %s: %w", forge.SanitizeURL(m.url), budget.Err())
 	case optional && (errors.Is(err, git.NoMatchingRefSpecError{}) || strings.Contains(err.Error(), "couldn't find remote ref")):
 		return nil
 	}
 	return fmt.Errorf("fetch %s: %s", forge.SanitizeURL(m.url), sanitizeErr(fetchErr(ctx, err), m.url))
+}
+
+// checkRemote refuses, before dialling, a network source the egress
+// policy cannot cover: only HTTP(S) (through the transport egress
+// installs) and SSH (host checked here and again on the dialled address)
+// are fetched. git:// has no hook for the policy, and no TLS.
+func (m *mirror) checkRemote(ctx context.Context) error {
+	if err := egress.CheckGitURL(m.url); err != nil {
+		return err
+	}
+	ep, err := transport.NewEndpoint(m.url)
+	if err != nil {
+		return fmt.Errorf("source URL: %w", err)
+	}
+	switch ep.Protocol {
+	case "http", "https":
+		if !egress.GitInstalled() {
+			return fmt.Errorf("%w: git over HTTP(S) needs the egress transport (egress.InstallGit in main)", egress.ErrDenied)
+		}
+	case "ssh":
+		return m.git.Policy().CheckHost(ctx, ep.Host)
+	}
+	return nil
 }
 
 // fetchErr names the timeout when it is why a fetch failed: a transport
@@ -243,11 +280,15 @@ func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, fmt.Errorf("list %s: no answer in %s", forge.SanitizeURL(m.url), m.timeout))
 	defer cancel()
+	if err := m.checkRemote(ctx); err != nil {
+		return "", fmt.Errorf("list %s: %w", forge.SanitizeURL(m.url), err)
+	}
 	rem, err := m.repo.Remote("origin")
 	if err != nil {
 		return "", fmt.Errorf("mirror remote: %w", err)
 	}
-	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
+	lctx, _ := m.git.Context(ctx)
+	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: m.git.SSHAuth(auth)})
 	if err != nil {
 		return "", fmt.Errorf("list %s: %s", forge.SanitizeURL(m.url), sanitizeErr(fetchErr(ctx, err), m.url))
 	}

@@ -18,14 +18,19 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/gitcopy"
+	"github.com/nkudo/nkudo/internal/localsource"
 	"github.com/nkudo/nkudo/reconciler/gittest"
 )
 
 // newTestMirror returns a mirror of url in a fresh data dir.
 func newTestMirror(t testing.TB, url string) *mirror {
 	t.Helper()
-	r := &Reconciler{opts: Options{DataDir: t.TempDir()}, mirrors: map[string]*mirror{}}
+	dir := t.TempDir()
+	r := &Reconciler{opts: Options{DataDir: dir}, mirrors: map[string]*mirror{},
+		git:   egress.NewGit(egress.Policy{Allow: egress.Loopback()}, 0),
+		local: localsource.Policy{Allow: true, Protected: []string{dir}}}
 	m, err := r.mirrorFor("fleet", url)
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,14 @@ import (
 // openLocal opens the source repository (bare or with a working tree)
 // with its pack files held open until close: go-git otherwise reopens a
 // pack for every object read from it.
+//
+// The source is checked against the local-source policy here, at every
+// use: the path as named, and the git directory go-git found behind it (a
+// symlink or a ".git" file may lead elsewhere) with its alternates.
 func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
+	if err := m.sources.CheckPath(m.local); err != nil {
+		return nil, nil, err
+	}
 	src, err := git.PlainOpen(m.local)
 	if errors.Is(err, git.ErrRepositoryNotExists) && !strings.HasSuffix(m.local, ".git") {
 		// git-upload-pack finds "repo.git" by the name "repo" too.
@@ -37,7 +44,10 @@ func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 	}
 	fsst, ok := src.Storer.(*filesystem.Storage)
 	if !ok {
-		return src.Storer, func() {}, nil
+		return nil, nil, fmt.Errorf("open %s: not a repository on disk", m.local)
+	}
+	if err := m.sources.CheckGitDir(fsst.Filesystem().Root()); err != nil {
+		return nil, nil, err
 	}
 	held := filesystem.NewStorageWithOptions(fsst.Filesystem(), cache.NewObjectLRUDefault(), filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: largeObjectBytes})
 	return held, func() { held.Close() }, nil

@@ -30,6 +30,8 @@ import (
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/internal/egress"
+	"github.com/nkudo/nkudo/internal/localsource"
 	"github.com/nkudo/nkudo/schema"
 	"github.com/nkudo/nkudo/store"
 )
@@ -92,6 +94,23 @@ type Options struct {
 	LoadTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	// AllowLocalSources permits sources and git-notes targets on this
+	// machine (a path or file:// URL); false refuses them at every fetch.
+	// Even when true, nothing inside DataDir or ProtectedDirs is a valid
+	// source.
+	AllowLocalSources bool
+	// ProtectedDirs are more directories that are never a source (a
+	// credentials directory or PKI files kept outside DataDir).
+	ProtectedDirs []string
+	// Egress is the policy on every address dialled for git over HTTP(S)
+	// and SSH and for forge status APIs. The zero value refuses loopback,
+	// link-local, private, unspecified and multicast addresses. Fetches
+	// over HTTP(S) also need egress.InstallGit to have run (in main).
+	Egress egress.Policy
+	// GitFetchMaxBytes caps what one git fetch over HTTP(S) may read
+	// (0: egress.DefaultGitMaxBytes).
+	GitFetchMaxBytes int64
 }
 
 // Reconciler runs the GitOps loop. It implements the control plane's
@@ -120,6 +139,9 @@ type Reconciler struct {
 	reporterWG sync.WaitGroup // status reporter goroutines
 
 	done taskCounters // tasks the workers finished, for TaskCounts
+
+	git   *egress.Git        // egress policy and byte cap of git fetches
+	local localsource.Policy // which local paths may be sources
 }
 
 type taskCounters struct {
@@ -209,6 +231,8 @@ func New(o Options) (*Reconciler, error) {
 		o.LoadTimeout = DefaultLoadTimeout
 	}
 	return &Reconciler{
+		git:       egress.NewGit(o.Egress, o.GitFetchMaxBytes),
+		local:     localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)},
 		opts:      o,
 		log:       o.Logger.With("component", "reconciler"),
 		store:     o.Store,
@@ -526,4 +550,11 @@ func (r *Reconciler) resume(ctx context.Context) {
 			r.report(ctx, repo, st)
 		}
 	}
+}
+
+// protectedDirs are the directories no local source may name: the data
+// dir (mirrors, notes, the SQLite database, the dev PKI, the default secret
+// key) and what the operator adds.
+func protectedDirs(o Options) []string {
+	return append([]string{o.DataDir}, o.ProtectedDirs...)
 }

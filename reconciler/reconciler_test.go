@@ -14,6 +14,7 @@ import (
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/forge/forgetest"
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/reconciler/gittest"
@@ -84,6 +85,9 @@ func newEnv(t testing.TB, sites []string, tweak func(*reconciler.Options)) *env 
 		ApplyCheckInterval: 20 * time.Millisecond,
 		DriftInterval:      20 * time.Millisecond,
 		PollInterval:       -1,
+		// The sources are local repositories, the git servers loopback ones.
+		AllowLocalSources: true,
+		Egress:            egress.Policy{Allow: egress.Loopback()},
 	}
 	if tweak != nil {
 		tweak(&e.opts)

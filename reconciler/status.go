@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -139,17 +140,18 @@ func (r *Reconciler) writersFromRepo(ctx context.Context, repo store.Repository)
 	case store.ForgeNone:
 		return nil, nil
 	case store.ForgeGitHub:
-		w, err = forge.NewGitHub(forge.GitHubOptions{BaseURL: repo.ForgeAPIURL, Owner: owner, Repo: name, Token: tok})
+		w, err = forge.NewGitHub(forge.GitHubOptions{BaseURL: repo.ForgeAPIURL, Owner: owner, Repo: name, Token: tok, Client: r.forgeClient()})
 	case store.ForgeGitea:
-		w, err = forge.NewGitea(forge.GitHubOptions{BaseURL: repo.ForgeAPIURL, Owner: owner, Repo: name, Token: tok})
+		w, err = forge.NewGitea(forge.GitHubOptions{BaseURL: repo.ForgeAPIURL, Owner: owner, Repo: name, Token: tok, Client: r.forgeClient()})
 	case store.ForgeGitLab:
-		w, err = forge.NewGitLab(forge.GitLabOptions{BaseURL: repo.ForgeAPIURL, Project: repo.ForgeProject, Token: tok})
+		w, err = forge.NewGitLab(forge.GitLabOptions{BaseURL: repo.ForgeAPIURL, Project: repo.ForgeProject, Token: tok, Client: r.forgeClient()})
 	case store.ForgeGitNotes:
 		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
 		if aerr != nil {
 			return nil, aerr
 		}
-		w, err = forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(r.opts.DataDir, "notes", repo.ID+".git"), RemoteURL: repo.URL, Auth: auth})
+		w, err = forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(r.opts.DataDir, "notes", repo.ID+".git"), RemoteURL: repo.URL,
+			Auth: r.git.SSHAuth(auth), LocalSources: r.local, Egress: r.git})
 	default:
 		return nil, fmt.Errorf("unknown forge kind %q", repo.ForgeKind)
 	}
@@ -194,3 +196,12 @@ func (r *Reconciler) credentialStamps(ctx context.Context, repo store.Repository
 	}
 	return b.String()
 }
+
+// forgeClient is the HTTP client of the forge status APIs: every address
+// it dials, redirects included, passes the egress policy.
+func (r *Reconciler) forgeClient() *http.Client {
+	return r.opts.Egress.HTTPClient(forgeTimeout)
+}
+
+// forgeTimeout bounds one status API request (the writers' own default).
+const forgeTimeout = 30 * time.Second

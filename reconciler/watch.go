@@ -46,8 +46,8 @@ func (r *Reconciler) watchLoop(ctx context.Context) {
 		}
 		for _, repo := range repos {
 			gd := localGitDir(repo.URL)
-			if gd == "" {
-				continue
+			if gd == "" || r.local.CheckPath(gd) != nil {
+				continue // a refused source is not watched either; its fetch says why
 			}
 			tenants[repo.ID] = repo.Tenant
 			added := false

@@ -104,6 +104,8 @@ func demoServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.L
 		EnrollPerMinute:      600,
 		EnrollBurst:          50,
 		ShutdownTimeout:      5 * time.Second,
+		// The demo's git server is on loopback.
+		GitOpsFlags: GitOpsFlags{EgressAllow: []string{"127.0.0.0/8", "::1/128"}},
 	}
 	return s.Serve(ctx, log, ln)
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
 )
@@ -24,6 +26,15 @@ type GitOpsFlags struct {
 	StatusPrefix string `help:"Prefix of every commit status context (\"eu/\" posts eu/nkudo/plan); empty for none." env:"NKUDO_STATUS_PREFIX" placeholder:"PREFIX"`
 	// OfflineTimeout is when nkudo/apply gives up on a silent site.
 	OfflineTimeout time.Duration `name:"site-offline-timeout" help:"A site with a plan that has not heartbeated for this long fails nkudo/apply." default:"15m" env:"NKUDO_SITE_OFFLINE_TIMEOUT"`
+
+	// Tenants are hostile: by default they can name neither a path on this
+	// machine nor an internal address (see internal/egress).
+	AllowLocalSources bool     `help:"Accept repositories that are paths on this machine (file://), for development and demos; the data dir is refused even then." env:"NKUDO_ALLOW_LOCAL_SOURCES"`
+	EgressAllow       []string `help:"CIDR that git fetches and forge API calls may dial although the egress policy refuses it by default (loopback, link-local, private, unspecified, multicast); repeatable." env:"NKUDO_EGRESS_ALLOW" placeholder:"CIDR"`
+	GitFetchMaxBytes  int64    `help:"Bytes one git fetch over HTTP(S) may read; a fetch over it fails." default:"268435456" env:"NKUDO_GIT_FETCH_MAX_BYTES"`
+	// protected are directories no source may name beyond the data dir
+	// (persistent PKI files), set by serve.
+	protected []string
 	// AllowInsecureCredentials exists for local forges without TLS.
 	AllowInsecureCredentials bool `help:"Let credentials travel over plain http:// to the host they are bound to (local development only; by default https or ssh)." env:"NKUDO_ALLOW_INSECURE_CREDENTIALS"`
 	// TenantWorkers keeps one tenant's slow repositories from holding
@@ -80,6 +91,15 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	if f.LoadTimeout < 0 {
 		return nil, fmt.Errorf("--load-timeout: %s: want a positive duration", f.LoadTimeout)
 	}
+	allow, err := egress.ParseAllow(f.EgressAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--egress-allow: %w", err)
+	}
+	if f.GitFetchMaxBytes < 0 {
+		return nil, fmt.Errorf("--git-fetch-max-bytes %d: must be positive (0: the default)", f.GitFetchMaxBytes)
+	}
+	protected := append([]string{dataDir}, f.protected...)
+	opts.AllowLocalSources, opts.ProtectedDirs = f.AllowLocalSources, protected
 	loop, err := reconciler.NewLoop(reconciler.Options{
 		// The loop's packages name their own component in every line.
 		Store: st, DataDir: dataDir, Logger: log,
@@ -87,6 +107,8 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		StatusPrefix: f.StatusPrefix, OfflineTimeout: f.OfflineTimeout,
 		AllowInsecureCredentials: f.AllowInsecureCredentials,
 		TenantWorkers:            f.TenantWorkers, MaxMirrorBytes: maxMirror, LoadTimeout: f.LoadTimeout,
+		AllowLocalSources: f.AllowLocalSources, ProtectedDirs: protected,
+		Egress: egress.Policy{Allow: allow}, GitFetchMaxBytes: f.GitFetchMaxBytes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
@@ -102,4 +124,16 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		}
 	}()
 	return func() { cancel(); <-done }, nil
+}
+
+// pkiDirs are the directories of the persistent PKI files, which no
+// repository may name as a source.
+func (f PKIFlags) pkiDirs() []string {
+	var dirs []string
+	for _, p := range []string{f.CACertFile, f.CAKeyFile, f.ServerCertFile, f.ServerKeyFile} {
+		if p != "" {
+			dirs = append(dirs, filepath.Dir(p))
+		}
+	}
+	return dirs
 }

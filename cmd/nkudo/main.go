@@ -20,6 +20,8 @@ import (
 
 	"github.com/alecthomas/kong"
 	"sigs.k8s.io/yaml"
+
+	"github.com/nkudo/nkudo/internal/egress"
 )
 
 // Globals are the flags every command takes.
@@ -78,6 +80,9 @@ func yamlConfig(r io.Reader) (kong.Resolver, error) {
 }
 
 func main() {
+	// go-git's transports are process-wide: route its HTTP(S) through the
+	// egress policy each fetch carries (see internal/egress).
+	egress.InstallGit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -166,6 +166,7 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		DisablePerSiteMetrics: c.NoPerSiteMetrics,
 		ShutdownTimeout:       c.ShutdownTimeout,
 	}
+	c.GitOpsFlags.protected = c.PKIFlags.pkiDirs()
 	stopHooks, err := wireGitOps(ctx, st, log, c.DataDir, c.PublicURL, c.GitOpsFlags, &opts)
 	if err != nil {
 		return err

@@ -100,7 +100,8 @@ func TestLiveCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	loop, err := reconciler.NewLoop(reconciler.Options{Store: env.Store(), DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),
-		PollInterval: -1, ApplyCheckInterval: 50 * time.Millisecond, DriftInterval: 50 * time.Millisecond})
+		PollInterval: -1, ApplyCheckInterval: 50 * time.Millisecond, DriftInterval: 50 * time.Millisecond,
+		AllowLocalSources: true}) // the repository is a local one
 	if err != nil {
 		t.Fatal(err)
 	}

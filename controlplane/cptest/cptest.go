@@ -201,6 +201,10 @@ func (e *Env) start() {
 		Store: st, PKI: authority, Logger: e.logger,
 		Reconciler: e.opts.Reconciler, Desired: e.opts.Desired, Webhooks: e.opts.Webhooks,
 		ShutdownTimeout: 5 * time.Second,
+		// Test repositories are local: opt in, as nkudo serve
+		// --allow-local-sources does, with the data dir still protected.
+		AllowLocalSources: true,
+		ProtectedDirs:     []string{e.DataDir},
 	}
 	if e.opts.Clock != nil {
 		o.Now = e.opts.Clock.Now

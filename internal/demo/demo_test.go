@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
@@ -37,6 +38,8 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
+	// As nkudo's main does: the demo's git server is fetched over HTTP.
+	egress.InstallGit()
 	os.Exit(m.Run())
 }
 
@@ -65,7 +68,8 @@ func testServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.L
 		return err
 	}
 	loop, err := reconciler.NewLoop(reconciler.Options{Store: st, DataDir: dataDir, Logger: log,
-		ApplyCheckInterval: 250 * time.Millisecond})
+		ApplyCheckInterval: 250 * time.Millisecond,
+		Egress:             egress.Policy{Allow: egress.Loopback()}}) // the demo's git server is on loopback
 	if err != nil {
 		ln.Close()
 		return err

@@ -10,6 +10,8 @@ import (
 
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/nkudo/nkudo/internal/egress"
 )
 
 func TestRepoServesCommitsOverSmartHTTP(t *testing.T) {
@@ -25,7 +27,10 @@ func TestRepoServesCommitsOverSmartHTTP(t *testing.T) {
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
 
-	clone, err := git.PlainCloneContext(t.Context(), filepath.Join(t.TempDir(), "clone"), false, &git.CloneOptions{URL: srv.URL + "/fleet.git"})
+	// The test binary routes go-git's HTTP through the egress policy, as
+	// nkudo does: fetches carry a scope that allows loopback.
+	ctx, _ := egress.NewGit(egress.Policy{Allow: egress.Loopback()}, 0).Context(t.Context())
+	clone, err := git.PlainCloneContext(ctx, filepath.Join(t.TempDir(), "clone"), false, &git.CloneOptions{URL: srv.URL + "/fleet.git"})
 	if err != nil {
 		t.Fatalf("clone over HTTP: %v", err)
 	}
@@ -41,7 +46,7 @@ func TestRepoServesCommitsOverSmartHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := clone.FetchContext(t.Context(), &git.FetchOptions{}); err != nil {
+	if err := clone.FetchContext(ctx, &git.FetchOptions{}); err != nil {
 		t.Fatalf("incremental fetch: %v", err)
 	}
 	ref, err := clone.Reference(plumbing.NewRemoteReferenceName("origin", "main"), true)

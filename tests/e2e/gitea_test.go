@@ -526,8 +526,10 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs 
 		Name: "nkudo", Bin: bins.Nkudo, LogDir: logDir, Env: env,
 		Args: append([]string{"serve", "--data-dir", dataDir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 			"--public-url", url, "--min-heartbeat-interval", "1s", "--log-level", "debug",
-			// Gitea serves plain http on loopback: the development opt-in.
-			"--allow-insecure-credentials"}, serveArgs...),
+			// Gitea (git and its status API) serves plain http on loopback:
+			// the development opt-ins.
+			"--allow-insecure-credentials",
+			"--allow-local-sources", "--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"}, serveArgs...),
 	})
 	caPath := filepath.Join(dataDir, "pki", "ca.crt")
 	var pool *x509.CertPool

@@ -20,6 +20,8 @@ import (
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/forge/forgetest"
+	"github.com/nkudo/nkudo/internal/egress"
+	"github.com/nkudo/nkudo/internal/localsource"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/reconciler/gittest"
@@ -131,7 +133,7 @@ func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 			if err != nil {
 				return nil, err
 			}
-			nw, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(dataDir, "notes"), RemoteURL: r.URL})
+			nw, err := forge.NewNotes(forge.NotesOptions{Dir: filepath.Join(dataDir, "notes"), RemoteURL: r.URL, LocalSources: localsource.Policy{Allow: true}})
 			if err != nil {
 				return nil, err
 			}
@@ -142,6 +144,9 @@ func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 		ApplyCheckInterval: 50 * time.Millisecond,
 		DriftInterval:      50 * time.Millisecond,
 		OfflineTimeout:     cfg.offlineTimeout,
+		// The repository is local; the fake forge and artifact servers are on loopback.
+		AllowLocalSources: true,
+		Egress:            egress.Policy{Allow: egress.Loopback()},
 	})
 	if err != nil {
 		t.Fatal(err)
