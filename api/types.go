@@ -431,6 +431,10 @@ type Repository struct {
 	CreatedAt         time.Time `json:"createdAt"`
 	// WebhookURL is where the forge should deliver push and pull-request events.
 	WebhookURL string `json:"webhookUrl,omitempty"`
+	// CredentialsRef and ForgeCredentialsRef name the tenant's credentials
+	// the repository fetches and posts statuses with ("" = none).
+	CredentialsRef      string `json:"credentialsRef,omitempty"`
+	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
 }
 
 // CreateRepoRequest registers a repository. WebhookSecret is mandatory.

@@ -40,6 +40,7 @@ func (s *Server) repoView(r store.Repository, base string) api.Repository {
 		ForgeKind: string(r.ForgeKind), ForgeAPIURL: r.ForgeAPIURL, ForgeProject: r.ForgeProject,
 		LastSeenCommit: r.LastSeenCommit, LastAppliedCommit: r.LastAppliedCommit, LastError: r.LastError,
 		CreatedAt: r.CreatedAt, WebhookURL: base + api.Path(api.PathWebhook, r.ID),
+		CredentialsRef: r.CredentialsRef, ForgeCredentialsRef: r.ForgeCredentialsRef,
 	}
 }
 

@@ -80,7 +80,7 @@ func TestCredentialsAreTenantOwned(t *testing.T) {
 			t.Fatalf("create with its own credential: %v", err)
 		}
 		repos, err := alpha.Client.ListRepos(ctx)
-		if err != nil || len(repos) != 1 {
+		if err != nil || len(repos) != 1 || repos[0].CredentialsRef != "own" {
 			t.Fatalf("alpha's repositories: %+v, %v", repos, err)
 		}
 		ci := "ci"
