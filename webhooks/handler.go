@@ -342,7 +342,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, v *verifier) 
 	// A network deadline, so wall-clock time. Not every writer supports
 	// deadlines (httptest's recorder does not); the server's own
 	// ReadTimeout still applies then.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout)) == nil {
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }() // the connection may serve more requests
+	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 && r.ContentLength <= h.opts.MaxBody {
 		// The slot reserved this much already; growing by doubling
