@@ -238,7 +238,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		log.Warn("webhook refused: too many deliveries being read", "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
-		writeError(w, http.StatusServiceUnavailable, "busy", "too many webhook deliveries in progress; retry later")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "too many webhook deliveries in progress; retry later")
 		return
 	}
 	defer release()
