@@ -744,6 +744,11 @@ type AuditVerification struct {
 	// the store was opened without it (then only the hashes were checked,
 	// which someone with database access can recompute).
 	KeyChecked bool `json:"keyChecked"`
+	// HeadHash and HeadMAC are the chain head's hash and MAC: exported
+	// elsewhere as a checkpoint, they let a later check find a truncation
+	// below them, which the chain alone cannot show.
+	HeadHash string `json:"headHash,omitempty"`
+	HeadMAC  string `json:"headMac,omitempty"`
 }
 
 // OK reports whether the chain is intact.
