@@ -96,7 +96,7 @@ func (d *debugBundleCmd) facts(ctx context.Context, logger *slog.Logger) (api.He
 		provFlags.StateDir = scratch
 		logger.Warn("no VM state yet; facts carry an empty inventory", "missing", strings.Join(missing, ", "))
 	}
-	prov, err := provFlags.provider(logger)
+	prov, err := provFlags.provider(ctx, logger, false)
 	if err != nil {
 		return api.HeartbeatRequest{}, err
 	}
