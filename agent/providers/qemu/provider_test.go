@@ -308,8 +308,51 @@ func TestUnmanagedAndInvalid(t *testing.T) {
 	if err := p.Delete(ctx, "missing"); err != nil {
 		t.Errorf("delete of a missing vm: %v", err)
 	}
-	if !errors.Is(fmt.Errorf("x: %w", agent.ErrUnmanaged), agent.ErrUnmanaged) {
-		t.Fatal("unreachable")
+}
+
+// TestUnmanagedQEMUIsReportedNotTouched: a QEMU under vms/ that n-kudo did
+// not create (no meta.json) is listed as unmanaged, and every operation
+// on it is refused.
+func TestUnmanagedQEMUIsReportedNotTouched(t *testing.T) {
+	requireQEMU(t)
+	ctx := t.Context()
+	p := newProvider(t, t.TempDir())
+	dir := p.vmDir("foreign")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(DefaultBinary(), "-machine", "none", "-display", "none", "-nodefaults",
+		"-qmp", "unix:"+p.socket("foreign")+",server=on,wait=off")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := p.status(ctx, "foreign"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the foreign qemu never answered QMP")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if vm := listOne(t, p, "foreign"); vm.Managed {
+		t.Errorf("a foreign qemu is listed as managed: %+v", vm)
+	}
+	for op, err := range map[string]error{
+		"create": p.Create(ctx, "foreign", guestSpec(t, "f", "m", false)),
+		"start":  p.Start(ctx, "foreign"),
+		"stop":   p.Stop(ctx, "foreign"),
+		"resize": p.Resize(ctx, "foreign", 1, 128),
+		"delete": p.Delete(ctx, "foreign"),
+	} {
+		if !errors.Is(err, agent.ErrUnmanaged) {
+			t.Errorf("%s of an unmanaged VM: %v, want ErrUnmanaged", op, err)
+		}
+	}
+	if _, err := os.Stat(dir); err != nil || !processAlive(cmd.Process.Pid) {
+		t.Errorf("the foreign VM was touched: dir %v, alive %v", err, processAlive(cmd.Process.Pid))
 	}
 }
 
