@@ -226,7 +226,7 @@ func (f HostFacts) Typed() HostFacts {
 
 // HypervisorFacts describe the hypervisor binary found on the host.
 type HypervisorFacts struct {
-	Name    string `json:"name,omitempty"` // "cloud-hypervisor"
+	Name    string `json:"name,omitempty"` // "cloud-hypervisor" or "qemu"
 	Version string `json:"version,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Error   string `json:"error,omitempty"` // why it is not usable, if it is not
