@@ -116,7 +116,8 @@ type Repositories interface {
 	// reconcile loop, which runs for the whole installation).
 	ListAllRepositories(ctx context.Context) ([]Repository, error)
 	// UpdateRepository changes the settings named in u (nil fields stay).
-	// ErrNotFound if absent; ErrConflict if a new name is taken.
+	// ErrNotFound if absent; ErrConflict if a new name is taken; ErrInvalid
+	// if u.Verify has an unknown mode, or a mode but no key.
 	UpdateRepository(ctx context.Context, actor Actor, tenant, id string, u RepositoryUpdate) (Repository, error)
 	// DeleteRepository removes the repository, its statuses, previews and
 	// desired-state records (plans stay: they belong to sites). ErrNotFound if absent.
@@ -658,7 +659,35 @@ type Repository struct {
 	LastError         string    `json:"lastError,omitempty"`
 	LastErrorAt       time.Time `json:"lastErrorAt,omitzero"`
 	CreatedAt         time.Time `json:"createdAt"`
+	// Verify is the commit signature policy; its zero value verifies nothing.
+	Verify VerifyPolicy `json:"verify,omitzero"`
 }
+
+// VerifyMode says which commits a VerifyPolicy checks.
+type VerifyMode string
+
+// Verify modes.
+const (
+	// VerifyHead: the commit reconciled must be signed by a trusted key.
+	VerifyHead VerifyMode = "head"
+	// VerifyAll: every commit since the last verified one must be.
+	VerifyAll VerifyMode = "all"
+)
+
+// VerifyPolicy is a repository's commit signature policy. Keys are public,
+// so they are stored as they are. The store checks only Mode; the reconciler
+// and the API parse the keys.
+type VerifyPolicy struct {
+	// Mode is "" (no verification), VerifyHead or VerifyAll.
+	Mode VerifyMode `json:"mode,omitempty"`
+	// AllowedSigners is git's gpg.ssh.allowedSignersFile text ("" = no SSH keys).
+	AllowedSigners string `json:"allowedSigners,omitempty"`
+	// GPGKeys is an armoured OpenPGP public key ring ("" = no OpenPGP keys).
+	GPGKeys string `json:"gpgKeys,omitempty"`
+}
+
+// Enabled reports whether commits are verified at all.
+func (p VerifyPolicy) Enabled() bool { return p.Mode != "" }
 
 // RepositoryUpdate changes repository settings; nil fields are left as they are.
 type RepositoryUpdate struct {
@@ -673,6 +702,9 @@ type RepositoryUpdate struct {
 	ForgeAPIURL         *string
 	ForgeProject        *string
 	ForgeCredentialsRef *string
+	// Verify replaces the commit signature policy (a zero policy turns
+	// verification off).
+	Verify *VerifyPolicy
 }
 
 // SiteDesired is the desired-state hash of one site as last planned from a repository.

@@ -33,6 +33,7 @@ func Run(t *testing.T, open Open) {
 	}{
 		{"Tenants", testTenants},
 		{"Repositories", testRepositories},
+		{"RepositoryVerifyPolicy", testRepositoryVerify},
 		{"SiteDesired", testSiteDesired},
 		{"Credentials", testCredentials},
 		{"APITokens", testAPITokens},

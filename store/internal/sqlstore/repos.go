@@ -2,6 +2,8 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -10,16 +12,19 @@ import (
 
 const repoCols = `id, tenant, name, url, branch, path, credentials_ref, webhook_secret <> '', suspended,
 	forge_kind, forge_api_url, forge_project, forge_credentials_ref,
-	last_seen_commit, last_seen_at, last_applied_commit, last_applied_at, last_error, last_error_at, created_at`
+	last_seen_commit, last_seen_at, last_applied_commit, last_applied_at, last_error, last_error_at, created_at,
+	verify_mode, verify_ssh, verify_gpg`
 
 func scanRepo(r Row) (store.Repository, error) {
 	var p store.Repository
-	var kind string
+	var kind, mode string
 	var seen, applied, errAt, created int64
 	err := r.Scan(&p.ID, &p.Tenant, &p.Name, &p.URL, &p.Branch, &p.Path, &p.CredentialsRef, &p.HasWebhookSecret, &p.Suspended,
 		&kind, &p.ForgeAPIURL, &p.ForgeProject, &p.ForgeCredentialsRef,
-		&p.LastSeenCommit, &seen, &p.LastAppliedCommit, &applied, &p.LastError, &errAt, &created)
+		&p.LastSeenCommit, &seen, &p.LastAppliedCommit, &applied, &p.LastError, &errAt, &created,
+		&mode, &p.Verify.AllowedSigners, &p.Verify.GPGKeys)
 	p.ForgeKind = store.ForgeKind(kind)
+	p.Verify.Mode = store.VerifyMode(mode)
 	p.LastSeenAt, p.LastAppliedAt, p.LastErrorAt, p.CreatedAt = tm(seen), tm(applied), tm(errAt), tm(created)
 	return p, err
 }
@@ -29,13 +34,46 @@ func repoAudit(p store.Repository) map[string]any {
 	return map[string]any{
 		"name": p.Name, "url": p.URL, "branch": p.Branch, "path": p.Path, "suspended": p.Suspended,
 		"forgeKind": p.ForgeKind, "hasWebhookSecret": p.HasWebhookSecret,
+		"verifyMode": p.Verify.Mode, "verifyKeys": verifyKeysDigest(p.Verify),
 	}
+}
+
+// verifyKeysDigest names the trusted keys of a policy in the audit log by
+// a digest: the keys are public, but a digest shows a change without
+// copying whole key rings into every event.
+func verifyKeysDigest(v store.VerifyPolicy) string {
+	if v.AllowedSigners == "" && v.GPGKeys == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(v.AllowedSigners + "\x00" + v.GPGKeys))
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// checkVerify enforces the store's part of a signature policy: a known
+// mode, and at least one key when verification is on.
+func checkVerify(v store.VerifyPolicy) error {
+	switch v.Mode {
+	case "":
+		if v.AllowedSigners != "" || v.GPGKeys != "" {
+			return errInvalid("verify.mode is required when keys are given")
+		}
+	case store.VerifyHead, store.VerifyAll:
+		if v.AllowedSigners == "" && v.GPGKeys == "" {
+			return errInvalid("verify.mode %q needs allowedSigners or gpgKeys", v.Mode)
+		}
+	default:
+		return errInvalid("verify.mode %q is not head or all", v.Mode)
+	}
+	return nil
 }
 
 // CreateRepository implements store.Repositories.
 func (s *Store) CreateRepository(ctx context.Context, actor store.Actor, p store.Repository, secret store.Secret) (store.Repository, error) {
 	if p.Name == "" || p.URL == "" {
 		return store.Repository{}, fmt.Errorf("create repository: %w", errInvalid("name and url are required"))
+	}
+	if err := checkVerify(p.Verify); err != nil {
+		return store.Repository{}, fmt.Errorf("create repository: %w", err)
 	}
 	if p.ID == "" {
 		id, err := store.NewID()
@@ -54,10 +92,12 @@ func (s *Store) CreateRepository(ctx context.Context, actor store.Actor, p store
 			return err
 		}
 		_, err := t.Exec(ctx, `INSERT INTO repositories (id, tenant, name, url, branch, path, credentials_ref, webhook_secret, suspended,
-			forge_kind, forge_api_url, forge_project, forge_credentials_ref, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+			forge_kind, forge_api_url, forge_project, forge_credentials_ref, created_at,
+			verify_mode, verify_ssh, verify_gpg)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 			p.ID, p.Tenant, p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, sealed, p.Suspended,
-			string(p.ForgeKind), p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, us(t.now))
+			string(p.ForgeKind), p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, us(t.now),
+			string(p.Verify.Mode), p.Verify.AllowedSigners, p.Verify.GPGKeys)
 		if err != nil {
 			return s.conflict(err)
 		}
@@ -150,14 +190,21 @@ func (s *Store) UpdateRepository(ctx context.Context, actor store.Actor, tenant,
 		if u.ForgeKind != nil {
 			p.ForgeKind = *u.ForgeKind
 		}
+		if u.Verify != nil {
+			if err := checkVerify(*u.Verify); err != nil {
+				return err
+			}
+			p.Verify = *u.Verify
+		}
 		if p.Name == "" || p.URL == "" {
 			return errInvalid("name and url are required")
 		}
 		_, err = t.Exec(ctx, `UPDATE repositories SET name = $1, url = $2, branch = $3, path = $4, credentials_ref = $5,
 			webhook_secret = $6, suspended = $7, forge_kind = $8, forge_api_url = $9, forge_project = $10,
-			forge_credentials_ref = $11 WHERE id = $12`,
+			forge_credentials_ref = $11, verify_mode = $13, verify_ssh = $14, verify_gpg = $15 WHERE id = $12`,
 			p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, secret, p.Suspended, string(p.ForgeKind),
-			p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, id)
+			p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, id,
+			string(p.Verify.Mode), p.Verify.AllowedSigners, p.Verify.GPGKeys)
 		if err != nil {
 			return s.conflict(err)
 		}
