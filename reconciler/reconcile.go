@@ -713,38 +713,3 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	}
 	return p, nil
 }
-
-// DesiredVMs implements the control plane's DesiredState hook: the VMs
-// the last valid commit wants at a site.
-func (r *Reconciler) DesiredVMs(ctx context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
-	repoID, err := r.repoOfSite(ctx, tenant, site)
-	if err != nil || repoID == "" {
-		return nil, "", false, err
-	}
-	repo, err := r.store.GetRepository(ctx, tenant, repoID)
-	if err != nil {
-		return nil, "", false, err
-	}
-	if repo.LastAppliedCommit == "" {
-		return nil, "", false, nil
-	}
-	head := plumbing.NewHash(repo.LastAppliedCommit)
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return nil, "", false, err
-	}
-	if _, err := m.repo.CommitObject(head); err != nil {
-		return nil, repo.LastAppliedCommit, false, nil // not fetched on this replica yet
-	}
-	l, err := r.load(ctx, repo, head)
-	if err != nil {
-		return nil, "", false, err
-	}
-	var vms []model.VirtualMachine
-	for _, vm := range l.desired.VMs {
-		if vm.Site == site {
-			vms = append(vms, vm)
-		}
-	}
-	return vms, repo.LastAppliedCommit, true, nil
-}
