@@ -606,27 +606,14 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		return err
 	}
 	defer release()
-	head := plumbing.NewHash(repo.LastAppliedCommit)
-	m, err := r.mirrorFor(repo.ID, repo.URL)
+	l, err := r.desiredFromStore(ctx, repo, sites)
 	if err != nil {
 		return err
 	}
-	if _, err := m.repo.CommitObject(head); err != nil {
-		// A fresh data dir (restart elsewhere): fetch the commit.
-		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-		if aerr != nil {
-			return aerr
-		}
-		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
+	if l == nil {
+		if l, err = r.loadApplied(ctx, repo); err != nil {
 			return err
 		}
-		if err := r.checkMirror(repo.ID, m); err != nil {
-			return err
-		}
-	}
-	l, err := r.load(ctx, repo, head)
-	if err != nil {
-		return fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
 	}
 	var res Result
 	if err := r.planSites(ctx, repo, repo.LastAppliedCommit, l, sites, false, &res); err != nil {
@@ -639,6 +626,81 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		r.log.Warn("drift repair refused by prune safety", "tenant", repo.Tenant, "site", s, "reason", reason)
 	}
 	return nil
+}
+
+// loadApplied loads the repository's last valid commit from its mirror,
+// fetching it first on a fresh data dir.
+func (r *Reconciler) loadApplied(ctx context.Context, repo store.Repository) (*loaded, error) {
+	head := plumbing.NewHash(repo.LastAppliedCommit)
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.repo.CommitObject(head); err != nil {
+		// A fresh data dir (restart elsewhere): fetch the commit.
+		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
+		if aerr != nil {
+			return nil, aerr
+		}
+		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
+			return nil, err
+		}
+		if err := r.checkMirror(repo.ID, m); err != nil {
+			return nil, err
+		}
+	}
+	l, err := r.load(ctx, repo, head)
+	if err != nil {
+		return nil, fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
+	}
+	return l, nil
+}
+
+// desiredFromStore builds the desired state of sites from the store's
+// records, so drift is re-planned without git. It answers nil (read the
+// mirror instead) unless every record can be trusted to be the last valid
+// commit's: each site recorded with its documents from this repository,
+// the commit planned without refusal (a refused site keeps the record of
+// an older commit, and must not be repaired towards it), and no record of
+// another commit written after it was applied (a newer commit whose
+// reconcile stopped half-way records some sites before it is applied).
+func (r *Reconciler) desiredFromStore(ctx context.Context, repo store.Repository, sites []string) (*loaded, error) {
+	sts, err := r.store.CommitStatuses(ctx, repo.Tenant, repo.ID, repo.LastAppliedCommit)
+	if err != nil {
+		return nil, fmt.Errorf("statuses of %s: %w", short(repo.LastAppliedCommit), err)
+	}
+	if !slices.ContainsFunc(sts, func(st store.CommitStatus) bool {
+		return st.Context == forge.ContextPlan && st.State == store.StateSuccess
+	}) {
+		return nil, nil
+	}
+	l := &loaded{hashes: map[string]string{}, docs: map[string]*siteDoc{}}
+	for _, s := range sites {
+		d, err := r.store.DesiredState(ctx, repo.Tenant, s)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("desired state of %s: %w", s, err)
+		}
+		if d.RepoID != repo.ID {
+			return nil, nil
+		}
+		if d.Commit != repo.LastAppliedCommit && d.UpdatedAt.After(repo.LastAppliedAt) {
+			return nil, nil
+		}
+		if d.Document == nil && len(d.VMs) == 0 {
+			continue // gone from git: no hash, its managed VMs are pruned
+		}
+		l.hashes[s] = d.Hash
+		l.docs[s] = &siteDoc{Site: d.Document, VMs: d.VMs}
+		if d.Document != nil {
+			l.desired.Sites = append(l.desired.Sites, *d.Document)
+		}
+		l.desired.VMs = append(l.desired.VMs, d.VMs...)
+	}
+	l.once.Do(func() {}) // hashes and docs are the recorded ones
+	return l, nil
 }
 
 // PreviewNow validates and plans a pull-request head against the live
