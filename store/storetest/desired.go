@@ -132,3 +132,51 @@ func testDesiredState(t *testing.T, s store.Store) {
 		t.Errorf("DesiredState after deleting the newer repository = %q (%v), want %s", got.RepoID, err, r1.ID)
 	}
 }
+
+// DesiredKeyUpgrade checks migration 0007 on a database that holds
+// incremental keys as one "hash@inventoryVersion" string: after the
+// upgrade each record has the hash and the inventory version as two
+// fields, no documents (Documented false, so DesiredState does not answer
+// from it), and its commit and time unchanged. The older schema is made by
+// taking 0007 back out of a migrated database with ExecRaw.
+func DesiredKeyUpgrade(t *testing.T, openDB OpenDatabase) {
+	ctx := t.Context()
+	reopen := openDB(t)
+	s := reopen(nil, false)
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+	want := map[string]store.SiteDesired{
+		siteA: {Site: siteA, Hash: "0123abcd", InventoryVersion: 42, Commit: "c1", UpdatedAt: epoch},
+		siteB: {Site: siteB, Hash: "", InventoryVersion: 3, Commit: "c2", UpdatedAt: epoch.Add(second)}, // gone from git
+	}
+	for _, d := range want {
+		d.Document = &model.Site{Name: d.Site}
+		_, err := s.RecordSitePlan(ctx, admin, tenantA, r.ID, d, nil, epoch)
+		must(t, err)
+	}
+	raw, ok := s.(Raw)
+	if !ok {
+		t.Fatalf("%T has no ExecRaw", s)
+	}
+	for _, q := range []string{
+		`UPDATE site_desired SET hash = hash || '@' || CAST(inventory_version AS TEXT)`,
+		`DROP INDEX site_desired_site`,
+		`ALTER TABLE site_desired DROP COLUMN inventory_version`,
+		`ALTER TABLE site_desired DROP COLUMN state`,
+		`DELETE FROM schema_migrations WHERE version = 7`,
+	} {
+		if err := raw.ExecRaw(ctx, q); err != nil {
+			t.Fatalf("take 0007 back out: %s: %v", q, err)
+		}
+	}
+
+	s = reopen(nil, false)
+	got, err := s.SiteDesired(ctx, tenantA, r.ID)
+	must(t, err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("records after the upgrade (-want +got):\n%s", diff)
+	}
+	_, err = s.DesiredState(ctx, tenantA, siteA)
+	wantErr(t, err, store.ErrNotFound)
+}
