@@ -215,6 +215,9 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if err := m.watchCertificates(opts.PKI); err != nil {
+		return nil, err
+	}
 	s.metricsHandler = promHandler(m.reg)
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()
