@@ -77,6 +77,19 @@ func TestRepos(t *testing.T) {
 		t.Errorf("repos add -o json: %+v", added)
 	}
 
+	// --forge notes is git notes: no forge form, the generic settings.
+	code, out, errs = nkudoctl(t, "-o", "json", "repos", "add", "file://"+t.TempDir(), "--name", "local", "--forge", "notes")
+	var notes reposAdded
+	if err := json.Unmarshal([]byte(out), &notes); code != exitOK || err != nil {
+		t.Fatalf("repos add --forge notes: exit %d, %v\n%s%s", code, err, out, errs)
+	}
+	if notes.Repository.ForgeKind != "gitnotes" || notes.Webhook.Forge != "" || !strings.Contains(notes.Webhook.Where, "any forge") {
+		t.Errorf("repos add --forge notes: %+v", notes)
+	}
+	if code, out, errs := nkudoctl(t, "repos", "rm", notes.Repository.ID); code != exitOK {
+		t.Fatalf("repos rm by ID: exit %d\n%s%s", code, out, errs)
+	}
+
 	code, out, errs = nkudoctl(t, "repos")
 	if code != exitOK || !strings.Contains(out, id) || !strings.Contains(out, "edge") || !strings.Contains(out, "gitlab") {
 		t.Fatalf("repos list: exit %d\n%s%s", code, out, errs)
