@@ -17,6 +17,8 @@ import (
 )
 
 // Hypervisor is what facts need from a provider: its binary and version.
+// A provider that also has a Name() string method is reported by that
+// name; otherwise it is Cloud Hypervisor.
 type Hypervisor interface {
 	Version(ctx context.Context) (path, version string, err error)
 }
@@ -106,6 +108,9 @@ func (s FactsSource) Collect(ctx context.Context) api.HostFacts {
 	}
 	if s.Hypervisor != nil {
 		f.Hypervisor.Name = "cloud-hypervisor"
+		if n, ok := s.Hypervisor.(interface{ Name() string }); ok {
+			f.Hypervisor.Name = n.Name()
+		}
 		path, version, err := s.Hypervisor.Version(ctx)
 		f.Hypervisor.Path, f.Hypervisor.Version = path, version
 		if err != nil {

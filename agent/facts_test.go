@@ -78,3 +78,21 @@ func TestUnreadableFactsAreUnknownWithReason(t *testing.T) {
 		t.Errorf("legacy form = %+v", l)
 	}
 }
+
+type namedHV struct{ fakeHV }
+
+func (namedHV) Name() string { return "qemu" }
+
+// TestFactsNameTheProvider: a provider with a name (QEMU) is reported by
+// it; one without is Cloud Hypervisor.
+func TestFactsNameTheProvider(t *testing.T) {
+	for _, tc := range []struct {
+		hv   Hypervisor
+		want string
+	}{{fakeHV{}, "cloud-hypervisor"}, {namedHV{}, "qemu"}} {
+		f := FactsSource{StateDir: t.TempDir(), Hypervisor: tc.hv}.Collect(t.Context())
+		if f.Hypervisor.Name != tc.want || f.Hypervisor.Version == "" {
+			t.Errorf("hypervisor facts %+v, want name %s with its version", f.Hypervisor, tc.want)
+		}
+	}
+}

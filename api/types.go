@@ -226,7 +226,7 @@ func (f HostFacts) Typed() HostFacts {
 
 // HypervisorFacts describe the hypervisor binary found on the host.
 type HypervisorFacts struct {
-	Name    string `json:"name,omitempty"` // "cloud-hypervisor"
+	Name    string `json:"name,omitempty"` // "cloud-hypervisor" or "qemu"
 	Version string `json:"version,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Error   string `json:"error,omitempty"` // why it is not usable, if it is not
@@ -681,6 +681,9 @@ type AuditEvent struct {
 	Detail   json.RawMessage `json:"detail,omitempty"`
 	PrevHash string          `json:"prevHash"`
 	Hash     string          `json:"hash"`
+	// MAC is the event's HMAC under the server's audit key ("" before the
+	// chain was keyed).
+	MAC string `json:"mac,omitempty"`
 }
 
 // AuditVerification is the result of recomputing the audit hash chain.
@@ -698,6 +701,11 @@ type AuditVerification struct {
 	// KeyChecked says the server checked the MACs with its audit key (false:
 	// only the hashes, which anyone who can write the database can recompute).
 	KeyChecked bool `json:"keyChecked"`
+	// HeadHash and HeadMAC are the newest event's hash and MAC (the chain
+	// head): saved elsewhere as a checkpoint, they let a later verification
+	// notice the chain was truncated below them.
+	HeadHash string `json:"headHash,omitempty"`
+	HeadMAC  string `json:"headMac,omitempty"`
 }
 
 // Health is the body of /healthz and /readyz.

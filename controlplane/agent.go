@@ -84,7 +84,7 @@ func (s *Server) Enroll(ctx context.Context, req api.EnrollRequest) (_ api.CertR
 		return api.CertResponse{}, result, err
 	}
 	ident := pki.Identity{Tenant: tok.Tenant, Site: tok.Site}
-	resp, err := s.issue(ctx, store.Actor{Kind: store.ActorEnroll, ID: tok.ID}, ident, "", []byte(req.CSR))
+	resp, err := s.issue(ctx, store.Actor{Kind: store.ActorEnroll, ID: tok.ID}, ident, store.CertAuth{EnrollmentToken: tok.ID}, []byte(req.CSR))
 	if err != nil {
 		return api.CertResponse{}, "error", err
 	}
@@ -113,21 +113,25 @@ func checkProtocol(v int) error {
 }
 
 // issue signs a certificate for ident, records its serial and assembles the
-// answer, NetBird configuration included. authSerial is the certificate
-// the request authenticated with ("" for enrollment): the store records the
-// new certificate only if that one is still valid, atomically with any
-// revocation, so a renewal racing a revoke never yields a working
-// certificate; the signed one is then dropped unseen.
-func (s *Server) issue(ctx context.Context, actor store.Actor, ident pki.Identity, authSerial string, csr []byte) (api.CertResponse, error) {
+// answer, NetBird configuration included. auth is what the request
+// authenticated with (the renewing certificate, or the redeemed enrollment
+// token): the store records the new certificate only if it still holds,
+// atomically with any revocation, so a renewal or an enrollment racing a
+// revoke never yields a working certificate; the signed one is then
+// dropped unseen.
+func (s *Server) issue(ctx context.Context, actor store.Actor, ident pki.Identity, auth store.CertAuth, csr []byte) (api.CertResponse, error) {
 	iss, err := s.pki.Sign(csr, ident)
 	if err != nil {
 		return api.CertResponse{}, err
 	}
-	err = s.store.IssueSiteCertificate(ctx, actor, ident.Tenant, ident.Site, authSerial, iss.Serial, s.now())
+	err = s.store.IssueSiteCertificate(ctx, actor, ident.Tenant, ident.Site, auth, iss.Serial, s.now())
 	switch {
+	case (errors.Is(err, store.ErrCertRevoked) || errors.Is(err, store.ErrCertUnknown)) && auth.Serial == "":
+		return api.CertResponse{}, errorf(http.StatusUnauthorized, api.CodeCertRevoked,
+			"site %s was revoked while enrolling; create a new token", ident.Site)
 	case errors.Is(err, store.ErrCertRevoked), errors.Is(err, store.ErrCertUnknown):
 		return api.CertResponse{}, errorf(http.StatusUnauthorized, api.CodeCertRevoked,
-			"certificate %s of site %s was revoked while renewing; enroll again with a new token", authSerial, ident.Site)
+			"certificate %s of site %s was revoked while renewing; enroll again with a new token", auth.Serial, ident.Site)
 	case errors.Is(err, store.ErrNotFound):
 		return api.CertResponse{}, errorf(http.StatusUnauthorized, api.CodeCertInvalid, "site %s no longer exists", ident.Site)
 	case err != nil:
@@ -165,7 +169,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, c *caller) 
 	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
 		return badRequest("field \"csr\": %v", err)
 	}
-	resp, err := s.issue(r.Context(), c.actor(), c.id, c.serial, []byte(req.CSR))
+	resp, err := s.issue(r.Context(), c.actor(), c.id, store.CertAuth{Serial: c.serial}, []byte(req.CSR))
 	if err != nil {
 		return err
 	}

@@ -907,7 +907,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, c *caller) 
 	}
 	out := make([]api.AuditEvent, 0, len(evs))
 	for _, e := range evs {
-		out = append(out, api.AuditEvent{Seq: e.Seq, Time: e.Time, Tenant: e.Tenant, Actor: e.Actor, Action: e.Action, Object: e.Object, Detail: e.Detail, PrevHash: e.PrevHash, Hash: e.Hash})
+		out = append(out, api.AuditEvent{Seq: e.Seq, Time: e.Time, Tenant: e.Tenant, Actor: e.Actor, Action: e.Action, Object: e.Object, Detail: e.Detail, PrevHash: e.PrevHash, Hash: e.Hash, MAC: e.MAC})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -927,6 +927,6 @@ func (s *Server) handleAuditVerify(w http.ResponseWriter, r *http.Request, _ *ca
 		return err
 	}
 	writeJSON(w, http.StatusOK, api.AuditVerification{Events: v.Events, OK: v.OK(), FirstBroken: v.FirstBroken, Reason: v.Reason,
-		KeyedFrom: v.KeyedFrom, KeyChecked: v.KeyChecked})
+		KeyedFrom: v.KeyedFrom, KeyChecked: v.KeyChecked, HeadHash: v.HeadHash, HeadMAC: v.HeadMAC})
 	return nil
 }

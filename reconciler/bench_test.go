@@ -141,7 +141,6 @@ func BenchmarkWebhookToPlansStored(b *testing.B) {
 	done := make(chan struct{})
 	go func() { loop.Run(ctx); close(done) }()
 	b.Cleanup(func() { cancel(); <-done })
-	body := `{"ref":"refs/heads/main","before":"` + strings.Repeat("0", 40) + `","after":"` + strings.Repeat("1", 40) + `"}`
 	n := 0
 	cpu := startCPU()
 	for b.Loop() {
@@ -150,6 +149,9 @@ func BenchmarkWebhookToPlansStored(b *testing.B) {
 		site := changeOneSite(e, n)
 		head := e.git.Head()
 		n++
+		// Each push names its own commit, as a forge's does: the same body
+		// twice would be dropped as a replay.
+		body := `{"ref":"refs/heads/main","before":"` + strings.Repeat("0", 40) + `","after":"` + head + `"}`
 		req := httptest.NewRequestWithContext(b.Context(), http.MethodPost, "/v1/webhooks/"+e.repo.ID, strings.NewReader(body))
 		req.SetPathValue("repo", e.repo.ID)
 		req.Header.Set("X-GitHub-Event", "push")

@@ -309,12 +309,13 @@ type Sites interface {
 	// IssueSiteCertificate records a certificate just signed for the site in
 	// its current identity epoch and makes it the site's CertSerial, under
 	// the site's row lock, so it serialises with RevokeSiteCertificates and
-	// DeleteSite. authSerial is the certificate that authenticated the
-	// request (renewal) or "" (enrollment, where the redeemed token did):
-	// when it is no longer valid for the site (ErrCertRevoked, ErrCertUnknown)
-	// nothing is recorded and the new certificate must be discarded. The
-	// first issue sets EnrolledAt. Audited. ErrNotFound if the site is absent.
-	IssueSiteCertificate(ctx context.Context, actor Actor, tenant, site, authSerial, serial string, now time.Time) error
+	// DeleteSite. auth is what authenticated the request: when it no longer
+	// holds (the renewing certificate was revoked or is not of this epoch:
+	// ErrCertRevoked, ErrCertUnknown; the site was revoked after the
+	// enrollment token was redeemed: ErrCertRevoked) nothing is recorded and
+	// the new certificate must be discarded. The first issue sets
+	// EnrolledAt. Audited. ErrNotFound if the site is absent.
+	IssueSiteCertificate(ctx context.Context, actor Actor, tenant, site string, auth CertAuth, serial string, now time.Time) error
 	// CheckSiteCertificate returns the site when serial is a certificate
 	// recorded for its current epoch and not revoked: the check of every
 	// agent request. ErrCertRevoked if the serial was revoked (also when
@@ -727,6 +728,15 @@ type Site struct {
 	HasNetBirdSetupKey   bool          `json:"hasNetbirdSetupKey"`
 }
 
+// CertAuth is what authenticated a request for a certificate; the zero
+// value checks nothing (an operator recording a certificate by hand).
+type CertAuth struct {
+	// Serial is the certificate a renewal presented.
+	Serial string
+	// EnrollmentToken is the ID of the token an enrollment redeemed.
+	EnrollmentToken string
+}
+
 // RevokedSerial is one revoked agent certificate.
 type RevokedSerial struct {
 	Serial    string    `json:"serial"`
@@ -901,6 +911,11 @@ type AuditVerification struct {
 	// the store was opened without it (then only the hashes were checked,
 	// which someone with database access can recompute).
 	KeyChecked bool `json:"keyChecked"`
+	// HeadHash and HeadMAC are the chain head's hash and MAC: exported
+	// elsewhere as a checkpoint, they let a later check find a truncation
+	// below them, which the chain alone cannot show.
+	HeadHash string `json:"headHash,omitempty"`
+	HeadMAC  string `json:"headMac,omitempty"`
 }
 
 // OK reports whether the chain is intact.

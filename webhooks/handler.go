@@ -238,7 +238,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		log.Warn("webhook refused: too many deliveries being read", "remote", r.RemoteAddr)
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
-		writeError(w, http.StatusServiceUnavailable, "busy", "too many webhook deliveries in progress; retry later")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "too many webhook deliveries in progress; retry later")
 		return
 	}
 	defer release()
@@ -342,7 +342,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, v *verifier) 
 	// A network deadline, so wall-clock time. Not every writer supports
 	// deadlines (httptest's recorder does not); the server's own
 	// ReadTimeout still applies then.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.opts.BodyTimeout))
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(h.opts.BodyTimeout)) == nil {
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }() // the connection may serve more requests
+	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 && r.ContentLength <= h.opts.MaxBody {
 		// The slot reserved this much already; growing by doubling

@@ -1,9 +1,11 @@
-// Package webhooks owns forge webhook deliveries: it checks their
-// authenticity (GitHub and Gitea/Forgejo HMAC signatures, GitLab's shared
-// token, all compared in constant time), parses push and pull-request
-// payloads into Events, de-duplicates deliveries through the store, and hands
-// the result to the reconciler asynchronously so forges get an answer
-// within milliseconds.
+// Package webhooks owns forge webhook deliveries: it refuses what the
+// headers already disqualify before reading a body and caps the bodies read
+// at once, checks authenticity (GitHub and Gitea/Forgejo HMAC signatures
+// computed as the body streams in, GitLab's shared token, all compared in
+// constant time), parses push and pull-request payloads into Events,
+// de-duplicates deliveries by ID and replays by body hash through the
+// store, and hands the result to the reconciler asynchronously so forges
+// get an answer within milliseconds.
 package webhooks
 
 import (

@@ -1,7 +1,7 @@
 // Package debugbundle collects an edge agent's diagnostics into a gzipped
 // tarball that is safe to attach to a ticket: host facts, the agent
 // version, the executor's action cache and outboxes, per-VM metadata and
-// the tails of each VM's serial and VMM logs, the public facts of the agent
+// the tails of each VM's serial and VMM (or QEMU) logs, the public facts of the agent
 // certificate, a redacted identity, `netbird status --json`, a listing of
 // the state dir, and manifest.json naming what was collected and what was
 // skipped and why.
@@ -198,7 +198,7 @@ func Write(ctx context.Context, w io.Writer, o Options) (*Manifest, error) {
 	for _, collect := range []func(context.Context) error{
 		// VMs before the executor: credentials found in VM metadata are
 		// then redacted from cached results and logs too.
-		b.collectVersion, b.collectPKI, b.collectVMs, b.collectExecutor,
+		b.collectVersion, b.collectPKI, b.collectVMs, b.collectQEMUVMs, b.collectExecutor,
 		b.collectFacts, b.collectTree, b.collectNetBird, b.collectJournal,
 	} {
 		if err := collect(ctx); err != nil {

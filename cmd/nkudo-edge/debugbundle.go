@@ -22,6 +22,7 @@ type debugBundleCmd struct {
 	NetBird     string `help:"netbird binary (for the facts and netbird status --json)." default:"netbird" name:"netbird"`
 	JournalUnit string `help:"systemd unit whose journal tail is collected (empty: none)." default:"nkudo-edge" name:"journal-unit"`
 	MaxLogBytes int64  `help:"Bytes kept from the end of each log (VM serial and VMM logs, the journal)." default:"1048576" name:"max-log-bytes"`
+	Provider    string `help:"Hypervisor provider the agent runs (for the facts): cloud-hypervisor or qemu." default:"cloud-hypervisor" enum:"cloud-hypervisor,qemu" env:"NKUDO_PROVIDER"`
 }
 
 // Help is shown by kong under the command's usage.
@@ -78,8 +79,12 @@ func (d *debugBundleCmd) Run(ctx context.Context, logger *slog.Logger, out io.Wr
 // leave directories the agent's user cannot write): without them, the
 // same probes run against a scratch dir and the inventory is empty.
 func (d *debugBundleCmd) facts(ctx context.Context, logger *slog.Logger) (api.HeartbeatRequest, error) {
-	pf := providerFlags{StateDir: d.StateDir, Hypervisor: d.Hypervisor, NetBird: d.NetBird, DisableNetworking: true}
+	pf := providerFlags{StateDir: d.StateDir, Hypervisor: d.Hypervisor, NetBird: d.NetBird, DisableNetworking: true, Provider: d.Provider,
+		QEMUImg: "qemu-img", Accel: "tcg"}
 	hv := filepath.Join(d.StateDir, "hypervisor")
+	if d.Provider == "qemu" {
+		hv = filepath.Join(d.StateDir, "qemu")
+	}
 	var missing []string
 	for _, sub := range []string{"vms", "images"} {
 		if fi, err := os.Stat(filepath.Join(hv, sub)); err != nil || !fi.IsDir() {
@@ -96,7 +101,7 @@ func (d *debugBundleCmd) facts(ctx context.Context, logger *slog.Logger) (api.He
 		provFlags.StateDir = scratch
 		logger.Warn("no VM state yet; facts carry an empty inventory", "missing", strings.Join(missing, ", "))
 	}
-	prov, err := provFlags.provider(logger)
+	prov, err := provFlags.provider(ctx, logger, false)
 	if err != nil {
 		return api.HeartbeatRequest{}, err
 	}

@@ -139,3 +139,26 @@ func TestDebugBundle(t *testing.T) {
 		}
 	})
 }
+
+// TestDebugBundleQEMUProvider: with --provider qemu the bundle's facts
+// name QEMU, and its provider dir is not created either.
+func TestDebugBundleQEMUProvider(t *testing.T) {
+	state := t.TempDir()
+	out := filepath.Join(t.TempDir(), "b.tar.gz")
+	var stdout bytes.Buffer
+	if code := run([]string{"debug-bundle", "--provider", "qemu", "--state-dir", state, "--pki-dir", filepath.Join(state, "pki"),
+		"--netbird", "/nonexistent/netbird", "--journal-unit=", "--output", out}, &stdout); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var facts api.HeartbeatRequest
+	if err := json.Unmarshal(untar(t, data)["facts.json"], &facts); err != nil || facts.Facts.Hypervisor.Name != "qemu" {
+		t.Errorf("facts.json hypervisor = %+v (%v), want qemu", facts.Facts.Hypervisor, err)
+	}
+	if _, err := os.Stat(filepath.Join(state, "qemu")); !os.IsNotExist(err) {
+		t.Errorf("the bundle created %s/qemu (stat: %v)", state, err)
+	}
+}

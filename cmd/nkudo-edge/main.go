@@ -1,6 +1,6 @@
 // Command nkudo-edge is the n-kudo edge agent: it enrolls a site with the
 // control plane, then heartbeats host facts and VM inventory, long-polls
-// for plans, applies them with Cloud Hypervisor and reports results and
+// for plans, applies them with Cloud Hypervisor or QEMU and reports results and
 // logs. It only wires the parts of package agent together.
 package main
 
@@ -22,8 +22,10 @@ import (
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/netbird"
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
+	"github.com/nkudo/nkudo/agent/providers/qemu"
 	"github.com/nkudo/nkudo/api"
 	buildversion "github.com/nkudo/nkudo/internal/version"
+	"github.com/nkudo/nkudo/model"
 )
 
 // version is the agent's release version, stamped into internal/version
@@ -58,6 +60,17 @@ type providerFlags struct {
 	NetBird           string        `help:"netbird binary." default:"netbird" name:"netbird"`
 	DisableNetworking bool          `help:"Do not create TAP devices and bridges (no CAP_NET_ADMIN)."`
 	StopTimeout       time.Duration `help:"How long a guest gets to obey the ACPI power button before a hard stop." default:"30s"`
+	Provider          string        `help:"Hypervisor provider: cloud-hypervisor or qemu." default:"cloud-hypervisor" enum:"cloud-hypervisor,qemu" env:"NKUDO_PROVIDER"`
+	QEMU              string        `help:"QEMU system emulator (qemu provider; default qemu-system-<arch> from PATH)." name:"qemu"`
+	QEMUImg           string        `help:"qemu-img binary (qemu provider)." default:"qemu-img" name:"qemu-img"`
+	Accel             string        `help:"QEMU acceleration: auto (probe KVM with a real boot, else TCG), kvm or tcg." default:"auto" enum:"auto,kvm,tcg"`
+}
+
+// edgeProvider is what the commands need from either provider.
+type edgeProvider interface {
+	agent.Provider
+	agent.Hypervisor
+	Reattach(ctx context.Context) ([]model.ObservedVM, error)
 }
 
 type runCmd struct {
@@ -113,14 +126,40 @@ func (e *enrollCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer)
 	return nil
 }
 
-func (p providerFlags) provider(logger *slog.Logger) (*cloudhypervisor.Provider, error) {
+// provider builds the configured provider. Only a provider that will
+// launch VMs (launches) resolves --accel auto, which costs a probe boot.
+func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launches bool) (edgeProvider, error) {
+	if p.Provider == "qemu" {
+		bin := p.QEMU
+		if bin == "" {
+			bin = qemu.DefaultBinary()
+		}
+		accel := p.Accel
+		if accel == qemu.AccelAuto && launches {
+			var note string
+			var err error
+			if accel, note, err = qemu.ResolveAccel(ctx, bin, accel); err != nil {
+				return nil, err
+			}
+			if note != "" {
+				logger.Warn("KVM unusable; QEMU runs guests under TCG (software emulation)", "probe", note)
+			}
+		} else if accel == qemu.AccelAuto {
+			accel = qemu.AccelTCG
+		}
+		logger.Info("qemu provider", "binary", bin, "accel", accel)
+		return qemu.New(qemu.Options{
+			StateDir: filepath.Join(p.StateDir, "qemu"), Binary: bin, Img: p.QEMUImg, Accel: accel, Logger: logger,
+			DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
+		})
+	}
 	return cloudhypervisor.New(cloudhypervisor.Options{
 		StateDir: filepath.Join(p.StateDir, "hypervisor"), Binary: p.Hypervisor, Logger: logger,
 		DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
 	})
 }
 
-func (p providerFlags) facts(prov *cloudhypervisor.Provider, logger *slog.Logger) agent.FactsSource {
+func (p providerFlags) facts(prov edgeProvider, logger *slog.Logger) agent.FactsSource {
 	return agent.FactsSource{StateDir: p.StateDir, Hypervisor: prov, NetBird: &netbird.Client{Binary: p.NetBird, Logger: logger},
 		AgentVersion: version}
 }
@@ -140,7 +179,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	defer client.CloseIdleConnections()
-	prov, err := r.provider(logger)
+	prov, err := r.provider(ctx, logger, true)
 	if err != nil {
 		return err
 	}
@@ -172,7 +211,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 }
 
 func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) error {
-	prov, err := f.provider(logger)
+	prov, err := f.provider(ctx, logger, false)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -41,5 +42,36 @@ func TestEnrollAndRunFailClearly(t *testing.T) {
 				t.Errorf("exit code %d, want 1", code)
 			}
 		})
+	}
+}
+
+// TestFactsWithQEMUProvider: --provider qemu reports QEMU and its version
+// (or why there is none) in the host facts.
+func TestFactsWithQEMUProvider(t *testing.T) {
+	var out bytes.Buffer
+	state := t.TempDir()
+	if code := run([]string{"facts", "--provider", "qemu", "--state-dir", state, "--qemu", "/nonexistent/qemu-system-x86_64", "--netbird", "/nonexistent/netbird"}, &out); code != 0 {
+		t.Fatalf("facts: code %d", code)
+	}
+	var req api.HeartbeatRequest
+	if err := json.Unmarshal(out.Bytes(), &req); err != nil {
+		t.Fatalf("facts output is not a heartbeat request: %v\n%s", err, out.String())
+	}
+	if h := req.Facts.Hypervisor; h.Name != "qemu" || !strings.Contains(h.Error, "/nonexistent/qemu-system-x86_64") {
+		t.Errorf("hypervisor facts = %+v, want qemu with the missing binary named", h)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return
+	}
+	out.Reset()
+	if code := run([]string{"facts", "--provider", "qemu", "--state-dir", state, "--netbird", "/nonexistent/netbird"}, &out); code != 0 {
+		t.Fatalf("facts: code %d", code)
+	}
+	req = api.HeartbeatRequest{}
+	if err := json.Unmarshal(out.Bytes(), &req); err != nil {
+		t.Fatal(err)
+	}
+	if h := req.Facts.Hypervisor; h.Name != "qemu" || h.Version == "" || h.Error != "" {
+		t.Errorf("hypervisor facts = %+v, want qemu with its version", h)
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/nkudo/nkudo/agent/providers/qemu"
 	"github.com/nkudo/nkudo/internal/demo"
 	manifestsexample "github.com/nkudo/nkudo/manifests-example"
 )
@@ -32,7 +34,7 @@ type DemoCmd struct {
 	DataDir    string        `help:"Keep everything the demo creates in DIR (new or empty) instead of a temporary directory." type:"path" placeholder:"DIR"`
 	Manifests  string        `help:"Example repository to start from (default: the manifests-example built into this binary)." type:"path" placeholder:"DIR"`
 	Listen     string        `help:"Control-plane address." default:"127.0.0.1:0"`
-	Hypervisor string        `help:"auto (a real cloud-hypervisor when one is on PATH, /dev/kvm is usable and --manifests names real images; else the built-in fake), fake, or the path of a cloud-hypervisor binary." default:"auto" placeholder:"auto|fake|PATH"`
+	Hypervisor string        `help:"auto (a real cloud-hypervisor when one is on PATH, /dev/kvm is usable and --manifests names real images; else the built-in fake), fake, qemu (real guests under QEMU, built from the Debian cloud kernel and busybox-static; KVM when a probe boot works, else TCG), or the path of a cloud-hypervisor binary." default:"auto" placeholder:"auto|fake|qemu|PATH"`
 	JSON       bool          `help:"Print machine-readable events, one JSON object per line." name:"json"`
 	Once       bool          `help:"Run the story and exit 0 once every site has converged on the second commit (non-zero with the reason otherwise)."`
 	Timeout    time.Duration `help:"Overall time limit with --once." default:"5m"`
@@ -55,7 +57,17 @@ func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("demo: find own executable: %w", err)
 	}
 	hv, note := c.Hypervisor, ""
+	provider, accel := "", ""
 	switch hv {
+	case "qemu":
+		provider, hv = demo.ProviderQEMU, qemu.DefaultBinary()
+		var probe string
+		if accel, probe, err = qemu.ResolveAccel(ctx, hv, qemu.AccelAuto); err != nil {
+			return err
+		}
+		if probe != "" {
+			note = "KVM is unusable here (" + firstLine(probe) + "): guests run under TCG, software emulation"
+		}
 	case "auto":
 		hv = demo.RealHypervisor()
 		if hv != "" && c.Manifests == "" {
@@ -78,7 +90,7 @@ func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	err = demo.Run(ctx, demo.Options{
 		Manifests: c.Manifests, ManifestsFS: manifestsexample.FS(), DataDir: c.DataDir, Listen: c.Listen, Serve: demoServe,
-		Hypervisor: hv, HypervisorNote: note, SelfExecutable: self, Out: g.stdout, JSON: c.JSON, Once: c.Once, Logger: logger,
+		Hypervisor: hv, HypervisorNote: note, Provider: provider, Accel: accel, SelfExecutable: self, Out: g.stdout, JSON: c.JSON, Once: c.Once, Logger: logger,
 	})
 	if c.Once && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("demo did not finish within --timeout %s: %w", c.Timeout, err)
@@ -101,4 +113,10 @@ func demoServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.L
 		GitOpsFlags: GitOpsFlags{EgressAllow: []string{"127.0.0.0/8", "::1/128"}},
 	}
 	return s.Serve(ctx, log, ln)
+}
+
+// firstLine keeps a probe's diagnosis to one line of narration.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

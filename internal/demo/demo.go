@@ -46,6 +46,12 @@ type Options struct {
 	Hypervisor string
 	// HypervisorNote is told at the start (why the hypervisor was chosen).
 	HypervisorNote string
+	// Provider is "" (Cloud Hypervisor, real or fake) or ProviderQEMU: the
+	// agents then run real guests under the QEMU at Hypervisor with Accel
+	// (kvm or tcg), and the demo builds a small fleet for them instead of
+	// Manifests (which may then be empty).
+	Provider string
+	Accel    string
 	// SelfExecutable is the binary that runs the fake hypervisor when
 	// invoked as "cloud-hypervisor" (see IsFakeHypervisor).
 	SelfExecutable string
@@ -100,7 +106,7 @@ type demo struct {
 // returns an error naming what did not happen otherwise. Everything it
 // started is stopped before it returns.
 func Run(ctx context.Context, o Options) (err error) {
-	if (o.Manifests == "" && o.ManifestsFS == nil) || o.Serve == nil || (o.Hypervisor == "" && o.SelfExecutable == "") {
+	if (o.Manifests == "" && o.ManifestsFS == nil && o.Provider != ProviderQEMU) || o.Serve == nil || (o.Hypervisor == "" && o.SelfExecutable == "") {
 		return errors.New("demo: Manifests, Serve and a hypervisor are required")
 	}
 	if o.Out == nil {
@@ -108,6 +114,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 2 * time.Minute
+		if o.Provider == ProviderQEMU {
+			o.Timeout = 6 * time.Minute // guests boot under emulation
+		}
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -139,7 +148,9 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	hv := o.Hypervisor
 	hvKind := "real Cloud Hypervisor " + hv
-	if hv == "" {
+	if o.Provider == ProviderQEMU {
+		hvKind = fmt.Sprintf("QEMU %s (%s): real guests", hv, o.Accel)
+	} else if hv == "" {
 		if hv, err = linkFakeHypervisor(filepath.Join(dir, "bin"), o.SelfExecutable); err != nil {
 			return err
 		}
@@ -157,7 +168,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	d.httpURL = "http://" + hln.Addr().String()
 
-	if err := d.prepareRepo(o.Hypervisor == ""); err != nil {
+	if o.Provider == ProviderQEMU {
+		if d.o.Manifests, err = d.qemuFleet(dir, d.httpURL); err != nil {
+			hln.Close()
+			return err
+		}
+	}
+	if err := d.prepareRepo(o.Hypervisor == "" && o.Provider != ProviderQEMU); err != nil {
 		hln.Close()
 		return err
 	}
@@ -196,8 +213,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		wg.Wait()
 		stopCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer stop()
-		n, errs := shutdownVMMs(stopCtx, filepath.Join(d.dir, "s"))
-		d.log.Info("VMMs stopped", "count", n)
+		var errs []error
+		if o.Provider == ProviderQEMU {
+			errs = append(errs, shutdownQEMU(stopCtx, filepath.Join(d.dir, "s")))
+		} else {
+			var n int
+			n, errs = shutdownVMMs(stopCtx, filepath.Join(d.dir, "s"))
+			d.log.Info("VMMs stopped", "count", n)
+		}
 		err = errors.Join(err, bgErr)
 		err = errors.Join(append([]error{err}, errs...)...)
 	}()

@@ -23,6 +23,7 @@ import (
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/netbird"
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
+	"github.com/nkudo/nkudo/agent/providers/qemu"
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/diff"
@@ -130,8 +131,17 @@ func (d *demo) startAgents(ctx context.Context, hv string, background func(strin
 		if err != nil {
 			return err
 		}
-		prov, err := cloudhypervisor.New(cloudhypervisor.Options{StateDir: filepath.Join(siteDir, "hv"), Binary: hv,
-			Logger: log, DisableNetworking: true, StopTimeout: 10 * time.Second})
+		var prov interface {
+			agent.Provider
+			agent.Hypervisor
+		}
+		if d.o.Provider == ProviderQEMU {
+			prov, err = qemu.New(qemu.Options{StateDir: filepath.Join(siteDir, "qemu"), Binary: hv, Accel: d.o.Accel,
+				Logger: log, DisableNetworking: true, StopTimeout: 30 * time.Second})
+		} else {
+			prov, err = cloudhypervisor.New(cloudhypervisor.Options{StateDir: filepath.Join(siteDir, "hv"), Binary: hv,
+				Logger: log, DisableNetworking: true, StopTimeout: 10 * time.Second})
+		}
 		if err != nil {
 			return err
 		}

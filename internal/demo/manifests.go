@@ -241,6 +241,9 @@ func newVMManifest(name string, like *model.VirtualMachine) string {
 		if s.Kernel.Cmdline != "" {
 			fmt.Fprintf(&b, "    cmdline: %q\n", s.Kernel.Cmdline)
 		}
+		if ird := s.Kernel.Initramfs; ird != nil {
+			fmt.Fprintf(&b, "    initramfs:\n      url: %s\n      sha256: %s\n", ird.URL, ird.SHA256)
+		}
 	}
 	if s.Firmware != nil {
 		fmt.Fprintf(&b, "  firmware:\n    url: %s\n    sha256: %s\n", s.Firmware.URL, s.Firmware.SHA256)

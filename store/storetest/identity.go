@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nkudo/nkudo/store"
 )
@@ -24,7 +25,7 @@ func testSiteCertificates(t *testing.T, s store.Store) {
 			t.Fatalf("CheckSiteCertificate(%s, %s) = %v, want %v", site, serial, err, want)
 		}
 	}
-	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "", "a1", epoch))
+	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{}, "a1", epoch))
 	st, err := s.CheckSiteCertificate(ctx, tenantA, siteA, "a1")
 	must(t, err)
 	if st.Epoch == "" || st.CertSerial != "a1" || st.EnrolledAt.IsZero() {
@@ -36,11 +37,11 @@ func testSiteCertificates(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound)
 
 	// Renewal: both certificates work until revoked (the agent switches over).
-	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "a1", "a2", epoch.Add(second)))
+	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{Serial: "a1"}, "a2", epoch.Add(second)))
 	check(siteA, "a1", nil)
 	check(siteA, "a2", nil)
 	// Renewing with a certificate the site never had records nothing.
-	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "forged", "a3", epoch), store.ErrCertUnknown)
+	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{Serial: "forged"}, "a3", epoch), store.ErrCertUnknown)
 	check(siteA, "a3", store.ErrCertUnknown)
 
 	revoked, err := s.RevokeSiteCertificates(ctx, admin, tenantA, siteA, epoch.Add(2*second))
@@ -56,14 +57,33 @@ func testSiteCertificates(t *testing.T, s store.Store) {
 		t.Fatalf("second RevokeSiteCertificates = %v, want none", again)
 	}
 	// A renewal authenticated by a revoked certificate records nothing.
-	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "a2", "a4", epoch), store.ErrCertRevoked)
+	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{Serial: "a2"}, "a4", epoch), store.ErrCertRevoked)
 	check(siteA, "a4", store.ErrCertUnknown)
 	if st, err := s.GetSite(ctx, tenantA, siteA); err != nil || st.CertSerial != "a2" {
 		t.Fatalf("site after refused renewal = %+v, %v; want serial a2", st, err)
 	}
 	// Enrolling again (a redeemed token) works.
-	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "", "a5", epoch.Add(4*second)))
+	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{}, "a5", epoch.Add(4*second)))
 	check(siteA, "a5", nil)
+
+	// An enrollment whose token was redeemed before a revocation of the
+	// site records nothing after it; one redeemed after it does.
+	token := func(id string) {
+		t.Helper()
+		_, err := s.CreateEnrollmentToken(ctx, admin, store.EnrollmentToken{ID: id, Tenant: tenantA, Site: siteA, ExpiresAt: epoch.Add(time.Hour)}, store.HashSecret(id))
+		must(t, err)
+		_, err = s.RedeemEnrollmentToken(ctx, id, store.HashSecret(id), epoch)
+		must(t, err)
+	}
+	token("tok-before")
+	_, err = s.RevokeSiteCertificates(ctx, admin, tenantA, siteA, epoch.Add(5*second))
+	must(t, err)
+	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{EnrollmentToken: "tok-before"}, "e1", epoch), store.ErrCertRevoked)
+	check(siteA, "e1", store.ErrCertUnknown)
+	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{EnrollmentToken: "never-redeemed"}, "e2", epoch), store.ErrCertRevoked)
+	token("tok-after")
+	must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{EnrollmentToken: "tok-after"}, "e3", epoch))
+	check(siteA, "e3", nil)
 
 	// Delete and create again: a new epoch, and every old certificate revoked.
 	must(t, s.DeleteSite(ctx, admin, tenantA, siteA))
@@ -77,7 +97,7 @@ func testSiteCertificates(t *testing.T, s store.Store) {
 		t.Fatalf("re-created site epoch %q, want a new one (old %q)", again2.Epoch, st.Epoch)
 	}
 	check(siteA, "a5", store.ErrCertRevoked)
-	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "a5", "a6", epoch), store.ErrCertRevoked)
+	wantErr(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{Serial: "a5"}, "a6", epoch), store.ErrCertRevoked)
 	check(siteA, "a6", store.ErrCertUnknown)
 	revs, err := s.ListRevokedSerials(ctx)
 	must(t, err)
@@ -86,12 +106,12 @@ func testSiteCertificates(t *testing.T, s store.Store) {
 		got = append(got, r.Serial)
 	}
 	slices.Sort(got)
-	if want := []string{"a1", "a2", "a5"}; !slices.Equal(got, want) {
+	if want := []string{"a1", "a2", "a5", "e3"}; !slices.Equal(got, want) {
 		t.Fatalf("revoked serials %v, want %v (the deleted site's last certificate included)", got, want)
 	}
 
 	// Deleting a tenant revokes its sites' certificates too.
-	must(t, s.IssueSiteCertificate(ctx, agent, tenantB, siteB, "", "b1", epoch))
+	must(t, s.IssueSiteCertificate(ctx, agent, tenantB, siteB, store.CertAuth{}, "b1", epoch))
 	must(t, s.DeleteTenant(ctx, admin, tenantB))
 	revoked2, err := s.IsSerialRevoked(ctx, "b1")
 	must(t, err)
@@ -110,7 +130,7 @@ func testRevokeRenewRace(t *testing.T, s store.Store) {
 	const rounds, renewals = 200, 4
 	for round := range rounds {
 		auth := fmt.Sprintf("r%d", round)
-		must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, "", auth, epoch))
+		must(t, s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{}, auth, epoch))
 		var wg sync.WaitGroup
 		issued := make(chan string, renewals)
 		start := make(chan struct{})
@@ -118,7 +138,7 @@ func testRevokeRenewRace(t *testing.T, s store.Store) {
 			wg.Go(func() {
 				<-start
 				serial := fmt.Sprintf("%s-%d", auth, i)
-				err := s.IssueSiteCertificate(ctx, agent, tenantA, siteA, auth, serial, epoch)
+				err := s.IssueSiteCertificate(ctx, agent, tenantA, siteA, store.CertAuth{Serial: auth}, serial, epoch)
 				switch {
 				case err == nil:
 					issued <- serial

@@ -312,10 +312,18 @@ func TestGiteaWebhookAuth(t *testing.T) {
 		}
 	}
 	// A refused delivery must not burn its ID: the same ID, now correctly
-	// signed, is a new delivery.
-	signed := giteaRedeliver(real, "forged-wrong-secret", real.Body, giteatest.Sign(real.Body, e.secret))
+	// signed, is a new delivery. Its body differs from the genuine one (a
+	// trailing space), since the genuine body again is a replay.
+	fresh := append(bytes.Clone(real.Body), ' ')
+	signed := giteaRedeliver(real, "forged-wrong-secret", fresh, giteatest.Sign(fresh, e.secret))
 	if code, body, err := signed.Replay(t.Context(), e.cp.hc, reg.WebhookURL); err != nil || code != http.StatusAccepted {
 		t.Errorf("correctly signed delivery reusing a refused ID: HTTP %d (%s), %v; want 202 accepted", code, body, err)
+	}
+	// The genuine body, correctly signed, under a new delivery ID: a
+	// captured delivery replayed, dropped by its body.
+	replayed := giteaRedeliver(real, "replayed-new-id", real.Body, giteatest.Sign(real.Body, e.secret))
+	if code, body, err := replayed.Replay(t.Context(), e.cp.hc, reg.WebhookURL); err != nil || code/100 != 2 || !strings.Contains(body, "duplicate") {
+		t.Errorf("genuine body under a new delivery ID: HTTP %d (%s), %v; want a 2xx answer saying duplicate", code, body, err)
 	}
 
 	// The genuine delivery again, byte for byte: a duplicate.

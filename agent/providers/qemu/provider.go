@@ -827,15 +827,17 @@ func (p *Provider) liveInfo(ctx context.Context, name string) (liveInfo, error) 
 		if err := m.Run(ctx, "query-cpus-fast", nil, &cpus); err != nil {
 			return err
 		}
+		// A machine without CPU hotplug (microvm, none) answers with an
+		// error: its maximum is what it has.
 		var slots []hotpluggableCPU
-		if err := m.Run(ctx, "query-hotpluggable-cpus", nil, &slots); err != nil {
+		if err := m.Run(ctx, "query-hotpluggable-cpus", nil, &slots); err != nil && !IsQMPError(err) {
 			return err
 		}
 		var mem memorySummary
 		if err := m.Run(ctx, "query-memory-size-summary", nil, &mem); err != nil {
 			return err
 		}
-		li = liveInfo{Status: st.Status, CPUs: len(cpus), MaxCPUs: len(slots),
+		li = liveInfo{Status: st.Status, CPUs: len(cpus), MaxCPUs: max(len(slots), len(cpus)),
 			MemoryMiB: int((mem.BaseMemory + mem.PluggedMemory) / mib)}
 		return nil
 	})

@@ -220,6 +220,17 @@ func TestRealQEMULifecycle(t *testing.T) {
 	if n := qemuProcesses(p.socket(name)); n != 1 {
 		t.Fatalf("%d qemu processes after a second start, want 1", n)
 	}
+	// Without its pid file (an agent killed before QEMU wrote it) the
+	// process is still found by its command line.
+	if err := os.Remove(p.pidFile(name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := newProvider(t, state).Start(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if n := qemuProcesses(p.socket(name)); n != 1 {
+		t.Fatalf("%d qemu processes after a start without the pid file, want 1", n)
+	}
 
 	if err := p2.Stop(ctx, name); err != nil {
 		t.Fatal(err)
@@ -297,8 +308,51 @@ func TestUnmanagedAndInvalid(t *testing.T) {
 	if err := p.Delete(ctx, "missing"); err != nil {
 		t.Errorf("delete of a missing vm: %v", err)
 	}
-	if !errors.Is(fmt.Errorf("x: %w", agent.ErrUnmanaged), agent.ErrUnmanaged) {
-		t.Fatal("unreachable")
+}
+
+// TestUnmanagedQEMUIsReportedNotTouched: a QEMU under vms/ that n-kudo did
+// not create (no meta.json) is listed as unmanaged, and every operation
+// on it is refused.
+func TestUnmanagedQEMUIsReportedNotTouched(t *testing.T) {
+	requireQEMU(t)
+	ctx := t.Context()
+	p := newProvider(t, t.TempDir())
+	dir := p.vmDir("foreign")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(DefaultBinary(), "-machine", "none", "-display", "none", "-nodefaults",
+		"-qmp", "unix:"+p.socket("foreign")+",server=on,wait=off")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := p.status(ctx, "foreign"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the foreign qemu never answered QMP")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if vm := listOne(t, p, "foreign"); vm.Managed {
+		t.Errorf("a foreign qemu is listed as managed: %+v", vm)
+	}
+	for op, err := range map[string]error{
+		"create": p.Create(ctx, "foreign", guestSpec(t, "f", "m", false)),
+		"start":  p.Start(ctx, "foreign"),
+		"stop":   p.Stop(ctx, "foreign"),
+		"resize": p.Resize(ctx, "foreign", 1, 128),
+		"delete": p.Delete(ctx, "foreign"),
+	} {
+		if !errors.Is(err, agent.ErrUnmanaged) {
+			t.Errorf("%s of an unmanaged VM: %v, want ErrUnmanaged", op, err)
+		}
+	}
+	if _, err := os.Stat(dir); err != nil || !processAlive(cmd.Process.Pid) {
+		t.Errorf("the foreign VM was touched: dir %v, alive %v", err, processAlive(cmd.Process.Pid))
 	}
 }
 
@@ -327,5 +381,40 @@ func TestVersion(t *testing.T) {
 	path, v, err := p.Version(t.Context())
 	if err != nil || path == "" || !strings.Contains(v, ".") {
 		t.Fatalf("Version = %q %q %v", path, v, err)
+	}
+}
+
+// TestInterruptedCreateIsRedone: a create that died half-way (meta.json
+// still in phase creating, files half there) is not reported and the next
+// create rebuilds it.
+func TestInterruptedCreateIsRedone(t *testing.T) {
+	requireQEMU(t)
+	ctx := t.Context()
+	p := newProvider(t, t.TempDir())
+	spec := guestSpec(t, "ic", "m", false)
+	if err := os.MkdirAll(p.vmDir("ic"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.writeMeta(meta{Name: "ic", Phase: phaseCreating, Spec: spec, SpecHash: spec.Hash()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(p.vmDir("ic"), "root.qcow2"), []byte("half-written"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if vms, err := p.List(ctx); err != nil || len(vms) != 0 {
+		t.Fatalf("a half-created VM is listed: %v %+v", err, vms)
+	}
+	if err := p.Start(ctx, "ic"); err == nil || !strings.Contains(err.Error(), "did not finish") {
+		t.Errorf("start of a half-created VM: %v", err)
+	}
+	if err := p.Create(ctx, "ic", spec); err != nil {
+		t.Fatal(err)
+	}
+	if vm := listOne(t, p, "ic"); vm.State != model.VMStopped || !vm.Managed {
+		t.Errorf("after the redone create: %+v", vm)
+	}
+	out, err := exec.Command("qemu-img", "info", filepath.Join(p.vmDir("ic"), "root.qcow2")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "backing file") {
+		t.Errorf("root.qcow2 was not rebuilt as an overlay (%v):\n%s", err, out)
 	}
 }

@@ -145,6 +145,7 @@ func (s *Store) VerifyAudit(ctx context.Context) (store.AuditVerification, error
 		if err := c.QueryRow(ctx, `SELECT seq, hash, mac FROM audit_head WHERE id = 1`).Scan(&headSeq, &headHash, &headMAC); err != nil {
 			return fmt.Errorf("read audit head: %w", err)
 		}
+		v.HeadHash, v.HeadMAC = headHash, headMAC
 		rows, err := c.Query(ctx, `SELECT `+auditCols+` FROM audit_events ORDER BY seq`)
 		if err != nil {
 			return err

@@ -126,25 +126,39 @@ func (s *Store) updateSite(ctx context.Context, t *wtx, tenant, site, set string
 // SetSiteCertificate implements store.Sites: an issue without an
 // authenticating certificate.
 func (s *Store) SetSiteCertificate(ctx context.Context, actor store.Actor, tenant, site, serial string, now time.Time) error {
-	return s.IssueSiteCertificate(ctx, actor, tenant, site, "", serial, now)
+	return s.IssueSiteCertificate(ctx, actor, tenant, site, store.CertAuth{}, serial, now)
 }
 
 // IssueSiteCertificate implements store.Sites. The site row is locked
 // first, as RevokeSiteCertificates and DeleteSite lock it, so a revocation
 // either comes before (and the authenticating certificate is found
 // revoked here) or after (and revokes the certificate recorded here).
-func (s *Store) IssueSiteCertificate(ctx context.Context, actor store.Actor, tenant, site, authSerial, serial string, now time.Time) error {
+func (s *Store) IssueSiteCertificate(ctx context.Context, actor store.Actor, tenant, site string, auth store.CertAuth, serial string, now time.Time) error {
 	if serial == "" {
 		return fmt.Errorf("issue certificate: %w", errInvalid("serial is required"))
 	}
 	err := s.write(ctx, func(t *wtx) error {
 		var epoch string
-		if err := t.QueryRow(ctx, `SELECT epoch FROM sites WHERE tenant = $1 AND name = $2`+s.d.ForUpdate, tenant, site).Scan(&epoch); err != nil {
+		var revocations int64
+		if err := t.QueryRow(ctx, `SELECT epoch, revocations FROM sites WHERE tenant = $1 AND name = $2`+s.d.ForUpdate, tenant, site).Scan(&epoch, &revocations); err != nil {
 			return fmt.Errorf("site %s/%s: %w", tenant, site, s.notFound(err))
 		}
-		if authSerial != "" {
-			if err := s.certValid(ctx, t, tenant, site, epoch, authSerial); err != nil {
-				return fmt.Errorf("certificate %s that asked: %w", authSerial, err)
+		if auth.Serial != "" {
+			if err := s.certValid(ctx, t, tenant, site, epoch, auth.Serial); err != nil {
+				return fmt.Errorf("certificate %s that asked: %w", auth.Serial, err)
+			}
+		}
+		if auth.EnrollmentToken != "" {
+			// The token remembers the site's revocation count when it was
+			// redeemed; a revocation since then refuses the enrollment.
+			var seen, used int64
+			err := t.QueryRow(ctx, `SELECT site_revocations, used_at FROM enrollment_tokens WHERE id = $1 AND tenant = $2 AND site = $3`,
+				auth.EnrollmentToken, tenant, site).Scan(&seen, &used)
+			if err != nil && !s.b.IsNoRows(err) {
+				return err
+			}
+			if err != nil || used == 0 || seen != revocations {
+				return fmt.Errorf("enrollment token %s: site revoked since it was redeemed: %w", auth.EnrollmentToken, store.ErrCertRevoked)
 			}
 		}
 		at := us(store.Micro(now))
@@ -238,6 +252,9 @@ func (s *Store) RevokeSiteCertificates(ctx context.Context, actor store.Actor, t
 		if revoked, err = s.revokeSite(ctx, t, tenant, site, now); err != nil {
 			return err
 		}
+		if _, err := t.Exec(ctx, `UPDATE sites SET revocations = revocations + 1 WHERE tenant = $1 AND name = $2`, tenant, site); err != nil {
+			return err
+		}
 		if len(revoked) > 0 {
 			t.audit(tenant, actor, "site.revoke", "site/"+site, map[string]any{"serials": revoked})
 		}
@@ -298,6 +315,9 @@ func (s *Store) RevokeSerial(ctx context.Context, actor store.Actor, tenant, sit
 		n, err := t.Exec(ctx, `INSERT INTO revoked_serials (serial, tenant, site, revoked_at) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (serial) DO NOTHING`, serial, tenant, site, us(store.Micro(now)))
 		if err != nil {
+			return err
+		}
+		if _, err := t.Exec(ctx, `UPDATE sites SET revocations = revocations + 1 WHERE tenant = $1 AND name = $2`, tenant, site); err != nil {
 			return err
 		}
 		if n > 0 {

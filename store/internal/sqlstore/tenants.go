@@ -65,7 +65,12 @@ func (s *Store) ListTenants(ctx context.Context) ([]store.Tenant, error) {
 func (s *Store) DeleteTenant(ctx context.Context, actor store.Actor, id string) error {
 	err := s.write(ctx, func(t *wtx) error {
 		// Certificates outlive nothing of the tenant: revoke them all (the
-		// CRL keeps listing them) before the sites cascade away.
+		// CRL keeps listing them) before the sites cascade away. The sites
+		// are locked first, as IssueSiteCertificate locks its site, so no
+		// renewal records a certificate between the two.
+		if _, err := t.Exec(ctx, `SELECT name FROM sites WHERE tenant = $1`+s.d.ForUpdate, id); err != nil {
+			return err
+		}
 		if _, err := t.Exec(ctx, `INSERT INTO revoked_serials (serial, tenant, site, revoked_at)
 			SELECT serial, tenant, site, $2 FROM site_certificates WHERE tenant = $1
 			ON CONFLICT (serial) DO NOTHING`, id, us(t.now)); err != nil {

@@ -207,7 +207,9 @@ func (s *Store) RedeemEnrollmentToken(ctx context.Context, id, secretHash string
 			redeemErr = store.ErrTokenExpired
 			return nil
 		}
-		n, err := t.Exec(ctx, `UPDATE enrollment_tokens SET used_at = $1 WHERE id = $2 AND used_at = 0`, us(now), id)
+		n, err := t.Exec(ctx, `UPDATE enrollment_tokens SET used_at = $1,
+			site_revocations = (SELECT revocations FROM sites WHERE sites.tenant = enrollment_tokens.tenant AND sites.name = enrollment_tokens.site)
+			WHERE id = $2 AND used_at = 0`, us(now), id)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,12 @@ CREATE TABLE site_certificates (
 );
 CREATE INDEX site_certificates_site ON site_certificates (tenant, site);
 
+-- Revocations of a site are counted, and a redeemed enrollment token
+-- remembers the count it saw: a certificate for an enrollment whose token
+-- was redeemed before a revocation of the site is not recorded after it.
+ALTER TABLE sites ADD COLUMN revocations BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE enrollment_tokens ADD COLUMN site_revocations BIGINT NOT NULL DEFAULT 0;
+
 INSERT INTO site_certificates (serial, tenant, site, epoch, issued_at)
 	SELECT cert_serial, tenant, name, '', enrolled_at FROM sites WHERE cert_serial <> ''
 	ON CONFLICT (serial) DO NOTHING;

@@ -38,7 +38,7 @@ for ev in /sys/class/input/event*; do
 		(head -c 1 /dev/input/${ev##*/} >/dev/null; echo "NKUDO-POWER-BUTTON"; sync; poweroff -f) &
 	fi
 done
-echo "NKUDO-READY hostname=$(hostname) marker=$marker seed=$seed root=$root"
+echo "NKUDO-READY hostname=$(hostname) marker=$marker seed=$seed root=$root uptime=$(cut -d" " -f1 /proc/uptime)"
 once=$(sed -n 's/^nkudo_poweroff_once: *//p' /seed/user-data 2>/dev/null)
 if [ "$once" = true ] && [ -n "$root" ]; then
 	if ! head -c 16 $root | grep -q NKUDO-POWEREDOFF; then
