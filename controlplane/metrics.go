@@ -32,14 +32,25 @@ type metrics struct {
 	lastSeen *prometheus.GaugeVec
 }
 
+// NewRegistry returns the registry a server makes when Options.Registry is
+// nil: Go and process collectors. A caller that registers its own series
+// beside the server's (the GitOps loop) makes it first and passes it in.
+func NewRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("register go collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("register process collector: %w", err)
+	}
+	return reg, nil
+}
+
 func newMetrics(reg *prometheus.Registry, perSite bool) (*metrics, error) {
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		if err := reg.Register(collectors.NewGoCollector()); err != nil {
-			return nil, fmt.Errorf("register go collector: %w", err)
-		}
-		if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-			return nil, fmt.Errorf("register process collector: %w", err)
+		var err error
+		if reg, err = NewRegistry(); err != nil {
+			return nil, err
 		}
 	}
 	m := &metrics{
