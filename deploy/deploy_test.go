@@ -15,6 +15,7 @@ import (
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -50,7 +51,8 @@ func TestPrometheusRules(t *testing.T) {
 }
 
 // controlPlaneMetrics starts a control plane, makes it observe every one of
-// its own series (an enrollment, heartbeats, an action result, requests)
+// its own series (an enrollment, heartbeats, an action result, requests, a
+// failed reconcile)
 // and returns the names it exports, with a histogram's _bucket, _sum and
 // _count series.
 func controlPlaneMetrics(t *testing.T) map[string]bool {
@@ -70,6 +72,20 @@ func controlPlaneMetrics(t *testing.T) map[string]bool {
 	}
 	if _, err := agent.Client.ReportResults(t.Context(), api.ActionResult{PlanID: "p1", ActionID: "a1", Status: model.ActionSucceeded}); err != nil {
 		t.Fatal(err)
+	}
+	// The GitOps loop registers its series on the server's registry (as
+	// nkudo serve wires it); a repository it may not fetch (a local source,
+	// refused by default) fails a reconcile.
+	rec, err := reconciler.New(reconciler.Options{Store: env.Store(), DataDir: t.TempDir(), Metrics: env.Server().Registry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := env.Store().CreateRepository(t.Context(), store.Actor{Kind: store.ActorAdmin, ID: "test"}, store.Repository{Tenant: "acme", Name: "fleet", URL: "file://" + t.TempDir(), Branch: "main"}, "hook-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Reconcile(t.Context(), repo, ""); err == nil {
+		t.Fatal("reconcile of a refused local source succeeded")
 	}
 	mfs, err := env.Server().Registry().Gather()
 	if err != nil {
