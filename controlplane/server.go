@@ -103,7 +103,7 @@ type Options struct {
 	// turn it off (DisablePerSiteMetrics) and keep the histogram.
 	DisablePerSiteMetrics bool
 	// Registry receives the server's metrics (nil: a new registry with Go
-	// and process collectors). Never the global registry.
+	// and process collectors, as NewRegistry makes). Never the global registry.
 	Registry *prometheus.Registry
 
 	// Now is the clock (nil: time.Now).
@@ -207,6 +207,9 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if err := m.watchCertificates(opts.PKI); err != nil {
+		return nil, err
+	}
 	s.metricsHandler = promHandler(m.reg)
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()

@@ -113,15 +113,20 @@ func isSHA(s string) bool {
 // validates the commit and plans the sites whose desired state or
 // inventory changed. It is what a trigger runs; tests and benchmarks call
 // it directly.
-func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (Result, error) {
+func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (_ Result, rerr error) {
 	ctx, release, ok, err := r.lease(ctx, repo.ID)
 	if err != nil {
+		r.failed.count(ctx, repo.Tenant, err)
 		return Result{}, err
 	}
 	if !ok {
 		return Result{Skipped: true}, nil
 	}
 	defer release()
+	// Every failure counts, the store's included (before release ends the
+	// lease's context, so that a reconcile cut short by shutdown or by a
+	// lease lost to another replica does not).
+	defer func() { r.failed.count(ctx, repo.Tenant, rerr) }()
 
 	t0 := time.Now()
 	head, err := r.fetch(ctx, repo, ref)

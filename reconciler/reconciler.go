@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/forge"
@@ -111,6 +113,9 @@ type Options struct {
 	// GitFetchMaxBytes caps what one git fetch over HTTP(S) may read
 	// (0: egress.DefaultGitMaxBytes).
 	GitFetchMaxBytes int64
+	// Metrics receives the loop's series (nkudo_reconcile_errors_total);
+	// nil: not exported.
+	Metrics prometheus.Registerer
 }
 
 // Reconciler runs the GitOps loop. It implements the control plane's
@@ -143,6 +148,8 @@ type Reconciler struct {
 
 	git   *egress.Git        // egress policy and byte cap of git fetches
 	local localsource.Policy // which local paths may be sources
+
+	failed reconcileErrors // failed reconciles, for Prometheus
 }
 
 type taskCounters struct {
@@ -231,7 +238,12 @@ func New(o Options) (*Reconciler, error) {
 	if o.LoadTimeout <= 0 {
 		o.LoadTimeout = DefaultLoadTimeout
 	}
+	errs, err := newReconcileErrors(o.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	return &Reconciler{
+		failed:    errs,
 		git:       egress.NewGit(o.Egress, o.GitFetchMaxBytes),
 		local:     localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)},
 		opts:      o,

@@ -139,6 +139,8 @@ func TestLiveCommands(t *testing.T) {
 		{[]string{"vms"}, 0, []string{"site-0001", "vm-01", "Running"}},
 		{[]string{"plans", "--site", "site-0001"}, 0, []string{"succeeded", shortSHA(c1)}},
 		{[]string{"diff", filepath.Join(g.Work, "manifests")}, 0, []string{"no changes"}},
+		{[]string{"repos", "show", "fleet"}, 0, []string{"Last seen:", c1}},
+		{[]string{"repos", "reconcile"}, 0, []string{"reconcile of fleet queued"}},
 	}
 	for _, ck := range checks {
 		code, out, errs := nkudoctl(t, ck.args...)
