@@ -8,8 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nkudo/nkudo/model"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -34,22 +37,31 @@ func Load(fsys fs.FS) (model.Desired, error) {
 //
 // The result is ordered: sites by name, VMs by site then name.
 func LoadContext(ctx context.Context, fsys fs.FS) (model.Desired, error) {
+	d, _, _, err := load(ctx, fsys, nil, nil)
+	return d, err
+}
+
+// load is LoadContext reusing the files of prev whose key (see walk) is
+// unchanged. It also returns what the next load may reuse and the number
+// of files it read.
+func load(ctx context.Context, fsys fs.FS, key func(p string, d fs.DirEntry) string, prev cached) (model.Desired, cached, LoadStats, error) {
 	schemas, err := compiled()
 	if err != nil {
-		return model.Desired{}, err
+		return model.Desired{}, nil, LoadStats{}, err
 	}
 	l := &loader{schemas: schemas}
-	if err := l.walk(ctx, fsys); err != nil {
-		return model.Desired{}, err
+	next, stats, err := l.walk(ctx, fsys, key, prev)
+	if err != nil {
+		return model.Desired{}, nil, stats, err
 	}
 	if len(l.errs) == 0 && len(l.docs) == 0 {
-		return model.Desired{}, fmt.Errorf("load manifests: %w (no *.yaml or *.yml file holds a document)", ErrNoManifests)
+		return model.Desired{}, next, stats, fmt.Errorf("load manifests: %w (no *.yaml or *.yml file holds a document)", ErrNoManifests)
 	}
 	d := l.check()
 	if len(l.errs) > 0 {
-		return model.Desired{}, l.errs.sorted()
+		return model.Desired{}, next, stats, l.errs.sorted()
 	}
-	return d, nil
+	return d, next, stats, nil
 }
 
 // WalkManifests calls fn for every file Load would read (*.yaml and *.yml,
@@ -101,12 +113,11 @@ type loader struct {
 	schemas    map[model.Kind]*jsonschema.Schema
 	docs       []*manifest
 	errs       Errors
-	ndocs      int // documents parsed, of any kind
-	totalBytes int64
 	brokenFile bool // a file could not be parsed: references into it are unknown
 }
 
-// manifest is one document that passed the apiVersion/kind check.
+// manifest is one document that passed the apiVersion/kind check. It is
+// immutable once its file is loaded: a Cache shares it between loads.
 type manifest struct {
 	doc   *document
 	kind  model.Kind
@@ -117,14 +128,50 @@ type manifest struct {
 	vm    *model.VirtualMachine
 }
 
+// fileResult is what one manifest file contributes to a load. It depends
+// only on the file's path and content, so files are loaded in parallel
+// and a Cache can keep it for the next load of a tree holding the same
+// file; the limits that add up across files are applied when the results
+// are merged, in path order.
+type fileResult struct {
+	err      error  // I/O: the load fails with it
+	skipped  bool   // not loaded: an earlier file already stops the load
+	tooBig   bool   // over MaxFileBytes: never parsed
+	size     int64  // bytes read
+	errs     Errors // problems of the file as a whole (UTF-8, YAML syntax, limits)
+	complete bool   // false when part of the file could not be read
+	docs     []docResult
+}
+
+// docResult is one document of a file: its manifest (nil when apiVersion
+// or kind is wrong) and its problems.
+type docResult struct {
+	line int
+	m    *manifest
+	errs Errors
+}
+
 func isManifestFile(name string) bool {
 	ext := strings.ToLower(path.Ext(name))
 	return ext == ".yaml" || ext == ".yml"
 }
 
-func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
-	var paths []string
-	err := WalkManifests(ctx, fsys, func(p string, d fs.DirEntry) error {
+// cached is the previous results a load may reuse: by path, the content
+// key and result of every file. nil means none.
+type cached map[string]cachedFile
+
+type cachedFile struct {
+	key string
+	r   *fileResult
+}
+
+// walk loads every manifest file of fsys. key, when not nil, names a
+// file's content (a git blob hash, "" when unknown): a file whose key
+// matches its entry in prev is not read again. walk returns the results
+// worth keeping for the next load and how many files it read.
+func (l *loader) walk(ctx context.Context, fsys fs.FS, key func(p string, d fs.DirEntry) string, prev cached) (next cached, stats LoadStats, err error) {
+	var paths, keys []string
+	err = WalkManifests(ctx, fsys, func(p string, d fs.DirEntry) error {
 		if !d.Type().IsRegular() {
 			// A symlink could point outside the repository: never follow it.
 			l.errs = append(l.errs, Error{File: p, Message: "not a regular file (symlinks are not followed)"})
@@ -132,6 +179,11 @@ func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
 			return nil
 		}
 		paths = append(paths, p)
+		k := ""
+		if key != nil {
+			k = key(p, d)
+		}
+		keys = append(keys, k)
 		return nil
 	})
 	var limit Errors
@@ -139,85 +191,171 @@ func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
 		// The tree's shape is over a limit: read none of it.
 		l.errs = append(l.errs, limit...)
 		l.brokenFile = true
-		return nil
+		return nil, stats, nil
 	}
 	if err != nil {
-		return err
+		return nil, stats, err
+	}
+	results := make([]*fileResult, len(paths))
+	for i, p := range paths {
+		if c, ok := prev[p]; ok && keys[i] != "" && c.key == keys[i] {
+			results[i] = c.r
+		}
 	}
 	// Refuse an oversized tree before reading any of it, by the sizes the
-	// directory reports; reading checks again, as sizes can lie.
+	// directory reports (or the cache knows); reading checks again, as
+	// sizes can lie.
 	var total int64
-	for _, p := range paths {
-		// A file over MaxFileBytes is reported on its own and never read.
-		if st, err := fs.Stat(fsys, p); err == nil && st.Size() <= MaxFileBytes {
+	for i, p := range paths {
+		if r := results[i]; r != nil {
+			if !r.tooBig {
+				total += r.size
+			}
+		} else if st, err := fs.Stat(fsys, p); err == nil && st.Size() <= MaxFileBytes {
+			// A file over MaxFileBytes is reported on its own and never read.
 			total += st.Size()
 		}
 		if total > MaxTotalBytes {
 			l.errs = append(l.errs, tooMuch(p))
 			l.brokenFile = true
-			return nil
+			return nil, stats, nil
 		}
 	}
-	for _, p := range paths {
-		if ctx.Err() != nil {
-			return fmt.Errorf("load manifests: %w", context.Cause(ctx))
+	stats.Files = len(paths)
+	stats.Read = l.loadFiles(ctx, fsys, paths, results)
+	next = make(cached, len(paths))
+	total = 0
+	ndocs := 0
+	for i, p := range paths {
+		r := results[i]
+		if keys[i] != "" && r.err == nil && !r.skipped {
+			next[p] = cachedFile{key: keys[i], r: r}
 		}
-		stop, err := l.file(fsys, p)
-		if err != nil {
-			return err
+	}
+	for i, p := range paths {
+		r := results[i]
+		if ctx.Err() != nil || r.skipped {
+			// Only an ended context or a limit reached in an earlier file
+			// skips a file, and the limit stops this loop before.
+			return nil, stats, fmt.Errorf("load manifests: %w", context.Cause(ctx))
+		}
+		if r.err != nil {
+			return nil, stats, r.err
+		}
+		if r.tooBig {
+			l.errs = append(l.errs, tooBig(p))
+			l.brokenFile = true
+			continue
+		}
+		total += r.size
+		if total > MaxTotalBytes {
+			l.errs = append(l.errs, tooMuch(p))
+			l.brokenFile = true
+			break
+		}
+		l.errs = append(l.errs, r.errs...)
+		if !r.complete {
+			l.brokenFile = true
+		}
+		stop := false
+		for _, d := range r.docs {
+			ndocs++
+			if ndocs > MaxDocuments {
+				l.errs = append(l.errs, Error{File: p, Line: d.line, Message: fmt.Sprintf("too many manifests: limit MaxDocuments is %d", MaxDocuments)})
+				stop = true
+				break
+			}
+			l.errs = append(l.errs, d.errs...)
+			if d.m != nil {
+				l.docs = append(l.docs, d.m)
+			}
 		}
 		if stop {
 			l.brokenFile = true
 			break
 		}
 	}
-	return nil
+	return next, stats, nil
 }
 
-// file loads one manifest file. stop reports a tree-wide limit: loading
-// goes no further.
-func (l *loader) file(fsys fs.FS, p string) (stop bool, err error) {
+// loadFiles fills in the missing results, on up to GOMAXPROCS goroutines.
+// Files are taken in path order, so once the files taken so far add up to
+// more than MaxTotalBytes or MaxDocuments (or one failed, or ctx ended),
+// the merge stops before any later file: those are skipped unread. It
+// returns the number of files read.
+func (l *loader) loadFiles(ctx context.Context, fsys fs.FS, paths []string, results []*fileResult) int {
+	var todo []int
+	for i := range paths {
+		if results[i] == nil {
+			todo = append(todo, i)
+		}
+	}
+	var (
+		next, nbytes, ndocs atomic.Int64
+		failed              atomic.Bool
+		wg                  sync.WaitGroup
+	)
+	work := func() {
+		defer wg.Done()
+		for {
+			n := int(next.Add(1) - 1)
+			if n >= len(todo) {
+				return
+			}
+			i := todo[n]
+			if ctx.Err() != nil || failed.Load() || nbytes.Load() > MaxTotalBytes || ndocs.Load() > MaxDocuments {
+				results[i] = &fileResult{skipped: true}
+				continue
+			}
+			r := loadFile(fsys, paths[i], l.schemas)
+			if r.err != nil {
+				failed.Store(true)
+			}
+			nbytes.Add(r.size)
+			ndocs.Add(int64(len(r.docs)))
+			results[i] = r
+		}
+	}
+	if len(todo) == 0 {
+		return 0
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	wg.Add(workers)
+	for range workers - 1 {
+		go work()
+	}
+	work()
+	wg.Wait()
+	return len(todo)
+}
+
+// loadFile reads, parses and validates one manifest file.
+func loadFile(fsys fs.FS, p string, schemas map[model.Kind]*jsonschema.Schema) *fileResult {
 	f, err := fsys.Open(p)
 	if err != nil {
-		return false, fmt.Errorf("open %s: %w", p, err)
+		return &fileResult{err: fmt.Errorf("open %s: %w", p, err)}
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.Size() > MaxFileBytes {
-		l.errs = append(l.errs, tooBig(p))
-		l.brokenFile = true
-		return false, nil
+		return &fileResult{tooBig: true}
 	}
 	// The size from Stat can lie (a growing file, a stream): read at most one
 	// byte more than the limit.
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", p, err)
+		return &fileResult{err: fmt.Errorf("read %s: %w", p, err)}
 	}
 	if len(data) > MaxFileBytes {
-		l.errs = append(l.errs, tooBig(p))
-		l.brokenFile = true
-		return false, nil
-	}
-	l.totalBytes += int64(len(data))
-	if l.totalBytes > MaxTotalBytes {
-		l.errs = append(l.errs, tooMuch(p))
-		return true, nil
+		return &fileResult{tooBig: true}
 	}
 	docs, errs, complete := parseFile(p, data)
-	l.errs = append(l.errs, errs...)
-	if !complete {
-		l.brokenFile = true
-	}
+	r := &fileResult{size: int64(len(data)), errs: errs, complete: complete, docs: make([]docResult, 0, len(docs))}
 	for _, d := range docs {
-		l.ndocs++
-		if l.ndocs > MaxDocuments {
-			l.errs = append(l.errs, Error{File: p, Line: d.line, Message: fmt.Sprintf("too many manifests: limit MaxDocuments is %d", MaxDocuments)})
-			return true, nil
-		}
-		l.document(d)
+		m, errs := checkDocument(d, schemas)
+		r.docs = append(r.docs, docResult{line: d.line, m: m, errs: errs})
 		d.compact()
 	}
-	return false, nil
+	return r
 }
 
 func tooMuch(p string) Error {
@@ -228,19 +366,20 @@ func tooBig(p string) Error {
 	return Error{File: p, Message: fmt.Sprintf("file is larger than %d MiB: limit MaxFileBytes (split it into several files)", MaxFileBytes>>20)}
 }
 
-// document checks apiVersion and kind, validates against the kind's schema,
+// checkDocument checks apiVersion and kind, validates against the kind's schema,
 // and runs the checks within the document.
-func (l *loader) document(d *document) {
+func checkDocument(d *document, schemas map[model.Kind]*jsonschema.Schema) (*manifest, Errors) {
+	var errs Errors
 	obj := d.value.(map[string]any) // parseFile only returns mappings
 	fail := func(field, msg string) {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.lineOf([]string{field}), Path: field, Message: msg})
+		errs = append(errs, Error{File: d.file, Line: d.lineOf([]string{field}), Path: field, Message: msg})
 	}
 	av, hasAV := obj["apiVersion"]
 	k, hasKind := obj["kind"]
 	ok := true
 	switch {
 	case !hasAV:
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "missing apiVersion: want " + model.APIVersion})
+		errs = append(errs, Error{File: d.file, Line: d.line, Message: "missing apiVersion: want " + model.APIVersion})
 		ok = false
 	case av != model.APIVersion:
 		fail("apiVersion", fmt.Sprintf("unsupported apiVersion %s: want %s", quoteValue(av), model.APIVersion))
@@ -249,61 +388,61 @@ func (l *loader) document(d *document) {
 	kd := model.Kind(fmt.Sprint(k))
 	switch {
 	case !hasKind:
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "missing kind: want Site or VirtualMachine"})
+		errs = append(errs, Error{File: d.file, Line: d.line, Message: "missing kind: want Site or VirtualMachine"})
 		ok = false
-	case l.schemas[kd] == nil:
+	case schemas[kd] == nil:
 		fail("kind", fmt.Sprintf("unknown kind %s: want Site or VirtualMachine", quoteValue(k)))
 		ok = false
 	}
 	if !ok {
-		return
+		return nil, errs
 	}
 	m := &manifest{doc: d, kind: kd}
 	if md, ok := obj["metadata"].(map[string]any); ok {
 		m.name, _ = md["name"].(string)
 		m.site, _ = md["site"].(string)
 	}
-	l.docs = append(l.docs, m)
-	if errs := schemaErrors(l.schemas[kd], d); len(errs) > 0 {
-		l.errs = append(l.errs, errs...)
+	if serrs := schemaErrors(schemas[kd], d); len(serrs) > 0 {
+		errs = append(errs, serrs...)
 		// Still run the cross-field checks when the types fit, so that one
 		// pass reports every error it can.
 		if kd == model.KindVirtualMachine {
 			var vd vmDoc
 			if b, err := json.Marshal(d.value); err == nil && json.Unmarshal(b, &vd) == nil {
-				l.errs = append(l.errs, vmChecks(d, vd.Spec)...)
+				errs = append(errs, vmChecks(d, vd.Spec)...)
 			}
 		}
-		return
+		return m, errs
 	}
 	// The schema passed, so the value has the shape of the document types.
 	b, err := json.Marshal(d.value)
 	if err != nil {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-		return
+		errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+		return m, errs
 	}
 	src := model.Source{File: d.file, Line: d.line}
 	switch kd {
 	case model.KindSite:
 		var sd siteDoc
 		if err := json.Unmarshal(b, &sd); err != nil {
-			l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-			return
+			errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+			return m, errs
 		}
 		m.s = &model.Site{Name: sd.Metadata.Name, Labels: sd.Metadata.Labels, Annotations: sd.Metadata.Annotations, Spec: sd.Spec, Source: src}
 	case model.KindVirtualMachine:
 		var vd vmDoc
 		if err := json.Unmarshal(b, &vd); err != nil {
-			l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-			return
+			errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+			return m, errs
 		}
 		m.vm = &model.VirtualMachine{Name: vd.Metadata.Name, Site: vd.Metadata.Site, Labels: vd.Metadata.Labels, Annotations: vd.Metadata.Annotations, Spec: vd.Spec, Source: src}
-		if errs := vmChecks(d, m.vm.Spec); len(errs) > 0 {
-			l.errs = append(l.errs, errs...)
-			return
+		if verrs := vmChecks(d, m.vm.Spec); len(verrs) > 0 {
+			errs = append(errs, verrs...)
+			return m, errs
 		}
 	}
 	m.valid = true
+	return m, errs
 }
 
 type siteDoc struct {
