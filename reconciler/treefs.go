@@ -36,7 +36,6 @@ type treeFS struct {
 	mu    sync.Mutex
 	trees map[plumbing.Hash]*object.Tree // decoded trees by hash: a subtree
 	// named at many paths, or a directory of 1,000 manifests, is decoded once
-	sizes map[string]int64 // size of every regular file opened, by path
 }
 
 func newTreeFS(s storer.EncodedObjectStorer, tree *object.Tree, when time.Time) *treeFS {
@@ -118,12 +117,6 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
-		t.mu.Lock()
-		if t.sizes == nil {
-			t.sizes = map[string]int64{}
-		}
-		t.sizes[name] = obj.Size()
-		t.mu.Unlock()
 		return &treeFile{obj: obj, gitMu: &t.gitMu, info: entryInfo{name: path.Base(name), mode: e.Mode, size: obj.Size(), when: t.when}}, nil
 	}
 	// Symlinks and submodules are opened as empty non-regular files: the
