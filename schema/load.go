@@ -520,7 +520,7 @@ func (l *loader) check() model.Desired {
 	where := func(m *manifest) string {
 		return fmt.Sprintf("%s:%d", m.doc.file, m.doc.lineOf([]string{"metadata", "name"}))
 	}
-	sites := map[string]*manifest{}
+	sites := make(map[string]*manifest, len(l.docs)/8)
 	nSites := 0
 	for _, m := range l.docs {
 		if m.kind != model.KindSite || m.name == "" {
@@ -537,8 +537,8 @@ func (l *loader) check() model.Desired {
 		}
 	}
 	type vmKey struct{ site, name string }
-	vms := map[vmKey]*manifest{}
-	perSite := map[string]int{}
+	vms := make(map[vmKey]*manifest, len(l.docs))
+	perSite := make(map[string]int, len(sites))
 	macs := map[string]string{} // site + mac -> where
 	for _, m := range l.docs {
 		if m.kind != model.KindVirtualMachine || m.name == "" || m.site == "" {
@@ -579,24 +579,37 @@ func (l *loader) check() model.Desired {
 		}
 	}
 
-	var d model.Desired
+	// Sort pointers, then copy each value once into a slice of its final
+	// size: the values are large, and a tree can hold 50,000 of them.
+	var sitesOut, vmsOut []*manifest
 	for _, m := range l.docs {
-		if !m.valid {
-			continue
-		}
-		if m.s != nil {
-			d.Sites = append(d.Sites, *m.s)
-		}
-		if m.vm != nil {
-			d.VMs = append(d.VMs, *m.vm)
+		switch {
+		case !m.valid:
+		case m.s != nil:
+			sitesOut = append(sitesOut, m)
+		case m.vm != nil:
+			vmsOut = append(vmsOut, m)
 		}
 	}
-	slices.SortFunc(d.Sites, func(a, b model.Site) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(d.VMs, func(a, b model.VirtualMachine) int {
-		if c := strings.Compare(a.Site, b.Site); c != 0 {
+	slices.SortFunc(sitesOut, func(a, b *manifest) int { return strings.Compare(a.s.Name, b.s.Name) })
+	slices.SortFunc(vmsOut, func(a, b *manifest) int {
+		if c := strings.Compare(a.vm.Site, b.vm.Site); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Name, b.Name)
+		return strings.Compare(a.vm.Name, b.vm.Name)
 	})
+	var d model.Desired
+	if len(sitesOut) > 0 {
+		d.Sites = make([]model.Site, len(sitesOut))
+		for i, m := range sitesOut {
+			d.Sites[i] = *m.s
+		}
+	}
+	if len(vmsOut) > 0 {
+		d.VMs = make([]model.VirtualMachine, len(vmsOut))
+		for i, m := range vmsOut {
+			d.VMs[i] = *m.vm
+		}
+	}
 	return d
 }
