@@ -21,6 +21,8 @@ func TestImports(t *testing.T) {
 		// Files load in parallel: runtime for GOMAXPROCS, sync/atomic for
 		// the workers' shared counters.
 		"runtime", "sync/atomic",
+		// Valid documents map onto the model types without a JSON round trip.
+		"reflect",
 		"github.com/nkudo/nkudo/model",
 		"github.com/santhosh-tekuri/jsonschema/v6",
 		"github.com/santhosh-tekuri/jsonschema/v6/kind",

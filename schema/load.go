@@ -2,7 +2,6 @@ package schema
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -408,30 +407,25 @@ func checkDocument(d *document, schemas map[model.Kind]*jsonschema.Schema) (*man
 		// pass reports every error it can.
 		if kd == model.KindVirtualMachine {
 			var vd vmDoc
-			if b, err := json.Marshal(d.value); err == nil && json.Unmarshal(b, &vd) == nil {
+			if decodeValue(d.value, &vd) == nil {
 				errs = append(errs, vmChecks(d, vd.Spec)...)
 			}
 		}
 		return m, errs
 	}
 	// The schema passed, so the value has the shape of the document types.
-	b, err := json.Marshal(d.value)
-	if err != nil {
-		errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-		return m, errs
-	}
 	src := model.Source{File: d.file, Line: d.line}
 	switch kd {
 	case model.KindSite:
 		var sd siteDoc
-		if err := json.Unmarshal(b, &sd); err != nil {
+		if err := decodeValue(d.value, &sd); err != nil {
 			errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
 			return m, errs
 		}
 		m.s = &model.Site{Name: sd.Metadata.Name, Labels: sd.Metadata.Labels, Annotations: sd.Metadata.Annotations, Spec: sd.Spec, Source: src}
 	case model.KindVirtualMachine:
 		var vd vmDoc
-		if err := json.Unmarshal(b, &vd); err != nil {
+		if err := decodeValue(d.value, &vd); err != nil {
 			errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
 			return m, errs
 		}
