@@ -180,3 +180,27 @@ func (f *failOpen) Open(name string) (fs.File, error) {
 	}
 	return f.FS.Open(name)
 }
+
+// TestMergeLoadsSkippedFile: a worker can skip a file it took because a
+// later file already failed or reached a limit; the merge, which reaches
+// the skipped file first, loads it itself.
+func TestMergeLoadsSkippedFile(t *testing.T) {
+	fsys := mapFS(map[string]string{"a.yaml": siteStore, "b.yaml": vmDocText("pos-1", "store-042")})
+	schemas, err := compiled()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &loader{schemas: schemas}
+	paths := []string{"a.yaml", "b.yaml"}
+	results := []*fileResult{{skipped: true}, loadFile(fsys, "b.yaml", schemas)}
+	read, err := l.merge(t.Context(), fsys, paths, results)
+	if err != nil {
+		t.Fatalf("merge: %v", err)
+	}
+	if read != 1 || len(l.docs) != 2 || len(l.errs) != 0 {
+		t.Fatalf("merge read %d files, kept %d documents, errors %v; want 1, 2, none", read, len(l.docs), l.errs)
+	}
+	if d := l.check(); len(d.Sites) != 1 || len(d.VMs) != 1 {
+		t.Errorf("desired state %+v, want the Site and its VM", d)
+	}
+}

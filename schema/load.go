@@ -222,24 +222,40 @@ func (l *loader) walk(ctx context.Context, fsys fs.FS, key func(p string, d fs.D
 	}
 	stats.Files = len(paths)
 	stats.Read = l.loadFiles(ctx, fsys, paths, results)
+	n, err := l.merge(ctx, fsys, paths, results)
+	stats.Read += n
+	if err != nil {
+		return nil, stats, err
+	}
 	next = make(cached, len(paths))
-	total = 0
-	ndocs := 0
 	for i, p := range paths {
-		r := results[i]
-		if keys[i] != "" && r.err == nil && !r.skipped {
+		if r := results[i]; keys[i] != "" && r.err == nil && !r.skipped {
 			next[p] = cachedFile{key: keys[i], r: r}
 		}
 	}
+	return next, stats, nil
+}
+
+// merge adds the files' results to the load in path order, applying the
+// limits that add up across files. A file a worker skipped is loaded
+// here if the merge reaches it: a worker may see a later file's failure
+// or limit before it checks an earlier file it took. merge returns the
+// number of files it read.
+func (l *loader) merge(ctx context.Context, fsys fs.FS, paths []string, results []*fileResult) (read int, err error) {
+	var total int64
+	ndocs := 0
 	for i, p := range paths {
+		if ctx.Err() != nil {
+			return read, fmt.Errorf("load manifests: %w", context.Cause(ctx))
+		}
 		r := results[i]
-		if ctx.Err() != nil || r.skipped {
-			// Only an ended context or a limit reached in an earlier file
-			// skips a file, and the limit stops this loop before.
-			return nil, stats, fmt.Errorf("load manifests: %w", context.Cause(ctx))
+		if r.skipped {
+			r = loadFile(fsys, p, l.schemas)
+			results[i] = r
+			read++
 		}
 		if r.err != nil {
-			return nil, stats, r.err
+			return read, r.err
 		}
 		if r.tooBig {
 			l.errs = append(l.errs, tooBig(p))
@@ -274,14 +290,15 @@ func (l *loader) walk(ctx context.Context, fsys fs.FS, key func(p string, d fs.D
 			break
 		}
 	}
-	return next, stats, nil
+	return read, nil
 }
 
 // loadFiles fills in the missing results, on up to GOMAXPROCS goroutines.
-// Files are taken in path order, so once the files taken so far add up to
+// Files are taken in path order; once the files loaded so far add up to
 // more than MaxTotalBytes or MaxDocuments (or one failed, or ctx ended),
-// the merge stops before any later file: those are skipped unread. It
-// returns the number of files read.
+// the merge will stop before the files still to take, so they are
+// skipped unread (see merge for one taken before that). It returns the
+// number of files read.
 func (l *loader) loadFiles(ctx context.Context, fsys fs.FS, paths []string, results []*fileResult) int {
 	var todo []int
 	for i := range paths {
