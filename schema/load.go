@@ -307,9 +307,9 @@ func (l *loader) loadFiles(ctx context.Context, fsys fs.FS, paths []string, resu
 		}
 	}
 	var (
-		next, nbytes, ndocs atomic.Int64
-		failed              atomic.Bool
-		wg                  sync.WaitGroup
+		next, nbytes, ndocs, read atomic.Int64
+		failed                    atomic.Bool
+		wg                        sync.WaitGroup
 	)
 	work := func() {
 		defer wg.Done()
@@ -324,6 +324,7 @@ func (l *loader) loadFiles(ctx context.Context, fsys fs.FS, paths []string, resu
 				continue
 			}
 			r := loadFile(fsys, paths[i], l.schemas)
+			read.Add(1)
 			if r.err != nil {
 				failed.Store(true)
 			}
@@ -342,7 +343,7 @@ func (l *loader) loadFiles(ctx context.Context, fsys fs.FS, paths []string, resu
 	}
 	work()
 	wg.Wait()
-	return len(todo)
+	return int(read.Load())
 }
 
 // loadFile reads, parses and validates one manifest file.
