@@ -44,8 +44,9 @@ type Result struct {
 	// Unregistered lists sites in git that the control plane does not know
 	// yet (no plan can be stored for them).
 	Unregistered []string
-	// IncrementalLoad is true when only the changed manifest files were
-	// parsed (the set rules re-checked on the merged result).
+	// IncrementalLoad is true when the manifest files unchanged since the
+	// repository's previous load were not parsed again (schema re-checks
+	// the set over all of them).
 	IncrementalLoad bool
 	// Fetch, Load and Plan are how long each phase took.
 	Fetch, Load, Plan time.Duration
@@ -253,10 +254,8 @@ type loaded struct {
 	desired model.Desired
 	err     error
 	tree    string
-	// files are the manifest files of the tree (set when valid), the base
-	// of the next incremental load.
-	files map[string]manifestFile
-	// incremental is true when only changed files were parsed.
+	// incremental is true when files unchanged since the repository's
+	// previous load were not parsed again.
 	incremental bool
 	once        sync.Once
 	hashes      map[string]string   // site → hash of its desired state
@@ -368,42 +367,11 @@ func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumb
 	if l := r.cache.get(key); l != nil {
 		return l, l.err
 	}
-	r.mu.Lock()
-	prev := r.lastValid[repo.ID]
-	r.mu.Unlock()
-	var prevFiles map[string]manifestFile
-	if prev != nil {
-		prevFiles = prev.files
-	}
-	files, ferr := manifestFiles(ctx, fsys, prevFiles)
-	var l *loaded
-	if ferr == nil {
-		if d, ok := incremental(ctx, prev, fsys.tree, files); ok {
-			l = &loaded{desired: d, tree: treeHash.String(), files: files, incremental: true}
-		}
-	}
-	if l == nil {
-		d, err := schema.LoadContext(ctx, fsys)
-		l = &loaded{desired: d, err: err, tree: treeHash.String()}
-		if err == nil && ferr == nil {
-			sizes := fsys.sizes
-			for name, f := range files {
-				if sz, ok := sizes[name]; ok && f.size < 0 {
-					f.size = sz
-					files[name] = f
-				}
-			}
-			l.files = files
-		}
-	}
+	d, stats, err := r.loaders.get(repo.ID).Load(ctx, fsys)
+	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files}
 	var serrs schema.Errors
 	if l.err == nil || errors.As(l.err, &serrs) || errors.Is(l.err, schema.ErrNoManifests) {
 		r.cache.put(key, l) // I/O errors are not cached: a retry may pass
-	}
-	if l.err == nil {
-		r.mu.Lock()
-		r.lastValid[repo.ID] = l
-		r.mu.Unlock()
 	}
 	return l, l.err
 }

@@ -132,7 +132,7 @@ type Reconciler struct {
 	mirrors   map[string]*mirror
 	reporters map[string]*repoReporters
 	cache     *loadCache
-	lastValid map[string]*loaded   // repo ID → newest valid load, the base of incremental loads
+	loaders   loaders              // per repository: the files of the last load, reused by the next
 	siteRepo  map[string]string    // tenant/site → repo ID that plans it
 	dirty     map[string]bool      // tenant/site with an unprocessed inventory change
 	lastDrift map[string]time.Time // tenant/site → last drift re-plan
@@ -255,7 +255,6 @@ func New(o Options) (*Reconciler, error) {
 		queue:     newTaskQueue(o.TenantWorkers),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
-		lastValid: map[string]*loaded{},
 		siteRepo:  map[string]string{},
 		dirty:     map[string]bool{},
 		lastDrift: map[string]time.Time{},
