@@ -228,6 +228,7 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 		return api.HeartbeatResponse{}, err
 	}
 	s.metrics.heartbeats.Inc()
+	s.metrics.sawSite(c.id.Tenant, c.id.Site, now)
 	if prev := c.site.LastHeartbeat; !prev.IsZero() {
 		lag := now.Sub(prev) - c.site.HeartbeatInterval
 		s.metrics.observeLag(c.id.Tenant, c.id.Site, max(0, lag.Seconds()))

@@ -1,8 +1,12 @@
 package controlplane
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"time"
+
+	"github.com/nkudo/nkudo/pki"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,16 +26,31 @@ type metrics struct {
 	httpDur     *prometheus.HistogramVec
 	heartbeats  prometheus.Counter
 	longPolls   prometheus.Gauge
+	// lastSeen is the time of each site's last accepted heartbeat (per
+	// site, like lagPerSite): what a "site offline" alert compares with
+	// time(), since a lag is only observed when a heartbeat does arrive.
+	lastSeen *prometheus.GaugeVec
+}
+
+// NewRegistry returns the registry a server makes when Options.Registry is
+// nil: Go and process collectors. A caller that registers its own series
+// beside the server's (the GitOps loop) makes it first and passes it in.
+func NewRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collectors.NewGoCollector()); err != nil {
+		return nil, fmt.Errorf("register go collector: %w", err)
+	}
+	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return nil, fmt.Errorf("register process collector: %w", err)
+	}
+	return reg, nil
 }
 
 func newMetrics(reg *prometheus.Registry, perSite bool) (*metrics, error) {
 	if reg == nil {
-		reg = prometheus.NewRegistry()
-		if err := reg.Register(collectors.NewGoCollector()); err != nil {
-			return nil, fmt.Errorf("register go collector: %w", err)
-		}
-		if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-			return nil, fmt.Errorf("register process collector: %w", err)
+		var err error
+		if reg, err = NewRegistry(); err != nil {
+			return nil, err
 		}
 	}
 	m := &metrics{
@@ -68,9 +87,13 @@ func newMetrics(reg *prometheus.Registry, perSite bool) (*metrics, error) {
 			Help: "Plan long-polls currently waiting.",
 		}),
 	}
+	m.lastSeen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "nkudo_site_last_heartbeat_timestamp_seconds",
+		Help: "Unix time of the site's last heartbeat accepted by this replica (take the max across replicas).",
+	}, []string{"tenant", "site"})
 	cs := []prometheus.Collector{m.lagHist, m.enrollments, m.actions, m.httpDur, m.heartbeats, m.longPolls}
 	if perSite {
-		cs = append(cs, m.lagPerSite)
+		cs = append(cs, m.lagPerSite, m.lastSeen)
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -90,7 +113,54 @@ func (m *metrics) observeLag(tenant, site string, lagSeconds float64) {
 func (m *metrics) forgetSite(tenant, site string) {
 	if m.perSite {
 		m.lagPerSite.DeleteLabelValues(tenant, site)
+		m.lastSeen.DeleteLabelValues(tenant, site)
 	}
+}
+
+// sawSite records an accepted heartbeat of the site at now.
+func (m *metrics) sawSite(tenant, site string, now time.Time) {
+	if m.perSite {
+		m.lastSeen.WithLabelValues(tenant, site).Set(float64(now.Unix()))
+	}
+}
+
+// watchCertificates exports the expiry of the CA and of the server
+// certificate, read at each scrape so that a reloaded certificate shows.
+func (m *metrics) watchCertificates(a *pki.Authority) error {
+	certs := map[string]func() *x509.Certificate{
+		"ca": a.CACert,
+		"server": func() *x509.Certificate {
+			sc := a.ServerCertificate()
+			if sc.Leaf != nil {
+				return sc.Leaf
+			}
+			if len(sc.Certificate) == 0 {
+				return nil
+			}
+			c, err := x509.ParseCertificate(sc.Certificate[0])
+			if err != nil {
+				return nil
+			}
+			return c
+		},
+	}
+	for _, name := range []string{"ca", "server"} {
+		get := certs[name]
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "nkudo_certificate_expiry_timestamp_seconds",
+			Help:        "Unix time at which the control plane's certificate (ca or server) expires.",
+			ConstLabels: prometheus.Labels{"certificate": name},
+		}, func() float64 {
+			if c := get(); c != nil {
+				return float64(c.NotAfter.Unix())
+			}
+			return 0
+		})
+		if err := m.reg.Register(g); err != nil {
+			return fmt.Errorf("register certificate metric: %w", err)
+		}
+	}
+	return nil
 }
 
 // methodLabel maps a request method onto a fixed set of label values: the

@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/forge"
@@ -111,10 +113,14 @@ type Options struct {
 	// GitFetchMaxBytes caps what one git fetch over HTTP(S) may read
 	// (0: egress.DefaultGitMaxBytes).
 	GitFetchMaxBytes int64
+	// Metrics receives the loop's series (nkudo_reconcile_errors_total);
+	// nil: not exported.
+	Metrics prometheus.Registerer
 }
 
 // Reconciler runs the GitOps loop. It implements the control plane's
-// Reconciler and DesiredState hooks and the webhook Sink.
+// Reconciler hook and the webhook Sink; the desired state it plans is
+// recorded in the store, where the API reads it.
 type Reconciler struct {
 	opts  Options
 	log   *slog.Logger
@@ -126,7 +132,7 @@ type Reconciler struct {
 	mirrors   map[string]*mirror
 	reporters map[string]*repoReporters
 	cache     *loadCache
-	lastValid map[string]*loaded   // repo ID → newest valid load, the base of incremental loads
+	loaders   loaders              // per repository: the files of the last load, reused by the next
 	siteRepo  map[string]string    // tenant/site → repo ID that plans it
 	dirty     map[string]bool      // tenant/site with an unprocessed inventory change
 	lastDrift map[string]time.Time // tenant/site → last drift re-plan
@@ -142,6 +148,8 @@ type Reconciler struct {
 
 	git   *egress.Git        // egress policy and byte cap of git fetches
 	local localsource.Policy // which local paths may be sources
+
+	failed reconcileErrors // failed reconciles, for Prometheus
 }
 
 type taskCounters struct {
@@ -230,7 +238,12 @@ func New(o Options) (*Reconciler, error) {
 	if o.LoadTimeout <= 0 {
 		o.LoadTimeout = DefaultLoadTimeout
 	}
+	errs, err := newReconcileErrors(o.Metrics)
+	if err != nil {
+		return nil, err
+	}
 	return &Reconciler{
+		failed:    errs,
 		git:       egress.NewGit(o.Egress, o.GitFetchMaxBytes),
 		local:     localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)},
 		opts:      o,
@@ -242,7 +255,6 @@ func New(o Options) (*Reconciler, error) {
 		queue:     newTaskQueue(o.TenantWorkers),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
-		lastValid: map[string]*loaded{},
 		siteRepo:  map[string]string{},
 		dirty:     map[string]bool{},
 		lastDrift: map[string]time.Time{},

@@ -96,8 +96,8 @@ func TestBodySlots(t *testing.T) {
 		err  error
 	}
 	var bodies []*stallingBody
-	done := make(chan result, 2)
-	for range 2 {
+	done := make(chan result, 16)
+	occupy := func() {
 		b := newStallingBody(`{"ref":`)
 		bodies = append(bodies, b)
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/v1/webhooks/r1", b)
@@ -113,8 +113,12 @@ func TestBodySlots(t *testing.T) {
 			done <- result{code: resp.StatusCode}
 		}()
 	}
+	occupy()
+	occupy()
 	// Once both are being read, a third is refused. A probe with a whole
 	// body and a wrong signature tells: 401 while a slot is free, 503 after.
+	// The probe holds a slot for an instant itself, so a stalled delivery
+	// that arrives in that instant is refused; it is sent again.
 	var resp *http.Response
 	for deadline := time.Now().Add(time.Minute); ; {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/v1/webhooks/r1", strings.NewReader(pushBody))
@@ -127,7 +131,21 @@ func TestBodySlots(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized || time.Now().After(deadline) {
 			break
 		}
+		select {
+		case r := <-done:
+			if r.err != nil || r.code != http.StatusServiceUnavailable {
+				t.Fatalf("stalled delivery ended before its body did: %d %v", r.code, r.err)
+			}
+			occupy()
+		default:
+		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("probe with both slots taken: %d, want 503", resp.StatusCode)
+	}
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
 	}
 	// Ending the stalled bodies frees the slots: a signed delivery passes.
 	for _, b := range bodies {

@@ -8,13 +8,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/nkudo/nkudo/agent/providers/qemu"
 	"github.com/nkudo/nkudo/internal/demo"
+	manifestsexample "github.com/nkudo/nkudo/manifests-example"
 )
 
 // init turns this binary into the demo's fake Cloud Hypervisor when it is
@@ -32,7 +32,7 @@ func init() {
 // DemoCmd runs the one-command demo.
 type DemoCmd struct {
 	DataDir    string        `help:"Keep everything the demo creates in DIR (new or empty) instead of a temporary directory." type:"path" placeholder:"DIR"`
-	Manifests  string        `help:"Example repository to start from (default: manifests-example of this source tree)." type:"path" placeholder:"DIR"`
+	Manifests  string        `help:"Example repository to start from (default: the manifests-example built into this binary)." type:"path" placeholder:"DIR"`
 	Listen     string        `help:"Control-plane address." default:"127.0.0.1:0"`
 	Hypervisor string        `help:"auto (a real cloud-hypervisor when one is on PATH, /dev/kvm is usable and --manifests names real images; else the built-in fake), fake, qemu (real guests under QEMU, built from the Debian cloud kernel and busybox-static; KVM when a probe boot works, else TCG), or the path of a cloud-hypervisor binary." default:"auto" placeholder:"auto|fake|qemu|PATH"`
 	JSON       bool          `help:"Print machine-readable events, one JSON object per line." name:"json"`
@@ -52,13 +52,6 @@ Exit codes: 0 success (or Ctrl-C), 1 the story did not complete (the reason is p
 
 // Run runs the demo until Ctrl-C (or, with --once, until it is done).
 func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
-	manifests := c.Manifests
-	if manifests == "" {
-		var err error
-		if manifests, err = findManifests(); err != nil {
-			return err
-		}
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("demo: find own executable: %w", err)
@@ -96,7 +89,7 @@ func (c *DemoCmd) Run(ctx context.Context, g *Globals) error {
 		defer cancel()
 	}
 	err = demo.Run(ctx, demo.Options{
-		Manifests: manifests, DataDir: c.DataDir, Listen: c.Listen, Serve: demoServe,
+		Manifests: c.Manifests, ManifestsFS: manifestsexample.FS(), DataDir: c.DataDir, Listen: c.Listen, Serve: demoServe,
 		Hypervisor: hv, HypervisorNote: note, Provider: provider, Accel: accel, SelfExecutable: self, Out: g.stdout, JSON: c.JSON, Once: c.Once, Logger: logger,
 	})
 	if c.Once && errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -122,26 +115,7 @@ func demoServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.L
 	return s.Serve(ctx, log, ln)
 }
 
-// findManifests looks for manifests-example in the working directory and
-// its parents (the demo runs from a checkout with `go run ./cmd/nkudo demo`).
-func findManifests() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("demo: %w", err)
-	}
-	for {
-		p := filepath.Join(dir, "manifests-example")
-		if st, err := os.Stat(filepath.Join(p, "sites")); err == nil && st.IsDir() {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("demo: cannot find manifests-example in this directory or its parents; run from the n-kudo source tree or pass --manifests DIR")
-		}
-		dir = parent
-	}
-}
-
+// firstLine keeps a probe's diagnosis to one line of narration.
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line

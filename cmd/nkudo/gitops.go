@@ -100,6 +100,12 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	}
 	protected := append([]string{dataDir}, f.protected...)
 	opts.AllowLocalSources, opts.ProtectedDirs = f.AllowLocalSources, protected
+	// The loop's series are served with the server's, from one registry.
+	if opts.Registry == nil {
+		if opts.Registry, err = controlplane.NewRegistry(); err != nil {
+			return nil, err
+		}
+	}
 	loop, err := reconciler.NewLoop(reconciler.Options{
 		// The loop's packages name their own component in every line.
 		Store: st, DataDir: dataDir, Logger: log,
@@ -109,11 +115,12 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		TenantWorkers:            f.TenantWorkers, MaxMirrorBytes: maxMirror, LoadTimeout: f.LoadTimeout,
 		AllowLocalSources: f.AllowLocalSources, ProtectedDirs: protected,
 		Egress: egress.Policy{Allow: allow}, GitFetchMaxBytes: f.GitFetchMaxBytes,
+		Metrics: opts.Registry,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
 	}
-	opts.Reconciler, opts.Desired, opts.Webhooks = loop, loop, loop.Webhooks
+	opts.Reconciler, opts.Webhooks = loop, loop.Webhooks
 	opts.AllowInsecureCredentials = f.AllowInsecureCredentials
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -115,3 +115,65 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestGitOpsMetricsOnServerRegistry: serve exports the loop's
+// nkudo_reconcile_errors_total from the registry the server serves, beside
+// the Go and process collectors a server's own registry has.
+func TestGitOpsMetricsOnServerRegistry(t *testing.T) {
+	dir := t.TempDir()
+	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "nkudo.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	admin := store.Actor{Kind: store.ActorAdmin, ID: "test"}
+	if _, err := st.CreateTenant(t.Context(), admin, store.Tenant{ID: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	// Local sources are refused without --allow-local-sources: the
+	// reconcile fails on the operator's side.
+	repo, err := st.CreateRepository(t.Context(), admin, store.Repository{Tenant: "acme", Name: "fleet", URL: "file://" + filepath.Join(dir, "missing.git"), Branch: "main"}, "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts controlplane.Options
+	ctx, cancel := context.WithCancel(t.Context())
+	stop, err := wireGitOps(ctx, st, slog.New(slog.DiscardHandler), dir, "", GitOpsFlags{PollInterval: "-1s", OfflineTimeout: time.Minute}, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); stop() })
+	if opts.Registry == nil {
+		t.Fatal("wireGitOps left Options.Registry nil: the loop's series would not be served")
+	}
+	if _, err := opts.Reconciler.Trigger(t.Context(), "acme", repo.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mfs, err := opts.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if c := m.GetCounter(); c != nil {
+					names[mf.GetName()] += c.GetValue()
+				} else {
+					names[mf.GetName()] = 0
+				}
+			}
+		}
+		if _, ok := names["go_goroutines"]; !ok {
+			t.Fatalf("the shared registry lacks the Go collector: %v", names)
+		}
+		if names["nkudo_reconcile_errors_total"] >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no nkudo_reconcile_errors_total after a failed reconcile: %v", names)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -36,9 +36,6 @@ func (h *hooks) InventoryChanged(ctx context.Context, tenant, site string) {
 		l.InventoryChanged(ctx, tenant, site)
 	}
 }
-func (h *hooks) DesiredVMs(ctx context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
-	return h.get().DesiredVMs(ctx, tenant, site)
-}
 func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.get().Webhooks.ServeHTTP(w, r) }
 
 // playAgent heartbeats and applies every plan of its site in memory.
@@ -92,7 +89,7 @@ func nkudoctl(t *testing.T, args ...string) (int, string, string) {
 // the api client.
 func TestLiveCommands(t *testing.T) {
 	h := &hooks{}
-	env := cptest.Start(t, cptest.Options{Reconciler: h, Desired: h, Webhooks: h})
+	env := cptest.Start(t, cptest.Options{Reconciler: h, Webhooks: h})
 	acme := env.NewTenant("acme")
 	g := gittest.New(t)
 	g.Fleet("manifests", 1, 2)
@@ -142,6 +139,8 @@ func TestLiveCommands(t *testing.T) {
 		{[]string{"vms"}, 0, []string{"site-0001", "vm-01", "Running"}},
 		{[]string{"plans", "--site", "site-0001"}, 0, []string{"succeeded", shortSHA(c1)}},
 		{[]string{"diff", filepath.Join(g.Work, "manifests")}, 0, []string{"no changes"}},
+		{[]string{"repos", "show", "fleet"}, 0, []string{"Last seen:", c1}},
+		{[]string{"repos", "reconcile"}, 0, []string{"reconcile of fleet queued"}},
 	}
 	for _, ck := range checks {
 		code, out, errs := nkudoctl(t, ck.args...)

@@ -44,6 +44,7 @@ type CLI struct {
 	Audit  AuditCmd  `cmd:"" help:"Verify the audit log's hash chain (admin token)."`
 
 	Credentials CredentialsCmd `cmd:"" help:"Manage the tenant's credentials for fetching and posting statuses (write-only secrets)."`
+	Repos       ReposCmd       `cmd:"" help:"Register, list, change and remove the tenant's git repositories."`
 
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }

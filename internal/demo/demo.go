@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,10 +27,14 @@ import (
 // code path `nkudo serve` runs, with demo-friendly intervals.
 type ServeFunc func(ctx context.Context, ln net.Listener, dataDir string, logger *slog.Logger) error
 
-// Options configure Run. Manifests, Serve and Hypervisor are required.
+// Options configure Run. Manifests (or ManifestsFS), Serve and Hypervisor
+// are required.
 type Options struct {
 	// Manifests is the example repository to start from (manifests-example).
 	Manifests string
+	// ManifestsFS is the repository to start from when Manifests is ""
+	// (nkudo demo passes the embedded manifests-example).
+	ManifestsFS fs.FS
 	// DataDir holds everything the demo creates; "" = a temporary directory
 	// removed at the end. A given directory must be empty or absent.
 	DataDir string
@@ -101,7 +106,7 @@ type demo struct {
 // returns an error naming what did not happen otherwise. Everything it
 // started is stopped before it returns.
 func Run(ctx context.Context, o Options) (err error) {
-	if (o.Manifests == "" && o.Provider != ProviderQEMU) || o.Serve == nil || (o.Hypervisor == "" && o.SelfExecutable == "") {
+	if (o.Manifests == "" && o.ManifestsFS == nil && o.Provider != ProviderQEMU) || o.Serve == nil || (o.Hypervisor == "" && o.SelfExecutable == "") {
 		return errors.New("demo: Manifests, Serve and a hypervisor are required")
 	}
 	if o.Out == nil {
@@ -298,9 +303,13 @@ func prepareDir(dir string) (string, func(), error) {
 // repository (pointing their artifacts at the demo's payload server when
 // the fake hypervisor runs) and commits.
 func (d *demo) prepareRepo(fake bool) error {
-	desired, err := schema.Load(os.DirFS(d.o.Manifests))
+	src, label := d.o.ManifestsFS, "the built-in manifests-example"
+	if d.o.Manifests != "" {
+		src, label = os.DirFS(d.o.Manifests), d.o.Manifests
+	}
+	desired, err := schema.Load(src)
 	if err != nil {
-		return fmt.Errorf("manifests %s are not valid: %w", d.o.Manifests, err)
+		return fmt.Errorf("manifests %s are not valid: %w", label, err)
 	}
 	var sites []string
 	for _, s := range desired.Sites {
@@ -309,11 +318,11 @@ func (d *demo) prepareRepo(fake bool) error {
 	sort.Strings(sites)
 	d.sites = sites
 	d.n.emit(Event{Step: StepValidate, Message: fmt.Sprintf("validated %s: %d sites, %d VMs, schema %s",
-		d.o.Manifests, len(desired.Sites), len(desired.VMs), model.APIVersion),
+		label, len(desired.Sites), len(desired.VMs), model.APIVersion),
 		Detail: "sites: " + strings.Join(sites, ", "),
 		Data:   map[string]any{"sites": sites, "vms": len(desired.VMs)}})
 
-	d.repo, err = initRepo(d.workDir, os.DirFS(d.o.Manifests))
+	d.repo, err = initRepo(d.workDir, src)
 	if err != nil {
 		return err
 	}

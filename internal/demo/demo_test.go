@@ -21,6 +21,7 @@ import (
 
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/internal/egress"
+	manifestsexample "github.com/nkudo/nkudo/manifests-example"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
@@ -75,7 +76,7 @@ func testServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.L
 		return err
 	}
 	srv, err := controlplane.New(controlplane.Options{Store: st, PKI: auth, Logger: log,
-		Reconciler: loop, Desired: loop, Webhooks: loop.Webhooks,
+		Reconciler: loop, Webhooks: loop.Webhooks,
 		MinHeartbeatInterval: time.Second, EnrollBurst: 50, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		ln.Close()
@@ -166,12 +167,15 @@ func TestDemoOnceConvergesBothCommits(t *testing.T) {
 }
 
 // TestDemoInterruptedMidPlanStopsEverything is Ctrl-C in the middle of the
-// first convergence: Run returns nil and leaves no VMM behind.
+// first convergence: Run returns nil and leaves no VMM behind. It starts
+// from the embedded manifests-example in a directory without one, as a
+// released binary does.
 func TestDemoInterruptedMidPlanStopsEverything(t *testing.T) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Chdir(t.TempDir())
 	base, err := os.MkdirTemp("", "nkd")
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +188,7 @@ func TestDemoInterruptedMidPlanStopsEverything(t *testing.T) {
 	var mu sync.Mutex
 	interrupted := false
 	err = Run(ctx, Options{
-		Manifests: "../../manifests-example", DataDir: dataDir, Serve: testServe, SelfExecutable: self,
+		ManifestsFS: manifestsexample.FS(), DataDir: dataDir, Serve: testServe, SelfExecutable: self,
 		Out: &out, Timeout: 90 * time.Second, Logger: slog.New(slog.DiscardHandler),
 		Events: func(e Event) {
 			mu.Lock()
@@ -203,6 +207,9 @@ func TestDemoInterruptedMidPlanStopsEverything(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "interrupted") {
 		t.Errorf("the story does not say it was interrupted:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "validated the built-in manifests-example: 3 sites") {
+		t.Errorf("the story does not start from the built-in manifests-example:\n%s", out.String())
 	}
 	if socks := sockets(dataDir); len(socks) > 0 {
 		t.Errorf("VMM sockets left after Ctrl-C: %v", socks)

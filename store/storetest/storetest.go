@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 		{"Repositories", testRepositories},
 		{"RepositoryVerifyPolicy", testRepositoryVerify},
 		{"SiteDesired", testSiteDesired},
+		{"DesiredState", testDesiredState},
 		{"Credentials", testCredentials},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},

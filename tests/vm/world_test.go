@@ -256,7 +256,9 @@ func (w *world) startControlPlane() {
 	w.cp = e2etest.Start(t, e2etest.ProcConfig{
 		Name: "nkudo", Bin: w.bins.Nkudo, LogDir: w.logDir, Env: w.cpEnv(),
 		Args: []string{"serve", "--listen", w.listen, "--public-url", w.url, "--min-heartbeat-interval", "1s",
-			"--shutdown-timeout", "5s", "--log-level", "debug"},
+			"--shutdown-timeout", "5s", "--log-level", "debug",
+			// The git server (http-backend) is on loopback.
+			"--allow-local-sources", "--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"},
 	})
 	caPath := filepath.Join(w.dataDir, "pki", "ca.crt")
 	var pool *x509.CertPool
