@@ -140,6 +140,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	if err := r.store.MarkCommitSeen(ctx, repo.Tenant, repo.ID, commit, r.now()); err != nil {
 		return res, fmt.Errorf("mark commit seen: %w", err)
 	}
+	if err := r.checkSignature(ctx, repo, head); err != nil {
+		return res, err
+	}
 	t1 := time.Now()
 	l, err := r.load(ctx, repo, head)
 	res.Load = time.Since(t1)
@@ -698,6 +701,16 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 		return store.Preview{}, fmt.Errorf("preview #%d: %w", pr, err)
 	}
 	p := store.Preview{Tenant: repo.Tenant, RepoID: repo.ID, PR: pr, Commit: sha, CreatedAt: r.now()}
+	if why, err := r.previewSignature(ctx, repo, plumbing.NewHash(sha)); err != nil || why != "" {
+		if err != nil {
+			return p, fmt.Errorf("preview #%d: %w", pr, err)
+		}
+		p.Summary, p.PlanText = "unverified: "+why, why+"\n"
+		if perr := r.store.PutPreview(ctx, repo.Tenant, p); perr != nil {
+			return p, fmt.Errorf("store preview: %w", perr)
+		}
+		return p, nil
+	}
 	l, err := r.load(ctx, repo, plumbing.NewHash(sha))
 	if err != nil {
 		var serrs schema.Errors

@@ -1,0 +1,128 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+
+	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/internal/commitsig"
+	"github.com/nkudo/nkudo/store"
+)
+
+// maxVerifyCommits bounds how many new commits mode "all" checks in one
+// reconcile, so a huge push cannot hold the repository's lease.
+const maxVerifyCommits = 10000
+
+// checkSignature enforces repo's signature policy on commit head before
+// anything of it is loaded. An untrusted commit changes nothing: it posts
+// nkudo/validate failure, records lastError, and returns an error wrapping
+// ErrInvalidCommit, so the last applied (verified) commit stays desired.
+// A verified commit that is new to the repository is audited with its
+// signer.
+func (r *Reconciler) checkSignature(ctx context.Context, repo store.Repository, head plumbing.Hash) error {
+	if !repo.Verify.Enabled() {
+		return nil
+	}
+	commit := head.String()
+	signer, err := r.verifyCommits(repo, head, repo.LastAppliedCommit)
+	if err != nil {
+		var uerr *commitsig.UnverifiedError
+		if errors.As(err, &uerr) {
+			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateFailure, uerr.Error())
+			err = fmt.Errorf("%w: %w", ErrInvalidCommit, err)
+		} else {
+			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateError, "could not verify the commit: "+err.Error())
+		}
+		r.recordError(ctx, repo, err)
+		return err
+	}
+	if repo.LastAppliedCommit == commit {
+		return nil // audited when it was first verified
+	}
+	detail, _ := json.Marshal(map[string]any{"commit": commit, "mode": repo.Verify.Mode, "signer": signer})
+	if _, err := r.store.AppendAudit(ctx, store.AuditEvent{
+		Tenant: repo.Tenant, Actor: r.actor.String(), Action: "repository.verify",
+		Object: "repository/" + repo.ID, Detail: detail,
+	}); err != nil {
+		return fmt.Errorf("audit signer of %s: %w", short(commit), err)
+	}
+	return nil
+}
+
+// previewSignature is checkSignature for a pull-request head: it posts
+// the same nkudo/validate failure and returns the reason ("" = trusted),
+// but records nothing on the repository.
+func (r *Reconciler) previewSignature(ctx context.Context, repo store.Repository, head plumbing.Hash) (string, error) {
+	if !repo.Verify.Enabled() {
+		return "", nil
+	}
+	if _, err := r.verifyCommits(repo, head, repo.LastAppliedCommit); err != nil {
+		var uerr *commitsig.UnverifiedError
+		if !errors.As(err, &uerr) {
+			return "", err
+		}
+		r.setStatus(ctx, repo, head.String(), forge.ContextValidate, store.StateFailure, uerr.Error())
+		return uerr.Error(), nil
+	}
+	return "", nil
+}
+
+// verifyCommits checks head (mode head) or every commit reachable from
+// head but not from base (mode all; base is the last verified commit, ""
+// or absent from the mirror: head alone) and returns head's signer.
+func (r *Reconciler) verifyCommits(repo store.Repository, head plumbing.Hash, base string) (commitsig.Signer, error) {
+	keys, err := commitsig.Parse(repo.Verify.AllowedSigners, repo.Verify.GPGKeys)
+	if err != nil {
+		return commitsig.Signer{}, fmt.Errorf("signature policy of %s: %w", repo.ID, err)
+	}
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return commitsig.Signer{}, err
+	}
+	hc, err := m.repo.CommitObject(head)
+	if err != nil {
+		return commitsig.Signer{}, fmt.Errorf("commit %s: %w", head, ErrNoCommit)
+	}
+	signer, err := keys.Verify(hc)
+	if err != nil || repo.Verify.Mode != store.VerifyAll || !isSHA(base) || base == head.String() {
+		return signer, err
+	}
+	bc, err := m.repo.CommitObject(plumbing.NewHash(base))
+	if err != nil {
+		r.log.Warn("last verified commit is not in the mirror: verifying the head only", "repo", repo.ID, "commit", base)
+		return signer, nil
+	}
+	// Everything the last verified commit reaches was verified (or came
+	// before the policy); after a force push, the commits since the
+	// common ancestor are the new ones.
+	old := map[plumbing.Hash]bool{}
+	if err := object.NewCommitPreorderIter(bc, nil, nil).ForEach(func(c *object.Commit) error {
+		old[c.Hash] = true
+		return nil
+	}); err != nil {
+		return commitsig.Signer{}, fmt.Errorf("walk history of %s: %w", short(base), err)
+	}
+	n := 0
+	err = object.NewCommitPreorderIter(hc, old, nil).ForEach(func(c *object.Commit) error {
+		if n++; n > maxVerifyCommits {
+			return fmt.Errorf("more than %d commits since the last verified one %s", maxVerifyCommits, short(base))
+		}
+		if c.Hash == head {
+			return nil
+		}
+		if _, err := keys.Verify(c); err != nil {
+			return err
+		}
+		return nil
+	})
+	if errors.Is(err, storer.ErrStop) {
+		err = nil
+	}
+	return signer, err
+}
