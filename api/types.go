@@ -435,6 +435,25 @@ type Repository struct {
 	// the repository fetches and posts statuses with ("" = none).
 	CredentialsRef      string `json:"credentialsRef,omitempty"`
 	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
+	// Verify is the commit signature policy (absent: commits are not verified).
+	Verify *VerifyPolicy `json:"verify,omitempty"`
+}
+
+// Commit signature verification modes (VerifyPolicy.Mode).
+const (
+	VerifyHead = "head" // the commit reconciled must be signed by a trusted key
+	VerifyAll  = "all"  // and so must every commit since the last applied one
+)
+
+// VerifyPolicy says which commits of a repository may reach its sites: only
+// those signed by one of its trusted keys. The keys are public.
+type VerifyPolicy struct {
+	// Mode is VerifyHead or VerifyAll ("" with no keys turns verification off).
+	Mode string `json:"mode,omitempty"`
+	// AllowedSigners is git's gpg.ssh.allowedSignersFile text (SSH keys).
+	AllowedSigners string `json:"allowedSigners,omitempty"`
+	// GPGKeys is an armoured OpenPGP public key ring.
+	GPGKeys string `json:"gpgKeys,omitempty"`
 }
 
 // CreateRepoRequest registers a repository. WebhookSecret is mandatory.
@@ -462,6 +481,9 @@ type UpdateRepoRequest struct {
 	// repository's tenant ("" = none).
 	CredentialsRef      *string `json:"credentialsRef,omitempty"`
 	ForgeCredentialsRef *string `json:"forgeCredentialsRef,omitempty"`
+	// Verify replaces the commit signature policy; an empty policy ({})
+	// turns verification off.
+	Verify *VerifyPolicy `json:"verify,omitempty"`
 }
 
 // Credential kinds (Credential.Kind, PutCredentialRequest.Kind).

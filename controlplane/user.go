@@ -42,6 +42,7 @@ func (s *Server) repoView(r store.Repository, base string) api.Repository {
 		LastSeenCommit: r.LastSeenCommit, LastAppliedCommit: r.LastAppliedCommit, LastError: r.LastError,
 		CreatedAt: r.CreatedAt, WebhookURL: base + api.Path(api.PathWebhook, r.ID),
 		CredentialsRef: r.CredentialsRef, ForgeCredentialsRef: r.ForgeCredentialsRef,
+		Verify: verifyView(r.Verify),
 	}
 }
 
@@ -411,6 +412,13 @@ func (s *Server) handleUpdateRepo(w http.ResponseWriter, r *http.Request, c *cal
 			return err
 		}
 		u.CredentialsRef, u.ForgeCredentialsRef = req.CredentialsRef, req.ForgeCredentialsRef
+	}
+	if req.Verify != nil {
+		v, err := verifyPolicy(*req.Verify)
+		if err != nil {
+			return err
+		}
+		u.Verify = &v
 	}
 	repo, err := s.store.UpdateRepository(r.Context(), c.actor(), c.tenant, r.PathValue("repo"), u)
 	if err != nil {
