@@ -245,6 +245,7 @@ func printRepo(out io.Writer, r api.Repository) {
 		{"Webhook URL", r.WebhookURL}, {"Webhook secret", map[bool]string{true: "set", false: "none"}[r.HasWebhookSecret]},
 		{"Last seen", dash(r.LastSeenCommit)}, {"Last applied", dash(r.LastAppliedCommit)},
 		{"Last error", dash(r.LastError)}, {"Created", r.CreatedAt.Format("2006-01-02 15:04:05Z07:00")},
+		{"Verify commits", verifySummary(r.Verify)},
 	} {
 		fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
 	}
@@ -261,6 +262,7 @@ type ReposSetCmd struct {
 	Suspend             bool    `help:"Stop reconciling the repository." xor:"suspend"`
 	Resume              bool    `help:"Reconcile the repository again." xor:"suspend"`
 	RotateWebhookSecret bool    `name:"rotate-webhook-secret" help:"Generate a new webhook secret and print it (once); the old one stops verifying deliveries."`
+	VerifyFlags
 }
 
 // reposSet is the -o json form of repos set.
@@ -284,8 +286,8 @@ func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		}
 		req.WebhookSecret = &secret
 	}
-	if req == (api.UpdateRepoRequest{}) {
-		return errors.New("nothing to change: pass --branch, --path, --credentials, --forge-credentials, --suspend, --resume or --rotate-webhook-secret")
+	if req == (api.UpdateRepoRequest{}) && !c.VerifyFlags.given() {
+		return errors.New("nothing to change: pass --branch, --path, --credentials, --forge-credentials, --suspend, --resume, --rotate-webhook-secret or --verify-ssh/--verify-gpg/--verify-mode")
 	}
 	client, err := connect(g)
 	if err != nil {
@@ -294,6 +296,9 @@ func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	defer client.CloseIdleConnections()
 	r, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
+		return err
+	}
+	if req.Verify, err = c.VerifyFlags.policy(r.Verify); err != nil {
 		return err
 	}
 	r, err = client.UpdateRepo(ctx, r.ID, req)
