@@ -419,6 +419,23 @@ func (c *Client) DeleteCredential(ctx context.Context, name string) error {
 	return err
 }
 
+// SetNetBirdIntegration sets the tenant's NetBird management API; the
+// server checks the token against it first.
+func (c *Client) SetNetBirdIntegration(ctx context.Context, req SetNetBirdIntegrationRequest) (NetBirdIntegration, error) {
+	return call[NetBirdIntegration](ctx, c, http.MethodPut, PathNetBird, nil, req)
+}
+
+// GetNetBirdIntegration shows the tenant's NetBird management API.
+func (c *Client) GetNetBirdIntegration(ctx context.Context) (NetBirdIntegration, error) {
+	return call[NetBirdIntegration](ctx, c, http.MethodGet, PathNetBird, nil, nil)
+}
+
+// DeleteNetBirdIntegration removes it (the token credential stays).
+func (c *Client) DeleteNetBirdIntegration(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodDelete, PathNetBird, nil, nil, nil)
+	return err
+}
+
 // Reconcile triggers a reconcile of the repository.
 func (c *Client) Reconcile(ctx context.Context, id, ref string) (TriggerResult, error) {
 	return call[TriggerResult](ctx, c, http.MethodPost, Path(PathRepoReconcile, id), nil, ReconcileRequest{Ref: ref})

@@ -34,6 +34,7 @@ const (
 	PathRepoPreview   = "/v1/repos/{repo}/previews/{pr}"
 	PathCredentials   = "/v1/credentials" // tenant-owned; the secret is write-only
 	PathCredential    = "/v1/credentials/{name}"
+	PathNetBird       = "/v1/netbird" // the tenant's NetBird management API; the token is write-only
 	PathSites         = "/v1/sites"
 	PathSite          = "/v1/sites/{site}"
 	PathSiteNetBird   = "/v1/sites/{site}/netbird"

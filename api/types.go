@@ -501,6 +501,34 @@ func (r PutCredentialRequest) String() string {
 	return fmt.Sprintf("{kind:%s host:%s secret:[redacted]}", r.Kind, r.Host)
 }
 
+// NetBirdIntegration is a tenant's NetBird management API as shown: never
+// its token, which lives in the tenant credential Credential.
+type NetBirdIntegration struct {
+	URL         string `json:"url"`
+	Credential  string `json:"credential"`
+	Fingerprint string `json:"fingerprint"` // of the token, as Credential.Fingerprint
+	// Groups is how many groups the account had when the token was
+	// checked (in the answer to a set only).
+	Groups    int       `json:"groups,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// SetNetBirdRequest sets the tenant's NetBird management API (PUT
+// /v1/netbird). The server checks the token with GET /api/groups before it
+// stores anything; the token becomes the token credential Credential
+// ("" = "netbird") bound to the URL's host.
+type SetNetBirdIntegrationRequest struct {
+	URL        string `json:"url"`
+	Token      string `json:"token"`
+	Credential string `json:"credential,omitempty"`
+}
+
+// String hides the token when a request is printed.
+func (r SetNetBirdIntegrationRequest) String() string {
+	return fmt.Sprintf("{url:%s credential:%s token:[redacted]}", r.URL, r.Credential)
+}
+
 // ReconcileRequest asks for a reconcile of a ref ("" = the configured branch).
 type ReconcileRequest struct {
 	Ref string `json:"ref,omitempty"`

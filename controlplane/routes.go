@@ -126,6 +126,9 @@ func (s *Server) routeTable() []Route {
 		r("GET", api.PathCredentials, AuthUser, s.handleListCredentials),
 		r("PUT", api.PathCredential, AuthUser, s.handlePutCredential),
 		r("DELETE", api.PathCredential, AuthUser, s.handleDeleteCredential),
+		r("GET", api.PathNetBird, AuthUser, s.handleGetNetBird),
+		r("PUT", api.PathNetBird, AuthUser, s.handlePutNetBird),
+		r("DELETE", api.PathNetBird, AuthUser, s.handleDeleteNetBird),
 
 		r("POST", api.PathSites, AuthUser, s.handleCreateSite),
 		r("GET", api.PathSites, AuthUser, s.handleListSites),

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
@@ -71,6 +72,12 @@ type Options struct {
 	// would travel over plain http (local development only; the
 	// reconciler must be configured the same way).
 	AllowInsecureCredentials bool
+
+	// NetBirdEgress is the egress policy on calls to tenants' NetBird
+	// management APIs (zero: the default refusals). NetBirdTLS, when set,
+	// is their TLS configuration (tests: the fake's roots).
+	NetBirdEgress egress.Policy
+	NetBirdTLS    *tls.Config
 
 	// HeartbeatRate is the total heartbeats per second the server is sized
 	// for; the interval handed to agents is max(MinHeartbeatInterval,

@@ -67,6 +67,7 @@ type Store interface {
 	Tenants
 	Repositories
 	Credentials
+	NetBird
 	Tokens
 	Sites
 	Plans
@@ -172,6 +173,34 @@ type Credentials interface {
 	// tenant; an error wrapping seal.ErrWrongKey or seal.ErrOpen if the
 	// server key does not open it.
 	CredentialSecret(ctx context.Context, tenant, name string) (Credential, Secret, error)
+}
+
+// NetBird keeps each tenant's NetBird integration: the management API
+// the control plane mints setup keys and sets group membership with.
+type NetBird interface {
+	// PutNetBirdIntegration creates or replaces the tenant's integration
+	// (CreatedAt is kept, UpdatedAt set). ErrInvalid if the URL is not an
+	// http(s) URL or the credential name is malformed (the error names the
+	// field); ErrNotFound if the tenant or the credential does not exist.
+	// Audited.
+	PutNetBirdIntegration(ctx context.Context, actor Actor, n NetBirdIntegration) (NetBirdIntegration, error)
+	// GetNetBirdIntegration returns the tenant's integration. ErrNotFound
+	// if it has none.
+	GetNetBirdIntegration(ctx context.Context, tenant string) (NetBirdIntegration, error)
+	// DeleteNetBirdIntegration removes it (the credential stays).
+	// ErrNotFound if there is none. Audited.
+	DeleteNetBirdIntegration(ctx context.Context, actor Actor, tenant string) error
+}
+
+// NetBirdIntegration is a tenant's NetBird management API.
+type NetBirdIntegration struct {
+	Tenant string
+	// URL is the management server, e.g. https://api.netbird.io.
+	URL string
+	// Credential names the tenant's token credential for the API.
+	Credential string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // CredentialKind says what a credential's secret is and how it is sent.

@@ -122,6 +122,8 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	}
 	opts.Reconciler, opts.Desired, opts.Webhooks = loop, loop, loop.Webhooks
 	opts.AllowInsecureCredentials = f.AllowInsecureCredentials
+	// NetBird management APIs are tenant-chosen addresses like forges.
+	opts.NetBirdEgress = egress.Policy{Allow: allow}
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 		{"Repositories", testRepositories},
 		{"SiteDesired", testSiteDesired},
 		{"Credentials", testCredentials},
+		{"NetBird", testNetBird},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},
 		{"EnrollmentTokenSingleUseConcurrent", testEnrollmentConcurrent},

@@ -66,6 +66,8 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	must(err)
 	st := env.Store()
 	sys := store.Actor{Kind: store.ActorSystem, ID: "test"}
+	_, err = st.PutNetBirdIntegration(ctx, sys, store.NetBirdIntegration{Tenant: "bravo", URL: "https://git.example.net/" + bravoSecret + "-netbird", Credential: isoCredential})
+	must(err)
 	f.planB = cptest.CreatePlan("bravo", "b1", 1, bravoSecret+"-vm2")
 	_, err = st.StorePlan(ctx, sys, f.planB, f.repoB.ID, time.Now())
 	must(err)
@@ -283,6 +285,9 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /v1/credentials":                            {{name: "lists alpha's credentials only", who: isoAlphaToken, want: []int{http.StatusOK}, check: func(t *testing.T, body string) { noBravo(t, body); noSecret(t, body) }}},
 		"PUT /v1/credentials/{name}":                     {{name: "creates in alpha only", who: isoAlphaToken, path: api.Path(api.PathCredential, "iso-cred"), body: `{"kind":"token","host":"git.example.net","secret":"alpha-token"}`, want: []int{http.StatusOK}, check: noBravo}},
 		"DELETE /v1/credentials/{name}":                  {{name: "delete bravo's credential", who: isoAlphaToken, want: notFound}},
+		"GET /v1/netbird":                                {{name: "bravo's NetBird integration", who: isoAlphaToken, want: notFound, check: noBravo}},
+		"PUT /v1/netbird":                                {{name: "set a NetBird integration on loopback", who: isoAlphaToken, body: `{"url":"https://127.0.0.1:1","token":"nbp_x"}`, want: []int{http.StatusBadRequest}, check: noBravo}},
+		"DELETE /v1/netbird":                             {{name: "delete bravo's NetBird integration", who: isoAlphaToken, want: notFound}},
 		"GET /v1/repos":                                  {{name: "lists alpha's repos only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"GET /v1/repos/{repo}":                           {{name: "bravo's repo", who: isoAlphaToken, want: notFound}},
 		"PATCH /v1/repos/{repo}":                         {{name: "update bravo's repo", who: isoAlphaToken, body: `{"suspended":true}`, want: notFound}},
@@ -415,6 +420,9 @@ func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
 	}
 	if _, err := f.bravo.Client.GetRepo(ctx, f.repoB.ID); err != nil {
 		t.Errorf("bravo's repo: %v", err)
+	}
+	if n, err := st.GetNetBirdIntegration(ctx, "bravo"); err != nil || n.URL != "https://git.example.net/"+bravoSecret+"-netbird" {
+		t.Errorf("bravo's NetBird integration changed: %+v, %v", n, err)
 	}
 	if _, sec, err := st.CredentialSecret(ctx, "bravo", isoCredential); err != nil || sec.Reveal() != bravoSecret+"-token" {
 		t.Errorf("bravo's credential changed: %v", err)
