@@ -190,6 +190,36 @@ type NetBird interface {
 	// DeleteNetBirdIntegration removes it (the credential stays).
 	// ErrNotFound if there is none. Audited.
 	DeleteNetBirdIntegration(ctx context.Context, actor Actor, tenant string) error
+
+	// PutNetBirdPeer creates or replaces the state of a site's peer; the
+	// setup key is sealed. ErrNotFound if the tenant does not exist.
+	PutNetBirdPeer(ctx context.Context, p NetBirdPeer) error
+	// GetNetBirdPeer returns it with the key opened. ErrNotFound if none.
+	GetNetBirdPeer(ctx context.Context, tenant, site string) (NetBirdPeer, error)
+	// ListNetBirdPeers returns the tenant's peer states ordered by site,
+	// keys opened.
+	ListNetBirdPeers(ctx context.Context, tenant string) ([]NetBirdPeer, error)
+	// DeleteNetBirdPeer removes one. ErrNotFound if none.
+	DeleteNetBirdPeer(ctx context.Context, tenant, site string) error
+}
+
+// NetBirdPeer is what the control plane remembers of a site's NetBird
+// peer (see netbird.SiteState).
+type NetBirdPeer struct {
+	Tenant, Site string
+	// KeyID and SetupKey are the key minted for the site and not yet
+	// used (sealed at rest); KeyGroups the groups it carries.
+	KeyID     string
+	SetupKey  Secret
+	KeyGroups []string
+	PeerID    string
+	// Groups is the membership last applied.
+	Groups []string
+	// LastChange is the last membership change ("+a -b"), LastError the
+	// last failure ("" after a success).
+	LastChange string
+	LastError  string
+	UpdatedAt  time.Time
 }
 
 // NetBirdIntegration is a tenant's NetBird management API.

@@ -3,6 +3,9 @@ package storetest
 import (
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -66,4 +69,53 @@ func testNetBird(t *testing.T, s store.Store) {
 			t.Errorf("no audit event %s", a)
 		}
 	}
+}
+
+const nbKey = "A6160B7E-FCF0-48FA-9354-CA4A61142761"
+
+func testNetBirdPeers(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	_, err := s.GetNetBirdPeer(ctx, tenantA, "edge-1")
+	wantErr(t, err, store.ErrNotFound)
+	wantErr(t, s.PutNetBirdPeer(ctx, store.NetBirdPeer{Tenant: "nosuch", Site: "edge-1"}), store.ErrNotFound)
+
+	in := store.NetBirdPeer{Tenant: tenantA, Site: "edge-1", KeyID: "sk1", SetupKey: nbKey, KeyGroups: []string{"a", "b"}, Groups: []string{"a", "b"}}
+	must(t, s.PutNetBirdPeer(ctx, in))
+	must(t, s.PutNetBirdPeer(ctx, store.NetBirdPeer{Tenant: tenantA, Site: "edge-2", PeerID: "pe2", LastChange: "+a", LastError: "boom"}))
+	got, err := s.GetNetBirdPeer(ctx, tenantA, "edge-1")
+	must(t, err)
+	if d := cmp.Diff(in, got, cmpopts.IgnoreFields(store.NetBirdPeer{}, "UpdatedAt")); d != "" || got.UpdatedAt.IsZero() {
+		t.Errorf("GetNetBirdPeer (-want +got):\n%s", d)
+	}
+	list, err := s.ListNetBirdPeers(ctx, tenantA)
+	must(t, err)
+	if len(list) != 2 || list[0].Site != "edge-1" || list[1].PeerID != "pe2" || list[1].Groups == nil {
+		t.Errorf("ListNetBirdPeers = %+v", list)
+	}
+	if l, err := s.ListNetBirdPeers(ctx, tenantB); err != nil || len(l) != 0 {
+		t.Errorf("other tenant's peers = %+v, %v", l, err)
+	}
+
+	if raw, ok := s.(Raw); ok {
+		// Not in clear: a row matching the key in clear would be deleted.
+		must(t, raw.ExecRaw(ctx, `DELETE FROM netbird_peers WHERE setup_key LIKE '%`+nbKey[:8]+`%'`))
+		if _, err := s.GetNetBirdPeer(ctx, tenantA, "edge-1"); err != nil {
+			t.Fatalf("the setup key is stored in clear: %v", err)
+		}
+		// Sealed to its row: moved to another site's row it does not open.
+		must(t, raw.ExecRaw(ctx, `UPDATE netbird_peers SET setup_key = (SELECT setup_key FROM netbird_peers WHERE tenant = 'acme' AND site = 'edge-1') WHERE site = 'edge-2'`))
+		if _, err := s.GetNetBirdPeer(ctx, tenantA, "edge-2"); err == nil {
+			t.Error("a setup key moved to another site's row opened")
+		}
+	}
+
+	// The key is cleared once used.
+	in.KeyID, in.SetupKey, in.KeyGroups, in.PeerID = "", "", nil, "pe1"
+	must(t, s.PutNetBirdPeer(ctx, in))
+	if got, err := s.GetNetBirdPeer(ctx, tenantA, "edge-1"); err != nil || got.SetupKey != "" || got.PeerID != "pe1" {
+		t.Errorf("after the join = %+v, %v", got, err)
+	}
+	must(t, s.DeleteNetBirdPeer(ctx, tenantA, "edge-1"))
+	wantErr(t, s.DeleteNetBirdPeer(ctx, tenantA, "edge-1"), store.ErrNotFound)
 }

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Open) {
 		{"SiteDesired", testSiteDesired},
 		{"Credentials", testCredentials},
 		{"NetBird", testNetBird},
+		{"NetBirdPeers", testNetBirdPeers},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},
 		{"EnrollmentTokenSingleUseConcurrent", testEnrollmentConcurrent},
