@@ -259,6 +259,11 @@ type HeartbeatResponse struct {
 	// agent sends such an addition only after a heartbeat answer listed it;
 	// empty from a control plane that predates the list.
 	Features []string `json:"features,omitempty"`
+	// NetBird, when set, is a setup key the control plane minted for this
+	// site (its tenant has a NetBird integration) and the management URL
+	// to join with: an agent whose NetBird client is not joined with it
+	// runs `netbird up` again, without a restart. A secret: never logged.
+	NetBird *NetBirdConfig `json:"netbird,omitempty"`
 }
 
 // Has reports whether the answer lists feature.

@@ -79,6 +79,15 @@ type Client struct {
 	// HTTP sends the requests; nil means a client with a 30s timeout. The
 	// control plane passes one that dials through its egress policy.
 	HTTP *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Client) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
 }
 
 func (c *Client) http() *http.Client {
@@ -176,6 +185,7 @@ type SetupKey struct {
 	UsageLimit int       `json:"usage_limit"`
 	AutoGroups []string  `json:"auto_groups"`
 	Expires    time.Time `json:"expires"`
+	LastUsed   time.Time `json:"last_used"`
 }
 
 // NewKey is a setup key just created, with the key in clear: the one

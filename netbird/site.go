@@ -15,6 +15,12 @@ import (
 // lifetime only bounds a key that was never used.
 const KeyLifetime = 24 * time.Hour
 
+// UsedKeyGrace is how long after its key was used a site's peer may stay
+// unfound before a new key is minted: the agent reports the NetBird IP
+// that finds its peer with its next heartbeat, and minting earlier would
+// hand a new key to an agent that has just joined.
+const UsedKeyGrace = 5 * time.Minute
+
 // SiteState is what the control plane remembers of one site's peer
 // between reconciles. Key is a secret: the store keeps it sealed.
 type SiteState struct {
@@ -70,13 +76,16 @@ func (c *Client) ReconcileSite(ctx context.Context, tenant, site string, groups 
 	}
 	if peerID != "" {
 		res.Joined = true
+		// Drift only for a peer already in step: a peer that has just
+		// joined may carry a key minted for older groups.
+		known := st.PeerID == peerID
 		st.PeerID = peerID
 		ch, err := c.SetPeerGroups(ctx, peerID, groups)
 		if err != nil {
 			return st, res, fmt.Errorf("site %s: set peer groups: %w", site, err)
 		}
 		res.Change = ch
-		res.Drift = !ch.Empty() && st.Groups != nil && slices.Equal(sorted(st.Groups), groups)
+		res.Drift = known && !ch.Empty() && slices.Equal(sorted(st.Groups), groups)
 		st.Groups = groups
 		if st.KeyID != "" {
 			if err := c.DeleteSetupKey(ctx, st.KeyID); err != nil {
@@ -95,6 +104,8 @@ func (c *Client) ReconcileSite(ctx context.Context, tenant, site string, groups 
 			return st, res, fmt.Errorf("site %s: check setup key: %w", site, err)
 		case k.State == "valid" && slices.Equal(sorted(st.KeyGroups), groups):
 			return st, res, nil
+		case k.State == "overused" && c.now().Sub(k.LastUsed) < UsedKeyGrace:
+			return st, res, nil // just joined: wait for the agent to report its peer
 		default:
 			if err := c.DeleteSetupKey(ctx, st.KeyID); err != nil {
 				return st, res, fmt.Errorf("site %s: delete stale setup key: %w", site, err)

@@ -173,3 +173,30 @@ func TestSiteOutage(t *testing.T) {
 		t.Errorf("state changed by a failed reconcile (-want +got):\n%s", d)
 	}
 }
+
+// TestSiteUsedKeyWaitsForReport: a key just used means the agent joined;
+// no new key until the grace has passed without the agent reporting.
+func TestSiteUsedKeyWaitsForReport(t *testing.T) {
+	_, ts, c := start(t)
+	var (
+		mu  sync.Mutex
+		now = time.Now()
+	)
+	c.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ctx := t.Context()
+	st, _, err := c.ReconcileSite(ctx, "acme", "edge-1", []string{"a"}, "", netbird.SiteState{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	join(t, ts, st.Key, "pub1")
+	st2, res, err := c.ReconcileSite(ctx, "acme", "edge-1", []string{"a"}, "", st)
+	if err != nil || res.Minted || st2.KeyID != st.KeyID {
+		t.Fatalf("right after the join: %+v %v; want the used key kept", res, err)
+	}
+	mu.Lock()
+	now = now.Add(netbird.UsedKeyGrace + time.Second)
+	mu.Unlock()
+	if _, res, err := c.ReconcileSite(ctx, "acme", "edge-1", []string{"a"}, "", st2); err != nil || !res.Minted {
+		t.Fatalf("after the grace: %+v %v; want a new key", res, err)
+	}
+}

@@ -204,6 +204,8 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		Client: client, Executor: ex, Facts: r.facts(prov, logger), Logger: logger, AgentVersion: version,
 		PollWait: r.PollWait,
 		Renew:    func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
+		// Setup keys the control plane mints arrive with heartbeats.
+		NetBird: &netbird.Client{Binary: r.NetBird, Logger: logger},
 	})
 	err = a.Run(ctx)
 	logger.Info("agent stopped")

@@ -50,6 +50,7 @@ type Server struct {
 	delay    time.Duration
 	expired  bool
 	calls    []string
+	minted   []string
 }
 
 type setupKey struct {
@@ -131,6 +132,14 @@ func (s *Server) Calls() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.calls)
+}
+
+// MintedKeys returns every setup key created so far, in clear, deleted
+// ones included: tests look for them where they must not be.
+func (s *Server) MintedKeys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.minted)
 }
 
 // Group is a group as tests inspect it.
@@ -419,6 +428,7 @@ func (s *Server) setupKeys(w http.ResponseWriter, r *http.Request, id string) {
 				k.Expires = now.Add(time.Duration(*req.ExpiresIn) * time.Second)
 			}
 			s.keys[k.ID] = k
+			s.minted = append(s.minted, k.Key)
 			writeJSON(w, http.StatusOK, s.keyJSON(k, true))
 		default:
 			writeErr(w, http.StatusMethodNotAllowed, "method not allowed")
