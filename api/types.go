@@ -597,6 +597,23 @@ type Site struct {
 	NetBirdManagementURL string `json:"netbirdManagementUrl,omitempty"`
 	// NetBirdConfigured says whether a setup key is set; the key is never returned.
 	NetBirdConfigured bool `json:"netbirdConfigured"`
+	// NetBirdSync is how the control plane manages the site's NetBird peer
+	// (nil: its tenant has no NetBird integration or the Site no netbird
+	// section yet).
+	NetBirdSync *NetBirdSync `json:"netbirdSync,omitempty"`
+}
+
+// NetBirdSync is the state of the control plane's management of a site's
+// NetBird peer. Never the setup key.
+type NetBirdSync struct {
+	PeerID string   `json:"peerId,omitempty"`
+	Groups []string `json:"groups"`
+	// KeyPending is true while a minted setup key waits for the agent.
+	KeyPending bool `json:"keyPending"`
+	// LastChange is the last membership change ("+a -b"), drift included.
+	LastChange string    `json:"lastChange,omitempty"`
+	LastError  string    `json:"lastError,omitempty"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 // CreateSiteRequest registers a site; Name is a DNS label.

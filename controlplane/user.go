@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -75,6 +76,13 @@ func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) 
 			return api.Site{}, err
 		}
 		v.Revoked = rev
+	}
+	switch p, err := s.store.GetNetBirdPeer(ctx, st.Tenant, st.Name); {
+	case err == nil:
+		v.NetBirdSync = &api.NetBirdSync{PeerID: p.PeerID, Groups: p.Groups, KeyPending: p.SetupKey != "",
+			LastChange: p.LastChange, LastError: p.LastError, UpdatedAt: p.UpdatedAt}
+	case !errors.Is(err, store.ErrNotFound):
+		return api.Site{}, err
 	}
 	return v, nil
 }

@@ -96,3 +96,31 @@ func (c *NetBirdRmCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	fmt.Fprintln(s.Out, "netbird integration removed")
 	return nil
 }
+
+// netbirdCell summarises a site's NetBird state for `nkudoctl sites`: the
+// mesh as the agent reports it (its IP, or DOWN when the client is
+// installed but not connected to management) and the control plane's
+// management of its peer (key pending, last error).
+func netbirdCell(st api.Site) string {
+	var parts []string
+	if f := st.Facts; f != nil && f.NetBird.Installed {
+		switch {
+		case !f.NetBird.ManagementConnected:
+			parts = append(parts, "DOWN")
+		case f.NetBird.IP != "":
+			parts = append(parts, f.NetBird.IP)
+		}
+	}
+	if s := st.NetBirdSync; s != nil {
+		switch {
+		case s.LastError != "":
+			parts = append(parts, "sync failing")
+		case s.KeyPending:
+			parts = append(parts, "key pending")
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
+}

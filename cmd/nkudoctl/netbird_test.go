@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/internal/egress"
@@ -70,5 +71,24 @@ func TestNetBirdSet(t *testing.T) {
 	}
 	if strings.Contains(all.String(), nbmgmt.DefaultToken) || strings.Contains(all.String(), "nbp_not_the_token") {
 		t.Errorf("a token was printed:\n%s", all.String())
+	}
+}
+
+func TestNetBirdCell(t *testing.T) {
+	up := &api.HostFacts{NetBird: api.NetBirdFacts{Installed: true, ManagementConnected: true, IP: "100.64.0.2"}}
+	down := &api.HostFacts{NetBird: api.NetBirdFacts{Installed: true}}
+	for _, tc := range []struct {
+		site api.Site
+		want string
+	}{
+		{api.Site{}, "-"},
+		{api.Site{Facts: up}, "100.64.0.2"},
+		{api.Site{Facts: down}, "DOWN"},
+		{api.Site{Facts: down, NetBirdSync: &api.NetBirdSync{LastError: "netbird GET /api/groups: 500"}}, "DOWN, sync failing"},
+		{api.Site{NetBirdSync: &api.NetBirdSync{KeyPending: true}}, "key pending"},
+	} {
+		if got := netbirdCell(tc.site); got != tc.want {
+			t.Errorf("netbirdCell(%+v) = %q, want %q", tc.site, got, tc.want)
+		}
 	}
 }

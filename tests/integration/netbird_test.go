@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -168,6 +169,9 @@ func TestNetBirdGroupsFromManifest(t *testing.T) {
 	c1 := w.git.Commit("edge-1: join ot-gateways and cameras")
 	w.push("d1", "", c1)
 	eventually(t, "a setup key minted", func() bool { total, _ := w.nb.KeyCount(); return total == 1 })
+	if site, err := w.acme.Client.GetSite(t.Context(), "edge-1"); err != nil || site.NetBirdSync == nil || !site.NetBirdSync.KeyPending {
+		t.Errorf("site before the join: %+v, %v; want a pending key", site.NetBirdSync, err)
+	}
 	w.edge.start()
 	eventually(t, "the peer in the Site's groups", func() bool {
 		_, g := w.peerGroups()
@@ -179,6 +183,11 @@ func TestNetBirdGroupsFromManifest(t *testing.T) {
 	if err != nil || row.PeerID != peer || row.SetupKey != "" {
 		t.Errorf("stored peer state = %+v, %v; want peer %s and no key", row, err, peer)
 	}
+	eventually(t, "the site shows its peer", func() bool {
+		site, err := w.acme.Client.GetSite(t.Context(), "edge-1")
+		return err == nil && site.NetBirdSync != nil && site.NetBirdSync.PeerID == peer && !site.NetBirdSync.KeyPending &&
+			slices.Equal(site.NetBirdSync.Groups, []string{"cameras", "ot-gateways"}) && site.Facts != nil && site.Facts.NetBird.ManagementConnected
+	})
 	w.noKeyLeaked()
 }
 
@@ -267,10 +276,22 @@ func TestNetBirdDriftCorrected(t *testing.T) {
 	eventually(t, "the drift reported", func() bool {
 		return strings.Contains(w.logs.String(), "netbird membership drifted and was restored")
 	})
-	row, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "edge-1")
-	if err != nil || row.LastChange != "+ot-gateways -rogue" {
-		t.Errorf("recorded change = %q, %v", row.LastChange, err)
+	// The log line comes before the row is written.
+	eventually(t, "the change recorded", func() bool {
+		row, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "edge-1")
+		return err == nil && row.LastChange == "+ot-gateways -rogue"
+	})
+
+	// Deleting the site removes its peer from the account.
+	w.edge.stop()
+	if err := w.acme.Client.DeleteSite(t.Context(), "edge-1"); err != nil {
+		t.Fatal(err)
 	}
+	eventually(t, "the deleted site's peer removed", func() bool { return len(w.nb.Peers()) == 0 })
+	eventually(t, "its state forgotten", func() bool {
+		_, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "edge-1")
+		return errors.Is(err, store.ErrNotFound)
+	})
 }
 
 // TestNetBirdOutageDoesNotBlockVMs: with the management API failing, VM
