@@ -125,8 +125,8 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	opts.AllowInsecureCredentials = f.AllowInsecureCredentials
 	// NetBird management APIs are tenant-chosen addresses like forges.
 	opts.NetBirdEgress = egress.Policy{Allow: allow}
-	// NetBird membership follows the Sites the loop applied, beside it.
-	nbs := nbsync.New(nbsync.Options{Store: st, Desired: loop, Logger: log,
+	// NetBird membership follows the Sites the loop planned (the desired state in the store), beside it.
+	nbs := nbsync.New(nbsync.Options{Store: st, Logger: log,
 		HTTP: opts.NetBirdEgress.HTTPClient(30 * time.Second), AllowInsecureCredentials: f.AllowInsecureCredentials})
 	lctx, cancel := context.WithCancel(ctx)
 	done, nbDone := make(chan struct{}), make(chan struct{})

@@ -29,7 +29,9 @@ type Desired interface {
 
 // Options configure a Syncer.
 type Options struct {
-	Store   store.Store
+	Store store.Store
+	// Desired answers the Site's groups; nil means the desired state the
+	// GitOps loop recorded in the store with the site's last plan.
 	Desired Desired
 	// HTTP sends the management API calls; it must dial through the
 	// egress policy.
@@ -112,6 +114,25 @@ func toState(p store.NetBirdPeer) netbird.SiteState {
 	return netbird.SiteState{KeyID: p.KeyID, Key: netbird.Secret(p.SetupKey.Reveal()), KeyGroups: p.KeyGroups, PeerID: p.PeerID, Groups: p.Groups}
 }
 
+// desired is the groups the Site asks for; ok is false when its desired
+// state is not known or has no netbird section (its peer is left alone).
+func (s *Syncer) desired(ctx context.Context, tenant, site string) ([]string, bool, error) {
+	if s.o.Desired != nil {
+		return s.o.Desired.DesiredNetBirdGroups(ctx, tenant, site)
+	}
+	d, err := s.o.Store.DesiredState(ctx, tenant, site)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if d.Document == nil || d.Document.Spec.NetBird == nil {
+		return nil, false, nil
+	}
+	return d.Document.Spec.NetBird.Groups, true, nil
+}
+
 // SyncTenant runs one pass over the tenant's sites. It returns
 // ErrNoIntegration when the tenant has none, an error when the pass could
 // not start, and otherwise each site's outcome (a site's failure is in its
@@ -137,7 +158,7 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenant string) ([]SiteResult, e
 	live := map[string]bool{}
 	for _, site := range sites {
 		live[site.Name] = true
-		groups, ok, err := s.o.Desired.DesiredNetBirdGroups(ctx, tenant, site.Name)
+		groups, ok, err := s.desired(ctx, tenant, site.Name)
 		if err != nil {
 			out = append(out, SiteResult{Site: site.Name, Err: fmt.Errorf("desired groups: %w", err)})
 			continue

@@ -91,7 +91,7 @@ func startNetBird(t *testing.T, edge bool) *nbWorld {
 	roots.AddCert(w.ts.Certificate())
 	client := egress.Policy{Allow: egress.Loopback()}.HTTPClient(10 * time.Second)
 	client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: roots}
-	syncer := nbsync.New(nbsync.Options{Store: st, Desired: w.loop, HTTP: client, Interval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+	syncer := nbsync.New(nbsync.Options{Store: st, HTTP: client, Interval: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(teeLog{t, w.logs}, nil))})
 	sctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
