@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +102,27 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGettingStartedEdgeCommandsParse: the nkudo-edge commands of
+// docs/getting-started.md name real commands and flags.
+func TestGettingStartedEdgeCommandsParse(t *testing.T) {
+	b, err := os.ReadFile("../../docs/getting-started.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "nkudo-edge ") {
+			continue
+		}
+		n++
+		if _, err := parse(t, strings.Fields(line)[1:]...); err != nil {
+			t.Errorf("%q does not parse: %v", line, err)
+		}
+	}
+	if n < 2 {
+		t.Errorf("found %d nkudo-edge commands on the page, want the enroll and run of the development section", n)
 	}
 }

@@ -53,7 +53,7 @@ func (c *ImagesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 
 // ImagesPushCmd uploads an image.
 type ImagesPushCmd struct {
-	File string `arg:"" type:"existingfile" help:"The file to upload."`
+	File string `arg:"" type:"path" help:"The file to upload."`
 	Name string `help:"Label shown by images list (default: the file's name)."`
 }
 
