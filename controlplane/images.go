@@ -403,25 +403,40 @@ func (s *Server) sweepImageFiles(ctx context.Context, cutoff time.Time) (int, er
 	return n, nil
 }
 
-// imageRefs returns the digests the tenant's manifests reference. known
-// is false when the desired state of a site is known to exist but cannot
-// be read on this replica yet.
+// imageRefs returns the digests the tenant's manifests reference: those
+// in each site's desired state as last planned (recorded in the store with
+// the plans) and in the VM specs of the plans the store keeps. known is
+// false when a site was planned before the store kept desired-state
+// documents and has not been reconciled since: its references are unknown.
 func (s *Server) imageRefs(ctx context.Context, tenant string) (map[string]bool, bool, error) {
 	refs := map[string]bool{}
+	repos, err := s.store.ListRepositories(ctx, tenant)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, r := range repos {
+		sd, err := s.store.SiteDesired(ctx, tenant, r.ID)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, d := range sd {
+			if !d.Documented && d.Hash != "" {
+				return nil, false, nil
+			}
+		}
+	}
 	sites, err := s.store.ListSites(ctx, tenant)
 	if err != nil {
 		return nil, false, err
 	}
 	for _, site := range sites {
-		if s.opts.Desired != nil {
-			vms, commit, ok, err := s.opts.Desired.DesiredVMs(ctx, tenant, site.Name)
-			if err != nil {
-				return nil, false, err
-			}
-			if !ok && commit != "" {
-				return nil, false, nil
-			}
-			for _, vm := range vms {
+		ds, err := s.store.DesiredState(ctx, tenant, site.Name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return nil, false, err
+		default:
+			for _, vm := range ds.VMs {
 				addSpecDigests(refs, &vm.Spec)
 			}
 		}
@@ -479,7 +494,7 @@ func (s *Server) RunImageGC(ctx context.Context, interval time.Duration, holder 
 				s.log.Error("image gc failed", "err", err)
 			}
 			if len(res.Skipped) > 0 {
-				s.log.Info("image gc skipped tenants whose desired state is not loaded yet", "tenants", res.Skipped)
+				s.log.Info("image gc skipped tenants whose desired state is not fully recorded; reconcile them to collect their images", "tenants", res.Skipped)
 			}
 		}
 		select {

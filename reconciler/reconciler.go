@@ -119,7 +119,8 @@ type Options struct {
 }
 
 // Reconciler runs the GitOps loop. It implements the control plane's
-// Reconciler and DesiredState hooks and the webhook Sink.
+// Reconciler hook and the webhook Sink; the desired state it plans is
+// recorded in the store, where the API reads it.
 type Reconciler struct {
 	opts  Options
 	log   *slog.Logger

@@ -148,6 +148,20 @@ type Repositories interface {
 	// SetSiteDesired upserts one site's desired-state hash and commit.
 	// ErrNotFound if the repository is absent.
 	SetSiteDesired(ctx context.Context, tenant, repoID string, d SiteDesired) error
+	// RecordSitePlan records one site as planned from repository repoID:
+	// its desired state d (as SetSiteDesired) and, when plan is not nil,
+	// the plan (as StorePlan, same rules and errors), in one transaction,
+	// so the desired state any replica serves never disagrees with the
+	// plans. Nothing is recorded when the plan cannot be stored (e.g.
+	// ErrNotFound for a site not registered yet). stored is StorePlan's
+	// answer (false when plan is nil).
+	RecordSitePlan(ctx context.Context, actor Actor, tenant, repoID string, d SiteDesired, plan *model.Plan, now time.Time) (stored bool, err error)
+	// DesiredState returns the desired state last planned for the tenant's
+	// site, with its documents, from whichever of the tenant's repositories
+	// recorded it most recently. ErrNotFound when no repository recorded
+	// the site's documents (never planned, or planned before the store
+	// kept them and not reconciled since).
+	DesiredState(ctx context.Context, tenant, site string) (DesiredState, error)
 }
 
 // Credentials manages the secrets a tenant's repositories fetch and post
@@ -744,12 +758,34 @@ type RepositoryUpdate struct {
 	ForgeCredentialsRef *string
 }
 
-// SiteDesired is the desired-state hash of one site as last planned from a repository.
+// SiteDesired is the desired state of one site as last planned from a repository.
 type SiteDesired struct {
-	Site      string    `json:"site"`
-	Hash      string    `json:"hash"`
-	Commit    string    `json:"commit"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	Site string `json:"site"`
+	// Hash is the content hash of the site's documents ("" for a site
+	// gone from git); with InventoryVersion it is the incremental key.
+	Hash             string    `json:"hash"`
+	InventoryVersion int64     `json:"inventoryVersion"`
+	Commit           string    `json:"commit"`
+	UpdatedAt        time.Time `json:"updatedAt"`
+	// Documented reports whether Document and VMs were recorded (false
+	// only for records older than the store's desired-state documents).
+	// SiteDesired lists it but leaves Document and VMs empty; they are
+	// read with DesiredState.
+	Documented bool `json:"documented"`
+	// Document is the site's Site document (nil: none in git).
+	Document *model.Site `json:"document,omitempty"`
+	// VMs are the site's VirtualMachine documents, ordered by name.
+	VMs []model.VirtualMachine `json:"vms,omitempty"`
+}
+
+// DesiredState is a site's desired state as the user API shows it: the
+// record last planned, with the repository it came from.
+type DesiredState struct {
+	SiteDesired
+	RepoID string `json:"repoId"`
+	// AppliedCommit is the repository's last valid commit, the commit
+	// whose desired state is in force.
+	AppliedCommit string `json:"appliedCommit"`
 }
 
 // APIToken is a bearer token for people and the CLI. Its hash never leaves the store.

@@ -34,6 +34,7 @@ func Run(t *testing.T, open Open) {
 		{"Tenants", testTenants},
 		{"Repositories", testRepositories},
 		{"SiteDesired", testSiteDesired},
+		{"DesiredState", testDesiredState},
 		{"Credentials", testCredentials},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},
