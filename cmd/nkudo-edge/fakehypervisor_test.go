@@ -89,6 +89,11 @@ func TestRunWithFakeHypervisor(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(state, "hypervisor", "images", digest)); err != nil || !bytes.Equal(b, kernel) {
 		t.Errorf("the pushed kernel is not in the agent's image cache: %v", err)
 	}
+	// The host facts name the fake as the site's hypervisor.
+	site, err := acme.Client.GetSite(t.Context(), "dev-1")
+	if err != nil || site.Facts == nil || site.Facts.Hypervisor.Version != "v53.0" || site.Facts.Hypervisor.Error != "" {
+		t.Errorf("hypervisor facts of %+v: %v", site, err)
+	}
 	if link, err := os.Readlink(filepath.Join(state, "bin", "cloud-hypervisor")); err != nil || link == "" {
 		t.Errorf("fake hypervisor link: %q, %v", link, err)
 	}

@@ -164,17 +164,20 @@ func (p *Provider) Version(ctx context.Context) (path, version string, err error
 	if statErr == nil && c.path == path && c.size == fi.Size() && c.modTime.Equal(fi.ModTime()) {
 		return path, c.version, nil
 	}
-	version, err = runVersion(ctx, path)
+	version, err = runVersion(ctx, path, p.opts.Env)
 	if err == nil && statErr == nil {
 		c.path, c.size, c.modTime, c.version = path, fi.Size(), fi.ModTime(), version
 	}
 	return path, version, err
 }
 
-func runVersion(ctx context.Context, path string) (string, error) {
+// runVersion runs path --version with env added, as the VMMs get it.
+func runVersion(ctx context.Context, path string, env []string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %w", path, err)
 	}
