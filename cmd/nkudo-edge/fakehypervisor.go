@@ -41,6 +41,11 @@ func linkFakeHypervisor(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("fake hypervisor: find own executable: %w", err)
 	}
+	// Absolute, so the VMMs' command lines name it whatever the cwd.
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("fake hypervisor: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("fake hypervisor: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +59,11 @@ func TestRunWithFakeHypervisor(t *testing.T) {
 		cancel()
 		if code := <-done; code != 0 {
 			t.Errorf("agent exit code %d after its context ended", code)
+		}
+		// VMs outlive their agent by design: shut their VMMs down.
+		socks, _ := filepath.Glob(filepath.Join(state, "hypervisor", "vms", "*", "api.sock"))
+		for _, sock := range socks {
+			shutdownVMM(t, sock)
 		}
 	})
 
@@ -130,4 +137,23 @@ func TestGettingStartedEdgeCommandsParse(t *testing.T) {
 	if n < 2 {
 		t.Errorf("found %d nkudo-edge commands on the page, want the enroll and run of the development section", n)
 	}
+}
+
+// shutdownVMM asks the VMM on sock to exit (vmm.shutdown).
+func shutdownVMM(t *testing.T, sock string) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPut, "http://localhost/api/v1/vmm.shutdown", nil)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Errorf("shut down the VMM on %s: %v", sock, err)
+		return
+	}
+	resp.Body.Close()
 }
