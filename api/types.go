@@ -726,6 +726,9 @@ type Image struct {
 	URL          string    `json:"url"`
 	CreatedAt    time.Time `json:"createdAt"`
 	ReferencedAt time.Time `json:"referencedAt,omitzero"` // last seen in a manifest; zero = never
+	// Missing is true when the record exists but its file is gone from the
+	// control plane's image store (a lost data dir): push the file again.
+	Missing bool `json:"missing,omitempty"`
 }
 
 // PushImageResponse is the answer to a push.

@@ -50,8 +50,9 @@ func (s *Server) imageURL(r *http.Request, sum string) string {
 }
 
 func (s *Server) imageView(r *http.Request, img store.Image) api.Image {
+	_, err := os.Stat(s.imagePath(img.SHA256))
 	return api.Image{SHA256: img.SHA256, Name: img.Name, Size: img.Size, URL: s.imageURL(r, img.SHA256),
-		CreatedAt: img.CreatedAt, ReferencedAt: img.ReferencedAt}
+		CreatedAt: img.CreatedAt, ReferencedAt: img.ReferencedAt, Missing: errors.Is(err, fs.ErrNotExist)}
 }
 
 func (s *Server) imagesEnabled() error {

@@ -96,6 +96,17 @@ func TestImagePushListRemove(t *testing.T) {
 		t.Error("a push refused for its digest left its file")
 	}
 
+	// A file lost from the store shows as missing; pushing again restores it.
+	if err := os.Remove(imageFile(env, sum)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := acme.Client.GetImage(t.Context(), sum); err != nil || !got.Missing {
+		t.Errorf("get with the file gone = %+v, %v", got, err)
+	}
+	if again := push(t, acme.Client, "vmlinuz", kernel); again.Created || again.Missing || !exists(imageFile(env, sum)) {
+		t.Errorf("push to restore a lost file = %+v", again)
+	}
+
 	if err := acme.Client.DeleteImage(t.Context(), sum); err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,9 @@ func (c *ImagesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		if !img.ReferencedAt.IsZero() {
 			ref = img.ReferencedAt.Format("2006-01-02 15:04")
 		}
+		if img.Missing {
+			ref += " (file missing: push it again)"
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", img.Name, img.SHA256, humanBytes(img.Size), img.CreatedAt.Format("2006-01-02 15:04"), ref)
 	}
 	return w.Flush()
@@ -104,9 +107,9 @@ func (c *ImagesPushCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	}
 	defer client.CloseIdleConnections()
 	var res api.PushImageResponse
-	if img, err := client.GetImage(ctx, sum); err == nil {
+	if img, err := client.GetImage(ctx, sum); err == nil && !img.Missing {
 		res.Image = img // already there: nothing to upload
-	} else if !errors.Is(err, api.ErrNotFound) {
+	} else if err != nil && !errors.Is(err, api.ErrNotFound) {
 		return fmt.Errorf("push %s: %w", c.File, err)
 	} else {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
