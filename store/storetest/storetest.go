@@ -67,6 +67,8 @@ func Run(t *testing.T, open Open) {
 		{"TenantScoping", testTenantScoping},
 		{"TenantPurge", testTenantPurge},
 		{"Close", testClose},
+		{"Images", testImages},
+		{"ImageQuotaConcurrent", testImageQuotaConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
