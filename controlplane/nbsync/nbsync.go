@@ -10,11 +10,14 @@ package nbsync
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/nkudo/nkudo/netbird"
@@ -44,12 +47,27 @@ type Options struct {
 	// pass failed waits longer, doubling up to MaxBackoff (zero: 10m).
 	Interval   time.Duration
 	MaxBackoff time.Duration
+	// Holder names this replica in the lease that lets one replica sync at
+	// a time ("": host, pid and a random suffix).
+	Holder string
 }
+
+// Lease is the store lease the replica doing the passes holds: two
+// replicas minting keys for the same site would hand out two keys.
+const Lease = "netbird-sync"
 
 // Syncer runs the passes.
 type Syncer struct {
 	o   Options
 	log *slog.Logger
+
+	// waits holds back tenants whose last pass failed (Run's goroutine only).
+	waits map[string]*wait
+}
+
+type wait struct {
+	until   time.Time
+	backoff time.Duration
 }
 
 // New builds a Syncer.
@@ -63,7 +81,13 @@ func New(o Options) *Syncer {
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 10 * time.Minute
 	}
-	return &Syncer{o: o, log: o.Logger.With("component", "netbird")}
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		o.Holder = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	return &Syncer{o: o, log: o.Logger.With("component", "netbird"), waits: map[string]*wait{}}
 }
 
 // SiteResult is one site's outcome in a pass.
@@ -207,44 +231,59 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenant string) ([]SiteResult, e
 	return out, nil
 }
 
-// Run makes passes over every tenant until ctx ends.
-func (s *Syncer) Run(ctx context.Context) {
-	type wait struct {
-		until   time.Time
-		backoff time.Duration
+// leaseTTL outlives a pass; a replica that died holding the lease is
+// replaced after it.
+func (s *Syncer) leaseTTL() time.Duration { return max(2*s.o.Interval, time.Minute) }
+
+// RunOnce makes one pass over every tenant whose backoff has passed, when
+// this replica holds the lease; ran is false when another replica does.
+func (s *Syncer) RunOnce(ctx context.Context) (ran bool, err error) {
+	ok, err := s.o.Store.AcquireLease(ctx, Lease, s.o.Holder, s.leaseTTL())
+	if err != nil || !ok {
+		return false, err
 	}
-	waits := map[string]*wait{}
+	tenants, err := s.o.Store.ListTenants(ctx)
+	if err != nil {
+		return true, fmt.Errorf("netbird sync: list tenants: %w", err)
+	}
+	now := time.Now()
+	for _, tn := range tenants {
+		w := s.waits[tn.ID]
+		if w != nil && now.Before(w.until) {
+			continue
+		}
+		res, err := s.SyncTenant(ctx, tn.ID)
+		failed := err != nil && !errors.Is(err, ErrNoIntegration)
+		for _, r := range res {
+			failed = failed || r.Err != nil
+		}
+		if err != nil && failed && ctx.Err() == nil {
+			s.log.Warn("netbird sync failed; retried with backoff", "tenant", tn.ID, "err", err)
+		}
+		if !failed {
+			delete(s.waits, tn.ID)
+			continue
+		}
+		if w == nil {
+			w = &wait{backoff: s.o.Interval}
+			s.waits[tn.ID] = w
+		}
+		w.backoff = min(w.backoff*2, s.o.MaxBackoff)
+		w.until = now.Add(w.backoff)
+	}
+	return true, nil
+}
+
+// Run makes passes until ctx ends, then gives the lease up.
+func (s *Syncer) Run(ctx context.Context) {
+	defer func() {
+		_ = s.o.Store.ReleaseLease(context.WithoutCancel(ctx), Lease, s.o.Holder)
+	}()
 	t := time.NewTicker(s.o.Interval)
 	defer t.Stop()
 	for {
-		tenants, err := s.o.Store.ListTenants(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("netbird sync cannot list tenants", "err", err)
-		}
-		now := time.Now()
-		for _, tn := range tenants {
-			w := waits[tn.ID]
-			if w != nil && now.Before(w.until) {
-				continue
-			}
-			res, err := s.SyncTenant(ctx, tn.ID)
-			failed := err != nil && !errors.Is(err, ErrNoIntegration)
-			for _, r := range res {
-				failed = failed || r.Err != nil
-			}
-			if err != nil && failed && ctx.Err() == nil {
-				s.log.Warn("netbird sync failed; retried with backoff", "tenant", tn.ID, "err", err)
-			}
-			if !failed {
-				delete(waits, tn.ID)
-				continue
-			}
-			if w == nil {
-				w = &wait{backoff: s.o.Interval}
-				waits[tn.ID] = w
-			}
-			w.backoff = min(w.backoff*2, s.o.MaxBackoff)
-			w.until = now.Add(w.backoff)
+		if _, err := s.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("netbird sync pass failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():

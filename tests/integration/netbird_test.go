@@ -179,10 +179,11 @@ func TestNetBirdGroupsFromManifest(t *testing.T) {
 	})
 	eventually(t, "the used key deleted", func() bool { total, _ := w.nb.KeyCount(); return total == 0 })
 	peer, _ := w.peerGroups()
-	row, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "edge-1")
-	if err != nil || row.PeerID != peer || row.SetupKey != "" {
-		t.Errorf("stored peer state = %+v, %v; want peer %s and no key", row, err, peer)
-	}
+	// The row is written after the key is deleted.
+	eventually(t, "the peer and no key stored", func() bool {
+		row, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "edge-1")
+		return err == nil && row.PeerID == peer && row.SetupKey == "" && row.KeyID == ""
+	})
 	eventually(t, "the site shows its peer", func() bool {
 		site, err := w.acme.Client.GetSite(t.Context(), "edge-1")
 		return err == nil && site.NetBirdSync != nil && site.NetBirdSync.PeerID == peer && !site.NetBirdSync.KeyPending &&
@@ -313,10 +314,10 @@ func TestNetBirdOutageDoesNotBlockVMs(t *testing.T) {
 	eventually(t, "retries", func() bool { return len(w.nb.Calls()) > calls })
 	w.nb.Fail(0, 0)
 	eventually(t, "a key minted once the API is back", func() bool { total, _ := w.nb.KeyCount(); return total == 1 })
-	row, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "site-0001")
-	if err != nil || row.LastError != "" || row.KeyID == "" {
-		t.Errorf("after recovery: %+v, %v", row, err)
-	}
+	eventually(t, "the recovery recorded", func() bool {
+		row, err := w.env.Store().GetNetBirdPeer(t.Context(), "acme", "site-0001")
+		return err == nil && row.LastError == "" && row.KeyID != ""
+	})
 	if d := cmp.Diff([]string{"All", "ot-gateways"}, groupNames(w.nb)); d != "" {
 		t.Errorf("groups (-want +got):\n%s", d)
 	}
