@@ -34,7 +34,6 @@ import (
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/localsource"
-	"github.com/nkudo/nkudo/schema"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -371,14 +370,12 @@ func (r *Reconciler) worker(ctx context.Context) {
 		case taskDrift:
 			r.done.drift.Add(1)
 		}
-		switch {
-		case err == nil || ctx.Err() != nil:
-		case errors.Is(err, ErrInvalidCommit) || errors.Is(err, schema.ErrNoManifests):
-			// The repository's content is wrong, not the control plane: the
-			// commit status and the repository's lastError say so.
-			r.log.Warn("commit not applied", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
-		default:
-			r.log.Error("reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
+		// The level comes from the failure's reason: an invalid commit is
+		// the repository's content (the commit status says so), a fetch
+		// that may pass next time a warning, the control plane's own
+		// failure an error.
+		if e := asError(ctx, err); e != nil {
+			r.log.Log(ctx, e.LogLevel(), "reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "reason", e.Reason, "retry", e.Retry, "err", err)
 		}
 	}
 }
