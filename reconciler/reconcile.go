@@ -118,8 +118,9 @@ func isSHA(s string) bool {
 func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (_ Result, rerr error) {
 	ctx, release, ok, err := r.lease(ctx, repo.ID)
 	if err != nil {
-		r.failed.count(ctx, repo.Tenant, err)
-		return Result{}, err
+		e := asError(ctx, err)
+		r.failed.count(ctx, repo.Tenant, e)
+		return Result{}, e
 	}
 	if !ok {
 		return Result{Skipped: true}, nil
