@@ -29,16 +29,14 @@ esac
 
 case "$tool" in
 helm)
-	pkg=helm.sh/helm/v4/cmd/helm
+	mod=helm.sh/helm/v4
+	pkg=$mod/cmd/helm
 	version=v4.3.2
-	# `helm version --short` prints "v4.3.2+g<commit>" or "v4.3.2".
-	version_args=(version --short)
 	;;
 golangci-lint)
-	pkg=github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	mod=github.com/golangci/golangci-lint/v2
+	pkg=$mod/cmd/golangci-lint
 	version=v2.15.0
-	# `golangci-lint version` prints "golangci-lint has version v2.15.0 built with …".
-	version_args=(version)
 	;;
 *) usage ;;
 esac
@@ -46,10 +44,12 @@ esac
 dir="${NKUDO_CACHE:-$HOME/.cache/nkudo}/bin"
 bin="$dir/$tool-$version"
 
+# The binary's build information names the module version it was built
+# from (`helm version` cannot: its version is set by its release's ldflags).
 matches() {
 	local out
-	out=$("$bin" "${version_args[@]}" 2>/dev/null) || return 1
-	[[ "$out" == *"$version"* ]]
+	out=$(go version -m "$bin" 2>/dev/null) || return 1
+	[[ "$out" == *$'\tmod\t'"$mod"$'\t'"$version"$'\t'* ]]
 }
 
 if [[ "${NKUDO_TOOL_REBUILD:-}" != 1 && -x "$bin" ]] && matches; then
@@ -73,6 +73,6 @@ trap 'rm -rf "$tmp"' EXIT
 # dependencies never enter ours. CGO is off: both tools are pure Go.
 CGO_ENABLED=0 GOBIN="$tmp" GOFLAGS=-buildvcs=false nice -n 10 go install "$pkg@$version"
 mv "$tmp/$tool" "$bin"
-matches || { echo "build-tool: built $bin but \`$tool ${version_args[*]}\` does not say $version" >&2; exit 1; }
+matches || { echo "build-tool: built $bin but its build information does not say $mod $version" >&2; exit 1; }
 echo "build-tool: built $tool $version in $(( $(date +%s) - start ))s" >&2
 echo "$bin"
