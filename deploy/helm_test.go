@@ -127,6 +127,8 @@ func render(t *testing.T, bin string, args ...string) rendered {
 		}
 		kind, _ := doc["kind"].(string)
 		apiVersion, _ := doc["apiVersion"].(string)
+		meta, _ := doc["metadata"].(map[string]any)
+		name, _ := meta["name"].(string)
 		r.kinds = append(r.kinds, kind)
 		var obj any
 		switch apiVersion + " " + kind {
@@ -149,7 +151,7 @@ func render(t *testing.T, bin string, args ...string) rendered {
 			t.Fatalf("helm template rendered %s %s, which this test does not validate: add its type", apiVersion, kind)
 		}
 		if err := decodeStrict(data, obj); err != nil {
-			t.Errorf("%s %v does not match its Kubernetes type: %v\n%s", kind, doc["metadata"], err, data)
+			t.Errorf("%s %s does not match its Kubernetes type: %v\n%s", kind, name, err, data)
 		}
 	}
 	slices.Sort(r.kinds)
