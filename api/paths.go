@@ -46,6 +46,12 @@ const (
 	PathPlanLogs      = "/v1/plans/{plan}/logs" // ?after=<seq>&follow=true
 	PathAudit         = "/v1/audit"             // ?after=<seq>&limit=
 	PathAuditVerify   = "/v1/audit/verify"      // admin: recompute the hash chain
+
+	// Content-addressed images. Push is POST with the raw bytes as the body
+	// (?name=&sha256= optional); agents fetch over mTLS.
+	PathImages     = "/v1/images"
+	PathImage      = "/v1/images/{sha256}"
+	PathAgentImage = "/v1/agent/images/sha256/{sha256}"
 )
 
 // TenantHeader lets an admin token act on one tenant's objects.

@@ -713,3 +713,27 @@ type Health struct {
 	Status string `json:"status"` // "ok" or "unavailable"
 	Error  string `json:"error,omitempty"`
 }
+
+// Image is a content-addressed image (kernel, initramfs, firmware, disk)
+// a tenant pushed to the control plane.
+type Image struct {
+	SHA256 string `json:"sha256"` // 64 lower-case hex digits
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	// URL is where the tenant's agents fetch it (over their mTLS
+	// connection): put it with SHA256 in a manifest's image, kernel,
+	// initramfs or firmware.
+	URL          string    `json:"url"`
+	CreatedAt    time.Time `json:"createdAt"`
+	ReferencedAt time.Time `json:"referencedAt,omitzero"` // last seen in a manifest; zero = never
+	// Missing is true when the record exists but its file is gone from the
+	// control plane's image store (a lost data dir): push the file again.
+	Missing bool `json:"missing,omitempty"`
+}
+
+// PushImageResponse is the answer to a push.
+type PushImageResponse struct {
+	Image
+	// Created is false when the tenant already had the image.
+	Created bool `json:"created"`
+}

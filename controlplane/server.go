@@ -5,7 +5,8 @@
 // logs), the user endpoints, metrics and graceful shutdown.
 //
 // It composes the store and pki; the GitOps loop plugs in through the
-// Reconciler, DesiredState and webhook hooks declared here. HTTP handlers are
+// Reconciler and webhook hooks declared here. Desired state is read from
+// the store, where the reconciler records it. HTTP handlers are
 // thin adapters: they decode, call a domain method on Server that never sees
 // an *http.Request, and encode the answer.
 package controlplane
@@ -26,7 +27,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nkudo/nkudo/api"
-	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
 )
@@ -39,12 +39,6 @@ type Reconciler interface {
 	// InventoryChanged is called after a heartbeat changed a site's VM
 	// inventory. It must not block: queue the work.
 	InventoryChanged(ctx context.Context, tenantID, site string)
-}
-
-// DesiredState gives the API the desired VMs of a site, for the desired
-// vs actual view. ok is false when nothing is known (never reconciled).
-type DesiredState interface {
-	DesiredVMs(ctx context.Context, tenantID, site string) (vms []model.VirtualMachine, commit string, ok bool, err error)
 }
 
 // Options configure a Server. Store, PKI and Logger are required; every
@@ -61,8 +55,6 @@ type Options struct {
 	// Reconciler handles reconcile triggers and inventory changes (nil: the
 	// reconcile endpoint answers 501 and inventory changes are not forwarded).
 	Reconciler Reconciler
-	// Desired feeds the desired side of the VM view (nil: desired unknown).
-	Desired DesiredState
 	// Webhooks serves POST /v1/webhooks/{repo}; it checks signatures itself
 	// (nil: 501). The repository ID is in r.PathValue("repo").
 	Webhooks http.Handler
@@ -125,6 +117,18 @@ type Options struct {
 	// ProtectedDirs are the server's own directories (data dir: mirrors,
 	// notes, credentials, PKI, database) that no repository may name.
 	ProtectedDirs []string
+
+	// ImageDir holds the content-addressed image store ("" = no image
+	// store: the image routes answer 501). nkudo serve uses <data dir>/images.
+	ImageDir string
+	// MaxImageBytes bounds one pushed image. Default DefaultMaxImageBytes (8 GiB).
+	MaxImageBytes int64
+	// ImageQuotaBytes bounds the total size of one tenant's images.
+	// Default DefaultImageQuotaBytes (64 GiB).
+	ImageQuotaBytes int64
+	// ImageGCGrace is how long an image no manifest references is kept
+	// after it was pushed or last referenced. Default 24h.
+	ImageGCGrace time.Duration
 }
 
 // Server is the control plane API. Create it with New; serve it with Serve
@@ -148,6 +152,8 @@ type Server struct {
 	crlSlots       busySlots
 	ready          readiness
 	metricsHandler http.Handler // one instance, so its in-flight cap holds
+
+	imageMu sync.Mutex // serialises placing and removing image files
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
@@ -199,6 +205,15 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxImageBytes <= 0 {
+		opts.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if opts.ImageQuotaBytes <= 0 {
+		opts.ImageQuotaBytes = DefaultImageQuotaBytes
+	}
+	if opts.ImageGCGrace <= 0 {
+		opts.ImageGCGrace = DefaultImageGCGrace
 	}
 	s := &Server{
 		opts:     opts,

@@ -25,12 +25,11 @@ import (
 	"github.com/nkudo/nkudo/store"
 )
 
-// recorder is a Reconciler and DesiredState that remembers its calls.
+// recorder is a Reconciler that remembers its calls.
 type recorder struct {
 	mu        sync.Mutex
 	triggers  []string
 	inventory []string
-	desired   []model.VirtualMachine
 }
 
 func (r *recorder) Trigger(_ context.Context, tenant, repo, ref string) (api.TriggerResult, error) {
@@ -46,10 +45,6 @@ func (r *recorder) InventoryChanged(_ context.Context, tenant, site string) {
 	r.inventory = append(r.inventory, tenant+"/"+site)
 }
 
-func (r *recorder) DesiredVMs(_ context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
-	return r.desired, "c0ffee", r.desired != nil, nil
-}
-
 func (r *recorder) calls() ([]string, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -58,14 +53,24 @@ func (r *recorder) calls() ([]string, []string) {
 
 func TestHooks(t *testing.T) {
 	spec := model.VMSpec{State: model.VMRunning, CPUs: 2, MemoryMiB: 512}
-	rec := &recorder{desired: []model.VirtualMachine{
-		{Name: "web", Site: "s1", Spec: spec},
-		{Name: "db", Site: "s1", Spec: spec},
-	}}
-	env := cptest.Start(t, cptest.Options{Reconciler: rec, Desired: rec})
+	rec := &recorder{}
+	env := cptest.Start(t, cptest.Options{Reconciler: rec})
 	ctx := t.Context()
 	acme := env.NewTenant("acme")
 	agent := env.Enroll("acme", "s1")
+	// The desired side comes from the store, as the reconciler records it.
+	st, actor := env.Store(), store.Actor{Kind: store.ActorSystem, ID: "test"}
+	src, err := st.CreateRepository(ctx, actor, store.Repository{Tenant: "acme", Name: "desired-src", URL: "https://git.example.net/src.git"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := []model.VirtualMachine{{Name: "web", Site: "s1", Spec: spec}, {Name: "db", Site: "s1", Spec: spec}}
+	if _, err := st.RecordSitePlan(ctx, actor, "acme", src.ID, store.SiteDesired{Site: "s1", Hash: "h", Commit: "c0ffee", VMs: desired}, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkCommitApplied(ctx, actor, "acme", src.ID, "c0ffee", time.Now()); err != nil {
+		t.Fatal(err)
+	}
 
 	web := model.ObservedVM{Name: "web", State: model.VMRunning, Managed: true, SpecHash: spec.Hash(), CPUs: 2, MemoryMiB: 512}
 	stray := model.ObservedVM{Name: "stray", State: model.VMRunning}

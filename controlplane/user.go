@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -688,8 +689,9 @@ func (s *Server) handleSiteVMs(w http.ResponseWriter, r *http.Request, c *caller
 	return nil
 }
 
-// SiteVMs joins the desired VMs (from the DesiredState hook) with the
-// site's last reported inventory, by VM name.
+// SiteVMs joins the site's desired VMs, as last planned and recorded in
+// the store (so any replica answers, with or without a git mirror), with
+// the site's last reported inventory, by VM name.
 func (s *Server) SiteVMs(ctx context.Context, tenant, site string) (api.SiteVMs, error) {
 	inv, err := s.store.Inventory(ctx, tenant, site)
 	if err != nil {
@@ -707,13 +709,17 @@ func (s *Server) SiteVMs(ctx context.Context, tenant, site string) (api.SiteVMs,
 		names = append(names, name)
 		return v
 	}
-	if s.opts.Desired != nil {
-		vms, commit, ok, err := s.opts.Desired.DesiredVMs(ctx, tenant, site)
-		if err != nil {
-			return api.SiteVMs{}, fmt.Errorf("desired state of %s: %w", site, err)
-		}
-		out.DesiredKnown, out.DesiredCommit = ok, commit
-		for _, vm := range vms {
+	ds, err := s.store.DesiredState(ctx, tenant, site)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// Never planned from a repository: desired unknown.
+	case err != nil:
+		return api.SiteVMs{}, fmt.Errorf("desired state of %s: %w", site, err)
+	case ds.AppliedCommit != "":
+		// The commit shown is the repository's last valid one: the
+		// desired state in force, though it may not have touched this site.
+		out.DesiredKnown, out.DesiredCommit = true, ds.AppliedCommit
+		for _, vm := range ds.VMs {
 			spec := vm.Spec
 			view(vm.Name).Desired = &spec
 		}

@@ -252,9 +252,9 @@ func staleSkipped(p store.StoredPlan) bool {
 // plan of the site (next), or a re-plan that found the site converged. With
 // neither yet, it asks the drift loop to re-plan the site.
 func (r *Reconciler) afterStale(ctx context.Context, t *tracking, site, id string) (next string, converged bool, err error) {
-	// The desired state is read before the plans: a re-plan stores its plan
-	// first and its desired-state record after, so a record seen here means
-	// any plan it made is visible to the read below.
+	// The desired state is read before the plans: a re-plan records its
+	// plan and its desired state together (store.RecordSitePlan), so a
+	// record seen here means any plan it made is visible to the read below.
 	sd, err := r.store.SiteDesired(ctx, t.repo.Tenant, t.repo.ID)
 	if err != nil {
 		return "", false, fmt.Errorf("desired state of %s: %w", site, err)
@@ -271,7 +271,7 @@ func (r *Reconciler) afterStale(ctx context.Context, t *tracking, site, id strin
 		return list[0].Plan.ID, false, nil
 	}
 	d := sd[site]
-	if d.Commit == t.commit && strings.HasSuffix(d.Hash, fmt.Sprintf("@%d", inv.Version)) && d.UpdatedAt.After(t.started) {
+	if d.Commit == t.commit && d.InventoryVersion == inv.Version && d.UpdatedAt.After(t.started) {
 		return "", true, nil // re-planned from the fresh inventory: nothing to do
 	}
 	r.markDirty(t.repo.Tenant, site)

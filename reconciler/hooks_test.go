@@ -8,7 +8,6 @@ import (
 
 // The loop plugs into the control plane's hooks and feeds from webhooks.
 var (
-	_ controlplane.Reconciler   = (*reconciler.Loop)(nil)
-	_ controlplane.DesiredState = (*reconciler.Loop)(nil)
-	_ webhooks.Sink             = (*reconciler.Reconciler)(nil)
+	_ controlplane.Reconciler = (*reconciler.Loop)(nil)
+	_ webhooks.Sink           = (*reconciler.Reconciler)(nil)
 )

@@ -15,9 +15,11 @@ import (
 )
 
 // TestIncrementalLoadMatchesFullLoad edits a real repository at random,
-// valid and invalid edits mixed, and checks after every commit that an
-// incremental load, whenever it claims success, gives exactly what the full
-// schema.Load gives, and that it claims success for the common small edits.
+// valid and invalid edits mixed, and checks after every commit that a
+// schema.Cache keyed by blob hash (as the reconciler loads) gives exactly
+// what the full schema.Load gives, errors included, and reads only the
+// edited blob for the common small edits. schema's TestCacheMatchesLoad
+// covers more edits on an in-memory tree.
 func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 	g := gittest.New(t)
 	const sites = 8
@@ -42,8 +44,7 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var prev *loaded
-	lastValid := true // the previous commit loaded without errors
+	cache := schema.NewCache(blobKey)
 	rng := rand.New(rand.NewPCG(1, 2))
 	incrementalOK, steps := 0, 60
 	for step := range steps {
@@ -85,40 +86,21 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var prevFiles map[string]manifestFile
-		if prev != nil {
-			prevFiles = prev.files
-		}
 		tfs := newTreeFS(repo.Storer, tree, c.Committer.When)
-		files, err := manifestFiles(t.Context(), tfs, prevFiles)
-		if err != nil {
-			t.Fatal(err)
-		}
 		full, fullErr := schema.Load(tfs)
-		for name, f := range files {
-			if sz, ok := tfs.sizes[name]; ok && f.size < 0 {
-				f.size = sz
-				files[name] = f
-			}
+		inc, st, incErr := cache.Load(t.Context(), newTreeFS(repo.Storer, tree, c.Committer.When))
+		if fmt.Sprint(fullErr) != fmt.Sprint(incErr) {
+			t.Fatalf("step %d (edit %d): errors differ:\nfull:   %v\ncached: %v", step, edit, fullErr, incErr)
 		}
-		inc, ok := incremental(t.Context(), prev, tree, files)
-		if ok {
+		if diff := cmp.Diff(full, inc); diff != "" {
+			t.Fatalf("step %d (edit %d): cached load differs (-full +cached):\n%s", step, edit, diff)
+		}
+		if st.Read < st.Files {
 			incrementalOK++
-			if fullErr != nil {
-				t.Fatalf("step %d (edit %d): incremental load accepted a tree the full load rejects:\n%v", step, edit, fullErr)
-			}
-			if diff := cmp.Diff(full, inc); diff != "" {
-				t.Fatalf("step %d (edit %d): incremental load differs (-full +incremental):\n%s", step, edit, diff)
-			}
 		}
-		// One file edited on top of a valid commit, still valid: exactly the
-		// case the incremental path exists for.
-		if simple := edit <= 3 || edit == 11; simple && lastValid && fullErr == nil && !ok {
-			t.Errorf("step %d (edit %d): a one-file edit of a valid tree was loaded in full", step, edit)
-		}
-		lastValid = fullErr == nil
-		if fullErr == nil {
-			prev = &loaded{desired: full, files: files}
+		// One file edited: only that blob is read.
+		if simple := edit <= 3 || edit == 11; simple && st.Read > 1 {
+			t.Errorf("step %d (edit %d): read %d of %d files for a one-file edit", step, edit, st.Read, st.Files)
 		}
 	}
 	if incrementalOK == 0 {

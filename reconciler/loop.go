@@ -10,7 +10,7 @@ import (
 // Loop is the whole GitOps loop, ready to plug into a control plane:
 //
 //	loop, err := reconciler.NewLoop(reconciler.Options{Store: st, DataDir: dir, Logger: log, PublicURL: url})
-//	opts.Reconciler, opts.Desired, opts.Webhooks = loop, loop, loop.Webhooks
+//	opts.Reconciler, opts.Webhooks = loop, loop.Webhooks
 //	go loop.Run(ctx)
 type Loop struct {
 	*Reconciler

@@ -44,8 +44,9 @@ type Result struct {
 	// Unregistered lists sites in git that the control plane does not know
 	// yet (no plan can be stored for them).
 	Unregistered []string
-	// IncrementalLoad is true when only the changed manifest files were
-	// parsed (the set rules re-checked on the merged result).
+	// IncrementalLoad is true when the manifest files unchanged since the
+	// repository's previous load were not parsed again (schema re-checks
+	// the set over all of them).
 	IncrementalLoad bool
 	// Fetch, Load and Plan are how long each phase took.
 	Fetch, Load, Plan time.Duration
@@ -253,23 +254,35 @@ type loaded struct {
 	desired model.Desired
 	err     error
 	tree    string
-	// files are the manifest files of the tree (set when valid), the base
-	// of the next incremental load.
-	files map[string]manifestFile
-	// incremental is true when only changed files were parsed.
+	// incremental is true when files unchanged since the repository's
+	// previous load were not parsed again.
 	incremental bool
 	once        sync.Once
-	hashes      map[string]string // site → hash of its desired state
+	hashes      map[string]string   // site → hash of its desired state
+	docs        map[string]*siteDoc // site → its documents, as hashed
+}
+
+// siteDoc is one site's desired state: what is hashed, and what the store
+// keeps for the site.
+type siteDoc struct {
+	Site *model.Site            `json:"site"`
+	VMs  []model.VirtualMachine `json:"vms"`
+}
+
+// siteDesired is site's record as planned at commit against inventory
+// version inv (documents empty for a site gone from git).
+func (l *loaded) siteDesired(site, commit string, inv int64, now time.Time) store.SiteDesired {
+	d := store.SiteDesired{Site: site, Hash: l.siteHashes()[site], InventoryVersion: inv, Commit: commit, UpdatedAt: now}
+	if doc := l.docs[site]; doc != nil {
+		d.Document, d.VMs = doc.Site, doc.VMs
+	}
+	return d
 }
 
 // siteHashes hashes each site's manifest and VMs (positions left out: moving
 // a VM between files changes nothing at the edge).
 func (l *loaded) siteHashes() map[string]string {
 	l.once.Do(func() {
-		type siteDoc struct {
-			Site *model.Site            `json:"site"`
-			VMs  []model.VirtualMachine `json:"vms"`
-		}
 		docs := map[string]*siteDoc{}
 		get := func(n string) *siteDoc {
 			d, ok := docs[n]
@@ -296,6 +309,7 @@ func (l *loaded) siteHashes() map[string]string {
 			sum := sha256.Sum256(b)
 			l.hashes[n] = hex.EncodeToString(sum[:16])
 		}
+		l.docs = docs
 	})
 	return l.hashes
 }
@@ -353,42 +367,11 @@ func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumb
 	if l := r.cache.get(key); l != nil {
 		return l, l.err
 	}
-	r.mu.Lock()
-	prev := r.lastValid[repo.ID]
-	r.mu.Unlock()
-	var prevFiles map[string]manifestFile
-	if prev != nil {
-		prevFiles = prev.files
-	}
-	files, ferr := manifestFiles(ctx, fsys, prevFiles)
-	var l *loaded
-	if ferr == nil {
-		if d, ok := incremental(ctx, prev, fsys.tree, files); ok {
-			l = &loaded{desired: d, tree: treeHash.String(), files: files, incremental: true}
-		}
-	}
-	if l == nil {
-		d, err := schema.LoadContext(ctx, fsys)
-		l = &loaded{desired: d, err: err, tree: treeHash.String()}
-		if err == nil && ferr == nil {
-			sizes := fsys.sizes
-			for name, f := range files {
-				if sz, ok := sizes[name]; ok && f.size < 0 {
-					f.size = sz
-					files[name] = f
-				}
-			}
-			l.files = files
-		}
-	}
+	d, stats, err := r.loaders.get(repo.ID).Load(ctx, fsys)
+	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files}
 	var serrs schema.Errors
 	if l.err == nil || errors.As(l.err, &serrs) || errors.Is(l.err, schema.ErrNoManifests) {
 		r.cache.put(key, l) // I/O errors are not cached: a retry may pass
-	}
-	if l.err == nil {
-		r.mu.Lock()
-		r.lastValid[repo.ID] = l
-		r.mu.Unlock()
 	}
 	return l, l.err
 }
@@ -420,45 +403,63 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 			candidates[s] = true // sites gone from git: their managed VMs are pruned
 		}
 	}
-	keys := map[string]string{}
-	var toPlan []string
+	var toPlan, backfill []string
 	for s := range candidates {
 		desiredHash := hashes[s] // "" for a site gone from git
-		if desiredHash == "" && prev[s].Hash == "" && only != nil {
+		old, had := prev[s]
+		if desiredHash == "" && !had && only != nil {
 			continue // drift on a site this repository never planned
 		}
-		key := desiredHash + "@" + fmt.Sprint(invs[s].Version)
-		keys[s] = key
-		old := prev[s].Hash
+		sameDesired := had && old.Hash == desiredHash
+		same := sameDesired && old.InventoryVersion == invs[s].Version
 		// A site recorded as planned for this very commit, which is not
 		// applied yet, was planned by a run that did not finish (a crash or
 		// a lost lease half-way through the sites). It is planned again:
 		// storing the same plan is a no-op, and the commit's nkudo/plan
 		// summary and apply tracking must cover every site it planned, not
 		// only those the last run reached.
-		resumed := old == key && report && prev[s].Commit == commit
-		if old == key && !resumed {
+		resumed := same && report && old.Commit == commit
+		if same && !resumed {
+			if !old.Documented {
+				backfill = append(backfill, s)
+			}
 			continue // unchanged: the incremental rule
 		}
-		oldDesired, _, _ := strings.Cut(old, "@")
-		if !resumed && old != "" && oldDesired == desiredHash {
+		if !resumed && sameDesired {
 			// Only the inventory moved. Leave a plan the agent is working
 			// on alone (its own progress moves the inventory), and a
 			// pending plan that is still fresh.
 			ap, err := r.store.ActivePlan(ctx, tenant, s)
+			skip := false
 			switch {
 			case err == nil && ap.Status == model.PlanInProgress:
 				// Looked at again once the agent is done (its plan may turn
 				// out stale, or the inventory may still differ).
 				r.markDirty(tenant, s)
-				continue
+				skip = true
 			case err == nil && ap.Plan.InventoryVersion >= invs[s].Version:
-				continue
+				skip = true
 			case err != nil && !errors.Is(err, store.ErrNotFound):
 				return fmt.Errorf("active plan of %s: %w", s, err)
 			}
+			if skip {
+				if !old.Documented {
+					backfill = append(backfill, s)
+				}
+				continue
+			}
 		}
 		toPlan = append(toPlan, s)
+	}
+	// Records written before the store kept documents get them without
+	// re-planning: their hash says the documents are the ones loaded now.
+	sort.Strings(backfill)
+	for _, s := range backfill {
+		old := prev[s]
+		d := l.siteDesired(s, old.Commit, old.InventoryVersion, old.UpdatedAt)
+		if err := r.store.SetSiteDesired(ctx, tenant, repo.ID, d); err != nil {
+			return fmt.Errorf("record desired state of %s: %w", s, err)
+		}
 	}
 	sort.Strings(toPlan)
 	res.Planned = toPlan
@@ -491,6 +492,10 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 			}
 			continue
 		}
+		// The site's desired state is recorded with its plan, in one
+		// transaction: what any replica serves as desired is what was planned.
+		d := l.siteDesired(sr.Site, commit, invs[sr.Site].Version, r.now())
+		var plan *model.Plan
 		if len(sr.Plan.Actions) == 0 {
 			// Converged: no plan is stored, and an older plan still waiting
 			// for the site (a change reverted before it ran) must not run.
@@ -498,22 +503,20 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 				return err
 			}
 		} else {
-			stored, err := r.store.StorePlan(ctx, r.actor, sr.Plan, repo.ID, r.now())
-			if errors.Is(err, store.ErrNotFound) {
-				// The site is in git but not registered with the control
-				// plane yet: nothing can run there. Planned again once it is.
-				res.Unregistered = append(res.Unregistered, sr.Site)
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("store plan for %s: %w", sr.Site, err)
-			}
-			if stored {
-				res.Stored = append(res.Stored, sr.Plan)
-			}
+			plan = &sr.Plan
 		}
-		if err := r.store.SetSiteDesired(ctx, tenant, repo.ID, store.SiteDesired{Site: sr.Site, Hash: keys[sr.Site], Commit: commit, UpdatedAt: r.now()}); err != nil {
-			return fmt.Errorf("record desired state of %s: %w", sr.Site, err)
+		stored, err := r.store.RecordSitePlan(ctx, r.actor, tenant, repo.ID, d, plan, r.now())
+		if plan != nil && errors.Is(err, store.ErrNotFound) {
+			// The site is in git but not registered with the control
+			// plane yet: nothing can run there. Planned again once it is.
+			res.Unregistered = append(res.Unregistered, sr.Site)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("store plan for %s: %w", sr.Site, err)
+		}
+		if stored {
+			res.Stored = append(res.Stored, sr.Plan)
 		}
 		r.mu.Lock()
 		r.siteRepo[tenant+"/"+sr.Site] = repo.ID
@@ -576,27 +579,14 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		return err
 	}
 	defer release()
-	head := plumbing.NewHash(repo.LastAppliedCommit)
-	m, err := r.mirrorFor(repo.ID, repo.URL)
+	l, err := r.desiredFromStore(ctx, repo, sites)
 	if err != nil {
 		return err
 	}
-	if _, err := m.repo.CommitObject(head); err != nil {
-		// A fresh data dir (restart elsewhere): fetch the commit.
-		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-		if aerr != nil {
-			return aerr
-		}
-		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
+	if l == nil {
+		if l, err = r.loadApplied(ctx, repo); err != nil {
 			return err
 		}
-		if err := r.checkMirror(repo.ID, m); err != nil {
-			return err
-		}
-	}
-	l, err := r.load(ctx, repo, head)
-	if err != nil {
-		return fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
 	}
 	var res Result
 	if err := r.planSites(ctx, repo, repo.LastAppliedCommit, l, sites, false, &res); err != nil {
@@ -609,6 +599,81 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		r.log.Warn("drift repair refused by prune safety", "tenant", repo.Tenant, "site", s, "reason", reason)
 	}
 	return nil
+}
+
+// loadApplied loads the repository's last valid commit from its mirror,
+// fetching it first on a fresh data dir.
+func (r *Reconciler) loadApplied(ctx context.Context, repo store.Repository) (*loaded, error) {
+	head := plumbing.NewHash(repo.LastAppliedCommit)
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := m.repo.CommitObject(head); err != nil {
+		// A fresh data dir (restart elsewhere): fetch the commit.
+		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
+		if aerr != nil {
+			return nil, aerr
+		}
+		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
+			return nil, err
+		}
+		if err := r.checkMirror(repo.ID, m); err != nil {
+			return nil, err
+		}
+	}
+	l, err := r.load(ctx, repo, head)
+	if err != nil {
+		return nil, fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
+	}
+	return l, nil
+}
+
+// desiredFromStore builds the desired state of sites from the store's
+// records, so drift is re-planned without git. It answers nil (read the
+// mirror instead) unless every record can be trusted to be the last valid
+// commit's: each site recorded with its documents from this repository,
+// the commit planned without refusal (a refused site keeps the record of
+// an older commit, and must not be repaired towards it), and no record of
+// another commit written after it was applied (a newer commit whose
+// reconcile stopped half-way records some sites before it is applied).
+func (r *Reconciler) desiredFromStore(ctx context.Context, repo store.Repository, sites []string) (*loaded, error) {
+	sts, err := r.store.CommitStatuses(ctx, repo.Tenant, repo.ID, repo.LastAppliedCommit)
+	if err != nil {
+		return nil, fmt.Errorf("statuses of %s: %w", short(repo.LastAppliedCommit), err)
+	}
+	if !slices.ContainsFunc(sts, func(st store.CommitStatus) bool {
+		return st.Context == forge.ContextPlan && st.State == store.StateSuccess
+	}) {
+		return nil, nil
+	}
+	l := &loaded{hashes: map[string]string{}, docs: map[string]*siteDoc{}}
+	for _, s := range sites {
+		d, err := r.store.DesiredState(ctx, repo.Tenant, s)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("desired state of %s: %w", s, err)
+		}
+		if d.RepoID != repo.ID {
+			return nil, nil
+		}
+		if d.Commit != repo.LastAppliedCommit && d.UpdatedAt.After(repo.LastAppliedAt) {
+			return nil, nil
+		}
+		if d.Document == nil && len(d.VMs) == 0 {
+			continue // gone from git: no hash, its managed VMs are pruned
+		}
+		l.hashes[s] = d.Hash
+		l.docs[s] = &siteDoc{Site: d.Document, VMs: d.VMs}
+		if d.Document != nil {
+			l.desired.Sites = append(l.desired.Sites, *d.Document)
+		}
+		l.desired.VMs = append(l.desired.VMs, d.VMs...)
+	}
+	l.once.Do(func() {}) // hashes and docs are the recorded ones
+	return l, nil
 }
 
 // PreviewNow validates and plans a pull-request head against the live
@@ -682,39 +747,4 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 		return p, fmt.Errorf("store preview: %w", err)
 	}
 	return p, nil
-}
-
-// DesiredVMs implements the control plane's DesiredState hook: the VMs
-// the last valid commit wants at a site.
-func (r *Reconciler) DesiredVMs(ctx context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
-	repoID, err := r.repoOfSite(ctx, tenant, site)
-	if err != nil || repoID == "" {
-		return nil, "", false, err
-	}
-	repo, err := r.store.GetRepository(ctx, tenant, repoID)
-	if err != nil {
-		return nil, "", false, err
-	}
-	if repo.LastAppliedCommit == "" {
-		return nil, "", false, nil
-	}
-	head := plumbing.NewHash(repo.LastAppliedCommit)
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return nil, "", false, err
-	}
-	if _, err := m.repo.CommitObject(head); err != nil {
-		return nil, repo.LastAppliedCommit, false, nil // not fetched on this replica yet
-	}
-	l, err := r.load(ctx, repo, head)
-	if err != nil {
-		return nil, "", false, err
-	}
-	var vms []model.VirtualMachine
-	for _, vm := range l.desired.VMs {
-		if vm.Site == site {
-			vms = append(vms, vm)
-		}
-	}
-	return vms, repo.LastAppliedCommit, true, nil
 }

@@ -119,7 +119,8 @@ type Options struct {
 }
 
 // Reconciler runs the GitOps loop. It implements the control plane's
-// Reconciler and DesiredState hooks and the webhook Sink.
+// Reconciler hook and the webhook Sink; the desired state it plans is
+// recorded in the store, where the API reads it.
 type Reconciler struct {
 	opts  Options
 	log   *slog.Logger
@@ -131,7 +132,7 @@ type Reconciler struct {
 	mirrors   map[string]*mirror
 	reporters map[string]*repoReporters
 	cache     *loadCache
-	lastValid map[string]*loaded   // repo ID → newest valid load, the base of incremental loads
+	loaders   loaders              // per repository: the files of the last load, reused by the next
 	siteRepo  map[string]string    // tenant/site → repo ID that plans it
 	dirty     map[string]bool      // tenant/site with an unprocessed inventory change
 	lastDrift map[string]time.Time // tenant/site → last drift re-plan
@@ -254,7 +255,6 @@ func New(o Options) (*Reconciler, error) {
 		queue:     newTaskQueue(o.TenantWorkers),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
-		lastValid: map[string]*loaded{},
 		siteRepo:  map[string]string{},
 		dirty:     map[string]bool{},
 		lastDrift: map[string]time.Time{},

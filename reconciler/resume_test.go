@@ -6,13 +6,15 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nkudo/nkudo/forge"
+	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
 )
 
-// dyingStore is a real store whose SetSiteDesired starts failing after a
+// dyingStore is a real store whose RecordSitePlan starts failing after a
 // number of calls: the reconcile stops half-way through the sites, as when
 // the process is killed mid-reconcile.
 type dyingStore struct {
@@ -22,11 +24,11 @@ type dyingStore struct {
 
 var errDied = errors.New("process died")
 
-func (d *dyingStore) SetSiteDesired(ctx context.Context, tenant, repoID string, sd store.SiteDesired) error {
+func (d *dyingStore) RecordSitePlan(ctx context.Context, actor store.Actor, tenant, repoID string, sd store.SiteDesired, p *model.Plan, now time.Time) (bool, error) {
 	if d.left.Add(-1) < 0 && d.left.Load() > -1000 {
-		return errDied
+		return false, errDied
 	}
-	return d.Store.SetSiteDesired(ctx, tenant, repoID, sd)
+	return d.Store.RecordSitePlan(ctx, actor, tenant, repoID, sd, p, now)
 }
 
 // TestInterruptedReconcileSummaryCoversEverySite: a commit whose first

@@ -27,10 +27,15 @@ type treeFS struct {
 	tree  *object.Tree
 	when  time.Time // the commit time, reported as every entry's ModTime
 
+	// gitMu serialises Open and Read: schema loads files in parallel, and
+	// neither go-git's object storage (shared pack descriptors) nor a
+	// decoded tree's lazily built entry map is safe for concurrent use.
+	// Parsing, the costly part, still runs in parallel.
+	gitMu sync.Mutex
+
 	mu    sync.Mutex
 	trees map[plumbing.Hash]*object.Tree // decoded trees by hash: a subtree
 	// named at many paths, or a directory of 1,000 manifests, is decoded once
-	sizes map[string]int64 // size of every regular file opened, by path
 }
 
 func newTreeFS(s storer.EncodedObjectStorer, tree *object.Tree, when time.Time) *treeFS {
@@ -81,6 +86,8 @@ func (t *treeFS) dir(p string) (*object.Tree, error) {
 }
 
 func (t *treeFS) Open(name string) (fs.File, error) {
+	t.gitMu.Lock()
+	defer t.gitMu.Unlock()
 	if !fs.ValidPath(name) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
 	}
@@ -110,13 +117,7 @@ func (t *treeFS) Open(name string) (fs.File, error) {
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 		}
-		t.mu.Lock()
-		if t.sizes == nil {
-			t.sizes = map[string]int64{}
-		}
-		t.sizes[name] = obj.Size()
-		t.mu.Unlock()
-		return &treeFile{obj: obj, info: entryInfo{name: path.Base(name), mode: e.Mode, size: obj.Size(), when: t.when}}, nil
+		return &treeFile{obj: obj, gitMu: &t.gitMu, info: entryInfo{name: path.Base(name), mode: e.Mode, size: obj.Size(), when: t.when}}, nil
 	}
 	// Symlinks and submodules are opened as empty non-regular files: the
 	// loader sees their type and refuses them; their targets are never read.
@@ -161,9 +162,10 @@ func (i entryInfo) Type() fs.FileMode          { return i.Mode().Type() }
 func (i entryInfo) Info() (fs.FileInfo, error) { return i, nil }
 
 type treeFile struct {
-	obj  plumbing.EncodedObject // nil: an empty non-regular file
-	rc   io.ReadCloser          // opened at the first Read
-	info entryInfo
+	obj   plumbing.EncodedObject // nil: an empty non-regular file
+	gitMu *sync.Mutex            // the treeFS's: held while reading
+	rc    io.ReadCloser          // opened at the first Read
+	info  entryInfo
 }
 
 func (f *treeFile) Stat() (fs.FileInfo, error) { return f.info, nil }
@@ -172,6 +174,8 @@ func (f *treeFile) Read(b []byte) (int, error) {
 	if f.obj == nil {
 		return 0, io.EOF
 	}
+	f.gitMu.Lock()
+	defer f.gitMu.Unlock()
 	if f.rc == nil {
 		rc, err := f.obj.Reader()
 		if err != nil {
@@ -186,6 +190,8 @@ func (f *treeFile) Close() error {
 	if f.rc == nil {
 		return nil
 	}
+	f.gitMu.Lock()
+	defer f.gitMu.Unlock()
 	return f.rc.Close()
 }
 

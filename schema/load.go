@@ -2,14 +2,16 @@ package schema
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/nkudo/nkudo/model"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -34,22 +36,31 @@ func Load(fsys fs.FS) (model.Desired, error) {
 //
 // The result is ordered: sites by name, VMs by site then name.
 func LoadContext(ctx context.Context, fsys fs.FS) (model.Desired, error) {
+	d, _, _, err := load(ctx, fsys, nil, nil)
+	return d, err
+}
+
+// load is LoadContext reusing the files of prev whose key (see walk) is
+// unchanged. It also returns what the next load may reuse and the number
+// of files it read.
+func load(ctx context.Context, fsys fs.FS, key func(p string, d fs.DirEntry) string, prev cached) (model.Desired, cached, LoadStats, error) {
 	schemas, err := compiled()
 	if err != nil {
-		return model.Desired{}, err
+		return model.Desired{}, nil, LoadStats{}, err
 	}
 	l := &loader{schemas: schemas}
-	if err := l.walk(ctx, fsys); err != nil {
-		return model.Desired{}, err
+	next, stats, err := l.walk(ctx, fsys, key, prev)
+	if err != nil {
+		return model.Desired{}, nil, stats, err
 	}
 	if len(l.errs) == 0 && len(l.docs) == 0 {
-		return model.Desired{}, fmt.Errorf("load manifests: %w (no *.yaml or *.yml file holds a document)", ErrNoManifests)
+		return model.Desired{}, next, stats, fmt.Errorf("load manifests: %w (no *.yaml or *.yml file holds a document)", ErrNoManifests)
 	}
 	d := l.check()
 	if len(l.errs) > 0 {
-		return model.Desired{}, l.errs.sorted()
+		return model.Desired{}, next, stats, l.errs.sorted()
 	}
-	return d, nil
+	return d, next, stats, nil
 }
 
 // WalkManifests calls fn for every file Load would read (*.yaml and *.yml,
@@ -101,12 +112,11 @@ type loader struct {
 	schemas    map[model.Kind]*jsonschema.Schema
 	docs       []*manifest
 	errs       Errors
-	ndocs      int // documents parsed, of any kind
-	totalBytes int64
 	brokenFile bool // a file could not be parsed: references into it are unknown
 }
 
-// manifest is one document that passed the apiVersion/kind check.
+// manifest is one document that passed the apiVersion/kind check. It is
+// immutable once its file is loaded: a Cache shares it between loads.
 type manifest struct {
 	doc   *document
 	kind  model.Kind
@@ -117,14 +127,50 @@ type manifest struct {
 	vm    *model.VirtualMachine
 }
 
+// fileResult is what one manifest file contributes to a load. It depends
+// only on the file's path and content, so files are loaded in parallel
+// and a Cache can keep it for the next load of a tree holding the same
+// file; the limits that add up across files are applied when the results
+// are merged, in path order.
+type fileResult struct {
+	err      error  // I/O: the load fails with it
+	skipped  bool   // not loaded: an earlier file already stops the load
+	tooBig   bool   // over MaxFileBytes: never parsed
+	size     int64  // bytes read
+	errs     Errors // problems of the file as a whole (UTF-8, YAML syntax, limits)
+	complete bool   // false when part of the file could not be read
+	docs     []docResult
+}
+
+// docResult is one document of a file: its manifest (nil when apiVersion
+// or kind is wrong) and its problems.
+type docResult struct {
+	line int
+	m    *manifest
+	errs Errors
+}
+
 func isManifestFile(name string) bool {
 	ext := strings.ToLower(path.Ext(name))
 	return ext == ".yaml" || ext == ".yml"
 }
 
-func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
-	var paths []string
-	err := WalkManifests(ctx, fsys, func(p string, d fs.DirEntry) error {
+// cached is the previous results a load may reuse: by path, the content
+// key and result of every file. nil means none.
+type cached map[string]cachedFile
+
+type cachedFile struct {
+	key string
+	r   *fileResult
+}
+
+// walk loads every manifest file of fsys. key, when not nil, names a
+// file's content (a git blob hash, "" when unknown): a file whose key
+// matches its entry in prev is not read again. walk returns the results
+// worth keeping for the next load and how many files it read.
+func (l *loader) walk(ctx context.Context, fsys fs.FS, key func(p string, d fs.DirEntry) string, prev cached) (next cached, stats LoadStats, err error) {
+	var paths, keys []string
+	err = WalkManifests(ctx, fsys, func(p string, d fs.DirEntry) error {
 		if !d.Type().IsRegular() {
 			// A symlink could point outside the repository: never follow it.
 			l.errs = append(l.errs, Error{File: p, Message: "not a regular file (symlinks are not followed)"})
@@ -132,6 +178,11 @@ func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
 			return nil
 		}
 		paths = append(paths, p)
+		k := ""
+		if key != nil {
+			k = key(p, d)
+		}
+		keys = append(keys, k)
 		return nil
 	})
 	var limit Errors
@@ -139,85 +190,189 @@ func (l *loader) walk(ctx context.Context, fsys fs.FS) error {
 		// The tree's shape is over a limit: read none of it.
 		l.errs = append(l.errs, limit...)
 		l.brokenFile = true
-		return nil
+		return nil, stats, nil
 	}
 	if err != nil {
-		return err
+		return nil, stats, err
+	}
+	results := make([]*fileResult, len(paths))
+	for i, p := range paths {
+		if c, ok := prev[p]; ok && keys[i] != "" && c.key == keys[i] {
+			results[i] = c.r
+		}
 	}
 	// Refuse an oversized tree before reading any of it, by the sizes the
-	// directory reports; reading checks again, as sizes can lie.
+	// directory reports (or the cache knows); reading checks again, as
+	// sizes can lie.
 	var total int64
-	for _, p := range paths {
-		// A file over MaxFileBytes is reported on its own and never read.
-		if st, err := fs.Stat(fsys, p); err == nil && st.Size() <= MaxFileBytes {
+	for i, p := range paths {
+		if r := results[i]; r != nil {
+			if !r.tooBig {
+				total += r.size
+			}
+		} else if st, err := fs.Stat(fsys, p); err == nil && st.Size() <= MaxFileBytes {
+			// A file over MaxFileBytes is reported on its own and never read.
 			total += st.Size()
 		}
 		if total > MaxTotalBytes {
 			l.errs = append(l.errs, tooMuch(p))
 			l.brokenFile = true
-			return nil
+			return nil, stats, nil
 		}
 	}
-	for _, p := range paths {
-		if ctx.Err() != nil {
-			return fmt.Errorf("load manifests: %w", context.Cause(ctx))
+	stats.Files = len(paths)
+	stats.Read = l.loadFiles(ctx, fsys, paths, results)
+	n, err := l.merge(ctx, fsys, paths, results)
+	stats.Read += n
+	if err != nil {
+		return nil, stats, err
+	}
+	next = make(cached, len(paths))
+	for i, p := range paths {
+		if r := results[i]; keys[i] != "" && r.err == nil && !r.skipped {
+			next[p] = cachedFile{key: keys[i], r: r}
 		}
-		stop, err := l.file(fsys, p)
-		if err != nil {
-			return err
+	}
+	return next, stats, nil
+}
+
+// merge adds the files' results to the load in path order, applying the
+// limits that add up across files. A file a worker skipped is loaded
+// here if the merge reaches it: a worker may see a later file's failure
+// or limit before it checks an earlier file it took. merge returns the
+// number of files it read.
+func (l *loader) merge(ctx context.Context, fsys fs.FS, paths []string, results []*fileResult) (read int, err error) {
+	var total int64
+	ndocs := 0
+	for i, p := range paths {
+		if ctx.Err() != nil {
+			return read, fmt.Errorf("load manifests: %w", context.Cause(ctx))
+		}
+		r := results[i]
+		if r.skipped {
+			r = loadFile(fsys, p, l.schemas)
+			results[i] = r
+			read++
+		}
+		if r.err != nil {
+			return read, r.err
+		}
+		if r.tooBig {
+			l.errs = append(l.errs, tooBig(p))
+			l.brokenFile = true
+			continue
+		}
+		total += r.size
+		if total > MaxTotalBytes {
+			l.errs = append(l.errs, tooMuch(p))
+			l.brokenFile = true
+			break
+		}
+		l.errs = append(l.errs, r.errs...)
+		if !r.complete {
+			l.brokenFile = true
+		}
+		stop := false
+		for _, d := range r.docs {
+			ndocs++
+			if ndocs > MaxDocuments {
+				l.errs = append(l.errs, Error{File: p, Line: d.line, Message: fmt.Sprintf("too many manifests: limit MaxDocuments is %d", MaxDocuments)})
+				stop = true
+				break
+			}
+			l.errs = append(l.errs, d.errs...)
+			if d.m != nil {
+				l.docs = append(l.docs, d.m)
+			}
 		}
 		if stop {
 			l.brokenFile = true
 			break
 		}
 	}
-	return nil
+	return read, nil
 }
 
-// file loads one manifest file. stop reports a tree-wide limit: loading
-// goes no further.
-func (l *loader) file(fsys fs.FS, p string) (stop bool, err error) {
+// loadFiles fills in the missing results, on up to GOMAXPROCS goroutines.
+// Files are taken in path order; once the files loaded so far add up to
+// more than MaxTotalBytes or MaxDocuments (or one failed, or ctx ended),
+// the merge will stop before the files still to take, so they are
+// skipped unread (see merge for one taken before that). It returns the
+// number of files read.
+func (l *loader) loadFiles(ctx context.Context, fsys fs.FS, paths []string, results []*fileResult) int {
+	var todo []int
+	for i := range paths {
+		if results[i] == nil {
+			todo = append(todo, i)
+		}
+	}
+	var (
+		next, nbytes, ndocs, read atomic.Int64
+		failed                    atomic.Bool
+		wg                        sync.WaitGroup
+	)
+	work := func() {
+		defer wg.Done()
+		for {
+			n := int(next.Add(1) - 1)
+			if n >= len(todo) {
+				return
+			}
+			i := todo[n]
+			if ctx.Err() != nil || failed.Load() || nbytes.Load() > MaxTotalBytes || ndocs.Load() > MaxDocuments {
+				results[i] = &fileResult{skipped: true}
+				continue
+			}
+			r := loadFile(fsys, paths[i], l.schemas)
+			read.Add(1)
+			if r.err != nil {
+				failed.Store(true)
+			}
+			nbytes.Add(r.size)
+			ndocs.Add(int64(len(r.docs)))
+			results[i] = r
+		}
+	}
+	if len(todo) == 0 {
+		return 0
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(todo))
+	wg.Add(workers)
+	for range workers - 1 {
+		go work()
+	}
+	work()
+	wg.Wait()
+	return int(read.Load())
+}
+
+// loadFile reads, parses and validates one manifest file.
+func loadFile(fsys fs.FS, p string, schemas map[model.Kind]*jsonschema.Schema) *fileResult {
 	f, err := fsys.Open(p)
 	if err != nil {
-		return false, fmt.Errorf("open %s: %w", p, err)
+		return &fileResult{err: fmt.Errorf("open %s: %w", p, err)}
 	}
 	defer f.Close()
 	if st, err := f.Stat(); err == nil && st.Size() > MaxFileBytes {
-		l.errs = append(l.errs, tooBig(p))
-		l.brokenFile = true
-		return false, nil
+		return &fileResult{tooBig: true}
 	}
 	// The size from Stat can lie (a growing file, a stream): read at most one
 	// byte more than the limit.
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", p, err)
+		return &fileResult{err: fmt.Errorf("read %s: %w", p, err)}
 	}
 	if len(data) > MaxFileBytes {
-		l.errs = append(l.errs, tooBig(p))
-		l.brokenFile = true
-		return false, nil
-	}
-	l.totalBytes += int64(len(data))
-	if l.totalBytes > MaxTotalBytes {
-		l.errs = append(l.errs, tooMuch(p))
-		return true, nil
+		return &fileResult{tooBig: true}
 	}
 	docs, errs, complete := parseFile(p, data)
-	l.errs = append(l.errs, errs...)
-	if !complete {
-		l.brokenFile = true
-	}
+	r := &fileResult{size: int64(len(data)), errs: errs, complete: complete, docs: make([]docResult, 0, len(docs))}
 	for _, d := range docs {
-		l.ndocs++
-		if l.ndocs > MaxDocuments {
-			l.errs = append(l.errs, Error{File: p, Line: d.line, Message: fmt.Sprintf("too many manifests: limit MaxDocuments is %d", MaxDocuments)})
-			return true, nil
-		}
-		l.document(d)
+		m, errs := checkDocument(d, schemas)
+		r.docs = append(r.docs, docResult{line: d.line, m: m, errs: errs})
 		d.compact()
 	}
-	return false, nil
+	return r
 }
 
 func tooMuch(p string) Error {
@@ -228,19 +383,20 @@ func tooBig(p string) Error {
 	return Error{File: p, Message: fmt.Sprintf("file is larger than %d MiB: limit MaxFileBytes (split it into several files)", MaxFileBytes>>20)}
 }
 
-// document checks apiVersion and kind, validates against the kind's schema,
+// checkDocument checks apiVersion and kind, validates against the kind's schema,
 // and runs the checks within the document.
-func (l *loader) document(d *document) {
+func checkDocument(d *document, schemas map[model.Kind]*jsonschema.Schema) (*manifest, Errors) {
+	var errs Errors
 	obj := d.value.(map[string]any) // parseFile only returns mappings
 	fail := func(field, msg string) {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.lineOf([]string{field}), Path: field, Message: msg})
+		errs = append(errs, Error{File: d.file, Line: d.lineOf([]string{field}), Path: field, Message: msg})
 	}
 	av, hasAV := obj["apiVersion"]
 	k, hasKind := obj["kind"]
 	ok := true
 	switch {
 	case !hasAV:
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "missing apiVersion: want " + model.APIVersion})
+		errs = append(errs, Error{File: d.file, Line: d.line, Message: "missing apiVersion: want " + model.APIVersion})
 		ok = false
 	case av != model.APIVersion:
 		fail("apiVersion", fmt.Sprintf("unsupported apiVersion %s: want %s", quoteValue(av), model.APIVersion))
@@ -249,61 +405,56 @@ func (l *loader) document(d *document) {
 	kd := model.Kind(fmt.Sprint(k))
 	switch {
 	case !hasKind:
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "missing kind: want Site or VirtualMachine"})
+		errs = append(errs, Error{File: d.file, Line: d.line, Message: "missing kind: want Site or VirtualMachine"})
 		ok = false
-	case l.schemas[kd] == nil:
+	case schemas[kd] == nil:
 		fail("kind", fmt.Sprintf("unknown kind %s: want Site or VirtualMachine", quoteValue(k)))
 		ok = false
 	}
 	if !ok {
-		return
+		return nil, errs
 	}
 	m := &manifest{doc: d, kind: kd}
 	if md, ok := obj["metadata"].(map[string]any); ok {
 		m.name, _ = md["name"].(string)
 		m.site, _ = md["site"].(string)
 	}
-	l.docs = append(l.docs, m)
-	if errs := schemaErrors(l.schemas[kd], d); len(errs) > 0 {
-		l.errs = append(l.errs, errs...)
+	if serrs := schemaErrors(schemas[kd], d); len(serrs) > 0 {
+		errs = append(errs, serrs...)
 		// Still run the cross-field checks when the types fit, so that one
 		// pass reports every error it can.
 		if kd == model.KindVirtualMachine {
 			var vd vmDoc
-			if b, err := json.Marshal(d.value); err == nil && json.Unmarshal(b, &vd) == nil {
-				l.errs = append(l.errs, vmChecks(d, vd.Spec)...)
+			if decodeValue(d.value, &vd) == nil {
+				errs = append(errs, vmChecks(d, vd.Spec)...)
 			}
 		}
-		return
+		return m, errs
 	}
 	// The schema passed, so the value has the shape of the document types.
-	b, err := json.Marshal(d.value)
-	if err != nil {
-		l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-		return
-	}
 	src := model.Source{File: d.file, Line: d.line}
 	switch kd {
 	case model.KindSite:
 		var sd siteDoc
-		if err := json.Unmarshal(b, &sd); err != nil {
-			l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-			return
+		if err := decodeValue(d.value, &sd); err != nil {
+			errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+			return m, errs
 		}
 		m.s = &model.Site{Name: sd.Metadata.Name, Labels: sd.Metadata.Labels, Annotations: sd.Metadata.Annotations, Spec: sd.Spec, Source: src}
 	case model.KindVirtualMachine:
 		var vd vmDoc
-		if err := json.Unmarshal(b, &vd); err != nil {
-			l.errs = append(l.errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
-			return
+		if err := decodeValue(d.value, &vd); err != nil {
+			errs = append(errs, Error{File: d.file, Line: d.line, Message: "cannot map document: " + err.Error()})
+			return m, errs
 		}
 		m.vm = &model.VirtualMachine{Name: vd.Metadata.Name, Site: vd.Metadata.Site, Labels: vd.Metadata.Labels, Annotations: vd.Metadata.Annotations, Spec: vd.Spec, Source: src}
-		if errs := vmChecks(d, m.vm.Spec); len(errs) > 0 {
-			l.errs = append(l.errs, errs...)
-			return
+		if verrs := vmChecks(d, m.vm.Spec); len(verrs) > 0 {
+			errs = append(errs, verrs...)
+			return m, errs
 		}
 	}
 	m.valid = true
+	return m, errs
 }
 
 type siteDoc struct {
@@ -381,7 +532,7 @@ func (l *loader) check() model.Desired {
 	where := func(m *manifest) string {
 		return fmt.Sprintf("%s:%d", m.doc.file, m.doc.lineOf([]string{"metadata", "name"}))
 	}
-	sites := map[string]*manifest{}
+	sites := make(map[string]*manifest, len(l.docs)/8)
 	nSites := 0
 	for _, m := range l.docs {
 		if m.kind != model.KindSite || m.name == "" {
@@ -398,8 +549,8 @@ func (l *loader) check() model.Desired {
 		}
 	}
 	type vmKey struct{ site, name string }
-	vms := map[vmKey]*manifest{}
-	perSite := map[string]int{}
+	vms := make(map[vmKey]*manifest, len(l.docs))
+	perSite := make(map[string]int, len(sites))
 	macs := map[string]string{} // site + mac -> where
 	for _, m := range l.docs {
 		if m.kind != model.KindVirtualMachine || m.name == "" || m.site == "" {
@@ -440,24 +591,37 @@ func (l *loader) check() model.Desired {
 		}
 	}
 
-	var d model.Desired
+	// Sort pointers, then copy each value once into a slice of its final
+	// size: the values are large, and a tree can hold 50,000 of them.
+	var sitesOut, vmsOut []*manifest
 	for _, m := range l.docs {
-		if !m.valid {
-			continue
-		}
-		if m.s != nil {
-			d.Sites = append(d.Sites, *m.s)
-		}
-		if m.vm != nil {
-			d.VMs = append(d.VMs, *m.vm)
+		switch {
+		case !m.valid:
+		case m.s != nil:
+			sitesOut = append(sitesOut, m)
+		case m.vm != nil:
+			vmsOut = append(vmsOut, m)
 		}
 	}
-	slices.SortFunc(d.Sites, func(a, b model.Site) int { return strings.Compare(a.Name, b.Name) })
-	slices.SortFunc(d.VMs, func(a, b model.VirtualMachine) int {
-		if c := strings.Compare(a.Site, b.Site); c != 0 {
+	slices.SortFunc(sitesOut, func(a, b *manifest) int { return strings.Compare(a.s.Name, b.s.Name) })
+	slices.SortFunc(vmsOut, func(a, b *manifest) int {
+		if c := strings.Compare(a.vm.Site, b.vm.Site); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Name, b.Name)
+		return strings.Compare(a.vm.Name, b.vm.Name)
 	})
+	var d model.Desired
+	if len(sitesOut) > 0 {
+		d.Sites = make([]model.Site, len(sitesOut))
+		for i, m := range sitesOut {
+			d.Sites[i] = *m.s
+		}
+	}
+	if len(vmsOut) > 0 {
+		d.VMs = make([]model.VirtualMachine, len(vmsOut))
+		for i, m := range vmsOut {
+			d.VMs[i] = *m.vm
+		}
+	}
 	return d
 }

@@ -57,6 +57,14 @@ func (d *document) compact() {
 // collision would only misplace a line number.
 func locKey(loc []string) string { return strings.Join(loc, "\x00") }
 
+// childKey is locKey(append(loc, name)) given lk = locKey(loc).
+func childKey(loc []string, lk, name string) string {
+	if len(loc) == 0 {
+		return name
+	}
+	return lk + "\x00" + name
+}
+
 // parseFile splits data into documents. Problems are returned as Errors.
 // complete is false when part of the file could not be read at all (a
 // syntax error or a limit stops the file there).
@@ -201,7 +209,7 @@ func convertDocument(file string, root *yaml.Node) (*document, Errors) {
 	if root.Kind != yaml.MappingNode {
 		return nil, Errors{{File: file, Line: root.Line, Message: "a manifest must be a YAML mapping with apiVersion, kind, metadata and spec"}}
 	}
-	v := c.convert(root, nil, 1, 0)
+	v := c.convert(root, make([]string, 0, MaxDepth), "", 1, 0)
 	if len(c.errs) > 0 {
 		return nil, c.errs
 	}
@@ -213,9 +221,11 @@ func (c *converter) fail(line int, loc []string, msg string) {
 	c.errs = append(c.errs, Error{File: c.file, Line: line, Path: displayPath(nil, loc), Message: msg})
 }
 
-// convert converts n found at loc. aliasLine is non-zero inside an alias
-// expansion: fields there are reported at the line of the alias.
-func (c *converter) convert(n *yaml.Node, loc []string, depth, aliasLine int) any {
+// convert converts n found at loc, whose locKey is lk. aliasLine is
+// non-zero inside an alias expansion: fields there are reported at the
+// line of the alias. loc is a stack: a child's location is appended in
+// place, as nothing keeps it once the child is converted.
+func (c *converter) convert(n *yaml.Node, loc []string, lk string, depth, aliasLine int) any {
 	if c.stopped {
 		return nil
 	}
@@ -242,10 +252,9 @@ func (c *converter) convert(n *yaml.Node, loc []string, depth, aliasLine int) an
 			c.fail(n.Line, loc, "alias to an unknown anchor")
 			return nil
 		}
-		return c.convert(n.Alias, loc, depth, lineOr(aliasLine, n.Line))
+		return c.convert(n.Alias, loc, lk, depth, lineOr(aliasLine, n.Line))
 	case yaml.MappingNode:
 		m := make(map[string]any, len(n.Content)/2)
-		seen := make(map[string]int, len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			kline := lineOr(aliasLine, k.Line)
@@ -261,22 +270,23 @@ func (c *converter) convert(n *yaml.Node, loc []string, depth, aliasLine int) an
 				continue
 			}
 			key := k.Value
-			sub := append(loc[:len(loc):len(loc)], key)
-			if first, dup := seen[key]; dup {
+			sub, subKey := append(loc, key), childKey(loc, lk, key)
+			if _, dup := m[key]; dup {
+				first := c.doc.lines[subKey] // set when the key was first seen
 				c.fail(kline, sub, fmt.Sprintf("duplicate key %q (first at line %d)", key, first))
 				continue
 			}
-			seen[key] = kline
-			c.doc.lines[locKey(sub)] = kline
-			m[key] = c.convert(v, sub, depth+1, aliasLine)
+			c.doc.lines[subKey] = kline
+			m[key] = c.convert(v, sub, subKey, depth+1, aliasLine)
 		}
 		return m
 	case yaml.SequenceNode:
 		s := make([]any, len(n.Content))
 		for i, item := range n.Content {
-			sub := append(loc[:len(loc):len(loc)], strconv.Itoa(i))
-			c.doc.lines[locKey(sub)] = lineOr(aliasLine, item.Line)
-			s[i] = c.convert(item, sub, depth+1, aliasLine)
+			idx := strconv.Itoa(i)
+			sub, subKey := append(loc, idx), childKey(loc, lk, idx)
+			c.doc.lines[subKey] = lineOr(aliasLine, item.Line)
+			s[i] = c.convert(item, sub, subKey, depth+1, aliasLine)
 		}
 		return s
 	case yaml.ScalarNode:

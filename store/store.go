@@ -58,6 +58,8 @@ var (
 	// ErrAuditKey: the audit chain is keyed and this store was opened
 	// without its key, so it cannot append (any audited mutation fails).
 	ErrAuditKey = errors.New("audit chain is keyed: the store needs the audit key")
+	// ErrQuota: storing the object would take its tenant over a quota.
+	ErrQuota = errors.New("quota exceeded")
 )
 
 // Store is everything the control plane and the GitOps loop persist.
@@ -76,6 +78,7 @@ type Store interface {
 	Audit
 	Coordination
 	Maintenance
+	Images
 
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -145,6 +148,20 @@ type Repositories interface {
 	// SetSiteDesired upserts one site's desired-state hash and commit.
 	// ErrNotFound if the repository is absent.
 	SetSiteDesired(ctx context.Context, tenant, repoID string, d SiteDesired) error
+	// RecordSitePlan records one site as planned from repository repoID:
+	// its desired state d (as SetSiteDesired) and, when plan is not nil,
+	// the plan (as StorePlan, same rules and errors), in one transaction,
+	// so the desired state any replica serves never disagrees with the
+	// plans. Nothing is recorded when the plan cannot be stored (e.g.
+	// ErrNotFound for a site not registered yet). stored is StorePlan's
+	// answer (false when plan is nil).
+	RecordSitePlan(ctx context.Context, actor Actor, tenant, repoID string, d SiteDesired, plan *model.Plan, now time.Time) (stored bool, err error)
+	// DesiredState returns the desired state last planned for the tenant's
+	// site, with its documents, from whichever of the tenant's repositories
+	// recorded it most recently. ErrNotFound when no repository recorded
+	// the site's documents (never planned, or planned before the store
+	// kept them and not reconciled since).
+	DesiredState(ctx context.Context, tenant, site string) (DesiredState, error)
 }
 
 // Credentials manages the secrets a tenant's repositories fetch and post
@@ -544,6 +561,72 @@ type Maintenance interface {
 	PrunePlans(ctx context.Context, actor Actor, cutoff time.Time) (int64, error)
 }
 
+// Images records which tenant owns which content-addressed image. The
+// bytes are not in the database: the control plane keeps one file per
+// digest and asks the store who owns it. Ownership is per tenant, so a
+// tenant never sees, fetches or deletes an image only another tenant
+// pushed, even when both pushed the same bytes.
+type Images interface {
+	// PutImage records that img.Tenant owns the image with digest
+	// img.SHA256 (64 lower-case hex digits) of img.Size bytes, named
+	// img.Name. When the tenant already owns the digest the record is kept
+	// (created false; a different non-empty name replaces the old one).
+	// A new record that would take the tenant's images over quota bytes in
+	// total is refused with ErrQuota (quota 0 = no quota). ErrInvalid if
+	// the digest, size or name is malformed (the error names the field);
+	// ErrNotFound if the tenant does not exist. Audited when created or
+	// renamed.
+	PutImage(ctx context.Context, actor Actor, img Image, quota int64, now time.Time) (out Image, created bool, err error)
+	// GetImage returns the tenant's record of a digest. ErrNotFound if the
+	// tenant does not own it (whoever else does).
+	GetImage(ctx context.Context, tenant, sha256 string) (Image, error)
+	// ListImages returns the tenant's images ordered by name, then digest.
+	ListImages(ctx context.Context, tenant string) ([]Image, error)
+	// ImageBytes returns the total size of the tenant's images.
+	ImageBytes(ctx context.Context, tenant string) (int64, error)
+	// DeleteImage removes the tenant's record of a digest; orphaned is true
+	// when no tenant owns the digest any more (its file may go).
+	// ErrNotFound if the tenant does not own it. Audited.
+	DeleteImage(ctx context.Context, actor Actor, tenant, sha256 string) (orphaned bool, err error)
+	// MarkImagesReferenced sets ReferencedAt to now on the tenant's images
+	// among digests (others are ignored). Not audited: bookkeeping.
+	MarkImagesReferenced(ctx context.Context, tenant string, digests []string, now time.Time) error
+	// ImageOwned reports whether any tenant owns the digest.
+	ImageOwned(ctx context.Context, sha256 string) (bool, error)
+}
+
+// Image is one tenant's record of a content-addressed image.
+type Image struct {
+	Tenant string `json:"tenant"`
+	// SHA256 is the digest of the bytes, 64 lower-case hex digits.
+	SHA256 string `json:"sha256"`
+	// Name is the pusher's label (the file name by default); not unique.
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"createdAt"`
+	// ReferencedAt is when a manifest of the tenant was last seen naming
+	// the digest (zero = never).
+	ReferencedAt time.Time `json:"referencedAt,omitzero"`
+}
+
+// ValidImageDigest reports whether d is a digest as Image.SHA256 keeps it.
+func ValidImageDigest(d string) bool {
+	if len(d) != 64 {
+		return false
+	}
+	for _, c := range d {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidImageName reports whether name can label an image: the rule of
+// credential names (1–128 letters, digits, '.', '_', '-'), which file
+// names of kernels and disk images fit.
+func ValidImageName(name string) bool { return ValidCredentialName(name) }
+
 // Coordination is what lets several control-plane replicas share work.
 type Coordination interface {
 	// AcquireLease takes or renews the named lease for holder until ttl
@@ -675,12 +758,34 @@ type RepositoryUpdate struct {
 	ForgeCredentialsRef *string
 }
 
-// SiteDesired is the desired-state hash of one site as last planned from a repository.
+// SiteDesired is the desired state of one site as last planned from a repository.
 type SiteDesired struct {
-	Site      string    `json:"site"`
-	Hash      string    `json:"hash"`
-	Commit    string    `json:"commit"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	Site string `json:"site"`
+	// Hash is the content hash of the site's documents ("" for a site
+	// gone from git); with InventoryVersion it is the incremental key.
+	Hash             string    `json:"hash"`
+	InventoryVersion int64     `json:"inventoryVersion"`
+	Commit           string    `json:"commit"`
+	UpdatedAt        time.Time `json:"updatedAt"`
+	// Documented reports whether Document and VMs were recorded (false
+	// only for records older than the store's desired-state documents).
+	// SiteDesired lists it but leaves Document and VMs empty; they are
+	// read with DesiredState.
+	Documented bool `json:"documented"`
+	// Document is the site's Site document (nil: none in git).
+	Document *model.Site `json:"document,omitempty"`
+	// VMs are the site's VirtualMachine documents, ordered by name.
+	VMs []model.VirtualMachine `json:"vms,omitempty"`
+}
+
+// DesiredState is a site's desired state as the user API shows it: the
+// record last planned, with the repository it came from.
+type DesiredState struct {
+	SiteDesired
+	RepoID string `json:"repoId"`
+	// AppliedCommit is the repository's last valid commit, the commit
+	// whose desired state is in force.
+	AppliedCommit string `json:"appliedCommit"`
 }
 
 // APIToken is a bearer token for people and the CLI. Its hash never leaves the store.

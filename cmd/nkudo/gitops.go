@@ -120,7 +120,7 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
 	}
-	opts.Reconciler, opts.Desired, opts.Webhooks = loop, loop, loop.Webhooks
+	opts.Reconciler, opts.Webhooks = loop, loop.Webhooks
 	opts.AllowInsecureCredentials = f.AllowInsecureCredentials
 	lctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

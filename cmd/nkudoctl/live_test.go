@@ -36,9 +36,6 @@ func (h *hooks) InventoryChanged(ctx context.Context, tenant, site string) {
 		l.InventoryChanged(ctx, tenant, site)
 	}
 }
-func (h *hooks) DesiredVMs(ctx context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
-	return h.get().DesiredVMs(ctx, tenant, site)
-}
 func (h *hooks) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.get().Webhooks.ServeHTTP(w, r) }
 
 // playAgent heartbeats and applies every plan of its site in memory.
@@ -92,7 +89,7 @@ func nkudoctl(t *testing.T, args ...string) (int, string, string) {
 // the api client.
 func TestLiveCommands(t *testing.T) {
 	h := &hooks{}
-	env := cptest.Start(t, cptest.Options{Reconciler: h, Desired: h, Webhooks: h})
+	env := cptest.Start(t, cptest.Options{Reconciler: h, Webhooks: h})
 	acme := env.NewTenant("acme")
 	g := gittest.New(t)
 	g.Fleet("manifests", 1, 2)

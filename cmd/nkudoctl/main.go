@@ -45,6 +45,7 @@ type CLI struct {
 
 	Credentials CredentialsCmd `cmd:"" help:"Manage the tenant's credentials for fetching and posting statuses (write-only secrets)."`
 	Repos       ReposCmd       `cmd:"" help:"Register, list, change and remove the tenant's git repositories."`
+	Images      ImagesCmd      `cmd:"" help:"Push, list and remove the tenant's kernel, initramfs, firmware and disk images."`
 
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }

@@ -27,7 +27,7 @@
 //     Env.IssueCert mints certificates straight from the CA (expired ones,
 //     identities the server never issued); Env.Raw and Env.HTTPClient send
 //     raw requests; CreatePlan builds a plan to seed with Env.Store.
-//   - Options.Reconciler, Desired and Webhooks wire the GitOps hooks;
+//   - Options.Reconciler and Webhooks wire the GitOps hooks;
 //     Options.Configure adjusts any other server option.
 //   - Env.Store and Env.PKI give direct access (seed plans, check state).
 //
@@ -82,9 +82,8 @@ type Options struct {
 	// multi-replica deployment. The other Env must use Postgres.
 	ReplicaOf *Env
 
-	// Reconciler, Desired and Webhooks are handed to the server (nil = not wired).
+	// Reconciler and Webhooks are handed to the server (nil = not wired).
 	Reconciler controlplane.Reconciler
-	Desired    controlplane.DesiredState
 	Webhooks   http.Handler
 
 	// Configure adjusts the server options before each (re)start, for
@@ -199,12 +198,13 @@ func (e *Env) start() {
 	}
 	o := controlplane.Options{
 		Store: st, PKI: authority, Logger: e.logger,
-		Reconciler: e.opts.Reconciler, Desired: e.opts.Desired, Webhooks: e.opts.Webhooks,
+		Reconciler: e.opts.Reconciler, Webhooks: e.opts.Webhooks,
 		ShutdownTimeout: 5 * time.Second,
 		// Test repositories are local: opt in, as nkudo serve
 		// --allow-local-sources does, with the data dir still protected.
 		AllowLocalSources: true,
 		ProtectedDirs:     []string{e.DataDir},
+		ImageDir:          filepath.Join(e.DataDir, "images"),
 	}
 	if e.opts.Clock != nil {
 		o.Now = e.opts.Clock.Now

@@ -76,7 +76,7 @@ func testServe(ctx context.Context, ln net.Listener, dataDir string, log *slog.L
 		return err
 	}
 	srv, err := controlplane.New(controlplane.Options{Store: st, PKI: auth, Logger: log,
-		Reconciler: loop, Desired: loop, Webhooks: loop.Webhooks,
+		Reconciler: loop, Webhooks: loop.Webhooks,
 		MinHeartbeatInterval: time.Second, EnrollBurst: 50, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		ln.Close()

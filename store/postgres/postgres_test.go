@@ -88,3 +88,17 @@ func TestAuditKeyed(t *testing.T) {
 		}
 	})
 }
+
+func TestDesiredKeyUpgrade(t *testing.T) {
+	storetest.DesiredKeyUpgrade(t, func(t *testing.T) storetest.Reopen {
+		url := pgtest.URL(t)
+		return func(key store.AuditKey, fresh bool) store.Store {
+			s, err := postgres.Open(t.Context(), url, postgres.Options{AuditKey: key, AuditKeyFresh: fresh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
+}

@@ -284,3 +284,17 @@ func TestAuditKeyed(t *testing.T) {
 		}
 	})
 }
+
+func TestDesiredKeyUpgrade(t *testing.T) {
+	storetest.DesiredKeyUpgrade(t, func(t *testing.T) storetest.Reopen {
+		path := filepath.Join(t.TempDir(), "nkudo.db")
+		return func(key store.AuditKey, fresh bool) store.Store {
+			s, err := sqlite.Open(t.Context(), path, sqlite.Options{AuditKey: key, AuditKeyFresh: fresh})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
+}

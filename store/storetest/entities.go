@@ -174,8 +174,8 @@ func testSiteDesired(t *testing.T, s store.Store) {
 	got, err = s.SiteDesired(ctx, tenantA, r.ID)
 	must(t, err)
 	want := map[string]store.SiteDesired{
-		siteA: {Site: siteA, Hash: "h3", Commit: "c2", UpdatedAt: epoch.Add(second)},
-		siteB: {Site: siteB, Hash: "h2", Commit: "c1", UpdatedAt: epoch},
+		siteA: {Site: siteA, Hash: "h3", Commit: "c2", UpdatedAt: epoch.Add(second), Documented: true},
+		siteB: {Site: siteB, Hash: "h2", Commit: "c1", UpdatedAt: epoch, Documented: true},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("SiteDesired (-want +got):\n%s", diff)

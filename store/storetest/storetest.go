@@ -34,6 +34,7 @@ func Run(t *testing.T, open Open) {
 		{"Tenants", testTenants},
 		{"Repositories", testRepositories},
 		{"SiteDesired", testSiteDesired},
+		{"DesiredState", testDesiredState},
 		{"Credentials", testCredentials},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},
@@ -64,6 +65,8 @@ func Run(t *testing.T, open Open) {
 		{"TenantScoping", testTenantScoping},
 		{"TenantPurge", testTenantPurge},
 		{"Close", testClose},
+		{"Images", testImages},
+		{"ImageQuotaConcurrent", testImageQuotaConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

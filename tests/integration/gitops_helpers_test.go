@@ -56,13 +56,6 @@ func (h *lateHooks) InventoryChanged(ctx context.Context, tenant, site string) {
 	}
 }
 
-func (h *lateHooks) DesiredVMs(ctx context.Context, tenant, site string) ([]model.VirtualMachine, string, bool, error) {
-	if l := h.get(); l != nil {
-		return l.DesiredVMs(ctx, tenant, site)
-	}
-	return nil, "", false, nil
-}
-
 func (h *lateHooks) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if l := h.get(); l != nil {
 		l.Webhooks.ServeHTTP(w, r)
@@ -99,7 +92,7 @@ type gitopsConfig struct {
 func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 	t.Helper()
 	hooks := &lateHooks{}
-	env := cptest.Start(t, cptest.Options{Postgres: cfg.postgres, Reconciler: hooks, Desired: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
+	env := cptest.Start(t, cptest.Options{Postgres: cfg.postgres, Reconciler: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
 		o.MinHeartbeatInterval = 300 * time.Millisecond
 	}})
 	g := &gitops{t: t, env: env, git: gittest.New(t), forge: forgetest.New(t), hc: env.HTTPClient(nil)}

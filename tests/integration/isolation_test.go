@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -40,6 +41,7 @@ type isoFixture struct {
 	tokenB         string // bravo's API token ID
 	enrollB2       api.EnrollmentToken
 	bravoAuditSeqs int
+	imageB         api.PushImageResponse // bravo's image, named after bravoSecret
 }
 
 func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
@@ -82,6 +84,9 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	f.tokenB = toks[0].ID
 	env.NewSite("bravo", "b2")
 	f.enrollB2 = env.EnrollmentToken("bravo", "b2")
+	img := []byte(bravoSecret + "-image")
+	f.imageB, err = f.bravo.Client.PushImage(ctx, bravoSecret+"-image", "", int64(len(img)), bytes.NewReader(img))
+	must(err)
 	evs, err := st.ListAudit(ctx, "bravo", 0, 10000)
 	must(err)
 	f.bravoAuditSeqs = len(evs)
@@ -107,6 +112,8 @@ func (f *isoFixture) wildcard(name string) string {
 		return "7"
 	case "name":
 		return isoCredential
+	case "sha256":
+		return f.imageB.SHA256
 	}
 	return "unknown-" + name
 }
@@ -306,6 +313,12 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /v1/plans/{plan}/logs":               {{name: "bravo's logs", who: isoAlphaToken, want: notFound}, {name: "bravo's logs followed", who: isoAlphaToken, query: "follow=true", want: notFound}},
 		"GET /v1/audit":                           {{name: "alpha's events only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"GET /v1/audit/verify":                    {{name: "installation-wide check is admin only", who: isoAlphaToken, want: forbidden}},
+
+		"GET /v1/agent/images/sha256/{sha256}": {{name: "a1 fetches bravo's image", who: isoAgentA1, want: notFound}},
+		"POST /v1/images":                      {{name: "pushes into alpha only", who: isoAlphaToken, query: "name=alpha-image", body: "alpha image bytes", want: []int{http.StatusCreated}, check: noBravo}},
+		"GET /v1/images":                       {{name: "lists alpha's images only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/images/{sha256}":              {{name: "bravo's image", who: isoAlphaToken, want: notFound}},
+		"DELETE /v1/images/{sha256}":           {{name: "delete bravo's image", who: isoAlphaToken, want: notFound}},
 	}
 }
 
@@ -422,6 +435,9 @@ func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
 	site, err := f.bravo.Client.GetSite(ctx, "b1")
 	if err != nil || site.Revoked || site.NetBirdManagementURL != "https://"+bravoSecret+".example.net" {
 		t.Errorf("bravo's site changed: %+v, %v", site, err)
+	}
+	if _, err := f.bravo.Client.GetImage(ctx, f.imageB.SHA256); err != nil {
+		t.Errorf("bravo's image: %v", err)
 	}
 	// Bravo's enrollment token survived the misuse and still works.
 	key, _ := pki.NewKey()

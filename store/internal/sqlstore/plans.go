@@ -71,13 +71,31 @@ func (s *Store) loadActions(ctx context.Context, c Conn, p *store.StoredPlan) er
 // replicas storing plans for one site take turns; the plan row's primary
 // key is the final word on duplicates.
 func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, repoID string, now time.Time) (bool, error) {
+	body, err := planBody(p)
+	if err != nil {
+		return false, err
+	}
+	var stored bool
+	err = s.write(ctx, func(t *wtx) error {
+		var err error
+		stored, err = s.storePlan(ctx, t, actor, p, body, repoID, now)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store plan %s for %s/%s: %w", p.ID, p.Tenant, p.Site, err)
+	}
+	return stored, nil
+}
+
+// planBody checks p and encodes its head (the plan without actions).
+func planBody(p model.Plan) (string, error) {
 	if p.ID == "" || p.Tenant == "" || p.Site == "" || len(p.Actions) == 0 {
-		return false, fmt.Errorf("store plan %q: %w", p.ID, errInvalid("id, tenant, site and at least one action are required"))
+		return "", fmt.Errorf("store plan %q: %w", p.ID, errInvalid("id, tenant, site and at least one action are required"))
 	}
 	seen := map[string]bool{}
 	for i, a := range p.Actions {
 		if a.ID == "" || seen[a.ID] {
-			return false, fmt.Errorf("store plan %s: action %d: %w", p.ID, i, errInvalid("empty or repeated action id"))
+			return "", fmt.Errorf("store plan %s: action %d: %w", p.ID, i, errInvalid("empty or repeated action id"))
 		}
 		seen[a.ID] = true
 	}
@@ -85,79 +103,75 @@ func (s *Store) StorePlan(ctx context.Context, actor store.Actor, p model.Plan, 
 	head.Actions = nil
 	body, err := json.Marshal(head)
 	if err != nil {
-		return false, fmt.Errorf("encode plan %s: %w", p.ID, err)
+		return "", fmt.Errorf("encode plan %s: %w", p.ID, err)
+	}
+	return string(body), nil
+}
+
+// storePlan is StorePlan inside the write transaction t (body from planBody).
+func (s *Store) storePlan(ctx context.Context, t *wtx, actor store.Actor, p model.Plan, body, repoID string, now time.Time) (bool, error) {
+	if err := s.lockSite(ctx, t, p.Tenant, p.Site); err != nil {
+		return false, err
 	}
 	at := us(store.Micro(now))
-	var stored bool
-	err = s.write(ctx, func(t *wtx) error {
-		stored = false
-		if err := s.lockSite(ctx, t, p.Tenant, p.Site); err != nil {
-			return err
-		}
-		if at == 0 {
-			at = us(t.now)
-		}
-		var status, tenant, site string
-		err := t.QueryRow(ctx, `SELECT status, tenant, site FROM plans WHERE id = $1`, p.ID).Scan(&status, &tenant, &site)
-		switch {
-		case err == nil && (tenant != p.Tenant || site != p.Site):
-			return fmt.Errorf("plan id %s belongs to another site: %w", p.ID, store.ErrConflict)
-		case err == nil && model.PlanStatus(status) != model.PlanSuperseded:
-			return nil // already stored: nothing to do
-		case err == nil:
-			// Superseded earlier, wanted again: revive it. Actions that
-			// already finished keep their results.
-			revived := model.PlanPending
-			var done int
-			if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM actions WHERE plan_id = $1 AND status <> 'pending'`, p.ID).Scan(&done); err != nil {
-				return err
-			}
-			if done > 0 {
-				revived = model.PlanInProgress
-			}
-			if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', superseded_commit = '', updated_at = $2 WHERE id = $3`,
-				string(revived), at, p.ID); err != nil {
-				return err
-			}
-		case s.b.IsNoRows(err):
-			if _, err := t.Exec(ctx, `INSERT INTO plans (id, tenant, site, repo_id, commit_sha, inventory_version, body, status, superseded_by, created_at, updated_at)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '', $8, $8)`,
-				p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, string(body), at); err != nil {
-				return err
-			}
-			for from := 0; from < len(p.Actions); from += batchRows {
-				chunk := p.Actions[from:min(from+batchRows, len(p.Actions))]
-				args := make([]any, 0, 5*len(chunk))
-				for i, a := range chunk {
-					ab, err := json.Marshal(a)
-					if err != nil {
-						return fmt.Errorf("encode action %s: %w", a.ID, err)
-					}
-					args = append(args, p.ID, a.ID, from+i, string(ab), string(model.ActionPending))
-				}
-				if _, err := t.Exec(ctx, `INSERT INTO actions (plan_id, id, idx, body, status) VALUES `+values(len(chunk), 5), args...); err != nil {
-					return err
-				}
-			}
-		default:
-			return err
-		}
-		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = $1, superseded_commit = $5, updated_at = $2
-			WHERE tenant = $3 AND site = $4 AND id <> $1 AND status IN ('pending', 'in_progress')`,
-			p.ID, at, p.Tenant, p.Site, p.Commit); err != nil {
-			return err
-		}
-		stored = true
-		t.audit(p.Tenant, actor, "plan.store", "plan/"+p.ID, map[string]any{
-			"site": p.Site, "commit": p.Commit, "repo": repoID, "actions": len(p.Actions), "inventoryVersion": p.InventoryVersion,
-		})
-		t.notify(store.PlanTopic(p.Tenant, p.Site))
-		return nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("store plan %s for %s/%s: %w", p.ID, p.Tenant, p.Site, err)
+	if at == 0 {
+		at = us(t.now)
 	}
-	return stored, nil
+	var status, tenant, site string
+	err := t.QueryRow(ctx, `SELECT status, tenant, site FROM plans WHERE id = $1`, p.ID).Scan(&status, &tenant, &site)
+	switch {
+	case err == nil && (tenant != p.Tenant || site != p.Site):
+		return false, fmt.Errorf("plan id %s belongs to another site: %w", p.ID, store.ErrConflict)
+	case err == nil && model.PlanStatus(status) != model.PlanSuperseded:
+		return false, nil // already stored: nothing to do
+	case err == nil:
+		// Superseded earlier, wanted again: revive it. Actions that
+		// already finished keep their results.
+		revived := model.PlanPending
+		var done int
+		if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM actions WHERE plan_id = $1 AND status <> 'pending'`, p.ID).Scan(&done); err != nil {
+			return false, err
+		}
+		if done > 0 {
+			revived = model.PlanInProgress
+		}
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', superseded_commit = '', updated_at = $2 WHERE id = $3`,
+			string(revived), at, p.ID); err != nil {
+			return false, err
+		}
+	case s.b.IsNoRows(err):
+		if _, err := t.Exec(ctx, `INSERT INTO plans (id, tenant, site, repo_id, commit_sha, inventory_version, body, status, superseded_by, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '', $8, $8)`,
+			p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, body, at); err != nil {
+			return false, err
+		}
+		for from := 0; from < len(p.Actions); from += batchRows {
+			chunk := p.Actions[from:min(from+batchRows, len(p.Actions))]
+			args := make([]any, 0, 5*len(chunk))
+			for i, a := range chunk {
+				ab, err := json.Marshal(a)
+				if err != nil {
+					return false, fmt.Errorf("encode action %s: %w", a.ID, err)
+				}
+				args = append(args, p.ID, a.ID, from+i, string(ab), string(model.ActionPending))
+			}
+			if _, err := t.Exec(ctx, `INSERT INTO actions (plan_id, id, idx, body, status) VALUES `+values(len(chunk), 5), args...); err != nil {
+				return false, err
+			}
+		}
+	default:
+		return false, err
+	}
+	if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = $1, superseded_commit = $5, updated_at = $2
+		WHERE tenant = $3 AND site = $4 AND id <> $1 AND status IN ('pending', 'in_progress')`,
+		p.ID, at, p.Tenant, p.Site, p.Commit); err != nil {
+		return false, err
+	}
+	t.audit(p.Tenant, actor, "plan.store", "plan/"+p.ID, map[string]any{
+		"site": p.Site, "commit": p.Commit, "repo": repoID, "actions": len(p.Actions), "inventoryVersion": p.InventoryVersion,
+	})
+	t.notify(store.PlanTopic(p.Tenant, p.Site))
+	return true, nil
 }
 
 // SupersedeActivePlan implements store.Plans. Like StorePlan it locks the

@@ -2,9 +2,11 @@ package sqlstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -268,7 +270,7 @@ func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[str
 		if _, err := s.getRepo(ctx, c, tenant, repoID); err != nil {
 			return err
 		}
-		rows, err := c.Query(ctx, `SELECT site, hash, commit_sha, updated_at FROM site_desired WHERE repo_id = $1`, repoID)
+		rows, err := c.Query(ctx, `SELECT site, hash, inventory_version, commit_sha, updated_at, state <> '' FROM site_desired WHERE repo_id = $1`, repoID)
 		if err != nil {
 			return err
 		}
@@ -276,7 +278,7 @@ func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[str
 		for rows.Next() {
 			var d store.SiteDesired
 			var at int64
-			if err := rows.Scan(&d.Site, &d.Hash, &d.Commit, &at); err != nil {
+			if err := rows.Scan(&d.Site, &d.Hash, &d.InventoryVersion, &d.Commit, &at, &d.Documented); err != nil {
 				return err
 			}
 			d.UpdatedAt = tm(at)
@@ -290,26 +292,120 @@ func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[str
 	return out, nil
 }
 
+// siteState is the JSON of site_desired.state.
+type siteState struct {
+	Site *model.Site            `json:"site"`
+	VMs  []model.VirtualMachine `json:"vms"`
+}
+
 // SetSiteDesired implements store.Repositories.
 func (s *Store) SetSiteDesired(ctx context.Context, tenant, repoID string, d store.SiteDesired) error {
-	if d.Site == "" {
-		return fmt.Errorf("set desired state: %w", errInvalid("site is required"))
+	state, err := encodeSiteState(d)
+	if err != nil {
+		return fmt.Errorf("set desired state: %w", err)
 	}
-	err := s.write(ctx, func(t *wtx) error {
-		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
-			return err
-		}
-		at := d.UpdatedAt
-		if at.IsZero() {
-			at = t.now
-		}
-		_, err := t.Exec(ctx, `INSERT INTO site_desired (repo_id, site, hash, commit_sha, updated_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (repo_id, site) DO UPDATE SET hash = excluded.hash, commit_sha = excluded.commit_sha, updated_at = excluded.updated_at`,
-			repoID, d.Site, d.Hash, d.Commit, us(store.Micro(at)))
-		return err
+	err = s.write(ctx, func(t *wtx) error {
+		return s.setSiteDesired(ctx, t, tenant, repoID, d, state)
 	})
 	if err != nil {
 		return fmt.Errorf("set desired state of %s in repository %s/%s: %w", d.Site, tenant, repoID, err)
 	}
 	return nil
+}
+
+// RecordSitePlan implements store.Repositories.
+func (s *Store) RecordSitePlan(ctx context.Context, actor store.Actor, tenant, repoID string, d store.SiteDesired, plan *model.Plan, now time.Time) (bool, error) {
+	state, err := encodeSiteState(d)
+	if err != nil {
+		return false, fmt.Errorf("record plan: %w", err)
+	}
+	var body string
+	if plan != nil {
+		if plan.Tenant != tenant || plan.Site != d.Site {
+			return false, fmt.Errorf("record plan %s: %w", plan.ID, errInvalid("plan tenant and site must match the desired state's"))
+		}
+		if body, err = planBody(*plan); err != nil {
+			return false, err
+		}
+	}
+	var stored bool
+	err = s.write(ctx, func(t *wtx) error {
+		stored = false
+		if plan != nil {
+			var err error
+			if stored, err = s.storePlan(ctx, t, actor, *plan, body, repoID, now); err != nil {
+				return err
+			}
+		}
+		return s.setSiteDesired(ctx, t, tenant, repoID, d, state)
+	})
+	if err != nil {
+		return false, fmt.Errorf("record plan of %s from repository %s/%s: %w", d.Site, tenant, repoID, err)
+	}
+	return stored, nil
+}
+
+// encodeSiteState checks d and encodes its documents for site_desired.state.
+func encodeSiteState(d store.SiteDesired) (string, error) {
+	if d.Site == "" {
+		return "", errInvalid("site is required")
+	}
+	vms := d.VMs
+	if vms == nil {
+		vms = []model.VirtualMachine{}
+	}
+	for i, vm := range vms {
+		if vm.Site != d.Site {
+			return "", errInvalid(fmt.Sprintf("vms[%d]: site %q is not %q", i, vm.Site, d.Site))
+		}
+	}
+	b, err := json.Marshal(siteState{Site: d.Document, VMs: vms})
+	if err != nil {
+		return "", fmt.Errorf("encode desired state of %s: %w", d.Site, err)
+	}
+	return string(b), nil
+}
+
+// setSiteDesired upserts d (state from encodeSiteState) inside t.
+func (s *Store) setSiteDesired(ctx context.Context, t *wtx, tenant, repoID string, d store.SiteDesired, state string) error {
+	if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
+		return err
+	}
+	at := d.UpdatedAt
+	if at.IsZero() {
+		at = t.now
+	}
+	_, err := t.Exec(ctx, `INSERT INTO site_desired (repo_id, site, hash, inventory_version, commit_sha, updated_at, state) VALUES ($1, $2, $3, $4, $5, $6, $7)
+		ON CONFLICT (repo_id, site) DO UPDATE SET hash = excluded.hash, inventory_version = excluded.inventory_version,
+			commit_sha = excluded.commit_sha, updated_at = excluded.updated_at, state = excluded.state`,
+		repoID, d.Site, d.Hash, d.InventoryVersion, d.Commit, us(store.Micro(at)), state)
+	return err
+}
+
+// DesiredState implements store.Repositories. A site planned from two of
+// the tenant's repositories is answered from the newer record.
+func (s *Store) DesiredState(ctx context.Context, tenant, site string) (store.DesiredState, error) {
+	var out store.DesiredState
+	err := s.read1(ctx, func(c Conn) error {
+		var at int64
+		var state string
+		err := c.QueryRow(ctx, `SELECT d.repo_id, r.last_applied_commit, d.site, d.hash, d.inventory_version, d.commit_sha, d.updated_at, d.state
+			FROM site_desired d JOIN repositories r ON r.id = d.repo_id
+			WHERE r.tenant = $1 AND d.site = $2 AND d.state <> ''
+			ORDER BY d.updated_at DESC, r.name LIMIT 1`, tenant, site).
+			Scan(&out.RepoID, &out.AppliedCommit, &out.Site, &out.Hash, &out.InventoryVersion, &out.Commit, &at, &state)
+		if err != nil {
+			return s.notFound(err)
+		}
+		var st siteState
+		if err := json.Unmarshal([]byte(state), &st); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		out.UpdatedAt, out.Documented, out.Document, out.VMs = tm(at), true, st.Site, st.VMs
+		return nil
+	})
+	if err != nil {
+		return store.DesiredState{}, fmt.Errorf("desired state of site %s/%s: %w", tenant, site, err)
+	}
+	return out, nil
 }

@@ -1,0 +1,182 @@
+package storetest
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+// testDesiredState checks RecordSitePlan and DesiredState: a site's
+// desired state is recorded with its plan in one transaction and read back
+// with its documents, per tenant, from the newest record.
+func testDesiredState(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r1, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r1", URL: "u1"}, "")
+	must(t, err)
+	r2, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r2", URL: "u2"}, "")
+	must(t, err)
+
+	_, err = s.DesiredState(ctx, tenantA, siteA)
+	wantErr(t, err, store.ErrNotFound)
+
+	doc := &model.Site{Name: siteA, Labels: map[string]string{"region": "eu"}}
+	vms := []model.VirtualMachine{
+		{Name: "vm-a", Site: siteA, Spec: model.VMSpec{State: model.VMRunning, CPUs: 2, MemoryMiB: 512}},
+		{Name: "vm-b", Site: siteA, Labels: map[string]string{"tier": "db"}, Spec: model.VMSpec{State: model.VMStopped, CPUs: 1, MemoryMiB: 256}},
+	}
+	d := store.SiteDesired{Site: siteA, Hash: "h1", InventoryVersion: 3, Commit: "c1", UpdatedAt: epoch, Document: doc, VMs: vms}
+	p := plan(tenantA, siteA, "1", "vm-a", "vm-b")
+	stored, err := s.RecordSitePlan(ctx, admin, tenantA, r1.ID, d, &p, epoch)
+	must(t, err)
+	if !stored {
+		t.Error("RecordSitePlan of a new plan: stored false")
+	}
+	if ap, err := s.ActivePlan(ctx, tenantA, siteA); err != nil || ap.Plan.ID != p.ID || ap.RepoID != r1.ID {
+		t.Errorf("active plan after RecordSitePlan = %s from %q (%v), want %s from %s", ap.Plan.ID, ap.RepoID, err, p.ID, r1.ID)
+	}
+	// Recording the same plan again stores nothing new but still records.
+	d.InventoryVersion = 4
+	stored, err = s.RecordSitePlan(ctx, admin, tenantA, r1.ID, d, &p, epoch)
+	must(t, err)
+	if stored {
+		t.Error("RecordSitePlan of an existing plan: stored true")
+	}
+
+	must(t, s.MarkCommitApplied(ctx, admin, tenantA, r1.ID, "c1", epoch))
+	got, err := s.DesiredState(ctx, tenantA, siteA)
+	must(t, err)
+	want := store.DesiredState{
+		SiteDesired: store.SiteDesired{Site: siteA, Hash: "h1", InventoryVersion: 4, Commit: "c1", UpdatedAt: epoch, Documented: true, Document: doc, VMs: vms},
+		RepoID:      r1.ID, AppliedCommit: "c1",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("DesiredState (-want +got):\n%s", diff)
+	}
+	// The listing carries the key and the flag, not the documents.
+	list, err := s.SiteDesired(ctx, tenantA, r1.ID)
+	must(t, err)
+	wantList := map[string]store.SiteDesired{siteA: {Site: siteA, Hash: "h1", InventoryVersion: 4, Commit: "c1", UpdatedAt: epoch, Documented: true}}
+	if diff := cmp.Diff(wantList, list); diff != "" {
+		t.Errorf("SiteDesired (-want +got):\n%s", diff)
+	}
+
+	// Another tenant sees nothing and cannot record into the repository.
+	_, err = s.DesiredState(ctx, tenantB, siteA)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.RecordSitePlan(ctx, admin, tenantB, r1.ID, store.SiteDesired{Site: siteA}, nil, epoch)
+	wantErr(t, err, store.ErrNotFound)
+
+	// One transaction: a plan that cannot be stored (site not registered)
+	// records no desired state either.
+	ghost := plan(tenantA, "site-ghost", "1", "vm-a")
+	_, err = s.RecordSitePlan(ctx, admin, tenantA, r1.ID, store.SiteDesired{Site: "site-ghost", Hash: "g"}, &ghost, epoch)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.DesiredState(ctx, tenantA, "site-ghost")
+	wantErr(t, err, store.ErrNotFound)
+	// ... and a desired state that cannot be recorded (unknown repository)
+	// stores no plan.
+	p2 := plan(tenantA, siteA, "2", "vm-c")
+	_, err = s.RecordSitePlan(ctx, admin, tenantA, "no-such-repo", store.SiteDesired{Site: siteA}, &p2, epoch)
+	wantErr(t, err, store.ErrNotFound)
+	if _, err := s.GetPlan(ctx, tenantA, p2.ID); err == nil {
+		t.Error("plan stored although its desired state was not recorded")
+	}
+
+	// Bad input names the field.
+	for name, c := range map[string]struct {
+		d store.SiteDesired
+		p *model.Plan
+	}{
+		"no site":         {store.SiteDesired{Hash: "x"}, nil},
+		"vm of elsewhere": {store.SiteDesired{Site: siteA, VMs: []model.VirtualMachine{{Name: "v", Site: siteB}}}, nil},
+		"plan of another": {store.SiteDesired{Site: siteA}, &p2},
+	} {
+		if c.p != nil {
+			other := *c.p
+			other.Site = siteB
+			c.p = &other
+		}
+		_, err := s.RecordSitePlan(ctx, admin, tenantA, r1.ID, c.d, c.p, epoch)
+		if err == nil {
+			t.Errorf("%s: RecordSitePlan accepted it", name)
+			continue
+		}
+		wantErr(t, err, store.ErrInvalid)
+	}
+
+	// Without a plan (converged, or a site gone from git: no documents),
+	// the newer record of the tenant's repositories answers.
+	stored, err = s.RecordSitePlan(ctx, admin, tenantA, r2.ID, store.SiteDesired{Site: siteA, Hash: "", InventoryVersion: 5, Commit: "d1", UpdatedAt: epoch.Add(second)}, nil, epoch)
+	must(t, err)
+	if stored {
+		t.Error("RecordSitePlan without a plan: stored true")
+	}
+	got, err = s.DesiredState(ctx, tenantA, siteA)
+	must(t, err)
+	want = store.DesiredState{
+		SiteDesired: store.SiteDesired{Site: siteA, InventoryVersion: 5, Commit: "d1", UpdatedAt: epoch.Add(second), Documented: true, VMs: []model.VirtualMachine{}},
+		RepoID:      r2.ID,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("DesiredState of the newer record (-want +got):\n%s", diff)
+	}
+
+	// Deleting the repository drops its records.
+	must(t, s.DeleteRepository(ctx, admin, tenantA, r2.ID))
+	got, err = s.DesiredState(ctx, tenantA, siteA)
+	if err != nil || got.RepoID != r1.ID {
+		t.Errorf("DesiredState after deleting the newer repository = %q (%v), want %s", got.RepoID, err, r1.ID)
+	}
+}
+
+// DesiredKeyUpgrade checks migration 0007 on a database that holds
+// incremental keys as one "hash@inventoryVersion" string: after the
+// upgrade each record has the hash and the inventory version as two
+// fields, no documents (Documented false, so DesiredState does not answer
+// from it), and its commit and time unchanged. The older schema is made by
+// taking 0007 back out of a migrated database with ExecRaw.
+func DesiredKeyUpgrade(t *testing.T, openDB OpenDatabase) {
+	ctx := t.Context()
+	reopen := openDB(t)
+	s := reopen(nil, false)
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+	want := map[string]store.SiteDesired{
+		siteA: {Site: siteA, Hash: "0123abcd", InventoryVersion: 42, Commit: "c1", UpdatedAt: epoch},
+		siteB: {Site: siteB, Hash: "", InventoryVersion: 3, Commit: "c2", UpdatedAt: epoch.Add(second)}, // gone from git
+	}
+	for _, d := range want {
+		d.Document = &model.Site{Name: d.Site}
+		_, err := s.RecordSitePlan(ctx, admin, tenantA, r.ID, d, nil, epoch)
+		must(t, err)
+	}
+	raw, ok := s.(Raw)
+	if !ok {
+		t.Fatalf("%T has no ExecRaw", s)
+	}
+	for _, q := range []string{
+		`UPDATE site_desired SET hash = hash || '@' || CAST(inventory_version AS TEXT)`,
+		`DROP INDEX site_desired_site`,
+		`ALTER TABLE site_desired DROP COLUMN inventory_version`,
+		`ALTER TABLE site_desired DROP COLUMN state`,
+		`DELETE FROM schema_migrations WHERE version = 7`,
+	} {
+		if err := raw.ExecRaw(ctx, q); err != nil {
+			t.Fatalf("take 0007 back out: %s: %v", q, err)
+		}
+	}
+
+	s = reopen(nil, false)
+	got, err := s.SiteDesired(ctx, tenantA, r.ID)
+	must(t, err)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("records after the upgrade (-want +got):\n%s", diff)
+	}
+	_, err = s.DesiredState(ctx, tenantA, siteA)
+	wantErr(t, err, store.ErrNotFound)
+}
