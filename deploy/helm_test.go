@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -86,6 +87,7 @@ type rendered struct {
 	service        *corev1.Service
 	serviceAccount *corev1.ServiceAccount
 	networkPolicy  *networkingv1.NetworkPolicy
+	pdb            *policyv1.PodDisruptionBudget
 	serviceMonitor *serviceMonitor
 }
 
@@ -144,6 +146,9 @@ func render(t *testing.T, bin string, args ...string) rendered {
 		case "networking.k8s.io/v1 NetworkPolicy":
 			r.networkPolicy = new(networkingv1.NetworkPolicy)
 			obj = r.networkPolicy
+		case "policy/v1 PodDisruptionBudget":
+			r.pdb = new(policyv1.PodDisruptionBudget)
+			obj = r.pdb
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			r.serviceMonitor = new(serviceMonitor)
 			obj = r.serviceMonitor
@@ -391,8 +396,19 @@ func mountedFromSecret(c corev1.Container, volumes map[string]corev1.Volume, pat
 // TestHelmTemplateDefaults renders the chart with its defaults.
 func TestHelmTemplateDefaults(t *testing.T) {
 	r := render(t, helm(t))
-	if want := []string{"Deployment", "NetworkPolicy", "Service", "ServiceAccount"}; !slices.Equal(r.kinds, want) {
+	if want := []string{"Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount"}; !slices.Equal(r.kinds, want) {
 		t.Errorf("rendered %v, want %v (no ServiceMonitor by default)", r.kinds, want)
+	}
+	if r.pdb == nil {
+		t.Fatal("no PodDisruptionBudget rendered for 2 replicas")
+	}
+	pdbSel, err := metav1.LabelSelectorAsSelector(r.pdb.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.pdb.Spec.MaxUnavailable == nil || *r.pdb.Spec.MaxUnavailable != intstr.FromInt32(1) ||
+		pdbSel.Empty() || !pdbSel.Matches(labels.Set(r.deployment.Spec.Template.Labels)) {
+		t.Errorf("PodDisruptionBudget %+v, want maxUnavailable 1 over the pods", r.pdb.Spec)
 	}
 	checkPod(t, r, "nkudo-database", "nkudo-pki")
 	if got := r.deployment.Spec.Replicas; got == nil || *got != 2 {
@@ -416,7 +432,7 @@ func TestHelmTemplateDefaults(t *testing.T) {
 // other names (testdata/helm-values.yaml).
 func TestHelmTemplateValues(t *testing.T) {
 	r := render(t, helm(t), "-f", "testdata/helm-values.yaml")
-	if want := []string{"Deployment", "NetworkPolicy", "Service", "ServiceAccount", "ServiceMonitor"}; !slices.Equal(r.kinds, want) {
+	if want := []string{"Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceMonitor"}; !slices.Equal(r.kinds, want) {
 		t.Errorf("rendered %v, want %v", r.kinds, want)
 	}
 	checkPod(t, r, "pg-url", "edge-pki")
@@ -477,6 +493,18 @@ func TestHelmTemplateValues(t *testing.T) {
 		if !slices.Contains(egressPorts, want) {
 			t.Errorf("egress ports %v lack %s", egressPorts, want)
 		}
+	}
+}
+
+// TestHelmTemplateOneReplica renders one replica: a PodDisruptionBudget
+// would then block every node drain, so there is none.
+func TestHelmTemplateOneReplica(t *testing.T) {
+	r := render(t, helm(t), "--set", "replicaCount=1")
+	if got := r.deployment.Spec.Replicas; got == nil || *got != 1 {
+		t.Errorf("replicas = %v, want 1", got)
+	}
+	if r.pdb != nil {
+		t.Errorf("one replica rendered a PodDisruptionBudget %+v", r.pdb.Spec)
 	}
 }
 
