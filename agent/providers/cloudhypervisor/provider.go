@@ -813,7 +813,7 @@ func (p *Provider) List(ctx context.Context) ([]model.ObservedVM, error) {
 			continue
 		}
 		var info VmInfo
-		var ierr error = errors.New("no vmm")
+		ierr := errors.New("no vmm")
 		if c, _, ok := p.alive(ctx, name); ok {
 			ictx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			info, ierr = c.Info(ictx)

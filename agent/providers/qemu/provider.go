@@ -784,7 +784,7 @@ func (p *Provider) List(ctx context.Context) ([]model.ObservedVM, error) {
 			continue
 		}
 		var live liveInfo
-		var lerr error = errors.New("no qemu")
+		lerr := errors.New("no qemu")
 		if p.pid(name) > 0 {
 			live, lerr = p.liveInfo(ctx, name)
 		}
