@@ -85,7 +85,8 @@ type Agent struct {
 	// nbJoined and nbFailed fingerprint the NetBird configuration last
 	// joined with and last failed with (a digest: never the key).
 	nbJoined, nbFailed string
-	nbBusy             sync.Mutex // held while a join runs
+	nbBusy             sync.Mutex     // held while a join runs
+	nbJoins            sync.WaitGroup // the join goroutine, for Run to wait on
 }
 
 // New builds an agent.
@@ -143,8 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.execLoop(ctx)
 	cancel()
 	wg.Wait()
-	a.nbBusy.Lock() // a NetBird join still running ends with loopCtx
-	a.nbBusy.Unlock()
+	a.nbJoins.Wait() // a NetBird join still running ends with loopCtx
 	// Last chance for what the final action produced.
 	flushCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer stop()

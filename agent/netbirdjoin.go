@@ -35,7 +35,9 @@ func (a *Agent) joinNetBird(ctx context.Context, cfg api.NetBirdConfig) {
 	if joined || !a.nbBusy.TryLock() {
 		return
 	}
+	a.nbJoins.Add(1)
 	go func() {
+		defer a.nbJoins.Done()
 		defer a.nbBusy.Unlock()
 		err := a.cfg.NetBird.Join(ctx, cfg)
 		a.mu.Lock()
