@@ -29,10 +29,11 @@ e2e:
 update-golden:
     go test ./diff/ -run Golden -update
 
-# Format check and vet.
+# Format check, vet and golangci-lint (pinned, built on first use).
 lint:
     test -z "$(gofmt -l $(git ls-files '*.go' | grep -v '^tests/forge/'))"
     go vet ./...
+    "$(scripts/build-tool.sh golangci-lint)" run ./...
 
 # Run the benchmarks of the planner, validator, store and API.
 bench:

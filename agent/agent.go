@@ -39,6 +39,9 @@ type Config struct {
 	PollWait time.Duration
 	// FirstHeartbeat is the interval used until the server names one; zero means 15s.
 	FirstHeartbeat time.Duration
+	// NetBird, when set, joins with the setup key and management URL a
+	// heartbeat answer carries (nil: such answers are ignored).
+	NetBird NetBirdJoiner
 	// Renew, when set, runs beside the loops (certificate renewal).
 	Renew func(ctx context.Context) error
 	// CheckTimeout bounds the check, before a plan's first action, that the
@@ -79,6 +82,11 @@ type Agent struct {
 	firstHB chan struct{}
 	// closedLogs names plans whose logs reached a control-plane quota.
 	closedLogs closedLogs
+	// nbJoined and nbFailed fingerprint the NetBird configuration last
+	// joined with and last failed with (a digest: never the key).
+	nbJoined, nbFailed string
+	nbBusy             sync.Mutex     // held while a join runs
+	nbJoins            sync.WaitGroup // the join goroutine, for Run to wait on
 }
 
 // New builds an agent.
@@ -136,6 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.execLoop(ctx)
 	cancel()
 	wg.Wait()
+	a.nbJoins.Wait() // a NetBird join still running ends with loopCtx
 	// Last chance for what the final action produced.
 	flushCtx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer stop()
@@ -295,6 +304,9 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 				a.log.Info("heartbeat recovered")
 			}
 			failing, backoff = false, time.Second
+			if resp.NetBird != nil {
+				a.joinNetBird(ctx, *resp.NetBird)
+			}
 			// The control plane answers: retry buffered reports now rather
 			// than at the end of the delivery backoff.
 			if a.cfg.Executor.Results.Len()+a.cfg.Executor.Logs.Len()+a.cfg.Executor.Held() > 0 {

@@ -90,13 +90,6 @@ func (c *memCP) WatchPlan(ctx context.Context, after string, wait time.Duration)
 	}
 }
 
-// cancel supersedes the plan without a newer one, by commit.
-func (c *memCP) cancel(commit string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.cancelLocked(commit)
-}
-
 func (c *memCP) cancelLocked(commit string) {
 	c.plan = &api.AgentPlan{Plan: c.plan.Plan, Status: model.PlanSuperseded, SupersededByCommit: commit}
 	close(c.planWake)

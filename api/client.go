@@ -419,6 +419,23 @@ func (c *Client) DeleteCredential(ctx context.Context, name string) error {
 	return err
 }
 
+// SetNetBirdIntegration sets the tenant's NetBird management API; the
+// server checks the token against it first.
+func (c *Client) SetNetBirdIntegration(ctx context.Context, req SetNetBirdIntegrationRequest) (NetBirdIntegration, error) {
+	return call[NetBirdIntegration](ctx, c, http.MethodPut, PathNetBird, nil, req)
+}
+
+// GetNetBirdIntegration shows the tenant's NetBird management API.
+func (c *Client) GetNetBirdIntegration(ctx context.Context) (NetBirdIntegration, error) {
+	return call[NetBirdIntegration](ctx, c, http.MethodGet, PathNetBird, nil, nil)
+}
+
+// DeleteNetBirdIntegration removes it (the token credential stays).
+func (c *Client) DeleteNetBirdIntegration(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodDelete, PathNetBird, nil, nil, nil)
+	return err
+}
+
 // Reconcile triggers a reconcile of the repository.
 func (c *Client) Reconcile(ctx context.Context, id, ref string) (TriggerResult, error) {
 	return call[TriggerResult](ctx, c, http.MethodPost, Path(PathRepoReconcile, id), nil, ReconcileRequest{Ref: ref})
@@ -572,4 +589,58 @@ func fingerprint(der []byte) string {
 // VerifyAudit asks the server to recompute the whole audit hash chain (admin).
 func (c *Client) VerifyAudit(ctx context.Context) (AuditVerification, error) {
 	return call[AuditVerification](ctx, c, http.MethodGet, PathAuditVerify, nil, nil)
+}
+
+// HTTPClient is the client's HTTP client, with its TLS settings (the
+// agent's mTLS certificate): for downloads from the control plane that are
+// not JSON calls, such as images.
+func (c *Client) HTTPClient() *http.Client { return c.hc }
+
+// PushImage streams size bytes of body to the tenant's image store under
+// name. sum, when not empty, is the digest the caller computed: the server
+// refuses the push if the bytes do not match it.
+func (c *Client) PushImage(ctx context.Context, name, sum string, size int64, body io.Reader) (PushImageResponse, error) {
+	q := url.Values{}
+	if name != "" {
+		q.Set("name", name)
+	}
+	if sum != "" {
+		q.Set("sha256", sum)
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, PathImages, q, nil)
+	if err != nil {
+		return PushImageResponse{}, err
+	}
+	req.Body = io.NopCloser(body)
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return PushImageResponse{}, fmt.Errorf("POST %s: %w", PathImages, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return PushImageResponse{}, decodeError(resp)
+	}
+	var out PushImageResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return out, fmt.Errorf("POST %s: decode response: %w", PathImages, err)
+	}
+	return out, nil
+}
+
+// ListImages lists the tenant's images.
+func (c *Client) ListImages(ctx context.Context) ([]Image, error) {
+	return call[[]Image](ctx, c, http.MethodGet, PathImages, nil, nil)
+}
+
+// GetImage returns the tenant's image with digest sum.
+func (c *Client) GetImage(ctx context.Context, sum string) (Image, error) {
+	return call[Image](ctx, c, http.MethodGet, Path(PathImage, sum), nil, nil)
+}
+
+// DeleteImage removes the tenant's image with digest sum.
+func (c *Client) DeleteImage(ctx context.Context, sum string) error {
+	_, err := c.do(ctx, http.MethodDelete, Path(PathImage, sum), nil, nil, nil)
+	return err
 }

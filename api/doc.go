@@ -31,6 +31,10 @@
 //     cap and log quotas; an agent stops sending a closed plan's lines);
 //     LogPage.Next (pages bounded in bytes; follow it) and LogPage.Dropped.
 //     Response fields only: older peers ignore them.
+//   - 1 (2026-12-07): GET /v1/agent/images/sha256/{sha256}: images pushed
+//     to the control plane, fetched by the agent like any image URL. A new
+//     route only: older agents fetch it as plain HTTPS (and fail on the
+//     control plane's private CA without their certificate).
 package api
 
 // ProtocolVersion is the agent protocol this package speaks; see the changelog above.

@@ -34,6 +34,7 @@ const (
 	PathRepoPreview   = "/v1/repos/{repo}/previews/{pr}"
 	PathCredentials   = "/v1/credentials" // tenant-owned; the secret is write-only
 	PathCredential    = "/v1/credentials/{name}"
+	PathNetBird       = "/v1/netbird" // the tenant's NetBird management API; the token is write-only
 	PathSites         = "/v1/sites"
 	PathSite          = "/v1/sites/{site}"
 	PathSiteNetBird   = "/v1/sites/{site}/netbird"
@@ -46,6 +47,12 @@ const (
 	PathPlanLogs      = "/v1/plans/{plan}/logs" // ?after=<seq>&follow=true
 	PathAudit         = "/v1/audit"             // ?after=<seq>&limit=
 	PathAuditVerify   = "/v1/audit/verify"      // admin: recompute the hash chain
+
+	// Content-addressed images. Push is POST with the raw bytes as the body
+	// (?name=&sha256= optional); agents fetch over mTLS.
+	PathImages     = "/v1/images"
+	PathImage      = "/v1/images/{sha256}"
+	PathAgentImage = "/v1/agent/images/sha256/{sha256}"
 )
 
 // TenantHeader lets an admin token act on one tenant's objects.

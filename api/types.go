@@ -259,6 +259,11 @@ type HeartbeatResponse struct {
 	// agent sends such an addition only after a heartbeat answer listed it;
 	// empty from a control plane that predates the list.
 	Features []string `json:"features,omitempty"`
+	// NetBird, when set, is a setup key the control plane minted for this
+	// site (its tenant has a NetBird integration) and the management URL
+	// to join with: an agent whose NetBird client is not joined with it
+	// runs `netbird up` again, without a restart. A secret: never logged.
+	NetBird *NetBirdConfig `json:"netbird,omitempty"`
 }
 
 // Has reports whether the answer lists feature.
@@ -523,6 +528,34 @@ func (r PutCredentialRequest) String() string {
 	return fmt.Sprintf("{kind:%s host:%s secret:[redacted]}", r.Kind, r.Host)
 }
 
+// NetBirdIntegration is a tenant's NetBird management API as shown: never
+// its token, which lives in the tenant credential Credential.
+type NetBirdIntegration struct {
+	URL         string `json:"url"`
+	Credential  string `json:"credential"`
+	Fingerprint string `json:"fingerprint"` // of the token, as Credential.Fingerprint
+	// Groups is how many groups the account had when the token was
+	// checked (in the answer to a set only).
+	Groups    int       `json:"groups,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// SetNetBirdRequest sets the tenant's NetBird management API (PUT
+// /v1/netbird). The server checks the token with GET /api/groups before it
+// stores anything; the token becomes the token credential Credential
+// ("" = "netbird") bound to the URL's host.
+type SetNetBirdIntegrationRequest struct {
+	URL        string `json:"url"`
+	Token      string `json:"token"`
+	Credential string `json:"credential,omitempty"`
+}
+
+// String hides the token when a request is printed.
+func (r SetNetBirdIntegrationRequest) String() string {
+	return fmt.Sprintf("{url:%s credential:%s token:[redacted]}", r.URL, r.Credential)
+}
+
 // ReconcileRequest asks for a reconcile of a ref ("" = the configured branch).
 type ReconcileRequest struct {
 	Ref string `json:"ref,omitempty"`
@@ -586,6 +619,23 @@ type Site struct {
 	NetBirdManagementURL string `json:"netbirdManagementUrl,omitempty"`
 	// NetBirdConfigured says whether a setup key is set; the key is never returned.
 	NetBirdConfigured bool `json:"netbirdConfigured"`
+	// NetBirdSync is how the control plane manages the site's NetBird peer
+	// (nil: its tenant has no NetBird integration or the Site no netbird
+	// section yet).
+	NetBirdSync *NetBirdSync `json:"netbirdSync,omitempty"`
+}
+
+// NetBirdSync is the state of the control plane's management of a site's
+// NetBird peer. Never the setup key.
+type NetBirdSync struct {
+	PeerID string   `json:"peerId,omitempty"`
+	Groups []string `json:"groups"`
+	// KeyPending is true while a minted setup key waits for the agent.
+	KeyPending bool `json:"keyPending"`
+	// LastChange is the last membership change ("+a -b"), drift included.
+	LastChange string    `json:"lastChange,omitempty"`
+	LastError  string    `json:"lastError,omitempty"`
+	UpdatedAt  time.Time `json:"updatedAt"`
 }
 
 // CreateSiteRequest registers a site; Name is a DNS label.
@@ -734,4 +784,28 @@ type AuditVerification struct {
 type Health struct {
 	Status string `json:"status"` // "ok" or "unavailable"
 	Error  string `json:"error,omitempty"`
+}
+
+// Image is a content-addressed image (kernel, initramfs, firmware, disk)
+// a tenant pushed to the control plane.
+type Image struct {
+	SHA256 string `json:"sha256"` // 64 lower-case hex digits
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	// URL is where the tenant's agents fetch it (over their mTLS
+	// connection): put it with SHA256 in a manifest's image, kernel,
+	// initramfs or firmware.
+	URL          string    `json:"url"`
+	CreatedAt    time.Time `json:"createdAt"`
+	ReferencedAt time.Time `json:"referencedAt,omitzero"` // last seen in a manifest; zero = never
+	// Missing is true when the record exists but its file is gone from the
+	// control plane's image store (a lost data dir): push the file again.
+	Missing bool `json:"missing,omitempty"`
+}
+
+// PushImageResponse is the answer to a push.
+type PushImageResponse struct {
+	Image
+	// Created is false when the tenant already had the image.
+	Created bool `json:"created"`
 }

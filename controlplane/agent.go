@@ -237,6 +237,7 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 		s.opts.Reconciler.InventoryChanged(ctx, c.id.Tenant, c.id.Site)
 	}
 	return api.HeartbeatResponse{
+		NetBird:          s.pendingNetBird(ctx, c.id.Tenant, c.id.Site),
 		NextHeartbeat:    api.Duration(interval),
 		InventoryVersion: res.InventoryVersion,
 		ServerTime:       now.UTC(),

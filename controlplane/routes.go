@@ -46,6 +46,9 @@ type Route struct {
 	// naming a tenant (installation-wide views).
 	TenantOptional bool
 	handle         handlerFunc
+	// bodyLimit replaces Options.MaxBodyBytes for this route (0 = keep):
+	// the image push streams large bodies and applies its own limits.
+	bodyLimit int64
 }
 
 // handlerFunc handles one authenticated request. A returned error becomes
@@ -90,6 +93,7 @@ func (s *Server) routeTable() []Route {
 		return Route{Method: method, Pattern: pattern, Auth: auth, handle: h}
 	}
 	opt := func(rt Route) Route { rt.TenantOptional = true; return rt }
+	streamed := func(rt Route, limit int64) Route { rt.bodyLimit = limit; return rt }
 	return []Route{
 		r("GET", api.PathHealthz, AuthPublic, s.handleHealthz),
 		r("GET", api.PathReadyz, AuthPublic, s.handleReadyz),
@@ -126,6 +130,9 @@ func (s *Server) routeTable() []Route {
 		r("GET", api.PathCredentials, AuthUser, s.handleListCredentials),
 		r("PUT", api.PathCredential, AuthUser, s.handlePutCredential),
 		r("DELETE", api.PathCredential, AuthUser, s.handleDeleteCredential),
+		r("GET", api.PathNetBird, AuthUser, s.handleGetNetBird),
+		r("PUT", api.PathNetBird, AuthUser, s.handlePutNetBird),
+		r("DELETE", api.PathNetBird, AuthUser, s.handleDeleteNetBird),
 
 		r("POST", api.PathSites, AuthUser, s.handleCreateSite),
 		r("GET", api.PathSites, AuthUser, s.handleListSites),
@@ -143,6 +150,12 @@ func (s *Server) routeTable() []Route {
 
 		opt(r("GET", api.PathAudit, AuthUser, s.handleAudit)),
 		r("GET", api.PathAuditVerify, AuthAdmin, s.handleAuditVerify),
+
+		r("GET", api.PathAgentImage, AuthAgent, s.handleAgentImage),
+		streamed(r("POST", api.PathImages, AuthUser, s.handlePushImage), s.opts.MaxImageBytes+1),
+		r("GET", api.PathImages, AuthUser, s.handleListImages),
+		r("GET", api.PathImage, AuthUser, s.handleGetImage),
+		r("DELETE", api.PathImage, AuthUser, s.handleDeleteImage),
 	}
 }
 
@@ -212,6 +225,9 @@ func (s *Server) wrap(rt Route) http.Handler {
 			limit := s.opts.MaxBodyBytes
 			if rt.Auth == AuthWebhook {
 				limit = max(limit, maxWebhookBody)
+			}
+			if rt.bodyLimit > 0 {
+				limit = rt.bodyLimit
 			}
 			r.Body = http.MaxBytesReader(rec, r.Body, limit)
 		}

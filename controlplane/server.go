@@ -27,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
 )
@@ -63,6 +64,12 @@ type Options struct {
 	// would travel over plain http (local development only; the
 	// reconciler must be configured the same way).
 	AllowInsecureCredentials bool
+
+	// NetBirdEgress is the egress policy on calls to tenants' NetBird
+	// management APIs (zero: the default refusals). NetBirdTLS, when set,
+	// is their TLS configuration (tests: the fake's roots).
+	NetBirdEgress egress.Policy
+	NetBirdTLS    *tls.Config
 
 	// HeartbeatRate is the total heartbeats per second the server is sized
 	// for; the interval handed to agents is max(MinHeartbeatInterval,
@@ -117,6 +124,18 @@ type Options struct {
 	// ProtectedDirs are the server's own directories (data dir: mirrors,
 	// notes, credentials, PKI, database) that no repository may name.
 	ProtectedDirs []string
+
+	// ImageDir holds the content-addressed image store ("" = no image
+	// store: the image routes answer 501). nkudo serve uses <data dir>/images.
+	ImageDir string
+	// MaxImageBytes bounds one pushed image. Default DefaultMaxImageBytes (8 GiB).
+	MaxImageBytes int64
+	// ImageQuotaBytes bounds the total size of one tenant's images.
+	// Default DefaultImageQuotaBytes (64 GiB).
+	ImageQuotaBytes int64
+	// ImageGCGrace is how long an image no manifest references is kept
+	// after it was pushed or last referenced. Default 24h.
+	ImageGCGrace time.Duration
 }
 
 // Server is the control plane API. Create it with New; serve it with Serve
@@ -140,6 +159,8 @@ type Server struct {
 	crlSlots       busySlots
 	ready          readiness
 	metricsHandler http.Handler // one instance, so its in-flight cap holds
+
+	imageMu sync.Mutex // serialises placing and removing image files
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
@@ -191,6 +212,15 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.MaxImageBytes <= 0 {
+		opts.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if opts.ImageQuotaBytes <= 0 {
+		opts.ImageQuotaBytes = DefaultImageQuotaBytes
+	}
+	if opts.ImageGCGrace <= 0 {
+		opts.ImageGCGrace = DefaultImageGCGrace
 	}
 	s := &Server{
 		opts:     opts,

@@ -78,6 +78,13 @@ func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) 
 		}
 		v.Revoked = rev
 	}
+	switch p, err := s.store.GetNetBirdPeer(ctx, st.Tenant, st.Name); {
+	case err == nil:
+		v.NetBirdSync = &api.NetBirdSync{PeerID: p.PeerID, Groups: p.Groups, KeyPending: p.SetupKey != "",
+			LastChange: p.LastChange, LastError: p.LastError, UpdatedAt: p.UpdatedAt}
+	case !errors.Is(err, store.ErrNotFound):
+		return api.Site{}, err
+	}
 	return v, nil
 }
 

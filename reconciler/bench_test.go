@@ -119,7 +119,7 @@ func BenchmarkReconcileOneFileChange(b *testing.B) {
 
 // BenchmarkWebhookToPlansStored measures a signed push delivery to the
 // moment the changed site's plan is in the store, through the webhook
-// handler, its queue, the reconciler queue and an incremental reconcile
+// handler, the reconciler's task queue and an incremental reconcile
 // of the 1,000-site repository.
 func BenchmarkWebhookToPlansStored(b *testing.B) {
 	e := newEnv(b, benchSiteNames(), nil)

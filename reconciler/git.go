@@ -205,7 +205,7 @@ func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []c
 	case optional && (errors.Is(err, git.NoMatchingRefSpecError{}) || strings.Contains(err.Error(), "couldn't find remote ref")):
 		return nil
 	}
-	return fmt.Errorf("fetch %s: %s", forge.SanitizeURL(m.url), sanitizeErr(fetchErr(ctx, err), m.url))
+	return fmt.Errorf("fetch %s: %w", forge.SanitizeURL(m.url), sanitize(fetchErr(ctx, err), m.url))
 }
 
 // checkRemote refuses, before dialling, a network source the egress
@@ -238,15 +238,6 @@ func fetchErr(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%w)", err, cause)
 	}
 	return err
-}
-
-// sanitizeErr keeps credentials from an error text.
-func sanitizeErr(err error, rawURL string) string {
-	s := err.Error()
-	if rawURL != "" {
-		s = strings.ReplaceAll(s, rawURL, forge.SanitizeURL(rawURL))
-	}
-	return s
 }
 
 // fetchBranch fetches one branch ("" = the remote's default) and returns
@@ -290,7 +281,7 @@ func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (
 	lctx, _ := m.git.Context(ctx)
 	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: m.git.SSHAuth(auth)})
 	if err != nil {
-		return "", fmt.Errorf("list %s: %s", forge.SanitizeURL(m.url), sanitizeErr(fetchErr(ctx, err), m.url))
+		return "", fmt.Errorf("list %s: %w", forge.SanitizeURL(m.url), sanitize(fetchErr(ctx, err), m.url))
 	}
 	for _, ref := range refs {
 		if ref.Name() == plumbing.HEAD && ref.Type() == plumbing.SymbolicReference {

@@ -18,7 +18,8 @@ type Loop struct {
 	Webhooks *webhooks.Handler
 }
 
-// NewLoop builds a reconciler and the webhook handler that feeds it.
+// NewLoop builds a reconciler and the webhook handler that feeds it: an
+// accepted delivery goes straight into the reconciler's task queue.
 func NewLoop(o Options) (*Loop, error) {
 	rec, err := New(o)
 	if err != nil {
@@ -28,7 +29,8 @@ func NewLoop(o Options) (*Loop, error) {
 	return &Loop{Reconciler: rec, Webhooks: wh}, nil
 }
 
-// Run runs the reconciler and the webhook queue until ctx ends.
+// Run runs the reconciler, and the webhook handler's pruning of old
+// delivery IDs, until ctx ends.
 func (l *Loop) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { l.Webhooks.Run(ctx) })

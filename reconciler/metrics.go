@@ -6,8 +6,6 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/nkudo/nkudo/schema"
 )
 
 // reconcileErrors counts reconciles that ended in an error, by tenant and
@@ -40,15 +38,15 @@ func newReconcileErrors(reg prometheus.Registerer) (reconcileErrors, error) {
 	return reconcileErrors{vec}, nil
 }
 
-// count counts err (nil: nothing) unless ctx ended: a reconcile cut short
-// did not fail.
+// count counts err (nil: nothing) by the reason its *Error gives; a
+// reconcile cut short (ctx ended) did not fail and is not counted.
 func (m reconcileErrors) count(ctx context.Context, tenant string, err error) {
-	if err == nil || ctx.Err() != nil || m.vec == nil {
+	if m.vec == nil {
 		return
 	}
-	reason := "error"
-	if errors.Is(err, ErrInvalidCommit) || errors.Is(err, schema.ErrNoManifests) {
-		reason = "invalid"
+	e := asError(ctx, err)
+	if e == nil || e.metricReason() == "" {
+		return
 	}
-	m.vec.WithLabelValues(tenant, reason).Inc()
+	m.vec.WithLabelValues(tenant, e.metricReason()).Inc()
 }

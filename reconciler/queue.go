@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sync"
@@ -12,8 +13,12 @@ import (
 // repository, nor more than perTenant tasks of one tenant, at once: a
 // tenant whose repository is stuck in a slow fetch or load holds at most
 // perTenant workers, and the others go on serving the other tenants.
+// It is the loop's one queue: webhooks, polls, manual triggers and drift
+// all push into it, and it is bounded: a task with a new key is refused
+// once max tasks wait (one already waiting with its key still merges).
 type taskQueue struct {
 	perTenant int
+	max       int
 	// wake is signalled when a task may have become runnable.
 	wake chan struct{}
 
@@ -25,9 +30,10 @@ type taskQueue struct {
 	busy     map[string]bool     // repository ID → one of its tasks running
 }
 
-func newTaskQueue(perTenant int) *taskQueue {
+func newTaskQueue(perTenant, size int) *taskQueue {
 	return &taskQueue{
 		perTenant: max(perTenant, 1),
+		max:       cmp.Or(max(size, 0), DefaultQueueSize),
 		wake:      make(chan struct{}, 1),
 		tasks:     map[string]*task{},
 		byTenant:  map[string][]string{},
@@ -44,8 +50,9 @@ func taskKey(t *task) string {
 	return key
 }
 
-// push queues t, or merges it into the waiting task with its key.
-func (q *taskQueue) push(t *task) {
+// push queues t, or merges it into the waiting task with its key. It is
+// false when t was refused: the queue is full and nothing waits with t's key.
+func (q *taskQueue) push(t *task) bool {
 	key := taskKey(t)
 	q.mu.Lock()
 	if old, ok := q.tasks[key]; ok {
@@ -57,6 +64,10 @@ func (q *taskQueue) push(t *task) {
 			*old = *t // the latest ref or head wins
 		}
 	} else {
+		if len(q.tasks) >= q.max {
+			q.mu.Unlock()
+			return false
+		}
 		q.tasks[key] = t
 		if len(q.byTenant[t.tenant]) == 0 {
 			q.turn = append(q.turn, t.tenant)
@@ -65,6 +76,14 @@ func (q *taskQueue) push(t *task) {
 	}
 	q.mu.Unlock()
 	q.signal()
+	return true
+}
+
+// waiting is how many tasks wait for a worker.
+func (q *taskQueue) waiting() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.tasks)
 }
 
 // pop takes the next runnable task: from the first tenant in turn that is

@@ -18,7 +18,7 @@ func popAll(q *taskQueue) []string {
 // TestTaskQueueTakesTenantsInTurn: with no limit in the way, tasks are
 // handed out one tenant after the other, each tenant's oldest first.
 func TestTaskQueueTakesTenantsInTurn(t *testing.T) {
-	q := newTaskQueue(10)
+	q := newTaskQueue(10, 0)
 	for i := range 4 {
 		q.push(&task{kind: taskReconcile, tenant: "a", repoID: fmt.Sprintf("a%d", i)})
 	}
@@ -35,7 +35,7 @@ func TestTaskQueueTakesTenantsInTurn(t *testing.T) {
 // default, never two of one repository, and a finished task frees its
 // tenant for the next.
 func TestTaskQueueLimitsTenantAndRepository(t *testing.T) {
-	q := newTaskQueue(0) // the default: 1
+	q := newTaskQueue(0, 0) // the default: 1
 	q.push(&task{kind: taskReconcile, tenant: "a", repoID: "a0"})
 	q.push(&task{kind: taskReconcile, tenant: "a", repoID: "a1"})
 	q.push(&task{kind: taskReconcile, tenant: "b", repoID: "b0"})
@@ -59,7 +59,7 @@ func TestTaskQueueLimitsTenantAndRepository(t *testing.T) {
 // TestTaskQueueCoalesces: a repository triggered again while it waits
 // keeps one task (the latest ref), in its place; drift sites merge.
 func TestTaskQueueCoalesces(t *testing.T) {
-	q := newTaskQueue(1)
+	q := newTaskQueue(1, 0)
 	q.push(&task{kind: taskReconcile, tenant: "a", repoID: "a0", ref: "one"})
 	q.push(&task{kind: taskReconcile, tenant: "b", repoID: "b0"})
 	q.push(&task{kind: taskReconcile, tenant: "a", repoID: "a0", ref: "two"})
@@ -73,5 +73,36 @@ func TestTaskQueueCoalesces(t *testing.T) {
 	q.done(d)
 	if rest := q.pop(); a.ref != "two" || b.repoID != "b0" || d.repoID != "b1" || len(d.sites) != 2 || rest != nil {
 		t.Errorf("got %+v, %+v, %+v, %+v; want a0@two, b0, b1 with two sites, nothing more", a, b, d, rest)
+	}
+}
+
+// TestTaskQueueBounded: once size tasks wait, a task with a new key is
+// refused, while one with a waiting task's key still merges into it; a
+// popped task makes room again.
+func TestTaskQueueBounded(t *testing.T) {
+	q := newTaskQueue(1, 2)
+	for _, tc := range []struct {
+		t    *task
+		want bool
+	}{
+		{&task{kind: taskReconcile, tenant: "a", repoID: "a0", ref: "one"}, true},
+		{&task{kind: taskPreview, tenant: "a", repoID: "a0", pr: 7}, true},
+		{&task{kind: taskReconcile, tenant: "b", repoID: "b0"}, false},
+		{&task{kind: taskPreview, tenant: "a", repoID: "a0", pr: 8}, false},
+		{&task{kind: taskReconcile, tenant: "a", repoID: "a0", ref: "two"}, true},
+	} {
+		if got := q.push(tc.t); got != tc.want {
+			t.Errorf("push %s %s#%d: %v, want %v", tc.t.kind, tc.t.repoID, tc.t.pr, got, tc.want)
+		}
+	}
+	if n := q.waiting(); n != 2 {
+		t.Errorf("%d tasks waiting, want 2", n)
+	}
+	first := q.pop()
+	if first == nil || first.ref != "two" {
+		t.Fatalf("popped %+v, want a0's reconcile at the latest ref", first)
+	}
+	if !q.push(&task{kind: taskReconcile, tenant: "b", repoID: "b0"}) {
+		t.Error("a task was refused with room in the queue")
 	}
 }

@@ -55,7 +55,8 @@ type Result struct {
 }
 
 // ErrInvalidCommit is wrapped by Reconcile's error when the commit fails
-// validation; the error also wraps schema.Errors.
+// validation; the error also wraps schema.Errors. The error is an *Error
+// (ReasonInvalid).
 var ErrInvalidCommit = errors.New("invalid commit")
 
 func leaseName(repoID string) string { return "reconcile/" + repoID }
@@ -113,12 +114,14 @@ func isSHA(s string) bool {
 // Reconcile fetches the repository, resolves ref ("" = its branch head),
 // validates the commit and plans the sites whose desired state or
 // inventory changed. It is what a trigger runs; tests and benchmarks call
-// it directly.
+// it directly. A failure is an *Error, from which the commit's status, the
+// repository's lastError and the metric were derived.
 func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (_ Result, rerr error) {
 	ctx, release, ok, err := r.lease(ctx, repo.ID)
 	if err != nil {
-		r.failed.count(ctx, repo.Tenant, err)
-		return Result{}, err
+		e := asError(ctx, err)
+		r.failed.count(ctx, repo.Tenant, e)
+		return Result{}, e
 	}
 	if !ok {
 		return Result{Skipped: true}, nil
@@ -128,14 +131,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	// lease's context, so that a reconcile cut short by shutdown or by a
 	// lease lost to another replica does not).
 	defer func() { r.failed.count(ctx, repo.Tenant, rerr) }()
+	// The commit the failure's status goes on: known before the fetch only
+	// when ref names it.
+	var commit string
+	if isSHA(ref) {
+		commit = ref
+	}
+	defer func() { rerr = r.fail(ctx, repo, commit, rerr) }()
 
 	t0 := time.Now()
 	head, err := r.fetch(ctx, repo, ref)
 	if err != nil {
-		r.recordError(ctx, repo, err)
-		return Result{}, err
+		return Result{}, fetchError(err)
 	}
-	commit := head.String()
+	commit = head.String()
 	res := Result{Commit: commit, Fetch: time.Since(t0)}
 	if err := r.store.MarkCommitSeen(ctx, repo.Tenant, repo.ID, commit, r.now()); err != nil {
 		return res, fmt.Errorf("mark commit seen: %w", err)
@@ -150,18 +159,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 		res.IncrementalLoad = l.incremental
 	}
 	if err != nil {
-		var serrs schema.Errors
-		switch {
-		case errors.As(err, &serrs):
-			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateFailure, invalidDescription(serrs))
-			err = fmt.Errorf("%w %s: %w", ErrInvalidCommit, short(commit), err)
-		case errors.Is(err, schema.ErrNoManifests):
-			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateFailure, "no manifests under "+pathOrRoot(repo.Path)+": nothing changed")
-		default:
-			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateError, "could not read the commit: "+err.Error())
-		}
-		r.recordError(ctx, repo, err)
-		return res, err
+		return res, loadError(commit, repo.Path, err)
 	}
 	res.Valid = true
 	// A commit already reconciled keeps the statuses it got then (a poll
@@ -177,7 +175,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	err = r.planSites(ctx, repo, commit, l, nil, !again, &res)
 	res.Plan = time.Since(t2)
 	if err != nil {
-		r.recordError(ctx, repo, err)
 		return res, err
 	}
 	if err := r.store.MarkCommitApplied(ctx, r.actor, repo.Tenant, repo.ID, commit, r.now()); err != nil {
@@ -216,17 +213,30 @@ func invalidDescription(es schema.Errors) string {
 	return s + strings.Join(parts, "; ")
 }
 
-func (r *Reconciler) recordError(ctx context.Context, repo store.Repository, err error) {
-	if ctx.Err() != nil {
-		return
+// fail turns a reconcile's error into an *Error and reports it: the
+// commit's status (when the commit is known and the reason posts one) and
+// the repository's lastError, both derived from that one value.
+func (r *Reconciler) fail(ctx context.Context, repo store.Repository, commit string, err error) error {
+	e := asError(ctx, err)
+	if e == nil {
+		return nil
 	}
-	if serr := r.store.SetRepositoryError(context.WithoutCancel(ctx), repo.Tenant, repo.ID, err.Error(), r.now()); serr != nil {
-		r.log.Error("record repository error", "repo", repo.ID, "err", serr)
+	if label, state, desc, ok := e.Status(); ok && commit != "" {
+		r.setStatus(ctx, repo, commit, label, state, desc)
 	}
+	if msg, ok := e.LastError(); ok {
+		if serr := r.store.SetRepositoryError(context.WithoutCancel(ctx), repo.Tenant, repo.ID, msg, r.now()); serr != nil {
+			r.log.Error("record repository error", "repo", repo.ID, "err", serr)
+		}
+	}
+	return e
 }
 
 // fetch resolves ref to a commit in the mirror, fetching what is missing.
 func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref string) (plumbing.Hash, error) {
+	if isSHA(ref) {
+		return plumbing.NewHash(ref), r.fetchSHA(ctx, repo, ref, 0)
+	}
 	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("credentials for %s: %w", repo.ID, err)
@@ -234,12 +244,6 @@ func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref strin
 	m, err := r.mirrorFor(repo.ID, repo.URL)
 	if err != nil {
 		return plumbing.ZeroHash, err
-	}
-	if isSHA(ref) {
-		if err := m.fetchCommit(ctx, auth, ref, 0); err != nil {
-			return plumbing.ZeroHash, err
-		}
-		return plumbing.NewHash(ref), r.checkMirror(repo.ID, m)
 	}
 	branch := repo.Branch
 	if ref != "" {
@@ -250,6 +254,24 @@ func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref strin
 		return h, err
 	}
 	return h, r.checkMirror(repo.ID, m)
+}
+
+// fetchSHA brings commit sha into the mirror (pr > 0: from the pull
+// request's head ref too, when no branch has it). A reconcile of a commit
+// and a preview of it fetch alike, so they fail alike.
+func (r *Reconciler) fetchSHA(ctx context.Context, repo store.Repository, sha string, pr int) error {
+	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
+	if err != nil {
+		return fmt.Errorf("credentials for %s: %w", repo.ID, err)
+	}
+	m, err := r.mirrorFor(repo.ID, repo.URL)
+	if err != nil {
+		return err
+	}
+	if err := m.fetchCommit(ctx, auth, sha, pr); err != nil {
+		return err
+	}
+	return r.checkMirror(repo.ID, m)
 }
 
 // loaded is the validated desired state of one tree, with per-site hashes.
@@ -363,7 +385,7 @@ func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumb
 			return nil, err
 		}
 		// The manifests path does not exist in this commit: no manifests.
-		return nil, fmt.Errorf("%s: %w", err.Error(), schema.ErrNoManifests)
+		return nil, fmt.Errorf("%w: %w", err, schema.ErrNoManifests)
 	}
 	treeHash := fsys.tree.Hash
 	key := repo.ID + "/" + treeHash.String()
@@ -372,9 +394,8 @@ func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumb
 	}
 	d, stats, err := r.loaders.get(repo.ID).Load(ctx, fsys)
 	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files}
-	var serrs schema.Errors
-	if l.err == nil || errors.As(l.err, &serrs) || errors.Is(l.err, schema.ErrNoManifests) {
-		r.cache.put(key, l) // I/O errors are not cached: a retry may pass
+	if l.err == nil || !loadError(l.tree, repo.Path, l.err).Retry {
+		r.cache.put(key, l) // a failure that may pass next time is not cached
 	}
 	return l, l.err
 }
@@ -567,7 +588,7 @@ func (r *Reconciler) cancelActive(ctx context.Context, tenant, site, commit, rea
 }
 
 // repairDrift re-plans sites against the last valid commit.
-func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sites []string) error {
+func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sites []string) (rerr error) {
 	if repo.LastAppliedCommit == "" {
 		return nil
 	}
@@ -582,6 +603,13 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		return err
 	}
 	defer release()
+	// Typed for the log level (a lease lost half-way is not a failure);
+	// drift reports no commit status and no lastError.
+	defer func() {
+		if e := asError(ctx, rerr); e != nil {
+			rerr = e
+		}
+	}()
 	l, err := r.desiredFromStore(ctx, repo, sites)
 	if err != nil {
 		return err
@@ -614,20 +642,15 @@ func (r *Reconciler) loadApplied(ctx context.Context, repo store.Repository) (*l
 	}
 	if _, err := m.repo.CommitObject(head); err != nil {
 		// A fresh data dir (restart elsewhere): fetch the commit.
-		auth, aerr := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-		if aerr != nil {
-			return nil, aerr
-		}
-		if err := m.fetchCommit(ctx, auth, repo.LastAppliedCommit, 0); err != nil {
-			return nil, err
-		}
-		if err := r.checkMirror(repo.ID, m); err != nil {
-			return nil, err
+		if err := r.fetchSHA(ctx, repo, repo.LastAppliedCommit, 0); err != nil {
+			return nil, fetchError(err)
 		}
 	}
 	l, err := r.load(ctx, repo, head)
 	if err != nil {
-		return nil, fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), err)
+		e := loadError(repo.LastAppliedCommit, repo.Path, err)
+		e.Err = fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), e.Err)
+		return nil, e
 	}
 	return l, nil
 }
@@ -681,29 +704,30 @@ func (r *Reconciler) desiredFromStore(ctx context.Context, repo store.Repository
 
 // PreviewNow validates and plans a pull-request head against the live
 // inventory, posts nkudo/validate and nkudo/plan on it and stores the
-// preview. Nothing is applied.
-func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr int, sha string) (store.Preview, error) {
+// preview. Nothing is applied. A commit that fails validation is a stored
+// preview, not an error; a failure to fetch or read it is an *Error,
+// reported on the commit exactly as a reconcile of it would be.
+func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr int, sha string) (_ store.Preview, rerr error) {
 	if !isSHA(sha) {
 		return store.Preview{}, fmt.Errorf("preview #%d: %q is not a commit hash", pr, sha)
 	}
-	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-	if err != nil {
-		return store.Preview{}, err
-	}
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return store.Preview{}, err
-	}
-	if err := m.fetchCommit(ctx, auth, sha, pr); err != nil {
-		return store.Preview{}, fmt.Errorf("preview #%d: %w", pr, err)
-	}
-	if err := r.checkMirror(repo.ID, m); err != nil {
-		return store.Preview{}, fmt.Errorf("preview #%d: %w", pr, err)
+	defer func() {
+		e := asError(ctx, rerr)
+		if e == nil {
+			return
+		}
+		if label, state, desc, ok := e.Status(); ok {
+			r.setStatus(ctx, repo, sha, label, state, desc)
+		}
+		rerr = &Error{Reason: e.Reason, State: e.State, Retry: e.Retry, Description: e.Description, Err: fmt.Errorf("preview #%d: %w", pr, e.Err)}
+	}()
+	if err := r.fetchSHA(ctx, repo, sha, pr); err != nil {
+		return store.Preview{}, fetchError(err)
 	}
 	p := store.Preview{Tenant: repo.Tenant, RepoID: repo.ID, PR: pr, Commit: sha, CreatedAt: r.now()}
 	if why, err := r.previewSignature(ctx, repo, plumbing.NewHash(sha)); err != nil || why != "" {
 		if err != nil {
-			return p, fmt.Errorf("preview #%d: %w", pr, err)
+			return p, err
 		}
 		p.Summary, p.PlanText = "unverified: "+why, why+"\n"
 		if perr := r.store.PutPreview(ctx, repo.Tenant, p); perr != nil {
@@ -713,15 +737,12 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	}
 	l, err := r.load(ctx, repo, plumbing.NewHash(sha))
 	if err != nil {
-		var serrs schema.Errors
-		desc := "could not read the commit: " + err.Error()
-		if errors.As(err, &serrs) {
-			desc = invalidDescription(serrs)
-		} else if errors.Is(err, schema.ErrNoManifests) {
-			desc = "no manifests under " + pathOrRoot(repo.Path)
+		e := loadError(sha, repo.Path, err)
+		if e.Retry {
+			return p, e // not a verdict on the commit: no preview stored
 		}
-		r.setStatus(ctx, repo, sha, forge.ContextValidate, store.StateFailure, desc)
-		p.Summary = "invalid: " + desc
+		r.setStatus(ctx, repo, sha, forge.ContextValidate, e.State, e.Description)
+		p.Summary = "invalid: " + e.Description
 		p.PlanText = err.Error() + "\n"
 		if perr := r.store.PutPreview(ctx, repo.Tenant, p); perr != nil {
 			return p, fmt.Errorf("store preview: %w", perr)

@@ -34,7 +34,6 @@ import (
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/localsource"
-	"github.com/nkudo/nkudo/schema"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -88,6 +87,14 @@ type Options struct {
 	// 1): the queue takes tenants in turn, so one tenant's slow repository
 	// never holds every worker.
 	TenantWorkers int
+	// QueueSize bounds the tasks waiting for a worker (default
+	// DefaultQueueSize). Webhooks, polls, manual triggers and drift all
+	// queue there, coalescing per repository (previews per pull request),
+	// so the bound is reached only with that many distinct repositories or
+	// pull requests waiting; beyond it a new task is refused (a webhook
+	// delivery dropped with a log line, a poll or drift check tried at the
+	// next tick, a manual trigger answered "not queued").
+	QueueSize int
 	// MaxMirrorBytes bounds a repository's git mirror on disk, checked
 	// after every fetch (default DefaultMaxMirrorBytes; negative: no limit).
 	MaxMirrorBytes int64
@@ -151,6 +158,13 @@ type Reconciler struct {
 
 	failed reconcileErrors // failed reconciles, for Prometheus
 }
+
+// DefaultQueueSize is Options.QueueSize's default.
+const DefaultQueueSize = 4096
+
+// ErrQueueFull is returned by Preview when the task queue is full (see
+// Options.QueueSize).
+var ErrQueueFull = errors.New("reconcile queue full")
 
 type taskCounters struct {
 	reconcile, preview, drift, suspended atomic.Int64
@@ -232,6 +246,9 @@ func New(o Options) (*Reconciler, error) {
 	if o.TenantWorkers <= 0 {
 		o.TenantWorkers = 1
 	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
 	if o.MaxMirrorBytes == 0 {
 		o.MaxMirrorBytes = DefaultMaxMirrorBytes
 	}
@@ -252,7 +269,7 @@ func New(o Options) (*Reconciler, error) {
 		now:       o.Now,
 		actor:     store.Actor{Kind: store.ActorSystem, ID: "reconciler"},
 		mirrors:   map[string]*mirror{},
-		queue:     newTaskQueue(o.TenantWorkers),
+		queue:     newTaskQueue(o.TenantWorkers, o.QueueSize),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
 		siteRepo:  map[string]string{},
@@ -307,7 +324,8 @@ func (r *Reconciler) Close() {
 
 // Trigger queues a reconcile of the repository at ref ("" = its branch
 // head; a branch name; or a commit hash). It implements the control
-// plane's Reconciler hook and returns at once.
+// plane's Reconciler hook and the webhook Sink, and returns at once;
+// Queued is false when the repository is suspended or the queue is full.
 func (r *Reconciler) Trigger(ctx context.Context, tenant, repoID, ref string) (api.TriggerResult, error) {
 	repo, err := r.store.GetRepository(ctx, tenant, repoID)
 	if err != nil {
@@ -318,19 +336,26 @@ func (r *Reconciler) Trigger(ctx context.Context, tenant, repoID, ref string) (a
 		res.Message = "repository is suspended: nothing is reconciled until it is resumed"
 		return res, nil
 	}
-	r.enqueue(&task{kind: taskReconcile, tenant: tenant, repoID: repo.ID, ref: ref})
+	if !r.enqueue(&task{kind: taskReconcile, tenant: tenant, repoID: repo.ID, ref: ref}) {
+		r.log.Warn("reconcile queue full, trigger dropped (polling will catch up)", "tenant", tenant, "repo", repo.ID, "waiting", r.queue.waiting())
+		res.Message = "the reconcile queue is full: not queued; the next poll reconciles the repository"
+		return res, nil
+	}
 	res.Queued = true
 	res.Message = "reconcile queued"
 	return res, nil
 }
 
 // Preview queues a pull-request preview (validate and plan the head;
-// nothing is stored as a plan or applied).
+// nothing is stored as a plan or applied). It returns at once; ErrQueueFull
+// when the queue is full.
 func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int, headSHA string) error {
 	if _, err := r.store.GetRepository(ctx, tenant, repoID); err != nil {
 		return fmt.Errorf("preview %s#%d: %w", repoID, pr, err)
 	}
-	r.enqueue(&task{kind: taskPreview, tenant: tenant, repoID: repoID, pr: pr, sha: headSHA})
+	if !r.enqueue(&task{kind: taskPreview, tenant: tenant, repoID: repoID, pr: pr, sha: headSHA}) {
+		return fmt.Errorf("preview %s#%d: %w (%d tasks waiting)", repoID, pr, ErrQueueFull, r.queue.waiting())
+	}
 	return nil
 }
 
@@ -347,7 +372,8 @@ func (r *Reconciler) markDirty(tenant, site string) {
 	r.mu.Unlock()
 }
 
-func (r *Reconciler) enqueue(t *task) { r.queue.push(t) }
+// enqueue puts t in the one task queue; false when the queue refused it.
+func (r *Reconciler) enqueue(t *task) bool { return r.queue.push(t) }
 
 func (r *Reconciler) worker(ctx context.Context) {
 	for {
@@ -370,14 +396,12 @@ func (r *Reconciler) worker(ctx context.Context) {
 		case taskDrift:
 			r.done.drift.Add(1)
 		}
-		switch {
-		case err == nil || ctx.Err() != nil:
-		case errors.Is(err, ErrInvalidCommit) || errors.Is(err, schema.ErrNoManifests):
-			// The repository's content is wrong, not the control plane: the
-			// commit status and the repository's lastError say so.
-			r.log.Warn("commit not applied", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
-		default:
-			r.log.Error("reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "err", err)
+		// The level comes from the failure's reason: an invalid commit is
+		// the repository's content (the commit status says so), a fetch
+		// that may pass next time a warning, the control plane's own
+		// failure an error.
+		if e := asError(ctx, err); e != nil {
+			r.log.Log(ctx, e.LogLevel(), "reconcile task failed", "kind", t.kind, "tenant", t.tenant, "repo", t.repoID, "reason", e.Reason, "retry", e.Retry, "err", err)
 		}
 	}
 }
@@ -446,8 +470,11 @@ func (r *Reconciler) pollDue(ctx context.Context) {
 			r.nextPoll[repo.ID] = now.Add(iv + jitter)
 		}
 		r.mu.Unlock()
-		if due && !repo.Suspended {
-			r.enqueue(&task{kind: taskReconcile, tenant: repo.Tenant, repoID: repo.ID})
+		if due && !repo.Suspended && !r.enqueue(&task{kind: taskReconcile, tenant: repo.Tenant, repoID: repo.ID}) {
+			// The queue is full: polled again at the next tick.
+			r.mu.Lock()
+			delete(r.nextPoll, repo.ID)
+			r.mu.Unlock()
 		}
 	}
 }
@@ -483,7 +510,9 @@ func (r *Reconciler) driftLoop(ctx context.Context) {
 			if repoID == "" {
 				continue // no repository plans this site
 			}
-			r.enqueue(&task{kind: taskDrift, tenant: tenant, repoID: repoID, sites: map[string]bool{site: true}})
+			if !r.enqueue(&task{kind: taskDrift, tenant: tenant, repoID: repoID, sites: map[string]bool{site: true}}) {
+				r.markDirty(tenant, site) // the queue is full: checked again later
+			}
 		}
 	}
 }

@@ -20,11 +20,11 @@ import (
 const maxVerifyCommits = 10000
 
 // checkSignature enforces repo's signature policy on commit head before
-// anything of it is loaded. An untrusted commit changes nothing: it posts
-// nkudo/validate failure, records lastError, and returns an error wrapping
-// ErrInvalidCommit, so the last applied (verified) commit stays desired.
-// A verified commit that is new to the repository is audited with its
-// signer.
+// anything of it is loaded. An untrusted commit is an invalid one (an
+// *Error of ReasonInvalid wrapping ErrInvalidCommit): nkudo/validate
+// failure, lastError, nothing changes, and the last applied (verified)
+// commit stays desired. A verified commit that is new to the repository is
+// audited with its signer.
 func (r *Reconciler) checkSignature(ctx context.Context, repo store.Repository, head plumbing.Hash) error {
 	if !repo.Verify.Enabled() {
 		return nil
@@ -32,15 +32,7 @@ func (r *Reconciler) checkSignature(ctx context.Context, repo store.Repository, 
 	commit := head.String()
 	signer, err := r.verifyCommits(repo, head, repo.LastAppliedCommit)
 	if err != nil {
-		var uerr *commitsig.UnverifiedError
-		if errors.As(err, &uerr) {
-			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateFailure, uerr.Error())
-			err = fmt.Errorf("%w: %w", ErrInvalidCommit, err)
-		} else {
-			r.setStatus(ctx, repo, commit, forge.ContextValidate, store.StateError, "could not verify the commit: "+err.Error())
-		}
-		r.recordError(ctx, repo, err)
-		return err
+		return signatureError(err)
 	}
 	if repo.LastAppliedCommit == commit {
 		return nil // audited when it was first verified
@@ -65,12 +57,23 @@ func (r *Reconciler) previewSignature(ctx context.Context, repo store.Repository
 	if _, err := r.verifyCommits(repo, head, repo.LastAppliedCommit); err != nil {
 		var uerr *commitsig.UnverifiedError
 		if !errors.As(err, &uerr) {
-			return "", err
+			return "", signatureError(err)
 		}
 		r.setStatus(ctx, repo, head.String(), forge.ContextValidate, store.StateFailure, uerr.Error())
 		return uerr.Error(), nil
 	}
 	return "", nil
+}
+
+// signatureError classifies a failed verification: an untrusted commit is
+// invalid; anything else (a policy that no longer parses, a commit missing
+// from the mirror) could not be checked and may pass when tried again.
+func signatureError(err error) *Error {
+	var uerr *commitsig.UnverifiedError
+	if errors.As(err, &uerr) {
+		return newError(ReasonInvalid, uerr.Error(), fmt.Errorf("%w: %w", ErrInvalidCommit, err))
+	}
+	return newError(ReasonRead, "could not verify the commit: "+err.Error(), err)
 }
 
 // verifyCommits checks head (mode head) or every commit reachable from

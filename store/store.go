@@ -58,6 +58,8 @@ var (
 	// ErrAuditKey: the audit chain is keyed and this store was opened
 	// without its key, so it cannot append (any audited mutation fails).
 	ErrAuditKey = errors.New("audit chain is keyed: the store needs the audit key")
+	// ErrQuota: storing the object would take its tenant over a quota.
+	ErrQuota = errors.New("quota exceeded")
 )
 
 // Store is everything the control plane and the GitOps loop persist.
@@ -67,6 +69,7 @@ type Store interface {
 	Tenants
 	Repositories
 	Credentials
+	NetBird
 	Tokens
 	Sites
 	Plans
@@ -76,6 +79,7 @@ type Store interface {
 	Audit
 	Coordination
 	Maintenance
+	Images
 
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -187,6 +191,64 @@ type Credentials interface {
 	// tenant; an error wrapping seal.ErrWrongKey or seal.ErrOpen if the
 	// server key does not open it.
 	CredentialSecret(ctx context.Context, tenant, name string) (Credential, Secret, error)
+}
+
+// NetBird keeps each tenant's NetBird integration: the management API
+// the control plane mints setup keys and sets group membership with.
+type NetBird interface {
+	// PutNetBirdIntegration creates or replaces the tenant's integration
+	// (CreatedAt is kept, UpdatedAt set). ErrInvalid if the URL is not an
+	// http(s) URL or the credential name is malformed (the error names the
+	// field); ErrNotFound if the tenant or the credential does not exist.
+	// Audited.
+	PutNetBirdIntegration(ctx context.Context, actor Actor, n NetBirdIntegration) (NetBirdIntegration, error)
+	// GetNetBirdIntegration returns the tenant's integration. ErrNotFound
+	// if it has none.
+	GetNetBirdIntegration(ctx context.Context, tenant string) (NetBirdIntegration, error)
+	// DeleteNetBirdIntegration removes it (the credential stays).
+	// ErrNotFound if there is none. Audited.
+	DeleteNetBirdIntegration(ctx context.Context, actor Actor, tenant string) error
+
+	// PutNetBirdPeer creates or replaces the state of a site's peer; the
+	// setup key is sealed. ErrNotFound if the tenant does not exist.
+	PutNetBirdPeer(ctx context.Context, p NetBirdPeer) error
+	// GetNetBirdPeer returns it with the key opened. ErrNotFound if none.
+	GetNetBirdPeer(ctx context.Context, tenant, site string) (NetBirdPeer, error)
+	// ListNetBirdPeers returns the tenant's peer states ordered by site,
+	// keys opened.
+	ListNetBirdPeers(ctx context.Context, tenant string) ([]NetBirdPeer, error)
+	// DeleteNetBirdPeer removes one. ErrNotFound if none.
+	DeleteNetBirdPeer(ctx context.Context, tenant, site string) error
+}
+
+// NetBirdPeer is what the control plane remembers of a site's NetBird
+// peer (see netbird.SiteState).
+type NetBirdPeer struct {
+	Tenant, Site string
+	// KeyID and SetupKey are the key minted for the site and not yet
+	// used (sealed at rest); KeyGroups the groups it carries.
+	KeyID     string
+	SetupKey  Secret
+	KeyGroups []string
+	PeerID    string
+	// Groups is the membership last applied.
+	Groups []string
+	// LastChange is the last membership change ("+a -b"), LastError the
+	// last failure ("" after a success).
+	LastChange string
+	LastError  string
+	UpdatedAt  time.Time
+}
+
+// NetBirdIntegration is a tenant's NetBird management API.
+type NetBirdIntegration struct {
+	Tenant string
+	// URL is the management server, e.g. https://api.netbird.io.
+	URL string
+	// Credential names the tenant's token credential for the API.
+	Credential string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // CredentialKind says what a credential's secret is and how it is sent.
@@ -558,6 +620,72 @@ type Maintenance interface {
 	// count) when it deleted anything.
 	PrunePlans(ctx context.Context, actor Actor, cutoff time.Time) (int64, error)
 }
+
+// Images records which tenant owns which content-addressed image. The
+// bytes are not in the database: the control plane keeps one file per
+// digest and asks the store who owns it. Ownership is per tenant, so a
+// tenant never sees, fetches or deletes an image only another tenant
+// pushed, even when both pushed the same bytes.
+type Images interface {
+	// PutImage records that img.Tenant owns the image with digest
+	// img.SHA256 (64 lower-case hex digits) of img.Size bytes, named
+	// img.Name. When the tenant already owns the digest the record is kept
+	// (created false; a different non-empty name replaces the old one).
+	// A new record that would take the tenant's images over quota bytes in
+	// total is refused with ErrQuota (quota 0 = no quota). ErrInvalid if
+	// the digest, size or name is malformed (the error names the field);
+	// ErrNotFound if the tenant does not exist. Audited when created or
+	// renamed.
+	PutImage(ctx context.Context, actor Actor, img Image, quota int64, now time.Time) (out Image, created bool, err error)
+	// GetImage returns the tenant's record of a digest. ErrNotFound if the
+	// tenant does not own it (whoever else does).
+	GetImage(ctx context.Context, tenant, sha256 string) (Image, error)
+	// ListImages returns the tenant's images ordered by name, then digest.
+	ListImages(ctx context.Context, tenant string) ([]Image, error)
+	// ImageBytes returns the total size of the tenant's images.
+	ImageBytes(ctx context.Context, tenant string) (int64, error)
+	// DeleteImage removes the tenant's record of a digest; orphaned is true
+	// when no tenant owns the digest any more (its file may go).
+	// ErrNotFound if the tenant does not own it. Audited.
+	DeleteImage(ctx context.Context, actor Actor, tenant, sha256 string) (orphaned bool, err error)
+	// MarkImagesReferenced sets ReferencedAt to now on the tenant's images
+	// among digests (others are ignored). Not audited: bookkeeping.
+	MarkImagesReferenced(ctx context.Context, tenant string, digests []string, now time.Time) error
+	// ImageOwned reports whether any tenant owns the digest.
+	ImageOwned(ctx context.Context, sha256 string) (bool, error)
+}
+
+// Image is one tenant's record of a content-addressed image.
+type Image struct {
+	Tenant string `json:"tenant"`
+	// SHA256 is the digest of the bytes, 64 lower-case hex digits.
+	SHA256 string `json:"sha256"`
+	// Name is the pusher's label (the file name by default); not unique.
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"createdAt"`
+	// ReferencedAt is when a manifest of the tenant was last seen naming
+	// the digest (zero = never).
+	ReferencedAt time.Time `json:"referencedAt,omitzero"`
+}
+
+// ValidImageDigest reports whether d is a digest as Image.SHA256 keeps it.
+func ValidImageDigest(d string) bool {
+	if len(d) != 64 {
+		return false
+	}
+	for _, c := range d {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidImageName reports whether name can label an image: the rule of
+// credential names (1–128 letters, digits, '.', '_', '-'), which file
+// names of kernels and disk images fit.
+func ValidImageName(name string) bool { return ValidCredentialName(name) }
 
 // Coordination is what lets several control-plane replicas share work.
 type Coordination interface {

@@ -199,7 +199,7 @@ func TestRefusedBeforeBody(t *testing.T) {
 		{"declared length over the limit", "r1", signedHdr, 25<<20 + 1, http.StatusRequestEntityTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, body := deliverStalled(t, srv.Client(), srv.URL+"/v1/webhooks/"+tc.repo, tc.h, tc.declared)
+			resp, body := deliverStalled(t, srv.Client(), srv.URL+"/v1/webhooks/"+tc.repo, tc.h, tc.declared) //nolint:bodyclose // deliverStalled closes it at cleanup
 			if resp.StatusCode != tc.want {
 				t.Errorf("status %d, want %d", resp.StatusCode, tc.want)
 			}

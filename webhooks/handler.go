@@ -33,11 +33,17 @@ type Store interface {
 // the three days GitHub lets a delivery be redelivered by hand.
 const DeliveryRetention = 7 * 24 * time.Hour
 
-// Sink receives the work deliveries ask for (the reconciler implements it).
+// Sink receives the work deliveries ask for: the reconciler, whose one
+// task queue they go into directly. Both methods are called while the
+// delivery is answered, so they must not wait for the work: they queue it
+// (coalescing per repository, previews per pull request) and return.
 type Sink interface {
-	// Trigger reconciles the repository; ref "" means its tracked branch head.
+	// Trigger queues a reconcile of the repository; ref "" means its
+	// tracked branch head. Queued false: not queued (a full queue; a
+	// suspended repository).
 	Trigger(ctx context.Context, tenant, repoID, ref string) (api.TriggerResult, error)
-	// Preview validates and plans a pull request head without applying it.
+	// Preview queues a validate-and-plan of a pull request head, applying
+	// nothing; an error when it was not queued.
 	Preview(ctx context.Context, tenant, repoID string, pr int, headSHA string) error
 }
 
@@ -45,13 +51,9 @@ type Sink interface {
 type Options struct {
 	Store Store
 	Sink  Sink
-	// Logger receives one line per ignored or rejected delivery; nil discards.
+	// Logger receives one line per ignored, rejected or dropped delivery;
+	// nil discards.
 	Logger *slog.Logger
-	// Queue bounds the deliveries waiting for the sink (default 256). Pushes
-	// coalesce per repository and previews per pull request, so the bound
-	// is reached only with that many distinct repositories or PRs waiting;
-	// beyond it deliveries are dropped with a log line (polling catches up).
-	Queue int
 	// MaxBody bounds a payload (default 25 MiB, GitHub's own cap). A
 	// declared length over it is refused before the body is read.
 	MaxBody int64
@@ -72,31 +74,22 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Handler serves POST /v1/webhooks/{repo}. It answers within milliseconds
-// and hands the work to Run's goroutine.
+// Handler serves POST /v1/webhooks/{repo}. It answers within milliseconds:
+// an accepted delivery is queued with the Sink (the reconciler's bounded
+// task queue) before the answer, never run. Run only forgets old delivery
+// IDs.
 type Handler struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	repos   map[string]store.Repository
-	loaded  time.Time
-	pending map[string]job // coalescing key → latest job
-	order   []string       // keys in arrival order
-	wake    chan struct{}
-	bodies  *bodySlots
-}
-
-type job struct {
-	repo store.Repository
-	ev   Event
+	mu     sync.Mutex
+	repos  map[string]store.Repository
+	loaded time.Time
+	bodies *bodySlots
 }
 
 // New returns a handler; call Run to process deliveries.
 func New(o Options) *Handler {
-	if o.Queue <= 0 {
-		o.Queue = 256
-	}
 	if o.MaxBody <= 0 {
 		o.MaxBody = 25 << 20
 	}
@@ -119,12 +112,10 @@ func New(o Options) *Handler {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Handler{
-		opts:    o,
-		log:     o.Logger.With("component", "webhooks"),
-		repos:   map[string]store.Repository{},
-		pending: map[string]job{},
-		wake:    make(chan struct{}, 1),
-		bodies:  &bodySlots{maxN: o.MaxConcurrent, maxBytes: o.MaxBodyBytes},
+		opts:   o,
+		log:    o.Logger.With("component", "webhooks"),
+		repos:  map[string]store.Repository{},
+		bodies: &bodySlots{maxN: o.MaxConcurrent, maxBytes: o.MaxBodyBytes},
 	}
 }
 
@@ -310,7 +301,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, reply{Status: "duplicate", Reason: "payload accepted before"})
 		return
 	}
-	h.enqueue(log, job{repo: repo, ev: ev})
+	h.hand(ctx, log, repo, ev)
 	writeJSON(w, http.StatusAccepted, reply{Status: "accepted"})
 }
 
@@ -404,69 +395,37 @@ func trackedBranch(repo store.Repository, ev Event) string {
 	return ev.DefaultBranch
 }
 
-func (h *Handler) enqueue(log *slog.Logger, j job) {
-	key := j.repo.ID
-	if j.ev.Kind == KindPullRequest {
-		key = fmt.Sprintf("%s#%d", j.repo.ID, j.ev.PR)
-	}
-	h.mu.Lock()
-	if _, ok := h.pending[key]; !ok {
-		if len(h.pending) >= h.opts.Queue {
-			h.mu.Unlock()
-			log.Warn("webhook queue full, delivery dropped (polling will catch up)")
-			return
+// hand queues the delivery's work with the sink. A delivery the sink
+// does not queue (its queue full) is dropped with a log line and still
+// answered 202: the forge would not redeliver it anyway, and polling
+// catches up.
+func (h *Handler) hand(ctx context.Context, log *slog.Logger, repo store.Repository, ev Event) {
+	switch ev.Kind {
+	case KindPush:
+		res, err := h.opts.Sink.Trigger(ctx, repo.Tenant, repo.ID, "")
+		if err == nil && !res.Queued {
+			log.Info("webhook delivery not queued", "reason", res.Message)
+		} else if err != nil {
+			log.Error("webhook: hand-off failed; delivery dropped (polling will catch up)", "err", err)
 		}
-		h.order = append(h.order, key)
-	}
-	h.pending[key] = j
-	h.mu.Unlock()
-	select {
-	case h.wake <- struct{}{}:
-	default:
+	case KindPullRequest:
+		if err := h.opts.Sink.Preview(ctx, repo.Tenant, repo.ID, ev.PR, ev.HeadSHA); err != nil {
+			log.Error("webhook: hand-off failed; delivery dropped", "pr", ev.PR, "err", err)
+		}
 	}
 }
 
-func (h *Handler) dequeue() (job, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.order) == 0 {
-		return job{}, false
-	}
-	key := h.order[0]
-	h.order = h.order[1:]
-	j := h.pending[key]
-	delete(h.pending, key)
-	return j, true
-}
-
-// Run hands queued deliveries to the sink until ctx ends, and forgets
-// delivery IDs older than DeliveryRetention once an hour.
+// Run forgets delivery IDs older than DeliveryRetention, at once and then
+// hourly, until ctx ends.
 func (h *Handler) Run(ctx context.Context) {
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
-	h.prune(ctx)
 	for {
-		j, ok := h.dequeue()
-		if !ok {
-			select {
-			case <-ctx.Done():
-				return
-			case <-prune.C:
-				h.prune(ctx)
-				continue
-			case <-h.wake:
-				continue
-			}
-		}
-		var err error
-		switch j.ev.Kind {
-		case KindPush:
-			_, err = h.opts.Sink.Trigger(ctx, j.repo.Tenant, j.repo.ID, "")
-		case KindPullRequest:
-			err = h.opts.Sink.Preview(ctx, j.repo.Tenant, j.repo.ID, j.ev.PR, j.ev.HeadSHA)
-		}
-		if err != nil && ctx.Err() == nil {
-			h.log.Error("webhook: hand-off failed", "tenant", j.repo.Tenant, "repo", j.repo.ID, "kind", j.ev.Kind, "err", err)
+		h.prune(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-prune.C:
 		}
 	}
 }

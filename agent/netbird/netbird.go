@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -27,6 +28,8 @@ type Client struct {
 	Logger *slog.Logger
 	// Timeout bounds each command; zero means 30s (down alone can take 20s).
 	Timeout time.Duration
+	// Env is added to the environment of every netbird command.
+	Env []string
 }
 
 // Status is the part of `netbird status --json` the agent uses.
@@ -95,6 +98,9 @@ func (c *Client) run(ctx context.Context, secret string, args ...string) ([]byte
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.bin(), args...)
+	if len(c.Env) > 0 {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -138,6 +144,17 @@ func (c *Client) Up(ctx context.Context, cfg api.NetBirdConfig) error {
 		c.log().Info("netbird connected", "management", cfg.ManagementURL)
 	}
 	return nil
+}
+
+// Join joins with a new setup key or management URL while the daemon
+// runs: `netbird down` (a connected client ignores `up`), then Up. The
+// agent calls it when the control plane hands it a key it has not joined
+// with, so no restart is needed.
+func (c *Client) Join(ctx context.Context, cfg api.NetBirdConfig) error {
+	if _, err := c.run(ctx, "", "down"); err != nil {
+		c.log().Debug("netbird down before a new join failed; joining anyway", "err", err)
+	}
+	return c.Up(ctx, cfg)
 }
 
 // Status runs `netbird status --json`.

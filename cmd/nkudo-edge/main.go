@@ -7,9 +7,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,6 +66,7 @@ type providerFlags struct {
 	QEMU              string        `help:"QEMU system emulator (qemu provider; default qemu-system-<arch> from PATH)." name:"qemu"`
 	QEMUImg           string        `help:"qemu-img binary (qemu provider)." default:"qemu-img" name:"qemu-img"`
 	Accel             string        `help:"QEMU acceleration: auto (probe KVM with a real boot, else TCG), kvm or tcg." default:"auto" enum:"auto,kvm,tcg"`
+	HypervisorFake    bool          `help:"Development: run VMs under the built-in fake Cloud Hypervisor (the same REST API on a unix socket; boots nothing). Implies --disable-networking; no root, KVM or cloud-hypervisor needed." name:"hypervisor-fake" env:"NKUDO_HYPERVISOR_FAKE"`
 }
 
 // edgeProvider is what the commands need from either provider.
@@ -87,10 +90,20 @@ type factsCmd struct {
 type versionCmd struct{}
 
 func main() {
+	if isFakeHypervisor() {
+		os.Exit(fakeHypervisor())
+	}
 	os.Exit(run(os.Args[1:], os.Stdout))
 }
 
 func run(args []string, stdout io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return runContext(ctx, args, stdout)
+}
+
+// runContext runs one command until it is done or ctx ends.
+func runContext(ctx context.Context, args []string, stdout io.Writer) int {
 	var c cli
 	parser, err := kong.New(&c, kong.Name("nkudo-edge"), kong.Description("n-kudo edge agent"), kong.UsageOnError())
 	if err != nil {
@@ -102,8 +115,6 @@ func run(args []string, stdout io.Writer) int {
 		parser.FatalIfErrorf(err)
 	}
 	logger := newLogger(os.Stderr, c.LogLevel, c.LogFormat)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.BindTo(stdout, (*io.Writer)(nil))
 	if err := kctx.Run(logger); err != nil {
@@ -128,7 +139,17 @@ func (e *enrollCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer)
 
 // provider builds the configured provider. Only a provider that will
 // launch VMs (launches) resolves --accel auto, which costs a probe boot.
-func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launches bool) (edgeProvider, error) {
+// cp, when not nil, is the agent's client of the control plane: images on
+// its origin are fetched through it (mTLS).
+func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launches bool, cp *api.Client) (edgeProvider, error) {
+	var cpURL string
+	var cpHTTP *http.Client
+	if cp != nil {
+		cpURL, cpHTTP = cp.BaseURL(), cp.HTTPClient()
+	}
+	if p.HypervisorFake && p.Provider == "qemu" {
+		return nil, errors.New("--hypervisor-fake fakes Cloud Hypervisor: it cannot be used with --provider qemu")
+	}
 	if p.Provider == "qemu" {
 		bin := p.QEMU
 		if bin == "" {
@@ -151,12 +172,23 @@ func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launch
 		return qemu.New(qemu.Options{
 			StateDir: filepath.Join(p.StateDir, "qemu"), Binary: bin, Img: p.QEMUImg, Accel: accel, Logger: logger,
 			DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
+			ControlPlane: cpURL, ControlPlaneHTTP: cpHTTP,
 		})
 	}
-	return cloudhypervisor.New(cloudhypervisor.Options{
+	o := cloudhypervisor.Options{
 		StateDir: filepath.Join(p.StateDir, "hypervisor"), Binary: p.Hypervisor, Logger: logger,
 		DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
-	})
+		ControlPlane: cpURL, ControlPlaneHTTP: cpHTTP,
+	}
+	if p.HypervisorFake {
+		bin, err := linkFakeHypervisor(filepath.Join(p.StateDir, "bin"))
+		if err != nil {
+			return nil, err
+		}
+		o.Binary, o.DisableNetworking, o.Env = bin, true, []string{fakeHypervisorEnv + "=1"}
+		logger.Warn("running VMs under the fake Cloud Hypervisor: nothing boots (development only)", "binary", bin)
+	}
+	return cloudhypervisor.New(o)
 }
 
 func (p providerFlags) facts(prov edgeProvider, logger *slog.Logger) agent.FactsSource {
@@ -179,7 +211,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	defer client.CloseIdleConnections()
-	prov, err := r.provider(ctx, logger, true)
+	prov, err := r.provider(ctx, logger, true, client)
 	if err != nil {
 		return err
 	}
@@ -204,6 +236,8 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		Client: client, Executor: ex, Facts: r.facts(prov, logger), Logger: logger, AgentVersion: version,
 		PollWait: r.PollWait,
 		Renew:    func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
+		// Setup keys the control plane mints arrive with heartbeats.
+		NetBird: &netbird.Client{Binary: r.NetBird, Logger: logger},
 	})
 	err = a.Run(ctx)
 	logger.Info("agent stopped")
@@ -211,7 +245,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 }
 
 func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) error {
-	prov, err := f.provider(ctx, logger, false)
+	prov, err := f.provider(ctx, logger, false, nil)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/controlplane"
+	"github.com/nkudo/nkudo/controlplane/nbsync"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/store"
@@ -122,15 +123,21 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	}
 	opts.Reconciler, opts.Webhooks = loop, loop.Webhooks
 	opts.AllowInsecureCredentials = f.AllowInsecureCredentials
+	// NetBird management APIs are tenant-chosen addresses like forges.
+	opts.NetBirdEgress = egress.Policy{Allow: allow}
+	// NetBird membership follows the Sites the loop planned (the desired state in the store), beside it.
+	nbs := nbsync.New(nbsync.Options{Store: st, Logger: log,
+		HTTP: opts.NetBirdEgress.HTTPClient(30 * time.Second), AllowInsecureCredentials: f.AllowInsecureCredentials})
 	lctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
+	done, nbDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := loop.Run(lctx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("GitOps loop stopped", "err", err)
 		}
 	}()
-	return func() { cancel(); <-done }, nil
+	go func() { defer close(nbDone); nbs.Run(lctx) }()
+	return func() { cancel(); <-done; <-nbDone }, nil
 }
 
 // pkiDirs are the directories of the persistent PKI files, which no

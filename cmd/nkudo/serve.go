@@ -111,6 +111,7 @@ type ServeCmd struct {
 	PKIFlags
 	GitOpsFlags
 	RetentionFlags
+	ImageFlags
 
 	Listen               string        `help:"Address to listen on (HTTPS)." default:"127.0.0.1:8443" env:"NKUDO_LISTEN"`
 	PublicURL            string        `help:"URL agents and forges use to reach this server (default https://<request host>)." env:"NKUDO_PUBLIC_URL" placeholder:"URL"`
@@ -166,6 +167,9 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		DisablePerSiteMetrics: c.NoPerSiteMetrics,
 		ShutdownTimeout:       c.ShutdownTimeout,
 	}
+	if err := c.ImageFlags.apply(c.DataDir, &opts); err != nil {
+		return err
+	}
 	c.GitOpsFlags.protected = c.PKIFlags.pkiDirs()
 	stopHooks, err := wireGitOps(ctx, st, log, c.DataDir, c.PublicURL, c.GitOpsFlags, &opts)
 	if err != nil {
@@ -181,6 +185,11 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		return err
 	}
 	defer stopRetention()
+	stopImageGC, err := c.ImageFlags.startImageGC(ctx, srv, log)
+	if err != nil {
+		return err
+	}
+	defer stopImageGC()
 	log.Info("n-kudo control plane starting", "listen", ln.Addr().String(), "data_dir", c.DataDir,
 		"database", databaseKind(c.DatabaseURL), "ca_fingerprint", authority.Fingerprint())
 	serving = true

@@ -45,6 +45,8 @@ type CLI struct {
 
 	Credentials CredentialsCmd `cmd:"" help:"Manage the tenant's credentials for fetching and posting statuses (write-only secrets)."`
 	Repos       ReposCmd       `cmd:"" help:"Register, list, change and remove the tenant's git repositories."`
+	NetBird     NetBirdCmd     `cmd:"" name:"netbird" help:"Show, set or remove the tenant's NetBird management API integration (write-only token)."`
+	Images      ImagesCmd      `cmd:"" help:"Push, list and remove the tenant's kernel, initramfs, firmware and disk images."`
 
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }

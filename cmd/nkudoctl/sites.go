@@ -32,7 +32,7 @@ func (c *SitesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		return writeJSON(s, sites)
 	}
 	w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SITE\tONLINE\tLAST HEARTBEAT\tHOST\tINVENTORY")
+	fmt.Fprintln(w, "SITE\tONLINE\tLAST HEARTBEAT\tHOST\tINVENTORY\tNETBIRD")
 	for _, st := range sites {
 		online, last, host := "no", "never", "-"
 		if st.Online {
@@ -44,7 +44,7 @@ func (c *SitesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		if st.Facts != nil && st.Facts.Hostname != "" {
 			host = st.Facts.Hostname
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\tv%d\n", st.Name, online, last, host, st.InventoryVersion)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\tv%d\t%s\n", st.Name, online, last, host, st.InventoryVersion, netbirdCell(st))
 	}
 	return w.Flush()
 }

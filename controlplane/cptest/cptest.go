@@ -204,6 +204,7 @@ func (e *Env) start() {
 		// --allow-local-sources does, with the data dir still protected.
 		AllowLocalSources: true,
 		ProtectedDirs:     []string{e.DataDir},
+		ImageDir:          filepath.Join(e.DataDir, "images"),
 	}
 	if e.opts.Clock != nil {
 		o.Now = e.opts.Clock.Now

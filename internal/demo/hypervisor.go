@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
@@ -26,60 +25,10 @@ const FakeHypervisorName = "cloud-hypervisor"
 // IsFakeHypervisor reports whether argv0 asks for the fake hypervisor.
 func IsFakeHypervisor(argv0 string) bool { return filepath.Base(argv0) == FakeHypervisorName }
 
-// FakeHypervisor runs the fake Cloud Hypervisor VMM (package chfake) with
-// the subset of the real command line the agent's provider uses
-// (--api-socket, --no-shutdown, --version) and returns the exit code.
+// FakeHypervisor runs the fake Cloud Hypervisor VMM (package chfake) as
+// a command and returns the exit code (see chfake.Command).
 func FakeHypervisor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var socket string
-	cfg := chfake.Config{}
-	for i := 0; i < len(args); i++ {
-		name, val, hasVal := strings.Cut(args[i], "=")
-		if !strings.HasPrefix(name, "--") {
-			hasVal = false
-			name = args[i]
-		}
-		next := func() string {
-			if hasVal {
-				return val
-			}
-			if i+1 < len(args) {
-				i++
-				return args[i]
-			}
-			return ""
-		}
-		switch name {
-		case "--version", "-V":
-			fmt.Fprintln(stdout, "cloud-hypervisor "+chfake.Version)
-			return 0
-		case "--api-socket":
-			socket = strings.TrimPrefix(next(), "path=")
-		case "--no-shutdown":
-			cfg.NoShutdown = true
-		case "-v", "-vv", "-vvv":
-		case "--log-file", "--seccomp", "--event-monitor", "--serial", "--console":
-			_ = next()
-		default:
-			fmt.Fprintf(stderr, "cloud-hypervisor (n-kudo demo fake): unknown argument %q\n", args[i])
-			return 1
-		}
-	}
-	if socket == "" {
-		fmt.Fprintln(stderr, "cloud-hypervisor (n-kudo demo fake): --api-socket is required")
-		return 1
-	}
-	cfg.RequestLog = os.Getenv("CHFAKE_REQUEST_LOG")
-	srv := chfake.New(cfg)
-	if err := srv.ListenAndServe(ctx, socket); err != nil {
-		fmt.Fprintln(stderr, "cloud-hypervisor (n-kudo demo fake):", err)
-		return 1
-	}
-	select {
-	case <-srv.Done():
-		return srv.ExitCode()
-	default:
-		return 0
-	}
+	return chfake.Command(ctx, args, stdout, stderr)
 }
 
 // linkFakeHypervisor makes dir/cloud-hypervisor point at self.

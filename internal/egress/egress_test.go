@@ -92,7 +92,10 @@ func TestHTTPClientRefusesNameResolvingToLoopback(t *testing.T) {
 	srv, hits := counter(t, "127.0.0.1:0", nil)
 	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
 	c := egress.Policy{}.HTTPClient(5 * time.Second)
-	_, err := c.Get("http://localhost:" + port + "/")
+	resp, err := c.Get("http://localhost:" + port + "/")
+	if err == nil {
+		resp.Body.Close()
+	}
 	if !errors.Is(err, egress.ErrDenied) {
 		t.Fatalf("GET via localhost: err = %v, want ErrDenied", err)
 	}
@@ -100,7 +103,7 @@ func TestHTTPClientRefusesNameResolvingToLoopback(t *testing.T) {
 		t.Errorf("the loopback server got %d requests", hits.Load())
 	}
 	// The same server is reachable once the operator allows loopback.
-	resp, err := egress.Policy{Allow: egress.Loopback()}.HTTPClient(5 * time.Second).Get("http://127.0.0.1:" + port + "/")
+	resp, err = egress.Policy{Allow: egress.Loopback()}.HTTPClient(5 * time.Second).Get("http://127.0.0.1:" + port + "/")
 	if err != nil {
 		t.Fatalf("with loopback allowed: %v", err)
 	}
@@ -115,7 +118,10 @@ func TestHTTPClientRefusesRedirectToDeniedAddress(t *testing.T) {
 		http.Redirect(w, r, denied.URL+"/latest/meta-data/", http.StatusFound)
 	})
 	p := egress.Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
-	_, err := p.HTTPClient(5 * time.Second).Get(allowed.URL + "/")
+	resp, err := p.HTTPClient(5 * time.Second).Get(allowed.URL + "/")
+	if err == nil {
+		resp.Body.Close()
+	}
 	if !errors.Is(err, egress.ErrDenied) {
 		t.Fatalf("redirect to %s: err = %v, want ErrDenied", denied.URL, err)
 	}

@@ -21,14 +21,22 @@ func TestGitTransport(t *testing.T) {
 	c := &http.Client{Transport: gitTransport{}}
 
 	req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/?n=10", nil)
-	if _, err := c.Do(req); !errors.Is(err, ErrDenied) {
+	resp, err := c.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, ErrDenied) {
 		t.Fatalf("request without a scope: err = %v, want ErrDenied", err)
 	}
 
 	g := NewGit(Policy{}, 1000)
 	ctx, f := g.Context(t.Context())
 	req, _ = http.NewRequestWithContext(ctx, "GET", srv.URL+"/?n=10", nil)
-	if _, err := c.Do(req); !errors.Is(err, ErrDenied) {
+	resp, err = c.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, ErrDenied) {
 		t.Fatalf("loopback under the default policy: err = %v, want ErrDenied", err)
 	}
 

@@ -54,7 +54,7 @@ func (p Policy) CheckPath(lp string) error {
 	}
 	real, err := resolve(lp)
 	if err != nil {
-		return fmt.Errorf("%w: %q: %v", ErrRefused, lp, err)
+		return fmt.Errorf("%w: %q: %w", ErrRefused, lp, err)
 	}
 	for _, d := range p.Protected {
 		if d == "" {
@@ -62,7 +62,7 @@ func (p Policy) CheckPath(lp string) error {
 		}
 		pd, err := resolve(d)
 		if err != nil {
-			return fmt.Errorf("%w: protected directory %q: %v", ErrRefused, d, err)
+			return fmt.Errorf("%w: protected directory %q: %w", ErrRefused, d, err)
 		}
 		if within(real, pd) {
 			return fmt.Errorf("%w: %q is inside the server's own data", ErrRefused, lp)
@@ -84,7 +84,7 @@ func (p Policy) CheckGitDir(dir string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %q: alternates: %v", ErrRefused, dir, err)
+		return fmt.Errorf("%w: %q: alternates: %w", ErrRefused, dir, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		alt := strings.TrimSpace(line)

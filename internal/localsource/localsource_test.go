@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/nkudo/nkudo/internal/localsource"
@@ -77,5 +78,20 @@ func TestCheckGitDirAlternates(t *testing.T) {
 		if err := p.CheckGitDir(src); (err == nil) != tc.ok || (err != nil && !errors.Is(err, localsource.ErrRefused)) {
 			t.Errorf("alternates %q: err = %v, want accepted %v", tc.alternates, err, tc.ok)
 		}
+	}
+}
+
+// TestRefusalKeepsCause: a git directory refused because it cannot be
+// checked keeps the I/O error that stopped the check in its chain, beside
+// ErrRefused.
+func TestRefusalKeepsCause(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src.git")
+	// alternates as a directory: reading it fails.
+	if err := os.MkdirAll(filepath.Join(src, "objects", "info", "alternates"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err := localsource.Policy{Allow: true}.CheckGitDir(src)
+	if !errors.Is(err, localsource.ErrRefused) || !errors.Is(err, syscall.EISDIR) {
+		t.Errorf("CheckGitDir = %v; want ErrRefused wrapping the read error (EISDIR)", err)
 	}
 }

@@ -37,6 +37,8 @@ func Run(t *testing.T, open Open) {
 		{"SiteDesired", testSiteDesired},
 		{"DesiredState", testDesiredState},
 		{"Credentials", testCredentials},
+		{"NetBird", testNetBird},
+		{"NetBirdPeers", testNetBirdPeers},
 		{"APITokens", testAPITokens},
 		{"EnrollmentTokens", testEnrollmentTokens},
 		{"EnrollmentTokenSingleUseConcurrent", testEnrollmentConcurrent},
@@ -66,6 +68,8 @@ func Run(t *testing.T, open Open) {
 		{"TenantScoping", testTenantScoping},
 		{"TenantPurge", testTenantPurge},
 		{"Close", testClose},
+		{"Images", testImages},
+		{"ImageQuotaConcurrent", testImageQuotaConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/agent"
+	agentnetbird "github.com/nkudo/nkudo/agent/netbird"
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane"
@@ -69,6 +70,8 @@ type edgeSite struct {
 	done          chan error
 	logger        *slog.Logger
 	extraVMMEnv   []string
+	// netbird, when set, is the agent's NetBird client (facts and joins).
+	netbird *agentnetbird.Client
 }
 
 // newEdgeSite creates tenant and site, enrolls with the real enroll code
@@ -185,8 +188,15 @@ func (e *edgeSite) start() {
 	if e.wrap != nil {
 		cp = e.wrap(client)
 	}
-	a := agent.New(agent.Config{Client: cp, Executor: ex, Facts: agent.FactsSource{StateDir: e.state, Hypervisor: prov},
-		Logger: e.logger, AgentVersion: "test", PollWait: 2 * time.Second, FirstHeartbeat: 300 * time.Millisecond})
+	var (
+		nbFacts agent.NetBirdFacter
+		nbJoin  agent.NetBirdJoiner
+	)
+	if e.netbird != nil {
+		nbFacts, nbJoin = e.netbird, e.netbird
+	}
+	a := agent.New(agent.Config{Client: cp, Executor: ex, Facts: agent.FactsSource{StateDir: e.state, Hypervisor: prov, NetBird: nbFacts},
+		Logger: e.logger, AgentVersion: "test", PollWait: 2 * time.Second, FirstHeartbeat: 300 * time.Millisecond, NetBird: nbJoin})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -40,6 +41,7 @@ type isoFixture struct {
 	tokenB         string // bravo's API token ID
 	enrollB2       api.EnrollmentToken
 	bravoAuditSeqs int
+	imageB         api.PushImageResponse // bravo's image, named after bravoSecret
 }
 
 func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
@@ -66,6 +68,8 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	must(err)
 	st := env.Store()
 	sys := store.Actor{Kind: store.ActorSystem, ID: "test"}
+	_, err = st.PutNetBirdIntegration(ctx, sys, store.NetBirdIntegration{Tenant: "bravo", URL: "https://git.example.net/" + bravoSecret + "-netbird", Credential: isoCredential})
+	must(err)
 	f.planB = cptest.CreatePlan("bravo", "b1", 1, bravoSecret+"-vm2")
 	_, err = st.StorePlan(ctx, sys, f.planB, f.repoB.ID, time.Now())
 	must(err)
@@ -82,6 +86,9 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	f.tokenB = toks[0].ID
 	env.NewSite("bravo", "b2")
 	f.enrollB2 = env.EnrollmentToken("bravo", "b2")
+	img := []byte(bravoSecret + "-image")
+	f.imageB, err = f.bravo.Client.PushImage(ctx, bravoSecret+"-image", "", int64(len(img)), bytes.NewReader(img))
+	must(err)
 	evs, err := st.ListAudit(ctx, "bravo", 0, 10000)
 	must(err)
 	f.bravoAuditSeqs = len(evs)
@@ -107,6 +114,8 @@ func (f *isoFixture) wildcard(name string) string {
 		return "7"
 	case "name":
 		return isoCredential
+	case "sha256":
+		return f.imageB.SHA256
 	}
 	return "unknown-" + name
 }
@@ -283,6 +292,9 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /v1/credentials":                            {{name: "lists alpha's credentials only", who: isoAlphaToken, want: []int{http.StatusOK}, check: func(t *testing.T, body string) { noBravo(t, body); noSecret(t, body) }}},
 		"PUT /v1/credentials/{name}":                     {{name: "creates in alpha only", who: isoAlphaToken, path: api.Path(api.PathCredential, "iso-cred"), body: `{"kind":"token","host":"git.example.net","secret":"alpha-token"}`, want: []int{http.StatusOK}, check: noBravo}},
 		"DELETE /v1/credentials/{name}":                  {{name: "delete bravo's credential", who: isoAlphaToken, want: notFound}},
+		"GET /v1/netbird":                                {{name: "bravo's NetBird integration", who: isoAlphaToken, want: notFound, check: noBravo}},
+		"PUT /v1/netbird":                                {{name: "set a NetBird integration on loopback", who: isoAlphaToken, body: `{"url":"https://127.0.0.1:1","token":"nbp_x"}`, want: []int{http.StatusBadRequest}, check: noBravo}},
+		"DELETE /v1/netbird":                             {{name: "delete bravo's NetBird integration", who: isoAlphaToken, want: notFound}},
 		"GET /v1/repos":                                  {{name: "lists alpha's repos only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"GET /v1/repos/{repo}":                           {{name: "bravo's repo", who: isoAlphaToken, want: notFound}},
 		"PATCH /v1/repos/{repo}":                         {{name: "update bravo's repo", who: isoAlphaToken, body: `{"suspended":true}`, want: notFound}},
@@ -306,6 +318,12 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /v1/plans/{plan}/logs":               {{name: "bravo's logs", who: isoAlphaToken, want: notFound}, {name: "bravo's logs followed", who: isoAlphaToken, query: "follow=true", want: notFound}},
 		"GET /v1/audit":                           {{name: "alpha's events only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"GET /v1/audit/verify":                    {{name: "installation-wide check is admin only", who: isoAlphaToken, want: forbidden}},
+
+		"GET /v1/agent/images/sha256/{sha256}": {{name: "a1 fetches bravo's image", who: isoAgentA1, want: notFound}},
+		"POST /v1/images":                      {{name: "pushes into alpha only", who: isoAlphaToken, query: "name=alpha-image", body: "alpha image bytes", want: []int{http.StatusCreated}, check: noBravo}},
+		"GET /v1/images":                       {{name: "lists alpha's images only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /v1/images/{sha256}":              {{name: "bravo's image", who: isoAlphaToken, want: notFound}},
+		"DELETE /v1/images/{sha256}":           {{name: "delete bravo's image", who: isoAlphaToken, want: notFound}},
 	}
 }
 
@@ -416,12 +434,18 @@ func (f *isoFixture) assertBravoUnchanged(t *testing.T) {
 	if _, err := f.bravo.Client.GetRepo(ctx, f.repoB.ID); err != nil {
 		t.Errorf("bravo's repo: %v", err)
 	}
+	if n, err := st.GetNetBirdIntegration(ctx, "bravo"); err != nil || n.URL != "https://git.example.net/"+bravoSecret+"-netbird" {
+		t.Errorf("bravo's NetBird integration changed: %+v, %v", n, err)
+	}
 	if _, sec, err := st.CredentialSecret(ctx, "bravo", isoCredential); err != nil || sec.Reveal() != bravoSecret+"-token" {
 		t.Errorf("bravo's credential changed: %v", err)
 	}
 	site, err := f.bravo.Client.GetSite(ctx, "b1")
 	if err != nil || site.Revoked || site.NetBirdManagementURL != "https://"+bravoSecret+".example.net" {
 		t.Errorf("bravo's site changed: %+v, %v", site, err)
+	}
+	if _, err := f.bravo.Client.GetImage(ctx, f.imageB.SHA256); err != nil {
+		t.Errorf("bravo's image: %v", err)
 	}
 	// Bravo's enrollment token survived the misuse and still works.
 	key, _ := pki.NewKey()

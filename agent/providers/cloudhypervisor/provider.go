@@ -62,6 +62,11 @@ type Options struct {
 	// HTTPClient downloads images; nil means a client with no overall timeout
 	// (the action's context bounds it).
 	HTTPClient *http.Client
+	// ControlPlane and ControlPlaneHTTP route image URLs on the control
+	// plane's origin (pushed images) through the agent's mTLS client (see
+	// imagecache.Cache). Zero: every URL goes through HTTPClient.
+	ControlPlane     string
+	ControlPlaneHTTP *http.Client
 	// Env is added to the environment of every VMM process.
 	Env []string
 }
@@ -127,7 +132,8 @@ func New(opts Options) (*Provider, error) {
 		}
 	}
 	return &Provider{opts: opts, log: opts.Logger.With("component", "cloudhypervisor"), procs: map[string]*proc{},
-		images: &imagecache.Cache{Dir: filepath.Join(abs, "images"), HTTP: opts.HTTPClient}}, nil
+		images: &imagecache.Cache{Dir: filepath.Join(abs, "images"), HTTP: opts.HTTPClient,
+			ControlPlane: opts.ControlPlane, ControlPlaneHTTP: opts.ControlPlaneHTTP}}, nil
 }
 
 // Reattach finds the VMMs still running from an earlier agent and logs
@@ -158,17 +164,20 @@ func (p *Provider) Version(ctx context.Context) (path, version string, err error
 	if statErr == nil && c.path == path && c.size == fi.Size() && c.modTime.Equal(fi.ModTime()) {
 		return path, c.version, nil
 	}
-	version, err = runVersion(ctx, path)
+	version, err = runVersion(ctx, path, p.opts.Env)
 	if err == nil && statErr == nil {
 		c.path, c.size, c.modTime, c.version = path, fi.Size(), fi.ModTime(), version
 	}
 	return path, version, err
 }
 
-func runVersion(ctx context.Context, path string) (string, error) {
+// runVersion runs path --version with env added, as the VMMs get it.
+func runVersion(ctx context.Context, path string, env []string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, path, "--version").Output()
+	cmd := exec.CommandContext(ctx, path, "--version")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %w", path, err)
 	}
@@ -804,7 +813,7 @@ func (p *Provider) List(ctx context.Context) ([]model.ObservedVM, error) {
 			continue
 		}
 		var info VmInfo
-		var ierr error = errors.New("no vmm")
+		ierr := errors.New("no vmm")
 		if c, _, ok := p.alive(ctx, name); ok {
 			ictx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			info, ierr = c.Info(ictx)

@@ -74,6 +74,11 @@ type Options struct {
 	// HTTPClient downloads images; nil means a client with no overall
 	// timeout (the action's context bounds it).
 	HTTPClient *http.Client
+	// ControlPlane and ControlPlaneHTTP route image URLs on the control
+	// plane's origin (pushed images) through the agent's mTLS client (see
+	// imagecache.Cache). Zero: every URL goes through HTTPClient.
+	ControlPlane     string
+	ControlPlaneHTTP *http.Client
 }
 
 // Provider implements agent.Provider for QEMU.
@@ -156,7 +161,8 @@ func New(opts Options) (*Provider, error) {
 	}
 	return &Provider{
 		opts: opts, log: opts.Logger.With("component", "qemu"), procs: map[string]*proc{},
-		images: &imagecache.Cache{Dir: filepath.Join(abs, "images"), HTTP: opts.HTTPClient},
+		images: &imagecache.Cache{Dir: filepath.Join(abs, "images"), HTTP: opts.HTTPClient,
+			ControlPlane: opts.ControlPlane, ControlPlaneHTTP: opts.ControlPlaneHTTP},
 	}, nil
 }
 
@@ -778,7 +784,7 @@ func (p *Provider) List(ctx context.Context) ([]model.ObservedVM, error) {
 			continue
 		}
 		var live liveInfo
-		var lerr error = errors.New("no qemu")
+		lerr := errors.New("no qemu")
 		if p.pid(name) > 0 {
 			live, lerr = p.liveInfo(ctx, name)
 		}

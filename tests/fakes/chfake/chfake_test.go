@@ -214,7 +214,8 @@ func TestHangReleasedByShutdown(t *testing.T) {
 	c := client(sock)
 	c.Timeout = 200 * time.Millisecond
 	req, _ := http.NewRequestWithContext(t.Context(), "PUT", "http://localhost/api/v1/vm.create", strings.NewReader(cfgJSON))
-	if _, err := c.Do(req); err == nil {
+	if resp, err := c.Do(req); err == nil {
+		resp.Body.Close()
 		t.Fatal("hung vm.create answered")
 	}
 }

@@ -9,12 +9,28 @@
 // NBFAKE_DAEMON_DOWN=1. Each invocation's arguments are appended to
 // NBFAKE_STATE_DIR/calls.log with any setup key replaced, so tests can check
 // what was called without the secret reaching a file.
+//
+// When the management URL is a loopback address, `up` logs in at the fake
+// management server (tests/fakes/netbird-management) by posting the setup
+// key and this peer's WireGuard public key to its /fake/login, so the
+// server registers the peer, puts it in the key's auto_groups and consumes
+// the key, as the real login over gRPC does. NBFAKE_CA_FILE names a PEM
+// file of roots to trust for an https management URL; NBFAKE_HOSTNAME is
+// the hostname the peer registers with (default: the machine's).
 package main
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +48,10 @@ type state struct {
 	IP            string `json:"ip,omitempty"`
 	Peers         []peer `json:"peers,omitempty"`
 	SignalDown    bool   `json:"signalDown,omitempty"`
+	// PublicKey is the peer's WireGuard public key, made on the first up.
+	PublicKey string `json:"publicKey,omitempty"`
+	// PeerID is the ID the fake management server gave this peer.
+	PeerID string `json:"peerId,omitempty"`
 }
 
 type peer struct {
@@ -183,6 +203,20 @@ func run(args []string) int {
 		if st.ManagementURL == "" {
 			st.ManagementURL = "https://api.netbird.io:443"
 		}
+		if st.PublicKey == "" {
+			var b [32]byte
+			_, _ = rand.Read(b[:])
+			st.PublicKey = base64.StdEncoding.EncodeToString(b[:])
+		}
+		if loopback(st.ManagementURL) {
+			id, ip, err := login(st, key)
+			if err != nil {
+				st.Status = "LoginFailed"
+				_ = save(st)
+				return fail("login failed: rpc error: code = PermissionDenied desc = %v", err)
+			}
+			st.PeerID, st.IP = id, ip+"/16"
+		}
 		st.SetupKeyUsed = true
 		st.Status = "Connected"
 		if st.IP == "" {
@@ -298,7 +332,7 @@ func overview(st state) map[string]any {
 		"signal":              map[string]any{"url": "https://signal.netbird.io:443", "connected": connected && !st.SignalDown, "error": sigErr},
 		"relays":              map[string]any{"total": 0, "available": 0, "details": []any{}},
 		"netbirdIp":           ip,
-		"publicKey":           "fakepublickey=",
+		"publicKey":           publicKey(st),
 		"usesKernelInterface": true,
 		"wireguardPort":       51820,
 		"fqdn":                "edge.netbird.cloud",
@@ -308,4 +342,64 @@ func overview(st state) map[string]any {
 		"sshServer":    map[string]any{"enabled": false, "sessions": []any{}},
 		"daemonStatus": st.Status,
 	}
+}
+
+func publicKey(st state) string {
+	if st.PublicKey == "" {
+		return "fakepublickey="
+	}
+	return st.PublicKey
+}
+
+// loopback reports whether the management URL points at this machine, so
+// the fake never reaches a real NetBird server.
+func loopback(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	if u.Hostname() == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(u.Hostname())
+	return ip != nil && ip.IsLoopback()
+}
+
+// login registers the peer at the fake management server, or logs a known
+// peer in again; it answers the peer's ID and NetBird IP.
+func login(st state, key string) (string, string, error) {
+	host := os.Getenv("NBFAKE_HOSTNAME")
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	body, _ := json.Marshal(map[string]string{"setupKey": key, "publicKey": st.PublicKey, "hostname": host})
+	client := &http.Client{Timeout: 20 * time.Second}
+	if ca := os.Getenv("NBFAKE_CA_FILE"); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return "", "", err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", "", fmt.Errorf("no certificates in %s", ca)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
+	resp, err := client.Post(strings.TrimSuffix(st.ManagementURL, "/")+"/fake/login", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", "", fmt.Errorf("connect to management: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		PeerID  string `json:"peerId"`
+		IP      string `json:"ip"`
+		Message string `json:"message"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return "", "", fmt.Errorf("management answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", errors.New(out.Message)
+	}
+	return out.PeerID, out.IP, nil
 }

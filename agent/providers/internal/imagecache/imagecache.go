@@ -39,6 +39,40 @@ type Cache struct {
 	// HTTP downloads http(s) URLs; nil means http.DefaultClient (the
 	// caller's context bounds each download).
 	HTTP *http.Client
+	// ControlPlane is the control plane's URL; images on its origin
+	// (pushed with nkudoctl images push) are fetched with ControlPlaneHTTP,
+	// the agent's mTLS client, so a site needs no egress but the control
+	// plane. "" = no such routing.
+	ControlPlane string
+	// ControlPlaneHTTP is the agent's client of the control plane (its
+	// certificate and the pinned CA). nil = HTTP for every URL.
+	ControlPlaneHTTP *http.Client
+}
+
+// client picks the HTTP client for u: the agent's mTLS client on the
+// control plane's origin, HTTP (or the default client) elsewhere. The
+// mTLS client is never used for another origin, so the agent's
+// certificate is presented only to its control plane.
+func (c *Cache) client(u *url.URL) *http.Client {
+	if c.ControlPlaneHTTP != nil && c.ControlPlane != "" {
+		if cp, err := url.Parse(c.ControlPlane); err == nil && origin(cp) == origin(u) {
+			return c.ControlPlaneHTTP
+		}
+	}
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// origin is scheme://host:port with the scheme's default port made explicit.
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"https": "443", "http": "80"}[scheme]
+	}
+	return scheme + "://" + strings.ToLower(u.Hostname()) + ":" + port
 }
 
 // Fetch returns the path of the cached file with digest sum, downloading
@@ -106,11 +140,7 @@ func (c *Cache) open(ctx context.Context, rawURL string) (io.ReadCloser, error) 
 		if err != nil {
 			return nil, fmt.Errorf("image url %s: %w", SanitizeURL(rawURL), err)
 		}
-		hc := c.HTTP
-		if hc == nil {
-			hc = http.DefaultClient
-		}
-		resp, err := hc.Do(req)
+		resp, err := c.client(u).Do(req)
 		if err != nil {
 			var ue *url.Error
 			if errors.As(err, &ue) {
