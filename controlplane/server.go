@@ -27,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/ui"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
 )
@@ -117,6 +118,9 @@ type Options struct {
 	// ProtectedDirs are the server's own directories (data dir: mirrors,
 	// notes, credentials, PKI, database) that no repository may name.
 	ProtectedDirs []string
+
+	// SessionIdle ends a dashboard session unused for this long. Default 15m.
+	SessionIdle time.Duration
 }
 
 // Server is the control plane API. Create it with New; serve it with Serve
@@ -140,6 +144,10 @@ type Server struct {
 	crlSlots       busySlots
 	ready          readiness
 	metricsHandler http.Handler // one instance, so its in-flight cap holds
+
+	// The dashboard: its renderer and browser sessions (dashboard.go).
+	ui       *ui.Renderer
+	sessions *ui.Sessions
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
@@ -211,6 +219,10 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metricsHandler = promHandler(m.reg)
+	if s.ui, err = ui.NewRenderer(); err != nil {
+		return nil, err
+	}
+	s.sessions = &ui.Sessions{Idle: opts.SessionIdle, Now: opts.Now}
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()
 	return s, nil
