@@ -419,20 +419,44 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 			_ = send("end", []byte("{}"))
 			return nil
 		}
-		select {
-		case <-planCh:
-		case <-stateCh:
-		case <-keep.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
-				return nil
+		if !s.waitPlanChange(ctx, w, rc, c.session, planCh, stateCh, keep.C) {
+			if isClosed(c.session.Done()) {
+				_ = send("end", []byte(`{"reason":"signed out"}`))
 			}
-		case <-c.session.Done():
-			_ = send("end", []byte(`{"reason":"signed out"}`))
-			return nil
-		case <-s.shutdown:
-			return nil
-		case <-ctx.Done():
 			return nil
 		}
+	}
+}
+
+// waitPlanChange blocks until a store signal says the plan may have
+// changed (true), or the stream must stop (false). Keep-alives are written
+// while waiting and never cause a read of the store.
+func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, planCh, stateCh <-chan struct{}, keep <-chan time.Time) bool {
+	for {
+		select {
+		case <-planCh:
+			return true
+		case <-stateCh:
+			return true
+		case <-keep:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+				return false
+			}
+		case <-sess.Done():
+			return false
+		case <-s.shutdown:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
