@@ -97,6 +97,7 @@ func secureCookie(name, value string, maxAge int) *http.Cookie {
 // ---- sign-in and sign-out ----
 
 func (s *Server) handleSignInPage(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	ui.SecurityHeaders(w.Header())
 	if ck, err := r.Cookie(ui.SessionCookie); err == nil && s.sessions.Get(ui.SessionKey(ck.Value), false) != nil {
 		http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
 		return nil
@@ -114,6 +115,7 @@ func (s *Server) renderSignIn(w http.ResponseWriter, status int, msg string) err
 }
 
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ui.SecurityHeaders(w.Header())
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -163,6 +165,7 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller)
 }
 
 func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ui.SecurityHeaders(w.Header())
 	if err := r.ParseForm(); err != nil {
 		return badRequest("read form: %v", err)
 	}

@@ -232,7 +232,7 @@ func (f FleetQuery) Match(r SiteRow) bool {
 	return true
 }
 
-// Apply filters and sorts rows in place order; ties break by name.
+// Apply filters and sorts rows; ties break by name (reversed with Desc).
 func (f FleetQuery) Apply(rows []SiteRow) []SiteRow {
 	out := rows[:0:0]
 	for _, r := range rows {
@@ -253,11 +253,11 @@ func (f FleetQuery) Apply(rows []SiteRow) []SiteRow {
 		case "plan":
 			c = comparePlan(a.LastPlan, b.LastPlan)
 		}
-		if f.Desc {
-			c = -c
-		}
 		if c == 0 {
 			c = strings.Compare(a.Name, b.Name)
+		}
+		if f.Desc {
+			c = -c
 		}
 		return c
 	}

@@ -93,6 +93,7 @@ func TestFleetQuery(t *testing.T) {
 	}{
 		{"", []string{"a", "b", "c"}},
 		{"sort=vms&order=desc", []string{"c", "b", "a"}},
+		{"sort=name&order=desc", []string{"c", "b", "a"}},
 		{"sort=state", []string{"a", "b", "c"}},
 		{"sort=lag", []string{"b", "c", "a"}},
 		{"state=online", []string{"c"}},

@@ -40,7 +40,7 @@ type isoFixture struct {
 	tokenB         string // bravo's API token ID
 	enrollB2       api.EnrollmentToken
 	bravoAuditSeqs int
-	alphaUI        uiSession // alpha's dashboard session
+	alphaUI        *cptest.Browser // alpha's dashboard session
 }
 
 func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
@@ -86,7 +86,7 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	evs, err := st.ListAudit(ctx, "bravo", 0, 10000)
 	must(err)
 	f.bravoAuditSeqs = len(evs)
-	f.alphaUI = dashboardSignIn(t, env, f.alpha.Token, "")
+	f.alphaUI = env.SignInDashboard(f.alpha.Token, "")
 	return f
 }
 
@@ -184,7 +184,7 @@ func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p isoProbe) (int,
 		req.Header.Set(api.TenantHeader, tenant)
 	}
 	if p.who == isoAlphaSession {
-		req.AddCookie(f.alphaUI.cookie)
+		req.AddCookie(f.alphaUI.Cookie)
 	}
 	if rt.Method == "POST" && strings.HasPrefix(rt.Pattern, "/ui/") {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
