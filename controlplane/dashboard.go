@@ -236,12 +236,13 @@ func (s *Server) FleetPage(ctx context.Context, tenant string, q ui.FleetQuery) 
 	if len(plans) == maxFleetPlans {
 		page.PlanWindow = maxFleetPlans
 	}
+	labels, err := s.store.SiteLabels(ctx, tenant)
+	if err != nil {
+		return ui.FleetPage{}, err
+	}
 	for _, st := range sites {
-		row, err := s.siteRow(ctx, st, invs[st.Name], now)
-		if err != nil {
-			return ui.FleetPage{}, err
-		}
-		row.LastPlan = last[st.Name]
+		row := s.siteRow(st, invs[st.Name], now)
+		row.Labels, row.LastPlan = labels[st.Name], last[st.Name]
 		if row.Online {
 			page.Online++
 		}
@@ -256,7 +257,8 @@ func planSummary(p store.StoredPlan) *ui.PlanSummary {
 }
 
 // siteRow summarises a site; online uses the API's rule (siteView).
-func (s *Server) siteRow(ctx context.Context, st store.Site, inv model.Inventory, now time.Time) (ui.SiteRow, error) {
+// Labels are the caller's to fill (from store.SiteLabels).
+func (s *Server) siteRow(st store.Site, inv model.Inventory, now time.Time) ui.SiteRow {
 	row := ui.SiteRow{Name: st.Name, Enrolled: !st.EnrolledAt.IsZero(), LastSeen: st.LastHeartbeat, VMs: map[model.VMState]int{}}
 	if !st.LastHeartbeat.IsZero() {
 		row.Lag = max(0, now.Sub(st.LastHeartbeat))
@@ -273,15 +275,7 @@ func (s *Server) siteRow(ctx context.Context, st store.Site, inv model.Inventory
 		row.VMs[vm.State]++
 		row.VMTotal++
 	}
-	ds, err := s.store.DesiredState(ctx, st.Tenant, st.Name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		return ui.SiteRow{}, fmt.Errorf("desired state of %s: %w", st.Name, err)
-	case ds.Document != nil:
-		row.Labels = ds.Document.Labels
-	}
-	return row, nil
+	return row
 }
 
 func facts(st store.Site) *api.HostFacts {
@@ -308,13 +302,17 @@ func (s *Server) handleSitePage(w http.ResponseWriter, r *http.Request, c *calle
 	if err != nil {
 		return err
 	}
-	row, err := s.siteRow(ctx, st, inv, now)
-	if err != nil {
-		return err
-	}
+	row := s.siteRow(st, inv, now)
 	vms, err := s.SiteVMs(ctx, c.tenant, name)
 	if err != nil {
 		return err
+	}
+	switch ds, err := s.store.DesiredState(ctx, c.tenant, name); {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("desired state of %s: %w", name, err)
+	case ds.Document != nil:
+		row.Labels = ds.Document.Labels
 	}
 	plans, err := s.store.ListPlans(ctx, c.tenant, store.PlanFilter{Site: name, Limit: 50})
 	if err != nil {
