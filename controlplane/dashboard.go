@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,6 +81,9 @@ func (s *Server) writeUIError(w http.ResponseWriter, he *httpError, c *caller) {
 	p := ui.ErrorPage{Layout: ui.Layout{Title: http.StatusText(he.status)}, Status: he.status, Message: he.msg, SignIn: he.status == http.StatusUnauthorized}
 	if c != nil && c.session != nil {
 		p.Tenant, p.CSRF = c.tenant, c.session.CSRF
+	}
+	if he.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(he.retryAfter.Seconds()+0.999)))
 	}
 	if err := s.ui.Render(w, he.status, "error.html", p); err != nil {
 		s.log.Error("render error page", "err", err)
@@ -382,6 +386,11 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
+	if !c.session.OpenStream() {
+		return &httpError{status: http.StatusTooManyRequests, code: api.CodeRateLimited, retryAfter: 5 * time.Second,
+			msg: fmt.Sprintf("this session has %d event streams open already: close a tab", ui.MaxStreams)}
+	}
+	defer c.session.CloseStream()
 	planCh, unsubPlan := s.store.Subscribe(ctx, store.PlanTopic(c.tenant, sp.Plan.Site))
 	defer unsubPlan()
 	stateCh, unsubState := s.store.Subscribe(ctx, planStateTopic(id))

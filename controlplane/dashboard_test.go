@@ -211,3 +211,48 @@ func TestDashboardFleetFiltersWithoutScript(t *testing.T) {
 		t.Errorf("bad state: %d\n%s", status, body)
 	}
 }
+
+func TestDashboardStreamsPerSessionAreBounded(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	acme := env.NewTenant("acme")
+	env.NewSite("acme", "store-1")
+	plan := cptest.CreatePlan("acme", "store-1", 0, "pos-1")
+	if _, err := env.Store().StorePlan(t.Context(), store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b := env.SignInDashboard(acme.Token, "")
+	open := func() *http.Response {
+		t.Helper()
+		resp, err := b.Do("GET", api.Path(ui.PathEvents, plan.ID), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var streams []*http.Response
+	for range ui.MaxStreams {
+		resp := open()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %d", len(streams)+1, resp.StatusCode)
+		}
+		streams = append(streams, resp)
+	}
+	over := open()
+	over.Body.Close()
+	if over.StatusCode != http.StatusTooManyRequests || over.Header.Get("Retry-After") == "" {
+		t.Fatalf("stream over the bound: %d (Retry-After %q), want 429", over.StatusCode, over.Header.Get("Retry-After"))
+	}
+	// Another session has its own allowance.
+	other := env.SignInDashboard(acme.Token, "")
+	resp, err := other.Do("GET", api.Path(ui.PathEvents, plan.ID), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("another session's stream: %d", resp.StatusCode)
+	}
+	for _, r := range streams {
+		r.Body.Close()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,7 +23,25 @@ type Session struct {
 	created time.Time
 	seen    time.Time
 	done    chan struct{} // closed when the session ends
+	streams atomic.Int32  // open event streams
 }
+
+// MaxStreams is how many event streams one session may hold open at once
+// (a few tabs); each holds a goroutine and store subscriptions.
+const MaxStreams = 8
+
+// OpenStream counts an event stream of the session; false when it has
+// MaxStreams already. Call CloseStream when the stream ends.
+func (s *Session) OpenStream() bool {
+	if s.streams.Add(1) > MaxStreams {
+		s.streams.Add(-1)
+		return false
+	}
+	return true
+}
+
+// CloseStream is the end of a stream OpenStream counted.
+func (s *Session) CloseStream() { s.streams.Add(-1) }
 
 // Done is closed when the session ends (sign-out, idle timeout or
 // lifetime), so event streams of the session stop with it.
