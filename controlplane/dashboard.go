@@ -256,8 +256,10 @@ func (s *Server) FleetPage(ctx context.Context, tenant string, q ui.FleetQuery) 
 	return page, nil
 }
 
+// planSummary summarises a plan; Actions counts p.Actions, so it is
+// zero unless the plans were listed WithActions.
 func planSummary(p store.StoredPlan) *ui.PlanSummary {
-	return &ui.PlanSummary{ID: p.Plan.ID, Status: p.Status, Commit: p.Plan.Commit, UpdatedAt: p.UpdatedAt, Actions: len(p.Plan.Actions)}
+	return &ui.PlanSummary{ID: p.Plan.ID, Status: p.Status, Commit: p.Plan.Commit, UpdatedAt: p.UpdatedAt, Actions: len(p.Actions)}
 }
 
 // siteRow summarises a site; online uses the API's rule (siteView).
@@ -318,7 +320,7 @@ func (s *Server) handleSitePage(w http.ResponseWriter, r *http.Request, c *calle
 	case ds.Document != nil:
 		row.Labels = ds.Document.Labels
 	}
-	plans, err := s.store.ListPlans(ctx, c.tenant, store.PlanFilter{Site: name, Limit: 50})
+	plans, err := s.store.ListPlans(ctx, c.tenant, store.PlanFilter{Site: name, Limit: 50, WithActions: true})
 	if err != nil {
 		return err
 	}

@@ -176,7 +176,7 @@ type PlanSummary struct {
 	Status    model.PlanStatus
 	Commit    string
 	UpdatedAt time.Time
-	Actions   int
+	Actions   int // the number of actions (site page only)
 }
 
 // FleetQuery is the fleet page's filter and order, from query parameters.

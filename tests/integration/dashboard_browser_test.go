@@ -114,11 +114,13 @@ func eval[T any](script string, into *T) chromedp.Action[chromedp.Void] {
 
 // TestDashboardInBrowser drives the dashboard in headless Chromium: sign
 // in, the fleet lists the tenant's sites, a plan page shows its actions go
-// to succeeded without a reload while the agent reports them, another
-// tenant's session cannot open the plan's page or stream, and sign-out
-// ends the session.
+// to succeeded without a reload while the agent reports them, the site
+// page shows host and VMs, a site whose agent stopped shows offline,
+// another tenant's session cannot open the plan's page, the site's page
+// or the plan's stream, and sign-out ends the session.
 func TestDashboardInBrowser(t *testing.T) {
-	env := cptest.Start(t, cptest.Options{})
+	clock := &cptest.Clock{}
+	env := cptest.Start(t, cptest.Options{Clock: clock})
 	ctx := t.Context()
 	alpha, bravo := env.NewTenant("alpha"), env.NewTenant("bravo")
 	a1 := env.Enroll("alpha", "edge-1")
@@ -206,6 +208,36 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("actions show no duration:\n%s", durations)
 	}
 
+	// The site page shows the host and its VMs, desired and reported.
+	var site string
+	if err := chromedp.Do(b,
+		chromedp.Navigate(env.URL+"/ui/sites/edge-1"),
+		text("main", &site),
+		screenshot(dir, "4-site"),
+	); err != nil {
+		t.Fatalf("site page: %v", err)
+	}
+	for _, want := range []string{"edge-1-host", "pos-0", "managed", plan.ID[:12], "\t2\t" /* its two actions */} {
+		if !strings.Contains(site, want) {
+			t.Errorf("site page lacks %q:\n%s", want, site)
+		}
+	}
+
+	// The agent stops: a minute without heartbeats and the fleet shows
+	// edge-1 offline.
+	clock.Advance(time.Minute)
+	var state string
+	if err := chromedp.Do(b,
+		chromedp.Navigate(env.URL+"/ui/fleet"),
+		text(`tr[data-site="edge-1"] [data-state]`, &state),
+		screenshot(dir, "5-fleet-offline"),
+	); err != nil {
+		t.Fatalf("fleet after the agent stopped: %v", err)
+	}
+	if state != "offline" {
+		t.Errorf("edge-1 without heartbeats for a minute shows %q, want offline", state)
+	}
+
 	// Bravo's session, in its own browser, cannot open alpha's plan page,
 	// site page or the plan's event stream.
 	bb := browser(t)
@@ -215,7 +247,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		signIn(env.URL, bravo.Token),
 		chromedp.Navigate(planURL),
 		text("main", &planText),
-		screenshot(dir, "4-bravo-denied"),
+		screenshot(dir, "6-bravo-denied"),
 		chromedp.Navigate(env.URL+"/ui/sites/edge-1"),
 		text("main", &siteText),
 		eval(`fetch("/ui/plans/`+plan.ID+`/events").then(r => r.status)`, &streamStatus),
@@ -240,7 +272,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("token")),
 		chromedp.Navigate(env.URL+"/ui/fleet"),
 		text("main", &after),
-		screenshot(dir, "5-signed-out"),
+		screenshot(dir, "7-signed-out"),
 	); err != nil {
 		t.Fatalf("sign out: %v", err)
 	}
