@@ -159,6 +159,9 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller)
 	default:
 		tenant = t.Tenant
 	}
+	if old, err := r.Cookie(ui.SessionCookie); err == nil {
+		s.sessions.Delete(ui.SessionKey(old.Value)) // one session per browser
+	}
 	key, _ := s.sessions.Create(hash, tenant)
 	c.tokenID, c.admin, c.tenant = t.ID, t.Admin, tenant
 	s.auditUI(r.Context(), c, "ui.signin")
@@ -413,6 +416,11 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	defer keep.Stop()
 	var last []byte
 	for {
+		if !s.tokenLive(ctx, c.session) {
+			s.sessions.Delete(c.sessionKey)
+			_ = send("end", []byte(`{"reason":"the session's API token was deleted or expired"}`))
+			return nil
+		}
 		p, err := s.PlanPage(ctx, c.tenant, id)
 		if err != nil {
 			return nil // headers are sent; the browser reconnects
@@ -451,6 +459,9 @@ func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *
 		case <-stateCh:
 			return true
 		case <-keep:
+			if !s.tokenLive(ctx, sess) {
+				return true // the caller re-checks and ends the stream
+			}
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return false
 			}
@@ -462,6 +473,15 @@ func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *
 			return false
 		}
 	}
+}
+
+// tokenLive reports whether the session's API token still exists and has
+// not expired; a stream checks it at every wake-up and keep-alive, so
+// deleting a token also ends its open streams. A store error counts as
+// live (the next check decides).
+func (s *Server) tokenLive(ctx context.Context, sess *ui.Session) bool {
+	_, err := s.store.APITokenByHash(ctx, sess.TokenHash, s.now())
+	return !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrTokenExpired)
 }
 
 func isClosed(ch <-chan struct{}) bool {

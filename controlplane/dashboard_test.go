@@ -94,13 +94,38 @@ func TestDashboardPagesCarrySecurityHeaders(t *testing.T) {
 func TestDashboardSessionEndsWithItsToken(t *testing.T) {
 	env := cptest.Start(t, cptest.Options{})
 	acme := env.NewTenant("acme")
+	env.NewSite("acme", "store-1")
+	plan := cptest.CreatePlan("acme", "store-1", 0, "pos-1")
+	if _, err := env.Store().StorePlan(t.Context(), store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
 	b := env.SignInDashboard(acme.Token, "")
+	stream, err := b.Do("GET", api.Path(ui.PathEvents, plan.ID), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	events := bufio.NewReader(stream.Body)
+	if line, err := events.ReadString('\n'); err != nil || line != "event: plan\n" {
+		t.Fatalf("first line of the stream %q, %v", line, err)
+	}
 	toks, err := acme.Client.ListTokens(t.Context())
 	if err != nil || len(toks) != 1 {
 		t.Fatalf("tokens %v, %v", toks, err)
 	}
 	if err := acme.Client.DeleteToken(t.Context(), toks[0].ID); err != nil {
 		t.Fatal(err)
+	}
+	// The open stream ends at its next wake-up.
+	if err := env.Store().Notify(t.Context(), store.PlanTopic("acme", "store-1")); err != nil {
+		t.Fatal(err)
+	}
+	var rest strings.Builder
+	if _, err := events.WriteTo(&rest); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rest.String(), "event: end") {
+		t.Errorf("the stream after the token was deleted: %q, want it to end", rest.String())
 	}
 	if status, body := b.Get(ui.PathFleet); status != http.StatusUnauthorized || !strings.Contains(body, `href="/"`) {
 		t.Errorf("after the token was deleted: %d, want 401 with a sign-in link\n%s", status, body)
