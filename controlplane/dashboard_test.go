@@ -256,11 +256,11 @@ func TestDashboardStreamsPerSessionAreBounded(t *testing.T) {
 	}
 	var streams []*http.Response
 	for range ui.MaxStreams {
-		resp := open()
+		resp := open() //nolint:bodyclose // held open to fill the bound; closed below
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("stream %d: %d", len(streams)+1, resp.StatusCode)
 		}
-		streams = append(streams, resp)
+		streams = append(streams, resp) //nolint:bodyclose // closed below
 	}
 	over := open()
 	over.Body.Close()
