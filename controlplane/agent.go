@@ -395,7 +395,23 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		}
 		out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: o.New, PlanStatus: o.PlanStatus})
 	}
+	s.notifyPlanStates(ctx, req.Results)
 	return out, nil
+}
+
+// notifyPlanStates wakes the dashboard's streams of the plans reported on.
+// A lost wake-up only delays a page, so failures are logged.
+func (s *Server) notifyPlanStates(ctx context.Context, results []api.ActionResult) {
+	seen := map[string]bool{}
+	for _, res := range results {
+		if seen[res.PlanID] {
+			continue
+		}
+		seen[res.PlanID] = true
+		if err := s.store.Notify(ctx, planStateTopic(res.PlanID)); err != nil {
+			s.log.Warn("notify plan state", "plan", res.PlanID, "err", err)
+		}
+	}
 }
 
 // ---- logs ----

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/ui"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
 )
@@ -35,6 +36,10 @@ const (
 	AuthAdmin AuthKind = "admin"
 	// AuthWebhook: no bearer token; the webhook handler checks the forge signature.
 	AuthWebhook AuthKind = "webhook"
+	// AuthSession: a dashboard browser session (cookie), bound to one
+	// tenant, whose API token is re-checked on every request. Errors are
+	// answered as HTML pages.
+	AuthSession AuthKind = "session"
 )
 
 // Route is one entry of the server's route table.
@@ -69,6 +74,9 @@ type caller struct {
 	site     store.Site
 	// source is the client's IP address.
 	source string
+	// Dashboard session callers.
+	session    *ui.Session
+	sessionKey ui.SessionKey
 }
 
 func (c *caller) actor() store.Actor {
@@ -94,7 +102,7 @@ func (s *Server) routeTable() []Route {
 	}
 	opt := func(rt Route) Route { rt.TenantOptional = true; return rt }
 	streamed := func(rt Route, limit int64) Route { rt.bodyLimit = limit; return rt }
-	return []Route{
+	return append([]Route{
 		r("GET", api.PathHealthz, AuthPublic, s.handleHealthz),
 		r("GET", api.PathReadyz, AuthPublic, s.handleReadyz),
 		r("GET", api.PathMetrics, AuthPublic, s.handleMetrics),
@@ -156,7 +164,7 @@ func (s *Server) routeTable() []Route {
 		r("GET", api.PathImages, AuthUser, s.handleListImages),
 		r("GET", api.PathImage, AuthUser, s.handleGetImage),
 		r("DELETE", api.PathImage, AuthUser, s.handleDeleteImage),
-	}
+	}, s.dashboardRoutes()...)
 }
 
 func (s *Server) buildMux() http.Handler {
@@ -240,7 +248,9 @@ func (s *Server) wrap(rt Route) http.Handler {
 			if !expected {
 				s.log.Error("request failed", "method", r.Method, "route", rt.Pattern, "err", err)
 			}
-			if rec.status == 0 {
+			if rec.status == 0 && rt.Auth == AuthSession {
+				s.writeUIError(rec, he, c)
+			} else if rec.status == 0 {
 				writeErr(rec, he)
 			}
 		}
@@ -276,6 +286,8 @@ func (s *Server) authenticate(r *http.Request, rt Route) (*caller, error) {
 		return c, nil
 	case AuthAgent:
 		return c, s.authAgent(r, c)
+	case AuthSession:
+		return c, s.authSession(r, c)
 	case AuthUser, AuthAdmin:
 		if err := s.authToken(r, c); err != nil {
 			return c, err

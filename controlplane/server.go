@@ -27,6 +27,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/ui"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
@@ -136,6 +137,8 @@ type Options struct {
 	// ImageGCGrace is how long an image no manifest references is kept
 	// after it was pushed or last referenced. Default 24h.
 	ImageGCGrace time.Duration
+	// SessionIdle ends a dashboard session unused for this long. Default 15m.
+	SessionIdle time.Duration
 }
 
 // Server is the control plane API. Create it with New; serve it with Serve
@@ -161,6 +164,9 @@ type Server struct {
 	metricsHandler http.Handler // one instance, so its in-flight cap holds
 
 	imageMu sync.Mutex // serialises placing and removing image files
+	// The dashboard: its renderer and browser sessions (dashboard.go).
+	ui       *ui.Renderer
+	sessions *ui.Sessions
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
@@ -241,6 +247,10 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metricsHandler = promHandler(m.reg)
+	if s.ui, err = ui.NewRenderer(); err != nil {
+		return nil, err
+	}
+	s.sessions = &ui.Sessions{Idle: opts.SessionIdle, Now: opts.Now}
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()
 	return s, nil

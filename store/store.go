@@ -164,6 +164,11 @@ type Repositories interface {
 	// the site's documents (never planned, or planned before the store
 	// kept them and not reconciled since).
 	DesiredState(ctx context.Context, tenant, site string) (DesiredState, error)
+	// SiteLabels returns the labels of every site of the tenant, from the
+	// Site document of the record DesiredState would answer with, in one
+	// read (the dashboard's fleet). Sites without such a record, or whose
+	// document has no labels, are absent.
+	SiteLabels(ctx context.Context, tenant string) (map[string]map[string]string, error)
 }
 
 // Credentials manages the secrets a tenant's repositories fetch and post

@@ -121,6 +121,7 @@ type ServeCmd struct {
 	EnrollBurst          int           `help:"Enrollment attempts allowed in a burst per source address." default:"5" env:"NKUDO_ENROLL_BURST"`
 	NoPerSiteMetrics     bool          `help:"Drop the per-site heartbeat lag gauge (large fleets); the histogram stays." env:"NKUDO_NO_PER_SITE_METRICS"`
 	ShutdownTimeout      time.Duration `help:"How long in-flight requests may finish after SIGTERM." default:"30s" env:"NKUDO_SHUTDOWN_TIMEOUT"`
+	DashboardIdle        time.Duration `help:"End a dashboard browser session after this long without a request." default:"15m" env:"NKUDO_DASHBOARD_IDLE"`
 }
 
 // Run serves until the context (SIGINT/SIGTERM) ends.
@@ -166,6 +167,7 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		EnrollBurst:           c.EnrollBurst,
 		DisablePerSiteMetrics: c.NoPerSiteMetrics,
 		ShutdownTimeout:       c.ShutdownTimeout,
+		SessionIdle:           c.DashboardIdle,
 	}
 	if err := c.ImageFlags.apply(c.DataDir, &opts); err != nil {
 		return err

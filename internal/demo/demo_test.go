@@ -159,7 +159,7 @@ func TestDemoOnceConvergesBothCommits(t *testing.T) {
 	if socks := sockets(dataDir); len(socks) > 0 {
 		t.Errorf("VMM sockets left after the demo: %v", socks)
 	}
-	for _, s := range []string{"plan:", "nkudo/apply", "every site converged", "NKUDO_TOKEN="} {
+	for _, s := range []string{"plan:", "nkudo/apply", "every site converged", "NKUDO_TOKEN=", "# dashboard: open https://"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("story lacks %q", s)
 		}

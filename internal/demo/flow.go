@@ -492,6 +492,8 @@ func (d *demo) showPlans(ctx context.Context, sha string, shown, final map[strin
 // explore prints how to look around with nkudoctl (and curl).
 func (d *demo) explore() {
 	lines := []string{
+		"# dashboard: open " + d.url + "/ and sign in with the token below (read-only; the",
+		"#   browser does not know the demo's dev CA: accept the warning or import NKUDO_CA_FILE)",
 		"export NKUDO_SERVER=" + d.url,
 		"export NKUDO_TOKEN=" + d.token,
 		"export NKUDO_CA_FILE=" + d.caFile + "   # the demo's dev CA",
@@ -509,7 +511,7 @@ func (d *demo) explore() {
 		"#   git -C "+d.workDir+" commit -am 'my change' && go run ./cmd/nkudoctl apply --wait",
 	)
 	d.n.emit(Event{Step: StepExplore, Message: "explore the fleet from another terminal:", Detail: strings.Join(lines, "\n"),
-		Data: map[string]any{"server": d.url, "token": d.token, "caFile": d.caFile, "repo": d.repoID,
+		Data: map[string]any{"server": d.url, "dashboard": d.url + "/", "token": d.token, "caFile": d.caFile, "repo": d.repoID,
 			"commits": []string{d.first, d.second}, "repoDir": d.workDir}})
 }
 

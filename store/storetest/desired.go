@@ -64,6 +64,15 @@ func testDesiredState(t *testing.T, s store.Store) {
 		t.Errorf("SiteDesired (-want +got):\n%s", diff)
 	}
 
+	labels, err := s.SiteLabels(ctx, tenantA)
+	must(t, err)
+	if diff := cmp.Diff(map[string]map[string]string{siteA: {"region": "eu"}}, labels); diff != "" {
+		t.Errorf("SiteLabels (-want +got):\n%s", diff)
+	}
+	if labels, err := s.SiteLabels(ctx, tenantB); err != nil || len(labels) != 0 {
+		t.Errorf("SiteLabels of another tenant = %v, %v; want none", labels, err)
+	}
+
 	// Another tenant sees nothing and cannot record into the repository.
 	_, err = s.DesiredState(ctx, tenantB, siteA)
 	wantErr(t, err, store.ErrNotFound)
@@ -123,6 +132,10 @@ func testDesiredState(t *testing.T, s store.Store) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("DesiredState of the newer record (-want +got):\n%s", diff)
+	}
+	// The labels follow the same record: the newer one has no document.
+	if labels, err := s.SiteLabels(ctx, tenantA); err != nil || len(labels) != 0 {
+		t.Errorf("SiteLabels after a newer record without a document = %v, %v; want none", labels, err)
 	}
 
 	// Deleting the repository drops its records.

@@ -42,6 +42,7 @@ type isoFixture struct {
 	enrollB2       api.EnrollmentToken
 	bravoAuditSeqs int
 	imageB         api.PushImageResponse // bravo's image, named after bravoSecret
+	alphaUI        *cptest.Browser       // alpha's dashboard session
 }
 
 func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
@@ -92,6 +93,7 @@ func newIsoFixture(t *testing.T, o cptest.Options) *isoFixture {
 	evs, err := st.ListAudit(ctx, "bravo", 0, 10000)
 	must(err)
 	f.bravoAuditSeqs = len(evs)
+	f.alphaUI = env.SignInDashboard(f.alpha.Token, "")
 	return f
 }
 
@@ -141,10 +143,11 @@ const (
 	isoAlphaToken
 	isoAlphaAsBravo // alpha's token naming bravo in the tenant header
 	isoAgentA1
+	isoAlphaSession // alpha's dashboard session cookie
 )
 
 func (c isoCaller) String() string {
-	return [...]string{"anonymous", "alpha token", "alpha token as bravo", "a1 certificate"}[c]
+	return [...]string{"anonymous", "alpha token", "alpha token as bravo", "a1 certificate", "alpha session"}[c]
 }
 
 // isoProbe is one request and the statuses that count as rejected/isolated.
@@ -188,6 +191,12 @@ func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p isoProbe) (int,
 	}
 	if tenant != "" {
 		req.Header.Set(api.TenantHeader, tenant)
+	}
+	if p.who == isoAlphaSession {
+		req.AddCookie(f.alphaUI.Cookie)
+	}
+	if rt.Method == "POST" && strings.HasPrefix(rt.Pattern, "/ui/") {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -324,6 +333,14 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /v1/images":                       {{name: "lists alpha's images only", who: isoAlphaToken, want: []int{http.StatusOK}, check: noBravo}},
 		"GET /v1/images/{sha256}":              {{name: "bravo's image", who: isoAlphaToken, want: notFound}},
 		"DELETE /v1/images/{sha256}":           {{name: "delete bravo's image", who: isoAlphaToken, want: notFound}},
+		"GET /{$}":                             {{name: "sign-in page", who: isoAnonymous, path: "/", want: []int{http.StatusOK}, check: noSecret}},
+		"GET /ui/assets/{file}":                {{name: "stylesheet", who: isoAnonymous, path: "/ui/assets/style.css", want: []int{http.StatusOK}, check: noSecret}},
+		"POST /ui/signin":                      {{name: "alpha token naming bravo", who: isoAnonymous, body: "token=" + f.alpha.Token + "&tenant=bravo", want: forbidden}},
+		"POST /ui/signout":                     {{name: "sign-out without the form token", who: isoAlphaSession, body: "csrf=wrong", want: forbidden}},
+		"GET /ui/fleet":                        {{name: "lists alpha's sites only", who: isoAlphaSession, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /ui/sites/{site}":                 {{name: "bravo's site page", who: isoAlphaSession, path: "/ui/sites/b2", want: notFound}},
+		"GET /ui/plans/{plan}":                 {{name: "bravo's plan page", who: isoAlphaSession, want: notFound}},
+		"GET /ui/plans/{plan}/events":          {{name: "bravo's plan stream", who: isoAlphaSession, want: notFound}},
 	}
 }
 
@@ -357,7 +374,10 @@ func TestCrossTenantIsolationRejected(t *testing.T) {
 					if strings.Contains(body, bravoSecret) {
 						t.Errorf("answer leaks bravo's data: %s", body)
 					}
-					if status >= 400 && envelopeCode(body) == "" {
+					switch dashboard := rt.Pattern == "/{$}" || strings.HasPrefix(rt.Pattern, "/ui/") && rt.Pattern != "/ui/assets/{file}"; {
+					case status >= 400 && dashboard && !strings.HasPrefix(body, "<!doctype html>"):
+						t.Errorf("dashboard error answer is not an HTML page: %s", body)
+					case status >= 400 && !dashboard && envelopeCode(body) == "":
 						t.Errorf("error answer is not the JSON envelope: %s", body)
 					}
 					if p.check != nil && status < 300 {
@@ -395,6 +415,12 @@ func isoGenericProbes(rt controlplane.Route) []isoProbe {
 		return []isoProbe{
 			{name: "no certificate", who: isoAnonymous, want: unauth},
 			{name: "user token is not an agent credential", who: isoAlphaToken, want: unauth},
+		}
+	case controlplane.AuthSession:
+		return []isoProbe{
+			{name: "no session", who: isoAnonymous, want: unauth},
+			{name: "bearer token is not a session", who: isoAlphaToken, want: unauth},
+			{name: "agent certificate is not a session", who: isoAgentA1, want: unauth},
 		}
 	}
 	return nil

@@ -339,6 +339,49 @@ func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[str
 	return out, nil
 }
 
+// SiteLabels implements store.Repositories. It orders like DesiredState,
+// per site, and keeps each site's first row.
+func (s *Store) SiteLabels(ctx context.Context, tenant string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	err := s.read(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT d.site, d.state
+			FROM site_desired d JOIN repositories r ON r.id = d.repo_id
+			WHERE r.tenant = $1 AND d.state <> ''
+			ORDER BY d.site, d.updated_at DESC, r.name`, tenant)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		seen := ""
+		for rows.Next() {
+			var site, state string
+			if err := rows.Scan(&site, &state); err != nil {
+				return err
+			}
+			if site == seen {
+				continue
+			}
+			seen = site
+			var st struct {
+				Site *struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"site"`
+			}
+			if err := json.Unmarshal([]byte(state), &st); err != nil {
+				return fmt.Errorf("decode %s: %w", site, err)
+			}
+			if st.Site != nil && len(st.Site.Labels) > 0 {
+				out[site] = st.Site.Labels
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("site labels of tenant %s: %w", tenant, err)
+	}
+	return out, nil
+}
+
 // siteState is the JSON of site_desired.state.
 type siteState struct {
 	Site *model.Site            `json:"site"`

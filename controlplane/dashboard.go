@@ -1,0 +1,494 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane/ui"
+	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/store"
+)
+
+// This file adapts the read-only dashboard (package ui) to the server:
+// sign-in exchanges an API token for a browser session, and every page and
+// event stream is scoped to the session's tenant by the same store reads
+// the API uses. Its routes are rows of the one route table, so the
+// isolation test covers them.
+
+// planStateTopic is notified after agents report action progress, so the
+// dashboard's plan streams wake; the plan topic itself is left to plan
+// changes, which agents' long-polls wait on.
+func planStateTopic(planID string) string { return "planstate/" + planID }
+
+// maxFleetPlans bounds the plans read for the fleet page's last-plan column.
+const maxFleetPlans = 1000
+
+// streamKeepAlive is how often an idle event stream sends a comment, so
+// proxies do not cut it.
+const streamKeepAlive = 25 * time.Second
+
+func (s *Server) dashboardRoutes() []Route {
+	r := func(method, pattern string, auth AuthKind, h handlerFunc) Route {
+		return Route{Method: method, Pattern: pattern, Auth: auth, handle: h}
+	}
+	return []Route{
+		r("GET", ui.PathRoot, AuthPublic, s.handleSignInPage),
+		r("GET", ui.PathAsset, AuthPublic, s.handleAsset),
+		r("POST", ui.PathSignIn, AuthPublic, s.handleSignIn),
+		r("POST", ui.PathSignOut, AuthSession, s.handleSignOut),
+		r("GET", ui.PathFleet, AuthSession, s.handleFleet),
+		r("GET", ui.PathSite, AuthSession, s.handleSitePage),
+		r("GET", ui.PathPlan, AuthSession, s.handlePlanPage),
+		r("GET", ui.PathEvents, AuthSession, s.handlePlanEvents),
+	}
+}
+
+// authSession binds a request to its browser session and re-checks the
+// session's API token in the store, so a deleted or expired token ends
+// every session opened with it.
+func (s *Server) authSession(r *http.Request, c *caller) error {
+	ck, err := r.Cookie(ui.SessionCookie)
+	if err != nil {
+		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "not signed in, or the session ended: sign in again")
+	}
+	key := ui.SessionKey(ck.Value)
+	sess := s.sessions.Get(key, true)
+	if sess == nil {
+		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "not signed in, or the session ended: sign in again")
+	}
+	t, err := s.store.APITokenByHash(r.Context(), sess.TokenHash, s.now())
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenExpired):
+		s.sessions.Delete(key)
+		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "the API token of this session was deleted or expired: sign in again")
+	case err != nil:
+		return err
+	}
+	c.tokenID, c.admin, c.tenant = t.ID, t.Admin, sess.Tenant
+	c.session, c.sessionKey = sess, key
+	return nil
+}
+
+// writeUIError answers a dashboard route's error as an HTML page.
+func (s *Server) writeUIError(w http.ResponseWriter, he *httpError, c *caller) {
+	p := ui.ErrorPage{Layout: ui.Layout{Title: http.StatusText(he.status)}, Status: he.status, Message: he.msg, SignIn: he.status == http.StatusUnauthorized}
+	if c != nil && c.session != nil {
+		p.Tenant, p.CSRF = c.tenant, c.session.CSRF
+	}
+	if he.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(he.retryAfter.Seconds()+0.999)))
+	}
+	if err := s.ui.Render(w, he.status, "error.html", p); err != nil {
+		s.log.Error("render error page", "err", err)
+	}
+}
+
+func (s *Server) layout(c *caller, title string) ui.Layout {
+	return ui.Layout{Title: title, Tenant: c.tenant, CSRF: c.session.CSRF}
+}
+
+func secureCookie(name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: name, Value: value, Path: "/", MaxAge: maxAge, HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode}
+}
+
+// ---- sign-in and sign-out ----
+
+func (s *Server) handleSignInPage(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	ui.SecurityHeaders(w.Header())
+	if ck, err := r.Cookie(ui.SessionCookie); err == nil && s.sessions.Get(ui.SessionKey(ck.Value), false) != nil {
+		http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
+		return nil
+	}
+	return s.renderSignIn(w, http.StatusOK, "")
+}
+
+// renderSignIn shows the form with a fresh CSRF token, also set as a
+// cookie: the POST must carry both (double submit), and SameSite=Strict
+// keeps other sites from sending the cookie at all.
+func (s *Server) renderSignIn(w http.ResponseWriter, status int, msg string) error {
+	tok := ui.RandomToken()
+	http.SetCookie(w, secureCookie(ui.SignInCookie, tok, 3600))
+	return s.ui.Render(w, status, "signin.html", ui.SignInPage{Layout: ui.Layout{Title: "Sign in", CSRF: tok}, Error: msg})
+}
+
+func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ui.SecurityHeaders(w.Header())
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return s.renderSignIn(w, http.StatusBadRequest, "the form could not be read: "+err.Error())
+	}
+	ck, err := r.Cookie(ui.SignInCookie)
+	form := r.PostForm.Get("csrf")
+	if err != nil || form == "" || !(&ui.Session{CSRF: ck.Value}).CheckCSRF(form) {
+		return s.renderSignIn(w, http.StatusForbidden, "the sign-in form expired or came from another site (field csrf): try again")
+	}
+	tok := strings.TrimSpace(r.PostForm.Get("token"))
+	if tok == "" {
+		return s.renderSignIn(w, http.StatusBadRequest, "field token is empty: paste an API token")
+	}
+	hash := store.HashSecret(tok)
+	t, err := s.store.APITokenByHash(r.Context(), hash, s.now())
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenExpired):
+		return s.renderSignIn(w, http.StatusUnauthorized, "invalid or expired API token (field token)")
+	case err != nil:
+		return err
+	}
+	tenant := strings.TrimSpace(r.PostForm.Get("tenant"))
+	switch {
+	case t.Admin && tenant == "":
+		return s.renderSignIn(w, http.StatusBadRequest, "field tenant: an admin token must name the tenant to view")
+	case t.Admin:
+		if _, err := s.store.GetTenant(r.Context(), tenant); errors.Is(err, store.ErrNotFound) {
+			return s.renderSignIn(w, http.StatusBadRequest, fmt.Sprintf("field tenant: no tenant %q", tenant))
+		} else if err != nil {
+			return err
+		}
+	case tenant != "" && tenant != t.Tenant:
+		return s.renderSignIn(w, http.StatusForbidden, fmt.Sprintf("field tenant: this token is scoped to tenant %s", t.Tenant))
+	default:
+		tenant = t.Tenant
+	}
+	if old, err := r.Cookie(ui.SessionCookie); err == nil {
+		s.sessions.Delete(ui.SessionKey(old.Value)) // one session per browser
+	}
+	key, _ := s.sessions.Create(hash, tenant)
+	c.tokenID, c.admin, c.tenant = t.ID, t.Admin, tenant
+	s.auditUI(r.Context(), c, "ui.signin")
+	http.SetCookie(w, secureCookie(ui.SessionCookie, string(key), 0))
+	http.SetCookie(w, secureCookie(ui.SignInCookie, "", -1))
+	http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ui.SecurityHeaders(w.Header())
+	if err := r.ParseForm(); err != nil {
+		return badRequest("read form: %v", err)
+	}
+	if !c.session.CheckCSRF(r.PostForm.Get("csrf")) {
+		return errorf(http.StatusForbidden, api.CodeForbidden, "the form's csrf field does not match this session: reload the page and try again")
+	}
+	s.sessions.Delete(c.sessionKey)
+	s.auditUI(r.Context(), c, "ui.signout")
+	http.SetCookie(w, secureCookie(ui.SessionCookie, "", -1))
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+	return nil
+}
+
+// auditUI records a sign-in or sign-out; a failure is logged, not fatal:
+// the session itself is not a store mutation.
+func (s *Server) auditUI(ctx context.Context, c *caller, action string) {
+	_, err := s.store.AppendAudit(ctx, store.AuditEvent{Tenant: c.tenant, Actor: c.actor().String(), Action: action, Object: "token/" + c.tokenID})
+	if err != nil {
+		s.log.Warn("audit dashboard session", "action", action, "err", err)
+	}
+}
+
+func (s *Server) handleAsset(w http.ResponseWriter, r *http.Request, _ *caller) error {
+	if !ui.Asset(w, r.PathValue("file")) {
+		return notFound("asset " + r.PathValue("file"))
+	}
+	return nil
+}
+
+// ---- pages ----
+
+func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request, c *caller) error {
+	q, err := ui.ParseFleetQuery(r.URL.Query())
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	p, err := s.FleetPage(r.Context(), c.tenant, q)
+	if err != nil {
+		return err
+	}
+	p.Layout = s.layout(c, "Fleet")
+	return s.ui.Render(w, http.StatusOK, "fleet.html", p)
+}
+
+// FleetPage gathers the tenant's sites for the fleet page, filtered and
+// sorted by q.
+func (s *Server) FleetPage(ctx context.Context, tenant string, q ui.FleetQuery) (ui.FleetPage, error) {
+	now := s.now()
+	sites, err := s.store.ListSites(ctx, tenant)
+	if err != nil {
+		return ui.FleetPage{}, fmt.Errorf("list sites: %w", err)
+	}
+	invs, err := s.store.Inventories(ctx, tenant)
+	if err != nil {
+		return ui.FleetPage{}, fmt.Errorf("inventories: %w", err)
+	}
+	plans, err := s.store.ListPlans(ctx, tenant, store.PlanFilter{Limit: maxFleetPlans})
+	if err != nil {
+		return ui.FleetPage{}, fmt.Errorf("list plans: %w", err)
+	}
+	last := map[string]*ui.PlanSummary{}
+	for _, p := range plans { // newest first
+		if last[p.Plan.Site] == nil {
+			last[p.Plan.Site] = planSummary(p)
+		}
+	}
+	page := ui.FleetPage{Query: q, Total: len(sites), Now: now, Rows: make([]ui.SiteRow, 0, len(sites))}
+	if len(plans) == maxFleetPlans {
+		page.PlanWindow = maxFleetPlans
+	}
+	labels, err := s.store.SiteLabels(ctx, tenant)
+	if err != nil {
+		return ui.FleetPage{}, err
+	}
+	for _, st := range sites {
+		row := s.siteRow(st, invs[st.Name], now)
+		row.Labels, row.LastPlan = labels[st.Name], last[st.Name]
+		if row.Online {
+			page.Online++
+		}
+		page.Rows = append(page.Rows, row)
+	}
+	page.Rows = q.Apply(page.Rows)
+	return page, nil
+}
+
+// planSummary summarises a plan; Actions counts p.Actions, so it is
+// zero unless the plans were listed WithActions.
+func planSummary(p store.StoredPlan) *ui.PlanSummary {
+	return &ui.PlanSummary{ID: p.Plan.ID, Status: p.Status, Commit: p.Plan.Commit, UpdatedAt: p.UpdatedAt, Actions: len(p.Actions)}
+}
+
+// siteRow summarises a site; online uses the API's rule (siteView).
+// Labels are the caller's to fill (from store.SiteLabels).
+func (s *Server) siteRow(st store.Site, inv model.Inventory, now time.Time) ui.SiteRow {
+	row := ui.SiteRow{Name: st.Name, Enrolled: !st.EnrolledAt.IsZero(), LastSeen: st.LastHeartbeat, VMs: map[model.VMState]int{}}
+	if !st.LastHeartbeat.IsZero() {
+		row.Lag = max(0, now.Sub(st.LastHeartbeat))
+		iv := st.HeartbeatInterval
+		if iv <= 0 {
+			iv = s.opts.MinHeartbeatInterval
+		}
+		row.Online = row.Lag <= iv+s.opts.HeartbeatGrace
+	}
+	if f := facts(st); f != nil {
+		row.AgentVersion = f.AgentVersion
+	}
+	for _, vm := range inv.VMs {
+		row.VMs[vm.State]++
+		row.VMTotal++
+	}
+	return row
+}
+
+func facts(st store.Site) *api.HostFacts {
+	if len(st.Facts) == 0 {
+		return nil
+	}
+	var f api.HostFacts
+	if err := json.Unmarshal(st.Facts, &f); err != nil {
+		return nil
+	}
+	f = f.Typed()
+	return &f
+}
+
+func (s *Server) handleSitePage(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ctx := r.Context()
+	name := r.PathValue("site")
+	st, err := s.store.GetSite(ctx, c.tenant, name)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	inv, err := s.store.Inventory(ctx, c.tenant, name)
+	if err != nil {
+		return err
+	}
+	row := s.siteRow(st, inv, now)
+	vms, err := s.SiteVMs(ctx, c.tenant, name)
+	if err != nil {
+		return err
+	}
+	switch ds, err := s.store.DesiredState(ctx, c.tenant, name); {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("desired state of %s: %w", name, err)
+	case ds.Document != nil:
+		row.Labels = ds.Document.Labels
+	}
+	plans, err := s.store.ListPlans(ctx, c.tenant, store.PlanFilter{Site: name, Limit: 50, WithActions: true})
+	if err != nil {
+		return err
+	}
+	p := ui.SitePage{Layout: s.layout(c, "Site "+name), Site: row, DesiredKnown: vms.DesiredKnown, DesiredCommit: vms.DesiredCommit, Now: now}
+	if f := facts(st); f != nil {
+		p.Facts = &ui.Facts{Hostname: f.Hostname, OS: f.OS, Arch: f.Arch, Kernel: f.KernelVersion, CPUModel: f.CPUModel,
+			CPUs: f.CPUs, MemoryMiB: f.MemoryMiB, DiskFreeGiB: f.DiskFreeGiB, DiskTotalGiB: f.DiskTotalGiB, KVM: f.KVM}
+		if f.Hypervisor.Name != "" {
+			p.Facts.Hypervisor = strings.TrimSpace(f.Hypervisor.Name + " " + f.Hypervisor.Version)
+		}
+		if f.NetBird.Installed {
+			p.Facts.NetBird = strings.TrimSpace(f.NetBird.State + " " + f.NetBird.IP)
+		}
+	}
+	for _, v := range vms.VMs {
+		vr := ui.VMRow{Name: v.Name, Desired: v.Desired, Actual: v.Actual, InSync: v.InSync}
+		if v.Desired != nil && v.Actual != nil && !v.Actual.Managed {
+			vr.Conflict = "an unmanaged VM holds this name"
+		}
+		p.VMs = append(p.VMs, vr)
+	}
+	for _, pl := range plans {
+		p.Plans = append(p.Plans, *planSummary(pl))
+	}
+	return s.ui.Render(w, http.StatusOK, "site.html", p)
+}
+
+func (s *Server) handlePlanPage(w http.ResponseWriter, r *http.Request, c *caller) error {
+	p, err := s.PlanPage(r.Context(), c.tenant, r.PathValue("plan"))
+	if err != nil {
+		return err
+	}
+	p.Layout = s.layout(c, "Plan "+ui.Short(p.ID))
+	return s.ui.Render(w, http.StatusOK, "plan.html", p)
+}
+
+// PlanPage reads one of the tenant's plans with its actions in phase order.
+func (s *Server) PlanPage(ctx context.Context, tenant, id string) (ui.PlanPage, error) {
+	sp, err := s.store.GetPlan(ctx, tenant, id)
+	if err != nil {
+		return ui.PlanPage{}, err
+	}
+	p := ui.PlanPage{ID: sp.Plan.ID, Site: sp.Plan.Site, Commit: sp.Plan.Commit, Status: sp.Status,
+		CreatedAt: sp.CreatedAt, UpdatedAt: sp.UpdatedAt, Now: s.now(),
+		Live:   sp.Status == model.PlanPending || sp.Status == model.PlanInProgress,
+		Events: api.Path(ui.PathEvents, sp.Plan.ID)}
+	for _, a := range sp.Actions {
+		p.Actions = append(p.Actions, ui.ActionRow{Index: a.Index, ID: a.Action.ID, Operation: a.Action.Operation,
+			Phase: a.Action.Operation.Phase(), VM: a.Action.VM, Reason: string(a.Action.Reason), Destructive: a.Action.Destructive,
+			Status: a.Status, Error: a.Error, Started: a.StartedAt, Finished: a.FinishedAt})
+	}
+	ui.SortActions(p.Actions)
+	return p, nil
+}
+
+// handlePlanEvents streams a plan's state as Server-Sent Events: one
+// "plan" event now and after every change, woken by the store's plan and
+// plan-state signals (no timer reads the store), and "end" once the plan
+// is finished. It stops with the session, the request or the server.
+func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *caller) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	id := r.PathValue("plan")
+	sp, err := s.store.GetPlan(ctx, c.tenant, id)
+	if err != nil {
+		return err
+	}
+	if !c.session.OpenStream() {
+		return &httpError{status: http.StatusTooManyRequests, code: api.CodeRateLimited, retryAfter: 5 * time.Second,
+			msg: fmt.Sprintf("this session has %d event streams open already: close a tab", ui.MaxStreams)}
+	}
+	defer c.session.CloseStream()
+	planCh, unsubPlan := s.store.Subscribe(ctx, store.PlanTopic(c.tenant, sp.Plan.Site))
+	defer unsubPlan()
+	stateCh, unsubState := s.store.Subscribe(ctx, planStateTopic(id))
+	defer unsubState()
+
+	ui.SecurityHeaders(w.Header())
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(event string, data []byte) error {
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	keep := time.NewTicker(streamKeepAlive)
+	defer keep.Stop()
+	var last []byte
+	for {
+		if !s.tokenLive(ctx, c.session) {
+			s.sessions.Delete(c.sessionKey)
+			_ = send("end", []byte(`{"reason":"the session's API token was deleted or expired"}`))
+			return nil
+		}
+		p, err := s.PlanPage(ctx, c.tenant, id)
+		if err != nil {
+			return nil // headers are sent; the browser reconnects
+		}
+		b, err := json.Marshal(p.Event())
+		if err != nil {
+			return nil
+		}
+		if string(b) != string(last) {
+			if err := send("plan", b); err != nil {
+				return nil
+			}
+			last = b
+		}
+		if !p.Live {
+			_ = send("end", []byte("{}"))
+			return nil
+		}
+		if !s.waitPlanChange(ctx, w, rc, c.session, planCh, stateCh, keep.C) {
+			if isClosed(c.session.Done()) {
+				_ = send("end", []byte(`{"reason":"signed out"}`))
+			}
+			return nil
+		}
+	}
+}
+
+// waitPlanChange blocks until a store signal says the plan may have
+// changed (true), or the stream must stop (false). Keep-alives are written
+// while waiting and never cause a read of the store.
+func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, planCh, stateCh <-chan struct{}, keep <-chan time.Time) bool {
+	for {
+		select {
+		case <-planCh:
+			return true
+		case <-stateCh:
+			return true
+		case <-keep:
+			if !s.tokenLive(ctx, sess) {
+				return true // the caller re-checks and ends the stream
+			}
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+				return false
+			}
+		case <-sess.Done():
+			return false
+		case <-s.shutdown:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// tokenLive reports whether the session's API token still exists and has
+// not expired; a stream checks it at every wake-up and keep-alive, so
+// deleting a token also ends its open streams. A store error counts as
+// live (the next check decides).
+func (s *Server) tokenLive(ctx context.Context, sess *ui.Session) bool {
+	_, err := s.store.APITokenByHash(ctx, sess.TokenHash, s.now())
+	return !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrTokenExpired)
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -1,0 +1,191 @@
+package ui
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Session is one signed-in browser. It holds the hash of the API token it
+// was opened with, never the token: every request re-checks that hash
+// against the store, so deleting or expiring the token ends its sessions.
+type Session struct {
+	// TokenHash is store.HashSecret of the API token used to sign in.
+	TokenHash string
+	// Tenant is the tenant the session acts on.
+	Tenant string
+	// CSRF is the token every form of this session must carry.
+	CSRF    string
+	created time.Time
+	seen    time.Time
+	done    chan struct{} // closed when the session ends
+	streams atomic.Int32  // open event streams
+}
+
+// MaxStreams is how many event streams one session may hold open at once
+// (a few tabs); each holds a goroutine and store subscriptions.
+const MaxStreams = 8
+
+// OpenStream counts an event stream of the session; false when it has
+// MaxStreams already. Call CloseStream when the stream ends.
+func (s *Session) OpenStream() bool {
+	if s.streams.Add(1) > MaxStreams {
+		s.streams.Add(-1)
+		return false
+	}
+	return true
+}
+
+// CloseStream is the end of a stream OpenStream counted.
+func (s *Session) CloseStream() { s.streams.Add(-1) }
+
+// Done is closed when the session ends (sign-out, idle timeout or
+// lifetime), so event streams of the session stop with it.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// CheckCSRF reports whether tok is the session's CSRF token (constant time).
+func (s *Session) CheckCSRF(tok string) bool {
+	return tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(s.CSRF)) == 1
+}
+
+// SessionKey is a session's cookie value. It does not print itself.
+type SessionKey string
+
+func (SessionKey) String() string   { return "[session]" }
+func (SessionKey) GoString() string { return "[session]" }
+
+// Sessions keeps the dashboard's sessions in memory, keyed by the SHA-256
+// of the cookie value. Memory rather than the store: a session adds
+// nothing the store must survive (its token is re-checked there on every
+// request), a restart only signs browsers out, and several replicas need
+// sticky routing of the dashboard (documented in docs/dashboard.md).
+type Sessions struct {
+	// Idle ends a session not used for this long; Lifetime ends it
+	// regardless. Max bounds the number of sessions (the oldest is
+	// dropped). Zero values: 15 minutes, 12 hours, 10,000.
+	Idle     time.Duration
+	Lifetime time.Duration
+	Max      int
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+
+	mu sync.Mutex
+	m  map[[32]byte]*Session
+}
+
+func (s *Sessions) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Sessions) limits() (idle, life time.Duration, max int) {
+	idle, life, max = s.Idle, s.Lifetime, s.Max
+	if idle <= 0 {
+		idle = 15 * time.Minute
+	}
+	if life <= 0 {
+		life = 12 * time.Hour
+	}
+	if max <= 0 {
+		max = 10_000
+	}
+	return idle, life, max
+}
+
+// RandomToken returns 32 random bytes, base64url-encoded.
+func RandomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func keyOf(k SessionKey) [32]byte { return sha256.Sum256([]byte(k)) }
+
+// Create opens a session and returns its cookie value.
+func (s *Sessions) Create(tokenHash, tenant string) (SessionKey, *Session) {
+	now := s.now()
+	_, _, max := s.limits()
+	k := SessionKey(RandomToken())
+	sess := &Session{TokenHash: tokenHash, Tenant: tenant, CSRF: RandomToken(), created: now, seen: now, done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[[32]byte]*Session{}
+	}
+	s.sweep(now)
+	if len(s.m) >= max {
+		var oldest [32]byte
+		var at time.Time
+		for id, o := range s.m {
+			if at.IsZero() || o.seen.Before(at) {
+				oldest, at = id, o.seen
+			}
+		}
+		s.end(oldest)
+	}
+	s.m[keyOf(k)] = sess
+	return k, sess
+}
+
+// Get returns the live session of cookie value k and, when touch is set,
+// marks it used now; nil when there is none or it timed out.
+func (s *Sessions) Get(k SessionKey, touch bool) *Session {
+	if k == "" {
+		return nil
+	}
+	now := s.now()
+	idle, life, _ := s.limits()
+	id := keyOf(k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.m[id]
+	if sess == nil {
+		return nil
+	}
+	if now.Sub(sess.seen) > idle || now.Sub(sess.created) > life {
+		s.end(id)
+		return nil
+	}
+	if touch {
+		sess.seen = now
+	}
+	return sess
+}
+
+// Delete ends the session of cookie value k (sign-out).
+func (s *Sessions) Delete(k SessionKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.end(keyOf(k))
+}
+
+// Len is the number of sessions held, expired ones included until swept.
+func (s *Sessions) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+func (s *Sessions) end(id [32]byte) {
+	if sess := s.m[id]; sess != nil {
+		close(sess.done)
+		delete(s.m, id)
+	}
+}
+
+// sweep drops timed-out sessions; called on Create, so memory stays bounded
+// by the sessions opened within one idle period.
+func (s *Sessions) sweep(now time.Time) {
+	idle, life, _ := s.limits()
+	for id, sess := range s.m {
+		if now.Sub(sess.seen) > idle || now.Sub(sess.created) > life {
+			s.end(id)
+		}
+	}
+}

@@ -1,0 +1,43 @@
+// n-kudo dashboard live updates: the plan page listens to its event
+// stream (Server-Sent Events) and applies each action's state in place.
+// No polling: the server pushes when the store signals a change.
+"use strict";
+(function () {
+  var table = document.getElementById("actions");
+  if (!table || !table.dataset.events || !window.EventSource) {
+    return;
+  }
+  var note = document.getElementById("live-note");
+  var src = new EventSource(table.dataset.events);
+  function badge(el, value) {
+    el.textContent = value;
+    el.className = "badge st-" + String(value).toLowerCase();
+  }
+  src.addEventListener("plan", function (ev) {
+    var p = JSON.parse(ev.data);
+    badge(document.getElementById("plan-status"), p.status);
+    (p.actions || []).forEach(function (a) {
+      var row = table.querySelector('tr[data-action="' + CSS.escape(a.id) + '"]');
+      if (!row) {
+        return;
+      }
+      badge(row.querySelector('[data-role="status"]'), a.status);
+      row.querySelector('[data-role="error"]').textContent = a.error || "";
+      row.querySelector('[data-role="duration"]').textContent = a.duration || "";
+    });
+    if (note) {
+      note.textContent = "live";
+    }
+  });
+  src.addEventListener("end", function () {
+    src.close();
+    if (note) {
+      note.textContent = "finished";
+    }
+  });
+  src.onerror = function () {
+    if (note) {
+      note.textContent = "reconnecting…";
+    }
+  };
+})();
