@@ -492,7 +492,11 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		}
 		return nil
 	}
-	result := diff.Plan(l.desired, invs, diff.Options{Tenant: tenant, Commit: commit, Sites: toPlan, PruneLimit: r.opts.PruneLimit})
+	nbGroups, err := r.netbirdGroups(ctx, tenant, l, toPlan)
+	if err != nil {
+		return err
+	}
+	result := diff.Plan(l.desired, invs, diff.Options{Tenant: tenant, Commit: commit, Sites: toPlan, PruneLimit: r.opts.PruneLimit, NetBirdGroups: nbGroups})
 	res.Summary = diff.Summary(result)
 	res.Refused = map[string]string{}
 	var firstRefused string
@@ -742,7 +746,11 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if err != nil {
 		return p, fmt.Errorf("read inventories: %w", err)
 	}
-	res := diff.Plan(l.desired, invs, diff.Options{Tenant: repo.Tenant, Commit: sha, PruneLimit: r.opts.PruneLimit})
+	nbGroups, err := r.netbirdGroups(ctx, repo.Tenant, l, nil)
+	if err != nil {
+		return p, err
+	}
+	res := diff.Plan(l.desired, invs, diff.Options{Tenant: repo.Tenant, Commit: sha, PruneLimit: r.opts.PruneLimit, NetBirdGroups: nbGroups})
 	p.Summary = diff.Summary(res)
 	var text, js bytes.Buffer
 	if err := diff.RenderText(&text, res, diff.RenderOptions{}); err != nil {
