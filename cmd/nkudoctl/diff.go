@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/nkudo/nkudo/diff"
-	"github.com/nkudo/nkudo/model"
 )
 
 // DiffCmd previews, offline, the plans the control plane would make for a
@@ -52,7 +51,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		}
 		return fmt.Errorf("%s: %s: cannot plan invalid manifests", c.Dir, plural(len(errs), "error"))
 	}
-	var actual map[string]model.Inventory
+	var actual observed
 	if c.Actual == "" {
 		actual, err = liveInventory(ctx, g)
 	} else {
@@ -61,7 +60,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	if err != nil {
 		return err
 	}
-	res := diff.Plan(desired, actual, diff.Options{Tenant: c.Tenant, Commit: c.Commit, Sites: c.Site})
+	res := diff.Plan(desired, actual.inv, diff.Options{Tenant: c.Tenant, Commit: c.Commit, Sites: c.Site, NetBirdGroups: actual.groups})
 	if g.Output == "json" {
 		err = diff.RenderJSON(s.Out, res)
 	} else {
@@ -86,7 +85,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 // hasChanges reports whether any site differs from its desired state.
 func hasChanges(r diff.Result) bool {
 	for _, s := range r.Sites {
-		if len(s.Plan.Actions) > 0 || s.Refused != "" || len(s.Conflicts) > 0 {
+		if s.Changed() {
 			return true
 		}
 	}
@@ -94,25 +93,25 @@ func hasChanges(r diff.Result) bool {
 }
 
 // readInventoryFile reads the inventory file name, or stdin when name is "-".
-func readInventoryFile(stdin io.Reader, name string) (map[string]model.Inventory, error) {
+func readInventoryFile(stdin io.Reader, name string) (observed, error) {
 	if name == "-" {
 		if stdin == nil {
-			return nil, errors.New("inventory: --actual -: no standard input")
+			return observed{}, errors.New("inventory: --actual -: no standard input")
 		}
 		inv, err := parseInventory(stdin)
 		if err != nil {
-			return nil, fmt.Errorf("inventory from standard input: %w", err)
+			return observed{}, fmt.Errorf("inventory from standard input: %w", err)
 		}
 		return inv, nil
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("inventory: %w", err)
+		return observed{}, fmt.Errorf("inventory: %w", err)
 	}
 	defer f.Close()
 	inv, err := parseInventory(f)
 	if err != nil {
-		return nil, fmt.Errorf("inventory %s: %w", name, err)
+		return observed{}, fmt.Errorf("inventory %s: %w", name, err)
 	}
 	return inv, nil
 }
