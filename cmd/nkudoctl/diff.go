@@ -26,15 +26,18 @@ func (c *DiffCmd) Help() string {
 	return `Loads and validates the manifests under DIR, reads the sites' inventory
 from --actual (or, without it, from the control plane) and prints one plan per site: a line per action with its
 symbol (+ create, - delete, -/+ replace, ~ resize, > start, ■ stop), the
-fields that change, destructive actions called out, unmanaged VMs listed,
+fields that change, destructive actions called out, a "~ netbird groups +a -b"
+line where a Site's NetBird groups differ from those in the inventory
+(the control plane sets them; no action is planned), unmanaged VMs listed,
 a summary per site and a total. A site that is not in the inventory file is
 treated as never reported by its agent.
 
 Exit status (as kubectl diff and flux diff):
   0  no changes: every site is converged
-  1  changes: at least one site has actions, a name conflict with an
-     unmanaged VM, or a plan refused by prune safety (the refusal and its
-     reason are printed; nothing of a refused site would be applied)
+  1  changes: at least one site has actions, NetBird group changes, a
+     name conflict with an unmanaged VM, or a plan refused by prune safety
+     (the refusal and its reason are printed; nothing of a refused site
+     would be applied)
   2  error: invalid manifests (printed on stderr), unreadable inventory,
      bad flags`
 }
