@@ -156,6 +156,13 @@ type Repositories interface {
 	// ErrNotFound for a site not registered yet). stored is StorePlan's
 	// answer (false when plan is nil).
 	RecordSitePlan(ctx context.Context, actor Actor, tenant, repoID string, d SiteDesired, plan *model.Plan, now time.Time) (stored bool, err error)
+	// RecordSitePlans is RecordSitePlan for many sites of one repository
+	// in one transaction: records[i] is recorded, or not, exactly as
+	// RecordSitePlan would record it alone, and results[i] is its answer
+	// (Err wraps ErrNotFound for a plan of a site not registered yet:
+	// nothing is recorded for that site, the others are). Any other
+	// failure records nothing of the batch and is returned as err.
+	RecordSitePlans(ctx context.Context, actor Actor, tenant, repoID string, records []SitePlanRecord, now time.Time) (results []SitePlanResult, err error)
 	// DesiredState returns the desired state last planned for the tenant's
 	// site, with its documents, from whichever of the tenant's repositories
 	// recorded it most recently. ErrNotFound when no repository recorded
@@ -776,6 +783,20 @@ type SiteDesired struct {
 	Document *model.Site `json:"document,omitempty"`
 	// VMs are the site's VirtualMachine documents, ordered by name.
 	VMs []model.VirtualMachine `json:"vms,omitempty"`
+}
+
+// SitePlanRecord is one site's entry in RecordSitePlans: its desired state
+// and, when not nil, its plan.
+type SitePlanRecord struct {
+	Desired SiteDesired
+	Plan    *model.Plan
+}
+
+// SitePlanResult is RecordSitePlans' answer for one record: RecordSitePlan's
+// stored, or the error that kept the site from being recorded.
+type SitePlanResult struct {
+	Stored bool
+	Err    error
 }
 
 // DesiredState is a site's desired state as the user API shows it: the

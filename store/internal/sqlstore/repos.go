@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -345,6 +346,59 @@ func (s *Store) RecordSitePlan(ctx context.Context, actor store.Actor, tenant, r
 	return stored, nil
 }
 
+// RecordSitePlans implements store.Repositories: each record as
+// RecordSitePlan would record it, all in one transaction (one commit, one
+// fsync, instead of one per site).
+func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, now time.Time) ([]store.SitePlanResult, error) {
+	states := make([]string, len(recs))
+	bodies := make([]string, len(recs))
+	for i, rec := range recs {
+		var err error
+		if states[i], err = encodeSiteState(rec.Desired); err != nil {
+			return nil, fmt.Errorf("record plans: records[%d]: %w", i, err)
+		}
+		if p := rec.Plan; p != nil {
+			if p.Tenant != tenant || p.Site != rec.Desired.Site {
+				return nil, fmt.Errorf("record plans: records[%d]: plan %s: %w", i, p.ID, errInvalid("plan tenant and site must match the desired state's"))
+			}
+			if bodies[i], err = planBody(*p); err != nil {
+				return nil, fmt.Errorf("record plans: records[%d]: %w", i, err)
+			}
+		}
+	}
+	var out []store.SitePlanResult
+	err := s.write(ctx, func(t *wtx) error {
+		out = make([]store.SitePlanResult, len(recs))
+		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
+			return err
+		}
+		for i, rec := range recs {
+			if rec.Plan != nil {
+				// A site not registered fails in lockSite, a read before
+				// anything of the site is written: the transaction goes on
+				// with the other sites and nothing is recorded for this one.
+				if err := s.lockSite(ctx, t, tenant, rec.Desired.Site); errors.Is(err, store.ErrNotFound) {
+					out[i].Err = fmt.Errorf("record plan %s: %w", rec.Plan.ID, err)
+					continue
+				}
+				stored, err := s.storePlan(ctx, t, actor, *rec.Plan, bodies[i], repoID, now)
+				if err != nil {
+					return fmt.Errorf("plan of %s: %w", rec.Desired.Site, err)
+				}
+				out[i].Stored = stored
+			}
+			if err := s.upsertSiteDesired(ctx, t, repoID, rec.Desired, states[i]); err != nil {
+				return fmt.Errorf("desired state of %s: %w", rec.Desired.Site, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d plans from repository %s/%s: %w", len(recs), tenant, repoID, err)
+	}
+	return out, nil
+}
+
 // encodeSiteState checks d and encodes its documents for site_desired.state.
 func encodeSiteState(d store.SiteDesired) (string, error) {
 	if d.Site == "" {
@@ -371,6 +425,11 @@ func (s *Store) setSiteDesired(ctx context.Context, t *wtx, tenant, repoID strin
 	if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
 		return err
 	}
+	return s.upsertSiteDesired(ctx, t, repoID, d, state)
+}
+
+// upsertSiteDesired is setSiteDesired for a repository already checked.
+func (s *Store) upsertSiteDesired(ctx context.Context, t *wtx, repoID string, d store.SiteDesired, state string) error {
 	at := d.UpdatedAt
 	if at.IsZero() {
 		at = t.now
