@@ -249,6 +249,16 @@ func testRecordSitePlans(t *testing.T, s store.Store) {
 		t.Errorf("older plan of %s: %s superseded by %q, want superseded by %s", siteA, old.Status, old.SupersededBy, pA2.ID)
 	}
 
+	// A site twice in one batch: the later record wins.
+	_, err = s.RecordSitePlans(ctx, admin, tenantA, r1.ID, []store.SitePlanRecord{
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b-x", Commit: "c2", UpdatedAt: epoch}},
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b-y", Commit: "c2", UpdatedAt: epoch}},
+	}, epoch)
+	must(t, err)
+	if list, err := s.SiteDesired(ctx, tenantA, r1.ID); err != nil || list[siteB].Hash != "b-y" {
+		t.Errorf("%s recorded twice in one batch: hash %q (%v), want the later b-y", siteB, list[siteB].Hash, err)
+	}
+
 	// One transaction: a plan that conflicts (its ID belongs to another
 	// site) records nothing of the batch, not even the records before it.
 	pA3 := plan(tenantA, siteA, "3", "vm-y")

@@ -372,23 +372,49 @@ func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, 
 		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
 			return err
 		}
+		// The records are upserted together at the end, a few hundred rows
+		// per statement: per-statement cost was most of a large batch.
+		rows := make([]int, 0, len(recs)) // indexes into recs, one per site
+		pos := map[string]int{}           // site → its index in rows
 		for i, rec := range recs {
 			if rec.Plan != nil {
-				// A site not registered fails in lockSite, a read before
-				// anything of the site is written: the transaction goes on
-				// with the other sites and nothing is recorded for this one.
-				if err := s.lockSite(ctx, t, tenant, rec.Desired.Site); errors.Is(err, store.ErrNotFound) {
+				// storePlan locks the site row first, before it writes
+				// anything: ErrNotFound is a site not registered, and the
+				// transaction goes on with the other sites.
+				stored, err := s.storePlan(ctx, t, actor, *rec.Plan, bodies[i], repoID, now)
+				if errors.Is(err, store.ErrNotFound) {
 					out[i].Err = fmt.Errorf("record plan %s: %w", rec.Plan.ID, err)
 					continue
 				}
-				stored, err := s.storePlan(ctx, t, actor, *rec.Plan, bodies[i], repoID, now)
 				if err != nil {
 					return fmt.Errorf("plan of %s: %w", rec.Desired.Site, err)
 				}
 				out[i].Stored = stored
 			}
-			if err := s.upsertSiteDesired(ctx, t, repoID, rec.Desired, states[i]); err != nil {
-				return fmt.Errorf("desired state of %s: %w", rec.Desired.Site, err)
+			// A site twice in one batch: the later record wins, as two
+			// calls in a row would leave it.
+			if j, ok := pos[rec.Desired.Site]; ok {
+				rows[j] = i
+				continue
+			}
+			pos[rec.Desired.Site] = len(rows)
+			rows = append(rows, i)
+		}
+		for from := 0; from < len(rows); from += batchRows {
+			chunk := rows[from:min(from+batchRows, len(rows))]
+			args := make([]any, 0, 7*len(chunk))
+			for _, i := range chunk {
+				d := recs[i].Desired
+				at := d.UpdatedAt
+				if at.IsZero() {
+					at = t.now
+				}
+				args = append(args, repoID, d.Site, d.Hash, d.InventoryVersion, d.Commit, us(store.Micro(at)), states[i])
+			}
+			if _, err := t.Exec(ctx, `INSERT INTO site_desired (repo_id, site, hash, inventory_version, commit_sha, updated_at, state) VALUES `+values(len(chunk), 7)+`
+				ON CONFLICT (repo_id, site) DO UPDATE SET hash = excluded.hash, inventory_version = excluded.inventory_version,
+					commit_sha = excluded.commit_sha, updated_at = excluded.updated_at, state = excluded.state`, args...); err != nil {
+				return fmt.Errorf("desired state of %d sites: %w", len(chunk), err)
 			}
 		}
 		return nil
@@ -425,11 +451,6 @@ func (s *Store) setSiteDesired(ctx context.Context, t *wtx, tenant, repoID strin
 	if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
 		return err
 	}
-	return s.upsertSiteDesired(ctx, t, repoID, d, state)
-}
-
-// upsertSiteDesired is setSiteDesired for a repository already checked.
-func (s *Store) upsertSiteDesired(ctx context.Context, t *wtx, repoID string, d store.SiteDesired, state string) error {
 	at := d.UpdatedAt
 	if at.IsZero() {
 		at = t.now
