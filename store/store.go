@@ -410,6 +410,10 @@ type Plans interface {
 	// ListPlans returns the tenant's plans matching f, newest first.
 	// Actions are filled only when f.WithActions is set.
 	ListPlans(ctx context.Context, tenant string, f PlanFilter) ([]StoredPlan, error)
+	// ActivePlanIDs returns the IDs of the pending and in-progress plans
+	// stored from repository repoID, each with its site (empty map when
+	// none): one query, nothing decoded, for following a commit's plans.
+	ActivePlanIDs(ctx context.Context, tenant, repoID string) (map[string]string, error)
 
 	// StartAction marks a pending action running and its plan in progress.
 	// An action already running or finished is left as it is (nil error), so

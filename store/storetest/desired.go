@@ -183,7 +183,8 @@ func DesiredKeyUpgrade(t *testing.T, openDB OpenDatabase) {
 	wantErr(t, err, store.ErrNotFound)
 }
 
-// testRecordSitePlans checks the batch form of RecordSitePlan: each record
+// testRecordSitePlans checks the batch form of RecordSitePlan (and
+// ActivePlanIDs on the plans it stored): each record
 // is recorded as RecordSitePlan would record it alone (a plan stored once,
 // an older active plan superseded, a site not registered left out with
 // ErrNotFound while the others are recorded), and a failure of any other
@@ -293,5 +294,23 @@ func testRecordSitePlans(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrInvalid)
 	if !strings.Contains(err.Error(), "records[1]") || !strings.Contains(err.Error(), "site is required") {
 		t.Errorf("error %q does not name records[1] and its field", err)
+	}
+
+	// ActivePlanIDs lists the repository's pending and in-progress plans,
+	// not the superseded ones, per tenant.
+	ids, err := s.ActivePlanIDs(ctx, tenantA, r1.ID)
+	must(t, err)
+	if diff := cmp.Diff(map[string]string{pA2.ID: siteA, pB1.ID: siteB}, ids); diff != "" {
+		t.Errorf("ActivePlanIDs (-want +got):\n%s", diff)
+	}
+	_, err = s.SupersedeActivePlan(ctx, admin, tenantA, siteB, "c9", "test", epoch)
+	must(t, err)
+	ids, err = s.ActivePlanIDs(ctx, tenantA, r1.ID)
+	must(t, err)
+	if diff := cmp.Diff(map[string]string{pA2.ID: siteA}, ids); diff != "" {
+		t.Errorf("ActivePlanIDs after superseding %s's plan (-want +got):\n%s", siteB, diff)
+	}
+	if ids, err := s.ActivePlanIDs(ctx, tenantB, r1.ID); err != nil || len(ids) != 0 {
+		t.Errorf("ActivePlanIDs of another tenant = %v (%v), want none", ids, err)
 	}
 }
