@@ -35,6 +35,7 @@ func Run(t *testing.T, open Open) {
 		{"Repositories", testRepositories},
 		{"SiteDesired", testSiteDesired},
 		{"DesiredState", testDesiredState},
+		{"RecordSitePlans", testRecordSitePlans},
 		{"Credentials", testCredentials},
 		{"NetBird", testNetBird},
 		{"NetBirdPeers", testNetBirdPeers},
