@@ -30,6 +30,8 @@ type expectation struct {
 	AwaitingReport []string `json:"awaitingReport"` // sites planned against an empty inventory
 	Conflicts      *int     `json:"conflicts"`      // unmanaged-name conflicts over all sites
 	Unmanaged      *int     `json:"unmanaged"`      // unmanaged VMs over all sites
+	// NetBird maps each site with a NetBird group change to it ("+a -b").
+	NetBird map[string]string `json:"netbird"`
 }
 
 // TestGolden plans every testdata/<case>/ (desired.yaml, actual.json,
@@ -151,12 +153,16 @@ func checkExpect(t *testing.T, dir string, got diff.Result) {
 	t.Helper()
 	var e expectation
 	readJSON(t, filepath.Join(dir, "expect.json"), &e)
-	if e.Actions == nil || e.Destructive == nil || e.Plans == nil || e.Conflicts == nil || e.Unmanaged == nil {
-		t.Fatalf("%s/expect.json: actions, destructive, plans, conflicts and unmanaged are all required", dir)
+	if e.Actions == nil || e.Destructive == nil || e.Plans == nil || e.Conflicts == nil || e.Unmanaged == nil || e.NetBird == nil {
+		t.Fatalf("%s/expect.json: actions, destructive, plans, conflicts, unmanaged and netbird are all required", dir)
 	}
 	var actions, destructive, conflicts, unmanaged int
 	refused, awaiting := []string{}, []string{}
+	netbird := map[string]string{}
 	for _, s := range got.Sites {
+		if s.NetBird != nil {
+			netbird[s.Site] = s.NetBird.String()
+		}
 		actions += len(s.Plan.Actions)
 		for _, a := range s.Plan.Actions {
 			if a.Destructive {
@@ -175,11 +181,13 @@ func checkExpect(t *testing.T, dir string, got diff.Result) {
 	gotFacts := map[string]any{
 		"actions": actions, "destructive": destructive, "plans": len(got.Plans()),
 		"conflicts": conflicts, "unmanaged": unmanaged, "refused": refused, "awaitingReport": awaiting,
+		"netbird": netbird,
 	}
 	wantFacts := map[string]any{
 		"actions": *e.Actions, "destructive": *e.Destructive, "plans": *e.Plans,
 		"conflicts": *e.Conflicts, "unmanaged": *e.Unmanaged,
 		"refused": nonNil(e.Refused), "awaitingReport": nonNil(e.AwaitingReport),
+		"netbird": e.NetBird,
 	}
 	if diff := cmp.Diff(wantFacts, gotFacts); diff != "" {
 		t.Errorf("%s/expect.json facts differ (-expect +got):\n%s", dir, diff)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nkudo/nkudo/model"
 )
@@ -41,6 +42,12 @@ type Options struct {
 	Sites []string `json:"sites,omitempty"`
 	// PruneLimit sets the prune-safety share; zero is the default rule.
 	PruneLimit PruneLimit `json:"pruneLimit,omitempty"`
+	// NetBirdGroups holds, per site, the NetBird groups the site is in now
+	// (as last applied, or as last asked for). A site listed here whose Site
+	// has a spec.netbird section gets a SiteResult.NetBird change; a site
+	// left out is not compared (its current groups are unknown). Nil
+	// compares no site.
+	NetBirdGroups map[string][]string `json:"netbirdGroups,omitempty"`
 }
 
 // SiteResult is the outcome of planning one site.
@@ -59,6 +66,56 @@ type SiteResult struct {
 	// Conflicts lists desired VMs that were not planned because an unmanaged
 	// VM of the same name exists at the edge (sorted by VM name). Nil means none.
 	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// NetBird is the change to the site's NetBird groups, nil when there is
+	// none or it was not compared (see Options.NetBirdGroups). It makes no
+	// action: the control plane sets group membership itself, not the agent.
+	NetBird *GroupChange `json:"netbird,omitempty"`
+}
+
+// Changed reports whether the site differs from its desired state: it has
+// actions, NetBird group changes, conflicts or a refused plan.
+func (s SiteResult) Changed() bool {
+	return len(s.Plan.Actions) > 0 || s.NetBird != nil || s.Refused != "" || len(s.Conflicts) > 0
+}
+
+// GroupChange is a change of a site's NetBird groups. Both lists are sorted.
+type GroupChange struct {
+	Added   []string `json:"added,omitempty"`
+	Removed []string `json:"removed,omitempty"`
+}
+
+// String is "+added -removed", for example "+ot-gateways -legacy".
+func (c GroupChange) String() string {
+	parts := make([]string, 0, len(c.Added)+len(c.Removed))
+	for _, g := range c.Added {
+		parts = append(parts, "+"+g)
+	}
+	for _, g := range c.Removed {
+		parts = append(parts, "-"+g)
+	}
+	return strings.Join(parts, " ")
+}
+
+// groupChange compares the groups a site is in with those it wants; nil
+// when they are the same set.
+func groupChange(have, want []string) *GroupChange {
+	var c GroupChange
+	for _, g := range want {
+		if !slices.Contains(have, g) && !slices.Contains(c.Added, g) {
+			c.Added = append(c.Added, g)
+		}
+	}
+	for _, g := range have {
+		if !slices.Contains(want, g) && !slices.Contains(c.Removed, g) {
+			c.Removed = append(c.Removed, g)
+		}
+	}
+	if len(c.Added) == 0 && len(c.Removed) == 0 {
+		return nil
+	}
+	slices.Sort(c.Added)
+	slices.Sort(c.Removed)
+	return &c
 }
 
 // Conflict is a desired VM that the planner left alone.
@@ -228,6 +285,11 @@ func planSite(in *siteInput, opts Options) SiteResult {
 		sr.Plan.ID = planID(opts.Tenant, in.name, ids)
 	}
 	sr.Refused = pruneRefusal(in, pruned, managed, opts.PruneLimit)
+	if in.site != nil && in.site.Spec.NetBird != nil {
+		if have, ok := opts.NetBirdGroups[in.name]; ok {
+			sr.NetBird = groupChange(have, in.site.Spec.NetBird.Groups)
+		}
+	}
 	return sr
 }
 

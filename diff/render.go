@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -69,16 +70,19 @@ func (c counts) String() string {
 }
 
 // Summary is a one-line account of a Result for a commit status (at most
-// 140 characters), for example "3 sites: 2 create, 1 start, 1 delete; 1 refused".
+// 140 characters), for example "3 sites: 2 create, 1 start, 1 delete; 1 refused"
+// or "1 site: netbird groups +ot-gateways".
 // Refused plans are not counted among the changes; they are counted apart.
 func Summary(r Result) string {
 	var c counts
+	var nb netbirdTally
 	refused, conflicts, awaiting := 0, 0, 0
 	for _, s := range r.Sites {
 		if s.Refused != "" {
 			refused++
 		} else {
 			c.add(s.Plan)
+			nb.add(s.NetBird)
 		}
 		conflicts += len(s.Conflicts)
 		if s.AwaitingReport {
@@ -88,7 +92,7 @@ func Summary(r Result) string {
 	var b strings.Builder
 	b.WriteString(plural(len(r.Sites), "site", "sites"))
 	b.WriteString(": ")
-	b.WriteString(c.String())
+	b.WriteString(changes(c, nb))
 	if refused > 0 {
 		b.WriteString("; " + strconv.Itoa(refused) + " refused")
 	}
@@ -99,6 +103,57 @@ func Summary(r Result) string {
 		b.WriteString("; " + strconv.Itoa(awaiting) + " awaiting report")
 	}
 	return truncate(b.String(), 140)
+}
+
+// netbirdTally gathers the NetBird group changes of several sites: the
+// union of groups added and removed, and how many sites change.
+type netbirdTally struct {
+	sites int
+	all   GroupChange
+}
+
+func (t *netbirdTally) add(c *GroupChange) {
+	if c == nil {
+		return
+	}
+	t.sites++
+	for _, g := range c.Added {
+		if !slices.Contains(t.all.Added, g) {
+			t.all.Added = append(t.all.Added, g)
+		}
+	}
+	for _, g := range c.Removed {
+		if !slices.Contains(t.all.Removed, g) {
+			t.all.Removed = append(t.all.Removed, g)
+		}
+	}
+}
+
+// String is "netbird groups +a -b", with " on N sites" when more than one
+// site changes; "" when none does.
+func (t netbirdTally) String() string {
+	if t.sites == 0 {
+		return ""
+	}
+	all := GroupChange{Added: slices.Sorted(slices.Values(t.all.Added)), Removed: slices.Sorted(slices.Values(t.all.Removed))}
+	s := "netbird groups " + all.String()
+	if t.sites > 1 {
+		s += " on " + strconv.Itoa(t.sites) + " sites"
+	}
+	return s
+}
+
+// changes joins the VM counts and the NetBird part, for example
+// "1 create, netbird groups +ot-gateways"; "no changes" when both are empty.
+func changes(c counts, nb netbirdTally) string {
+	vm, n := c.String(), nb.String()
+	switch {
+	case n == "":
+		return vm
+	case vm == "no changes":
+		return n
+	}
+	return vm + ", " + n
 }
 
 func plural(n int, one, many string) string {
@@ -162,12 +217,14 @@ func symbol(a model.Action) (string, string) {
 
 // RenderText writes a plan preview: per site a header, one line per action
 // (symbol, operation, VM, reason, changed fields, destructive call-out),
+// a "~   netbird groups +a -b" line when the site's NetBird groups change,
 // unmanaged VMs, conflicts, the refusal reason if any and a summary line;
 // then a total line. ANSI colour only when o.Color.
 func RenderText(w io.Writer, r Result, o RenderOptions) error {
 	p := painter{on: o.Color}
 	var b strings.Builder
 	var total counts
+	var totalNB netbirdTally
 	refused, conflicts := 0, 0
 	for i, s := range r.Sites {
 		if i > 0 {
@@ -209,6 +266,10 @@ func RenderText(w io.Writer, r Result, o RenderOptions) error {
 			}
 			b.WriteByte('\n')
 		}
+		if s.NetBird != nil {
+			// Not an action: the control plane sets the peer's groups.
+			b.WriteString("  " + p.paint(ansiYellow, "~   netbird groups "+s.NetBird.String()) + "\n")
+		}
 		for _, c := range s.Conflicts {
 			b.WriteString("  " + p.paint(ansiRed, "! conflict "+c.VM+": "+c.Reason) + "\n")
 		}
@@ -221,11 +282,21 @@ func RenderText(w io.Writer, r Result, o RenderOptions) error {
 		if c.destructive > 0 {
 			line += " (" + strconv.Itoa(c.destructive) + " destructive)"
 		}
+		if s.NetBird != nil {
+			var nb netbirdTally
+			nb.add(s.NetBird)
+			if c == (counts{}) {
+				line = nb.String()
+			} else {
+				line += ", " + nb.String()
+			}
+		}
 		if s.Refused != "" {
 			refused++
 			line += "; refused"
 		} else {
 			total.add(s.Plan)
+			totalNB.add(s.NetBird)
 		}
 		conflicts += len(s.Conflicts)
 		b.WriteString("  = " + line + "\n")
@@ -236,6 +307,13 @@ func RenderText(w io.Writer, r Result, o RenderOptions) error {
 	line := "Total: " + plural(len(r.Sites), "site", "sites") + ": " + total.String()
 	if total.destructive > 0 {
 		line += " (" + strconv.Itoa(total.destructive) + " destructive)"
+	}
+	if n := totalNB.String(); n != "" {
+		if total == (counts{}) {
+			line = "Total: " + plural(len(r.Sites), "site", "sites") + ": " + n
+		} else {
+			line += ", " + n
+		}
 	}
 	if refused > 0 {
 		line += "; " + strconv.Itoa(refused) + " refused"

@@ -133,3 +133,39 @@ func TestRenderJSONEmpty(t *testing.T) {
 		t.Error(diff)
 	}
 }
+
+// A site whose only change is its NetBird groups has no actions and no
+// plan, yet the summary and the preview still name the change.
+func TestNetBirdGroupsOnlyChange(t *testing.T) {
+	desired := model.Desired{Sites: []model.Site{{Name: "s1", Spec: model.SiteSpec{NetBird: &model.NetBirdSpec{Groups: []string{"pos", "ot-gateways"}}}}}}
+	actual := map[string]model.Inventory{"s1": {Site: "s1", Version: 2, Reported: true}}
+	r := diff.Plan(desired, actual, diff.Options{Tenant: "acme", NetBirdGroups: map[string][]string{"s1": {"pos"}}})
+	if got := len(r.Plans()); got != 0 {
+		t.Errorf("plans = %d, want 0: NetBird groups make no agent action", got)
+	}
+	if !r.Sites[0].Changed() {
+		t.Error("Changed() = false for a site whose groups change")
+	}
+	if got, want := diff.Summary(r), "1 site: netbird groups +ot-gateways"; got != want {
+		t.Errorf("Summary = %q, want %q", got, want)
+	}
+	var b strings.Builder
+	if err := diff.RenderText(&b, r, diff.RenderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "  ~   netbird groups +ot-gateways\n") {
+		t.Errorf("preview lacks the netbird line:\n%s", b.String())
+	}
+
+	// The same groups in another order are no change; nor is a site whose
+	// current groups are unknown.
+	for name, have := range map[string]map[string][]string{"same": {"s1": {"ot-gateways", "pos"}}, "unknown": nil} {
+		r := diff.Plan(desired, actual, diff.Options{Tenant: "acme", NetBirdGroups: have})
+		if r.Sites[0].NetBird != nil || r.Sites[0].Changed() {
+			t.Errorf("%s: NetBird = %v, want no change", name, r.Sites[0].NetBird)
+		}
+		if got := diff.Summary(r); got != "1 site: no changes" {
+			t.Errorf("%s: Summary = %q", name, got)
+		}
+	}
+}

@@ -23,19 +23,10 @@ type tracking struct {
 	started   time.Time
 }
 
-// activePlans returns the repository's pending and in-progress plans by ID.
-func (r *Reconciler) activePlans(ctx context.Context, repo store.Repository) (map[string]store.StoredPlan, error) {
-	out := map[string]store.StoredPlan{}
-	for _, status := range []model.PlanStatus{model.PlanPending, model.PlanInProgress} {
-		list, err := r.store.ListPlans(ctx, repo.Tenant, store.PlanFilter{RepoID: repo.ID, Status: status, Limit: 1 << 20})
-		if err != nil {
-			return nil, fmt.Errorf("list %s plans: %w", status, err)
-		}
-		for _, p := range list {
-			out[p.Plan.ID] = p
-		}
-	}
-	return out, nil
+// activePlans returns the repository's pending and in-progress plans:
+// plan ID → site.
+func (r *Reconciler) activePlans(ctx context.Context, repo store.Repository) (map[string]string, error) {
+	return r.store.ActivePlanIDs(ctx, repo.Tenant, repo.ID)
 }
 
 // trackActive starts following commit: its own plans (site → plan ID)
@@ -49,8 +40,8 @@ func (r *Reconciler) trackActive(ctx context.Context, repo store.Repository, com
 		r.log.Error("apply tracking", "repo", repo.ID, "err", err)
 	}
 	plans := map[string]string{}
-	for _, p := range active {
-		plans[p.Plan.Site] = p.Plan.ID
+	for id, site := range active {
+		plans[site] = id
 	}
 	for s, id := range own {
 		plans[s] = id
@@ -104,7 +95,7 @@ func (r *Reconciler) checkApply(ctx context.Context, t *tracking) {
 	}
 }
 
-// evaluate costs two list queries per check plus one read per plan that
+// evaluate costs one list query per check plus one read per plan that
 // finished since the last check, however many sites are waiting.
 func (r *Reconciler) evaluate(ctx context.Context, t *tracking) (store.StatusState, string, bool, error) {
 	active, err := r.activePlans(ctx, t.repo)

@@ -47,6 +47,7 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 	cache := schema.NewCache(blobKey)
 	rng := rand.New(rand.NewPCG(1, 2))
 	incrementalOK, steps := 0, 60
+	hashes, reusedOK, prevValid := &siteHashCache{}, 0, false
 	for step := range steps {
 		s := 1 + rng.IntN(sites)
 		site := gittest.SiteName(s)
@@ -88,7 +89,8 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 		}
 		tfs := newTreeFS(repo.Storer, tree, c.Committer.When)
 		full, fullErr := schema.Load(tfs)
-		inc, st, incErr := cache.Load(t.Context(), newTreeFS(repo.Storer, tree, c.Committer.When))
+		itfs := newTreeFS(repo.Storer, tree, c.Committer.When)
+		inc, st, incErr := cache.Load(t.Context(), itfs)
 		if fmt.Sprint(fullErr) != fmt.Sprint(incErr) {
 			t.Fatalf("step %d (edit %d): errors differ:\nfull:   %v\ncached: %v", step, edit, fullErr, incErr)
 		}
@@ -98,6 +100,25 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 		if st.Read < st.Files {
 			incrementalOK++
 		}
+		if incErr == nil {
+			// The site hashes reuse the previous load's for sites whose
+			// files are unchanged, and equal a fresh hashing of the tree.
+			fresh := &loaded{desired: full}
+			cached := &loaded{desired: inc, blobs: itfs.blobHashes(), hashCache: hashes}
+			if diff := cmp.Diff(fresh.siteHashes(), cached.siteHashes()); diff != "" {
+				t.Fatalf("step %d (edit %d): site hashes differ (-fresh +cached):\n%s", step, edit, diff)
+			}
+			if diff := cmp.Diff(fresh.docs, cached.docs); diff != "" {
+				t.Fatalf("step %d (edit %d): site documents differ (-fresh +cached):\n%s", step, edit, diff)
+			}
+			if prevValid && (edit <= 4 || edit == 11) && cached.rehashed > 1 {
+				t.Errorf("step %d (edit %d): hashed %d of %d sites again for a one-site edit", step, edit, cached.rehashed, len(fresh.hashes))
+			}
+			if cached.rehashed < len(fresh.hashes) {
+				reusedOK++
+			}
+		}
+		prevValid = incErr == nil
 		// One file edited: only that blob is read.
 		if simple := edit <= 3 || edit == 11; simple && st.Read > 1 {
 			t.Errorf("step %d (edit %d): read %d of %d files for a one-file edit", step, edit, st.Read, st.Files)
@@ -106,7 +127,10 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 	if incrementalOK == 0 {
 		t.Errorf("the incremental path was never taken in %d steps", steps)
 	}
-	t.Logf("incremental loads: %d of %d", incrementalOK, steps)
+	if reusedOK == 0 {
+		t.Errorf("no site hash was reused in %d steps", steps)
+	}
+	t.Logf("incremental loads: %d of %d; site hashes reused: %d", incrementalOK, steps, reusedOK)
 }
 
 func plumbingHash(s string) plumbing.Hash { return plumbing.NewHash(s) }

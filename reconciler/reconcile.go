@@ -285,6 +285,11 @@ type loaded struct {
 	once        sync.Once
 	hashes      map[string]string   // site → hash of its desired state
 	docs        map[string]*siteDoc // site → its documents, as hashed
+	// blobs (manifest path → blob hash) and hashCache, when set, let
+	// siteHashes reuse the previous load's hashes of unchanged sites.
+	blobs     map[string]string
+	hashCache *siteHashCache
+	rehashed  int // sites encoded and hashed by siteHashes (not reused)
 }
 
 // siteDoc is one site's desired state: what is hashed, and what the store
@@ -305,36 +310,83 @@ func (l *loaded) siteDesired(site, commit string, inv int64, now time.Time) stor
 }
 
 // siteHashes hashes each site's manifest and VMs (positions left out: moving
-// a VM between files changes nothing at the edge).
+// a VM between files changes nothing at the edge). A site whose files are
+// the same blobs as at the previous load keeps its hash and documents from
+// then; only the others are encoded and hashed.
 func (l *loaded) siteHashes() map[string]string {
 	l.once.Do(func() {
-		docs := map[string]*siteDoc{}
-		get := func(n string) *siteDoc {
-			d, ok := docs[n]
+		// Group by site first, by index: a cached site's documents are
+		// neither copied nor encoded.
+		type group struct {
+			site  int // index in desired.Sites, -1 for none
+			vms   []int
+			files []string
+		}
+		groups := map[string]*group{}
+		get := func(n string) *group {
+			g, ok := groups[n]
 			if !ok {
-				d = &siteDoc{}
-				docs[n] = d
+				g = &group{site: -1}
+				groups[n] = g
 			}
-			return d
+			return g
 		}
 		for i := range l.desired.Sites {
-			s := l.desired.Sites[i]
-			s.Source = model.Source{}
-			get(s.Name).Site = &s
+			s := &l.desired.Sites[i]
+			g := get(s.Name)
+			g.site = i
+			g.files = append(g.files, s.Source.File)
 		}
-		for _, vm := range l.desired.VMs {
-			vm.Source = model.Source{}
-			d := get(vm.Site)
-			d.VMs = append(d.VMs, vm)
+		for i := range l.desired.VMs {
+			vm := &l.desired.VMs[i]
+			g := get(vm.Site)
+			g.vms = append(g.vms, i)
+			if n := len(g.files); n == 0 || g.files[n-1] != vm.Source.File {
+				g.files = append(g.files, vm.Source.File)
+			}
 		}
-		l.hashes = make(map[string]string, len(docs))
-		for n, d := range docs {
+		l.hashes = make(map[string]string, len(groups))
+		l.docs = make(map[string]*siteDoc, len(groups))
+		var next map[string]siteHashEntry
+		if l.hashCache != nil && l.blobs != nil {
+			next = make(map[string]siteHashEntry, len(groups))
+		}
+		for n, g := range groups {
+			key := ""
+			if next != nil {
+				key = siteFilesKey(g.files, l.blobs)
+			}
+			if key != "" {
+				if e, ok := l.hashCache.get(n, key); ok {
+					l.hashes[n], l.docs[n] = e.hash, e.doc
+					next[n] = e
+					continue
+				}
+			}
+			d := &siteDoc{}
+			if g.site >= 0 {
+				s := l.desired.Sites[g.site]
+				s.Source = model.Source{}
+				d.Site = &s
+			}
+			for _, i := range g.vms {
+				vm := l.desired.VMs[i]
+				vm.Source = model.Source{}
+				d.VMs = append(d.VMs, vm)
+			}
 			sort.Slice(d.VMs, func(i, j int) bool { return d.VMs[i].Name < d.VMs[j].Name })
 			b, _ := json.Marshal(d)
 			sum := sha256.Sum256(b)
-			l.hashes[n] = hex.EncodeToString(sum[:16])
+			h := hex.EncodeToString(sum[:16])
+			l.hashes[n], l.docs[n] = h, d
+			l.rehashed++
+			if key != "" {
+				next[n] = siteHashEntry{key: key, hash: h, doc: d}
+			}
 		}
-		l.docs = docs
+		if next != nil {
+			l.hashCache.replace(next)
+		}
 	})
 	return l.hashes
 }
@@ -393,7 +445,8 @@ func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumb
 		return l, l.err
 	}
 	d, stats, err := r.loaders.get(repo.ID).Load(ctx, fsys)
-	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files}
+	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files,
+		blobs: fsys.blobHashes(), hashCache: r.loaders.hashesOf(repo.ID)}
 	if l.err == nil || !loadError(l.tree, repo.Path, l.err).Retry {
 		r.cache.put(key, l) // a failure that may pass next time is not cached
 	}
@@ -477,12 +530,16 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 	}
 	// Records written before the store kept documents get them without
 	// re-planning: their hash says the documents are the ones loaded now.
+	// Written in batches, as plans are: one transaction per planBatch sites.
 	sort.Strings(backfill)
-	for _, s := range backfill {
-		old := prev[s]
-		d := l.siteDesired(s, old.Commit, old.InventoryVersion, old.UpdatedAt)
-		if err := r.store.SetSiteDesired(ctx, tenant, repo.ID, d); err != nil {
-			return fmt.Errorf("record desired state of %s: %w", s, err)
+	for from := 0; from < len(backfill); from += planBatch {
+		var recs []store.SitePlanRecord
+		for _, s := range backfill[from:min(from+planBatch, len(backfill))] {
+			old := prev[s]
+			recs = append(recs, store.SitePlanRecord{Desired: l.siteDesired(s, old.Commit, old.InventoryVersion, old.UpdatedAt)})
+		}
+		if _, err := r.store.RecordSitePlans(ctx, r.actor, tenant, repo.ID, recs, r.now()); err != nil {
+			return fmt.Errorf("record desired state of %d sites from %s: %w", len(recs), recs[0].Desired.Site, err)
 		}
 	}
 	sort.Strings(toPlan)
@@ -495,10 +552,15 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		}
 		return nil
 	}
-	result := diff.Plan(l.desired, invs, diff.Options{Tenant: tenant, Commit: commit, Sites: toPlan, PruneLimit: r.opts.PruneLimit})
+	nbGroups, err := r.netbirdGroups(ctx, tenant, l, toPlan)
+	if err != nil {
+		return err
+	}
+	result := diff.Plan(l.desired, invs, diff.Options{Tenant: tenant, Commit: commit, Sites: toPlan, PruneLimit: r.opts.PruneLimit, NetBirdGroups: nbGroups})
 	res.Summary = diff.Summary(result)
 	res.Refused = map[string]string{}
 	var firstRefused string
+	var batch []store.SitePlanRecord
 	for _, sr := range result.Sites {
 		if sr.Refused != "" {
 			res.Refused[sr.Site] = sr.Refused
@@ -529,22 +591,16 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		} else {
 			plan = &sr.Plan
 		}
-		stored, err := r.store.RecordSitePlan(ctx, r.actor, tenant, repo.ID, d, plan, r.now())
-		if plan != nil && errors.Is(err, store.ErrNotFound) {
-			// The site is in git but not registered with the control
-			// plane yet: nothing can run there. Planned again once it is.
-			res.Unregistered = append(res.Unregistered, sr.Site)
-			continue
+		batch = append(batch, store.SitePlanRecord{Desired: d, Plan: plan})
+		if len(batch) == planBatch {
+			if err := r.recordPlans(ctx, repo, batch, res); err != nil {
+				return err
+			}
+			batch = batch[:0]
 		}
-		if err != nil {
-			return fmt.Errorf("store plan for %s: %w", sr.Site, err)
-		}
-		if stored {
-			res.Stored = append(res.Stored, sr.Plan)
-		}
-		r.mu.Lock()
-		r.siteRepo[tenant+"/"+sr.Site] = repo.ID
-		r.mu.Unlock()
+	}
+	if err := r.recordPlans(ctx, repo, batch, res); err != nil {
+		return err
 	}
 	if !report {
 		return nil // drift repairs report through the plans, not commit statuses
@@ -565,6 +621,44 @@ func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commi
 		}
 	}
 	r.trackActive(ctx, repo, commit, planIDs)
+	return nil
+}
+
+// planBatch is how many sites' plans are recorded per store transaction:
+// one commit for many sites (a cold commit of 1,000 sites was mostly
+// per-transaction cost), small enough that a transaction holds the
+// store's writer briefly.
+const planBatch = 100
+
+// recordPlans records a batch of sites' plans and desired state (as
+// store.RecordSitePlans) and notes the outcome in res.
+func (r *Reconciler) recordPlans(ctx context.Context, repo store.Repository, batch []store.SitePlanRecord, res *Result) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	tenant := repo.Tenant
+	out, err := r.store.RecordSitePlans(ctx, r.actor, tenant, repo.ID, batch, r.now())
+	if err != nil {
+		return fmt.Errorf("store plans for %d sites from %s: %w", len(batch), batch[0].Desired.Site, err)
+	}
+	for i, rec := range batch {
+		site := rec.Desired.Site
+		if err := out[i].Err; err != nil {
+			if rec.Plan != nil && errors.Is(err, store.ErrNotFound) {
+				// The site is in git but not registered with the control
+				// plane yet: nothing can run there. Planned again once it is.
+				res.Unregistered = append(res.Unregistered, site)
+				continue
+			}
+			return fmt.Errorf("store plan for %s: %w", site, err)
+		}
+		if out[i].Stored {
+			res.Stored = append(res.Stored, *rec.Plan)
+		}
+		r.mu.Lock()
+		r.siteRepo[tenant+"/"+site] = repo.ID
+		r.mu.Unlock()
+	}
 	return nil
 }
 
@@ -755,7 +849,11 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if err != nil {
 		return p, fmt.Errorf("read inventories: %w", err)
 	}
-	res := diff.Plan(l.desired, invs, diff.Options{Tenant: repo.Tenant, Commit: sha, PruneLimit: r.opts.PruneLimit})
+	nbGroups, err := r.netbirdGroups(ctx, repo.Tenant, l, nil)
+	if err != nil {
+		return p, err
+	}
+	res := diff.Plan(l.desired, invs, diff.Options{Tenant: repo.Tenant, Commit: sha, PruneLimit: r.opts.PruneLimit, NetBirdGroups: nbGroups})
 	p.Summary = diff.Summary(res)
 	var text, js bytes.Buffer
 	if err := diff.RenderText(&text, res, diff.RenderOptions{}); err != nil {

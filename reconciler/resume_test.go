@@ -19,7 +19,7 @@ import (
 // the process is killed mid-reconcile.
 type dyingStore struct {
 	store.Store
-	left atomic.Int64 // calls left before failing; negative = never fail
+	left atomic.Int64 // sites left before failing; negative = never fail
 }
 
 var errDied = errors.New("process died")
@@ -29,6 +29,25 @@ func (d *dyingStore) RecordSitePlan(ctx context.Context, actor store.Actor, tena
 		return false, errDied
 	}
 	return d.Store.RecordSitePlan(ctx, actor, tenant, repoID, sd, p, now)
+}
+
+// RecordSitePlans records the records before the failing call, as the
+// transactions committed before a kill, and fails.
+func (d *dyingStore) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, now time.Time) ([]store.SitePlanResult, error) {
+	n := d.left.Load()
+	if n < 0 || n >= int64(len(recs)) {
+		if n >= 0 {
+			d.left.Add(-int64(len(recs)))
+		}
+		return d.Store.RecordSitePlans(ctx, actor, tenant, repoID, recs, now)
+	}
+	d.left.Store(0)
+	if n > 0 {
+		if _, err := d.Store.RecordSitePlans(ctx, actor, tenant, repoID, recs[:n], now); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errDied
 }
 
 // TestInterruptedReconcileSummaryCoversEverySite: a commit whose first

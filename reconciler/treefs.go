@@ -36,6 +36,24 @@ type treeFS struct {
 	mu    sync.Mutex
 	trees map[plumbing.Hash]*object.Tree // decoded trees by hash: a subtree
 	// named at many paths, or a directory of 1,000 manifests, is decoded once
+	blobs map[string]string // manifest path → blob hash, as the loader keyed them
+}
+
+// noteBlob remembers the blob hash the loader keyed the file at p by.
+func (t *treeFS) noteBlob(p string, h plumbing.Hash) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.blobs == nil {
+		t.blobs = map[string]string{}
+	}
+	t.blobs[p] = h.String()
+}
+
+// blobHashes returns the manifest files' blob hashes noted by the last load.
+func (t *treeFS) blobHashes() map[string]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.blobs
 }
 
 func newTreeFS(s storer.EncodedObjectStorer, tree *object.Tree, when time.Time) *treeFS {
@@ -214,7 +232,7 @@ func (d *treeDir) Close() error { return nil }
 func (d *treeDir) ReadDir(n int) ([]fs.DirEntry, error) {
 	entries := make([]fs.DirEntry, 0, len(d.tree.Entries))
 	for _, e := range d.tree.Entries {
-		entries = append(entries, dirEntry{entryInfo{name: e.Name, mode: e.Mode, when: d.fsys.when}, d.tree, e.Hash})
+		entries = append(entries, dirEntry{entryInfo{name: e.Name, mode: e.Mode, when: d.fsys.when}, d.tree, e.Hash, d.fsys})
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
 	entries = entries[min(d.read, len(entries)):]
@@ -236,6 +254,7 @@ type dirEntry struct {
 	entryInfo
 	tree *object.Tree
 	hash plumbing.Hash // the entry's object
+	fsys *treeFS
 }
 
 func (e dirEntry) Info() (fs.FileInfo, error) {

@@ -158,6 +158,13 @@ type Repositories interface {
 	// ErrNotFound for a site not registered yet). stored is StorePlan's
 	// answer (false when plan is nil).
 	RecordSitePlan(ctx context.Context, actor Actor, tenant, repoID string, d SiteDesired, plan *model.Plan, now time.Time) (stored bool, err error)
+	// RecordSitePlans is RecordSitePlan for many sites of one repository
+	// in one transaction: records[i] is recorded, or not, exactly as
+	// RecordSitePlan would record it alone, and results[i] is its answer
+	// (Err wraps ErrNotFound for a plan of a site not registered yet:
+	// nothing is recorded for that site, the others are). Any other
+	// failure records nothing of the batch and is returned as err.
+	RecordSitePlans(ctx context.Context, actor Actor, tenant, repoID string, records []SitePlanRecord, now time.Time) (results []SitePlanResult, err error)
 	// DesiredState returns the desired state last planned for the tenant's
 	// site, with its documents, from whichever of the tenant's repositories
 	// recorded it most recently. ErrNotFound when no repository recorded
@@ -468,6 +475,10 @@ type Plans interface {
 	// ListPlans returns the tenant's plans matching f, newest first.
 	// Actions are filled only when f.WithActions is set.
 	ListPlans(ctx context.Context, tenant string, f PlanFilter) ([]StoredPlan, error)
+	// ActivePlanIDs returns the IDs of the pending and in-progress plans
+	// stored from repository repoID, each with its site (empty map when
+	// none): one query, nothing decoded, for following a commit's plans.
+	ActivePlanIDs(ctx context.Context, tenant, repoID string) (map[string]string, error)
 
 	// StartAction marks a pending action running and its plan in progress.
 	// An action already running or finished is left as it is (nil error), so
@@ -872,6 +883,20 @@ type SiteDesired struct {
 	Document *model.Site `json:"document,omitempty"`
 	// VMs are the site's VirtualMachine documents, ordered by name.
 	VMs []model.VirtualMachine `json:"vms,omitempty"`
+}
+
+// SitePlanRecord is one site's entry in RecordSitePlans: its desired state
+// and, when not nil, its plan.
+type SitePlanRecord struct {
+	Desired SiteDesired
+	Plan    *model.Plan
+}
+
+// SitePlanResult is RecordSitePlans' answer for one record: RecordSitePlan's
+// stored, or the error that kept the site from being recorded.
+type SitePlanResult struct {
+	Stored bool
+	Err    error
 }
 
 // DesiredState is a site's desired state as the user API shows it: the

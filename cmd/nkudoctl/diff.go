@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/nkudo/nkudo/diff"
-	"github.com/nkudo/nkudo/model"
 )
 
 // DiffCmd previews, offline, the plans the control plane would make for a
@@ -27,15 +26,18 @@ func (c *DiffCmd) Help() string {
 	return `Loads and validates the manifests under DIR, reads the sites' inventory
 from --actual (or, without it, from the control plane) and prints one plan per site: a line per action with its
 symbol (+ create, - delete, -/+ replace, ~ resize, > start, ■ stop), the
-fields that change, destructive actions called out, unmanaged VMs listed,
+fields that change, destructive actions called out, a "~ netbird groups +a -b"
+line where a Site's NetBird groups differ from those in the inventory
+(the control plane sets them; no action is planned), unmanaged VMs listed,
 a summary per site and a total. A site that is not in the inventory file is
 treated as never reported by its agent.
 
 Exit status (as kubectl diff and flux diff):
   0  no changes: every site is converged
-  1  changes: at least one site has actions, a name conflict with an
-     unmanaged VM, or a plan refused by prune safety (the refusal and its
-     reason are printed; nothing of a refused site would be applied)
+  1  changes: at least one site has actions, NetBird group changes, a
+     name conflict with an unmanaged VM, or a plan refused by prune safety
+     (the refusal and its reason are printed; nothing of a refused site
+     would be applied)
   2  error: invalid manifests (printed on stderr), unreadable inventory,
      bad flags`
 }
@@ -52,7 +54,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		}
 		return fmt.Errorf("%s: %s: cannot plan invalid manifests", c.Dir, plural(len(errs), "error"))
 	}
-	var actual map[string]model.Inventory
+	var actual observed
 	if c.Actual == "" {
 		actual, err = liveInventory(ctx, g)
 	} else {
@@ -61,7 +63,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	if err != nil {
 		return err
 	}
-	res := diff.Plan(desired, actual, diff.Options{Tenant: c.Tenant, Commit: c.Commit, Sites: c.Site})
+	res := diff.Plan(desired, actual.inv, diff.Options{Tenant: c.Tenant, Commit: c.Commit, Sites: c.Site, NetBirdGroups: actual.groups})
 	if g.Output == "json" {
 		err = diff.RenderJSON(s.Out, res)
 	} else {
@@ -86,7 +88,7 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 // hasChanges reports whether any site differs from its desired state.
 func hasChanges(r diff.Result) bool {
 	for _, s := range r.Sites {
-		if len(s.Plan.Actions) > 0 || s.Refused != "" || len(s.Conflicts) > 0 {
+		if s.Changed() {
 			return true
 		}
 	}
@@ -94,25 +96,25 @@ func hasChanges(r diff.Result) bool {
 }
 
 // readInventoryFile reads the inventory file name, or stdin when name is "-".
-func readInventoryFile(stdin io.Reader, name string) (map[string]model.Inventory, error) {
+func readInventoryFile(stdin io.Reader, name string) (observed, error) {
 	if name == "-" {
 		if stdin == nil {
-			return nil, errors.New("inventory: --actual -: no standard input")
+			return observed{}, errors.New("inventory: --actual -: no standard input")
 		}
 		inv, err := parseInventory(stdin)
 		if err != nil {
-			return nil, fmt.Errorf("inventory from standard input: %w", err)
+			return observed{}, fmt.Errorf("inventory from standard input: %w", err)
 		}
 		return inv, nil
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("inventory: %w", err)
+		return observed{}, fmt.Errorf("inventory: %w", err)
 	}
 	defer f.Close()
 	inv, err := parseInventory(f)
 	if err != nil {
-		return nil, fmt.Errorf("inventory %s: %w", name, err)
+		return observed{}, fmt.Errorf("inventory %s: %w", name, err)
 	}
 	return inv, nil
 }

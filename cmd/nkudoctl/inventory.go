@@ -25,51 +25,70 @@ type inventorySite struct {
 	Version  int64              `json:"version"`
 	Reported *bool              `json:"reported"`
 	VMs      []model.ObservedVM `json:"vms"`
+	// NetBird, when present, is the NetBird groups the site is in now;
+	// without it the site's groups are not compared.
+	NetBird *inventoryNetBird `json:"netbird"`
+}
+
+type inventoryNetBird struct {
+	Groups []string `json:"groups"`
+}
+
+// observed is what diff compares the manifests with: each site's inventory
+// and, for diff.Options.NetBirdGroups, the NetBird groups of the sites
+// whose groups are known.
+type observed struct {
+	inv    map[string]model.Inventory
+	groups map[string][]string
 }
 
 // parseInventory reads the inventory file strictly: unknown fields,
 // duplicate sites or VMs and invalid states are errors, since a typo here
 // would show up as a wrong plan.
-func parseInventory(r io.Reader) (map[string]model.Inventory, error) {
+func parseInventory(r io.Reader) (observed, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxInventoryBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read: %w", err)
+		return observed{}, fmt.Errorf("read: %w", err)
 	}
 	if len(data) > maxInventoryBytes {
-		return nil, fmt.Errorf("larger than %d MiB", maxInventoryBytes>>20)
+		return observed{}, fmt.Errorf("larger than %d MiB", maxInventoryBytes>>20)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f inventoryFile
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("decode: %w", err)
+		return observed{}, fmt.Errorf("decode: %w", err)
 	}
 	if dec.More() {
-		return nil, errors.New("decode: trailing data after the JSON object")
+		return observed{}, errors.New("decode: trailing data after the JSON object")
 	}
 	out := make(map[string]model.Inventory, len(f.Sites))
+	groups := map[string][]string{}
 	for i, s := range f.Sites {
 		if s.Site == "" {
-			return nil, fmt.Errorf("sites[%d]: missing site name", i)
+			return observed{}, fmt.Errorf("sites[%d]: missing site name", i)
 		}
 		if _, dup := out[s.Site]; dup {
-			return nil, fmt.Errorf("sites[%d]: site %q listed twice", i, s.Site)
+			return observed{}, fmt.Errorf("sites[%d]: site %q listed twice", i, s.Site)
 		}
 		seen := map[string]bool{}
 		for j, vm := range s.VMs {
 			where := fmt.Sprintf("sites[%d] (%s): vms[%d]", i, s.Site, j)
 			switch {
 			case vm.Name == "":
-				return nil, fmt.Errorf("%s: missing name", where)
+				return observed{}, fmt.Errorf("%s: missing name", where)
 			case seen[vm.Name]:
-				return nil, fmt.Errorf("%s: VM %q listed twice", where, vm.Name)
+				return observed{}, fmt.Errorf("%s: VM %q listed twice", where, vm.Name)
 			case vm.State != model.VMRunning && vm.State != model.VMStopped:
-				return nil, fmt.Errorf("%s (%s): state %q: want %q or %q", where, vm.Name, vm.State, model.VMRunning, model.VMStopped)
+				return observed{}, fmt.Errorf("%s (%s): state %q: want %q or %q", where, vm.Name, vm.State, model.VMRunning, model.VMStopped)
 			}
 			seen[vm.Name] = true
 		}
 		reported := s.Reported == nil || *s.Reported
 		out[s.Site] = model.Inventory{Site: s.Site, Version: s.Version, Reported: reported, VMs: s.VMs}
+		if s.NetBird != nil {
+			groups[s.Site] = s.NetBird.Groups
+		}
 	}
-	return out, nil
+	return observed{inv: out, groups: groups}, nil
 }

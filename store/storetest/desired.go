@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -192,4 +194,136 @@ func DesiredKeyUpgrade(t *testing.T, openDB OpenDatabase) {
 	}
 	_, err = s.DesiredState(ctx, tenantA, siteA)
 	wantErr(t, err, store.ErrNotFound)
+}
+
+// testRecordSitePlans checks the batch form of RecordSitePlan (and
+// ActivePlanIDs on the plans it stored): each record
+// is recorded as RecordSitePlan would record it alone (a plan stored once,
+// an older active plan superseded, a site not registered left out with
+// ErrNotFound while the others are recorded), and a failure of any other
+// kind records nothing of the batch.
+func testRecordSitePlans(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r1, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r1", URL: "u1"}, "")
+	must(t, err)
+	vmA := []model.VirtualMachine{{Name: "vm-a", Site: siteA, Spec: model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256}}}
+	pA1, pB1 := plan(tenantA, siteA, "1", "vm-a"), plan(tenantA, siteB, "1", "vm-b")
+	ghost := plan(tenantA, "site-ghost", "1", "vm-g")
+	recs := []store.SitePlanRecord{
+		{Desired: store.SiteDesired{Site: siteA, Hash: "a1", InventoryVersion: 1, Commit: "c1", UpdatedAt: epoch, VMs: vmA}, Plan: &pA1},
+		{Desired: store.SiteDesired{Site: "site-ghost", Hash: "g1", Commit: "c1", UpdatedAt: epoch}, Plan: &ghost},
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b1", InventoryVersion: 2, Commit: "c1", UpdatedAt: epoch}, Plan: &pB1},
+		{Desired: store.SiteDesired{Site: "site-gone", Commit: "c1", UpdatedAt: epoch}},
+	}
+	res, err := s.RecordSitePlans(ctx, admin, tenantA, r1.ID, recs, epoch)
+	must(t, err)
+	if len(res) != len(recs) {
+		t.Fatalf("RecordSitePlans answered %d results for %d records", len(res), len(recs))
+	}
+	if !res[0].Stored || res[0].Err != nil || !res[2].Stored || res[2].Err != nil {
+		t.Errorf("new plans: results %+v, want stored without error", res)
+	}
+	if !errors.Is(res[1].Err, store.ErrNotFound) || res[1].Stored {
+		t.Errorf("plan of a site not registered: %+v, want ErrNotFound", res[1])
+	}
+	if res[3].Stored || res[3].Err != nil {
+		t.Errorf("record without a plan: %+v, want not stored, no error", res[3])
+	}
+	list, err := s.SiteDesired(ctx, tenantA, r1.ID)
+	must(t, err)
+	wantList := map[string]store.SiteDesired{
+		siteA:       {Site: siteA, Hash: "a1", InventoryVersion: 1, Commit: "c1", UpdatedAt: epoch, Documented: true},
+		siteB:       {Site: siteB, Hash: "b1", InventoryVersion: 2, Commit: "c1", UpdatedAt: epoch, Documented: true},
+		"site-gone": {Site: "site-gone", Commit: "c1", UpdatedAt: epoch, Documented: true},
+	}
+	if diff := cmp.Diff(wantList, list); diff != "" {
+		t.Errorf("SiteDesired after the batch (-want +got):\n%s", diff)
+	}
+	for _, p := range []model.Plan{pA1, pB1} {
+		if ap, err := s.ActivePlan(ctx, tenantA, p.Site); err != nil || ap.Plan.ID != p.ID || ap.RepoID != r1.ID {
+			t.Errorf("active plan of %s = %s from %q (%v), want %s from %s", p.Site, ap.Plan.ID, ap.RepoID, err, p.ID, r1.ID)
+		}
+	}
+
+	// The same plans again: nothing stored twice. A new plan for siteA
+	// supersedes the older one, as StorePlan does.
+	pA2 := plan(tenantA, siteA, "2", "vm-a", "vm-x")
+	res, err = s.RecordSitePlans(ctx, admin, tenantA, r1.ID, []store.SitePlanRecord{
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b1", InventoryVersion: 3, Commit: "c2", UpdatedAt: epoch}, Plan: &pB1},
+		{Desired: store.SiteDesired{Site: siteA, Hash: "a2", InventoryVersion: 1, Commit: "c2", UpdatedAt: epoch}, Plan: &pA2},
+	}, epoch)
+	must(t, err)
+	if res[0].Stored || res[0].Err != nil || !res[1].Stored || res[1].Err != nil {
+		t.Errorf("second batch: results %+v, want [not stored, stored]", res)
+	}
+	old, err := s.GetPlan(ctx, tenantA, pA1.ID)
+	must(t, err)
+	if old.Status != model.PlanSuperseded || old.SupersededBy != pA2.ID {
+		t.Errorf("older plan of %s: %s superseded by %q, want superseded by %s", siteA, old.Status, old.SupersededBy, pA2.ID)
+	}
+
+	// A site twice in one batch: the later record wins.
+	_, err = s.RecordSitePlans(ctx, admin, tenantA, r1.ID, []store.SitePlanRecord{
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b-x", Commit: "c2", UpdatedAt: epoch}},
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b-y", Commit: "c2", UpdatedAt: epoch}},
+	}, epoch)
+	must(t, err)
+	if list, err := s.SiteDesired(ctx, tenantA, r1.ID); err != nil || list[siteB].Hash != "b-y" {
+		t.Errorf("%s recorded twice in one batch: hash %q (%v), want the later b-y", siteB, list[siteB].Hash, err)
+	}
+
+	// One transaction: a plan that conflicts (its ID belongs to another
+	// site) records nothing of the batch, not even the records before it.
+	pA3 := plan(tenantA, siteA, "3", "vm-y")
+	stolen := pA2
+	stolen.Site = siteB
+	_, err = s.RecordSitePlans(ctx, admin, tenantA, r1.ID, []store.SitePlanRecord{
+		{Desired: store.SiteDesired{Site: siteA, Hash: "a3", Commit: "c3", UpdatedAt: epoch}, Plan: &pA3},
+		{Desired: store.SiteDesired{Site: siteB, Hash: "b3", Commit: "c3", UpdatedAt: epoch}, Plan: &stolen},
+	}, epoch)
+	wantErr(t, err, store.ErrConflict)
+	if _, err := s.GetPlan(ctx, tenantA, pA3.ID); err == nil {
+		t.Error("a failed batch stored a plan")
+	}
+	if list, err := s.SiteDesired(ctx, tenantA, r1.ID); err != nil || list[siteA].Hash != "a2" {
+		t.Errorf("a failed batch changed %s's record to %q (%v), want a2", siteA, list[siteA].Hash, err)
+	}
+
+	// An unknown repository, or another tenant's, records nothing.
+	_, err = s.RecordSitePlans(ctx, admin, tenantA, "no-such-repo", []store.SitePlanRecord{{Desired: store.SiteDesired{Site: siteA}, Plan: &pA3}}, epoch)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.RecordSitePlans(ctx, admin, tenantB, r1.ID, []store.SitePlanRecord{{Desired: store.SiteDesired{Site: siteA}}}, epoch)
+	wantErr(t, err, store.ErrNotFound)
+	if _, err := s.GetPlan(ctx, tenantA, pA3.ID); err == nil {
+		t.Error("a batch for an unknown repository stored a plan")
+	}
+
+	// Bad input names the record and the field.
+	_, err = s.RecordSitePlans(ctx, admin, tenantA, r1.ID, []store.SitePlanRecord{
+		{Desired: store.SiteDesired{Site: siteA, Hash: "a4"}},
+		{Desired: store.SiteDesired{Hash: "x"}},
+	}, epoch)
+	wantErr(t, err, store.ErrInvalid)
+	if !strings.Contains(err.Error(), "records[1]") || !strings.Contains(err.Error(), "site is required") {
+		t.Errorf("error %q does not name records[1] and its field", err)
+	}
+
+	// ActivePlanIDs lists the repository's pending and in-progress plans,
+	// not the superseded ones, per tenant.
+	ids, err := s.ActivePlanIDs(ctx, tenantA, r1.ID)
+	must(t, err)
+	if diff := cmp.Diff(map[string]string{pA2.ID: siteA, pB1.ID: siteB}, ids); diff != "" {
+		t.Errorf("ActivePlanIDs (-want +got):\n%s", diff)
+	}
+	_, err = s.SupersedeActivePlan(ctx, admin, tenantA, siteB, "c9", "test", epoch)
+	must(t, err)
+	ids, err = s.ActivePlanIDs(ctx, tenantA, r1.ID)
+	must(t, err)
+	if diff := cmp.Diff(map[string]string{pA2.ID: siteA}, ids); diff != "" {
+		t.Errorf("ActivePlanIDs after superseding %s's plan (-want +got):\n%s", siteB, diff)
+	}
+	if ids, err := s.ActivePlanIDs(ctx, tenantB, r1.ID); err != nil || len(ids) != 0 {
+		t.Errorf("ActivePlanIDs of another tenant = %v (%v), want none", ids, err)
+	}
 }

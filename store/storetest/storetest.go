@@ -36,6 +36,7 @@ func Run(t *testing.T, open Open) {
 		{"RepositoryVerifyPolicy", testRepositoryVerify},
 		{"SiteDesired", testSiteDesired},
 		{"DesiredState", testDesiredState},
+		{"RecordSitePlans", testRecordSitePlans},
 		{"Credentials", testCredentials},
 		{"NetBird", testNetBird},
 		{"NetBirdPeers", testNetBirdPeers},

@@ -215,6 +215,11 @@ func TestNetBirdGroupChangeWithoutRestart(t *testing.T) {
 		_, g := w.peerGroups()
 		return slices.Equal(g, []string{"All", "cameras", "ot-gateways"})
 	})
+	// The commit's plan summary names the change like a VM change.
+	eventually(t, "nkudo/plan of "+c2[:12]+" names the group change", func() bool {
+		st, desc := w.forgeState(c2, "nkudo/plan")
+		return st == "success" && desc == "1 site: netbird groups +cameras"
+	})
 	if n := w.upCalls(); n != ups {
 		calls, _ := os.ReadFile(filepath.Join(w.cliDir, "calls.log"))
 		t.Errorf("netbird up ran %d more times for a group change; calls:\n%s", n-ups, calls)

@@ -244,6 +244,24 @@ func (s *Store) ActivePlan(ctx context.Context, tenant, site string) (store.Stor
 	return p, nil
 }
 
+// ActivePlanIDs implements store.Plans.
+func (s *Store) ActivePlanIDs(ctx context.Context, tenant, repoID string) (map[string]string, error) {
+	type idSite struct{ id, site string }
+	list, err := readAll(ctx, s, func(r Row) (idSite, error) {
+		var v idSite
+		err := r.Scan(&v.id, &v.site)
+		return v, err
+	}, `SELECT id, site FROM plans WHERE tenant = $1 AND repo_id = $2 AND status IN ('pending', 'in_progress')`, tenant, repoID)
+	if err != nil {
+		return nil, fmt.Errorf("active plans of repository %s/%s: %w", tenant, repoID, err)
+	}
+	out := make(map[string]string, len(list))
+	for _, v := range list {
+		out[v.id] = v.site
+	}
+	return out, nil
+}
+
 // ListPlans implements store.Plans.
 func (s *Store) ListPlans(ctx context.Context, tenant string, f store.PlanFilter) ([]store.StoredPlan, error) {
 	where := []string{`tenant = $1`}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -433,6 +434,85 @@ func (s *Store) RecordSitePlan(ctx context.Context, actor store.Actor, tenant, r
 		return false, fmt.Errorf("record plan of %s from repository %s/%s: %w", d.Site, tenant, repoID, err)
 	}
 	return stored, nil
+}
+
+// RecordSitePlans implements store.Repositories: each record as
+// RecordSitePlan would record it, all in one transaction (one commit, one
+// fsync, instead of one per site).
+func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, now time.Time) ([]store.SitePlanResult, error) {
+	states := make([]string, len(recs))
+	bodies := make([]string, len(recs))
+	for i, rec := range recs {
+		var err error
+		if states[i], err = encodeSiteState(rec.Desired); err != nil {
+			return nil, fmt.Errorf("record plans: records[%d]: %w", i, err)
+		}
+		if p := rec.Plan; p != nil {
+			if p.Tenant != tenant || p.Site != rec.Desired.Site {
+				return nil, fmt.Errorf("record plans: records[%d]: plan %s: %w", i, p.ID, errInvalid("plan tenant and site must match the desired state's"))
+			}
+			if bodies[i], err = planBody(*p); err != nil {
+				return nil, fmt.Errorf("record plans: records[%d]: %w", i, err)
+			}
+		}
+	}
+	var out []store.SitePlanResult
+	err := s.write(ctx, func(t *wtx) error {
+		out = make([]store.SitePlanResult, len(recs))
+		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
+			return err
+		}
+		// The records are upserted together at the end, a few hundred rows
+		// per statement: per-statement cost was most of a large batch.
+		rows := make([]int, 0, len(recs)) // indexes into recs, one per site
+		pos := map[string]int{}           // site → its index in rows
+		for i, rec := range recs {
+			if rec.Plan != nil {
+				// storePlan locks the site row first, before it writes
+				// anything: ErrNotFound is a site not registered, and the
+				// transaction goes on with the other sites.
+				stored, err := s.storePlan(ctx, t, actor, *rec.Plan, bodies[i], repoID, now)
+				if errors.Is(err, store.ErrNotFound) {
+					out[i].Err = fmt.Errorf("record plan %s: %w", rec.Plan.ID, err)
+					continue
+				}
+				if err != nil {
+					return fmt.Errorf("plan of %s: %w", rec.Desired.Site, err)
+				}
+				out[i].Stored = stored
+			}
+			// A site twice in one batch: the later record wins, as two
+			// calls in a row would leave it.
+			if j, ok := pos[rec.Desired.Site]; ok {
+				rows[j] = i
+				continue
+			}
+			pos[rec.Desired.Site] = len(rows)
+			rows = append(rows, i)
+		}
+		for from := 0; from < len(rows); from += batchRows {
+			chunk := rows[from:min(from+batchRows, len(rows))]
+			args := make([]any, 0, 7*len(chunk))
+			for _, i := range chunk {
+				d := recs[i].Desired
+				at := d.UpdatedAt
+				if at.IsZero() {
+					at = t.now
+				}
+				args = append(args, repoID, d.Site, d.Hash, d.InventoryVersion, d.Commit, us(store.Micro(at)), states[i])
+			}
+			if _, err := t.Exec(ctx, `INSERT INTO site_desired (repo_id, site, hash, inventory_version, commit_sha, updated_at, state) VALUES `+values(len(chunk), 7)+`
+				ON CONFLICT (repo_id, site) DO UPDATE SET hash = excluded.hash, inventory_version = excluded.inventory_version,
+					commit_sha = excluded.commit_sha, updated_at = excluded.updated_at, state = excluded.state`, args...); err != nil {
+				return fmt.Errorf("desired state of %d sites: %w", len(chunk), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d plans from repository %s/%s: %w", len(recs), tenant, repoID, err)
+	}
+	return out, nil
 }
 
 // encodeSiteState checks d and encodes its documents for site_desired.state.
