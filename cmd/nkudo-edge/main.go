@@ -234,8 +234,9 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	logger.Info("agent starting", "version", version, "tenant", id.Tenant(), "site", id.Site(), "controlPlane", url)
 	a := agent.New(agent.Config{
 		Client: client, Executor: ex, Facts: r.facts(prov, logger), Logger: logger, AgentVersion: version,
-		PollWait: r.PollWait,
-		Renew:    func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
+		SiteRecipient: id.SiteRecipient(),
+		PollWait:      r.PollWait,
+		Renew:         func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
 		// Setup keys the control plane mints arrive with heartbeats.
 		NetBird: &netbird.Client{Binary: r.NetBird, Logger: logger},
 	})
