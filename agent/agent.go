@@ -35,6 +35,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// AgentVersion is reported with every heartbeat.
 	AgentVersion string
+	// SiteRecipient, the site key's age recipient, is reported with every
+	// heartbeat (Identity.SiteRecipient).
+	SiteRecipient string
 	// PollWait is the long-poll duration; zero means 30s.
 	PollWait time.Duration
 	// FirstHeartbeat is the interval used until the server names one; zero means 15s.
@@ -180,6 +183,7 @@ func (a *Agent) Heartbeat(ctx context.Context) (api.HeartbeatResponse, error) {
 	facts := a.cfg.Facts.Collect(ctx)
 	facts.OutboxDropped = a.cfg.Executor.Results.Dropped() + a.cfg.Executor.Logs.Dropped()
 	facts.AgentVersion = cmp.Or(facts.AgentVersion, a.cfg.AgentVersion)
+	facts.AgeRecipient = cmp.Or(facts.AgeRecipient, a.cfg.SiteRecipient)
 	a.mu.Lock()
 	typed := a.typedFacts
 	a.mu.Unlock()

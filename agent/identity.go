@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/nkudo/nkudo/agent/internal/atomicfile"
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/pki"
@@ -47,8 +49,9 @@ type identityDoc struct {
 // Identity is the agent's enrolled identity: key, certificate and the CA
 // it trusts. It is safe for concurrent use; Renew swaps the certificate.
 type Identity struct {
-	dir string
-	doc identityDoc
+	dir     string
+	doc     identityDoc
+	siteKey *age.X25519Identity
 
 	mu   sync.Mutex
 	cert *tls.Certificate
@@ -173,6 +176,11 @@ func Enroll(ctx context.Context, o EnrollOptions, logger *slog.Logger) (*Identit
 		return nil, err
 	}
 	doc := identityDoc{Tenant: resp.Tenant, Site: resp.Site, ControlPlane: o.ControlPlane, NetBird: resp.NetBird}
+	// A new enrollment (perhaps as another site) gets a new site key, so
+	// secrets encrypted to the old identity stay unreadable here.
+	if err := os.Remove(filepath.Join(o.PKIDir, siteKeyFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("enroll: remove old site key: %w", err)
+	}
 	if err := writeIdentity(o.PKIDir, kp, []byte(resp.Certificate), ca, doc); err != nil {
 		return nil, err
 	}
@@ -238,6 +246,9 @@ func LoadIdentity(dir string) (*Identity, error) {
 		return nil, err
 	}
 	if err := id.set(certPEM, kp); err != nil {
+		return nil, err
+	}
+	if id.siteKey, err = loadOrCreateSiteKey(dir); err != nil {
 		return nil, err
 	}
 	return id, nil

@@ -133,6 +133,9 @@ type HostFacts struct {
 	// OutboxDropped counts results and log lines the agent dropped, over its
 	// lifetime, because its on-disk buffer was full during an outage.
 	OutboxDropped int64 `json:"outboxDropped,omitempty"`
+	// AgeRecipient is the site's age X25519 public key ("age1…"); secrets
+	// encrypted to it can be read only on the site (docs/secrets.md).
+	AgeRecipient string `json:"ageRecipient,omitempty"`
 }
 
 // FeatureTypedFacts, listed in HeartbeatResponse.Features, says that the
@@ -147,6 +150,7 @@ const (
 	LegacyLabelAgentVersion  = "agentVersion"
 	LegacyLabelKVMError      = "kvmError"
 	LegacyLabelOutboxDropped = "outboxDropped"
+	LegacyLabelAgeRecipient  = "ageRecipient"
 	// LegacyLabelUnknownPrefix + fact holds the reason the fact is unknown.
 	LegacyLabelUnknownPrefix = "unknown."
 )
@@ -154,7 +158,7 @@ const (
 // LegacyLabels returns f with the typed fields moved into Labels under the
 // legacy keys, the form a control plane without FeatureTypedFacts accepts.
 func (f HostFacts) LegacyLabels() HostFacts {
-	if f.CPUModel == "" && f.AgentVersion == "" && f.KVMError == "" && len(f.Unknown) == 0 && f.OutboxDropped == 0 {
+	if f.CPUModel == "" && f.AgentVersion == "" && f.KVMError == "" && len(f.Unknown) == 0 && f.OutboxDropped == 0 && f.AgeRecipient == "" {
 		return f
 	}
 	labels := make(map[string]string, len(f.Labels)+len(f.Unknown)+4)
@@ -167,6 +171,7 @@ func (f HostFacts) LegacyLabels() HostFacts {
 	set(LegacyLabelCPUModel, f.CPUModel)
 	set(LegacyLabelAgentVersion, f.AgentVersion)
 	set(LegacyLabelKVMError, f.KVMError)
+	set(LegacyLabelAgeRecipient, f.AgeRecipient)
 	if f.OutboxDropped != 0 {
 		labels[LegacyLabelOutboxDropped] = strconv.FormatInt(f.OutboxDropped, 10)
 	}
@@ -175,6 +180,7 @@ func (f HostFacts) LegacyLabels() HostFacts {
 	}
 	f.Labels = labels
 	f.CPUModel, f.AgentVersion, f.KVMError, f.Unknown, f.OutboxDropped = "", "", "", nil, 0
+	f.AgeRecipient = ""
 	return f
 }
 
@@ -195,6 +201,8 @@ func (f HostFacts) Typed() HostFacts {
 			f.AgentVersion = cmp.Or(f.AgentVersion, v)
 		case k == LegacyLabelKVMError:
 			f.KVMError = cmp.Or(f.KVMError, v)
+		case k == LegacyLabelAgeRecipient:
+			f.AgeRecipient = cmp.Or(f.AgeRecipient, v)
 		case k == LegacyLabelOutboxDropped:
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {

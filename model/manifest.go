@@ -126,6 +126,10 @@ type Network struct {
 type CloudInit struct {
 	UserData      string `json:"userData,omitempty"`
 	NetworkConfig string `json:"networkConfig,omitempty"`
+	// UserDataEncrypted is user-data encrypted to the site's age recipient
+	// (ASCII armour); only the agent can decrypt it, just before it writes
+	// the seed. Mutually exclusive with UserData.
+	UserDataEncrypted string `json:"userDataEncrypted,omitempty"`
 }
 
 // EffectiveMaxCPUs is the hot-resize ceiling, CPUs when no headroom is given.

@@ -166,6 +166,10 @@ func describe(ek jsonschema.ErrorKind, loc []string) string {
 		return fmt.Sprintf("must be %s, not %s", quoteValue(k.Want), quoteValue(k.Got))
 	case *kind.Pattern:
 		return patternMessage(loc, k)
+	case *kind.FalseSchema:
+		if len(loc) > 0 && loc[len(loc)-1] == "userData" {
+			return "userData and userDataEncrypted are mutually exclusive: set only one"
+		}
 	}
 	return ek.LocalizedString(printer)
 }
@@ -182,6 +186,9 @@ func patternMessage(loc []string, k *kind.Pattern) string {
 		parent = loc[len(loc)-2]
 	}
 	switch {
+	case last == "userDataEncrypted":
+		// Never quote it: it is long, and may be plaintext put in the wrong field.
+		return "must be age armour (-----BEGIN AGE ENCRYPTED FILE----- … -----END AGE ENCRYPTED FILE-----), as nkudoctl secrets encrypt prints"
 	case last == "name" || last == "site":
 		return fmt.Sprintf("%q is not a DNS label: use lower-case letters, digits and '-', starting and ending with a letter or digit", k.Got)
 	case last == "sha256":

@@ -175,5 +175,6 @@ func (b *bundle) scrubText(s string) string {
 // isKeyFile reports whether a PKI dir entry is key material by name.
 func isKeyFile(name string) bool {
 	ext := strings.ToLower(filepath.Ext(name))
-	return ext == ".key" || strings.Contains(strings.ToLower(name), "private")
+	// .agekey: the site's age identity, which decrypts the site's secrets.
+	return ext == ".key" || ext == ".agekey" || strings.Contains(strings.ToLower(name), "private")
 }

@@ -83,3 +83,12 @@ func TestRedactMeta(t *testing.T) {
 		t.Errorf("found (-want +got):\n%s", d)
 	}
 }
+
+// The site's age identity is a key file like agent.key: listed, never read.
+func TestIsKeyFileSiteKey(t *testing.T) {
+	for name, want := range map[string]bool{"agent.key": true, "site.agekey": true, "ca.crt": false, "identity.json": false} {
+		if got := isKeyFile(name); got != want {
+			t.Errorf("isKeyFile(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

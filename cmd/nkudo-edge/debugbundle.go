@@ -101,7 +101,7 @@ func (d *debugBundleCmd) facts(ctx context.Context, logger *slog.Logger) (api.He
 		provFlags.StateDir = scratch
 		logger.Warn("no VM state yet; facts carry an empty inventory", "missing", strings.Join(missing, ", "))
 	}
-	prov, err := provFlags.provider(ctx, logger, false, nil)
+	prov, err := provFlags.provider(ctx, logger, false, nil, nil)
 	if err != nil {
 		return api.HeartbeatRequest{}, err
 	}

@@ -45,3 +45,30 @@ func TestStaticCrossBuild(t *testing.T) {
 		}
 	}
 }
+
+// TestDepModules pins the modules linked into the edge binary, so that a new
+// one on every edge host is a deliberate choice: filippo.io/age (and its
+// filippo.io/hpke) decrypt the secrets addressed to the site.
+func TestDepModules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{.Path}}{{end}}", "github.com/nkudo/nkudo/cmd/nkudo-edge").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	got := map[string]bool{}
+	for _, m := range strings.Fields(string(out)) {
+		got[m] = true
+	}
+	want := []string{
+		"filippo.io/age", "filippo.io/hpke", "github.com/alecthomas/kong", "github.com/nkudo/nkudo",
+		"github.com/vishvananda/netlink", "github.com/vishvananda/netns", "golang.org/x/crypto", "golang.org/x/sys",
+	}
+	for _, m := range want {
+		if !got[m] {
+			t.Errorf("nkudo-edge no longer links %s: update the pinned list", m)
+		}
+		delete(got, m)
+	}
+	for m := range got {
+		t.Errorf("nkudo-edge links the new module %s: add it to the pinned list deliberately", m)
+	}
+}

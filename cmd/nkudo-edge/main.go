@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
 	"github.com/alecthomas/kong"
 
 	"github.com/nkudo/nkudo/agent"
@@ -141,7 +142,9 @@ func (e *enrollCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer)
 // launch VMs (launches) resolves --accel auto, which costs a probe boot.
 // cp, when not nil, is the agent's client of the control plane: images on
 // its origin are fetched through it (mTLS).
-func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launches bool, cp *api.Client) (edgeProvider, error) {
+// siteKey decrypts user-data encrypted to the site; nil where no VM is
+// created (facts, debug bundle).
+func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launches bool, cp *api.Client, siteKey *age.X25519Identity) (edgeProvider, error) {
 	var cpURL string
 	var cpHTTP *http.Client
 	if cp != nil {
@@ -172,13 +175,13 @@ func (p providerFlags) provider(ctx context.Context, logger *slog.Logger, launch
 		return qemu.New(qemu.Options{
 			StateDir: filepath.Join(p.StateDir, "qemu"), Binary: bin, Img: p.QEMUImg, Accel: accel, Logger: logger,
 			DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
-			ControlPlane: cpURL, ControlPlaneHTTP: cpHTTP,
+			ControlPlane: cpURL, ControlPlaneHTTP: cpHTTP, SiteKey: siteKey,
 		})
 	}
 	o := cloudhypervisor.Options{
 		StateDir: filepath.Join(p.StateDir, "hypervisor"), Binary: p.Hypervisor, Logger: logger,
 		DisableNetworking: p.DisableNetworking, StopTimeout: p.StopTimeout,
-		ControlPlane: cpURL, ControlPlaneHTTP: cpHTTP,
+		ControlPlane: cpURL, ControlPlaneHTTP: cpHTTP, SiteKey: siteKey,
 	}
 	if p.HypervisorFake {
 		bin, err := linkFakeHypervisor(filepath.Join(p.StateDir, "bin"))
@@ -211,7 +214,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 	defer client.CloseIdleConnections()
-	prov, err := r.provider(ctx, logger, true, client)
+	prov, err := r.provider(ctx, logger, true, client, id.SiteKey())
 	if err != nil {
 		return err
 	}
@@ -234,8 +237,9 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	logger.Info("agent starting", "version", version, "tenant", id.Tenant(), "site", id.Site(), "controlPlane", url)
 	a := agent.New(agent.Config{
 		Client: client, Executor: ex, Facts: r.facts(prov, logger), Logger: logger, AgentVersion: version,
-		PollWait: r.PollWait,
-		Renew:    func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
+		SiteRecipient: id.SiteRecipient(),
+		PollWait:      r.PollWait,
+		Renew:         func(ctx context.Context) error { return id.RenewLoop(ctx, client, logger) },
 		// Setup keys the control plane mints arrive with heartbeats.
 		NetBird: &netbird.Client{Binary: r.NetBird, Logger: logger},
 	})
@@ -245,7 +249,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 }
 
 func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) error {
-	prov, err := f.provider(ctx, logger, false, nil)
+	prov, err := f.provider(ctx, logger, false, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,7 @@ type CLI struct {
 	Repos       ReposCmd       `cmd:"" help:"Register, list, change and remove the tenant's git repositories."`
 	NetBird     NetBirdCmd     `cmd:"" name:"netbird" help:"Show, set or remove the tenant's NetBird management API integration (write-only token)."`
 	Images      ImagesCmd      `cmd:"" help:"Push, list and remove the tenant's kernel, initramfs, firmware and disk images."`
+	Secrets     SecretsCmd     `cmd:"" help:"Encrypt values (cloud-init user-data) so that only one site's agent can read them."`
 
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
 }

@@ -12,6 +12,7 @@ type SitesCmd struct {
 	List    SitesListCmd    `cmd:"" default:"withargs" help:"List sites and their agents' last report (the default)."`
 	Token   SitesTokenCmd   `cmd:"" help:"Create a one-time enrollment token and print the nkudo-edge enroll command for the edge host."`
 	NetBird SitesNetBirdCmd `cmd:"" name:"netbird" help:"Set a site's NetBird setup key (from a file or stdin, never the command line) and management URL."`
+	Show    SitesShowCmd    `cmd:"" help:"Show one site: its agent's last report and the age recipient secrets for it are encrypted to."`
 }
 
 // SitesListCmd lists the tenant's sites and their agents' last report.

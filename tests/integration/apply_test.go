@@ -176,7 +176,7 @@ func (e *edgeSite) start() {
 	}
 	prov, err := cloudhypervisor.New(cloudhypervisor.Options{StateDir: filepath.Join(e.state, "hypervisor"),
 		Binary: filepath.Join(e.bin, "cloud-hypervisor"), DisableNetworking: true, StopTimeout: 5 * time.Second,
-		Env: e.vmmEnv(), Logger: e.logger})
+		Env: e.vmmEnv(), Logger: e.logger, SiteKey: id.SiteKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func (e *edgeSite) start() {
 		nbFacts, nbJoin = e.netbird, e.netbird
 	}
 	a := agent.New(agent.Config{Client: cp, Executor: ex, Facts: agent.FactsSource{StateDir: e.state, Hypervisor: prov, NetBird: nbFacts},
-		Logger: e.logger, AgentVersion: "test", PollWait: 2 * time.Second, FirstHeartbeat: 300 * time.Millisecond, NetBird: nbJoin})
+		Logger: e.logger, AgentVersion: "test", SiteRecipient: id.SiteRecipient(), PollWait: 2 * time.Second, FirstHeartbeat: 300 * time.Millisecond, NetBird: nbJoin})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	e.cancel, e.done = cancel, make(chan error, 1)
 	go func() {

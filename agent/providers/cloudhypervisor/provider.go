@@ -37,6 +37,8 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/internal/atomicfile"
 	"github.com/nkudo/nkudo/agent/providers/internal/imagecache"
@@ -67,6 +69,9 @@ type Options struct {
 	// imagecache.Cache). Zero: every URL goes through HTTPClient.
 	ControlPlane     string
 	ControlPlaneHTTP *http.Client
+	// SiteKey decrypts user-data encrypted to the site (nil: such
+	// user-data fails the action).
+	SiteKey *age.X25519Identity
 	// Env is added to the environment of every VMM process.
 	Env []string
 }
@@ -537,7 +542,7 @@ func sparseFile(path string, size int64) error {
 }
 
 func (p *Provider) writeSeed(name string, spec model.VMSpec, path string) error {
-	b, err := seed.NoCloud(name, spec)
+	b, err := seed.NoCloud(name, spec, p.opts.SiteKey)
 	if err != nil {
 		return err
 	}

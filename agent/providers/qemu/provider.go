@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/nkudo/nkudo/agent"
 	"github.com/nkudo/nkudo/agent/internal/atomicfile"
 	"github.com/nkudo/nkudo/agent/providers/internal/imagecache"
@@ -79,6 +81,9 @@ type Options struct {
 	// imagecache.Cache). Zero: every URL goes through HTTPClient.
 	ControlPlane     string
 	ControlPlaneHTTP *http.Client
+	// SiteKey decrypts user-data encrypted to the site (nil: such
+	// user-data fails the action).
+	SiteKey *age.X25519Identity
 }
 
 // Provider implements agent.Provider for QEMU.
@@ -487,7 +492,7 @@ func (p *Provider) prepare(ctx context.Context, name string, spec model.VMSpec) 
 		a.DataDisks = append(a.DataDisks, path)
 	}
 	a.Seed = filepath.Join(dir, "cidata.img")
-	b, err := seed.NoCloud(name, spec)
+	b, err := seed.NoCloud(name, spec, p.opts.SiteKey)
 	if err != nil {
 		return a, err
 	}
