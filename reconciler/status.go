@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +18,10 @@ import (
 type repoReporters struct {
 	config string
 	list   []*forge.Reporter
-	cancel context.CancelFunc
+	// comments write the plan comment of pull requests, one per writer
+	// whose forge has them.
+	comments []*forge.CommentReporter
+	cancel   context.CancelFunc
 }
 
 // forgeConfig is everything writersFromRepo reads, so a change to any of it
@@ -103,6 +107,12 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 			}
 		}
 		nr.list = append(nr.list, forge.NewReporter(w, o))
+		if c, ok := w.(forge.Commenter); ok {
+			nr.comments = append(nr.comments, forge.NewCommentReporter(c, forge.CommentReporterOptions{
+				Marker: forge.PlanMarker(r.opts.StatusPrefix), MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff,
+				MaxAttempts: o.MaxAttempts, Timeout: o.PostTimeout, Logger: r.opts.Logger,
+			}))
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -119,8 +129,39 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 	for _, rep := range nr.list {
 		r.reporterWG.Go(func() { rep.Run(rctx) })
 	}
+	for _, cr := range nr.comments {
+		r.reporterWG.Go(func() { cr.Run(rctx) })
+	}
 	r.reporters[repo.ID] = nr
 	return nr.list, nil
+}
+
+// comment queues body as the plan comment of pull request pr on the
+// repository's forge. It never waits for the forge: a failure is logged
+// and retried by the comment reporter, never a failure of the preview.
+func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int, body string) {
+	if _, err := r.reportersFor(ctx, repo); err != nil {
+		r.log.Error("comment writers", "repo", repo.ID, "err", err)
+		return
+	}
+	r.mu.Lock()
+	rr := r.reporters[repo.ID]
+	r.mu.Unlock()
+	if rr == nil {
+		return
+	}
+	for _, cr := range rr.comments {
+		cr.Report(pr, body)
+	}
+}
+
+// previewURL links to the stored preview of a pull request on the
+// control plane; empty without a public URL.
+func (r *Reconciler) previewURL(repo store.Repository, pr int) string {
+	if r.opts.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimRight(r.opts.PublicURL, "/") + "/v1/repos/" + repo.ID + "/previews/" + strconv.Itoa(pr)
 }
 
 // writersFromRepo builds the writer the repository's forge settings name.
