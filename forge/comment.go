@@ -31,9 +31,10 @@ func PlanMarker(prefix string) string { return "<!-- nkudo:plan " + prefix + " -
 type Commenter interface {
 	Name() string
 	// Upsert finds the comment of pull request pr whose body starts with
-	// marker and edits it to marker+"\n"+body, or creates it when there is
-	// none. It does not write when the body is already that.
-	Upsert(ctx context.Context, pr int, marker, body string) error
+	// marker and edits it to marker+"\n"+body, or, when create is true,
+	// creates it when there is none. It does not write when the body is
+	// already that.
+	Upsert(ctx context.Context, pr int, marker, body string, create bool) error
 }
 
 type ghComment struct {
@@ -43,7 +44,7 @@ type ghComment struct {
 
 // Upsert implements Commenter with the issue comments API, which GitHub and
 // Gitea/Forgejo both use for pull request conversations.
-func (g *GitHub) Upsert(ctx context.Context, pr int, marker, body string) error {
+func (g *GitHub) Upsert(ctx context.Context, pr int, marker, body string, create bool) error {
 	if pr <= 0 {
 		return fmt.Errorf("comment: pull request number %d must be positive", pr)
 	}
@@ -80,6 +81,9 @@ func (g *GitHub) Upsert(ctx context.Context, pr int, marker, body string) error 
 			break
 		}
 	}
+	if !create {
+		return nil
+	}
 	in, err := json.Marshal(map[string]string{"body": full})
 	if err != nil {
 		return fmt.Errorf("encode comment: %w", err)
@@ -110,6 +114,7 @@ type CommentReporterOptions struct {
 
 type pendingComment struct {
 	body      string
+	create    bool
 	attempts  int
 	notBefore time.Time
 }
@@ -155,9 +160,15 @@ func NewCommentReporter(c Commenter, o CommentReporterOptions) *CommentReporter 
 
 // Report queues body as the comment of pull request pr, replacing a body
 // still waiting for the same pull request.
-func (r *CommentReporter) Report(pr int, body string) {
+func (r *CommentReporter) Report(pr int, body string) { r.queue(pr, body, true) }
+
+// ReportEdit is Report for an edit only: a pull request without our
+// comment gets none (a closed pull request we never commented on).
+func (r *CommentReporter) ReportEdit(pr int, body string) { r.queue(pr, body, false) }
+
+func (r *CommentReporter) queue(pr int, body string, create bool) {
 	r.mu.Lock()
-	r.pending[pr] = &pendingComment{body: body}
+	r.pending[pr] = &pendingComment{body: body, create: create}
 	select {
 	case <-r.idle:
 		r.idle = make(chan struct{})
@@ -228,7 +239,7 @@ func (r *CommentReporter) next() (int, *pendingComment, time.Duration) {
 
 func (r *CommentReporter) write(ctx context.Context, pr int, p *pendingComment) {
 	wctx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
-	err := r.c.Upsert(wctx, pr, r.opts.Marker, p.body)
+	err := r.c.Upsert(wctx, pr, r.opts.Marker, p.body, p.create)
 	cancel()
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -48,16 +48,16 @@ func TestCommenterUpsert(t *testing.T) {
 				srv.AddComment(7, "looks good "+strings.Repeat("!", i%3))
 			}
 			a, b := forge.PlanMarker(""), forge.PlanMarker("acme/")
-			if err := c.Upsert(t.Context(), 7, a, "plan one"); err != nil {
+			if err := c.Upsert(t.Context(), 7, a, "plan one", true); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Upsert(t.Context(), 7, a, "plan two"); err != nil {
+			if err := c.Upsert(t.Context(), 7, a, "plan two", true); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Upsert(t.Context(), 7, a, "plan two"); err != nil {
+			if err := c.Upsert(t.Context(), 7, a, "plan two", true); err != nil {
 				t.Fatal(err)
 			}
-			if err := c.Upsert(t.Context(), 7, b, "other plane"); err != nil {
+			if err := c.Upsert(t.Context(), 7, b, "other plane", true); err != nil {
 				t.Fatal(err)
 			}
 			var ours []forgetest.Comment
@@ -76,6 +76,19 @@ func TestCommenterUpsert(t *testing.T) {
 			if n := srv.CommentWrites(); n != 3 {
 				t.Errorf("%d comment writes, want 3", n)
 			}
+			// An edit-only write edits ours and creates none elsewhere.
+			if err := c.Upsert(t.Context(), 7, a, "closed", false); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Upsert(t.Context(), 8, a, "closed", false); err != nil {
+				t.Fatal(err)
+			}
+			if got := srv.Comments(8); len(got) != 0 {
+				t.Errorf("an edit-only write created %+v", got)
+			}
+			if n := srv.CommentWrites(); n != 4 {
+				t.Errorf("%d comment writes after the edit, want 4", n)
+			}
 		})
 	}
 }
@@ -85,15 +98,15 @@ func TestCommenterUpsert(t *testing.T) {
 func TestCommenterErrors(t *testing.T) {
 	srv := forgetest.NewTLS(t)
 	c := commenterCases()[0].new(t, srv)
-	err := c.Upsert(t.Context(), 3, forge.PlanMarker(""), strings.Repeat("x", forge.CommentLimit+1))
+	err := c.Upsert(t.Context(), 3, forge.PlanMarker(""), strings.Repeat("x", forge.CommentLimit+1), true)
 	if err == nil || forge.Retryable(err) {
 		t.Errorf("oversized body: err %v, retryable %v; want a final error", err, forge.Retryable(err))
 	}
 	srv.FailNext(1)
-	if err := c.Upsert(t.Context(), 3, forge.PlanMarker(""), "x"); err == nil || !forge.Retryable(err) {
+	if err := c.Upsert(t.Context(), 3, forge.PlanMarker(""), "x", true); err == nil || !forge.Retryable(err) {
 		t.Errorf("502: err %v, want retryable", err)
 	}
-	if err := c.Upsert(t.Context(), 0, forge.PlanMarker(""), "x"); err == nil || !strings.Contains(err.Error(), "pull request number") {
+	if err := c.Upsert(t.Context(), 0, forge.PlanMarker(""), "x", true); err == nil || !strings.Contains(err.Error(), "pull request number") {
 		t.Errorf("pr 0: err %v", err)
 	}
 }
