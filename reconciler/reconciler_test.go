@@ -653,4 +653,18 @@ func TestPreviewComment(t *testing.T) {
 	if got := ours(); got[0].ID != first.ID {
 		t.Errorf("the second head got comment %d, want the first one (%d) edited", got[0].ID, first.ID)
 	}
+
+	// Merged: the comment says so, and a preview still in flight does not
+	// edit it back (it queues no comment at all).
+	if err := e.rec.PreviewClosed(t.Context(), tenant, e.repo.ID, 7, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the merged comment", func() bool { c := ours(); return len(c) == 1 && strings.Contains(c[0].Body, "was merged") })
+	if _, err := e.rec.PreviewNow(t.Context(), repo, 7, h1); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.WaitComments(e.repo.ID)
+	if c := ours(); len(c) != 1 || !strings.Contains(c[0].Body, "was merged") || c[0].ID != first.ID {
+		t.Errorf("after a late preview the comment is %+v, want the merged note", c)
+	}
 }

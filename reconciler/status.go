@@ -11,6 +11,7 @@ import (
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/webhooks"
 )
 
 // repoReporters are the status reporters of one repository, rebuilt when
@@ -140,6 +141,40 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 // repository's forge. It never waits for the forge: a failure is logged
 // and retried by the comment reporter, never a failure of the preview.
 func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int, body string) {
+	r.mu.Lock()
+	closed := r.closedPRs[prKey(repo.ID, pr)]
+	r.mu.Unlock()
+	if closed {
+		return // a preview queued before the close must not undo its mark
+	}
+	r.writeComment(ctx, repo, pr, body, true)
+}
+
+// PreviewClosed edits the plan comment of a closed or merged pull request,
+// once, to say so; later previews of it leave the comment alone until it
+// is reopened (Preview). A pull request without our comment gets none.
+func (r *Reconciler) PreviewClosed(ctx context.Context, tenant, repoID string, pr int, merged bool) error {
+	repo, err := r.store.GetRepository(ctx, tenant, repoID)
+	if err != nil {
+		return fmt.Errorf("close preview %s#%d: %w", repoID, pr, err)
+	}
+	r.mu.Lock()
+	if r.closedPRs == nil || len(r.closedPRs) >= 4096 {
+		// Bound memory: forgetting costs at most a late edit by a preview
+		// queued before the close.
+		r.closedPRs = map[string]bool{}
+	}
+	r.closedPRs[prKey(repoID, pr)] = true
+	r.mu.Unlock()
+	r.writeComment(ctx, repo, pr, closedComment(pr, merged), false)
+	return nil
+}
+
+var _ webhooks.ClosedSink = (*Reconciler)(nil)
+
+func prKey(repoID string, pr int) string { return repoID + "#" + strconv.Itoa(pr) }
+
+func (r *Reconciler) writeComment(ctx context.Context, repo store.Repository, pr int, body string, create bool) {
 	if _, err := r.reportersFor(ctx, repo); err != nil {
 		r.log.Error("comment writers", "repo", repo.ID, "err", err)
 		return
@@ -151,7 +186,11 @@ func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int,
 		return
 	}
 	for _, cr := range rr.comments {
-		cr.Report(pr, body)
+		if create {
+			cr.Report(pr, body)
+		} else {
+			cr.ReportEdit(pr, body)
+		}
 	}
 }
 
