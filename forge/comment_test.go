@@ -28,10 +28,17 @@ func commenterCases() []struct {
 			return w
 		}
 	}
+	gitlab := func(t *testing.T, srv *forgetest.Server) forge.Commenter {
+		w, err := forge.NewGitLab(forge.GitLabOptions{BaseURL: srv.URL, Project: "acme/fleet", Token: forge.NewToken(srv.Token), Client: srv.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
 	return []struct {
 		name string
 		new  func(t *testing.T, srv *forgetest.Server) forge.Commenter
-	}{{"github", mk(false)}, {"gitea", mk(true)}}
+	}{{"github", mk(false)}, {"gitea", mk(true)}, {"gitlab", gitlab}}
 }
 
 // TestCommenterUpsert: the first write creates the comment, later writes

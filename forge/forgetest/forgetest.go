@@ -99,6 +99,82 @@ func (s *Server) CommentWrites() int {
 	return s.commentWrites
 }
 
+// gitlabNotes serves projects/:id/merge_requests/:iid/notes (GET newest
+// first, paginated by per_page; POST) and .../notes/:note_id (PUT), with
+// GitLab's 1,000,000-character limit. Comments added with AddComment are
+// the merge request's notes; every merge request also has one system note.
+func (s *Server) gitlabNotes(w http.ResponseWriter, r *http.Request, p []string) bool {
+	if len(p) < 5 || p[2] != "merge_requests" || p[4] != "notes" {
+		return false
+	}
+	type note struct {
+		ID     int64  `json:"id"`
+		Body   string `json:"body"`
+		System bool   `json:"system"`
+	}
+	decode := func() (string, bool) {
+		var in struct {
+			Body string `json:"body"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Body == "" {
+			http.Error(w, `{"message":"400 Bad request - body is missing"}`, http.StatusBadRequest)
+			return "", false
+		}
+		if len([]rune(in.Body)) > 1000000 {
+			http.Error(w, `{"message":{"note":["is too long (maximum is 1000000 characters)"]}}`, http.StatusBadRequest)
+			return "", false
+		}
+		return in.Body, true
+	}
+	iid := p[3]
+	switch {
+	case len(p) == 5 && r.Method == http.MethodGet:
+		per, page := 20, 1
+		if v := r.URL.Query().Get("per_page"); v != "" {
+			fmt.Sscan(v, &per)
+		}
+		if v := r.URL.Query().Get("page"); v != "" {
+			fmt.Sscan(v, &page)
+		}
+		l := s.comments[iid]
+		all := []note{{ID: -1, Body: "added 1 commit", System: true}}
+		for i := len(l) - 1; i >= 0; i-- {
+			all = append(all, note{ID: l[i].ID, Body: l[i].Body})
+		}
+		lo, hi := min((page-1)*per, len(all)), min(page*per, len(all))
+		json.NewEncoder(w).Encode(all[lo:hi])
+	case len(p) == 5 && r.Method == http.MethodPost:
+		body, ok := decode()
+		if !ok {
+			return true
+		}
+		s.commentID++
+		c := Comment{ID: s.commentID, Body: body}
+		s.comments[iid] = append(s.comments[iid], c)
+		s.commentWrites++
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(note{ID: c.ID, Body: c.Body})
+	case len(p) == 6 && r.Method == http.MethodPut:
+		body, ok := decode()
+		if !ok {
+			return true
+		}
+		l := s.comments[iid]
+		for i := range l {
+			if fmt.Sprint(l[i].ID) == p[5] {
+				l[i].Body = body
+				s.commentWrites++
+				json.NewEncoder(w).Encode(note{ID: l[i].ID, Body: body})
+				return true
+			}
+		}
+		http.Error(w, `{"message":"404 Not found"}`, http.StatusNotFound)
+	default:
+		http.Error(w, `{"message":"405 Method Not Allowed"}`, http.StatusMethodNotAllowed)
+	}
+	return true
+}
+
 // githubComments serves repos/{o}/{r}/issues/{n}/comments (GET paginated
 // with per_page or Gitea's limit, and POST) and
 // repos/{o}/{r}/issues/comments/{id} (PATCH). GitHub rejects bodies over
@@ -303,6 +379,9 @@ func (s *Server) gitlab(w http.ResponseWriter, r *http.Request, p []string) {
 	}
 	if _, err := url.PathUnescape(p[1]); err != nil {
 		http.Error(w, `{"message":"404 Project Not Found"}`, http.StatusNotFound)
+		return
+	}
+	if s.gitlabNotes(w, r, p) {
 		return
 	}
 	switch {
