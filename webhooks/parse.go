@@ -359,6 +359,12 @@ func parseGitLab(ev Event, body []byte) (Event, error) {
 		switch a.Action {
 		case "open", "reopen", "update":
 			return prEvent(ev)
+		case "close", "merge":
+			if ev.PR <= 0 {
+				return ev, fmt.Errorf("%w: closed merge request without an IID", ErrMalformed)
+			}
+			ev.Kind, ev.Merged = KindPullRequestClosed, a.Action == "merge"
+			return ev, nil
 		}
 		ev.Kind, ev.Reason = KindIgnored, "merge request action "+a.Action
 		return ev, nil
