@@ -1,8 +1,9 @@
-// Package forge owns commit-status reporting: writers that speak the status
-// APIs of GitHub, Gitea/Forgejo and GitLab, a git-notes writer for forges
-// without an API, and a Reporter that posts asynchronously, only when a
-// status changed, with retries and backoff, so a forge outage never blocks
-// reconciling.
+// Package forge owns commit-status reporting and pull-request plan
+// comments: writers that speak the status APIs of GitHub, Gitea/Forgejo and
+// GitLab, a git-notes writer for forges without an API, a Reporter that
+// posts asynchronously, only when a status changed, with retries and
+// backoff, so a forge outage never blocks reconciling, and a
+// CommentReporter that keeps one marked plan comment per pull request.
 package forge
 
 import (

@@ -827,6 +827,7 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 		if perr := r.store.PutPreview(ctx, repo.Tenant, p); perr != nil {
 			return p, fmt.Errorf("store preview: %w", perr)
 		}
+		r.comment(ctx, repo, pr, renderPlanComment(planComment{PR: pr, Commit: sha, Summary: p.Summary, Message: why}))
 		return p, nil
 	}
 	l, err := r.load(ctx, repo, plumbing.NewHash(sha))
@@ -841,6 +842,9 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 		if perr := r.store.PutPreview(ctx, repo.Tenant, p); perr != nil {
 			return p, fmt.Errorf("store preview: %w", perr)
 		}
+		pc := planComment{PR: pr, Commit: sha, Summary: p.Summary, Message: err.Error(), FileURL: fileURL(repo, sha)}
+		errors.As(err, &pc.Errors)
+		r.comment(ctx, repo, pr, renderPlanComment(pc))
 		return p, nil
 	}
 	r.setStatus(ctx, repo, sha, forge.ContextValidate, store.StateSuccess,
@@ -878,5 +882,6 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if err := r.store.PutPreview(ctx, repo.Tenant, p); err != nil {
 		return p, fmt.Errorf("store preview: %w", err)
 	}
+	r.comment(ctx, repo, pr, renderPlanComment(planComment{PR: pr, Commit: sha, Summary: p.Summary, Result: &res, FullURL: r.previewURL(repo, pr)}))
 	return p, nil
 }

@@ -146,6 +146,7 @@ type Reconciler struct {
 	tracked   map[string]*tracking // repo/commit → apply tracking
 	nextPoll  map[string]time.Time
 	runCtx    context.Context // the context of Run, which status reporters live in
+	closedPRs map[string]bool // repo/pr whose plan comment says closed: not edited again
 
 	queue *taskQueue // tasks waiting for a worker, fair across tenants
 
@@ -353,6 +354,9 @@ func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int,
 	if _, err := r.store.GetRepository(ctx, tenant, repoID); err != nil {
 		return fmt.Errorf("preview %s#%d: %w", repoID, pr, err)
 	}
+	r.mu.Lock()
+	delete(r.closedPRs, prKey(repoID, pr)) // reopened: its comment shows plans again
+	r.mu.Unlock()
 	if !r.enqueue(&task{kind: taskPreview, tenant: tenant, repoID: repoID, pr: pr, sha: headSHA}) {
 		return fmt.Errorf("preview %s#%d: %w (%d tasks waiting)", repoID, pr, ErrQueueFull, r.queue.waiting())
 	}

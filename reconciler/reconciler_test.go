@@ -609,3 +609,62 @@ func TestStalePlanIsReplanned(t *testing.T) {
 	e.converge("site-0001", desiredVMs([]string{"site-0001"}, 1, model.VMRunning), "")
 	waitFor(t, "apply success", func() bool { return e.status(c1, forge.ContextApply).State == store.StateSuccess })
 }
+
+// TestPreviewComment: a preview writes one plan comment on the pull
+// request; a preview of a later head edits that same comment; a forge
+// outage does not fail the preview, and the comment follows once the forge
+// is back.
+func TestPreviewComment(t *testing.T) {
+	e := newEnv(t, threeSites, nil)
+	e.git.Fleet("fleet", 3, 1)
+	e.git.Commit("base")
+	e.mustReconcile()
+	repo, _ := e.st.GetRepository(t.Context(), tenant, e.repo.ID)
+	marker := forge.PlanMarker("")
+	ours := func() []forgetest.Comment {
+		var out []forgetest.Comment
+		for _, c := range e.forge.Comments(7) {
+			if strings.HasPrefix(c.Body, marker+"\n") {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+
+	e.git.Write("fleet/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Stopped", 1))
+	h1 := e.git.PushBranch("stop-vm", "stop vm-01")
+	if _, err := e.rec.PreviewNow(t.Context(), repo, 7, h1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first comment", func() bool { c := ours(); return len(c) == 1 && strings.Contains(c[0].Body, h1) })
+	first := ours()[0]
+	if !strings.Contains(first.Body, "`site-0001`") || !strings.Contains(first.Body, "```diff\n") {
+		t.Errorf("comment does not show the plan of site-0001:\n%s", first.Body)
+	}
+
+	e.forge.SetDown(true)
+	e.git.Write("fleet/site-0002.yaml", gittest.Site("site-0002")+"---\n"+gittest.VM("site-0002", "vm-01", "Stopped", 1))
+	h2 := e.git.PushBranch("stop-more", "stop another")
+	if _, err := e.rec.PreviewNow(t.Context(), repo, 7, h2); err != nil {
+		t.Fatalf("a forge outage failed the preview: %v", err)
+	}
+	e.forge.SetDown(false)
+	waitFor(t, "the edited comment", func() bool { c := ours(); return len(c) == 1 && strings.Contains(c[0].Body, h2) })
+	if got := ours(); got[0].ID != first.ID {
+		t.Errorf("the second head got comment %d, want the first one (%d) edited", got[0].ID, first.ID)
+	}
+
+	// Merged: the comment says so, and a preview still in flight does not
+	// edit it back (it queues no comment at all).
+	if err := e.rec.PreviewClosed(t.Context(), tenant, e.repo.ID, 7, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the merged comment", func() bool { c := ours(); return len(c) == 1 && strings.Contains(c[0].Body, "was merged") })
+	if _, err := e.rec.PreviewNow(t.Context(), repo, 7, h1); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.WaitComments(e.repo.ID)
+	if c := ours(); len(c) != 1 || !strings.Contains(c[0].Body, "was merged") || c[0].ID != first.ID {
+		t.Errorf("after a late preview the comment is %+v, want the merged note", c)
+	}
+}

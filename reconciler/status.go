@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/webhooks"
 )
 
 // repoReporters are the status reporters of one repository, rebuilt when
@@ -17,7 +19,10 @@ import (
 type repoReporters struct {
 	config string
 	list   []*forge.Reporter
-	cancel context.CancelFunc
+	// comments write the plan comment of pull requests, one per writer
+	// whose forge has them.
+	comments []*forge.CommentReporter
+	cancel   context.CancelFunc
 }
 
 // forgeConfig is everything writersFromRepo reads, so a change to any of it
@@ -103,6 +108,12 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 			}
 		}
 		nr.list = append(nr.list, forge.NewReporter(w, o))
+		if c, ok := w.(forge.Commenter); ok {
+			nr.comments = append(nr.comments, forge.NewCommentReporter(c, forge.CommentReporterOptions{
+				Marker: forge.PlanMarker(r.opts.StatusPrefix), MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff,
+				MaxAttempts: o.MaxAttempts, Timeout: o.PostTimeout, Logger: r.opts.Logger,
+			}))
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -119,8 +130,77 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 	for _, rep := range nr.list {
 		r.reporterWG.Go(func() { rep.Run(rctx) })
 	}
+	for _, cr := range nr.comments {
+		r.reporterWG.Go(func() { cr.Run(rctx) })
+	}
 	r.reporters[repo.ID] = nr
 	return nr.list, nil
+}
+
+// comment queues body as the plan comment of pull request pr on the
+// repository's forge. It never waits for the forge: a failure is logged
+// and retried by the comment reporter, never a failure of the preview.
+func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int, body string) {
+	r.mu.Lock()
+	closed := r.closedPRs[prKey(repo.ID, pr)]
+	r.mu.Unlock()
+	if closed {
+		return // a preview queued before the close must not undo its mark
+	}
+	r.writeComment(ctx, repo, pr, body, true)
+}
+
+// PreviewClosed edits the plan comment of a closed or merged pull request,
+// once, to say so; later previews of it leave the comment alone until it
+// is reopened (Preview). A pull request without our comment gets none.
+func (r *Reconciler) PreviewClosed(ctx context.Context, tenant, repoID string, pr int, merged bool) error {
+	repo, err := r.store.GetRepository(ctx, tenant, repoID)
+	if err != nil {
+		return fmt.Errorf("close preview %s#%d: %w", repoID, pr, err)
+	}
+	r.mu.Lock()
+	if r.closedPRs == nil || len(r.closedPRs) >= 4096 {
+		// Bound memory: forgetting costs at most a late edit by a preview
+		// queued before the close.
+		r.closedPRs = map[string]bool{}
+	}
+	r.closedPRs[prKey(repoID, pr)] = true
+	r.mu.Unlock()
+	r.writeComment(ctx, repo, pr, closedComment(pr, merged), false)
+	return nil
+}
+
+var _ webhooks.ClosedSink = (*Reconciler)(nil)
+
+func prKey(repoID string, pr int) string { return repoID + "#" + strconv.Itoa(pr) }
+
+func (r *Reconciler) writeComment(ctx context.Context, repo store.Repository, pr int, body string, create bool) {
+	if _, err := r.reportersFor(ctx, repo); err != nil {
+		r.log.Error("comment writers", "repo", repo.ID, "err", err)
+		return
+	}
+	r.mu.Lock()
+	rr := r.reporters[repo.ID]
+	r.mu.Unlock()
+	if rr == nil {
+		return
+	}
+	for _, cr := range rr.comments {
+		if create {
+			cr.Report(pr, body)
+		} else {
+			cr.ReportEdit(pr, body)
+		}
+	}
+}
+
+// previewURL links to the stored preview of a pull request on the
+// control plane; empty without a public URL.
+func (r *Reconciler) previewURL(repo store.Repository, pr int) string {
+	if r.opts.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimRight(r.opts.PublicURL, "/") + "/v1/repos/" + repo.ID + "/previews/" + strconv.Itoa(pr)
 }
 
 // writersFromRepo builds the writer the repository's forge settings name.

@@ -47,6 +47,14 @@ type Sink interface {
 	Preview(ctx context.Context, tenant, repoID string, pr int, headSHA string) error
 }
 
+// ClosedSink is a Sink that also hears of closed pull requests (to mark
+// their plan comment); a Sink without it ignores them.
+type ClosedSink interface {
+	// PreviewClosed records that a pull request was closed (merged or not)
+	// without waiting for the forge.
+	PreviewClosed(ctx context.Context, tenant, repoID string, pr int, merged bool) error
+}
+
 // Options configures a Handler.
 type Options struct {
 	Store Store
@@ -268,7 +276,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "branch " + ev.Branch + " is not tracked"})
 			return
 		}
-	case KindPullRequest:
+	case KindPullRequest, KindPullRequestClosed:
 		if tracked := trackedBranch(repo, ev); tracked != "" && ev.BaseRef != "" && ev.BaseRef != tracked {
 			log.Info("webhook ignored", "reason", "pull request into untracked branch "+ev.BaseRef)
 			writeJSON(w, http.StatusAccepted, reply{Status: "ignored", Reason: "base " + ev.BaseRef + " is not tracked"})
@@ -411,6 +419,12 @@ func (h *Handler) hand(ctx context.Context, log *slog.Logger, repo store.Reposit
 	case KindPullRequest:
 		if err := h.opts.Sink.Preview(ctx, repo.Tenant, repo.ID, ev.PR, ev.HeadSHA); err != nil {
 			log.Error("webhook: hand-off failed; delivery dropped", "pr", ev.PR, "err", err)
+		}
+	case KindPullRequestClosed:
+		if cs, ok := h.opts.Sink.(ClosedSink); ok {
+			if err := cs.PreviewClosed(ctx, repo.Tenant, repo.ID, ev.PR, ev.Merged); err != nil {
+				log.Error("webhook: hand-off failed; delivery dropped", "pr", ev.PR, "err", err)
+			}
 		}
 	}
 }

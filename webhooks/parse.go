@@ -39,6 +39,9 @@ const (
 	KindPullRequest Kind = "pull_request" // a PR head changed: preview
 	KindPing        Kind = "ping"         // the forge checks the hook
 	KindIgnored     Kind = "ignored"      // understood, but nothing to do
+	// KindPullRequestClosed: a PR was closed or merged; its plan comment
+	// says so.
+	KindPullRequestClosed Kind = "pull_request_closed"
 )
 
 // Event is a parsed delivery.
@@ -64,6 +67,8 @@ type Event struct {
 	HeadSHA string
 	HeadRef string
 	BaseRef string // the branch the PR targets
+	// Merged is true when a closed pull request was merged.
+	Merged bool
 }
 
 // Errors returned by Verify and Parse.
@@ -225,7 +230,8 @@ type ghPR struct {
 	Action      *string `json:"action"`
 	Number      int     `json:"number"`
 	PullRequest *struct {
-		Number int `json:"number"`
+		Number int  `json:"number"`
+		Merged bool `json:"merged"`
 		Head   struct {
 			SHA string `json:"sha"`
 			Ref string `json:"ref"`
@@ -302,6 +308,12 @@ func Parse(h http.Header, body []byte) (Event, error) {
 		switch ev.Action {
 		case "opened", "synchronize", "synchronized", "reopened":
 			return prEvent(ev)
+		case "closed":
+			if ev.PR <= 0 {
+				return ev, fmt.Errorf("%w: closed pull request without a number", ErrMalformed)
+			}
+			ev.Kind, ev.Merged = KindPullRequestClosed, p.PullRequest.Merged
+			return ev, nil
 		}
 		ev.Kind, ev.Reason = KindIgnored, "pull request action "+ev.Action
 		return ev, nil
@@ -347,6 +359,12 @@ func parseGitLab(ev Event, body []byte) (Event, error) {
 		switch a.Action {
 		case "open", "reopen", "update":
 			return prEvent(ev)
+		case "close", "merge":
+			if ev.PR <= 0 {
+				return ev, fmt.Errorf("%w: closed merge request without an IID", ErrMalformed)
+			}
+			ev.Kind, ev.Merged = KindPullRequestClosed, a.Action == "merge"
+			return ev, nil
 		}
 		ev.Kind, ev.Reason = KindIgnored, "merge request action "+a.Action
 		return ev, nil

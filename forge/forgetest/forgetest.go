@@ -46,14 +46,207 @@ type Server struct {
 	reads    int
 	down     bool
 	failNext int
+
+	comments      map[string][]Comment // issue number → oldest first
+	commentID     int64
+	commentWrites int
+}
+
+// Comment is one pull request comment as the fake stored it.
+type Comment struct {
+	ID   int64  `json:"id"`
+	Body string `json:"body"`
 }
 
 // New starts a fake forge, closed when the test ends.
 func New(t testing.TB) *Server {
-	s := &Server{statuses: map[string][]Status{}}
+	s := &Server{statuses: map[string][]Status{}, comments: map[string][]Comment{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// NewTLS starts a fake forge that speaks HTTPS; use its Client().
+func NewTLS(t testing.TB) *Server {
+	s := &Server{statuses: map[string][]Status{}, comments: map[string][]Comment{}}
+	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// AddComment stores a comment on issue (pull request) number n as someone
+// else would, and returns its id.
+func (s *Server) AddComment(n int, body string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.commentID++
+	k := fmt.Sprint(n)
+	s.comments[k] = append(s.comments[k], Comment{ID: s.commentID, Body: body})
+	return s.commentID
+}
+
+// Comments returns the comments of pull request n, oldest first.
+func (s *Server) Comments(n int) []Comment {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Comment(nil), s.comments[fmt.Sprint(n)]...)
+}
+
+// CommentWrites is how many comment creates and edits were accepted.
+func (s *Server) CommentWrites() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commentWrites
+}
+
+// gitlabNotes serves projects/:id/merge_requests/:iid/notes (GET newest
+// first, paginated by per_page; POST) and .../notes/:note_id (PUT), with
+// GitLab's 1,000,000-character limit. Comments added with AddComment are
+// the merge request's notes; every merge request also has one system note.
+func (s *Server) gitlabNotes(w http.ResponseWriter, r *http.Request, p []string) bool {
+	if len(p) < 5 || p[2] != "merge_requests" || p[4] != "notes" {
+		return false
+	}
+	type note struct {
+		ID     int64  `json:"id"`
+		Body   string `json:"body"`
+		System bool   `json:"system"`
+	}
+	decode := func() (string, bool) {
+		var in struct {
+			Body string `json:"body"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Body == "" {
+			http.Error(w, `{"message":"400 Bad request - body is missing"}`, http.StatusBadRequest)
+			return "", false
+		}
+		if len([]rune(in.Body)) > 1000000 {
+			http.Error(w, `{"message":{"note":["is too long (maximum is 1000000 characters)"]}}`, http.StatusBadRequest)
+			return "", false
+		}
+		return in.Body, true
+	}
+	iid := p[3]
+	switch {
+	case len(p) == 5 && r.Method == http.MethodGet:
+		per, page := 20, 1
+		if v := r.URL.Query().Get("per_page"); v != "" {
+			fmt.Sscan(v, &per)
+		}
+		if v := r.URL.Query().Get("page"); v != "" {
+			fmt.Sscan(v, &page)
+		}
+		l := s.comments[iid]
+		all := []note{{ID: -1, Body: "added 1 commit", System: true}}
+		for i := len(l) - 1; i >= 0; i-- {
+			all = append(all, note{ID: l[i].ID, Body: l[i].Body})
+		}
+		lo, hi := min((page-1)*per, len(all)), min(page*per, len(all))
+		json.NewEncoder(w).Encode(all[lo:hi])
+	case len(p) == 5 && r.Method == http.MethodPost:
+		body, ok := decode()
+		if !ok {
+			return true
+		}
+		s.commentID++
+		c := Comment{ID: s.commentID, Body: body}
+		s.comments[iid] = append(s.comments[iid], c)
+		s.commentWrites++
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(note{ID: c.ID, Body: c.Body})
+	case len(p) == 6 && r.Method == http.MethodPut:
+		body, ok := decode()
+		if !ok {
+			return true
+		}
+		l := s.comments[iid]
+		for i := range l {
+			if fmt.Sprint(l[i].ID) == p[5] {
+				l[i].Body = body
+				s.commentWrites++
+				json.NewEncoder(w).Encode(note{ID: l[i].ID, Body: body})
+				return true
+			}
+		}
+		http.Error(w, `{"message":"404 Not found"}`, http.StatusNotFound)
+	default:
+		http.Error(w, `{"message":"405 Method Not Allowed"}`, http.StatusMethodNotAllowed)
+	}
+	return true
+}
+
+// githubComments serves repos/{o}/{r}/issues/{n}/comments (GET paginated
+// with per_page or Gitea's limit, and POST) and
+// repos/{o}/{r}/issues/comments/{id} (PATCH). GitHub rejects bodies over
+// 65,536 characters with 422.
+func (s *Server) githubComments(w http.ResponseWriter, r *http.Request, p []string, gitea bool) bool {
+	if len(p) < 5 || p[0] != "repos" || p[3] != "issues" {
+		return false
+	}
+	decode := func() (string, bool) {
+		var in struct {
+			Body string `json:"body"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil || in.Body == "" {
+			http.Error(w, `{"message":"Validation Failed: body"}`, http.StatusUnprocessableEntity)
+			return "", false
+		}
+		if !gitea && len([]rune(in.Body)) > 65536 {
+			http.Error(w, `{"message":"Validation Failed","errors":[{"message":"body is too long (maximum is 65536 characters)"}]}`, http.StatusUnprocessableEntity)
+			return "", false
+		}
+		return in.Body, true
+	}
+	switch {
+	case len(p) == 6 && p[5] == "comments" && r.Method == http.MethodGet:
+		q := r.URL.Query()
+		per := 30
+		if v := q.Get("per_page"); v != "" && !gitea {
+			fmt.Sscan(v, &per)
+		}
+		if v := q.Get("limit"); v != "" && gitea {
+			fmt.Sscan(v, &per)
+		}
+		page := 1
+		if v := q.Get("page"); v != "" {
+			fmt.Sscan(v, &page)
+		}
+		l := s.comments[p[4]]
+		lo, hi := min((page-1)*per, len(l)), min(page*per, len(l))
+		out := append([]Comment{}, l[lo:hi]...)
+		json.NewEncoder(w).Encode(out)
+	case len(p) == 6 && p[5] == "comments" && r.Method == http.MethodPost:
+		body, ok := decode()
+		if !ok {
+			return true
+		}
+		s.commentID++
+		c := Comment{ID: s.commentID, Body: body}
+		s.comments[p[4]] = append(s.comments[p[4]], c)
+		s.commentWrites++
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(c)
+	case len(p) == 6 && p[4] == "comments" && r.Method == http.MethodPatch:
+		body, ok := decode()
+		if !ok {
+			return true
+		}
+		for k, l := range s.comments {
+			for i := range l {
+				if fmt.Sprint(l[i].ID) == p[5] {
+					l[i].Body = body
+					s.comments[k] = l
+					s.commentWrites++
+					json.NewEncoder(w).Encode(l[i])
+					return true
+				}
+			}
+		}
+		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
+	default:
+		return false
+	}
+	return true
 }
 
 // SetDown makes every request answer 503 (true) or work again (false).
@@ -134,6 +327,9 @@ var giteaStates = map[string]bool{"pending": true, "success": true, "failure": t
 // github serves repos/{o}/{r}/statuses/{sha} (POST) and
 // repos/{o}/{r}/commits/{sha}/statuses (GET).
 func (s *Server) github(w http.ResponseWriter, r *http.Request, p []string, gitea bool) {
+	if s.githubComments(w, r, p, gitea) {
+		return
+	}
 	switch {
 	case r.Method == http.MethodPost && len(p) == 5 && p[0] == "repos" && p[3] == "statuses":
 		var st Status
@@ -183,6 +379,9 @@ func (s *Server) gitlab(w http.ResponseWriter, r *http.Request, p []string) {
 	}
 	if _, err := url.PathUnescape(p[1]); err != nil {
 		http.Error(w, `{"message":"404 Project Not Found"}`, http.StatusNotFound)
+		return
+	}
+	if s.gitlabNotes(w, r, p) {
 		return
 	}
 	switch {

@@ -1043,3 +1043,76 @@ func giteaFreePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestGiteaPRComment: opening a pull request gets one n-kudo comment with
+// the plan of its head; a later push edits that same comment to the new
+// head's plan, and the pull request still has exactly one n-kudo comment;
+// merging it edits the comment once more to say so.
+func TestGiteaPRComment(t *testing.T) {
+	t.Parallel()
+	e := newGiteaEnv(t)
+	e.startAgents(t, "store-042")
+	repo, _ := e.newRepo(t, "")
+	w := giteatest.Clone(t, repo)
+	e.convergeStore042(t, w, repo)
+
+	w.Checkout(t, "grow-nvr")
+	w.Edit(t, "vms/store-042/nvr.yaml", func(s string) string { return strings.Replace(s, "  cpus: 2\n", "  cpus: 4\n", 1) })
+	h1 := w.Commit(t, "store-042: a bigger nvr")
+	w.Push(t, "grow-nvr")
+	pr := e.gitea.OpenPullRequest(t, repo, "grow-nvr", "main", "Grow the nvr")
+
+	first := e.waitPlanComment(t, repo, pr.Number, h1)
+	if !strings.Contains(first.Body, "`store-042`") || !strings.Contains(first.Body, "resize nvr") || !strings.Contains(first.Body, "cpus 2 → 4") {
+		t.Errorf("the comment does not show the plan of store-042:\n%s", first.Body)
+	}
+
+	giteaAddVM(t, w, "vms/store-042/pos-2.yaml", "vms/store-042/pos-3.yaml", "pos-2", "pos-3")
+	h2 := w.Commit(t, "store-042: a third lane")
+	w.Push(t, "grow-nvr")
+	second := e.waitPlanComment(t, repo, pr.Number, h2)
+	if second.ID != first.ID {
+		t.Errorf("the second push got comment %d, want comment %d edited", second.ID, first.ID)
+	}
+	if !strings.Contains(second.Body, "create pos-3") {
+		t.Errorf("the edited comment does not show the new VM:\n%s", second.Body)
+	}
+
+	// Merged: the same comment is edited to say so.
+	e.gitea.MergePullRequest(t, repo, pr.Number)
+	merged := e.waitPlanComment(t, repo, pr.Number, "was merged")
+	if merged.ID != first.ID {
+		t.Errorf("the merge got comment %d, want comment %d edited", merged.ID, first.ID)
+	}
+}
+
+// waitPlanComment waits until pull request number has exactly one n-kudo
+// plan comment and it contains text (a commit hash, a phrase), and returns it.
+func (e *giteaEnv) waitPlanComment(t *testing.T, repo giteatest.Repo, number int64, sha string) giteatest.Comment {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), giteaStatusTimeout)
+	defer cancel()
+	var ours []giteatest.Comment
+	var last error
+	for {
+		all, err := e.gitea.Comments(ctx, repo, number)
+		last = err
+		ours = ours[:0]
+		for _, c := range all {
+			if strings.HasPrefix(c.Body, "<!-- nkudo:plan ") {
+				ours = append(ours, c)
+			}
+		}
+		if len(ours) > 1 {
+			t.Fatalf("pull request #%d has %d n-kudo comments, want one", number, len(ours))
+		}
+		if len(ours) == 1 && strings.Contains(ours[0].Body, sha) {
+			return ours[0]
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no n-kudo comment for %s on pull request #%d (last error %v); comments: %+v", sha, number, last, ours)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -298,3 +298,20 @@ func (i *Instance) BranchHead(ctx context.Context, r Repo, branch string) (strin
 	}
 	return b.Commit.ID, nil
 }
+
+// Comment is one comment of an issue or pull request.
+type Comment struct {
+	ID   int64  `json:"id"`
+	Body string `json:"body"`
+}
+
+// Comments reads every comment of issue or pull request number through
+// GET /repos/{o}/{r}/issues/{n}/comments, oldest first.
+func (i *Instance) Comments(ctx context.Context, r Repo, number int64) ([]Comment, error) {
+	var all []Comment
+	if err := i.Do(ctx, http.MethodGet, fmt.Sprintf("%s/issues/%d/comments", r.path(), number), nil, &all); err != nil {
+		return nil, err
+	}
+	sort.SliceStable(all, func(a, b int) bool { return all[a].ID < all[b].ID })
+	return all, nil
+}
