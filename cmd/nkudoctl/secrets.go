@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"filippo.io/age"
 	"filippo.io/age/armor"
@@ -14,13 +15,16 @@ import (
 
 // SecretsCmd groups the secret commands.
 type SecretsCmd struct {
-	Encrypt SecretsEncryptCmd `cmd:"" help:"Encrypt a file or stdin to a site's age recipient and print the ASCII-armoured ciphertext (for spec.cloudInit.userDataEncrypted)."`
+	Encrypt SecretsEncryptCmd `cmd:"" help:"Encrypt a file or stdin to the age recipients of one or more sites (plus optional team recipients) and print the ASCII-armoured ciphertext (for spec.cloudInit.userDataEncrypted)."`
 }
 
-// SecretsEncryptCmd encrypts a value to one site's key.
+// SecretsEncryptCmd encrypts a value to the keys of one or more sites,
+// and optionally to team recipients who keep a way to recover it.
 type SecretsEncryptCmd struct {
-	Site string `required:"" help:"Site whose agent alone can decrypt the value."`
-	File string `short:"f" default:"-" help:"File to encrypt; - (the default) reads stdin."`
+	Site           []string `required:"" help:"Site whose agent can decrypt the value; repeat for several sites."`
+	Recipient      []string `help:"Extra age recipient (age1…) that can also decrypt, e.g. a team key for recovery; repeatable."`
+	RecipientsFile string   `help:"File of extra age recipients, one per line (# comments allowed), as age -R reads."`
+	File           string   `short:"f" default:"-" help:"File to encrypt; - (the default) reads stdin."`
 }
 
 // Run encrypts the value. The plaintext goes from the file straight into
@@ -39,25 +43,32 @@ func (c *SecretsEncryptCmd) Run(ctx context.Context, g *Globals, s *Streams) err
 	if err != nil {
 		return fmt.Errorf("secrets encrypt: read %s: %w", c.File, err)
 	}
+	recipients, err := c.teamRecipients()
+	if err != nil {
+		return err
+	}
 	client, err := connect(g)
 	if err != nil {
 		return err
 	}
 	defer client.CloseIdleConnections()
-	st, err := client.GetSite(ctx, c.Site)
-	if err != nil {
-		return fmt.Errorf("get site %s: %w", c.Site, err)
-	}
-	if st.Facts == nil || st.Facts.AgeRecipient == "" {
-		return fmt.Errorf("site %s has not reported an age recipient yet (start or upgrade its agent)", c.Site)
-	}
-	r, err := age.ParseX25519Recipient(st.Facts.AgeRecipient)
-	if err != nil {
-		return fmt.Errorf("site %s: age recipient %q: %w", c.Site, st.Facts.AgeRecipient, err)
+	for _, site := range c.Site {
+		st, err := client.GetSite(ctx, site)
+		if err != nil {
+			return fmt.Errorf("get site %s: %w", site, err)
+		}
+		if st.Facts == nil || st.Facts.AgeRecipient == "" {
+			return fmt.Errorf("site %s has not reported an age recipient yet (start or upgrade its agent)", site)
+		}
+		r, err := age.ParseX25519Recipient(st.Facts.AgeRecipient)
+		if err != nil {
+			return fmt.Errorf("site %s: age recipient %q: %w", site, st.Facts.AgeRecipient, err)
+		}
+		recipients = append(recipients, r)
 	}
 	var buf bytes.Buffer
 	aw := armor.NewWriter(&buf)
-	ew, err := age.Encrypt(aw, r)
+	ew, err := age.Encrypt(aw, recipients...)
 	if err != nil {
 		return fmt.Errorf("secrets encrypt: %w", err)
 	}
@@ -72,4 +83,30 @@ func (c *SecretsEncryptCmd) Run(ctx context.Context, g *Globals, s *Streams) err
 	}
 	_, err = s.Out.Write(buf.Bytes())
 	return err
+}
+
+// teamRecipients parses --recipient and --recipients-file. They are read
+// before any site is fetched so a typo fails without a network round trip.
+func (c *SecretsEncryptCmd) teamRecipients() ([]age.Recipient, error) {
+	var out []age.Recipient
+	for _, s := range c.Recipient {
+		r, err := age.ParseX25519Recipient(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("--recipient %q: %w", s, err)
+		}
+		out = append(out, r)
+	}
+	if c.RecipientsFile == "" {
+		return out, nil
+	}
+	f, err := os.Open(c.RecipientsFile)
+	if err != nil {
+		return nil, fmt.Errorf("--recipients-file: %w", err)
+	}
+	defer f.Close()
+	rs, err := age.ParseRecipients(f)
+	if err != nil {
+		return nil, fmt.Errorf("--recipients-file %s: %w", c.RecipientsFile, err)
+	}
+	return append(out, rs...), nil
 }

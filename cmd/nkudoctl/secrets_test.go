@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,5 +60,60 @@ func TestSecretsEncryptToSiteRecipient(t *testing.T) {
 	code, _, errs = nkudoctlIn(t, strings.NewReader(secret), "secrets", "encrypt", "--site", "store-2")
 	if code == 0 || !strings.Contains(errs, "store-2 has not reported an age recipient") {
 		t.Errorf("encrypt to a site without a recipient = %d %q", code, errs)
+	}
+}
+
+// One ciphertext for several sites and team recipients: each site's key,
+// each team identity (flag and file) decrypts it, an unrelated key does not;
+// a site without a recipient among them fails naming that site.
+func TestSecretsEncryptToSeveralSitesAndTeam(t *testing.T) {
+	env, _, _ := siteEnv(t)
+	var sites []*age.X25519Identity
+	for _, name := range []string{"store-1", "store-2"} {
+		ag := env.Enroll("acme", name)
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ag.Client.Heartbeat(t.Context(), api.HeartbeatRequest{Facts: api.HostFacts{Hostname: name, AgeRecipient: id.Recipient().String()}}); err != nil {
+			t.Fatal(err)
+		}
+		sites = append(sites, id)
+	}
+	env.Enroll("acme", "store-3")
+	teamFlag, _ := age.GenerateX25519Identity()
+	teamFile, _ := age.GenerateX25519Identity()
+	rf := filepath.Join(t.TempDir(), "team.txt")
+	if err := os.WriteFile(rf, []byte("# recovery\n"+teamFile.Recipient().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	const secret = "token: shared-very-secret\n"
+	code, out, errs := nkudoctlIn(t, strings.NewReader(secret), "secrets", "encrypt", "--site", "store-1", "--site", "store-2",
+		"--recipient", teamFlag.Recipient().String(), "--recipients-file", rf)
+	if code != 0 {
+		t.Fatalf("secrets encrypt = %d %q", code, errs)
+	}
+	for i, id := range []*age.X25519Identity{sites[0], sites[1], teamFlag, teamFile} {
+		r, err := age.Decrypt(armor.NewReader(strings.NewReader(out)), id)
+		if err != nil {
+			t.Fatalf("identity %d cannot decrypt: %v", i, err)
+		}
+		if b, _ := io.ReadAll(r); string(b) != secret {
+			t.Errorf("identity %d decrypted %q", i, b)
+		}
+	}
+	other, _ := age.GenerateX25519Identity()
+	if _, err := age.Decrypt(armor.NewReader(strings.NewReader(out)), other); err == nil {
+		t.Error("an unrelated key decrypted the value")
+	}
+
+	code, out, errs = nkudoctlIn(t, strings.NewReader(secret), "secrets", "encrypt", "--site", "store-1", "--site", "store-3")
+	if code == 0 || out != "" || !strings.Contains(errs, "store-3 has not reported an age recipient") {
+		t.Errorf("encrypt with a site lacking a recipient = %d %q %q", code, out, errs)
+	}
+	code, _, errs = nkudoctlIn(t, strings.NewReader(secret), "secrets", "encrypt", "--site", "store-1", "--recipient", "age1nope")
+	if code == 0 || !strings.Contains(errs, "--recipient") {
+		t.Errorf("encrypt with a bad --recipient = %d %q", code, errs)
 	}
 }
