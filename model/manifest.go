@@ -130,6 +130,19 @@ type CloudInit struct {
 	// (ASCII armour); only the agent can decrypt it, just before it writes
 	// the seed. Mutually exclusive with UserData.
 	UserDataEncrypted string `json:"userDataEncrypted,omitempty"`
+	// Files are written in the guest by cloud-init (write_files), so a
+	// secret file can ship encrypted without encrypting all of user-data.
+	Files []CloudInitFile `json:"files,omitempty"`
+}
+
+// CloudInitFile is one file cloud-init writes in the guest: plain Content,
+// or ContentEncrypted (age armour to the site's recipient) that only the
+// agent decrypts, just before it writes the seed.
+type CloudInitFile struct {
+	Path             string `json:"path"`
+	Permissions      string `json:"permissions,omitempty"`
+	Content          string `json:"content,omitempty"`
+	ContentEncrypted string `json:"contentEncrypted,omitempty"`
 }
 
 // EffectiveMaxCPUs is the hot-resize ceiling, CPUs when no headroom is given.

@@ -55,3 +55,51 @@ func TestUserDataEncrypted(t *testing.T) {
 		}
 	}
 }
+
+func indentBlock4(s string) []string {
+	var out []string
+	for _, l := range indentBlock(s) {
+		out = append(out, "    "+l)
+	}
+	return out
+}
+
+// cloudInit.files: plain or encrypted content, never both; the encrypted
+// field must be armour, and errors name the field without quoting it.
+func TestCloudInitFilesEncrypted(t *testing.T) {
+	ok := map[string]string{"sites/store-042.yaml": siteStore,
+		"vms/a.yaml": userDataDoc(append([]string{"    files:",
+			"      - path: /etc/motd", "        content: hello",
+			"      - path: /etc/app/token", "        permissions: \"0600\"", "        contentEncrypted: |"},
+			indentBlock4(armouredSecret)...)...)}
+	got, err := Load(mapFS(ok))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	ci := got.VMs[0].Spec.CloudInit
+	if ci == nil || len(ci.Files) != 2 || ci.Files[1].ContentEncrypted != armouredSecret || ci.Files[1].Permissions != "0600" || ci.Files[0].Content != "hello" {
+		t.Fatalf("cloudInit = %+v", ci)
+	}
+
+	for name, tc := range map[string]struct {
+		lines []string
+		want  string
+	}{
+		"plaintext in the encrypted field": {[]string{"    files:", "      - path: /etc/app/token", "        contentEncrypted: \"hunter2\""},
+			"spec.cloudInit.files[0].contentEncrypted: must be age armour"},
+		"both fields": {append([]string{"    files:", "      - path: /etc/app/token", "        content: hunter2", "        contentEncrypted: |"}, indentBlock4(armouredSecret)...),
+			"spec.cloudInit.files[0].content: content and contentEncrypted are mutually exclusive"},
+		"relative path": {[]string{"    files:", "      - path: etc/motd", "        content: x"},
+			`spec.cloudInit.files[0].path: "etc/motd" is not an absolute path`},
+		"bad mode": {[]string{"    files:", "      - path: /etc/motd", "        permissions: \"rw\"", "        content: x"},
+			`spec.cloudInit.files[0].permissions: "rw" is not an octal file mode`},
+	} {
+		_, err := Load(mapFS(map[string]string{"sites/store-042.yaml": siteStore, "vms/a.yaml": userDataDoc(tc.lines...)}))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: the error quotes the value: %v", name, err)
+		}
+	}
+}

@@ -170,6 +170,9 @@ func describe(ek jsonschema.ErrorKind, loc []string) string {
 		if len(loc) > 0 && loc[len(loc)-1] == "userData" {
 			return "userData and userDataEncrypted are mutually exclusive: set only one"
 		}
+		if len(loc) > 0 && loc[len(loc)-1] == "content" {
+			return "content and contentEncrypted are mutually exclusive: set only one"
+		}
 	}
 	return ek.LocalizedString(printer)
 }
@@ -186,7 +189,7 @@ func patternMessage(loc []string, k *kind.Pattern) string {
 		parent = loc[len(loc)-2]
 	}
 	switch {
-	case last == "userDataEncrypted":
+	case last == "userDataEncrypted" || last == "contentEncrypted":
 		// Never quote it: it is long, and may be plaintext put in the wrong field.
 		return "must be age armour (-----BEGIN AGE ENCRYPTED FILE----- … -----END AGE ENCRYPTED FILE-----), as nkudoctl secrets encrypt prints"
 	case last == "name" || last == "site":
@@ -197,6 +200,10 @@ func patternMessage(loc []string, k *kind.Pattern) string {
 		return fmt.Sprintf("%q is not an http:// or https:// URL", k.Got)
 	case last == "bridge":
 		return fmt.Sprintf("%q is not a Linux interface name (letters, digits, '-', '_', '.'; at most 15 characters)", k.Got)
+	case last == "path" && parent != "" && strings.Trim(parent, "0123456789") == "":
+		return fmt.Sprintf("%q is not an absolute path (must start with /)", k.Got)
+	case last == "permissions":
+		return fmt.Sprintf("%q is not an octal file mode like 0600", k.Got)
 	case last == "mac":
 		return fmt.Sprintf("%q is not a unicast MAC address like 52:54:00:12:34:56", k.Got)
 	case parent == "labels":
