@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"sort"
@@ -87,12 +88,14 @@ type gitopsConfig struct {
 	// (tenant acme is created with it) and returned in gitops.edge; its
 	// agent starts when the test calls edge.start().
 	edgeSite string
+	// logger, when set, receives the control plane's and the reconciler's logs.
+	logger *slog.Logger
 }
 
 func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 	t.Helper()
 	hooks := &lateHooks{}
-	env := cptest.Start(t, cptest.Options{Postgres: cfg.postgres, Reconciler: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
+	env := cptest.Start(t, cptest.Options{Postgres: cfg.postgres, Logger: cfg.logger, Reconciler: hooks, Webhooks: hooks, Configure: func(o *controlplane.Options) {
 		o.MinHeartbeatInterval = 300 * time.Millisecond
 	}})
 	g := &gitops{t: t, env: env, git: gittest.New(t), forge: forgetest.New(t), hc: env.HTTPClient(nil)}
@@ -115,10 +118,14 @@ func startGitOps(t *testing.T, cfg gitopsConfig) *gitops {
 		poll = -1
 	}
 	dataDir := t.TempDir()
+	loopLog := cfg.logger
+	if loopLog == nil {
+		loopLog = newTestSlog(t)
+	}
 	loop, err := reconciler.NewLoop(reconciler.Options{
 		Store:     env.Store(),
 		DataDir:   dataDir,
-		Logger:    newTestSlog(t),
+		Logger:    loopLog,
 		PublicURL: env.URL,
 		// Statuses go to the fake Gitea (as configured) and to git notes.
 		Writers: func(ctx context.Context, r store.Repository) ([]forge.Writer, error) {

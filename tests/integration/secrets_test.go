@@ -2,9 +2,15 @@ package integration
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +25,7 @@ import (
 	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/model"
+	"github.com/nkudo/nkudo/reconciler/gittest"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -35,17 +42,7 @@ func secretEnv(t *testing.T) (*cptest.Env, *edgeSite, *syncBuffer, string) {
 	e := newEdgeSite(t, env, "acme", "store-1")
 	e.start()
 	e.waitFirstHeartbeat()
-	var recipient string
-	waitEdge(t, "the site's age recipient", 20*time.Second, func() (bool, string) {
-		st, err := env.UserClient(env.AdminToken, "acme").GetSite(t.Context(), "store-1")
-		if err != nil {
-			return false, err.Error()
-		}
-		if st.Facts != nil {
-			recipient = st.Facts.AgeRecipient
-		}
-		return strings.HasPrefix(recipient, "age1"), recipient
-	})
+	recipient := waitRecipient(t, env, "store-1")
 	return env, e, logs, recipient
 }
 
@@ -74,44 +71,121 @@ func encryptArmoured(t *testing.T, recipient, plain string) string {
 	return buf.String()
 }
 
-// The plaintext of encrypted user-data is nowhere on the control plane's
-// side (database files, logs, API answers, plans) and is on the seed disk
-// the agent wrote, read back with mtools.
+// waitRecipient waits until the site's agent has reported its age recipient.
+func waitRecipient(t *testing.T, env *cptest.Env, site string) string {
+	t.Helper()
+	var recipient string
+	waitEdge(t, "the site's age recipient", 20*time.Second, func() (bool, string) {
+		st, err := env.UserClient(env.AdminToken, "acme").GetSite(t.Context(), site)
+		if err != nil {
+			return false, err.Error()
+		}
+		if st.Facts != nil {
+			recipient = st.Facts.AgeRecipient
+		}
+		return strings.HasPrefix(recipient, "age1"), recipient
+	})
+	return recipient
+}
+
+// armourBlock indents age armour as a YAML literal block at depth spaces.
+func armourBlock(armour string, depth int) string {
+	pad := strings.Repeat(" ", depth)
+	return pad + strings.ReplaceAll(strings.TrimSuffix(armour, "\n"), "\n", "\n"+pad) + "\n"
+}
+
+// The plaintext of encrypted user-data and of an encrypted cloud-init file
+// is nowhere on the control plane's side (database files, logs, API
+// answers, plans, the commit statuses it records and posts to the forge
+// and to git notes) and is on the seed disks the agent wrote, read back
+// with mtools. The manifests go the whole GitOps way: a commit, a signed
+// push, the reconciler, the real agent.
 func TestSiteSecretNeverInControlPlane(t *testing.T) {
-	env, e, logs, recipient := secretEnv(t)
-	const secret = "#cloud-config\nchpasswd: {list: 'root:s3cr3t-only-for-store-1'}\n"
-	ct := encryptArmoured(t, recipient, secret)
+	logs := &syncBuffer{}
+	g := startGitOps(t, gitopsConfig{edgeSite: "store-1",
+		logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	g.edge.start()
+	recipient := waitRecipient(t, g.env, "store-1")
 
-	vm := e.vm("vm-a", model.VMRunning)
-	vm.Spec.CloudInit = &model.CloudInit{UserDataEncrypted: ct}
-	d := e.desired(vm)
-	p := e.plan(d)
-	if p == nil {
-		t.Fatal("no plan for a missing VM")
+	artifacts := map[string][]byte{"/vmlinux": []byte("fake kernel"), "/root.raw": []byte("fake root disk")}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := artifacts[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	digest := func(p string) string { sum := sha256.Sum256(artifacts[p]); return hex.EncodeToString(sum[:]) }
+	vm := func(name, cloudInit string) string {
+		return fmt.Sprintf(`apiVersion: nkudo.io/v1alpha1
+kind: VirtualMachine
+metadata:
+  name: %s
+  site: store-1
+spec:
+  state: Running
+  cpus: 1
+  memoryMiB: 256
+  image:
+    url: %[2]s/root.raw
+    sha256: %[4]s
+  kernel:
+    url: %[2]s/vmlinux
+    sha256: %[3]s
+    cmdline: console=ttyS0
+  cloudInit:
+%[5]s`, name, srv.URL, digest("/vmlinux"), digest("/root.raw"), cloudInit)
 	}
-	e.waitPlanDone(p)
-	e.waitConverged(d)
 
-	seedImg := filepath.Join(e.state, "hypervisor", "vms", "vm-a", "cidata.img")
+	const secret = "#cloud-config\nchpasswd: {list: 'root:s3cr3t-only-for-store-1'}\n"
+	const fileSecret = "token=f1le-s3cr3t-only-for-store-1\n"
+	fileB64 := base64.StdEncoding.EncodeToString([]byte(fileSecret))
+	g.git.Write("manifests/store-1.yaml", gittest.Site("store-1")+"---\n"+
+		vm("vm-a", "    userDataEncrypted: |\n"+armourBlock(encryptArmoured(t, recipient, secret), 6))+"---\n"+
+		vm("vm-b", "    files:\n      - path: /etc/app/token\n        permissions: \"0600\"\n        contentEncrypted: |\n"+
+			armourBlock(encryptArmoured(t, recipient, fileSecret), 10)))
+	c1 := g.git.Commit("store-1: VMs with secrets")
+	g.pushApplied("delivery-1", c1)
+
 	if _, err := exec.LookPath("mtype"); err != nil {
 		t.Fatalf("mtype (mtools) is needed to read the seed disk back: %v", err)
 	}
-	out, err := exec.Command("mtype", "-i", seedImg, "::user-data").Output()
-	if err != nil || string(out) != secret {
-		t.Fatalf("seed user-data = %q, %v; want the decrypted secret", out, err)
+	seed := func(vm string) string {
+		out, err := exec.Command("mtype", "-i", filepath.Join(g.edge.state, "hypervisor", "vms", vm, "cidata.img"), "::user-data").Output()
+		if err != nil {
+			t.Fatalf("read %s's seed: %v", vm, err)
+		}
+		return string(out)
+	}
+	if out := seed("vm-a"); out != secret {
+		t.Fatalf("vm-a seed user-data = %q; want the decrypted secret", out)
+	}
+	if out := seed("vm-b"); !strings.Contains(out, "  - path: \"/etc/app/token\"\n    encoding: b64\n    content: "+fileB64+"\n") {
+		t.Fatalf("vm-b seed user-data = %q; want the decrypted file in write_files", out)
 	}
 
-	needle := []byte("s3cr3t-only-for-store-1")
-	// API answers: the site, its VMs, the plans and the plan itself.
-	c := env.UserClient(env.AdminToken, "acme")
-	answers := map[string]string{}
-	answer := func(what string, v any, err error) {
+	// The plaintexts, and the file as it is written on the seed (base64).
+	needles := []string{"s3cr3t-only-for-store-1", fileB64}
+	check := func(what, body string) {
+		t.Helper()
+		for _, n := range needles {
+			if strings.Contains(body, n) {
+				t.Errorf("%s holds the plaintext %q", what, n)
+			}
+		}
+	}
+	// API answers: the site, its VMs, the plans, each plan, the commit's statuses.
+	c := g.acme.Client
+	answer := func(what string, v any, err error) string {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		b, _ := json.Marshal(v)
-		answers[what] = string(b)
+		check(what, string(b))
+		return string(b)
 	}
 	site, err := c.GetSite(t.Context(), "store-1")
 	answer("GET site", site, err)
@@ -119,35 +193,44 @@ func TestSiteSecretNeverInControlPlane(t *testing.T) {
 	answer("GET site VMs", vms, err)
 	plans, err := c.ListPlans(t.Context(), api.PlanFilter{})
 	answer("GET plans", plans, err)
-	plan, err := c.GetPlan(t.Context(), p.ID)
-	answer("GET plan", plan, err)
-	if !strings.Contains(answers["GET plan"], "BEGIN AGE ENCRYPTED FILE") {
-		t.Error("GET plan does not carry the ciphertext: its check proves nothing")
+	if len(plans) == 0 {
+		t.Fatal("no plans: the plan checks prove nothing")
 	}
-	sp, err := env.Store().GetPlan(t.Context(), "acme", p.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	planJSON, _ := json.Marshal(sp)
-	if !bytes.Contains(planJSON, []byte("BEGIN AGE ENCRYPTED FILE")) {
-		t.Error("the stored plan does not carry the ciphertext: the check below proves nothing")
-	}
-	answers["stored plan"] = string(planJSON)
-	for what, body := range answers {
-		if strings.Contains(body, string(needle)) {
-			t.Errorf("%s holds the plaintext", what)
+	for _, ap := range plans {
+		p := ap.Plan
+		plan, err := c.GetPlan(t.Context(), p.ID)
+		body := answer("GET plan "+p.ID, plan, err)
+		if !strings.Contains(body, "BEGIN AGE ENCRYPTED FILE") {
+			t.Errorf("GET plan %s does not carry the ciphertext: its check proves nothing", p.ID)
 		}
+		sp, err := g.env.Store().GetPlan(t.Context(), "acme", p.ID)
+		answer("stored plan "+p.ID, sp, err)
 	}
-	if bytes.Contains([]byte(logs.String()), needle) {
-		t.Error("the control plane's log holds the plaintext")
+	sts, err := c.CommitStatuses(t.Context(), g.repo.ID, c1)
+	answer("GET commit statuses", sts, err)
+	if len(sts) == 0 {
+		t.Error("the API shows no statuses for the commit: its check proves nothing")
 	}
-	if len([]byte(logs.String())) == 0 {
+	// What the forge received, and the statuses in git notes.
+	forged := g.forge.Statuses(c1)
+	if len(forged) == 0 {
+		t.Error("the forge received no statuses: its check proves nothing")
+	}
+	answer("forge statuses", forged, nil)
+	notes := g.git.Git(g.git.Remote, "notes", "--ref=nkudo", "show", c1)
+	if !strings.Contains(notes, "nkudo/apply") {
+		t.Errorf("git notes hold no apply status: their check proves nothing:\n%s", notes)
+	}
+	check("git notes", notes)
+
+	check("the control plane's log", logs.String())
+	if logs.String() == "" {
 		t.Error("the control plane logged nothing: the log check proves nothing")
 	}
 	// The database files (SQLite and its WAL) and everything else the
 	// control plane keeps on disk.
 	files := 0
-	err = filepath.WalkDir(env.DataDir, func(path string, de fs.DirEntry, err error) error {
+	err = filepath.WalkDir(g.env.DataDir, func(path string, de fs.DirEntry, err error) error {
 		if err != nil || de.IsDir() {
 			return err
 		}
@@ -156,13 +239,11 @@ func TestSiteSecretNeverInControlPlane(t *testing.T) {
 			return err
 		}
 		files++
-		if bytes.Contains(b, needle) {
-			t.Errorf("%s holds the plaintext", path)
-		}
+		check(path, string(b))
 		return nil
 	})
 	if err != nil || files == 0 {
-		t.Errorf("walk %s: %d files, %v", env.DataDir, files, err)
+		t.Errorf("walk %s: %d files, %v", g.env.DataDir, files, err)
 	}
 }
 
