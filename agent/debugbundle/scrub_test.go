@@ -92,3 +92,16 @@ func TestIsKeyFileSiteKey(t *testing.T) {
 		}
 	}
 }
+
+// Every value of cloudInit.files, plain or encrypted, is redacted too.
+func TestRedactMetaCloudInitFiles(t *testing.T) {
+	file := map[string]any{"path": "/etc/app/token", "content": "token=hunter2-file"}
+	enc := map[string]any{"path": "/etc/app/key", "contentEncrypted": "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n"}
+	doc := map[string]any{"spec": map[string]any{"cloudInit": map[string]any{"files": []any{file, enc}}}}
+	redactMeta(doc, func(string) {})
+	for _, v := range []any{file["content"], enc["contentEncrypted"]} {
+		if s := v.(string); len(s) < 11 || s[:11] != "[REDACTED] " {
+			t.Errorf("file value = %q", s)
+		}
+	}
+}
