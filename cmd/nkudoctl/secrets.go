@@ -15,7 +15,7 @@ import (
 
 // SecretsCmd groups the secret commands.
 type SecretsCmd struct {
-	Encrypt SecretsEncryptCmd `cmd:"" help:"Encrypt a file or stdin to the age recipients of one or more sites (plus optional team recipients) and print the ASCII-armoured ciphertext (for spec.cloudInit.userDataEncrypted)."`
+	Encrypt SecretsEncryptCmd `cmd:"" help:"Encrypt a file or stdin to the age recipients of one or more sites (plus optional team recipients) and print the ASCII-armoured ciphertext (for spec.cloudInit.userDataEncrypted or a files[].contentEncrypted)."`
 }
 
 // SecretsEncryptCmd encrypts a value to the keys of one or more sites,
