@@ -27,7 +27,7 @@ type sshSigner struct {
 func newSSHSigner(t *testing.T, principal string) sshSigner {
 	t.Helper()
 	if _, err := exec.LookPath("ssh-keygen"); err != nil {
-		t.Skip("SKIP: ssh-keygen is not installed")
+		skipWithoutSigningTool(t, "ssh-keygen")
 	}
 	priv := filepath.Join(t.TempDir(), "id")
 	run(t, nil, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", principal, "-f", priv)
@@ -53,7 +53,7 @@ type gpgSigner struct {
 func newGPGSigner(t *testing.T, uid string) gpgSigner {
 	t.Helper()
 	if _, err := exec.LookPath("gpg"); err != nil {
-		t.Skip("SKIP: gpg is not installed")
+		skipWithoutSigningTool(t, "gpg")
 	}
 	home := os.Getenv("GNUPGHOME")
 	if !strings.Contains(home, "nkudo-gpg") {
@@ -307,4 +307,15 @@ func TestGPGSignedCommitApplied(t *testing.T) {
 	e.git.Remove("fleet/site-0003.yaml")
 	c2 := commitSigned(e.git, "signed by dave", dave.args())
 	e.wantRejected(c2, "signed by OpenPGP key "+dave.fingerprint, c1, before)
+}
+
+// skipWithoutSigningTool skips loudly when a signing tool is missing, and
+// fails instead where the suite must run (NKUDO_SIGNING_TOOLS=require, set
+// by .ci/run).
+func skipWithoutSigningTool(t *testing.T, tool string) {
+	t.Helper()
+	if os.Getenv("NKUDO_SIGNING_TOOLS") == "require" {
+		t.Fatalf("%s is not installed and NKUDO_SIGNING_TOOLS=require", tool)
+	}
+	t.Skipf("SKIP: %s is not installed (set NKUDO_SIGNING_TOOLS=require to make this a failure)", tool)
 }
