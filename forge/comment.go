@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -256,11 +255,7 @@ func (r *CommentReporter) write(ctx context.Context, pr int, p *pendingComment) 
 		r.log.Error("giving up on plan comment", "pr", pr, "attempts", p.attempts, "err", err)
 		return
 	}
-	d := r.opts.MinBackoff << min(p.attempts-1, 20)
-	if d > r.opts.MaxBackoff || d <= 0 {
-		d = r.opts.MaxBackoff
-	}
-	d = d/2 + rand.N(d/2+1)
+	d := backoff(r.opts.MinBackoff, r.opts.MaxBackoff, p.attempts)
 	p.notBefore = time.Now().Add(d)
 	r.log.Warn("plan comment failed, will retry", "pr", pr, "in", d, "err", err)
 	r.pending[pr] = p
