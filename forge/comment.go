@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -37,34 +36,62 @@ type Commenter interface {
 	Upsert(ctx context.Context, pr int, marker, body string, create bool) error
 }
 
-type ghComment struct {
-	ID   int64  `json:"id"`
-	Body string `json:"body"`
-}
-
 // Upsert implements Commenter with the issue comments API, which GitHub and
 // Gitea/Forgejo both use for pull request conversations.
 func (g *GitHub) Upsert(ctx context.Context, pr int, marker, body string, create bool) error {
 	if pr <= 0 {
 		return fmt.Errorf("comment: pull request number %d must be positive", pr)
 	}
-	full := marker + "\n" + body
 	issue := g.repoPath() + "/issues/" + strconv.Itoa(pr) + "/comments"
 	per := "per_page=100"
 	if g.gitea {
 		per = "limit=50"
 	}
+	return upsertMarked(ctx, commentAPI{
+		do:         g.do,
+		list:       issue + "?" + per + "&page=",
+		create:     issue,
+		edit:       g.repoPath() + "/issues/comments/",
+		editMethod: http.MethodPatch,
+		noun:       "comment",
+	}, marker, body, create)
+}
+
+// commentAPI is where a forge lists, edits and creates the comments of one
+// pull request.
+type commentAPI struct {
+	do         func(ctx context.Context, method, path string, body []byte, op string) ([]byte, error)
+	list       string // page number appended
+	create     string
+	edit       string // comment ID appended
+	editMethod string
+	noun       string // in operation names: "comment", "note"
+}
+
+// markedComment is a comment as listed; System is set only by GitLab, whose
+// system notes ("added 1 commit") are never ours.
+type markedComment struct {
+	ID     int64  `json:"id"`
+	Body   string `json:"body"`
+	System bool   `json:"system"`
+}
+
+// upsertMarked implements Upsert on api: it searches at most commentPages
+// pages for the comment starting with marker, edits it unless it already
+// reads marker+"\n"+body, and otherwise creates one when create is true.
+func upsertMarked(ctx context.Context, api commentAPI, marker, body string, create bool) error {
+	full := marker + "\n" + body
 	for page := 1; page <= commentPages; page++ {
-		b, err := g.do(ctx, http.MethodGet, issue+"?"+per+"&page="+strconv.Itoa(page), nil, "list comments")
+		b, err := api.do(ctx, http.MethodGet, api.list+strconv.Itoa(page), nil, "list "+api.noun+"s")
 		if err != nil {
 			return err
 		}
-		var list []ghComment
+		var list []markedComment
 		if err := json.Unmarshal(b, &list); err != nil {
-			return &Error{Op: "list comments", Err: fmt.Errorf("decode: %w", err)}
+			return &Error{Op: "list " + api.noun + "s", Err: fmt.Errorf("decode: %w", err)}
 		}
 		for _, c := range list {
-			if !hasMarker(c.Body, marker) {
+			if c.System || !hasMarker(c.Body, marker) {
 				continue
 			}
 			if c.Body == full {
@@ -72,9 +99,9 @@ func (g *GitHub) Upsert(ctx context.Context, pr int, marker, body string, create
 			}
 			in, err := json.Marshal(map[string]string{"body": full})
 			if err != nil {
-				return fmt.Errorf("encode comment: %w", err)
+				return fmt.Errorf("encode %s: %w", api.noun, err)
 			}
-			_, err = g.do(ctx, http.MethodPatch, g.repoPath()+"/issues/comments/"+strconv.FormatInt(c.ID, 10), in, "edit comment")
+			_, err = api.do(ctx, api.editMethod, api.edit+strconv.FormatInt(c.ID, 10), in, "edit "+api.noun)
 			return err
 		}
 		if len(list) == 0 {
@@ -86,9 +113,9 @@ func (g *GitHub) Upsert(ctx context.Context, pr int, marker, body string, create
 	}
 	in, err := json.Marshal(map[string]string{"body": full})
 	if err != nil {
-		return fmt.Errorf("encode comment: %w", err)
+		return fmt.Errorf("encode %s: %w", api.noun, err)
 	}
-	_, err = g.do(ctx, http.MethodPost, issue, in, "create comment")
+	_, err = api.do(ctx, http.MethodPost, api.create, in, "create "+api.noun)
 	return err
 }
 
@@ -256,11 +283,7 @@ func (r *CommentReporter) write(ctx context.Context, pr int, p *pendingComment) 
 		r.log.Error("giving up on plan comment", "pr", pr, "attempts", p.attempts, "err", err)
 		return
 	}
-	d := r.opts.MinBackoff << min(p.attempts-1, 20)
-	if d > r.opts.MaxBackoff || d <= 0 {
-		d = r.opts.MaxBackoff
-	}
-	d = d/2 + rand.N(d/2+1)
+	d := backoff(r.opts.MinBackoff, r.opts.MaxBackoff, p.attempts)
 	p.notBefore = time.Now().Add(d)
 	r.log.Warn("plan comment failed, will retry", "pr", pr, "in", d, "err", err)
 	r.pending[pr] = p

@@ -232,11 +232,7 @@ func (r *Reporter) post(ctx context.Context, p *pendingStatus) {
 		r.log.Error("giving up on commit status", "sha", p.st.SHA, "context", p.st.Context, "state", p.st.State, "attempts", p.attempts, "err", err)
 		return
 	}
-	d := r.opts.MinBackoff << min(p.attempts-1, 20)
-	if d > r.opts.MaxBackoff || d <= 0 {
-		d = r.opts.MaxBackoff
-	}
-	d = d/2 + rand.N(d/2+1) // jitter: several replicas must not retry in step
+	d := backoff(r.opts.MinBackoff, r.opts.MaxBackoff, p.attempts)
 	p.notBefore = time.Now().Add(d)
 	r.log.Warn("commit status failed, will retry", "sha", p.st.SHA, "context", p.st.Context, "in", d, "err", err)
 	r.seq++
@@ -331,4 +327,15 @@ func (r *Reporter) Forget(sha string) {
 			delete(r.shown, k)
 		}
 	}
+}
+
+// backoff is the delay before retry number attempts (1-based): min doubled
+// per attempt, capped at max, with jitter over its upper half so several
+// replicas do not retry in step.
+func backoff(minD, maxD time.Duration, attempts int) time.Duration {
+	d := minD << min(attempts-1, 20)
+	if d > maxD || d <= 0 {
+		d = maxD
+	}
+	return d/2 + rand.N(d/2+1)
 }

@@ -501,12 +501,31 @@ func (b *bundle) collectSeqs() error {
 // metadata (cloud-init data and URL credentials redacted), the tails of its
 // serial console and VMM logs, and what its VMM answers.
 func (b *bundle) collectVMs(ctx context.Context) error {
+	return b.eachVMDir("hypervisor/vms", "vms", false, func(vrel, out, _ string) error {
+		for _, f := range []string{"serial.log", "vmm.log"} {
+			if err := b.addFile(b.state, b.o.StateDir, path.Join(vrel, f), path.Join(out, f)); err != nil {
+				return err
+			}
+		}
+		return b.collectVMM(ctx, vrel, out)
+	})
+}
+
+// eachVMDir walks the VM directories under state-relative rel for both
+// VM providers: it skips what is not a directory or not a valid VM name
+// (both providers accept the same names, DNS labels), adds each VM's
+// redacted metadata under bundle path out/<name>, and then calls fn with
+// the VM's state-relative path, its bundle path and its host path. When
+// absentOK, a missing rel adds nothing, not even a skip entry.
+func (b *bundle) eachVMDir(rel, outDir string, absentOK bool, fn func(vrel, out, vmSrc string) error) error {
 	if b.state == nil {
 		return nil // openRoot said why
 	}
-	rel := "hypervisor/vms"
 	src := filepath.Join(b.o.StateDir, rel)
 	entries, err := readDir(b.state, rel)
+	if absentOK && errors.Is(err, errNotPresent) {
+		return nil
+	}
 	if err != nil {
 		b.skip(src, err.Error())
 		return nil
@@ -522,16 +541,11 @@ func (b *bundle) collectVMs(ctx context.Context) error {
 			b.skip(vmSrc, err.Error())
 			continue
 		}
-		vrel, out := path.Join(rel, name), path.Join("vms", name)
+		vrel, out := path.Join(rel, name), path.Join(outDir, name)
 		if err := b.collectMeta(vrel, out); err != nil {
 			return err
 		}
-		for _, f := range []string{"serial.log", "vmm.log"} {
-			if err := b.addFile(b.state, b.o.StateDir, path.Join(vrel, f), path.Join(out, f)); err != nil {
-				return err
-			}
-		}
-		if err := b.collectVMM(ctx, vrel, out); err != nil {
+		if err := fn(vrel, out, vmSrc); err != nil {
 			return err
 		}
 	}

@@ -3,14 +3,11 @@ package debugbundle
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 )
 
 // collectQEMUVMs adds, per VM directory of the QEMU provider (qemu/vms),
@@ -18,35 +15,7 @@ import (
 // console and qemu.log, and whether its recorded QEMU process runs. A host
 // that never ran QEMU has no qemu/ and gets nothing, not even a skip entry.
 func (b *bundle) collectQEMUVMs(ctx context.Context) error {
-	if b.state == nil {
-		return nil
-	}
-	rel := "qemu/vms"
-	src := filepath.Join(b.o.StateDir, rel)
-	entries, err := readDir(b.state, rel)
-	if errors.Is(err, errNotPresent) {
-		return nil
-	}
-	if err != nil {
-		b.skip(src, err.Error())
-		return nil
-	}
-	for _, e := range entries {
-		name := e.Name()
-		vmSrc := filepath.Join(src, name)
-		if !e.IsDir() {
-			b.skip(vmSrc, fmt.Sprintf("not a directory (%s); not followed", fileType(e.Type())))
-			continue
-		}
-		// Both providers accept the same names: DNS labels.
-		if err := cloudhypervisor.ValidName(name); err != nil {
-			b.skip(vmSrc, err.Error())
-			continue
-		}
-		vrel, out := path.Join(rel, name), path.Join("qemu-vms", name)
-		if err := b.collectMeta(vrel, out); err != nil {
-			return err
-		}
+	return b.eachVMDir("qemu/vms", "qemu-vms", true, func(vrel, out, vmSrc string) error {
 		for _, f := range []string{"serial.log", "qemu.log"} {
 			if err := b.addFile(b.state, b.o.StateDir, path.Join(vrel, f), path.Join(out, f)); err != nil {
 				return err
@@ -68,9 +37,6 @@ func (b *bundle) collectQEMUVMs(ctx context.Context) error {
 		if err := b.addJSON(path.Join(out, "qemu.json"), filepath.Join(vmSrc, "qemu.pid"), st); err != nil {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
+		return ctx.Err()
+	})
 }
