@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ const (
 	DefaultMaxImageBytes   = 8 << 30
 	DefaultImageQuotaBytes = 64 << 30
 	DefaultImageGCGrace    = 24 * time.Hour
+	DefaultMaxImages       = 1000
 )
 
 // imageGCActor deletes images no manifest references any more.
@@ -156,6 +158,15 @@ func (s *Server) PushImage(ctx context.Context, actor store.Actor, tenant, name,
 	// cannot remove the file between the two.
 	s.imageMu.Lock()
 	defer s.imageMu.Unlock()
+	// Count under the lock, so concurrent pushes cannot pass the bound
+	// together; a digest the tenant already owns adds nothing.
+	owned, err := s.store.ListImages(ctx, tenant)
+	if err != nil {
+		return store.Image{}, false, err
+	}
+	if len(owned) >= s.opts.MaxImages && !slices.ContainsFunc(owned, func(i store.Image) bool { return i.SHA256 == sum }) {
+		return store.Image{}, false, errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "the tenant has %d images, the limit of %d: remove unused ones first (nkudoctl images rm)", len(owned), s.opts.MaxImages)
+	}
 	final := s.imagePath(sum)
 	if err := os.MkdirAll(filepath.Dir(final), 0o750); err != nil {
 		return store.Image{}, false, fmt.Errorf("image store: %w", err)

@@ -340,3 +340,23 @@ func TestImageGCUnknownDesired(t *testing.T) {
 		t.Fatalf("collect = %+v, %v", res, err)
 	}
 }
+
+// TestImageCountLimit: a tenant at the image count limit cannot add a new
+// digest (it can push one it owns again), and another tenant is unaffected.
+func TestImageCountLimit(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{Configure: func(o *controlplane.Options) { o.MaxImages = 2 }})
+	acme, globex := env.NewTenant("acme"), env.NewTenant("globex")
+	push(t, acme.Client, "a", []byte("image a"))
+	push(t, acme.Client, "b", []byte("image b"))
+	_, err := acme.Client.PushImage(t.Context(), "c", "", -1, bytes.NewReader([]byte("image c")))
+	if !errors.Is(err, api.ErrTooLarge) || !strings.Contains(err.Error(), "limit of 2") {
+		t.Errorf("third image: %v", err)
+	}
+	if _, err := acme.Client.PushImage(t.Context(), "a", "", -1, bytes.NewReader([]byte("image a"))); err != nil {
+		t.Errorf("pushing an owned image again at the limit: %v", err)
+	}
+	push(t, globex.Client, "c", []byte("image c"))
+	if list, _ := acme.Client.ListImages(t.Context()); len(list) != 2 {
+		t.Errorf("acme holds %d images, want 2", len(list))
+	}
+}

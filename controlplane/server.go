@@ -134,6 +134,10 @@ type Options struct {
 	// ImageQuotaBytes bounds the total size of one tenant's images.
 	// Default DefaultImageQuotaBytes (64 GiB).
 	ImageQuotaBytes int64
+	// MaxImages bounds how many images one tenant holds, so its image
+	// list stays small however small the images are. Default
+	// DefaultMaxImages (1,000).
+	MaxImages int
 	// ImageGCGrace is how long an image no manifest references is kept
 	// after it was pushed or last referenced. Default 24h.
 	ImageGCGrace time.Duration
@@ -224,6 +228,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.ImageQuotaBytes <= 0 {
 		opts.ImageQuotaBytes = DefaultImageQuotaBytes
+	}
+	if opts.MaxImages <= 0 {
+		opts.MaxImages = DefaultMaxImages
 	}
 	if opts.ImageGCGrace <= 0 {
 		opts.ImageGCGrace = DefaultImageGCGrace

@@ -18,6 +18,11 @@ type SecretsCmd struct {
 	Encrypt SecretsEncryptCmd `cmd:"" help:"Encrypt a file or stdin to the age recipients of one or more sites (plus optional team recipients) and print the ASCII-armoured ciphertext (for spec.cloudInit.userDataEncrypted or a files[].contentEncrypted)."`
 }
 
+// maxSecretPlain bounds the value secrets encrypt reads: the armoured
+// result is committed into a Site document and written to the seed disk,
+// so a value this large is a mistake, not a secret.
+const maxSecretPlain = 1 << 20
+
 // SecretsEncryptCmd encrypts a value to the keys of one or more sites,
 // and optionally to team recipients who keep a way to recover it.
 type SecretsEncryptCmd struct {
@@ -30,18 +35,26 @@ type SecretsEncryptCmd struct {
 // Run encrypts the value. The plaintext goes from the file straight into
 // the encrypter; only the site's public recipient is fetched from the API.
 func (c *SecretsEncryptCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	var plain []byte
-	var err error
+	var in io.Reader
 	if c.File == "-" {
 		if s.In == nil {
 			return errors.New("secrets encrypt: no stdin; give --file")
 		}
-		plain, err = io.ReadAll(s.In)
+		in = s.In
 	} else {
-		plain, err = os.ReadFile(c.File)
+		f, err := os.Open(c.File)
+		if err != nil {
+			return fmt.Errorf("secrets encrypt: read %s: %w", c.File, err)
+		}
+		defer f.Close()
+		in = f
 	}
+	plain, err := io.ReadAll(io.LimitReader(in, maxSecretPlain+1))
 	if err != nil {
 		return fmt.Errorf("secrets encrypt: read %s: %w", c.File, err)
+	}
+	if len(plain) > maxSecretPlain {
+		return fmt.Errorf("secrets encrypt: %s is larger than %d bytes", c.File, maxSecretPlain)
 	}
 	recipients, err := c.teamRecipients()
 	if err != nil {

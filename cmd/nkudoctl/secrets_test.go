@@ -117,3 +117,21 @@ func TestSecretsEncryptToSeveralSitesAndTeam(t *testing.T) {
 		t.Errorf("encrypt with a bad --recipient = %d %q", code, errs)
 	}
 }
+
+// A value larger than the cap is refused by size before anything is
+// fetched or encrypted, from stdin and from a file alike.
+func TestSecretsEncryptRefusesLargeInput(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), maxSecretPlain+1)
+	code, out, errs := nkudoctlIn(t, bytes.NewReader(big), "secrets", "encrypt", "--site", "store-1")
+	if code == 0 || out != "" || !strings.Contains(errs, "larger than") {
+		t.Fatalf("secrets encrypt of %d bytes from stdin = %d %q %q; want a size error", len(big), code, out, errs)
+	}
+	p := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(p, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = nkudoctlIn(t, nil, "secrets", "encrypt", "--site", "store-1", "--file", p)
+	if code == 0 || out != "" || !strings.Contains(errs, "larger than") {
+		t.Fatalf("secrets encrypt --file of %d bytes = %d %q %q; want a size error", len(big), code, out, errs)
+	}
+}

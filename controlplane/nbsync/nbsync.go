@@ -47,6 +47,9 @@ type Options struct {
 	// pass failed waits longer, doubling up to MaxBackoff (zero: 10m).
 	Interval   time.Duration
 	MaxBackoff time.Duration
+	// TenantTimeout bounds one tenant's pass (zero: 2m), so a management
+	// URL that answers slowly or never holds back only its own tenant.
+	TenantTimeout time.Duration
 	// Holder names this replica in the lease that lets one replica sync at
 	// a time ("": host, pid and a random suffix).
 	Holder string
@@ -235,6 +238,13 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenant string) ([]SiteResult, e
 // replaced after it.
 func (s *Syncer) leaseTTL() time.Duration { return max(2*s.o.Interval, time.Minute) }
 
+func (s *Syncer) tenantTimeout() time.Duration {
+	if s.o.TenantTimeout > 0 {
+		return s.o.TenantTimeout
+	}
+	return 2 * time.Minute
+}
+
 // RunOnce makes one pass over every tenant whose backoff has passed, when
 // this replica holds the lease; ran is false when another replica does.
 func (s *Syncer) RunOnce(ctx context.Context) (ran bool, err error) {
@@ -252,7 +262,9 @@ func (s *Syncer) RunOnce(ctx context.Context) (ran bool, err error) {
 		if w != nil && now.Before(w.until) {
 			continue
 		}
-		res, err := s.SyncTenant(ctx, tn.ID)
+		tctx, cancel := context.WithTimeout(ctx, s.tenantTimeout())
+		res, err := s.SyncTenant(tctx, tn.ID)
+		cancel()
 		failed := err != nil && !errors.Is(err, ErrNoIntegration)
 		for _, r := range res {
 			failed = failed || r.Err != nil

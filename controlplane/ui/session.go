@@ -66,10 +66,14 @@ func (SessionKey) GoString() string { return "[session]" }
 type Sessions struct {
 	// Idle ends a session not used for this long; Lifetime ends it
 	// regardless. Max bounds the number of sessions (the oldest is
-	// dropped). Zero values: 15 minutes, 12 hours, 10,000.
+	// dropped). PerToken bounds the sessions of one API token (its oldest
+	// is dropped), so one tenant signing in over and over cannot push every
+	// other tenant's sessions out of Max. Zero values: 15 minutes, 12 hours,
+	// 10,000, 32.
 	Idle     time.Duration
 	Lifetime time.Duration
 	Max      int
+	PerToken int
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 
@@ -119,15 +123,15 @@ func (s *Sessions) Create(tokenHash, tenant string) (SessionKey, *Session) {
 		s.m = map[[32]byte]*Session{}
 	}
 	s.sweep(now)
+	perToken := s.PerToken
+	if perToken <= 0 {
+		perToken = 32
+	}
+	if s.count(tokenHash) >= perToken {
+		s.endOldest(func(o *Session) bool { return o.TokenHash == tokenHash })
+	}
 	if len(s.m) >= max {
-		var oldest [32]byte
-		var at time.Time
-		for id, o := range s.m {
-			if at.IsZero() || o.seen.Before(at) {
-				oldest, at = id, o.seen
-			}
-		}
-		s.end(oldest)
+		s.endOldest(func(*Session) bool { return true })
 	}
 	s.m[keyOf(k)] = sess
 	return k, sess
@@ -176,6 +180,32 @@ func (s *Sessions) end(id [32]byte) {
 	if sess := s.m[id]; sess != nil {
 		close(sess.done)
 		delete(s.m, id)
+	}
+}
+
+// count is the number of sessions of one token.
+func (s *Sessions) count(tokenHash string) int {
+	n := 0
+	for _, o := range s.m {
+		if o.TokenHash == tokenHash {
+			n++
+		}
+	}
+	return n
+}
+
+// endOldest ends the least recently used session that match selects.
+func (s *Sessions) endOldest(match func(*Session) bool) {
+	var oldest [32]byte
+	var at time.Time
+	found := false
+	for id, o := range s.m {
+		if match(o) && (!found || o.seen.Before(at)) {
+			oldest, at, found = id, o.seen, true
+		}
+	}
+	if found {
+		s.end(oldest)
 	}
 }
 

@@ -151,3 +151,21 @@ func TestRenderSetsSecurityHeadersAndEscapes(t *testing.T) {
 		t.Error("the sign-out form has no CSRF field")
 	}
 }
+
+// One token signing in over and over replaces its own oldest sessions and
+// does not push another token's session out of the total bound.
+func TestSessionsPerTokenBound(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := &Sessions{Idle: time.Hour, Lifetime: 2 * time.Hour, Max: 10, PerToken: 3, Now: func() time.Time { return now }}
+	other, _ := s.Create("other-token", "globex")
+	for range 50 {
+		now = now.Add(time.Second)
+		s.Create("noisy-token", "acme")
+	}
+	if s.Get(other, false) == nil {
+		t.Fatal("another token's session was dropped by one token's sign-ins")
+	}
+	if n := s.Len(); n != 4 {
+		t.Fatalf("%d sessions held, want 3 of the noisy token and 1 other", n)
+	}
+}
