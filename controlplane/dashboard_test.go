@@ -32,7 +32,9 @@ func TestDashboardSignInNeedsTheFormToken(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var b strings.Builder
-		_, _ = bufio.NewReader(resp.Body).WriteTo(&b)
+		if _, err := bufio.NewReader(resp.Body).WriteTo(&b); err != nil {
+			t.Fatalf("read the answer: %v", err)
+		}
 		return resp.StatusCode, b.String(), resp.Cookies()
 	}
 	cases := []struct {
