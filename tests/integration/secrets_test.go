@@ -183,7 +183,11 @@ spec:
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		b, _ := json.Marshal(v)
+		// An empty body would pass the check: a marshal error fails.
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("%s: marshal: %v", what, err)
+		}
 		check(what, string(b))
 		return string(b)
 	}
