@@ -32,7 +32,9 @@ func TestDashboardSignInNeedsTheFormToken(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var b strings.Builder
-		_, _ = bufio.NewReader(resp.Body).WriteTo(&b)
+		if _, err := bufio.NewReader(resp.Body).WriteTo(&b); err != nil {
+			t.Fatalf("read the answer: %v", err)
+		}
 		return resp.StatusCode, b.String(), resp.Cookies()
 	}
 	cases := []struct {
@@ -91,7 +93,10 @@ func TestDashboardPagesCarrySecurityHeaders(t *testing.T) {
 	}
 }
 
-func TestDashboardSessionEndsWithItsToken(t *testing.T) {
+// dashboardWithPlan starts a control plane with tenant acme, its site
+// store-1 holding one stored plan, and a browser signed in as acme.
+func dashboardWithPlan(t *testing.T) (*cptest.Env, cptest.Tenant, model.Plan, *cptest.Browser) {
+	t.Helper()
 	env := cptest.Start(t, cptest.Options{})
 	acme := env.NewTenant("acme")
 	env.NewSite("acme", "store-1")
@@ -99,7 +104,11 @@ func TestDashboardSessionEndsWithItsToken(t *testing.T) {
 	if _, err := env.Store().StorePlan(t.Context(), store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	b := env.SignInDashboard(acme.Token, "")
+	return env, acme, plan, env.SignInDashboard(acme.Token, "")
+}
+
+func TestDashboardSessionEndsWithItsToken(t *testing.T) {
+	env, acme, plan, b := dashboardWithPlan(t)
 	stream, err := b.Do("GET", api.Path(ui.PathEvents, plan.ID), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -150,14 +159,7 @@ func TestDashboardSessionIdleTimeout(t *testing.T) {
 }
 
 func TestDashboardSignOutEndsSessionAndStreams(t *testing.T) {
-	env := cptest.Start(t, cptest.Options{})
-	acme := env.NewTenant("acme")
-	env.NewSite("acme", "store-1")
-	plan := cptest.CreatePlan("acme", "store-1", 0, "pos-1")
-	if _, err := env.Store().StorePlan(t.Context(), store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	b := env.SignInDashboard(acme.Token, "")
+	_, _, plan, b := dashboardWithPlan(t)
 	resp, err := b.Do("GET", api.Path(ui.PathEvents, plan.ID), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -238,14 +240,7 @@ func TestDashboardFleetFiltersWithoutScript(t *testing.T) {
 }
 
 func TestDashboardStreamsPerSessionAreBounded(t *testing.T) {
-	env := cptest.Start(t, cptest.Options{})
-	acme := env.NewTenant("acme")
-	env.NewSite("acme", "store-1")
-	plan := cptest.CreatePlan("acme", "store-1", 0, "pos-1")
-	if _, err := env.Store().StorePlan(t.Context(), store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	b := env.SignInDashboard(acme.Token, "")
+	env, acme, plan, b := dashboardWithPlan(t)
 	open := func() *http.Response {
 		t.Helper()
 		resp, err := b.Do("GET", api.Path(ui.PathEvents, plan.ID), nil)

@@ -54,7 +54,10 @@ func fetch(t *testing.T, a *cptest.Agent, url string) (int, []byte) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
 	return resp.StatusCode, b
 }
 
@@ -287,7 +290,10 @@ func TestImageGC(t *testing.T) {
 	if err != nil || res.Removed != 1 {
 		t.Fatalf("collect after grace = %+v, %v", res, err)
 	}
-	list, _ := acme.Client.ListImages(t.Context())
+	list, err := acme.Client.ListImages(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var names []string
 	for _, img := range list {
 		names = append(names, img.Name)

@@ -106,10 +106,7 @@ func TestDriftRepairedFromStore(t *testing.T) {
 // commit is planned instead, and refused again).
 func TestDriftAfterRefusalNotRepairedFromStore(t *testing.T) {
 	e := newEnv(t, []string{"site-0001"}, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { e.rec.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runLoop(t, e.rec)
 	e.git.Fleet("fleet", 1, 2)
 	e.git.Commit("two VMs")
 	e.mustReconcile()

@@ -373,10 +373,7 @@ func TestPruneRefusal(t *testing.T) {
 
 func TestApplyStatus(t *testing.T) {
 	e := newEnv(t, threeSites, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { e.rec.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runLoop(t, e.rec)
 
 	e.git.Fleet("fleet", 3, 1)
 	c1 := e.git.Commit("three sites")
@@ -434,10 +431,7 @@ func TestApplyStatus(t *testing.T) {
 
 func TestOfflineSiteFailsApply(t *testing.T) {
 	e := newEnv(t, []string{"site-0001"}, func(o *reconciler.Options) { o.OfflineTimeout = 50 * time.Millisecond })
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { e.rec.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runLoop(t, e.rec)
 	e.git.Fleet("fleet", 1, 1)
 	c1 := e.git.Commit("one")
 	e.mustReconcile()
@@ -449,10 +443,7 @@ func TestOfflineSiteFailsApply(t *testing.T) {
 
 func TestDriftIsRepaired(t *testing.T) {
 	e := newEnv(t, []string{"site-0001"}, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() { e.rec.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runLoop(t, e.rec)
 	e.git.Fleet("fleet", 1, 2)
 	e.git.Commit("two VMs")
 	e.mustReconcile()

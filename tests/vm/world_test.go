@@ -3,11 +3,8 @@ package vm_test
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -223,26 +220,8 @@ func siteYAML() []byte {
 func (w *world) bootstrap() {
 	t := w.t
 	w.dataDir = t.TempDir()
-	env := w.cpEnv()
-	e2etest.Run(t, t.Context(), env, w.bins.Nkudo, "admin", "tenant", "create", tenant)
-	out, err := e2etest.RunErr(t.Context(), append(env, "NKUDO_LOG_LEVEL=error"), w.bins.Nkudo, "admin", "token", "create", "--tenant", tenant, "--name", "vm")
-	if err != nil {
-		t.Fatalf("nkudo admin token create: %v\n%s", err, out)
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "nkudo_") {
-			w.token = strings.TrimSpace(line)
-		}
-	}
-	if w.token == "" {
-		t.Fatalf("nkudo admin token create printed no token:\n%s", out)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.listen = ln.Addr().String()
-	ln.Close()
+	w.token = e2etest.Bootstrap(t, w.bins.Nkudo, w.cpEnv(), tenant, "vm")
+	w.listen = e2etest.FreeAddr(t)
 	w.url = "https://" + w.listen
 }
 
@@ -260,37 +239,9 @@ func (w *world) startControlPlane() {
 			// The git server (http-backend) is on loopback.
 			"--allow-local-sources", "--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"},
 	})
-	caPath := filepath.Join(w.dataDir, "pki", "ca.crt")
-	var pool *x509.CertPool
-	e2etest.Eventually(t, t.Context(), 60*time.Second, "nkudo serve writes its CA", func(context.Context) error {
-		if done, err := w.cp.Exited(); done {
-			t.Fatalf("nkudo serve exited: %v\n%s", err, e2etest.Tail(w.cp.LogPath, 30))
-		}
-		b, err := os.ReadFile(caPath)
-		if err != nil {
-			return err
-		}
-		pool = x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return fmt.Errorf("%s holds no certificate yet", caPath)
-		}
-		return nil
-	})
-	var err error
-	w.client, err = api.NewClient(api.ClientConfig{BaseURL: w.url, Token: w.token, RootCAs: pool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	w.hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	t.Cleanup(w.client.CloseIdleConnections)
-	t.Cleanup(tr.CloseIdleConnections)
-	e2etest.Eventually(t, t.Context(), 60*time.Second, "nkudo serve is ready", func(ctx context.Context) error {
-		if done, err := w.cp.Exited(); done {
-			t.Fatalf("nkudo serve exited: %v\n%s", err, e2etest.Tail(w.cp.LogPath, 30))
-		}
-		return w.client.Health(ctx, true)
-	})
+	pool := e2etest.WaitCA(t, w.cp, filepath.Join(w.dataDir, "pki", "ca.crt"), 60*time.Second)
+	w.client, w.hc = e2etest.Clients(t, w.url, w.token, pool)
+	e2etest.WaitReady(t, w.cp, w.client, 60*time.Second)
 }
 
 // ---- the agent ----
