@@ -234,9 +234,11 @@ func (s *Syncer) SyncTenant(ctx context.Context, tenant string) ([]SiteResult, e
 	return out, nil
 }
 
-// leaseTTL outlives a pass; a replica that died holding the lease is
-// replaced after it.
-func (s *Syncer) leaseTTL() time.Duration { return max(2*s.o.Interval, time.Minute) }
+// leaseTTL outlives one tenant's pass (the lease is renewed before each
+// tenant); a replica that died holding the lease is replaced after it.
+func (s *Syncer) leaseTTL() time.Duration {
+	return max(2*s.o.Interval, time.Minute, s.tenantTimeout()+s.o.Interval)
+}
 
 func (s *Syncer) tenantTimeout() time.Duration {
 	if s.o.TenantTimeout > 0 {
@@ -261,6 +263,11 @@ func (s *Syncer) RunOnce(ctx context.Context) (ran bool, err error) {
 		w := s.waits[tn.ID]
 		if w != nil && now.Before(w.until) {
 			continue
+		}
+		// Renewed per tenant: a pass over many slow tenants can outlast
+		// one TTL, and another replica must not start syncing meanwhile.
+		if ok, err := s.o.Store.AcquireLease(ctx, Lease, s.o.Holder, s.leaseTTL()); err != nil || !ok {
+			return true, err
 		}
 		tctx, cancel := context.WithTimeout(ctx, s.tenantTimeout())
 		res, err := s.SyncTenant(tctx, tn.ID)
