@@ -64,12 +64,15 @@ func start(t *testing.T, cfg chfake.Config) (*chfake.Server, string) {
 	go func() { errc <- srv.ListenAndServe(ctx, sock) }()
 	t.Cleanup(func() { cancel(); <-errc })
 	deadline := time.Now().Add(5 * time.Second)
+	// Dial rather than stat: the socket file appears at bind, before listen,
+	// and a connect in between is refused.
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		if conn, err := net.Dial("unix", sock); err == nil {
+			conn.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("fake did not create its socket")
+			t.Fatal("fake did not listen on its socket")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
