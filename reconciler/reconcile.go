@@ -232,48 +232,6 @@ func (r *Reconciler) fail(ctx context.Context, repo store.Repository, commit str
 	return e
 }
 
-// fetch resolves ref to a commit in the mirror, fetching what is missing.
-func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref string) (plumbing.Hash, error) {
-	if isSHA(ref) {
-		return plumbing.NewHash(ref), r.fetchSHA(ctx, repo, ref, 0)
-	}
-	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("credentials for %s: %w", repo.ID, err)
-	}
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	branch := repo.Branch
-	if ref != "" {
-		branch = strings.TrimPrefix(ref, "refs/heads/")
-	}
-	h, _, err := m.fetchBranch(ctx, auth, branch)
-	if err != nil {
-		return h, err
-	}
-	return h, r.checkMirror(repo.ID, m)
-}
-
-// fetchSHA brings commit sha into the mirror (pr > 0: from the pull
-// request's head ref too, when no branch has it). A reconcile of a commit
-// and a preview of it fetch alike, so they fail alike.
-func (r *Reconciler) fetchSHA(ctx context.Context, repo store.Repository, sha string, pr int) error {
-	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-	if err != nil {
-		return fmt.Errorf("credentials for %s: %w", repo.ID, err)
-	}
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return err
-	}
-	if err := m.fetchCommit(ctx, auth, sha, pr); err != nil {
-		return err
-	}
-	return r.checkMirror(repo.ID, m)
-}
-
 // loaded is the validated desired state of one tree, with per-site hashes.
 type loaded struct {
 	desired model.Desired
@@ -427,11 +385,11 @@ func (c *loadCache) put(k string, l *loaded) {
 func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumbing.Hash) (*loaded, error) {
 	ctx, cancel := r.loadContext(ctx)
 	defer cancel()
-	m, err := r.mirrorFor(repo.ID, repo.URL)
+	m, err := r.mirrors.Mirror(repo.ID, repo.URL)
 	if err != nil {
 		return nil, err
 	}
-	fsys, err := m.commitFS(head, repo.Path)
+	fsys, err := m.CommitFS(head, repo.Path)
 	if err != nil {
 		if errors.Is(err, ErrNoCommit) {
 			return nil, err
@@ -439,14 +397,14 @@ func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumb
 		// The manifests path does not exist in this commit: no manifests.
 		return nil, fmt.Errorf("%w: %w", err, schema.ErrNoManifests)
 	}
-	treeHash := fsys.tree.Hash
+	treeHash := fsys.Hash()
 	key := repo.ID + "/" + treeHash.String()
 	if l := r.cache.get(key); l != nil {
 		return l, l.err
 	}
 	d, stats, err := r.loaders.get(repo.ID).Load(ctx, fsys)
 	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files,
-		blobs: fsys.blobHashes(), hashCache: r.loaders.hashesOf(repo.ID)}
+		blobs: fsys.BlobHashes(), hashCache: r.loaders.hashesOf(repo.ID)}
 	if l.err == nil || !loadError(l.tree, repo.Path, l.err).Retry {
 		r.cache.put(key, l) // a failure that may pass next time is not cached
 	}
@@ -730,11 +688,11 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 // fetching it first on a fresh data dir.
 func (r *Reconciler) loadApplied(ctx context.Context, repo store.Repository) (*loaded, error) {
 	head := plumbing.NewHash(repo.LastAppliedCommit)
-	m, err := r.mirrorFor(repo.ID, repo.URL)
+	m, err := r.mirrors.Mirror(repo.ID, repo.URL)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := m.repo.CommitObject(head); err != nil {
+	if !m.HasCommit(head) {
 		// A fresh data dir (restart elsewhere): fetch the commit.
 		if err := r.fetchSHA(ctx, repo, repo.LastAppliedCommit, 0); err != nil {
 			return nil, fetchError(err)

@@ -34,6 +34,7 @@ import (
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/localsource"
+	"github.com/nkudo/nkudo/source"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -135,8 +136,9 @@ type Reconciler struct {
 	now   func() time.Time
 	actor store.Actor
 
+	mirrors *source.Mirrors // the git mirrors, one per repository
+
 	mu        sync.Mutex
-	mirrors   map[string]*mirror
 	reporters map[string]*repoReporters
 	cache     *loadCache
 	loaders   loaders              // per repository: the files of the last load, reused by the next
@@ -260,16 +262,18 @@ func New(o Options) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
+	gitEgress := egress.NewGit(o.Egress, o.GitFetchMaxBytes)
+	local := localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)}
 	return &Reconciler{
 		failed:    errs,
-		git:       egress.NewGit(o.Egress, o.GitFetchMaxBytes),
-		local:     localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)},
+		git:       gitEgress,
+		local:     local,
+		mirrors:   source.New(source.Options{DataDir: o.DataDir, Git: gitEgress, Local: local, MaxMirrorBytes: o.MaxMirrorBytes, Logger: o.Logger.With("component", "reconciler")}),
 		opts:      o,
 		log:       o.Logger.With("component", "reconciler"),
 		store:     o.Store,
 		now:       o.Now,
 		actor:     store.Actor{Kind: store.ActorSystem, ID: "reconciler"},
-		mirrors:   map[string]*mirror{},
 		queue:     newTaskQueue(o.TenantWorkers, o.QueueSize),
 		reporters: map[string]*repoReporters{},
 		cache:     newLoadCache(8),
