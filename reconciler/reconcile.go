@@ -613,9 +613,7 @@ func (r *Reconciler) recordPlans(ctx context.Context, repo store.Repository, bat
 		if out[i].Stored {
 			res.Stored = append(res.Stored, *rec.Plan)
 		}
-		r.mu.Lock()
-		r.siteRepo[tenant+"/"+site] = repo.ID
-		r.mu.Unlock()
+		r.drift.setRepo(tenant, site, repo.ID)
 	}
 	return nil
 }
