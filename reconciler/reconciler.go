@@ -1,9 +1,10 @@
-// Package reconciler owns the GitOps loop: git sources (a bare mirror per
-// repository, fetched incrementally with go-git), triggers (polling,
-// webhooks, manual, fsnotify on local repositories), the reconcile of a
-// commit (validate, plan only the sites that changed, store plans), drift
+// Package reconciler owns the GitOps loop: triggers (polling, webhooks,
+// manual, fsnotify on local repositories) feeding one task queue, the
+// reconcile of a commit in phases (fetch, load, plan only the sites that
+// changed, store plans, report), the commit signature policy, drift
 // repair, pull-request previews, and the commit statuses that report it
-// all back to the forge.
+// all back to the forge. The git side (mirrors, fetch, the tree fs.FS,
+// watching) is the source package's.
 //
 // Safety rules it keeps: an invalid commit changes nothing and the last
 // valid commit stays desired; an unreachable source or a tree without
