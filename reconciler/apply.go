@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nkudo/nkudo/forge"
@@ -21,6 +22,44 @@ type tracking struct {
 	plans     map[string]string // site → plan ID still to finish
 	converged int               // sites whose plan succeeded
 	started   time.Time
+}
+
+// applyTracker holds the commits whose nkudo/apply status is still being
+// followed, one tracking per repository and commit. Its zero value is
+// ready. A tracking itself is read and changed by the apply loop only.
+type applyTracker struct {
+	mu sync.Mutex
+	m  map[string]*tracking // repo ID/commit → its tracking
+}
+
+func trackingKey(t *tracking) string { return t.repo.ID + "/" + t.commit }
+
+// add follows t, replacing an older tracking of the same commit.
+func (a *applyTracker) add(t *tracking) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string]*tracking{}
+	}
+	a.m[trackingKey(t)] = t
+}
+
+// list returns the trackings followed now, in no order.
+func (a *applyTracker) list() []*tracking {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*tracking, 0, len(a.m))
+	for _, t := range a.m {
+		out = append(out, t)
+	}
+	return out
+}
+
+// remove stops following t's commit.
+func (a *applyTracker) remove(t *tracking) {
+	a.mu.Lock()
+	delete(a.m, trackingKey(t))
+	a.mu.Unlock()
 }
 
 // activePlans returns the repository's pending and in-progress plans:
@@ -52,9 +91,7 @@ func (r *Reconciler) trackActive(ctx context.Context, repo store.Repository, com
 		return
 	}
 	r.setStatus(ctx, repo, commit, forge.ContextApply, store.StatePending, fmt.Sprintf("0 of %d sites converged", len(plans)))
-	r.mu.Lock()
-	r.tracked[repo.ID+"/"+commit] = t
-	r.mu.Unlock()
+	r.tracker.add(t)
 }
 
 func (r *Reconciler) applyLoop(ctx context.Context) {
@@ -66,13 +103,7 @@ func (r *Reconciler) applyLoop(ctx context.Context) {
 			return
 		case <-tk.C:
 		}
-		r.mu.Lock()
-		list := make([]*tracking, 0, len(r.tracked))
-		for _, t := range r.tracked {
-			list = append(list, t)
-		}
-		r.mu.Unlock()
-		for _, t := range list {
+		for _, t := range r.tracker.list() {
 			r.checkApply(ctx, t)
 		}
 	}
@@ -89,9 +120,7 @@ func (r *Reconciler) checkApply(ctx context.Context, t *tracking) {
 	}
 	r.setStatus(ctx, t.repo, t.commit, forge.ContextApply, state, desc)
 	if done {
-		r.mu.Lock()
-		delete(r.tracked, t.repo.ID+"/"+t.commit)
-		r.mu.Unlock()
+		r.tracker.remove(t)
 	}
 }
 

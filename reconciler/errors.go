@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/schema"
@@ -155,24 +154,4 @@ func asError(ctx context.Context, err error) *Error {
 		return newError(ReasonNoManifests, "", err)
 	}
 	return newError(ReasonStore, "", err)
-}
-
-// sanitized is an error whose text has the source URL's credentials
-// removed, keeping the cause's chain for errors.Is and errors.As.
-type sanitized struct {
-	text string
-	err  error
-}
-
-func (s *sanitized) Error() string { return s.text }
-
-func (s *sanitized) Unwrap() error { return s.err }
-
-// sanitize keeps credentials in rawURL out of err's text.
-func sanitize(err error, rawURL string) error {
-	s := err.Error()
-	if rawURL != "" {
-		s = strings.ReplaceAll(s, rawURL, forge.SanitizeURL(rawURL))
-	}
-	return &sanitized{text: s, err: err}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/schema"
+	"github.com/nkudo/nkudo/source"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -107,7 +108,7 @@ func TestErrorKeepsChain(t *testing.T) {
 
 	const raw = "https://user:s3cret@git.example.com/fleet.git"
 	cause := fmt.Errorf("fetch %s: %w", raw, fs.ErrPermission)
-	f := fetchError(fmt.Errorf("fetch %s: %w", forge.SanitizeURL(raw), sanitize(cause, raw)))
+	f := fetchError(fmt.Errorf("fetch %s: %w", forge.SanitizeURL(raw), source.Sanitize(cause, raw)))
 	if !errors.Is(f, fs.ErrPermission) {
 		t.Errorf("sanitized fetch error lost its cause: %v", f)
 	}

@@ -3,9 +3,7 @@ package reconciler
 // WaitComments waits until the plan comment writers of a repository have
 // nothing left to write, so a test can assert what a preview did not write.
 func (r *Reconciler) WaitComments(repoID string) {
-	r.mu.Lock()
-	rr := r.reporters[repoID]
-	r.mu.Unlock()
+	rr, _ := r.reporters.get(repoID)
 	if rr == nil {
 		return
 	}

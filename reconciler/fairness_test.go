@@ -61,7 +61,7 @@ func TestSlowTenantDoesNotStarveOthers(t *testing.T) {
 	if _, err := e.rec.Trigger(ctx, tenant, e.repo.ID, ""); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second) // noisy's fetches hang for fetchTimeout (5 minutes)
+	deadline := time.Now().Add(60 * time.Second) // noisy's fetches hang for source's fetchTimeout (5 minutes)
 	for {
 		repo, err := e.st.GetRepository(ctx, tenant, e.repo.ID)
 		if err != nil {

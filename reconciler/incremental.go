@@ -1,12 +1,12 @@
 package reconciler
 
 import (
-	"io/fs"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/nkudo/nkudo/schema"
+	"github.com/nkudo/nkudo/source"
 )
 
 // loaders keeps one schema.Cache per repository, so a commit that changes
@@ -71,24 +71,10 @@ func (l *loaders) get(repoID string) *schema.Cache {
 		if l.m == nil {
 			l.m = map[string]*schema.Cache{}
 		}
-		c = schema.NewCache(blobKey)
+		c = schema.NewCache(source.BlobKey)
 		l.m[repoID] = c
 	}
 	return c
-}
-
-// blobKey names a file of a treeFS by its blob hash, read from the tree
-// object: equal hashes are equal contents.
-// The hash is also noted in the treeFS, so the site hashes can tell which
-// sites' files are unchanged.
-func blobKey(p string, d fs.DirEntry) string {
-	if de, ok := d.(dirEntry); ok {
-		if de.fsys != nil {
-			de.fsys.noteBlob(p, de.hash)
-		}
-		return de.hash.String()
-	}
-	return ""
 }
 
 // siteFilesKey names the content a site's documents come from: each file

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nkudo/nkudo/reconciler/gittest"
 	"github.com/nkudo/nkudo/schema"
+	"github.com/nkudo/nkudo/source"
 )
 
 // TestIncrementalLoadMatchesFullLoad edits a real repository at random,
@@ -44,7 +45,7 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := schema.NewCache(blobKey)
+	cache := schema.NewCache(source.BlobKey)
 	rng := rand.New(rand.NewPCG(1, 2))
 	incrementalOK, steps := 0, 60
 	hashes, reusedOK, prevValid := &siteHashCache{}, 0, false
@@ -87,9 +88,9 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tfs := newTreeFS(repo.Storer, tree, c.Committer.When)
+		tfs := source.NewTreeFS(repo.Storer, tree, c.Committer.When)
 		full, fullErr := schema.Load(tfs)
-		itfs := newTreeFS(repo.Storer, tree, c.Committer.When)
+		itfs := source.NewTreeFS(repo.Storer, tree, c.Committer.When)
 		inc, st, incErr := cache.Load(t.Context(), itfs)
 		if fmt.Sprint(fullErr) != fmt.Sprint(incErr) {
 			t.Fatalf("step %d (edit %d): errors differ:\nfull:   %v\ncached: %v", step, edit, fullErr, incErr)
@@ -104,7 +105,7 @@ func TestIncrementalLoadMatchesFullLoad(t *testing.T) {
 			// The site hashes reuse the previous load's for sites whose
 			// files are unchanged, and equal a fresh hashing of the tree.
 			fresh := &loaded{desired: full}
-			cached := &loaded{desired: inc, blobs: itfs.blobHashes(), hashCache: hashes}
+			cached := &loaded{desired: inc, blobs: itfs.BlobHashes(), hashCache: hashes}
 			if diff := cmp.Diff(fresh.siteHashes(), cached.siteHashes()); diff != "" {
 				t.Fatalf("step %d (edit %d): site hashes differ (-fresh +cached):\n%s", step, edit, diff)
 			}

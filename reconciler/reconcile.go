@@ -3,15 +3,11 @@ package reconciler
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -113,7 +109,8 @@ func isSHA(s string) bool {
 
 // Reconcile fetches the repository, resolves ref ("" = its branch head),
 // validates the commit and plans the sites whose desired state or
-// inventory changed. It is what a trigger runs; tests and benchmarks call
+// inventory changed, in phases: fetch (fetch.go), load (load.go), plan
+// (plan.go), store (store.go) and report (report.go). It is what a trigger runs; tests and benchmarks call
 // it directly. A failure is an *Error, from which the commit's status, the
 // repository's lastError and the metric were derived.
 func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref string) (_ Result, rerr error) {
@@ -232,452 +229,32 @@ func (r *Reconciler) fail(ctx context.Context, repo store.Repository, commit str
 	return e
 }
 
-// fetch resolves ref to a commit in the mirror, fetching what is missing.
-func (r *Reconciler) fetch(ctx context.Context, repo store.Repository, ref string) (plumbing.Hash, error) {
-	if isSHA(ref) {
-		return plumbing.NewHash(ref), r.fetchSHA(ctx, repo, ref, 0)
-	}
-	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-	if err != nil {
-		return plumbing.ZeroHash, fmt.Errorf("credentials for %s: %w", repo.ID, err)
-	}
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return plumbing.ZeroHash, err
-	}
-	branch := repo.Branch
-	if ref != "" {
-		branch = strings.TrimPrefix(ref, "refs/heads/")
-	}
-	h, _, err := m.fetchBranch(ctx, auth, branch)
-	if err != nil {
-		return h, err
-	}
-	return h, r.checkMirror(repo.ID, m)
-}
-
-// fetchSHA brings commit sha into the mirror (pr > 0: from the pull
-// request's head ref too, when no branch has it). A reconcile of a commit
-// and a preview of it fetch alike, so they fail alike.
-func (r *Reconciler) fetchSHA(ctx context.Context, repo store.Repository, sha string, pr int) error {
-	auth, err := r.auth(ctx, repo.Tenant, repo.URL, repo.CredentialsRef)
-	if err != nil {
-		return fmt.Errorf("credentials for %s: %w", repo.ID, err)
-	}
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return err
-	}
-	if err := m.fetchCommit(ctx, auth, sha, pr); err != nil {
-		return err
-	}
-	return r.checkMirror(repo.ID, m)
-}
-
-// loaded is the validated desired state of one tree, with per-site hashes.
-type loaded struct {
-	desired model.Desired
-	err     error
-	tree    string
-	// incremental is true when files unchanged since the repository's
-	// previous load were not parsed again.
-	incremental bool
-	once        sync.Once
-	hashes      map[string]string   // site → hash of its desired state
-	docs        map[string]*siteDoc // site → its documents, as hashed
-	// blobs (manifest path → blob hash) and hashCache, when set, let
-	// siteHashes reuse the previous load's hashes of unchanged sites.
-	blobs     map[string]string
-	hashCache *siteHashCache
-	rehashed  int // sites encoded and hashed by siteHashes (not reused)
-}
-
-// siteDoc is one site's desired state: what is hashed, and what the store
-// keeps for the site.
-type siteDoc struct {
-	Site *model.Site            `json:"site"`
-	VMs  []model.VirtualMachine `json:"vms"`
-}
-
-// siteDesired is site's record as planned at commit against inventory
-// version inv (documents empty for a site gone from git).
-func (l *loaded) siteDesired(site, commit string, inv int64, now time.Time) store.SiteDesired {
-	d := store.SiteDesired{Site: site, Hash: l.siteHashes()[site], InventoryVersion: inv, Commit: commit, UpdatedAt: now}
-	if doc := l.docs[site]; doc != nil {
-		d.Document, d.VMs = doc.Site, doc.VMs
-	}
-	return d
-}
-
-// siteHashes hashes each site's manifest and VMs (positions left out: moving
-// a VM between files changes nothing at the edge). A site whose files are
-// the same blobs as at the previous load keeps its hash and documents from
-// then; only the others are encoded and hashed.
-func (l *loaded) siteHashes() map[string]string {
-	l.once.Do(func() {
-		// Group by site first, by index: a cached site's documents are
-		// neither copied nor encoded.
-		type group struct {
-			site  int // index in desired.Sites, -1 for none
-			vms   []int
-			files []string
-		}
-		groups := map[string]*group{}
-		get := func(n string) *group {
-			g, ok := groups[n]
-			if !ok {
-				g = &group{site: -1}
-				groups[n] = g
-			}
-			return g
-		}
-		for i := range l.desired.Sites {
-			s := &l.desired.Sites[i]
-			g := get(s.Name)
-			g.site = i
-			g.files = append(g.files, s.Source.File)
-		}
-		for i := range l.desired.VMs {
-			vm := &l.desired.VMs[i]
-			g := get(vm.Site)
-			g.vms = append(g.vms, i)
-			if n := len(g.files); n == 0 || g.files[n-1] != vm.Source.File {
-				g.files = append(g.files, vm.Source.File)
-			}
-		}
-		l.hashes = make(map[string]string, len(groups))
-		l.docs = make(map[string]*siteDoc, len(groups))
-		var next map[string]siteHashEntry
-		if l.hashCache != nil && l.blobs != nil {
-			next = make(map[string]siteHashEntry, len(groups))
-		}
-		for n, g := range groups {
-			key := ""
-			if next != nil {
-				key = siteFilesKey(g.files, l.blobs)
-			}
-			if key != "" {
-				if e, ok := l.hashCache.get(n, key); ok {
-					l.hashes[n], l.docs[n] = e.hash, e.doc
-					next[n] = e
-					continue
-				}
-			}
-			d := &siteDoc{}
-			if g.site >= 0 {
-				s := l.desired.Sites[g.site]
-				s.Source = model.Source{}
-				d.Site = &s
-			}
-			for _, i := range g.vms {
-				vm := l.desired.VMs[i]
-				vm.Source = model.Source{}
-				d.VMs = append(d.VMs, vm)
-			}
-			sort.Slice(d.VMs, func(i, j int) bool { return d.VMs[i].Name < d.VMs[j].Name })
-			b, _ := json.Marshal(d)
-			sum := sha256.Sum256(b)
-			h := hex.EncodeToString(sum[:16])
-			l.hashes[n], l.docs[n] = h, d
-			l.rehashed++
-			if key != "" {
-				next[n] = siteHashEntry{key: key, hash: h, doc: d}
-			}
-		}
-		if next != nil {
-			l.hashCache.replace(next)
-		}
-	})
-	return l.hashes
-}
-
-// loadCache remembers the last few loaded trees: polling an unchanged
-// branch, or a commit that only touched files outside the manifests path,
-// costs no parsing.
-type loadCache struct {
-	mu    sync.Mutex
-	max   int
-	order []string
-	m     map[string]*loaded
-}
-
-func newLoadCache(n int) *loadCache { return &loadCache{max: n, m: map[string]*loaded{}} }
-
-func (c *loadCache) get(k string) *loaded {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
-}
-
-func (c *loadCache) put(k string, l *loaded) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[k]; !ok {
-		c.order = append(c.order, k)
-	}
-	c.m[k] = l
-	for len(c.order) > c.max {
-		delete(c.m, c.order[0])
-		c.order = c.order[1:]
-	}
-}
-
-// load reads and validates the manifests of commit head below repo.Path,
-// within Options.LoadTimeout.
-func (r *Reconciler) load(ctx context.Context, repo store.Repository, head plumbing.Hash) (*loaded, error) {
-	ctx, cancel := r.loadContext(ctx)
-	defer cancel()
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return nil, err
-	}
-	fsys, err := m.commitFS(head, repo.Path)
-	if err != nil {
-		if errors.Is(err, ErrNoCommit) {
-			return nil, err
-		}
-		// The manifests path does not exist in this commit: no manifests.
-		return nil, fmt.Errorf("%w: %w", err, schema.ErrNoManifests)
-	}
-	treeHash := fsys.tree.Hash
-	key := repo.ID + "/" + treeHash.String()
-	if l := r.cache.get(key); l != nil {
-		return l, l.err
-	}
-	d, stats, err := r.loaders.get(repo.ID).Load(ctx, fsys)
-	l := &loaded{desired: d, err: err, tree: treeHash.String(), incremental: stats.Read < stats.Files,
-		blobs: fsys.blobHashes(), hashCache: r.loaders.hashesOf(repo.ID)}
-	if l.err == nil || !loadError(l.tree, repo.Path, l.err).Retry {
-		r.cache.put(key, l) // a failure that may pass next time is not cached
-	}
-	return l, l.err
-}
-
 // planSites plans the sites of repo whose desired state (from l) or
-// inventory changed since they were last planned; only restricts the
-// candidates (nil = every site the repository knows). Results land in res.
+// inventory changed since they were last planned, in phases: select the
+// sites and plan them (plan.go), store the plans (store.go), and, when
+// report is true (a reconcile of a commit, not drift), post nkudo/plan and
+// follow nkudo/apply (report.go). only restricts the candidates (nil =
+// every site the repository knows). Results land in res.
 func (r *Reconciler) planSites(ctx context.Context, repo store.Repository, commit string, l *loaded, only []string, report bool, res *Result) error {
-	tenant := repo.Tenant
-	invs, err := r.store.Inventories(ctx, tenant)
-	if err != nil {
-		return fmt.Errorf("read inventories: %w", err)
-	}
-	prev, err := r.store.SiteDesired(ctx, tenant, repo.ID)
-	if err != nil {
-		return fmt.Errorf("read site desired state: %w", err)
-	}
-	hashes := l.siteHashes()
-	candidates := map[string]bool{}
-	if only != nil {
-		for _, s := range only {
-			candidates[s] = true
-		}
-	} else {
-		for s := range hashes {
-			candidates[s] = true
-		}
-		for s := range prev {
-			candidates[s] = true // sites gone from git: their managed VMs are pruned
-		}
-	}
-	var toPlan, backfill []string
-	for s := range candidates {
-		desiredHash := hashes[s] // "" for a site gone from git
-		old, had := prev[s]
-		if desiredHash == "" && !had && only != nil {
-			continue // drift on a site this repository never planned
-		}
-		sameDesired := had && old.Hash == desiredHash
-		same := sameDesired && old.InventoryVersion == invs[s].Version
-		// A site recorded as planned for this very commit, which is not
-		// applied yet, was planned by a run that did not finish (a crash or
-		// a lost lease half-way through the sites). It is planned again:
-		// storing the same plan is a no-op, and the commit's nkudo/plan
-		// summary and apply tracking must cover every site it planned, not
-		// only those the last run reached.
-		resumed := same && report && old.Commit == commit
-		if same && !resumed {
-			if !old.Documented {
-				backfill = append(backfill, s)
-			}
-			continue // unchanged: the incremental rule
-		}
-		if !resumed && sameDesired {
-			// Only the inventory moved. Leave a plan the agent is working
-			// on alone (its own progress moves the inventory), and a
-			// pending plan that is still fresh.
-			ap, err := r.store.ActivePlan(ctx, tenant, s)
-			skip := false
-			switch {
-			case err == nil && ap.Status == model.PlanInProgress:
-				// Looked at again once the agent is done (its plan may turn
-				// out stale, or the inventory may still differ).
-				r.markDirty(tenant, s)
-				skip = true
-			case err == nil && ap.Plan.InventoryVersion >= invs[s].Version:
-				skip = true
-			case err != nil && !errors.Is(err, store.ErrNotFound):
-				return fmt.Errorf("active plan of %s: %w", s, err)
-			}
-			if skip {
-				if !old.Documented {
-					backfill = append(backfill, s)
-				}
-				continue
-			}
-		}
-		toPlan = append(toPlan, s)
-	}
-	// Records written before the store kept documents get them without
-	// re-planning: their hash says the documents are the ones loaded now.
-	// Written in batches, as plans are: one transaction per planBatch sites.
-	sort.Strings(backfill)
-	for from := 0; from < len(backfill); from += planBatch {
-		var recs []store.SitePlanRecord
-		for _, s := range backfill[from:min(from+planBatch, len(backfill))] {
-			old := prev[s]
-			recs = append(recs, store.SitePlanRecord{Desired: l.siteDesired(s, old.Commit, old.InventoryVersion, old.UpdatedAt)})
-		}
-		if _, err := r.store.RecordSitePlans(ctx, r.actor, tenant, repo.ID, recs, r.now()); err != nil {
-			return fmt.Errorf("record desired state of %d sites from %s: %w", len(recs), recs[0].Desired.Site, err)
-		}
-	}
-	sort.Strings(toPlan)
-	res.Planned = toPlan
-	if len(toPlan) == 0 {
-		res.Summary = "no changes"
-		if report {
-			r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateSuccess, "no changes")
-			r.trackActive(ctx, repo, commit, nil)
-		}
-		return nil
-	}
-	nbGroups, err := r.netbirdGroups(ctx, tenant, l, toPlan)
+	sel, err := r.selectSites(ctx, repo, commit, l, only, report)
 	if err != nil {
 		return err
 	}
-	result := diff.Plan(l.desired, invs, diff.Options{Tenant: tenant, Commit: commit, Sites: toPlan, PruneLimit: r.opts.PruneLimit, NetBirdGroups: nbGroups})
-	res.Summary = diff.Summary(result)
-	res.Refused = map[string]string{}
-	var firstRefused string
-	var batch []store.SitePlanRecord
-	for _, sr := range result.Sites {
-		if sr.Refused != "" {
-			res.Refused[sr.Site] = sr.Refused
-			if firstRefused == "" {
-				firstRefused = sr.Site + ": " + sr.Refused
-			}
-			// Nothing stored for that site; it is tried again next time.
-			// An older plan still waiting there is cancelled too: it was
-			// made for a desired state the repository has moved away from,
-			// and a refused commit must not leave it running (it may be
-			// just as destructive). The site holds still until a commit
-			// is accepted.
-			if err := r.cancelActive(ctx, tenant, sr.Site, commit, "plan refused: "+sr.Refused, res); err != nil {
-				return err
-			}
-			continue
-		}
-		// The site's desired state is recorded with its plan, in one
-		// transaction: what any replica serves as desired is what was planned.
-		d := l.siteDesired(sr.Site, commit, invs[sr.Site].Version, r.now())
-		var plan *model.Plan
-		if len(sr.Plan.Actions) == 0 {
-			// Converged: no plan is stored, and an older plan still waiting
-			// for the site (a change reverted before it ran) must not run.
-			if err := r.cancelActive(ctx, tenant, sr.Site, commit, "site converged: no actions needed", res); err != nil {
-				return err
-			}
-		} else {
-			plan = &sr.Plan
-		}
-		batch = append(batch, store.SitePlanRecord{Desired: d, Plan: plan})
-		if len(batch) == planBatch {
-			if err := r.recordPlans(ctx, repo, batch, res); err != nil {
-				return err
-			}
-			batch = batch[:0]
-		}
-	}
-	if err := r.recordPlans(ctx, repo, batch, res); err != nil {
+	res.Planned = sel.toPlan
+	p, err := r.plan(ctx, repo, commit, l, sel)
+	if err != nil {
 		return err
 	}
-	if !report {
-		return nil // drift repairs report through the plans, not commit statuses
+	res.Summary = p.summary
+	if !p.none {
+		res.Refused = p.refused
 	}
-	if firstRefused != "" {
-		r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateFailure, "refused: "+firstRefused)
-	} else {
-		desc := res.Summary
-		if n := len(res.Unregistered); n > 0 {
-			desc += fmt.Sprintf("; %d not registered (%s)", n, res.Unregistered[0])
-		}
-		r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateSuccess, desc)
+	if err := r.storePlans(ctx, repo, commit, l, sel, p, res); err != nil {
+		return err
 	}
-	var planIDs = map[string]string{}
-	for _, sr := range result.Sites {
-		if sr.Refused == "" && len(sr.Plan.Actions) > 0 && !slices.Contains(res.Unregistered, sr.Site) {
-			planIDs[sr.Site] = sr.Plan.ID
-		}
+	if report {
+		r.reportPlans(ctx, repo, commit, p, res)
 	}
-	r.trackActive(ctx, repo, commit, planIDs)
-	return nil
-}
-
-// planBatch is how many sites' plans are recorded per store transaction:
-// one commit for many sites (a cold commit of 1,000 sites was mostly
-// per-transaction cost), small enough that a transaction holds the
-// store's writer briefly.
-const planBatch = 100
-
-// recordPlans records a batch of sites' plans and desired state (as
-// store.RecordSitePlans) and notes the outcome in res.
-func (r *Reconciler) recordPlans(ctx context.Context, repo store.Repository, batch []store.SitePlanRecord, res *Result) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	tenant := repo.Tenant
-	out, err := r.store.RecordSitePlans(ctx, r.actor, tenant, repo.ID, batch, r.now())
-	if err != nil {
-		return fmt.Errorf("store plans for %d sites from %s: %w", len(batch), batch[0].Desired.Site, err)
-	}
-	for i, rec := range batch {
-		site := rec.Desired.Site
-		if err := out[i].Err; err != nil {
-			if rec.Plan != nil && errors.Is(err, store.ErrNotFound) {
-				// The site is in git but not registered with the control
-				// plane yet: nothing can run there. Planned again once it is.
-				res.Unregistered = append(res.Unregistered, site)
-				continue
-			}
-			return fmt.Errorf("store plan for %s: %w", site, err)
-		}
-		if out[i].Stored {
-			res.Stored = append(res.Stored, *rec.Plan)
-		}
-		r.mu.Lock()
-		r.siteRepo[tenant+"/"+site] = repo.ID
-		r.mu.Unlock()
-	}
-	return nil
-}
-
-// cancelActive supersedes the site's active plan, if it has one, without
-// storing a new one, and notes it in res.
-func (r *Reconciler) cancelActive(ctx context.Context, tenant, site, commit, reason string, res *Result) error {
-	p, err := r.store.SupersedeActivePlan(ctx, r.actor, tenant, site, commit, reason, r.now())
-	if errors.Is(err, store.ErrNotFound) {
-		return nil // nothing active (or the site is not registered)
-	}
-	if err != nil {
-		return fmt.Errorf("cancel active plan of %s: %w", site, err)
-	}
-	if res.Cancelled == nil {
-		res.Cancelled = map[string]string{}
-	}
-	res.Cancelled[site] = p.Plan.ID
-	r.log.Info("older plan superseded without a new one", "tenant", tenant, "site", site, "plan", p.Plan.ID,
-		"planCommit", short(p.Plan.Commit), "commit", short(commit), "reason", reason)
 	return nil
 }
 
@@ -724,76 +301,6 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 		r.log.Warn("drift repair refused by prune safety", "tenant", repo.Tenant, "site", s, "reason", reason)
 	}
 	return nil
-}
-
-// loadApplied loads the repository's last valid commit from its mirror,
-// fetching it first on a fresh data dir.
-func (r *Reconciler) loadApplied(ctx context.Context, repo store.Repository) (*loaded, error) {
-	head := plumbing.NewHash(repo.LastAppliedCommit)
-	m, err := r.mirrorFor(repo.ID, repo.URL)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := m.repo.CommitObject(head); err != nil {
-		// A fresh data dir (restart elsewhere): fetch the commit.
-		if err := r.fetchSHA(ctx, repo, repo.LastAppliedCommit, 0); err != nil {
-			return nil, fetchError(err)
-		}
-	}
-	l, err := r.load(ctx, repo, head)
-	if err != nil {
-		e := loadError(repo.LastAppliedCommit, repo.Path, err)
-		e.Err = fmt.Errorf("load last valid commit %s: %w", short(repo.LastAppliedCommit), e.Err)
-		return nil, e
-	}
-	return l, nil
-}
-
-// desiredFromStore builds the desired state of sites from the store's
-// records, so drift is re-planned without git. It answers nil (read the
-// mirror instead) unless every record can be trusted to be the last valid
-// commit's: each site recorded with its documents from this repository,
-// the commit planned without refusal (a refused site keeps the record of
-// an older commit, and must not be repaired towards it), and no record of
-// another commit written after it was applied (a newer commit whose
-// reconcile stopped half-way records some sites before it is applied).
-func (r *Reconciler) desiredFromStore(ctx context.Context, repo store.Repository, sites []string) (*loaded, error) {
-	sts, err := r.store.CommitStatuses(ctx, repo.Tenant, repo.ID, repo.LastAppliedCommit)
-	if err != nil {
-		return nil, fmt.Errorf("statuses of %s: %w", short(repo.LastAppliedCommit), err)
-	}
-	if !slices.ContainsFunc(sts, func(st store.CommitStatus) bool {
-		return st.Context == forge.ContextPlan && st.State == store.StateSuccess
-	}) {
-		return nil, nil
-	}
-	l := &loaded{hashes: map[string]string{}, docs: map[string]*siteDoc{}}
-	for _, s := range sites {
-		d, err := r.store.DesiredState(ctx, repo.Tenant, s)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("desired state of %s: %w", s, err)
-		}
-		if d.RepoID != repo.ID {
-			return nil, nil
-		}
-		if d.Commit != repo.LastAppliedCommit && d.UpdatedAt.After(repo.LastAppliedAt) {
-			return nil, nil
-		}
-		if d.Document == nil && len(d.VMs) == 0 {
-			continue // gone from git: no hash, its managed VMs are pruned
-		}
-		l.hashes[s] = d.Hash
-		l.docs[s] = &siteDoc{Site: d.Document, VMs: d.VMs}
-		if d.Document != nil {
-			l.desired.Sites = append(l.desired.Sites, *d.Document)
-		}
-		l.desired.VMs = append(l.desired.VMs, d.VMs...)
-	}
-	l.once.Do(func() {}) // hashes and docs are the recorded ones
-	return l, nil
 }
 
 // PreviewNow validates and plans a pull-request head against the live

@@ -1,9 +1,10 @@
-// Package reconciler owns the GitOps loop: git sources (a bare mirror per
-// repository, fetched incrementally with go-git), triggers (polling,
-// webhooks, manual, fsnotify on local repositories), the reconcile of a
-// commit (validate, plan only the sites that changed, store plans), drift
+// Package reconciler owns the GitOps loop: triggers (polling, webhooks,
+// manual, fsnotify on local repositories) feeding one task queue, the
+// reconcile of a commit in phases (fetch, load, plan only the sites that
+// changed, store plans, report), the commit signature policy, drift
 // repair, pull-request previews, and the commit statuses that report it
-// all back to the forge.
+// all back to the forge. The git side (mirrors, fetch, the tree fs.FS,
+// watching) is the source package's.
 //
 // Safety rules it keeps: an invalid commit changes nothing and the last
 // valid commit stays desired; an unreachable source or a tree without
@@ -21,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -34,6 +34,7 @@ import (
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/localsource"
+	"github.com/nkudo/nkudo/source"
 	"github.com/nkudo/nkudo/store"
 )
 
@@ -135,22 +136,18 @@ type Reconciler struct {
 	now   func() time.Time
 	actor store.Actor
 
-	mu        sync.Mutex
-	mirrors   map[string]*mirror
-	reporters map[string]*repoReporters
-	cache     *loadCache
-	loaders   loaders              // per repository: the files of the last load, reused by the next
-	siteRepo  map[string]string    // tenant/site → repo ID that plans it
-	dirty     map[string]bool      // tenant/site with an unprocessed inventory change
-	lastDrift map[string]time.Time // tenant/site → last drift re-plan
-	tracked   map[string]*tracking // repo/commit → apply tracking
-	nextPoll  map[string]time.Time
-	runCtx    context.Context // the context of Run, which status reporters live in
-	closedPRs map[string]bool // repo/pr whose plan comment says closed: not edited again
+	mirrors *source.Mirrors // the git mirrors, one per repository
+
+	// Each concern below is a small type with its own lock.
+	cache     *loadCache      // the last few loaded trees
+	loaders   loaders         // per repository: the files of the last load, reused by the next
+	drift     *driftDebouncer // sites whose inventory moved, and which repository plans each
+	tracker   applyTracker    // commits whose nkudo/apply is being followed
+	reporters reporterSet     // status and comment reporters per repository
+	polls     pollSchedule    // when each repository is polled next
+	closed    closedPRs       // pull requests whose plan comment says closed: not edited again
 
 	queue *taskQueue // tasks waiting for a worker, fair across tenants
-
-	reporterWG sync.WaitGroup // status reporter goroutines
 
 	done taskCounters // tasks the workers finished, for TaskCounts
 
@@ -260,32 +257,27 @@ func New(o Options) (*Reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
+	gitEgress := egress.NewGit(o.Egress, o.GitFetchMaxBytes)
+	local := localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)}
 	return &Reconciler{
-		failed:    errs,
-		git:       egress.NewGit(o.Egress, o.GitFetchMaxBytes),
-		local:     localsource.Policy{Allow: o.AllowLocalSources, Protected: protectedDirs(o)},
-		opts:      o,
-		log:       o.Logger.With("component", "reconciler"),
-		store:     o.Store,
-		now:       o.Now,
-		actor:     store.Actor{Kind: store.ActorSystem, ID: "reconciler"},
-		mirrors:   map[string]*mirror{},
-		queue:     newTaskQueue(o.TenantWorkers, o.QueueSize),
-		reporters: map[string]*repoReporters{},
-		cache:     newLoadCache(8),
-		siteRepo:  map[string]string{},
-		dirty:     map[string]bool{},
-		lastDrift: map[string]time.Time{},
-		tracked:   map[string]*tracking{},
-		nextPoll:  map[string]time.Time{},
+		failed:  errs,
+		git:     gitEgress,
+		local:   local,
+		mirrors: source.New(source.Options{DataDir: o.DataDir, Git: gitEgress, Local: local, MaxMirrorBytes: o.MaxMirrorBytes, Logger: o.Logger.With("component", "reconciler")}),
+		opts:    o,
+		log:     o.Logger.With("component", "reconciler"),
+		store:   o.Store,
+		now:     o.Now,
+		actor:   store.Actor{Kind: store.ActorSystem, ID: "reconciler"},
+		queue:   newTaskQueue(o.TenantWorkers, o.QueueSize),
+		cache:   newLoadCache(8),
+		drift:   newDriftDebouncer(o.DriftInterval),
 	}, nil
 }
 
 // Run works until ctx ends: workers, polling, drift and apply tracking.
 func (r *Reconciler) Run(ctx context.Context) error {
-	r.mu.Lock()
-	r.runCtx = ctx
-	r.mu.Unlock()
+	r.reporters.setRunContext(ctx)
 	r.resume(ctx)
 	var wg sync.WaitGroup
 	for range r.opts.Workers {
@@ -307,18 +299,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 // Run calls it on the way out; callers of Reconcile without Run call it
 // themselves.
 func (r *Reconciler) Close() {
-	r.mu.Lock()
-	for _, rr := range r.reporters {
-		rr.cancel()
-	}
-	r.mu.Unlock()
-	done := make(chan struct{})
-	go func() { r.reporterWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		// A git push that ignores its cancelled context must not hold up
-		// shutdown; the status stays unposted and is posted after a restart.
+	// A git push that ignores its cancelled context must not hold up
+	// shutdown; the status stays unposted and is posted after a restart.
+	if !r.reporters.stop(10 * time.Second) {
 		r.log.Warn("status reporters did not stop within 10s")
 	}
 }
@@ -354,9 +337,7 @@ func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int,
 	if _, err := r.store.GetRepository(ctx, tenant, repoID); err != nil {
 		return fmt.Errorf("preview %s#%d: %w", repoID, pr, err)
 	}
-	r.mu.Lock()
-	delete(r.closedPRs, prKey(repoID, pr)) // reopened: its comment shows plans again
-	r.mu.Unlock()
+	r.closed.reopen(prKey(repoID, pr)) // reopened: its comment shows plans again
 	if !r.enqueue(&task{kind: taskPreview, tenant: tenant, repoID: repoID, pr: pr, sha: headSHA}) {
 		return fmt.Errorf("preview %s#%d: %w (%d tasks waiting)", repoID, pr, ErrQueueFull, r.queue.waiting())
 	}
@@ -370,11 +351,7 @@ func (r *Reconciler) InventoryChanged(_ context.Context, tenant, site string) {
 }
 
 // markDirty queues a drift check of a site (rate-limited by the drift loop).
-func (r *Reconciler) markDirty(tenant, site string) {
-	r.mu.Lock()
-	r.dirty[tenant+"/"+site] = true
-	r.mu.Unlock()
-}
+func (r *Reconciler) markDirty(tenant, site string) { r.drift.mark(tenant, site) }
 
 // enqueue puts t in the one task queue; false when the queue refused it.
 func (r *Reconciler) enqueue(t *task) bool { return r.queue.push(t) }
@@ -436,127 +413,6 @@ func (r *Reconciler) runTask(ctx context.Context, t *task) error {
 		err = r.repairDrift(ctx, repo, sites)
 	}
 	return err
-}
-
-func (r *Reconciler) pollLoop(ctx context.Context) {
-	if r.opts.PollInterval < 0 {
-		return
-	}
-	tick := min(max(r.opts.PollInterval/10, 100*time.Millisecond), 10*time.Second)
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		r.pollDue(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (r *Reconciler) pollDue(ctx context.Context) {
-	repos, err := r.store.ListAllRepositories(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.log.Error("poll: list repositories", "err", err)
-		}
-		return
-	}
-	now := r.now()
-	for _, repo := range repos {
-		r.mu.Lock()
-		next, ok := r.nextPoll[repo.ID]
-		due := !ok || !now.Before(next)
-		if due {
-			iv := r.opts.PollInterval
-			jitter := time.Duration(mrand.Int64N(int64(iv)/5+1)) - iv/10
-			r.nextPoll[repo.ID] = now.Add(iv + jitter)
-		}
-		r.mu.Unlock()
-		if due && !repo.Suspended && !r.enqueue(&task{kind: taskReconcile, tenant: repo.Tenant, repoID: repo.ID}) {
-			// The queue is full: polled again at the next tick.
-			r.mu.Lock()
-			delete(r.nextPoll, repo.ID)
-			r.mu.Unlock()
-		}
-	}
-}
-
-// driftLoop turns inventory changes into drift re-plans, rate-limited per site.
-func (r *Reconciler) driftLoop(ctx context.Context) {
-	t := time.NewTicker(min(r.opts.DriftInterval/4+time.Millisecond, time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := r.now()
-		r.mu.Lock()
-		var due []string
-		for k := range r.dirty {
-			if now.Sub(r.lastDrift[k]) >= r.opts.DriftInterval {
-				due = append(due, k)
-				delete(r.dirty, k)
-				r.lastDrift[k] = now
-			}
-		}
-		r.mu.Unlock()
-		for _, k := range due {
-			tenant, site := splitKey(k)
-			repoID, err := r.repoOfSite(ctx, tenant, site)
-			if err != nil {
-				r.log.Error("drift: find repository of site", "tenant", tenant, "site", site, "err", err)
-				continue
-			}
-			if repoID == "" {
-				continue // no repository plans this site
-			}
-			if !r.enqueue(&task{kind: taskDrift, tenant: tenant, repoID: repoID, sites: map[string]bool{site: true}}) {
-				r.markDirty(tenant, site) // the queue is full: checked again later
-			}
-		}
-	}
-}
-
-func splitKey(k string) (string, string) {
-	for i := 0; i < len(k); i++ {
-		if k[i] == '/' {
-			return k[:i], k[i+1:]
-		}
-	}
-	return k, ""
-}
-
-// repoOfSite finds the repository that plans a site ("" if none).
-func (r *Reconciler) repoOfSite(ctx context.Context, tenant, site string) (string, error) {
-	r.mu.Lock()
-	id, ok := r.siteRepo[tenant+"/"+site]
-	r.mu.Unlock()
-	if ok {
-		return id, nil
-	}
-	repos, err := r.store.ListRepositories(ctx, tenant)
-	if err != nil {
-		return "", err
-	}
-	for _, repo := range repos {
-		sd, err := r.store.SiteDesired(ctx, tenant, repo.ID)
-		if err != nil {
-			return "", err
-		}
-		r.mu.Lock()
-		for s := range sd {
-			r.siteRepo[tenant+"/"+s] = repo.ID
-		}
-		r.mu.Unlock()
-		if _, ok := sd[site]; ok {
-			return repo.ID, nil
-		}
-	}
-	return "", nil
 }
 
 // resume picks up after a restart: statuses the forge never got, and

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nkudo/nkudo/forge"
@@ -23,6 +24,111 @@ type repoReporters struct {
 	// whose forge has them.
 	comments []*forge.CommentReporter
 	cancel   context.CancelFunc
+}
+
+// reporterSet holds the reporters of every repository, the context they
+// run in (Run's) and the goroutines that run them. Its zero value is ready.
+type reporterSet struct {
+	mu     sync.Mutex
+	m      map[string]*repoReporters // repo ID → its reporters
+	runCtx context.Context           // Run's context; nil until Run
+	wg     sync.WaitGroup            // the reporters' goroutines
+}
+
+// setRunContext makes ctx the context later reporters run in.
+func (s *reporterSet) setRunContext(ctx context.Context) {
+	s.mu.Lock()
+	s.runCtx = ctx
+	s.mu.Unlock()
+}
+
+// get returns the repository's reporters (nil if none yet) and the
+// context new ones run in (nil before Run).
+func (s *reporterSet) get(repoID string) (*repoReporters, context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[repoID], s.runCtx
+}
+
+// install makes nr, running in rctx, the repository's reporters and
+// starts them, replacing (and stopping) older ones of another config. If
+// reporters of nr's config were installed meanwhile, nr is dropped and
+// theirs are kept, so no status goes to a reporter that is then replaced
+// and two writers never race each other to one forge. It returns the
+// status reporters in use.
+func (s *reporterSet) install(repoID string, nr *repoReporters, rctx context.Context) []*forge.Reporter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.m[repoID]; ok && cur.config == nr.config {
+		nr.cancel()
+		return cur.list
+	}
+	if old, ok := s.m[repoID]; ok {
+		old.cancel()
+	}
+	for _, rep := range nr.list {
+		s.wg.Go(func() { rep.Run(rctx) })
+	}
+	for _, cr := range nr.comments {
+		s.wg.Go(func() { cr.Run(rctx) })
+	}
+	if s.m == nil {
+		s.m = map[string]*repoReporters{}
+	}
+	s.m[repoID] = nr
+	return nr.list
+}
+
+// stop cancels every reporter and waits up to timeout for them; false
+// when some did not stop in time.
+func (s *reporterSet) stop(timeout time.Duration) bool {
+	s.mu.Lock()
+	for _, rr := range s.m {
+		rr.cancel()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// closedPRs remembers the pull requests (repo#pr) whose plan comment says
+// closed, so that a preview queued before the close does not edit it back.
+// It is bounded: past closedPRsMax it forgets them all, which costs at
+// most one late edit. Its zero value is ready.
+type closedPRs struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+// closedPRsMax bounds closedPRs.
+const closedPRsMax = 4096
+
+func (c *closedPRs) close(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= closedPRsMax {
+		c.m = map[string]bool{}
+	}
+	c.m[key] = true
+}
+
+// reopen forgets key: its comment shows plans again.
+func (c *closedPRs) reopen(key string) {
+	c.mu.Lock()
+	delete(c.m, key)
+	c.mu.Unlock()
+}
+
+func (c *closedPRs) has(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
 }
 
 // forgeConfig is everything writersFromRepo reads, so a change to any of it
@@ -69,11 +175,8 @@ func (r *Reconciler) report(ctx context.Context, repo store.Repository, cs store
 
 func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([]*forge.Reporter, error) {
 	cfg := forgeConfig(repo) + r.credentialStamps(ctx, repo)
-	r.mu.Lock()
-	rr, ok := r.reporters[repo.ID]
-	runCtx := r.runCtx
-	r.mu.Unlock()
-	if ok && rr.config == cfg {
+	rr, runCtx := r.reporters.get(repo.ID)
+	if rr != nil && rr.config == cfg {
 		return rr.list, nil
 	}
 	if runCtx == nil {
@@ -115,36 +218,14 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 			}))
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if cur, ok := r.reporters[repo.ID]; ok && cur.config == cfg {
-		// Another reconcile built them meanwhile: use those, so no status
-		// goes to a reporter that is then replaced, and two writers never
-		// race each other to one forge.
-		cancel()
-		return cur.list, nil
-	}
-	if old, ok := r.reporters[repo.ID]; ok {
-		old.cancel()
-	}
-	for _, rep := range nr.list {
-		r.reporterWG.Go(func() { rep.Run(rctx) })
-	}
-	for _, cr := range nr.comments {
-		r.reporterWG.Go(func() { cr.Run(rctx) })
-	}
-	r.reporters[repo.ID] = nr
-	return nr.list, nil
+	return r.reporters.install(repo.ID, nr, rctx), nil
 }
 
 // comment queues body as the plan comment of pull request pr on the
 // repository's forge. It never waits for the forge: a failure is logged
 // and retried by the comment reporter, never a failure of the preview.
 func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int, body string) {
-	r.mu.Lock()
-	closed := r.closedPRs[prKey(repo.ID, pr)]
-	r.mu.Unlock()
-	if closed {
+	if r.closed.has(prKey(repo.ID, pr)) {
 		return // a preview queued before the close must not undo its mark
 	}
 	r.writeComment(ctx, repo, pr, body, true)
@@ -158,14 +239,7 @@ func (r *Reconciler) PreviewClosed(ctx context.Context, tenant, repoID string, p
 	if err != nil {
 		return fmt.Errorf("close preview %s#%d: %w", repoID, pr, err)
 	}
-	r.mu.Lock()
-	if r.closedPRs == nil || len(r.closedPRs) >= 4096 {
-		// Bound memory: forgetting costs at most a late edit by a preview
-		// queued before the close.
-		r.closedPRs = map[string]bool{}
-	}
-	r.closedPRs[prKey(repoID, pr)] = true
-	r.mu.Unlock()
+	r.closed.close(prKey(repoID, pr))
 	r.writeComment(ctx, repo, pr, closedComment(pr, merged), false)
 	return nil
 }
@@ -179,9 +253,7 @@ func (r *Reconciler) writeComment(ctx context.Context, repo store.Repository, pr
 		r.log.Error("comment writers", "repo", repo.ID, "err", err)
 		return
 	}
-	r.mu.Lock()
-	rr := r.reporters[repo.ID]
-	r.mu.Unlock()
+	rr, _ := r.reporters.get(repo.ID)
 	if rr == nil {
 		return
 	}

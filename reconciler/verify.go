@@ -7,17 +7,11 @@ import (
 	"fmt"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/plumbing/storer"
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/internal/commitsig"
 	"github.com/nkudo/nkudo/store"
 )
-
-// maxVerifyCommits bounds how many new commits mode "all" checks in one
-// reconcile, so a huge push cannot hold the repository's lease.
-const maxVerifyCommits = 10000
 
 // checkSignature enforces repo's signature policy on commit head before
 // anything of it is loaded. An untrusted commit is an invalid one (an
@@ -84,48 +78,9 @@ func (r *Reconciler) verifyCommits(repo store.Repository, head plumbing.Hash, ba
 	if err != nil {
 		return commitsig.Signer{}, fmt.Errorf("signature policy of %s: %w", repo.ID, err)
 	}
-	m, err := r.mirrorFor(repo.ID, repo.URL)
+	m, err := r.mirrors.Mirror(repo.ID, repo.URL)
 	if err != nil {
 		return commitsig.Signer{}, err
 	}
-	hc, err := m.repo.CommitObject(head)
-	if err != nil {
-		return commitsig.Signer{}, fmt.Errorf("commit %s: %w", head, ErrNoCommit)
-	}
-	signer, err := keys.Verify(hc)
-	if err != nil || repo.Verify.Mode != store.VerifyAll || !isSHA(base) || base == head.String() {
-		return signer, err
-	}
-	bc, err := m.repo.CommitObject(plumbing.NewHash(base))
-	if err != nil {
-		r.log.Warn("last verified commit is not in the mirror: verifying the head only", "repo", repo.ID, "commit", base)
-		return signer, nil
-	}
-	// Everything the last verified commit reaches was verified (or came
-	// before the policy); after a force push, the commits since the
-	// common ancestor are the new ones.
-	old := map[plumbing.Hash]bool{}
-	if err := object.NewCommitPreorderIter(bc, nil, nil).ForEach(func(c *object.Commit) error {
-		old[c.Hash] = true
-		return nil
-	}); err != nil {
-		return commitsig.Signer{}, fmt.Errorf("walk history of %s: %w", short(base), err)
-	}
-	n := 0
-	err = object.NewCommitPreorderIter(hc, old, nil).ForEach(func(c *object.Commit) error {
-		if n++; n > maxVerifyCommits {
-			return fmt.Errorf("more than %d commits since the last verified one %s", maxVerifyCommits, short(base))
-		}
-		if c.Hash == head {
-			return nil
-		}
-		if _, err := keys.Verify(c); err != nil {
-			return err
-		}
-		return nil
-	})
-	if errors.Is(err, storer.ErrStop) {
-		err = nil
-	}
-	return signer, err
+	return m.VerifyHistory(keys, head, base, repo.Verify.Mode == store.VerifyAll)
 }

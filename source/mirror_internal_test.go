@@ -1,4 +1,4 @@
-package reconciler
+package source
 
 import (
 	"bytes"
@@ -25,13 +25,13 @@ import (
 )
 
 // newTestMirror returns a mirror of url in a fresh data dir.
-func newTestMirror(t testing.TB, url string) *mirror {
+func newTestMirror(t testing.TB, url string) *Mirror {
 	t.Helper()
 	dir := t.TempDir()
-	r := &Reconciler{opts: Options{DataDir: dir}, mirrors: map[string]*mirror{},
-		git:   egress.NewGit(egress.Policy{Allow: egress.Loopback()}, 0),
-		local: localsource.Policy{Allow: true, Protected: []string{dir}}}
-	m, err := r.mirrorFor("fleet", url)
+	s := New(Options{DataDir: dir,
+		Git:   egress.NewGit(egress.Policy{Allow: egress.Loopback()}, 0),
+		Local: localsource.Policy{Allow: true, Protected: []string{dir}}})
+	m, err := s.Mirror("fleet", url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func BenchmarkFetchIncrementalLocal(b *testing.B) {
 	g.Fleet("fleet", 50, 4)
 	g.Commit("base")
 	m := newTestMirror(b, g.Remote)
-	if _, _, err := m.fetchBranch(b.Context(), nil, "main"); err != nil {
+	if _, _, err := m.FetchBranch(b.Context(), nil, "main"); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
@@ -54,7 +54,7 @@ func BenchmarkFetchIncrementalLocal(b *testing.B) {
 		g.Write("fleet/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Running", 1+i%8)+fmt.Sprintf("# %d\n", i))
 		want := g.Commit(fmt.Sprintf("change %d", i))
 		b.StartTimer()
-		h, _, err := m.fetchBranch(b.Context(), nil, "main")
+		h, _, err := m.FetchBranch(b.Context(), nil, "main")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -194,7 +194,7 @@ func TestBrokenLocalSourceIsAnError(t *testing.T) {
 				g.Fleet("fleet", 2, 1)
 				c1 := g.Commit("base")
 				m := newTestMirror(t, tc.scheme+g.Remote)
-				if h, _, err := m.fetchBranch(t.Context(), nil, "main"); err != nil || h.String() != c1 {
+				if h, _, err := m.FetchBranch(t.Context(), nil, "main"); err != nil || h.String() != c1 {
 					t.Fatalf("first fetch: %s, %v", h, err)
 				}
 				g.Write("fleet/site-0001.yaml", gittest.Site("site-0001")+"---\n"+gittest.VM("site-0001", "vm-01", "Stopped", 3))
@@ -204,7 +204,7 @@ func TestBrokenLocalSourceIsAnError(t *testing.T) {
 				c2 := g.Commit("change")
 				d.do(t, g)
 
-				h, _, err := m.fetchBranch(t.Context(), nil, "main")
+				h, _, err := m.FetchBranch(t.Context(), nil, "main")
 				if err == nil {
 					t.Fatalf("fetch of a broken source succeeded: %s", h)
 				}
@@ -236,7 +236,7 @@ func TestLocalFetch(t *testing.T) {
 
 	for _, url := range []string{g.Remote, "file://" + g.Remote, strings.TrimSuffix(g.Remote, ".git")} {
 		m := newTestMirror(t, url)
-		h, branch, err := m.fetchBranch(t.Context(), nil, "")
+		h, branch, err := m.FetchBranch(t.Context(), nil, "")
 		if err != nil || branch != "main" || h.String() != c2 {
 			t.Fatalf("%s: default branch fetch = %s %q %v, want %s main", url, h, branch, err, c2)
 		}
@@ -246,22 +246,22 @@ func TestLocalFetch(t *testing.T) {
 		if packs, _ := filepath.Glob(filepath.Join(m.dir, "objects", "pack", "*.pack")); len(packs) != 1 {
 			t.Errorf("%s: the first fetch left packs %v, want one", url, packs)
 		}
-		if fsys, err := m.commitFS(h, "fleet"); err != nil {
+		if fsys, err := m.CommitFS(h, "fleet"); err != nil {
 			t.Errorf("%s: tree of %s: %v", url, h, err)
 		} else if b, err := fs.ReadFile(fsys, "site-0001.yaml"); err != nil || string(b) != gittest.Site("site-0001") {
 			t.Errorf("%s: site-0001.yaml = %q, %v", url, b, err)
 		}
-		if _, _, err := m.fetchBranch(t.Context(), nil, "nope"); err == nil || !strings.Contains(err.Error(), "refs/heads/nope") {
+		if _, _, err := m.FetchBranch(t.Context(), nil, "nope"); err == nil || !strings.Contains(err.Error(), "refs/heads/nope") {
 			t.Errorf("%s: fetch of a missing branch: %v", url, err)
 		}
-		if err := m.fetchCommit(t.Context(), nil, pr, 0); !errors.Is(err, ErrNoCommit) {
+		if err := m.FetchCommit(t.Context(), nil, pr, 0); !errors.Is(err, ErrNoCommit) {
 			t.Errorf("%s: a commit only a pull-request ref holds, without the PR number: %v", url, err)
 		}
-		if err := m.fetchCommit(t.Context(), nil, pr, 7); err != nil {
+		if err := m.FetchCommit(t.Context(), nil, pr, 7); err != nil {
 			t.Errorf("%s: pull-request head: %v", url, err)
 		}
 		g.ResetHard(c1)
-		if h, _, err := m.fetchBranch(t.Context(), nil, "main"); err != nil || h.String() != c1 {
+		if h, _, err := m.FetchBranch(t.Context(), nil, "main"); err != nil || h.String() != c1 {
 			t.Errorf("%s: after a force-push back: %s %v, want %s", url, h, err, c1)
 		}
 		g.ResetHard(c2)
@@ -278,7 +278,7 @@ func TestFetchHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	m := newTestMirror(t, g.Remote)
-	if _, _, err := m.fetchBranch(ctx, nil, "main"); !errors.Is(err, context.Canceled) {
+	if _, _, err := m.FetchBranch(ctx, nil, "main"); !errors.Is(err, context.Canceled) {
 		t.Errorf("local fetch with a cancelled context: %v", err)
 	}
 
@@ -290,7 +290,7 @@ func TestFetchHonoursContext(t *testing.T) {
 	for _, branch := range []string{"main", ""} { // a fetch, a listing of HEAD
 		m := newTestMirror(t, stuck.URL+"/fleet.git")
 		m.timeout = 100 * time.Millisecond
-		_, _, err := m.fetchBranch(t.Context(), nil, branch)
+		_, _, err := m.FetchBranch(t.Context(), nil, branch)
 		if err == nil || !strings.Contains(err.Error(), "no answer in") {
 			t.Errorf("fetch %q from a remote that never answers: %v", branch, err)
 		}
@@ -307,7 +307,7 @@ func BenchmarkFetchColdLocal(b *testing.B) {
 		b.StopTimer()
 		m := newTestMirror(b, g.Remote)
 		b.StartTimer()
-		h, _, err := m.fetchBranch(b.Context(), nil, "main")
+		h, _, err := m.FetchBranch(b.Context(), nil, "main")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package reconciler
+package source
 
 import (
 	"errors"
@@ -16,13 +16,13 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 )
 
-// treeFS is a read-only fs.FS over a git tree: manifests are read straight
+// TreeFS is a read-only fs.FS over a git tree: manifests are read straight
 // from the commit, with no checkout. Symlinks and submodules show as
 // non-regular entries (schema.Load refuses them); nothing outside the tree
 // is reachable. Every tree object is checked against MaxTreeObjectBytes
 // by its header before it is decoded, and a blob's size comes from its
 // header: nothing of a blob is read until the file is read.
-type treeFS struct {
+type TreeFS struct {
 	store storer.EncodedObjectStorer
 	tree  *object.Tree
 	when  time.Time // the commit time, reported as every entry's ModTime
@@ -40,7 +40,7 @@ type treeFS struct {
 }
 
 // noteBlob remembers the blob hash the loader keyed the file at p by.
-func (t *treeFS) noteBlob(p string, h plumbing.Hash) {
+func (t *TreeFS) noteBlob(p string, h plumbing.Hash) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.blobs == nil {
@@ -49,19 +49,40 @@ func (t *treeFS) noteBlob(p string, h plumbing.Hash) {
 	t.blobs[p] = h.String()
 }
 
-// blobHashes returns the manifest files' blob hashes noted by the last load.
-func (t *treeFS) blobHashes() map[string]string {
+// BlobHashes returns the blob hashes BlobKey noted while a loader walked
+// t: manifest path → blob hash.
+func (t *TreeFS) BlobHashes() map[string]string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.blobs
 }
 
-func newTreeFS(s storer.EncodedObjectStorer, tree *object.Tree, when time.Time) *treeFS {
-	return &treeFS{store: s, tree: tree, when: when}
+// Hash is the hash of the tree t serves: equal hashes, equal files.
+func (t *TreeFS) Hash() plumbing.Hash { return t.tree.Hash }
+
+// BlobKey names a file of a TreeFS by its blob hash, read from the tree
+// object (equal hashes are equal contents), for schema.NewCache; "" for a
+// file of any other fs.FS. The hash is also noted in the TreeFS
+// (BlobHashes), so a caller can tell which files are unchanged.
+func BlobKey(p string, d fs.DirEntry) string {
+	if de, ok := d.(dirEntry); ok {
+		if de.fsys != nil {
+			de.fsys.noteBlob(p, de.hash)
+		}
+		return de.hash.String()
+	}
+	return ""
+}
+
+// NewTreeFS serves tree, read from s, as a file system whose entries all
+// carry the time when. Mirror.CommitFS is the usual way to get one; this
+// is for a tree read from another repository.
+func NewTreeFS(s storer.EncodedObjectStorer, tree *object.Tree, when time.Time) *TreeFS {
+	return &TreeFS{store: s, tree: tree, when: when}
 }
 
 // subtree decodes the tree object h, once.
-func (t *treeFS) subtree(h plumbing.Hash) (*object.Tree, error) {
+func (t *TreeFS) subtree(h plumbing.Hash) (*object.Tree, error) {
 	t.mu.Lock()
 	d, ok := t.trees[h]
 	t.mu.Unlock()
@@ -83,7 +104,7 @@ func (t *treeFS) subtree(h plumbing.Hash) (*object.Tree, error) {
 
 // dir returns the subtree at p ("." = root), resolving it one name at a
 // time from the root.
-func (t *treeFS) dir(p string) (*object.Tree, error) {
+func (t *TreeFS) dir(p string) (*object.Tree, error) {
 	cur := t.tree
 	if p == "." || p == "" {
 		return cur, nil
@@ -103,7 +124,7 @@ func (t *treeFS) dir(p string) (*object.Tree, error) {
 	return cur, nil
 }
 
-func (t *treeFS) Open(name string) (fs.File, error) {
+func (t *TreeFS) Open(name string) (fs.File, error) {
 	t.gitMu.Lock()
 	defer t.gitMu.Unlock()
 	if !fs.ValidPath(name) {
@@ -181,7 +202,7 @@ func (i entryInfo) Info() (fs.FileInfo, error) { return i, nil }
 
 type treeFile struct {
 	obj   plumbing.EncodedObject // nil: an empty non-regular file
-	gitMu *sync.Mutex            // the treeFS's: held while reading
+	gitMu *sync.Mutex            // the TreeFS's: held while reading
 	rc    io.ReadCloser          // opened at the first Read
 	info  entryInfo
 }
@@ -214,7 +235,7 @@ func (f *treeFile) Close() error {
 }
 
 type treeDir struct {
-	fsys *treeFS
+	fsys *TreeFS
 	tree *object.Tree
 	name string
 	read int
@@ -254,7 +275,7 @@ type dirEntry struct {
 	entryInfo
 	tree *object.Tree
 	hash plumbing.Hash // the entry's object
-	fsys *treeFS
+	fsys *TreeFS
 }
 
 func (e dirEntry) Info() (fs.FileInfo, error) {

@@ -1,4 +1,4 @@
-package reconciler
+package source
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/nkudo/nkudo/internal/gitcopy"
+	"github.com/nkudo/nkudo/store"
 )
 
 // localGitDir returns the git directory of a local repository URL (a
@@ -27,26 +28,29 @@ func localGitDir(rawURL string) string {
 	return ""
 }
 
-// watchLoop watches local repositories' refs with fsnotify and triggers a
-// reconcile shortly after a commit lands (debounced: a commit touches
-// several files). For development; polling still runs.
-func (r *Reconciler) watchLoop(ctx context.Context) {
+// Watch watches the refs of the local repositories that repos lists
+// (re-listed every few seconds) with fsnotify until ctx ends, and calls
+// changed shortly after a commit lands in one (debounced: a commit touches
+// several files), and once when its watch begins, so commits made before
+// it are not missed. A source the local-source policy refuses is not
+// watched. For development; polling still runs.
+func (s *Mirrors) Watch(ctx context.Context, repos func(context.Context) ([]store.Repository, error), changed func(ctx context.Context, tenant, repoID string)) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		r.log.Error("watch local repositories", "err", err)
+		s.log.Error("watch local repositories", "err", err)
 		return
 	}
 	defer w.Close()
 	watched := map[string]string{} // watched dir → repo ID
 	tenants := map[string]string{} // repo ID → tenant
 	refresh := func() {
-		repos, err := r.store.ListAllRepositories(ctx)
+		list, err := repos(ctx)
 		if err != nil {
 			return
 		}
-		for _, repo := range repos {
+		for _, repo := range list {
 			gd := localGitDir(repo.URL)
-			if gd == "" || r.local.CheckPath(gd) != nil {
+			if gd == "" || s.local.CheckPath(gd) != nil {
 				continue // a refused source is not watched either; its fetch says why
 			}
 			tenants[repo.ID] = repo.Tenant
@@ -62,9 +66,7 @@ func (r *Reconciler) watchLoop(ctx context.Context) {
 			}
 			if added {
 				// Commits made before the watch began are not missed.
-				if _, err := r.Trigger(ctx, repo.Tenant, repo.ID, ""); err != nil {
-					r.log.Warn("watch: trigger", "repo", repo.ID, "err", err)
-				}
+				changed(ctx, repo.Tenant, repo.ID)
 			}
 		}
 	}
@@ -84,14 +86,12 @@ func (r *Reconciler) watchLoop(ctx context.Context) {
 				pending[id] = time.Now().Add(debounce)
 			}
 		case err := <-w.Errors:
-			r.log.Warn("watch local repositories", "err", err)
+			s.log.Warn("watch local repositories", "err", err)
 		case <-tick.C:
 			for id, at := range pending {
 				if time.Now().After(at) {
 					delete(pending, id)
-					if _, err := r.Trigger(ctx, tenants[id], id, ""); err != nil {
-						r.log.Warn("watch: trigger", "repo", id, "err", err)
-					}
+					changed(ctx, tenants[id], id)
 				}
 			}
 			if time.Since(lastRefresh) > 5*time.Second {

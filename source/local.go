@@ -1,4 +1,4 @@
-package reconciler
+package source
 
 import (
 	"context"
@@ -30,7 +30,7 @@ import (
 // The source is checked against the local-source policy here, at every
 // use: the path as named, and the git directory go-git found behind it (a
 // symlink or a ".git" file may lead elsewhere) with its alternates.
-func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
+func (m *Mirror) openLocal() (st storage.Storer, close func(), err error) {
 	if err := m.sources.CheckPath(m.local); err != nil {
 		return nil, nil, err
 	}
@@ -54,7 +54,7 @@ func (m *mirror) openLocal() (st storage.Storer, close func(), err error) {
 }
 
 // localDefaultBranch reads where the source's HEAD points.
-func (m *mirror) localDefaultBranch() (string, error) {
+func (m *Mirror) localDefaultBranch() (string, error) {
 	src, done, err := m.openLocal()
 	if err != nil {
 		return "", fmt.Errorf("list %s: %w", m.local, err)
@@ -76,7 +76,7 @@ func (m *mirror) localDefaultBranch() (string, error) {
 // included. Objects are written before refs, dependencies before what
 // needs them, so a fetch cut short leaves the mirror consistent. A spec
 // matching nothing is an error unless optional.
-func (m *mirror) localFetch(ctx context.Context, specs []config.RefSpec, optional bool) error {
+func (m *Mirror) localFetch(ctx context.Context, specs []config.RefSpec, optional bool) error {
 	src, done, err := m.openLocal()
 	if err != nil {
 		return err

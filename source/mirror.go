@@ -1,9 +1,10 @@
-package reconciler
+package source
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,27 +31,9 @@ import (
 // ErrNoCommit means the requested ref or commit does not exist in the source.
 var ErrNoCommit = errors.New("commit not found")
 
-// credential resolves a repository's credential reference through the
-// store, by the repository's own tenant (so a row edited to name another
-// tenant's credential finds nothing), and checks it may be sent to target:
-// the host it is bound to, never over plain http unless the server allows
-// it. It runs at every use, not only when the repository was registered.
-func (r *Reconciler) credential(ctx context.Context, tenant, ref, target string) (store.Credential, store.Secret, error) {
-	cred, sec, err := r.store.CredentialSecret(ctx, tenant, ref)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Credential{}, "", fmt.Errorf("credential %q: no such credential in tenant %s: %w", ref, tenant, store.ErrCredentialUse)
-	}
-	if err != nil {
-		return store.Credential{}, "", err
-	}
-	if err := store.CheckCredentialUse(cred, target, r.opts.AllowInsecureCredentials); err != nil {
-		return store.Credential{}, "", err
-	}
-	return cred, sec, nil
-}
-
-// remoteKind classifies a repository URL.
-func remoteKind(raw string) string {
+// RemoteKind classifies a repository URL: its scheme ("https", "ssh",
+// "file", …), "ssh" for scp-like git@host:owner/repo.git, "file" for a path.
+func RemoteKind(raw string) string {
 	if u, err := url.Parse(raw); err == nil && u.Scheme != "" && len(u.Scheme) > 1 {
 		return u.Scheme
 	}
@@ -60,19 +43,17 @@ func remoteKind(raw string) string {
 	return "file"
 }
 
-// auth builds the transport credentials of tenant's repository at rawURL
-// from its credential reference ref ("" = anonymous).
-func (r *Reconciler) auth(ctx context.Context, tenant, rawURL, ref string) (transport.AuthMethod, error) {
-	if ref == "" {
-		if remoteKind(rawURL) == "ssh" {
+// Auth builds the transport credentials of the repository at rawURL from
+// its credential (nil = anonymous) and secret. The caller resolves the
+// credential and checks it may be sent to rawURL (store.CheckCredentialUse).
+func (s *Mirrors) Auth(rawURL string, cred *store.Credential, sec store.Secret) (transport.AuthMethod, error) {
+	if cred == nil {
+		if RemoteKind(rawURL) == "ssh" {
 			return nil, fmt.Errorf("ssh source %s needs a credentials reference (private key)", forge.SanitizeURL(rawURL))
 		}
 		return nil, nil
 	}
-	cred, sec, err := r.credential(ctx, tenant, ref, rawURL)
-	if err != nil {
-		return nil, err
-	}
+	ref := cred.Name
 	switch cred.Kind {
 	case store.CredentialToken:
 		// GitHub wants x-access-token; GitLab and Gitea accept any user.
@@ -94,7 +75,7 @@ func (r *Reconciler) auth(ctx context.Context, tenant, rawURL, ref string) (tran
 		if strings.TrimSpace(cred.KnownHosts) == "" {
 			return nil, fmt.Errorf("ssh source %s: credential %q has no known_hosts: host keys must be pinned", forge.SanitizeURL(rawURL), ref)
 		}
-		cb, err := r.knownHosts(cred.KnownHosts)
+		cb, err := s.knownHosts(cred.KnownHosts)
 		if err != nil {
 			return nil, fmt.Errorf("ssh source %s: known_hosts of %q: %w", forge.SanitizeURL(rawURL), ref, err)
 		}
@@ -107,8 +88,8 @@ func (r *Reconciler) auth(ctx context.Context, tenant, rawURL, ref string) (tran
 // knownHosts builds a host-key callback from known_hosts text: the
 // knownhosts package reads files only, so the text goes through a private
 // temporary file that is gone once the callback is built.
-func (r *Reconciler) knownHosts(text string) (gossh.HostKeyCallback, error) {
-	f, err := os.CreateTemp(r.opts.DataDir, ".known_hosts-*")
+func (s *Mirrors) knownHosts(text string) (gossh.HostKeyCallback, error) {
+	f, err := os.CreateTemp(s.dataDir, ".known_hosts-*")
 	if err != nil {
 		return nil, err
 	}
@@ -128,9 +109,11 @@ func (r *Reconciler) knownHosts(text string) (gossh.HostKeyCallback, error) {
 // forever. It is generous: a first fetch of a large repository is slow.
 const fetchTimeout = 5 * time.Minute
 
-// mirror is the bare copy of one repository in the data dir.
-type mirror struct {
+// Mirror is the bare copy of one repository in the data dir. Its methods
+// are safe for concurrent use: fetches of one repository take turns.
+type Mirror struct {
 	mu    sync.Mutex // one fetch at a time per repository
+	id    string     // the repository's ID, for logs
 	dir   string
 	url   string
 	local string // the source's path when it is on this machine, else ""
@@ -142,15 +125,18 @@ type mirror struct {
 	// every fetch, not only when the repository was registered.
 	git     *egress.Git
 	sources localsource.Policy
+	log     *slog.Logger
 }
 
-func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if m, ok := r.mirrors[repoID]; ok && m.url == rawURL {
+// Mirror returns the mirror of repository repoID at rawURL, opening (or
+// creating) it in the data dir; a changed URL re-points its remote.
+func (s *Mirrors) Mirror(repoID, rawURL string) (*Mirror, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.mirrors[repoID]; ok && m.url == rawURL {
 		return m, nil
 	}
-	dir := filepath.Join(r.opts.DataDir, "git", repoID+".git")
+	dir := filepath.Join(s.dataDir, "git", repoID+".git")
 	repo, err := git.PlainOpen(dir)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -174,15 +160,44 @@ func (r *Reconciler) mirrorFor(repoID, rawURL string) (*mirror, error) {
 			return nil, fmt.Errorf("mirror: add remote %s: %w", forge.SanitizeURL(rawURL), err)
 		}
 	}
-	m := &mirror{dir: dir, url: rawURL, local: gitcopy.LocalPath(rawURL), repo: repo, timeout: fetchTimeout, git: r.git, sources: r.local}
-	r.mirrors[repoID] = m
+	m := &Mirror{id: repoID, dir: dir, url: rawURL, local: gitcopy.LocalPath(rawURL), repo: repo, timeout: fetchTimeout, git: s.git, sources: s.local, log: s.log}
+	s.mirrors[repoID] = m
 	return m, nil
+}
+
+// FetchBranch brings branch ("" = the remote's default) of repository
+// repoID into its mirror and returns its head commit, then checks the
+// mirror's size bound (see Check).
+func (s *Mirrors) FetchBranch(ctx context.Context, repoID, rawURL string, auth transport.AuthMethod, branch string) (plumbing.Hash, error) {
+	m, err := s.Mirror(repoID, rawURL)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	h, _, err := m.FetchBranch(ctx, auth, branch)
+	if err != nil {
+		return h, err
+	}
+	return h, s.Check(m)
+}
+
+// FetchCommit brings commit sha of repository repoID into its mirror (pr
+// > 0: from the pull request's head ref too, when no branch has it), then
+// checks the mirror's size bound (see Check).
+func (s *Mirrors) FetchCommit(ctx context.Context, repoID, rawURL string, auth transport.AuthMethod, sha string, pr int) error {
+	m, err := s.Mirror(repoID, rawURL)
+	if err != nil {
+		return err
+	}
+	if err := m.FetchCommit(ctx, auth, sha, pr); err != nil {
+		return err
+	}
+	return s.Check(m)
 }
 
 // fetch brings the mirror up to date with refspecs (incremental: only
 // missing objects travel). A ref that does not exist remotely is not an
 // error when optional is true. Local sources are copied in-process.
-func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, optional bool) error {
+func (m *Mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []config.RefSpec, optional bool) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, m.timeout, fmt.Errorf("fetch %s: no answer in %s", forge.SanitizeURL(m.url), m.timeout))
 	defer cancel()
 	if m.local != "" {
@@ -205,14 +220,14 @@ func (m *mirror) fetch(ctx context.Context, auth transport.AuthMethod, specs []c
 	case optional && (errors.Is(err, git.NoMatchingRefSpecError{}) || strings.Contains(err.Error(), "couldn't find remote ref")):
 		return nil
 	}
-	return fmt.Errorf("fetch %s: %w", forge.SanitizeURL(m.url), sanitize(fetchErr(ctx, err), m.url))
+	return fmt.Errorf("fetch %s: %w", forge.SanitizeURL(m.url), Sanitize(fetchErr(ctx, err), m.url))
 }
 
 // checkRemote refuses, before dialling, a network source the egress
 // policy cannot cover: only HTTP(S) (through the transport egress
 // installs) and SSH (host checked here and again on the dialled address)
 // are fetched. git:// has no hook for the policy, and no TLS.
-func (m *mirror) checkRemote(ctx context.Context) error {
+func (m *Mirror) checkRemote(ctx context.Context) error {
 	if err := egress.CheckGitURL(m.url); err != nil {
 		return err
 	}
@@ -240,9 +255,9 @@ func fetchErr(ctx context.Context, err error) error {
 	return err
 }
 
-// fetchBranch fetches one branch ("" = the remote's default) and returns
+// FetchBranch fetches one branch ("" = the remote's default) and returns
 // its head commit and the branch name.
-func (m *mirror) fetchBranch(ctx context.Context, auth transport.AuthMethod, branch string) (plumbing.Hash, string, error) {
+func (m *Mirror) FetchBranch(ctx context.Context, auth transport.AuthMethod, branch string) (plumbing.Hash, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if branch == "" {
@@ -265,7 +280,7 @@ func (m *mirror) fetchBranch(ctx context.Context, auth transport.AuthMethod, bra
 }
 
 // defaultBranch asks the remote where HEAD points.
-func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (string, error) {
+func (m *Mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (string, error) {
 	if m.local != "" {
 		return m.localDefaultBranch()
 	}
@@ -281,7 +296,7 @@ func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (
 	lctx, _ := m.git.Context(ctx)
 	refs, err := rem.ListContext(lctx, &git.ListOptions{Auth: m.git.SSHAuth(auth)})
 	if err != nil {
-		return "", fmt.Errorf("list %s: %w", forge.SanitizeURL(m.url), sanitize(fetchErr(ctx, err), m.url))
+		return "", fmt.Errorf("list %s: %w", forge.SanitizeURL(m.url), Sanitize(fetchErr(ctx, err), m.url))
 	}
 	for _, ref := range refs {
 		if ref.Name() == plumbing.HEAD && ref.Type() == plumbing.SymbolicReference {
@@ -291,9 +306,9 @@ func (m *mirror) defaultBranch(ctx context.Context, auth transport.AuthMethod) (
 	return "", fmt.Errorf("list %s: the remote has no HEAD; set the repository's branch", forge.SanitizeURL(m.url))
 }
 
-// fetchCommit makes sure sha is in the mirror: it fetches the branch and,
+// FetchCommit makes sure sha is in the mirror: it fetches the branch and,
 // for pull-request heads living outside any branch, the forges' PR refs.
-func (m *mirror) fetchCommit(ctx context.Context, auth transport.AuthMethod, sha string, pr int) error {
+func (m *Mirror) FetchCommit(ctx context.Context, auth transport.AuthMethod, sha string, pr int) error {
 	h := plumbing.NewHash(sha)
 	if _, err := m.repo.CommitObject(h); err == nil {
 		return nil
@@ -323,9 +338,9 @@ func (m *mirror) fetchCommit(ctx context.Context, auth transport.AuthMethod, sha
 	return fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
 }
 
-// commitFS returns the tree of commit sha below dir ("" = root) as a
-// file system.
-func (m *mirror) commitFS(sha plumbing.Hash, dir string) (*treeFS, error) {
+// CommitFS returns the tree of commit sha below dir ("" = root) as a
+// file system. ErrNoCommit when the mirror lacks the commit.
+func (m *Mirror) CommitFS(sha plumbing.Hash, dir string) (*TreeFS, error) {
 	c, err := m.repo.CommitObject(sha)
 	if err != nil {
 		return nil, fmt.Errorf("commit %s: %w", sha, ErrNoCommit)
@@ -334,16 +349,22 @@ func (m *mirror) commitFS(sha plumbing.Hash, dir string) (*treeFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("commit %s tree: %w", sha, err)
 	}
-	fsys := newTreeFS(m.repo.Storer, root, c.Committer.When)
+	fsys := NewTreeFS(m.repo.Storer, root, c.Committer.When)
 	dir = strings.Trim(filepathToSlash(dir), "/")
 	if dir != "" && dir != "." {
 		sub, err := fsys.dir(dir)
 		if err != nil {
 			return nil, fmt.Errorf("path %q in commit %s: %w", dir, sha.String()[:12], err)
 		}
-		fsys = newTreeFS(m.repo.Storer, sub, c.Committer.When)
+		fsys = NewTreeFS(m.repo.Storer, sub, c.Committer.When)
 	}
 	return fsys, nil
+}
+
+// HasCommit reports whether the mirror holds commit h.
+func (m *Mirror) HasCommit(h plumbing.Hash) bool {
+	_, err := m.repo.CommitObject(h)
+	return err == nil
 }
 
 func filepathToSlash(p string) string { return strings.ReplaceAll(p, "\\", "/") }
