@@ -19,6 +19,7 @@ import (
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane/maintenance"
+	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
@@ -746,15 +747,10 @@ func (s *Server) SiteVMs(ctx context.Context, tenant, site string) (api.SiteVMs,
 	slices.Sort(names)
 	for _, n := range names {
 		v := byName[n]
-		v.InSync = inSync(v.Desired, v.Actual)
+		v.InSync = diff.InSync(v.Desired, v.Actual)
 		out.VMs = append(out.VMs, *v)
 	}
 	return out, nil
-}
-
-func inSync(d *model.VMSpec, a *model.ObservedVM) bool {
-	return d != nil && a != nil && a.Managed && a.SpecHash == d.Hash() && a.State == d.State &&
-		a.CPUs == d.CPUs && a.MemoryMiB == d.MemoryMiB
 }
 
 func (s *Server) handleSitePlans(w http.ResponseWriter, r *http.Request, c *caller) error {
