@@ -68,6 +68,8 @@ var (
 // pkg is the part of `go list -json` this test reads.
 type pkg struct {
 	ImportPath string
+	Dir        string
+	GoFiles    []string
 	Standard   bool
 	DepOnly    bool
 	Imports    []string
@@ -104,6 +106,20 @@ func TestDeps(t *testing.T) {
 	}
 	if len(ours) < 20 {
 		t.Fatalf("go list found only %d packages of the module", len(ours))
+	}
+	// go test caches a passing result by the files the test opened; go
+	// list reads the sources in another process, so open them here too
+	// (and each package's directory, for added files) to make an edit to
+	// an import run the test again.
+	for _, p := range ours {
+		if _, err := os.ReadDir(p.Dir); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range p.GoFiles {
+			if _, err := os.Stat(filepath.Join(p.Dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	t.Run("table", func(t *testing.T) {
@@ -261,7 +277,7 @@ func moduleRoot(t *testing.T) string {
 // keyed by import path.
 func goList(t *testing.T, root string) map[string]*pkg {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,Standard,DepOnly,Imports,Deps,Module,Error", "./...")
+	cmd := exec.Command("go", "list", "-deps", "-json=ImportPath,Dir,GoFiles,Standard,DepOnly,Imports,Deps,Module,Error", "./...")
 	cmd.Dir = root
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
