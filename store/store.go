@@ -1062,24 +1062,16 @@ type LogLine struct {
 	Line     string    `json:"line"`
 }
 
-// StatusState is a commit status state, as forges know them.
-type StatusState string
+// StatusState is a commit status state (model.StatusState, shared with
+// the forge writers).
+type StatusState = model.StatusState
 
 const (
-	StatePending StatusState = "pending"
-	StateSuccess StatusState = "success"
-	StateFailure StatusState = "failure"
-	StateError   StatusState = "error"
+	StatePending = model.StatusPending
+	StateSuccess = model.StatusSuccess
+	StateFailure = model.StatusFailure
+	StateError   = model.StatusError
 )
-
-// Valid reports whether s is one of the four states.
-func (s StatusState) Valid() bool {
-	switch s {
-	case StatePending, StateSuccess, StateFailure, StateError:
-		return true
-	}
-	return false
-}
 
 // CommitStatus is one status context on one commit.
 type CommitStatus struct {
