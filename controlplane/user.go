@@ -89,18 +89,6 @@ func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) 
 	return v, nil
 }
 
-func planView(p store.StoredPlan) api.Plan {
-	v := api.Plan{Plan: p.Plan, RepoID: p.RepoID, Status: p.Status, SupersededBy: p.SupersededBy, SupersededByCommit: p.SupersededByCommit, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
-	for _, a := range p.Actions {
-		v.Actions = append(v.Actions, api.Action{Index: a.Index, Action: a.Action, Status: a.Status, Error: a.Error, Output: a.Result, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt})
-	}
-	return v
-}
-
-func logView(l store.LogLine) api.LogLine {
-	return api.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: l.Time, Stream: api.LogStream(l.Stream), Line: l.Line}
-}
-
 // baseURL is how clients reach this server, for commands and webhook URLs.
 func (s *Server) baseURL(r *http.Request) string {
 	if s.opts.PublicURL != "" {
@@ -778,11 +766,10 @@ func (s *Server) listPlans(w http.ResponseWriter, r *http.Request, c *caller, f 
 	if err != nil {
 		return err
 	}
-	out := make([]api.Plan, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, planView(p))
+	if ps == nil {
+		ps = []api.Plan{} // an empty list, not null
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, ps)
 	return nil
 }
 
@@ -791,7 +778,7 @@ func (s *Server) handleGetPlan(w http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, planView(p))
+	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -819,10 +806,10 @@ func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *calle
 	if err != nil {
 		return err
 	}
-	page := api.LogPage{Lines: make([]api.LogLine, 0, len(lines))}
-	for _, l := range lines {
-		page.Lines = append(page.Lines, logView(l))
+	if lines == nil {
+		lines = []api.LogLine{} // an empty page, not null
 	}
+	page := api.LogPage{Lines: lines}
 	for _, g := range store.Gaps(lines, after) {
 		page.Gaps = append(page.Gaps, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
 	}
@@ -864,7 +851,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan
 			return nil // the status is sent; a broken stream ends it
 		}
 		for _, l := range lines {
-			if err := enc.Encode(logView(l)); err != nil {
+			if err := enc.Encode(l); err != nil {
 				return nil
 			}
 			after = l.Seq
