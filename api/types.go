@@ -578,16 +578,9 @@ type CommitStatus struct {
 	Posted      bool      `json:"posted"`
 }
 
-// Preview is the plan a pull request's head would produce.
-type Preview struct {
-	RepoID    string          `json:"repoId"`
-	PR        int             `json:"pr"`
-	Commit    string          `json:"commit"`
-	Summary   string          `json:"summary"`
-	PlanText  string          `json:"planText"`
-	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
-	CreatedAt time.Time       `json:"createdAt"`
-}
+// Preview is the plan a pull request's head would produce (model.Preview,
+// the type the store keeps).
+type Preview = model.Preview
 
 // ---- User: sites ----
 

@@ -33,7 +33,7 @@ func TestWireFormat(t *testing.T) {
 		{"log line", LogLine{PlanID: "p1", ActionID: "a1", Seq: 2, Time: at, Stream: StreamStderr, Line: "x"},
 			`{"planId":"p1","actionId":"a1","seq":2,"time":"2026-03-01T12:00:00Z","stream":"stderr","line":"x"}`},
 		{"log line, zero", LogLine{}, `{"planId":"","seq":0,"time":"0001-01-01T00:00:00Z","stream":"","line":""}`},
-		{"preview", Preview{RepoID: "r1", PR: 7, Commit: "c1", Summary: "s", PlanText: "t", PlanJSON: json.RawMessage(`{"sites":[]}`), CreatedAt: at},
+		{"preview", Preview{Tenant: "acme", RepoID: "r1", PR: 7, Commit: "c1", Summary: "s", PlanText: "t", PlanJSON: json.RawMessage(`{"sites":[]}`), CreatedAt: at},
 			`{"repoId":"r1","pr":7,"commit":"c1","summary":"s","planText":"t","planJson":{"sites":[]},"createdAt":"2026-03-01T12:00:00Z"}`},
 		{"preview, zero", Preview{}, `{"repoId":"","pr":0,"commit":"","summary":"","planText":"","createdAt":"0001-01-01T00:00:00Z"}`},
 	}

@@ -485,10 +485,6 @@ func (s *Server) handleCommitStatuses(w http.ResponseWriter, r *http.Request, c 
 	return nil
 }
 
-func previewView(p store.Preview) api.Preview {
-	return api.Preview{RepoID: p.RepoID, PR: p.PR, Commit: p.Commit, Summary: p.Summary, PlanText: p.PlanText, PlanJSON: p.PlanJSON, CreatedAt: p.CreatedAt}
-}
-
 func (s *Server) handleListPreviews(w http.ResponseWriter, r *http.Request, c *caller) error {
 	repoID := r.PathValue("repo")
 	if _, err := s.store.GetRepository(r.Context(), c.tenant, repoID); err != nil {
@@ -498,11 +494,10 @@ func (s *Server) handleListPreviews(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil {
 		return err
 	}
-	out := make([]api.Preview, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, previewView(p))
+	if ps == nil {
+		ps = []api.Preview{} // an empty list, not null
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, ps)
 	return nil
 }
 
@@ -515,7 +510,7 @@ func (s *Server) handleGetPreview(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, previewView(p))
+	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 

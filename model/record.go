@@ -72,3 +72,17 @@ type LogLine struct {
 	Stream   LogStream `json:"stream"`
 	Line     string    `json:"line"`
 }
+
+// Preview is the plan a pull request's head would produce (never applied).
+type Preview struct {
+	// Tenant owns the preview. It is not on the wire: the API answers a
+	// tenant only with its own previews.
+	Tenant    string          `json:"-"`
+	RepoID    string          `json:"repoId"`
+	PR        int             `json:"pr"`
+	Commit    string          `json:"commit"`
+	Summary   string          `json:"summary"`
+	PlanText  string          `json:"planText"`
+	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
+	CreatedAt time.Time       `json:"createdAt"`
+}

@@ -1050,17 +1050,9 @@ type CommitStatus struct {
 	PostedAt    time.Time   `json:"postedAt,omitzero"`
 }
 
-// Preview is the plan a pull request's head would produce (never applied).
-type Preview struct {
-	Tenant    string          `json:"tenant"`
-	RepoID    string          `json:"repoId"`
-	PR        int             `json:"pr"`
-	Commit    string          `json:"commit"`
-	Summary   string          `json:"summary"`
-	PlanText  string          `json:"planText"`
-	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
-	CreatedAt time.Time       `json:"createdAt"`
-}
+// Preview is the plan a pull request's head would produce, never applied
+// (model.Preview, the type the API serves).
+type Preview = model.Preview
 
 // AuditEvent is one entry of the append-only audit log.
 type AuditEvent struct {
