@@ -137,7 +137,7 @@ func (e *Executor) report(r Record) {
 	if r.Status == model.ActionRunning {
 		kind = "start"
 	}
-	res := r.Result()
+	res := r.ActionResult
 	entry := OutboxEntry{Key: kind + "-" + r.PlanID + "-" + r.ActionID, Result: &res}
 	e.heldMu.Lock()
 	first := len(e.held) == 0
@@ -342,8 +342,8 @@ func (e *Executor) skipRest(plan model.Plan, rest []model.Action, why string) er
 
 // skipped is the record of action a of plan planID not executed, and why.
 func skipped(planID string, a model.Action, why string, now time.Time) Record {
-	return Record{PlanID: planID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionSkipped,
-		Error: why, StartedAt: now, FinishedAt: now}
+	return Record{Operation: a.Operation, VM: a.VM, ActionResult: model.ActionResult{PlanID: planID, ActionID: a.ID,
+		Status: model.ActionSkipped, Error: why, StartedAt: now, FinishedAt: now}}
 }
 
 // run executes one action (or recovers it after a crash) and records it.
@@ -354,7 +354,8 @@ func (e *Executor) run(ctx context.Context, plan model.Plan, a model.Action, int
 		prev, _, _ := e.Cache.Get(a.ID)
 		started = prev.StartedAt
 	}
-	rec := Record{PlanID: plan.ID, ActionID: a.ID, Operation: a.Operation, VM: a.VM, Status: model.ActionRunning, StartedAt: started}
+	rec := Record{Operation: a.Operation, VM: a.VM, ActionResult: model.ActionResult{PlanID: plan.ID, ActionID: a.ID,
+		Status: model.ActionRunning, StartedAt: started}}
 	// Actions run to completion even when the agent is told to stop.
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.actionTimeout())
 	defer cancel()

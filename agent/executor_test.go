@@ -180,7 +180,8 @@ func TestInterruptedActionsAreExaminedNotRepeated(t *testing.T) {
 	if err := r.prov.Create(ctx, "vm-a", r.spec); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.ex.Cache.Put(agent.Record{PlanID: p.ID, ActionID: p.Actions[0].ID, Operation: model.OpCreate, VM: "vm-a", Status: model.ActionRunning, StartedAt: time.Now()}); err != nil {
+	if err := r.ex.Cache.Put(agent.Record{Operation: model.OpCreate, VM: "vm-a",
+		ActionResult: model.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionRunning, StartedAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := r.ex.Execute(ctx, p, 1, nil); err != nil || out != agent.OutcomeDone {
@@ -198,7 +199,8 @@ func TestInterruptedActionsAreExaminedNotRepeated(t *testing.T) {
 	// A start interrupted before the VM booted is re-executed.
 	p2 := r.plan(2, "stop vm-a", "start vm-a")
 	r.ex.Execute(ctx, model.Plan{ID: "stop-only", InventoryVersion: 2, Actions: p2.Actions[:1]}, 2, nil)
-	r.ex.Cache.Put(agent.Record{PlanID: p2.ID, ActionID: p2.Actions[1].ID, Operation: model.OpStart, VM: "vm-a", Status: model.ActionRunning})
+	r.ex.Cache.Put(agent.Record{Operation: model.OpStart, VM: "vm-a",
+		ActionResult: model.ActionResult{PlanID: p2.ID, ActionID: p2.Actions[1].ID, Status: model.ActionRunning}})
 	before := len(r.calls(t))
 	r.ex.Execute(ctx, model.Plan{ID: p2.ID, InventoryVersion: 2, Actions: p2.Actions[1:]}, 2, nil)
 	if got := r.calls(t)[before:]; !cmp.Equal(got, []string{"vm.boot"}) {
@@ -465,5 +467,47 @@ func TestSharedActionDoesNotBypassTheStaleGuard(t *testing.T) {
 	want := []string{"plan-2 " + p2.Actions[0].ID + " skipped", "plan-2 " + p2.Actions[1].ID + " skipped"}
 	if d := cmp.Diff(want, skipped); d != "" {
 		t.Errorf("plan 2's results (-want +got):\n%s", d)
+	}
+}
+
+// A record the agent cached before Record embedded model.ActionResult (its
+// fields in another order) reads back whole, and a record written now has
+// the same keys, so an upgrade or a downgrade keeps the cache.
+func TestCacheRecordFormat(t *testing.T) {
+	dir := t.TempDir()
+	old := `{"planId":"p1","actionId":"a1","operation":"create","vm":"web","status":"failed","error":"boom","output":{"pid":7},"startedAt":"2026-03-01T12:00:00Z","finishedAt":"2026-03-01T12:00:01Z"}`
+	if err := os.WriteFile(filepath.Join(dir, "a1.json"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cache, err := agent.OpenCache(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := cache.Get("a1")
+	if err != nil || !ok {
+		t.Fatalf("Get = %v, %v", ok, err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	want := agent.Record{Operation: model.OpCreate, VM: "web", ActionResult: model.ActionResult{PlanID: "p1", ActionID: "a1",
+		Status: model.ActionFailed, Error: "boom", Output: json.RawMessage(`{"pid":7}`), StartedAt: at, FinishedAt: at.Add(time.Second)}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("old record (-want +got):\n%s", d)
+	}
+	if err := cache.Put(got); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "a1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oldKeys, newKeys map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(old), &oldKeys); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &newKeys); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(oldKeys, newKeys); d != "" {
+		t.Errorf("record written now differs from the old format (-old +new):\n%s", d)
 	}
 }

@@ -27,29 +27,18 @@ func checkID(kind, id string) error {
 	return nil
 }
 
-// Record is the cached state of one action. Status running is the
-// "started" marker: the action began and its outcome is not known.
+// Record is the cached state of one action: the result as reported
+// (status running is the "started" marker: the action began and its
+// outcome is not known) and what the action did, for the debug bundle.
 type Record struct {
-	PlanID     string             `json:"planId"`
-	ActionID   string             `json:"actionId"`
-	Operation  model.Operation    `json:"operation"`
-	VM         string             `json:"vm"`
-	Status     model.ActionStatus `json:"status"`
-	Error      string             `json:"error,omitempty"`
-	Output     json.RawMessage    `json:"output,omitempty"`
-	StartedAt  time.Time          `json:"startedAt,omitzero"`
-	FinishedAt time.Time          `json:"finishedAt,omitzero"`
+	model.ActionResult
+	Operation model.Operation `json:"operation"`
+	VM        string          `json:"vm"`
 }
 
 // Final reports whether the record holds an outcome.
 func (r Record) Final() bool {
 	return r.Status == model.ActionSucceeded || r.Status == model.ActionFailed || r.Status == model.ActionSkipped
-}
-
-// Result is the wire form of the record.
-func (r Record) Result() api.ActionResult {
-	return api.ActionResult{PlanID: r.PlanID, ActionID: r.ActionID, Status: r.Status, Error: r.Error,
-		Output: r.Output, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt}
 }
 
 // Cache is the persisted idempotency cache: action ID → Record, one file

@@ -7,6 +7,10 @@
 // tokens, scoped to one tenant or to the whole installation (admin).
 // docs/api.md describes each endpoint.
 //
+// Plan, Action, ActionResult, LogLine and Preview are aliases of the model
+// types the store returns, so the control plane serves what it reads without
+// copying; TestWireFormat pins their JSON, which stays this package's.
+//
 // # Protocol version
 //
 // ProtocolVersion increases by one whenever the agent-facing contract

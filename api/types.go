@@ -298,19 +298,10 @@ type ResultsRequest struct {
 	Results []ActionResult `json:"results"`
 }
 
-// ActionResult is the outcome of one action. Status "running" marks an action
-// started; succeeded, failed and skipped are final.
-type ActionResult struct {
-	PlanID   string             `json:"planId"`
-	ActionID string             `json:"actionId"`
-	Status   model.ActionStatus `json:"status"`
-	// Error says why a failed action failed.
-	Error string `json:"error,omitempty"`
-	// Output is a small JSON document of provider details (optional).
-	Output     json.RawMessage `json:"output,omitempty"`
-	StartedAt  time.Time       `json:"startedAt,omitzero"`
-	FinishedAt time.Time       `json:"finishedAt,omitzero"`
-}
+// ActionResult is the outcome of one action (model.ActionResult, the type
+// the store records). Status "running" marks an action started;
+// succeeded, failed and skipped are final.
+type ActionResult = model.ActionResult
 
 // ResultsResponse says what happened to each reported result, in order.
 type ResultsResponse struct {
@@ -326,24 +317,18 @@ type ResultAck struct {
 	PlanStatus model.PlanStatus `json:"planStatus,omitempty"`
 }
 
-// LogStream names where a log line came from.
-type LogStream string
+// LogStream names where a log line came from (model.LogStream).
+type LogStream = model.LogStream
 
 const (
-	StreamStdout LogStream = "stdout"
-	StreamStderr LogStream = "stderr"
-	StreamAgent  LogStream = "agent"
+	StreamStdout = model.StreamStdout
+	StreamStderr = model.StreamStderr
+	StreamAgent  = model.StreamAgent
 )
 
-// LogLine is one line of execution output. Seq is per plan, from 1, assigned by the agent.
-type LogLine struct {
-	PlanID   string    `json:"planId"`
-	ActionID string    `json:"actionId,omitempty"`
-	Seq      int64     `json:"seq"`
-	Time     time.Time `json:"time"`
-	Stream   LogStream `json:"stream"`
-	Line     string    `json:"line"`
-}
+// LogLine is one line of execution output (model.LogLine, the type the
+// store keeps). Seq is per plan, from 1, assigned by the agent.
+type LogLine = model.LogLine
 
 // LogsRequest is an ordered batch of lines (of one or more plans of the site).
 type LogsRequest struct {
@@ -593,16 +578,9 @@ type CommitStatus struct {
 	Posted      bool      `json:"posted"`
 }
 
-// Preview is the plan a pull request's head would produce.
-type Preview struct {
-	RepoID    string          `json:"repoId"`
-	PR        int             `json:"pr"`
-	Commit    string          `json:"commit"`
-	Summary   string          `json:"summary"`
-	PlanText  string          `json:"planText"`
-	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
-	CreatedAt time.Time       `json:"createdAt"`
-}
+// Preview is the plan a pull request's head would produce (model.Preview,
+// the type the store keeps).
+type Preview = model.Preview
 
 // ---- User: sites ----
 
@@ -705,31 +683,13 @@ type VMView struct {
 
 // ---- User: plans, logs, audit ----
 
-// Plan is a stored plan with its lifecycle and actions.
-type Plan struct {
-	Plan         model.Plan       `json:"plan"`
-	RepoID       string           `json:"repoId,omitempty"`
-	Status       model.PlanStatus `json:"status"`
-	SupersededBy string           `json:"supersededBy,omitempty"`
-	// SupersededByCommit is the commit whose desired state superseded the
-	// plan; with an empty SupersededBy that commit cancelled it (it needed
-	// nothing of it, or its own plan was refused).
-	SupersededByCommit string    `json:"supersededByCommit,omitempty"`
-	CreatedAt          time.Time `json:"createdAt"`
-	UpdatedAt          time.Time `json:"updatedAt"`
-	Actions            []Action  `json:"actions,omitempty"`
-}
+// Plan is a stored plan with its lifecycle and actions (model.StoredPlan,
+// the type the store returns).
+type Plan = model.StoredPlan
 
-// Action is one action of a stored plan with its progress.
-type Action struct {
-	Index      int                `json:"index"`
-	Action     model.Action       `json:"action"`
-	Status     model.ActionStatus `json:"status"`
-	Error      string             `json:"error,omitempty"`
-	Output     json.RawMessage    `json:"output,omitempty"`
-	StartedAt  time.Time          `json:"startedAt,omitzero"`
-	FinishedAt time.Time          `json:"finishedAt,omitzero"`
-}
+// Action is one action of a stored plan with its progress
+// (model.ActionRecord).
+type Action = model.ActionRecord
 
 // LogPage is a page of a plan's log lines. Gaps lists missing sequence numbers.
 type LogPage struct {

@@ -383,10 +383,9 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		if finished.IsZero() {
 			finished = now
 		}
-		o, err := s.store.RecordActionResult(ctx, c.actor(), c.id.Tenant, c.id.Site, store.ActionResult{
-			PlanID: res.PlanID, ActionID: res.ActionID, Status: res.Status,
-			Result: res.Output, Error: res.Error, StartedAt: res.StartedAt, FinishedAt: finished,
-		})
+		final := res
+		final.FinishedAt = finished
+		o, err := s.store.RecordActionResult(ctx, c.actor(), c.id.Tenant, c.id.Site, final)
 		if err != nil {
 			return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
 		}
@@ -467,7 +466,7 @@ func (s *Server) AppendLogs(ctx context.Context, c *caller, req api.LogsRequest)
 		if cut {
 			truncated++
 		}
-		lines = append(lines, store.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: t, Stream: store.LogStream(l.Stream), Line: text})
+		lines = append(lines, store.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: t, Stream: l.Stream, Line: text})
 	}
 	quota := store.LogQuota{PlanBytes: s.opts.LogPlanQuotaBytes, SiteBytes: s.opts.LogSiteQuotaBytes}
 	res, err := s.store.AppendLogsWithin(ctx, c.id.Tenant, c.id.Site, lines, quota)

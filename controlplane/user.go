@@ -19,6 +19,7 @@ import (
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane/maintenance"
+	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/pki"
 	"github.com/nkudo/nkudo/store"
@@ -86,18 +87,6 @@ func (s *Server) siteView(ctx context.Context, st store.Site) (api.Site, error) 
 		return api.Site{}, err
 	}
 	return v, nil
-}
-
-func planView(p store.StoredPlan) api.Plan {
-	v := api.Plan{Plan: p.Plan, RepoID: p.RepoID, Status: p.Status, SupersededBy: p.SupersededBy, SupersededByCommit: p.SupersededByCommit, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
-	for _, a := range p.Actions {
-		v.Actions = append(v.Actions, api.Action{Index: a.Index, Action: a.Action, Status: a.Status, Error: a.Error, Output: a.Result, StartedAt: a.StartedAt, FinishedAt: a.FinishedAt})
-	}
-	return v
-}
-
-func logView(l store.LogLine) api.LogLine {
-	return api.LogLine{PlanID: l.PlanID, ActionID: l.ActionID, Seq: l.Seq, Time: l.Time, Stream: api.LogStream(l.Stream), Line: l.Line}
 }
 
 // baseURL is how clients reach this server, for commands and webhook URLs.
@@ -496,10 +485,6 @@ func (s *Server) handleCommitStatuses(w http.ResponseWriter, r *http.Request, c 
 	return nil
 }
 
-func previewView(p store.Preview) api.Preview {
-	return api.Preview{RepoID: p.RepoID, PR: p.PR, Commit: p.Commit, Summary: p.Summary, PlanText: p.PlanText, PlanJSON: p.PlanJSON, CreatedAt: p.CreatedAt}
-}
-
 func (s *Server) handleListPreviews(w http.ResponseWriter, r *http.Request, c *caller) error {
 	repoID := r.PathValue("repo")
 	if _, err := s.store.GetRepository(r.Context(), c.tenant, repoID); err != nil {
@@ -509,11 +494,10 @@ func (s *Server) handleListPreviews(w http.ResponseWriter, r *http.Request, c *c
 	if err != nil {
 		return err
 	}
-	out := make([]api.Preview, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, previewView(p))
+	if ps == nil {
+		ps = []api.Preview{} // an empty list, not null
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, ps)
 	return nil
 }
 
@@ -526,7 +510,7 @@ func (s *Server) handleGetPreview(w http.ResponseWriter, r *http.Request, c *cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, previewView(p))
+	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -746,15 +730,10 @@ func (s *Server) SiteVMs(ctx context.Context, tenant, site string) (api.SiteVMs,
 	slices.Sort(names)
 	for _, n := range names {
 		v := byName[n]
-		v.InSync = inSync(v.Desired, v.Actual)
+		v.InSync = diff.InSync(v.Desired, v.Actual)
 		out.VMs = append(out.VMs, *v)
 	}
 	return out, nil
-}
-
-func inSync(d *model.VMSpec, a *model.ObservedVM) bool {
-	return d != nil && a != nil && a.Managed && a.SpecHash == d.Hash() && a.State == d.State &&
-		a.CPUs == d.CPUs && a.MemoryMiB == d.MemoryMiB
 }
 
 func (s *Server) handleSitePlans(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -782,11 +761,10 @@ func (s *Server) listPlans(w http.ResponseWriter, r *http.Request, c *caller, f 
 	if err != nil {
 		return err
 	}
-	out := make([]api.Plan, 0, len(ps))
-	for _, p := range ps {
-		out = append(out, planView(p))
+	if ps == nil {
+		ps = []api.Plan{} // an empty list, not null
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, ps)
 	return nil
 }
 
@@ -795,7 +773,7 @@ func (s *Server) handleGetPlan(w http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, planView(p))
+	writeJSON(w, http.StatusOK, p)
 	return nil
 }
 
@@ -823,10 +801,10 @@ func (s *Server) handlePlanLogs(w http.ResponseWriter, r *http.Request, c *calle
 	if err != nil {
 		return err
 	}
-	page := api.LogPage{Lines: make([]api.LogLine, 0, len(lines))}
-	for _, l := range lines {
-		page.Lines = append(page.Lines, logView(l))
+	if lines == nil {
+		lines = []api.LogLine{} // an empty page, not null
 	}
+	page := api.LogPage{Lines: lines}
 	for _, g := range store.Gaps(lines, after) {
 		page.Gaps = append(page.Gaps, api.LogGap{PlanID: plan, From: g[0], To: g[1]})
 	}
@@ -868,7 +846,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request, tenant, plan
 			return nil // the status is sent; a broken stream ends it
 		}
 		for _, l := range lines {
-			if err := enc.Encode(logView(l)); err != nil {
+			if err := enc.Encode(l); err != nil {
 				return nil
 			}
 			after = l.Seq

@@ -391,6 +391,19 @@ func (b *builder) vm(vm *model.VirtualMachine, o *model.ObservedVM) {
 	}
 }
 
+// InSync reports whether an observed VM is in sync with its desired spec:
+// n-kudo manages it and the planner would plan nothing for it. It is the
+// one definition of "in sync"; the API's and the dashboard's VM views use
+// it, so they can never call a VM in sync that a plan would still change.
+func InSync(desired *model.VMSpec, observed *model.ObservedVM) bool {
+	if desired == nil || observed == nil || !observed.Managed {
+		return false
+	}
+	var b builder
+	b.vm(&model.VirtualMachine{Name: observed.Name, Spec: *desired}, observed)
+	return len(b.actions) == 0
+}
+
 func (b *builder) prune(o *model.ObservedVM) {
 	if o.State == model.VMRunning {
 		b.add(model.OpStop, o.Name, model.ReasonPrune, o.SpecHash, nil, nil)

@@ -1,12 +1,8 @@
 package diff_test
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -153,40 +149,5 @@ func TestOptionsSites(t *testing.T) {
 				t.Error(diff)
 			}
 		})
-	}
-}
-
-// The planner is pure: its non-test files import only model and the
-// standard library (no clock, network, files or logging packages).
-func TestImports(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	forbidden := []string{"time", "math/rand", "math/rand/v2", "crypto/rand", "os", "os/exec", "net", "net/http", "log", "log/slog", "database/sql", "io/fs", "sync"}
-	checked := 0
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		checked++
-		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			first, _, _ := strings.Cut(path, "/")
-			switch {
-			case path == "github.com/nkudo/nkudo/model":
-			case strings.Contains(first, "."):
-				t.Errorf("%s imports %s: diff may import only model and the standard library", f, path)
-			case slices.Contains(forbidden, path):
-				t.Errorf("%s imports %s: the planner does no I/O and has no clock, randomness or logging", f, path)
-			}
-		}
-	}
-	if checked == 0 {
-		t.Fatal("no source files checked")
 	}
 }

@@ -254,6 +254,33 @@ func TestPropertyConverges(t *testing.T) {
 	})
 }
 
+// InSync agrees with the planner: a desired VM is in sync exactly when it
+// is observed, managed, and its site's plan has no action for it.
+func TestPropertyInSync(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		want, m := genSite(t, "s")
+		r := diff.Plan(model.Desired{Sites: []model.Site{{Name: "s"}}, VMs: want},
+			map[string]model.Inventory{"s": m.inventory("s", 1)}, diff.Options{Tenant: "t", PruneLimit: diff.PruneUnlimited})
+		planned := map[string]bool{}
+		for _, a := range r.Sites[0].Plan.Actions {
+			planned[a.VM] = true
+		}
+		for _, d := range want {
+			var observed *model.ObservedVM
+			if o, ok := m[d.Name]; ok {
+				observed = &o
+			}
+			wantSync := observed != nil && observed.Managed && !planned[d.Name]
+			if got := diff.InSync(&d.Spec, observed); got != wantSync {
+				t.Fatalf("%s: InSync = %v, want %v (observed %+v, planned %v)", d.Name, got, wantSync, observed, planned[d.Name])
+			}
+		}
+		if diff.InSync(nil, &model.ObservedVM{Managed: true}) {
+			t.Fatal("InSync without a desired spec")
+		}
+	})
+}
+
 func checkOrder(t *rapid.T, sr diff.SiteResult) {
 	seen := map[string]bool{}
 	for i, a := range sr.Plan.Actions {

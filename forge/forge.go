@@ -14,27 +14,21 @@ import (
 	"net/url"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/nkudo/nkudo/model"
 )
 
-// State is a forge-neutral commit status state. Writers map it to the
-// forge's own names (GitLab: failed, not failure).
-type State string
+// State is a forge-neutral commit status state (model.StatusState, the
+// type the store keeps statuses in). Writers map it to the forge's own
+// names (GitLab: failed, not failure).
+type State = model.StatusState
 
 const (
-	StatePending State = "pending"
-	StateSuccess State = "success"
-	StateFailure State = "failure"
-	StateError   State = "error"
+	StatePending = model.StatusPending
+	StateSuccess = model.StatusSuccess
+	StateFailure = model.StatusFailure
+	StateError   = model.StatusError
 )
-
-// Valid reports whether s is one of the known states.
-func (s State) Valid() bool {
-	switch s {
-	case StatePending, StateSuccess, StateFailure, StateError:
-		return true
-	}
-	return false
-}
 
 // Context names used by n-kudo (a writer prepends its configured prefix).
 const (

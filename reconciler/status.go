@@ -169,7 +169,7 @@ func (r *Reconciler) report(ctx context.Context, repo store.Repository, cs store
 		return
 	}
 	for _, rep := range reps {
-		rep.Report(forge.Status{SHA: cs.Commit, Context: cs.Context, State: forge.State(cs.State), Description: cs.Description, TargetURL: cs.TargetURL, Ref: repo.Branch})
+		rep.Report(forge.Status{SHA: cs.Commit, Context: cs.Context, State: cs.State, Description: cs.Description, TargetURL: cs.TargetURL, Ref: repo.Branch})
 	}
 }
 
@@ -204,7 +204,7 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 		o.OnPosted = func(st forge.Status) {
 			err := r.store.MarkCommitStatusPosted(rctx, tenant, store.CommitStatus{
 				Tenant: tenant, RepoID: repo.ID, Commit: st.SHA, Context: st.Context,
-				State: store.StatusState(st.State), Description: st.Description, TargetURL: st.TargetURL,
+				State: st.State, Description: st.Description, TargetURL: st.TargetURL,
 			}, r.now())
 			if err != nil && rctx.Err() == nil {
 				r.log.Debug("mark status posted", "repo", repo.ID, "err", err)

@@ -985,36 +985,13 @@ type HeartbeatResult struct {
 	Changed          bool // true when the VM set differed (the planner should look)
 }
 
-// StoredPlan is a plan with its lifecycle.
-type StoredPlan struct {
-	// Plan is the planner's output as stored (Plan.Actions in order).
-	Plan         model.Plan       `json:"plan"`
-	RepoID       string           `json:"repoId,omitempty"`
-	Status       model.PlanStatus `json:"status"`
-	SupersededBy string           `json:"supersededBy,omitempty"`
-	// SupersededByCommit is the commit whose desired state superseded the
-	// plan ("" unless superseded, and for plans superseded before it was
-	// recorded). With an empty SupersededBy the plan was cancelled by
-	// SupersedeActivePlan: that commit needed nothing of it.
-	SupersededByCommit string    `json:"supersededByCommit,omitempty"`
-	CreatedAt          time.Time `json:"createdAt"`
-	UpdatedAt          time.Time `json:"updatedAt"`
-	// Actions holds one record per Plan.Actions entry, same order (nil
-	// from ListPlans unless PlanFilter.WithActions).
-	Actions []ActionRecord `json:"actions,omitempty"`
-}
+// StoredPlan is a plan with its lifecycle (model.StoredPlan, the type the
+// API serves). Actions is nil from ListPlans unless PlanFilter.WithActions.
+type StoredPlan = model.StoredPlan
 
-// ActionRecord is one action of a stored plan with its progress.
-type ActionRecord struct {
-	PlanID     string             `json:"planId"`
-	Index      int                `json:"index"` // position in the plan, from 0
-	Action     model.Action       `json:"action"`
-	Status     model.ActionStatus `json:"status"`
-	Result     json.RawMessage    `json:"result,omitempty"`
-	Error      string             `json:"error,omitempty"`
-	StartedAt  time.Time          `json:"startedAt,omitzero"`
-	FinishedAt time.Time          `json:"finishedAt,omitzero"`
-}
+// ActionRecord is one action of a stored plan with its progress
+// (model.ActionRecord).
+type ActionRecord = model.ActionRecord
 
 // PlanFilter selects plans in ListPlans; zero fields match everything.
 type PlanFilter struct {
@@ -1026,16 +1003,9 @@ type PlanFilter struct {
 	WithActions bool
 }
 
-// ActionResult is an agent's report that an action finished.
-type ActionResult struct {
-	PlanID     string             `json:"planId"`
-	ActionID   string             `json:"actionId"`
-	Status     model.ActionStatus `json:"status"` // succeeded, failed or skipped
-	Result     json.RawMessage    `json:"result,omitempty"`
-	Error      string             `json:"error,omitempty"`
-	StartedAt  time.Time          `json:"startedAt,omitzero"`
-	FinishedAt time.Time          `json:"finishedAt"`
-}
+// ActionResult is an agent's report of an action (model.ActionResult, the
+// type the agent sends); RecordActionResult takes the final ones.
+type ActionResult = model.ActionResult
 
 // ResultOutcome says what RecordActionResult did.
 type ResultOutcome struct {
@@ -1043,43 +1013,28 @@ type ResultOutcome struct {
 	PlanStatus model.PlanStatus // the plan's status after the call
 }
 
-// LogStream names where a log line came from.
-type LogStream string
+// LogStream names where a log line came from (model.LogStream).
+type LogStream = model.LogStream
 
 const (
-	StreamStdout LogStream = "stdout"
-	StreamStderr LogStream = "stderr"
-	StreamAgent  LogStream = "agent" // the agent's own messages about the action
+	StreamStdout = model.StreamStdout
+	StreamStderr = model.StreamStderr
+	StreamAgent  = model.StreamAgent // the agent's own messages about the action
 )
 
-// LogLine is one line of execution output.
-type LogLine struct {
-	PlanID   string    `json:"planId"`
-	ActionID string    `json:"actionId,omitempty"`
-	Seq      int64     `json:"seq"` // per plan, from 1, assigned by the agent
-	Time     time.Time `json:"time"`
-	Stream   LogStream `json:"stream"`
-	Line     string    `json:"line"`
-}
+// LogLine is one line of execution output (model.LogLine).
+type LogLine = model.LogLine
 
-// StatusState is a commit status state, as forges know them.
-type StatusState string
+// StatusState is a commit status state (model.StatusState, shared with
+// the forge writers).
+type StatusState = model.StatusState
 
 const (
-	StatePending StatusState = "pending"
-	StateSuccess StatusState = "success"
-	StateFailure StatusState = "failure"
-	StateError   StatusState = "error"
+	StatePending = model.StatusPending
+	StateSuccess = model.StatusSuccess
+	StateFailure = model.StatusFailure
+	StateError   = model.StatusError
 )
-
-// Valid reports whether s is one of the four states.
-func (s StatusState) Valid() bool {
-	switch s {
-	case StatePending, StateSuccess, StateFailure, StateError:
-		return true
-	}
-	return false
-}
 
 // CommitStatus is one status context on one commit.
 type CommitStatus struct {
@@ -1095,17 +1050,9 @@ type CommitStatus struct {
 	PostedAt    time.Time   `json:"postedAt,omitzero"`
 }
 
-// Preview is the plan a pull request's head would produce (never applied).
-type Preview struct {
-	Tenant    string          `json:"tenant"`
-	RepoID    string          `json:"repoId"`
-	PR        int             `json:"pr"`
-	Commit    string          `json:"commit"`
-	Summary   string          `json:"summary"`
-	PlanText  string          `json:"planText"`
-	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
-	CreatedAt time.Time       `json:"createdAt"`
-}
+// Preview is the plan a pull request's head would produce, never applied
+// (model.Preview, the type the API serves).
+type Preview = model.Preview
 
 // AuditEvent is one entry of the append-only audit log.
 type AuditEvent struct {

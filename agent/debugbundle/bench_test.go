@@ -37,12 +37,12 @@ func BenchmarkWrite(b *testing.B) {
 	}
 	now := time.Now().UTC()
 	for i := range 1000 {
-		r := agent.Record{PlanID: "plan", ActionID: fmt.Sprintf("act-%d", i), Operation: model.OpStart, VM: "pos-1",
-			Status: model.ActionSucceeded, StartedAt: now, FinishedAt: now}
+		r := agent.Record{Operation: model.OpStart, VM: "pos-1", ActionResult: model.ActionResult{PlanID: "plan",
+			ActionID: fmt.Sprintf("act-%d", i), Status: model.ActionSucceeded, StartedAt: now, FinishedAt: now}}
 		if err := cache.Put(r); err != nil {
 			b.Fatal(err)
 		}
-		res := r.Result()
+		res := r.ActionResult
 		if err := results.Add(agent.OutboxEntry{Key: "final-" + r.ActionID, Result: &res}); err != nil {
 			b.Fatal(err)
 		}

@@ -164,7 +164,7 @@ func benchActionResult(b *testing.B, s store.Store) {
 	b.ResetTimer()
 	for i := range b.N {
 		tg := targets[i]
-		out, err := s.RecordActionResult(ctx, agent, tenantA, tg.site, store.ActionResult{PlanID: tg.plan, ActionID: tg.action, Status: model.ActionSucceeded, Result: []byte(`{"ok":true}`), FinishedAt: now})
+		out, err := s.RecordActionResult(ctx, agent, tenantA, tg.site, store.ActionResult{PlanID: tg.plan, ActionID: tg.action, Status: model.ActionSucceeded, Output: []byte(`{"ok":true}`), FinishedAt: now})
 		if err != nil || !out.New {
 			b.Fatalf("RecordActionResult: %v, new %v", err, out.New)
 		}

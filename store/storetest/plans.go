@@ -53,7 +53,7 @@ func testPlanDedupe(t *testing.T, s store.Store) {
 		t.Fatalf("GetPlan has %d action records, want 2", len(got.Actions))
 	}
 	for i, a := range got.Actions {
-		if a.Index != i || a.PlanID != p.ID || a.Status != model.ActionPending || a.Action.ID != p.Actions[i].ID {
+		if a.Index != i || a.Status != model.ActionPending || a.Action.ID != p.Actions[i].ID {
 			t.Errorf("action %d = %+v", i, a)
 		}
 	}
@@ -243,7 +243,7 @@ func testActionLifecycle(t *testing.T, s store.Store) {
 	_, err = s.RecordActionResult(ctx, agent, tenantB, siteA, store.ActionResult{PlanID: p.ID, ActionID: a0, Status: model.ActionSucceeded})
 	wantErr(t, err, store.ErrNotFound)
 
-	r0 := store.ActionResult{PlanID: p.ID, ActionID: a0, Status: model.ActionSucceeded, Result: []byte(`{"pid": 42}`), FinishedAt: epoch.Add(second)}
+	r0 := store.ActionResult{PlanID: p.ID, ActionID: a0, Status: model.ActionSucceeded, Output: []byte(`{"pid": 42}`), FinishedAt: epoch.Add(second)}
 	out, err := s.RecordActionResult(ctx, agent, tenantA, siteA, r0)
 	must(t, err)
 	if !out.New || out.PlanStatus != model.PlanInProgress {
@@ -275,8 +275,8 @@ func testActionLifecycle(t *testing.T, s store.Store) {
 	if got.Status != model.PlanSucceeded {
 		t.Errorf("plan status = %s, want succeeded", got.Status)
 	}
-	want := store.ActionRecord{PlanID: p.ID, Index: 0, Action: p.Actions[0], Status: model.ActionSucceeded,
-		Result: []byte(`{"pid":42}`), StartedAt: epoch, FinishedAt: epoch.Add(second)}
+	want := store.ActionRecord{Index: 0, Action: p.Actions[0], Status: model.ActionSucceeded,
+		Output: []byte(`{"pid":42}`), StartedAt: epoch, FinishedAt: epoch.Add(second)}
 	if diff := cmp.Diff(want, got.Actions[0]); diff != "" {
 		t.Errorf("action record (-want +got):\n%s", diff)
 	}

@@ -246,8 +246,8 @@ func (r *staleRig) assertMinimalExecution(final store.StoredPlan, wantOps []stri
 		t.Errorf("last executed plan (-want +got):\n%s", d)
 	}
 	for _, a := range final.Actions {
-		if a.Status != model.ActionSucceeded || strings.Contains(string(a.Result), "cachedFromPlan") {
-			t.Errorf("last executed plan: %s %s %s %s: want succeeded by its own execution", a.Action.Operation, a.Action.VM, a.Status, a.Result)
+		if a.Status != model.ActionSucceeded || strings.Contains(string(a.Output), "cachedFromPlan") {
+			t.Errorf("last executed plan: %s %s %s %s: want succeeded by its own execution", a.Action.Operation, a.Action.VM, a.Status, a.Output)
 		}
 	}
 	for _, sp := range stale {

@@ -33,16 +33,16 @@ const actionCols = `plan_id, idx, body, status, result, error, started_at, finis
 
 func scanAction(r Row) (store.ActionRecord, error) {
 	var a store.ActionRecord
-	var body, status, result string
+	var planID, body, status, result string
 	var started, finished int64
-	if err := r.Scan(&a.PlanID, &a.Index, &body, &status, &result, &a.Error, &started, &finished); err != nil {
+	if err := r.Scan(&planID, &a.Index, &body, &status, &result, &a.Error, &started, &finished); err != nil {
 		return a, err
 	}
 	if err := json.Unmarshal([]byte(body), &a.Action); err != nil {
-		return a, fmt.Errorf("decode action of plan %s: %w", a.PlanID, err)
+		return a, fmt.Errorf("decode action of plan %s: %w", planID, err)
 	}
 	a.Status = model.ActionStatus(status)
-	a.Result = raw(result)
+	a.Output = raw(result)
 	a.StartedAt, a.FinishedAt = tm(started), tm(finished)
 	return a, nil
 }
@@ -369,7 +369,7 @@ func (s *Store) RecordActionResult(ctx context.Context, actor store.Actor, tenan
 	default:
 		return store.ResultOutcome{}, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("status %q is not terminal", r.Status))
 	}
-	result := store.CompactJSON(r.Result)
+	result := store.CompactJSON(r.Output)
 	if len(result) > 0 && !json.Valid(result) {
 		return store.ResultOutcome{}, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("result is not JSON"))
 	}
