@@ -69,6 +69,11 @@ type Event struct {
 	BaseRef string // the branch the PR targets
 	// Merged is true when a closed pull request was merged.
 	Merged bool
+	// Labels are the pull request's label names as the payload lists them;
+	// LabelsKnown is false when the payload has no label list (the forge
+	// API is asked instead).
+	Labels      []string
+	LabelsKnown bool
 }
 
 // Errors returned by Verify and Parse.
@@ -239,6 +244,9 @@ type ghPR struct {
 		Base struct {
 			Ref string `json:"ref"`
 		} `json:"base"`
+		Labels *[]struct {
+			Name string `json:"name"`
+		} `json:"labels"`
 	} `json:"pull_request"`
 }
 
@@ -253,6 +261,9 @@ type glMR struct {
 			ID string `json:"id"`
 		} `json:"last_commit"`
 	} `json:"object_attributes"`
+	Labels *[]struct {
+		Title string `json:"title"`
+	} `json:"labels"`
 }
 
 // Parse reads a delivery (after Verify). It never fails on an event it does
@@ -305,8 +316,17 @@ func Parse(h http.Header, body []byte) (Event, error) {
 			ev.PR = p.PullRequest.Number
 		}
 		ev.HeadSHA, ev.HeadRef, ev.BaseRef = p.PullRequest.Head.SHA, p.PullRequest.Head.Ref, p.PullRequest.Base.Ref
+		if l := p.PullRequest.Labels; l != nil {
+			ev.LabelsKnown, ev.Labels = true, make([]string, 0, len(*l))
+			for _, x := range *l {
+				ev.Labels = append(ev.Labels, x.Name)
+			}
+		}
 		switch ev.Action {
-		case "opened", "synchronize", "synchronized", "reopened":
+		// A label added or removed can open or close the destructive gate:
+		// labeled/unlabeled on GitHub, label_updated/label_cleared on Gitea
+		// and Forgejo.
+		case "opened", "synchronize", "synchronized", "reopened", "labeled", "unlabeled", "label_updated", "label_cleared":
 			return prEvent(ev)
 		case "closed":
 			if ev.PR <= 0 {
@@ -356,6 +376,13 @@ func parseGitLab(ev Event, body []byte) (Event, error) {
 		}
 		a := p.ObjectAttributes
 		ev.PR, ev.Action, ev.HeadSHA, ev.HeadRef, ev.BaseRef = a.IID, a.Action, a.LastCommit.ID, a.SourceBranch, a.TargetBranch
+		if p.Labels != nil {
+			ev.LabelsKnown, ev.Labels = true, make([]string, 0, len(*p.Labels))
+			for _, x := range *p.Labels {
+				ev.Labels = append(ev.Labels, x.Title)
+			}
+		}
+		// "update" covers label changes too.
 		switch a.Action {
 		case "open", "reopen", "update":
 			return prEvent(ev)
