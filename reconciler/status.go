@@ -22,7 +22,9 @@ type repoReporters struct {
 	// comments write the plan comment of pull requests, one per writer
 	// whose forge has them.
 	comments []*forge.CommentReporter
-	cancel   context.CancelFunc
+	// labels read pull-request labels, for the destructive gate.
+	labels []forge.LabelReader
+	cancel context.CancelFunc
 }
 
 // forgeConfig is everything writersFromRepo reads, so a change to any of it
@@ -108,6 +110,9 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 			}
 		}
 		nr.list = append(nr.list, forge.NewReporter(w, o))
+		if lr, ok := w.(forge.LabelReader); ok {
+			nr.labels = append(nr.labels, lr)
+		}
 		if c, ok := w.(forge.Commenter); ok {
 			nr.comments = append(nr.comments, forge.NewCommentReporter(c, forge.CommentReporterOptions{
 				Marker: forge.PlanMarker(r.opts.StatusPrefix), MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff,
@@ -144,7 +149,7 @@ func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int,
 	r.mu.Lock()
 	closed := r.closedPRs[prKey(repo.ID, pr)]
 	r.mu.Unlock()
-	if closed {
+	if closed || r.previewClosedInStore(ctx, repo, pr) {
 		return // a preview queued before the close must not undo its mark
 	}
 	r.writeComment(ctx, repo, pr, body, true)
@@ -166,6 +171,7 @@ func (r *Reconciler) PreviewClosed(ctx context.Context, tenant, repoID string, p
 	}
 	r.closedPRs[prKey(repoID, pr)] = true
 	r.mu.Unlock()
+	r.recordClosed(ctx, repo, pr, merged)
 	r.writeComment(ctx, repo, pr, closedComment(pr, merged), false)
 	return nil
 }
