@@ -450,7 +450,14 @@ type Repository struct {
 	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
 	// Verify is the commit signature policy (absent: commits are not verified).
 	Verify *VerifyPolicy `json:"verify,omitempty"`
+	// DestructiveLabel is the pull-request label that accepts a plan
+	// deleting or replacing VMs (absent: DefaultDestructiveLabel).
+	DestructiveLabel string `json:"destructiveLabel,omitempty"`
 }
+
+// DefaultDestructiveLabel accepts destructive pull-request plans of a
+// repository that names no label of its own.
+const DefaultDestructiveLabel = "nkudo/destructive-ok"
 
 // Commit signature verification modes (VerifyPolicy.Mode).
 const (
@@ -497,6 +504,9 @@ type UpdateRepoRequest struct {
 	// Verify replaces the commit signature policy; an empty policy ({})
 	// turns verification off.
 	Verify *VerifyPolicy `json:"verify,omitempty"`
+	// DestructiveLabel names the pull-request label that accepts plans
+	// deleting or replacing VMs ("" = DefaultDestructiveLabel).
+	DestructiveLabel *string `json:"destructiveLabel,omitempty"`
 }
 
 // Credential kinds (Credential.Kind, PutCredentialRequest.Kind).
@@ -602,7 +612,21 @@ type Preview struct {
 	PlanText  string          `json:"planText"`
 	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
 	CreatedAt time.Time       `json:"createdAt"`
+	// State is the pull request's: PreviewOpen, PreviewClosed or PreviewMerged.
+	State string `json:"state,omitempty"`
+	// Base is the branch commit in force when the preview was computed.
+	Base string `json:"base,omitempty"`
+	// Inventories are the inventory versions (site → version) it was
+	// computed against; absent when the head was not planned.
+	Inventories map[string]int64 `json:"inventories,omitempty"`
 }
+
+// Pull request states (Preview.State).
+const (
+	PreviewOpen   = "open"
+	PreviewClosed = "closed"
+	PreviewMerged = "merged"
+)
 
 // ---- User: sites ----
 

@@ -42,7 +42,7 @@ func (s *Server) repoView(r store.Repository, base string) api.Repository {
 		LastSeenCommit: r.LastSeenCommit, LastAppliedCommit: r.LastAppliedCommit, LastError: r.LastError,
 		CreatedAt: r.CreatedAt, WebhookURL: base + api.Path(api.PathWebhook, r.ID),
 		CredentialsRef: r.CredentialsRef, ForgeCredentialsRef: r.ForgeCredentialsRef,
-		Verify: verifyView(r.Verify),
+		Verify: verifyView(r.Verify), DestructiveLabel: r.DestructiveLabel,
 	}
 }
 
@@ -427,6 +427,7 @@ func (s *Server) handleUpdateRepo(w http.ResponseWriter, r *http.Request, c *cal
 		}
 		u.Verify = &v
 	}
+	u.DestructiveLabel = req.DestructiveLabel
 	repo, err := s.store.UpdateRepository(r.Context(), c.actor(), c.tenant, r.PathValue("repo"), u)
 	if err != nil {
 		return err
@@ -497,7 +498,8 @@ func (s *Server) handleCommitStatuses(w http.ResponseWriter, r *http.Request, c 
 }
 
 func previewView(p store.Preview) api.Preview {
-	return api.Preview{RepoID: p.RepoID, PR: p.PR, Commit: p.Commit, Summary: p.Summary, PlanText: p.PlanText, PlanJSON: p.PlanJSON, CreatedAt: p.CreatedAt}
+	return api.Preview{RepoID: p.RepoID, PR: p.PR, Commit: p.Commit, Summary: p.Summary, PlanText: p.PlanText, PlanJSON: p.PlanJSON, CreatedAt: p.CreatedAt,
+		State: string(p.State), Base: p.Base, Inventories: p.Inventories}
 }
 
 func (s *Server) handleListPreviews(w http.ResponseWriter, r *http.Request, c *caller) error {
