@@ -235,8 +235,9 @@ type ghPR struct {
 	Action      *string `json:"action"`
 	Number      int     `json:"number"`
 	PullRequest *struct {
-		Number int  `json:"number"`
-		Merged bool `json:"merged"`
+		Number int    `json:"number"`
+		Merged bool   `json:"merged"`
+		State  string `json:"state"`
 		Head   struct {
 			SHA string `json:"sha"`
 			Ref string `json:"ref"`
@@ -255,6 +256,7 @@ type glMR struct {
 	ObjectAttributes *struct {
 		IID          int    `json:"iid"`
 		Action       string `json:"action"`
+		State        string `json:"state"`
 		SourceBranch string `json:"source_branch"`
 		TargetBranch string `json:"target_branch"`
 		LastCommit   struct {
@@ -325,8 +327,15 @@ func Parse(h http.Header, body []byte) (Event, error) {
 		switch ev.Action {
 		// A label added or removed can open or close the destructive gate:
 		// labeled/unlabeled on GitHub, label_updated/label_cleared on Gitea
-		// and Forgejo.
-		case "opened", "synchronize", "synchronized", "reopened", "labeled", "unlabeled", "label_updated", "label_cleared":
+		// and Forgejo. On a closed pull request it changes nothing (and
+		// must not bring its plan comment back).
+		case "labeled", "unlabeled", "label_updated", "label_cleared":
+			if p.PullRequest.State == "closed" {
+				ev.Kind, ev.Reason = KindIgnored, "label change on a closed pull request"
+				return ev, nil
+			}
+			return prEvent(ev)
+		case "opened", "synchronize", "synchronized", "reopened":
 			return prEvent(ev)
 		case "closed":
 			if ev.PR <= 0 {
@@ -382,7 +391,12 @@ func parseGitLab(ev Event, body []byte) (Event, error) {
 				ev.Labels = append(ev.Labels, x.Title)
 			}
 		}
-		// "update" covers label changes too.
+		// "update" covers label changes too; on a closed or merged merge
+		// request it changes nothing.
+		if a.Action == "update" && (a.State == "closed" || a.State == "merged") {
+			ev.Kind, ev.Reason = KindIgnored, "update of a "+a.State+" merge request"
+			return ev, nil
+		}
 		switch a.Action {
 		case "open", "reopen", "update":
 			return prEvent(ev)
