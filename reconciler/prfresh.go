@@ -43,7 +43,7 @@ func newPRFresh(every time.Duration) *prFresh {
 
 // siteMoved notes a site's new inventory. It never blocks on I/O.
 func (f *prFresh) siteMoved(tenant, site string) {
-	if f.every < 0 {
+	if f == nil || f.every < 0 { // nil: a Reconciler not built by New
 		return
 	}
 	f.mu.Lock()
@@ -53,7 +53,7 @@ func (f *prFresh) siteMoved(tenant, site string) {
 
 // baseMoved notes that a repository's branch has a new commit in force.
 func (f *prFresh) baseMoved(tenant, repoID string) {
-	if f.every < 0 {
+	if f == nil || f.every < 0 {
 		return
 	}
 	f.mu.Lock()
@@ -117,7 +117,7 @@ func (f *prFresh) retry(t *task) {
 
 // refreshLoop turns moved inventories and branches into re-previews.
 func (r *Reconciler) refreshLoop(ctx context.Context) {
-	if r.fresh.every < 0 {
+	if r.fresh == nil || r.fresh.every < 0 {
 		return
 	}
 	t := time.NewTicker(min(r.fresh.every/4+time.Millisecond, time.Second))
@@ -175,7 +175,7 @@ func (r *Reconciler) refreshDue(ctx context.Context) {
 
 // openPreviews returns refresh tasks for the open pull requests of a
 // repository whose latest preview is concerned: planned against one of
-// sites, or any open one when the branch moved.
+// sites, or any planned one when the branch moved.
 func (r *Reconciler) openPreviews(ctx context.Context, tenant, repoID string, sites []string, baseMoved bool) ([]*task, error) {
 	ps, err := r.store.ListPreviews(ctx, tenant, repoID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -192,6 +192,11 @@ func (r *Reconciler) openPreviews(ctx context.Context, tenant, repoID string, si
 		}
 		seen[p.PR] = true
 		if p.State != store.PreviewOpen || !isSHA(p.Commit) {
+			continue
+		}
+		// A head that was not planned (invalid, unverified) stays so
+		// whatever moves: nothing to refresh.
+		if p.Inventories == nil {
 			continue
 		}
 		concerned := baseMoved
