@@ -600,6 +600,10 @@ type Statuses interface {
 	// brings the pull request back after a restart. ErrNotFound if the pull
 	// request has no stored preview; ErrInvalid for an unknown state.
 	SetPreviewState(ctx context.Context, tenant, repoID string, pr int, state PreviewState) error
+	// OpenPreviews returns the newest preview of each open pull request of
+	// the repository (as GetPreview picks it), ordered by PR number,
+	// without PlanText and PlanJSON: what a refresh needs to know.
+	OpenPreviews(ctx context.Context, tenant, repoID string) ([]Preview, error)
 }
 
 // Webhooks de-duplicates forge deliveries.

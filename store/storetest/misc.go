@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -301,6 +302,34 @@ func testPreviewState(t *testing.T, s store.Store) {
 	must(t, s.SetPreviewState(ctx, tenantA, r.ID, 7, store.PreviewOpen))
 	if got := state(7); got != store.PreviewOpen {
 		t.Errorf("state after reopen = %q", got)
+	}
+
+	// OpenPreviews: the newest of each open pull request, lean.
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 8, Commit: "c0", CreatedAt: epoch.Add(-second)}))
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 9, Commit: "c9", CreatedAt: epoch}))
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 9, Commit: "c8", CreatedAt: epoch, PlanText: "x",
+		Inventories: map[string]int64{"edge-1": 4}, Base: "b"}))
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 10, Commit: "c10", CreatedAt: epoch}))
+	must(t, s.SetPreviewState(ctx, tenantA, r.ID, 10, store.PreviewClosed))
+	var got []string
+	for _, p := range mustGet(s.OpenPreviews(ctx, tenantA, r.ID))(t) {
+		if p.PlanText != "" || len(p.PlanJSON) != 0 || p.State != store.PreviewOpen {
+			t.Errorf("open preview %+v: want no plan bodies, state open", p)
+		}
+		if p.PR == 9 && (p.Inventories["edge-1"] != 4 || p.Base != "b") {
+			t.Errorf("open preview of #9 lost its inputs: %+v", p)
+		}
+		got = append(got, fmt.Sprintf("#%d@%s", p.PR, p.Commit))
+	}
+	// #9's two heads tie on time: the lowest commit, as GetPreview picks.
+	if want := []string{"#7@c2", "#8@c1", "#9@c8"}; !slices.Equal(got, want) {
+		t.Errorf("OpenPreviews = %v, want %v", got, want)
+	}
+	if g := mustGet(s.GetPreview(ctx, tenantA, r.ID, 9))(t); g.Commit != "c8" {
+		t.Errorf("GetPreview of #9 = %s, want c8 as OpenPreviews", g.Commit)
+	}
+	if l := mustGet(s.OpenPreviews(ctx, tenantB, r.ID))(t); len(l) != 0 {
+		t.Errorf("tenant B sees open previews %+v", l)
 	}
 }
 

@@ -156,6 +156,27 @@ func scanPreview(r Row) (store.Preview, error) {
 	return p, err
 }
 
+// OpenPreviews implements store.Statuses.
+func (s *Store) OpenPreviews(ctx context.Context, tenant, repoID string) ([]store.Preview, error) {
+	// Every preview of a pull request has its state, so the newest of an
+	// open one is among the open rows; ties on created_at go as in
+	// GetPreview (lowest commit first).
+	rows, err := readAll(ctx, s, scanPreview, `SELECT tenant, repo_id, pr, commit_sha, summary, '', '', created_at, state, base_commit, inventories
+		FROM previews p WHERE tenant = $1 AND repo_id = $2 AND state = 'open'
+			AND created_at = (SELECT MAX(created_at) FROM previews q WHERE q.repo_id = p.repo_id AND q.pr = p.pr)
+		ORDER BY pr, commit_sha`, tenant, repoID)
+	if err != nil {
+		return nil, fmt.Errorf("open previews: %w", err)
+	}
+	out := rows[:0]
+	for i, p := range rows {
+		if i == 0 || rows[i-1].PR != p.PR {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 // SetPreviewState implements store.Statuses.
 func (s *Store) SetPreviewState(ctx context.Context, tenant, repoID string, pr int, state store.PreviewState) error {
 	if !state.Valid() {
