@@ -2,7 +2,6 @@ package reconciler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -177,21 +176,13 @@ func (r *Reconciler) refreshDue(ctx context.Context) {
 // repository whose latest preview is concerned: planned against one of
 // sites, or any planned one when the branch moved.
 func (r *Reconciler) openPreviews(ctx context.Context, tenant, repoID string, sites []string, baseMoved bool) ([]*task, error) {
-	ps, err := r.store.ListPreviews(ctx, tenant, repoID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
+	ps, err := r.store.OpenPreviews(ctx, tenant, repoID)
 	if err != nil {
 		return nil, err
 	}
-	seen := map[int]bool{}
 	var out []*task
-	for _, p := range ps { // newest first: the first of a PR is its latest
-		if seen[p.PR] {
-			continue
-		}
-		seen[p.PR] = true
-		if p.State != store.PreviewOpen || !isSHA(p.Commit) {
+	for _, p := range ps {
+		if !isSHA(p.Commit) {
 			continue
 		}
 		// A head that was not planned (invalid, unverified) stays so
