@@ -435,7 +435,14 @@ type Repository struct {
 	ForgeCredentialsRef string `json:"forgeCredentialsRef,omitempty"`
 	// Verify is the commit signature policy (absent: commits are not verified).
 	Verify *VerifyPolicy `json:"verify,omitempty"`
+	// DestructiveLabel is the pull-request label that accepts a plan
+	// deleting or replacing VMs (absent: DefaultDestructiveLabel).
+	DestructiveLabel string `json:"destructiveLabel,omitempty"`
 }
+
+// DefaultDestructiveLabel accepts destructive pull-request plans of a
+// repository that names no label of its own.
+const DefaultDestructiveLabel = "nkudo/destructive-ok"
 
 // Commit signature verification modes (VerifyPolicy.Mode).
 const (
@@ -482,6 +489,9 @@ type UpdateRepoRequest struct {
 	// Verify replaces the commit signature policy; an empty policy ({})
 	// turns verification off.
 	Verify *VerifyPolicy `json:"verify,omitempty"`
+	// DestructiveLabel names the pull-request label that accepts plans
+	// deleting or replacing VMs ("" = DefaultDestructiveLabel).
+	DestructiveLabel *string `json:"destructiveLabel,omitempty"`
 }
 
 // Credential kinds (Credential.Kind, PutCredentialRequest.Kind).
@@ -581,6 +591,13 @@ type CommitStatus struct {
 // Preview is the plan a pull request's head would produce (model.Preview,
 // the type the store keeps).
 type Preview = model.Preview
+
+// Pull request states (Preview.State).
+const (
+	PreviewOpen   = model.PreviewOpen
+	PreviewClosed = model.PreviewClosed
+	PreviewMerged = model.PreviewMerged
+)
 
 // ---- User: sites ----
 

@@ -43,7 +43,7 @@ func (s *Server) repoView(r store.Repository, base string) api.Repository {
 		LastSeenCommit: r.LastSeenCommit, LastAppliedCommit: r.LastAppliedCommit, LastError: r.LastError,
 		CreatedAt: r.CreatedAt, WebhookURL: base + api.Path(api.PathWebhook, r.ID),
 		CredentialsRef: r.CredentialsRef, ForgeCredentialsRef: r.ForgeCredentialsRef,
-		Verify: verifyView(r.Verify),
+		Verify: verifyView(r.Verify), DestructiveLabel: r.DestructiveLabel,
 	}
 }
 
@@ -416,6 +416,7 @@ func (s *Server) handleUpdateRepo(w http.ResponseWriter, r *http.Request, c *cal
 		}
 		u.Verify = &v
 	}
+	u.DestructiveLabel = req.DestructiveLabel
 	repo, err := s.store.UpdateRepository(r.Context(), c.actor(), c.tenant, r.PathValue("repo"), u)
 	if err != nil {
 		return err

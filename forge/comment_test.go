@@ -1,8 +1,13 @@
 package forge_test
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/forge/forgetest"
@@ -135,5 +140,42 @@ func TestCommentReporterRetries(t *testing.T) {
 	got := srv.Comments(4)
 	if len(got) != 1 || got[0].Body != forge.PlanMarker("")+"\nnew" {
 		t.Errorf("comments = %+v, want one with the latest body", got)
+	}
+}
+
+// TestLabelReaders: each forge's labels of a pull request are read from its
+// API (past one page on GitHub and Gitea), and an unknown pull request is a
+// 404 error, not "no labels".
+func TestLabelReaders(t *testing.T) {
+	for _, tc := range commenterCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := forgetest.NewTLS(t)
+			srv.Token = "forge-token"
+			lr, ok := tc.new(t, srv).(forge.LabelReader)
+			if !ok {
+				t.Fatalf("%s writer reads no labels", tc.name)
+			}
+			var want []string
+			for i := range 120 {
+				want = append(want, fmt.Sprintf("area/%03d", i))
+			}
+			want = append(want, "nkudo/destructive-ok")
+			srv.SetLabels(5, want...)
+			got, err := lr.Labels(t.Context(), 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+			srv.SetLabels(6)
+			if got, err := lr.Labels(t.Context(), 6); err != nil || len(got) != 0 {
+				t.Errorf("no labels: %v, %v", got, err)
+			}
+			var fe *forge.Error
+			if _, err := lr.Labels(t.Context(), 99); !errors.As(err, &fe) || fe.Status != http.StatusNotFound {
+				t.Errorf("unknown pull request: err %v, want a 404", err)
+			}
+		})
 	}
 }

@@ -85,4 +85,27 @@ type Preview struct {
 	PlanText  string          `json:"planText"`
 	PlanJSON  json.RawMessage `json:"planJson,omitempty"`
 	CreatedAt time.Time       `json:"createdAt"`
+	// State is the pull request's: open, closed or merged.
+	State PreviewState `json:"state,omitempty"`
+	// Base is the commit of the repository's branch in force when the
+	// preview was computed ("" = none yet).
+	Base string `json:"base,omitempty"`
+	// Inventories are the inventory versions (site → version) the plan was
+	// computed against; nil when the head was not planned.
+	Inventories map[string]int64 `json:"inventories,omitempty"`
+}
+
+// PreviewState is the state of a previewed pull request.
+type PreviewState string
+
+// Preview states.
+const (
+	PreviewOpen   PreviewState = "open"
+	PreviewClosed PreviewState = "closed"
+	PreviewMerged PreviewState = "merged"
+)
+
+// Valid reports whether s is a known state.
+func (s PreviewState) Valid() bool {
+	return s == PreviewOpen || s == PreviewClosed || s == PreviewMerged
 }

@@ -31,6 +31,12 @@ type planComment struct {
 	FileURL func(file string, line int) string
 	// FullURL is where the whole preview can be read; empty means none.
 	FullURL string
+	// Base is the branch commit in force ("" = none yet); Inventories the
+	// inventory versions planned against (nil: not planned).
+	Base        string
+	Inventories map[string]int64
+	// Changes say what moved since the last preview of the same head.
+	Changes []string
 }
 
 // commentBudget keeps the whole comment under forge.CommentLimit with room
@@ -48,6 +54,9 @@ func renderPlanComment(c planComment) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### n-kudo plan for `%s`\n\n", short(c.Commit))
 	fmt.Fprintf(&b, "**%s**\n\n", mdEscape(c.Summary))
+	if len(c.Changes) > 0 {
+		fmt.Fprintf(&b, "> Re-computed: %s.\n\n", mdEscape(strings.Join(c.Changes, "; ")))
+	}
 	switch {
 	case len(c.Errors) > 0:
 		b.WriteString("The head is invalid; nothing can be planned until these are fixed:\n\n")
@@ -74,7 +83,7 @@ func renderPlanComment(c planComment) string {
 	default:
 		renderSites(&b, c)
 	}
-	b.WriteString("\n<sub>Computed for " + c.Commit + " against the sites' latest reported inventories. Nothing is applied from a pull request.</sub>\n")
+	b.WriteString("\n<sub>" + computedFor(c) + " Nothing is applied from a pull request.</sub>\n")
 	out := b.String()
 	if len(out) > commentBudget { // the per-site budget should prevent this
 		out = out[:commentBudget] + "\n\n… cut at the forge's size limit\n"
@@ -231,4 +240,17 @@ func fileURL(repo store.Repository, sha string) func(string, int) string {
 		}
 		return s
 	}
+}
+
+// computedFor names what the comment was computed against: the head, the
+// branch commit in force, and the inventory versions.
+func computedFor(c planComment) string {
+	s := "Computed for " + c.Commit
+	if c.Base != "" {
+		s += " on base " + short(c.Base)
+	}
+	if c.Inventories == nil {
+		return s + "."
+	}
+	return s + " against " + inventoriesLine(c.Inventories) + "."
 }

@@ -63,9 +63,12 @@ func commentResult() diff.Result {
 // unchanged site, a refused destructive prune and a site not reporting.
 func TestRenderPlanComment(t *testing.T) {
 	res := commentResult()
-	got := renderPlanComment(planComment{PR: 5, Commit: commentSHA, Summary: diff.Summary(res), Result: &res, FullURL: "https://cp.example/v1/repos/r1/previews/5"})
+	got := renderPlanComment(planComment{PR: 5, Commit: commentSHA, Summary: diff.Summary(res), Result: &res, FullURL: "https://cp.example/v1/repos/r1/previews/5",
+		Base: "fedcba9876543210fedcba9876543210fedcba98", Inventories: map[string]int64{"store-042": 7, "store-043": 3, "store-044": 9, "store-045": 0},
+		Changes: []string{"inventory of site store-042 moved from v5 to v7"}})
 	golden(t, "plan", got)
-	for _, want := range []string{"DESTRUCTIVE", "**REFUSED** at `store-044`", "Not reporting yet", "1 site without changes", commentSHA, "```diff\n"} {
+	for _, want := range []string{"DESTRUCTIVE", "**REFUSED** at `store-044`", "Not reporting yet", "1 site without changes", commentSHA, "```diff\n",
+		"Re-computed: inventory of site store-042 moved from v5 to v7", "on base fedcba987654", "`store-042` v7, `store-043` v3"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("comment lacks %q:\n%s", want, got)
 		}

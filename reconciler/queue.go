@@ -60,6 +60,9 @@ func (q *taskQueue) push(t *task) bool {
 			for s := range t.sites {
 				old.sites[s] = true
 			}
+		} else if t.refresh {
+			// A re-preview never replaces a waiting preview, which may be
+			// of a newer head and is as fresh.
 		} else {
 			*old = *t // the latest ref or head wins
 		}

@@ -177,6 +177,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 	if err := r.store.MarkCommitApplied(ctx, r.actor, repo.Tenant, repo.ID, commit, r.now()); err != nil {
 		return res, fmt.Errorf("mark commit applied: %w", err)
 	}
+	if !again {
+		r.fresh.baseMoved(repo.Tenant, repo.ID) // open pull requests say so
+	}
 	return res, nil
 }
 
@@ -325,7 +328,8 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if err := r.fetchSHA(ctx, repo, sha, pr); err != nil {
 		return store.Preview{}, fetchError(err)
 	}
-	p := store.Preview{Tenant: repo.Tenant, RepoID: repo.ID, PR: pr, Commit: sha, CreatedAt: r.now()}
+	p := store.Preview{Tenant: repo.Tenant, RepoID: repo.ID, PR: pr, Commit: sha, CreatedAt: r.now(), Base: repo.LastAppliedCommit}
+	prev := r.lastPreview(ctx, repo, pr) // what a re-computed comment compares with
 	if why, err := r.previewSignature(ctx, repo, plumbing.NewHash(sha)); err != nil || why != "" {
 		if err != nil {
 			return p, err
@@ -366,6 +370,7 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	}
 	res := diff.Plan(l.desired, invs, diff.Options{Tenant: repo.Tenant, Commit: sha, PruneLimit: r.opts.PruneLimit, NetBirdGroups: nbGroups})
 	p.Summary = diff.Summary(res)
+	p.Inventories = inventoryVersions(res, invs)
 	var text, js bytes.Buffer
 	if err := diff.RenderText(&text, res, diff.RenderOptions{}); err != nil {
 		return p, fmt.Errorf("render preview: %w", err)
@@ -384,11 +389,13 @@ func (r *Reconciler) PreviewNow(ctx context.Context, repo store.Repository, pr i
 	if refused != "" {
 		r.setStatus(ctx, repo, sha, forge.ContextPlan, store.StateFailure, "would be refused: "+refused)
 	} else {
-		r.setStatus(ctx, repo, sha, forge.ContextPlan, store.StateSuccess, p.Summary)
+		state, desc := r.gatePlan(ctx, repo, pr, res, p.Summary) // destructive plans need the label
+		r.setStatus(ctx, repo, sha, forge.ContextPlan, state, desc)
 	}
 	if err := r.store.PutPreview(ctx, repo.Tenant, p); err != nil {
 		return p, fmt.Errorf("store preview: %w", err)
 	}
-	r.comment(ctx, repo, pr, renderPlanComment(planComment{PR: pr, Commit: sha, Summary: p.Summary, Result: &res, FullURL: r.previewURL(repo, pr)}))
+	r.comment(ctx, repo, pr, renderPlanComment(planComment{PR: pr, Commit: sha, Summary: p.Summary, Result: &res, FullURL: r.previewURL(repo, pr),
+		Base: p.Base, Inventories: p.Inventories, Changes: freshness(prev, p)}))
 	return p, nil
 }

@@ -104,6 +104,10 @@ type Options struct {
 	LoadTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// RefreshInterval is the smallest gap between two re-previews of one
+	// open pull request after a site's inventory or the branch moved
+	// (default DefaultRefreshInterval; negative: never re-previewed).
+	RefreshInterval time.Duration
 
 	// AllowLocalSources permits sources and git-notes targets on this
 	// machine (a path or file:// URL); false refuses them at every fetch.
@@ -155,6 +159,9 @@ type Reconciler struct {
 	local localsource.Policy // which local paths may be sources
 
 	failed reconcileErrors // failed reconciles, for Prometheus
+
+	labels prLabels // pull-request labels from webhook payloads
+	fresh  *prFresh // re-previews of open pull requests
 }
 
 // DefaultQueueSize is Options.QueueSize's default.
@@ -204,6 +211,8 @@ type task struct {
 	pr     int
 	sha    string
 	sites  map[string]bool
+	// refresh marks a re-preview of an unchanged head (prfresh.go).
+	refresh bool
 }
 
 // New returns a Reconciler; call Run to start it.
@@ -253,6 +262,9 @@ func New(o Options) (*Reconciler, error) {
 	if o.LoadTimeout <= 0 {
 		o.LoadTimeout = DefaultLoadTimeout
 	}
+	if o.RefreshInterval == 0 {
+		o.RefreshInterval = DefaultRefreshInterval
+	}
 	errs, err := newReconcileErrors(o.Metrics)
 	if err != nil {
 		return nil, err
@@ -272,6 +284,7 @@ func New(o Options) (*Reconciler, error) {
 		queue:   newTaskQueue(o.TenantWorkers, o.QueueSize),
 		cache:   newLoadCache(8),
 		drift:   newDriftDebouncer(o.DriftInterval),
+		fresh:   newPRFresh(o.RefreshInterval),
 	}, nil
 }
 
@@ -286,6 +299,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	wg.Go(func() { r.pollLoop(ctx) })
 	wg.Go(func() { r.driftLoop(ctx) })
 	wg.Go(func() { r.applyLoop(ctx) })
+	wg.Go(func() { r.refreshLoop(ctx) })
 	if r.opts.WatchLocal {
 		wg.Go(func() { r.watchLoop(ctx) })
 	}
@@ -338,6 +352,7 @@ func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int,
 		return fmt.Errorf("preview %s#%d: %w", repoID, pr, err)
 	}
 	r.closed.reopen(prKey(repoID, pr)) // reopened: its comment shows plans again
+	r.reopenPreview(ctx, tenant, repoID, pr)
 	if !r.enqueue(&task{kind: taskPreview, tenant: tenant, repoID: repoID, pr: pr, sha: headSHA}) {
 		return fmt.Errorf("preview %s#%d: %w (%d tasks waiting)", repoID, pr, ErrQueueFull, r.queue.waiting())
 	}
@@ -348,6 +363,7 @@ func (r *Reconciler) Preview(ctx context.Context, tenant, repoID string, pr int,
 // re-plans it (at most once per DriftInterval). It never blocks.
 func (r *Reconciler) InventoryChanged(_ context.Context, tenant, site string) {
 	r.markDirty(tenant, site)
+	r.fresh.siteMoved(tenant, site)
 }
 
 // markDirty queues a drift check of a site (rate-limited by the drift loop).
@@ -400,6 +416,9 @@ func (r *Reconciler) runTask(ctx context.Context, t *task) error {
 		}
 		_, err = r.Reconcile(ctx, repo, t.ref)
 	case taskPreview:
+		if t.refresh && r.refreshStale(ctx, t) {
+			return nil // a newer head was previewed, or the PR closed
+		}
 		_, err = r.PreviewNow(ctx, repo, t.pr, t.sha)
 	case taskDrift:
 		if repo.Suspended {

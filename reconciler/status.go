@@ -23,7 +23,9 @@ type repoReporters struct {
 	// comments write the plan comment of pull requests, one per writer
 	// whose forge has them.
 	comments []*forge.CommentReporter
-	cancel   context.CancelFunc
+	// labels read pull-request labels, for the destructive gate.
+	labels []forge.LabelReader
+	cancel context.CancelFunc
 }
 
 // reporterSet holds the reporters of every repository, the context they
@@ -211,6 +213,9 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 			}
 		}
 		nr.list = append(nr.list, forge.NewReporter(w, o))
+		if lr, ok := w.(forge.LabelReader); ok {
+			nr.labels = append(nr.labels, lr)
+		}
 		if c, ok := w.(forge.Commenter); ok {
 			nr.comments = append(nr.comments, forge.NewCommentReporter(c, forge.CommentReporterOptions{
 				Marker: forge.PlanMarker(r.opts.StatusPrefix), MinBackoff: o.MinBackoff, MaxBackoff: o.MaxBackoff,
@@ -225,7 +230,7 @@ func (r *Reconciler) reportersFor(ctx context.Context, repo store.Repository) ([
 // repository's forge. It never waits for the forge: a failure is logged
 // and retried by the comment reporter, never a failure of the preview.
 func (r *Reconciler) comment(ctx context.Context, repo store.Repository, pr int, body string) {
-	if r.closed.has(prKey(repo.ID, pr)) {
+	if r.closed.has(prKey(repo.ID, pr)) || r.previewClosedInStore(ctx, repo, pr) {
 		return // a preview queued before the close must not undo its mark
 	}
 	r.writeComment(ctx, repo, pr, body, true)
@@ -240,6 +245,7 @@ func (r *Reconciler) PreviewClosed(ctx context.Context, tenant, repoID string, p
 		return fmt.Errorf("close preview %s#%d: %w", repoID, pr, err)
 	}
 	r.closed.close(prKey(repoID, pr))
+	r.recordClosed(ctx, repo, pr, merged)
 	r.writeComment(ctx, repo, pr, closedComment(pr, merged), false)
 	return nil
 }

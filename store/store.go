@@ -585,13 +585,25 @@ type Statuses interface {
 	// (all tenants, oldest first, at most limit; 0 = 100), for the poster's retry loop.
 	UnpostedCommitStatuses(ctx context.Context, limit int) ([]CommitStatus, error)
 
-	// PutPreview upserts the preview of (repo, PR number, commit).
+	// PutPreview upserts the preview of (repo, PR number, commit). Its
+	// State is ignored: a new preview takes the pull request's recorded
+	// state (PreviewOpen for its first), and an upsert keeps it.
 	// ErrNotFound if the repository is absent.
 	PutPreview(ctx context.Context, tenant string, p Preview) error
 	// GetPreview returns the newest preview of a pull request. ErrNotFound if none.
 	GetPreview(ctx context.Context, tenant, repoID string, pr int) (Preview, error)
 	// ListPreviews returns the repository's previews, newest first.
 	ListPreviews(ctx context.Context, tenant, repoID string) ([]Preview, error)
+	// SetPreviewState records that a pull request was closed, merged or
+	// reopened, on every stored preview of it: a preview stored later keeps
+	// that state (PutPreview), so a preview queued before the close never
+	// brings the pull request back after a restart. ErrNotFound if the pull
+	// request has no stored preview; ErrInvalid for an unknown state.
+	SetPreviewState(ctx context.Context, tenant, repoID string, pr int, state PreviewState) error
+	// OpenPreviews returns the newest preview of each open pull request of
+	// the repository (as GetPreview picks it), ordered by PR number,
+	// without PlanText and PlanJSON: what a refresh needs to know.
+	OpenPreviews(ctx context.Context, tenant, repoID string) ([]Preview, error)
 }
 
 // Webhooks de-duplicates forge deliveries.
@@ -819,6 +831,20 @@ type Repository struct {
 	CreatedAt         time.Time `json:"createdAt"`
 	// Verify is the commit signature policy; its zero value verifies nothing.
 	Verify VerifyPolicy `json:"verify,omitzero"`
+	// DestructiveLabel is the pull-request label that accepts a plan that
+	// deletes or replaces VMs ("" = DefaultDestructiveLabel).
+	DestructiveLabel string `json:"destructiveLabel,omitempty"`
+}
+
+// DefaultDestructiveLabel is Repository.DestructiveLabel's default.
+const DefaultDestructiveLabel = "nkudo/destructive-ok"
+
+// AcceptLabel is the label that accepts destructive plans of the repository.
+func (r Repository) AcceptLabel() string {
+	if r.DestructiveLabel == "" {
+		return DefaultDestructiveLabel
+	}
+	return r.DestructiveLabel
 }
 
 // VerifyMode says which commits a VerifyPolicy checks.
@@ -863,6 +889,9 @@ type RepositoryUpdate struct {
 	// Verify replaces the commit signature policy (a zero policy turns
 	// verification off).
 	Verify *VerifyPolicy
+	// DestructiveLabel names the label accepting destructive pull-request
+	// plans ("" = the default).
+	DestructiveLabel *string
 }
 
 // SiteDesired is the desired state of one site as last planned from a repository.
@@ -1053,6 +1082,17 @@ type CommitStatus struct {
 // Preview is the plan a pull request's head would produce, never applied
 // (model.Preview, the type the API serves).
 type Preview = model.Preview
+
+// PreviewState is the state of a previewed pull request (open, closed or
+// merged; see SetPreviewState).
+type PreviewState = model.PreviewState
+
+// Preview states.
+const (
+	PreviewOpen   = model.PreviewOpen
+	PreviewClosed = model.PreviewClosed
+	PreviewMerged = model.PreviewMerged
+)
 
 // AuditEvent is one entry of the append-only audit log.
 type AuditEvent struct {

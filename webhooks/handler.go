@@ -55,6 +55,14 @@ type ClosedSink interface {
 	PreviewClosed(ctx context.Context, tenant, repoID string, pr int, merged bool) error
 }
 
+// LabelSink is a Sink that also takes the pull request's labels when the
+// payload lists them (they open the destructive-plan gate); a Sink without
+// it gets Preview, and reads labels itself.
+type LabelSink interface {
+	// PreviewLabels is Preview with the pull request's current labels.
+	PreviewLabels(ctx context.Context, tenant, repoID string, pr int, headSHA string, labels []string) error
+}
+
 // Options configures a Handler.
 type Options struct {
 	Store Store
@@ -417,7 +425,13 @@ func (h *Handler) hand(ctx context.Context, log *slog.Logger, repo store.Reposit
 			log.Error("webhook: hand-off failed; delivery dropped (polling will catch up)", "err", err)
 		}
 	case KindPullRequest:
-		if err := h.opts.Sink.Preview(ctx, repo.Tenant, repo.ID, ev.PR, ev.HeadSHA); err != nil {
+		preview := h.opts.Sink.Preview
+		if ls, ok := h.opts.Sink.(LabelSink); ok && ev.LabelsKnown {
+			preview = func(ctx context.Context, tenant, repoID string, pr int, sha string) error {
+				return ls.PreviewLabels(ctx, tenant, repoID, pr, sha, ev.Labels)
+			}
+		}
+		if err := preview(ctx, repo.Tenant, repo.ID, ev.PR, ev.HeadSHA); err != nil {
 			log.Error("webhook: hand-off failed; delivery dropped", "pr", ev.PR, "err", err)
 		}
 	case KindPullRequestClosed:

@@ -69,6 +69,11 @@ type Event struct {
 	BaseRef string // the branch the PR targets
 	// Merged is true when a closed pull request was merged.
 	Merged bool
+	// Labels are the pull request's label names as the payload lists them;
+	// LabelsKnown is false when the payload has no label list (the forge
+	// API is asked instead).
+	Labels      []string
+	LabelsKnown bool
 }
 
 // Errors returned by Verify and Parse.
@@ -230,8 +235,9 @@ type ghPR struct {
 	Action      *string `json:"action"`
 	Number      int     `json:"number"`
 	PullRequest *struct {
-		Number int  `json:"number"`
-		Merged bool `json:"merged"`
+		Number int    `json:"number"`
+		Merged bool   `json:"merged"`
+		State  string `json:"state"`
 		Head   struct {
 			SHA string `json:"sha"`
 			Ref string `json:"ref"`
@@ -239,6 +245,9 @@ type ghPR struct {
 		Base struct {
 			Ref string `json:"ref"`
 		} `json:"base"`
+		Labels *[]struct {
+			Name string `json:"name"`
+		} `json:"labels"`
 	} `json:"pull_request"`
 }
 
@@ -247,12 +256,16 @@ type glMR struct {
 	ObjectAttributes *struct {
 		IID          int    `json:"iid"`
 		Action       string `json:"action"`
+		State        string `json:"state"`
 		SourceBranch string `json:"source_branch"`
 		TargetBranch string `json:"target_branch"`
 		LastCommit   struct {
 			ID string `json:"id"`
 		} `json:"last_commit"`
 	} `json:"object_attributes"`
+	Labels *[]struct {
+		Title string `json:"title"`
+	} `json:"labels"`
 }
 
 // Parse reads a delivery (after Verify). It never fails on an event it does
@@ -305,7 +318,23 @@ func Parse(h http.Header, body []byte) (Event, error) {
 			ev.PR = p.PullRequest.Number
 		}
 		ev.HeadSHA, ev.HeadRef, ev.BaseRef = p.PullRequest.Head.SHA, p.PullRequest.Head.Ref, p.PullRequest.Base.Ref
+		if l := p.PullRequest.Labels; l != nil {
+			ev.LabelsKnown, ev.Labels = true, make([]string, 0, len(*l))
+			for _, x := range *l {
+				ev.Labels = append(ev.Labels, x.Name)
+			}
+		}
 		switch ev.Action {
+		// A label added or removed can open or close the destructive gate:
+		// labeled/unlabeled on GitHub, label_updated/label_cleared on Gitea
+		// and Forgejo. On a closed pull request it changes nothing (and
+		// must not bring its plan comment back).
+		case "labeled", "unlabeled", "label_updated", "label_cleared":
+			if p.PullRequest.State == "closed" {
+				ev.Kind, ev.Reason = KindIgnored, "label change on a closed pull request"
+				return ev, nil
+			}
+			return prEvent(ev)
 		case "opened", "synchronize", "synchronized", "reopened":
 			return prEvent(ev)
 		case "closed":
@@ -356,6 +385,18 @@ func parseGitLab(ev Event, body []byte) (Event, error) {
 		}
 		a := p.ObjectAttributes
 		ev.PR, ev.Action, ev.HeadSHA, ev.HeadRef, ev.BaseRef = a.IID, a.Action, a.LastCommit.ID, a.SourceBranch, a.TargetBranch
+		if p.Labels != nil {
+			ev.LabelsKnown, ev.Labels = true, make([]string, 0, len(*p.Labels))
+			for _, x := range *p.Labels {
+				ev.Labels = append(ev.Labels, x.Title)
+			}
+		}
+		// "update" covers label changes too; on a closed or merged merge
+		// request it changes nothing.
+		if a.Action == "update" && (a.State == "closed" || a.State == "merged") {
+			ev.Kind, ev.Reason = KindIgnored, "update of a "+a.State+" merge request"
+			return ev, nil
+		}
 		switch a.Action {
 		case "open", "reopen", "update":
 			return prEvent(ev)

@@ -102,7 +102,25 @@ func TestParse(t *testing.T) {
 		{"github pr closed", hdr("X-GitHub-Event", "pull_request"), prBody("closed"),
 			webhooks.Event{Forge: webhooks.GitHub, Kind: webhooks.KindPullRequestClosed, Name: "pull_request", PR: 7, Action: "closed", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main"}, false},
 		{"github pr labeled", hdr("X-GitHub-Event", "pull_request"), prBody("labeled"),
-			webhooks.Event{Forge: webhooks.GitHub, Kind: webhooks.KindIgnored, Name: "pull_request", PR: 7, Action: "labeled", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main", Reason: "pull request action labeled"}, false},
+			webhooks.Event{Forge: webhooks.GitHub, Kind: webhooks.KindPullRequest, Name: "pull_request", PR: 7, Action: "labeled", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main"}, false},
+		{"github pr unlabeled with labels", hdr("X-GitHub-Event", "pull_request"), strings.Replace(prBody("unlabeled"), `"base":`, `"labels":[{"id":1,"name":"area/edge"},{"id":2,"name":"nkudo/destructive-ok"}],"base":`, 1),
+			webhooks.Event{Forge: webhooks.GitHub, Kind: webhooks.KindPullRequest, Name: "pull_request", PR: 7, Action: "unlabeled", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main",
+				Labels: []string{"area/edge", "nkudo/destructive-ok"}, LabelsKnown: true}, false},
+		{"gitea pr label_updated", hdr("X-Gitea-Event", "pull_request", "X-Gitea-Event-Type", "pull_request_label"), strings.Replace(prBody("label_updated"), `"base":`, `"labels":[{"id":4,"name":"nkudo/destructive-ok"}],"base":`, 1),
+			webhooks.Event{Forge: webhooks.Gitea, Kind: webhooks.KindPullRequest, Name: "pull_request", PR: 7, Action: "label_updated", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main",
+				Labels: []string{"nkudo/destructive-ok"}, LabelsKnown: true}, false},
+		{"label change on a closed pr", hdr("X-Gitea-Event", "pull_request"), strings.Replace(prBody("label_updated"), `"base":`, `"state":"closed","base":`, 1),
+			webhooks.Event{Forge: webhooks.Gitea, Kind: webhooks.KindIgnored, Name: "pull_request", PR: 7, Action: "label_updated", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main",
+				Reason: "label change on a closed pull request"}, false},
+		{"gitea pr label_cleared", hdr("X-Gitea-Event", "pull_request"), strings.Replace(prBody("label_cleared"), `"base":`, `"labels":[],"base":`, 1),
+			webhooks.Event{Forge: webhooks.Gitea, Kind: webhooks.KindPullRequest, Name: "pull_request", PR: 7, Action: "label_cleared", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main",
+				Labels: []string{}, LabelsKnown: true}, false},
+		{"gitlab update of a merged mr", hdr("X-Gitlab-Event", "Merge Request Hook"), strings.Replace(mrBody, `"action":"update"`, `"action":"update","state":"merged"`, 1),
+			webhooks.Event{Forge: webhooks.GitLab, Kind: webhooks.KindIgnored, Name: "Merge Request Hook", PR: 3, Action: "update", HeadSHA: sha2, HeadRef: "f", BaseRef: "main",
+				Reason: "update of a merged merge request"}, false},
+		{"gitlab mr labels", hdr("X-Gitlab-Event", "Merge Request Hook"), strings.Replace(mrBody, `"object_kind":"merge_request",`, `"object_kind":"merge_request","labels":[{"id":9,"title":"nkudo/destructive-ok"}],`, 1),
+			webhooks.Event{Forge: webhooks.GitLab, Kind: webhooks.KindPullRequest, Name: "Merge Request Hook", PR: 3, Action: "update", HeadSHA: sha2, HeadRef: "f", BaseRef: "main",
+				Labels: []string{"nkudo/destructive-ok"}, LabelsKnown: true}, false},
 		{"gitea pr merged", hdr("X-Gitea-Event", "pull_request"), `{"action":"closed","number":7,"pull_request":{"merged":true,"head":{"sha":"` + sha2 + `","ref":"feature"},"base":{"ref":"main"}}}`,
 			webhooks.Event{Forge: webhooks.Gitea, Kind: webhooks.KindPullRequestClosed, Name: "pull_request", PR: 7, Action: "closed", HeadSHA: sha2, HeadRef: "feature", BaseRef: "main", Merged: true}, false},
 		{"gitea pr synchronized", hdr("X-Gitea-Event", "pull_request", "X-Gitea-Delivery", "g1", "X-GitHub-Delivery", "g1"), prBody("synchronized"),
@@ -252,6 +270,13 @@ func (s *sink) Preview(_ context.Context, tenant, repo string, pr int, head stri
 	return nil
 }
 
+func (s *sink) PreviewLabels(_ context.Context, tenant, repo string, pr int, head string, labels []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, call{"preview+labels:" + strings.Join(labels, ","), tenant, repo, head, pr})
+	return nil
+}
+
 func (s *sink) get() []call {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -289,6 +314,7 @@ func TestHandler(t *testing.T) {
 	}
 	otherBranch := strings.Replace(pushBody, "refs/heads/main", "refs/heads/dev", 1)
 	prBody := `{"action":"opened","number":7,"pull_request":{"number":7,"head":{"sha":"` + sha2 + `","ref":"feature"},"base":{"ref":"main"}}}`
+	labeled := `{"action":"labeled","number":7,"pull_request":{"number":7,"head":{"sha":"` + sha2 + `","ref":"feature"},"base":{"ref":"main"},"labels":[{"name":"nkudo/destructive-ok"}]}}`
 	steps := []struct {
 		name     string
 		repo     string
@@ -309,6 +335,7 @@ func TestHandler(t *testing.T) {
 		{"replay with a new delivery ID", "r1", signed("push", "a2", pushBody), pushBody, 200, "payload accepted before"},
 		{"replay without a delivery ID", "r1", hdr("X-GitHub-Event", "push", "X-Hub-Signature-256", "sha256="+sign(pushBody)), pushBody, 200, "payload accepted before"},
 		{"pull request", "r1", signed("pull_request", "h", prBody), prBody, 202, "accepted"},
+		{"label added", "r1", signed("pull_request", "i", labeled), labeled, 202, "accepted"},
 	}
 	for _, s := range steps {
 		code, body := send(s.repo, s.h, s.body)
@@ -316,7 +343,7 @@ func TestHandler(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d %s", s.name, code, body, s.wantCode, s.wantBody)
 		}
 	}
-	want := []call{{"trigger", "acme", "r1", "", 0}, {"preview", "acme", "r1", sha2, 7}}
+	want := []call{{"trigger", "acme", "r1", "", 0}, {"preview", "acme", "r1", sha2, 7}, {"preview+labels:nkudo/destructive-ok", "acme", "r1", sha2, 7}}
 	if diff := cmp.Diff(want, sk.get()); diff != "" {
 		t.Errorf("sink calls (-want +got):\n%s", diff)
 	}
@@ -324,7 +351,7 @@ func TestHandler(t *testing.T) {
 	st.mu.Lock()
 	got := fmt.Sprint(len(st.deliveries))
 	st.mu.Unlock()
-	if got != "3" {
-		t.Errorf("recorded deliveries = %s, want 3 (the two accepted and the replay's new ID)", got)
+	if got != "4" {
+		t.Errorf("recorded deliveries = %s, want 4 (the three accepted and the replay's new ID)", got)
 	}
 }

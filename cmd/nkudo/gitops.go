@@ -27,6 +27,9 @@ type GitOpsFlags struct {
 	StatusPrefix string `help:"Prefix of every commit status context (\"eu/\" posts eu/nkudo/plan); empty for none." env:"NKUDO_STATUS_PREFIX" placeholder:"PREFIX"`
 	// OfflineTimeout is when nkudo/apply gives up on a silent site.
 	OfflineTimeout time.Duration `name:"site-offline-timeout" help:"A site with a plan that has not heartbeated for this long fails nkudo/apply." default:"15m" env:"NKUDO_SITE_OFFLINE_TIMEOUT"`
+	// PreviewRefresh bounds how often an open pull request is previewed
+	// again because a site's inventory or the branch moved.
+	PreviewRefresh time.Duration `name:"preview-refresh-interval" help:"Smallest gap between two re-previews of one open pull request after a site's inventory or the branch moved (negative: never)." default:"1m" env:"NKUDO_PREVIEW_REFRESH_INTERVAL"`
 
 	// Tenants are hostile: by default they can name neither a path on this
 	// machine nor an internal address (see internal/egress).
@@ -116,7 +119,7 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		TenantWorkers:            f.TenantWorkers, MaxMirrorBytes: maxMirror, LoadTimeout: f.LoadTimeout,
 		AllowLocalSources: f.AllowLocalSources, ProtectedDirs: protected,
 		Egress: egress.Policy{Allow: allow}, GitFetchMaxBytes: f.GitFetchMaxBytes,
-		Metrics: opts.Registry,
+		Metrics: opts.Registry, RefreshInterval: f.PreviewRefresh,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)

@@ -33,6 +33,7 @@ type CLI struct {
 
 	Validate ValidateCmd `cmd:"" help:"Validate a manifest directory (exit 0 valid, 1 invalid, 2 error)."`
 	Diff     DiffCmd     `cmd:"" help:"Preview the plans for a manifest directory against an inventory file or the live fleet (exit 0 no changes, 1 changes, 2 error)."`
+	Preview  PreviewCmd  `cmd:"" help:"Show the stored plan preview of a pull request like diff (exit 0 no changes, 1 changes, 2 error); --list the open ones."`
 
 	Login  LoginCmd  `cmd:"" help:"Check a control plane and token and save them to the config file."`
 	Apply  ApplyCmd  `cmd:"" help:"Reconcile the repository now; --wait follows every site (exit 0 applied, 1 failed, 2 error or timeout)."`

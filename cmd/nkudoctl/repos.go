@@ -246,6 +246,7 @@ func printRepo(out io.Writer, r api.Repository) {
 		{"Last seen", dash(r.LastSeenCommit)}, {"Last applied", dash(r.LastAppliedCommit)},
 		{"Last error", dash(r.LastError)}, {"Created", r.CreatedAt.Format("2006-01-02 15:04:05Z07:00")},
 		{"Verify commits", verifySummary(r.Verify)},
+		{"Destructive label", destructiveLabel(r)},
 	} {
 		fmt.Fprintf(w, "%s:\t%s\n", kv[0], kv[1])
 	}
@@ -262,7 +263,17 @@ type ReposSetCmd struct {
 	Suspend             bool    `help:"Stop reconciling the repository." xor:"suspend"`
 	Resume              bool    `help:"Reconcile the repository again." xor:"suspend"`
 	RotateWebhookSecret bool    `name:"rotate-webhook-secret" help:"Generate a new webhook secret and print it (once); the old one stops verifying deliveries."`
+	DestructiveLabel    *string `name:"destructive-label" placeholder:"LABEL" help:"Pull-request label that accepts a plan deleting or replacing VMs ('' = nkudo/destructive-ok)."`
 	VerifyFlags
+}
+
+// destructiveLabel is the label that accepts the repository's destructive
+// pull-request plans.
+func destructiveLabel(r api.Repository) string {
+	if r.DestructiveLabel == "" {
+		return api.DefaultDestructiveLabel + " (default)"
+	}
+	return r.DestructiveLabel
 }
 
 // reposSet is the -o json form of repos set.
@@ -274,7 +285,8 @@ type reposSet struct {
 
 // Run changes.
 func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	req := api.UpdateRepoRequest{Branch: c.Branch, Path: c.Path, CredentialsRef: c.Credentials, ForgeCredentialsRef: c.ForgeCredentials}
+	req := api.UpdateRepoRequest{Branch: c.Branch, Path: c.Path, CredentialsRef: c.Credentials, ForgeCredentialsRef: c.ForgeCredentials,
+		DestructiveLabel: c.DestructiveLabel}
 	if c.Suspend || c.Resume {
 		req.Suspended = &c.Suspend
 	}
@@ -287,7 +299,7 @@ func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		req.WebhookSecret = &secret
 	}
 	if req == (api.UpdateRepoRequest{}) && !c.VerifyFlags.given() {
-		return errors.New("nothing to change: pass --branch, --path, --credentials, --forge-credentials, --suspend, --resume, --rotate-webhook-secret or --verify-ssh/--verify-gpg/--verify-mode")
+		return errors.New("nothing to change: pass --branch, --path, --credentials, --forge-credentials, --suspend, --resume, --rotate-webhook-secret, --destructive-label or --verify-ssh/--verify-gpg/--verify-mode")
 	}
 	client, err := connect(g)
 	if err != nil {

@@ -50,6 +50,9 @@ type Server struct {
 	comments      map[string][]Comment // issue number → oldest first
 	commentID     int64
 	commentWrites int
+
+	labels     map[string][]string // pull request number → its label names
+	labelReads int
 }
 
 // Comment is one pull request comment as the fake stored it.
@@ -83,6 +86,71 @@ func (s *Server) AddComment(n int, body string) int64 {
 	k := fmt.Sprint(n)
 	s.comments[k] = append(s.comments[k], Comment{ID: s.commentID, Body: body})
 	return s.commentID
+}
+
+// SetLabels gives pull request (merge request) n these labels. A pull
+// request never given labels (nor comments) is unknown: its labels answer
+// 404, as the real forges do.
+func (s *Server) SetLabels(n int, labels ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.labels == nil {
+		s.labels = map[string][]string{}
+	}
+	s.labels[fmt.Sprint(n)] = append([]string{}, labels...)
+}
+
+// LabelReads is how many label reads were answered.
+func (s *Server) LabelReads() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.labelReads
+}
+
+// prLabels returns the labels of pull request n, false when it is unknown.
+func (s *Server) prLabels(n string) ([]string, bool) {
+	l, ok := s.labels[n]
+	if !ok {
+		_, ok = s.comments[n]
+	}
+	return l, ok
+}
+
+// githubLabels serves repos/{o}/{r}/issues/{n}/labels (GET), paginated by
+// GitHub's per_page (at most 100) or Gitea's limit (at most 50).
+func (s *Server) githubLabels(w http.ResponseWriter, r *http.Request, p []string, gitea bool) bool {
+	if len(p) != 6 || p[0] != "repos" || p[3] != "issues" || p[5] != "labels" || r.Method != http.MethodGet {
+		return false
+	}
+	l, ok := s.prLabels(p[4])
+	if !ok {
+		http.Error(w, `{"message":"Not Found"}`, http.StatusNotFound)
+		return true
+	}
+	q := r.URL.Query()
+	per, most, key := 30, 100, "per_page"
+	if gitea {
+		most, key = 50, "limit"
+	}
+	if v := q.Get(key); v != "" {
+		fmt.Sscan(v, &per)
+	}
+	per = min(max(per, 1), most)
+	page := 1
+	if v := q.Get("page"); v != "" {
+		fmt.Sscan(v, &page)
+	}
+	type label struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+	}
+	out := []label{}
+	for i := min((page-1)*per, len(l)); i < min(page*per, len(l)); i++ {
+		out = append(out, label{ID: i + 1, Name: l[i]})
+	}
+	s.labelReads++
+	json.NewEncoder(w).Encode(out)
+	return true
 }
 
 // Comments returns the comments of pull request n, oldest first.
@@ -327,7 +395,7 @@ var giteaStates = map[string]bool{"pending": true, "success": true, "failure": t
 // github serves repos/{o}/{r}/statuses/{sha} (POST) and
 // repos/{o}/{r}/commits/{sha}/statuses (GET).
 func (s *Server) github(w http.ResponseWriter, r *http.Request, p []string, gitea bool) {
-	if s.githubComments(w, r, p, gitea) {
+	if s.githubComments(w, r, p, gitea) || s.githubLabels(w, r, p, gitea) {
 		return
 	}
 	switch {
@@ -382,6 +450,17 @@ func (s *Server) gitlab(w http.ResponseWriter, r *http.Request, p []string) {
 		return
 	}
 	if s.gitlabNotes(w, r, p) {
+		return
+	}
+	if r.Method == http.MethodGet && len(p) == 4 && p[2] == "merge_requests" {
+		// A merge request lists its label names as strings.
+		l, ok := s.prLabels(p[3])
+		if !ok {
+			http.Error(w, `{"message":"404 Not found"}`, http.StatusNotFound)
+			return
+		}
+		s.labelReads++
+		json.NewEncoder(w).Encode(map[string]any{"iid": p[3], "state": "opened", "labels": append([]string{}, l...)})
 		return
 	}
 	switch {

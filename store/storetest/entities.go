@@ -130,6 +130,20 @@ func testRepositories(t *testing.T, s store.Store) {
 	}
 	_, err = s.UpdateRepository(ctx, admin, tenantB, r.ID, store.RepositoryUpdate{Name: &name})
 	wantErr(t, err, store.ErrNotFound)
+	// The destructive label: default until set, kept, checked.
+	if l := got.AcceptLabel(); l != store.DefaultDestructiveLabel {
+		t.Errorf("AcceptLabel of a new repository = %q, want the default", l)
+	}
+	label, bad := "ops/destroy-ok", "bad\nlabel"
+	up, err = s.UpdateRepository(ctx, admin, tenantA, r.ID, store.RepositoryUpdate{DestructiveLabel: &label})
+	must(t, err)
+	if got := mustGet(s.GetRepository(ctx, tenantA, r.ID))(t); got.DestructiveLabel != label || got.AcceptLabel() != label || up.DestructiveLabel != label {
+		t.Errorf("after setting the destructive label: %q / %q", got.DestructiveLabel, up.DestructiveLabel)
+	}
+	_, err = s.UpdateRepository(ctx, admin, tenantA, r.ID, store.RepositoryUpdate{DestructiveLabel: &bad})
+	wantErr(t, err, store.ErrInvalid)
+	_, err = s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "labelled", URL: "x", DestructiveLabel: " x"}, "")
+	wantErr(t, err, store.ErrInvalid)
 	r2, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "other", URL: "x"}, "")
 	must(t, err)
 	_, err = s.UpdateRepository(ctx, admin, tenantA, r2.ID, store.RepositoryUpdate{Name: &name})

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -234,7 +235,8 @@ func testPreviews(t *testing.T, s store.Store) {
 	seed(t, s)
 	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
 	must(t, err)
-	p1 := store.Preview{Tenant: tenantA, RepoID: r.ID, PR: 7, Commit: "c1", Summary: "1 site: 1 create", PlanText: "+ create vm-a", PlanJSON: []byte(`{"sites":[]}`), CreatedAt: epoch}
+	p1 := store.Preview{Tenant: tenantA, RepoID: r.ID, PR: 7, Commit: "c1", Summary: "1 site: 1 create", PlanText: "+ create vm-a", PlanJSON: []byte(`{"sites":[]}`), CreatedAt: epoch,
+		State: store.PreviewOpen, Base: "b1", Inventories: map[string]int64{"edge-1": 3, "edge-2": 5}}
 	p2 := p1
 	p2.Commit, p2.Summary, p2.CreatedAt = "c2", "1 site: 2 create", epoch.Add(second)
 	wantErr(t, s.PutPreview(ctx, tenantB, p1), store.ErrNotFound)
@@ -254,6 +256,80 @@ func testPreviews(t *testing.T, s store.Store) {
 	must(t, err)
 	if diff := cmp.Diff([]store.Preview{p2, p1}, list); diff != "" {
 		t.Errorf("ListPreviews (-want +got):\n%s", diff)
+	}
+}
+
+// testPreviewState: a pull request's closed or merged state is kept on its
+// previews, and a preview stored after the close (one queued before it)
+// stays closed; only a reopen (PreviewOpen) opens it again.
+func testPreviewState(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r := mustGet(s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, ""))(t)
+	state := func(pr int) store.PreviewState {
+		t.Helper()
+		return mustGet(s.GetPreview(ctx, tenantA, r.ID, pr))(t).State
+	}
+	wantErr(t, s.SetPreviewState(ctx, tenantA, r.ID, 7, store.PreviewClosed), store.ErrNotFound)
+	p := store.Preview{RepoID: r.ID, PR: 7, Commit: "c1", CreatedAt: epoch, State: store.PreviewMerged}
+	must(t, s.PutPreview(ctx, tenantA, p))
+	if got := state(7); got != store.PreviewOpen {
+		t.Fatalf("first preview state = %q, want open (PutPreview ignores State)", got)
+	}
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 8, Commit: "c1", CreatedAt: epoch}))
+	wantErr(t, s.SetPreviewState(ctx, tenantA, r.ID, 7, "gone"), store.ErrInvalid)
+	wantErr(t, s.SetPreviewState(ctx, tenantB, r.ID, 7, store.PreviewClosed), store.ErrNotFound)
+	must(t, s.SetPreviewState(ctx, tenantA, r.ID, 7, store.PreviewMerged))
+	if got := state(7); got != store.PreviewMerged {
+		t.Fatalf("state after merge = %q", got)
+	}
+	if got := state(8); got != store.PreviewOpen {
+		t.Errorf("another pull request's state = %q, want open", got)
+	}
+	// A preview queued before the merge lands after it: still merged, and
+	// so is the upsert of an existing one.
+	p.Commit, p.CreatedAt, p.State = "c2", epoch.Add(second), store.PreviewOpen
+	must(t, s.PutPreview(ctx, tenantA, p))
+	if got := state(7); got != store.PreviewMerged {
+		t.Errorf("preview stored after the merge: state %q, want merged", got)
+	}
+	must(t, s.PutPreview(ctx, tenantA, p))
+	for _, l := range mustGet(s.ListPreviews(ctx, tenantA, r.ID))(t) {
+		if l.PR == 7 && l.State != store.PreviewMerged {
+			t.Errorf("preview %s of #7 is %q, want merged", l.Commit, l.State)
+		}
+	}
+	must(t, s.SetPreviewState(ctx, tenantA, r.ID, 7, store.PreviewOpen))
+	if got := state(7); got != store.PreviewOpen {
+		t.Errorf("state after reopen = %q", got)
+	}
+
+	// OpenPreviews: the newest of each open pull request, lean.
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 8, Commit: "c0", CreatedAt: epoch.Add(-second)}))
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 9, Commit: "c9", CreatedAt: epoch}))
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 9, Commit: "c8", CreatedAt: epoch, PlanText: "x",
+		Inventories: map[string]int64{"edge-1": 4}, Base: "b"}))
+	must(t, s.PutPreview(ctx, tenantA, store.Preview{RepoID: r.ID, PR: 10, Commit: "c10", CreatedAt: epoch}))
+	must(t, s.SetPreviewState(ctx, tenantA, r.ID, 10, store.PreviewClosed))
+	var got []string
+	for _, p := range mustGet(s.OpenPreviews(ctx, tenantA, r.ID))(t) {
+		if p.PlanText != "" || len(p.PlanJSON) != 0 || p.State != store.PreviewOpen {
+			t.Errorf("open preview %+v: want no plan bodies, state open", p)
+		}
+		if p.PR == 9 && (p.Inventories["edge-1"] != 4 || p.Base != "b") {
+			t.Errorf("open preview of #9 lost its inputs: %+v", p)
+		}
+		got = append(got, fmt.Sprintf("#%d@%s", p.PR, p.Commit))
+	}
+	// #9's two heads tie on time: the lowest commit, as GetPreview picks.
+	if want := []string{"#7@c2", "#8@c1", "#9@c8"}; !slices.Equal(got, want) {
+		t.Errorf("OpenPreviews = %v, want %v", got, want)
+	}
+	if g := mustGet(s.GetPreview(ctx, tenantA, r.ID, 9))(t); g.Commit != "c8" {
+		t.Errorf("GetPreview of #9 = %s, want c8 as OpenPreviews", g.Commit)
+	}
+	if l := mustGet(s.OpenPreviews(ctx, tenantB, r.ID))(t); len(l) != 0 {
+		t.Errorf("tenant B sees open previews %+v", l)
 	}
 }
 

@@ -58,6 +58,7 @@ func Run(t *testing.T, open Open) {
 		{"Logs", testLogs},
 		{"CommitStatuses", testCommitStatuses},
 		{"Previews", testPreviews},
+		{"PreviewState", testPreviewState},
 		{"WebhookDeliveries", testDeliveries},
 		{"WebhookPayloads", testPayloads},
 		{"LogBounds", testLogBounds},

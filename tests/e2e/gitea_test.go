@@ -1044,11 +1044,12 @@ func giteaFreePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestGiteaPRComment: opening a pull request gets one n-kudo comment with
-// the plan of its head; a later push edits that same comment to the new
-// head's plan, and the pull request still has exactly one n-kudo comment;
-// merging it edits the comment once more to say so.
-func TestGiteaPRComment(t *testing.T) {
+// TestGiteaPRStickyComment: opening a pull request gets one n-kudo comment
+// with the plan of its head; a later push edits that same comment to the
+// new head's plan (the pull request still has exactly one n-kudo comment);
+// an invalid push shows its errors as file:line linked into the head;
+// closing the pull request edits the comment once more to say so.
+func TestGiteaPRStickyComment(t *testing.T) {
 	t.Parallel()
 	e := newGiteaEnv(t)
 	e.startAgents(t, "store-042")
@@ -1066,6 +1067,9 @@ func TestGiteaPRComment(t *testing.T) {
 	if !strings.Contains(first.Body, "`store-042`") || !strings.Contains(first.Body, "resize nvr") || !strings.Contains(first.Body, "cpus 2 → 4") {
 		t.Errorf("the comment does not show the plan of store-042:\n%s", first.Body)
 	}
+	if !strings.Contains(first.Body, "`store-042` v") {
+		t.Errorf("the comment does not name the inventory version it was computed against:\n%s", first.Body)
+	}
 
 	giteaAddVM(t, w, "vms/store-042/pos-2.yaml", "vms/store-042/pos-3.yaml", "pos-2", "pos-3")
 	h2 := w.Commit(t, "store-042: a third lane")
@@ -1078,11 +1082,71 @@ func TestGiteaPRComment(t *testing.T) {
 		t.Errorf("the edited comment does not show the new VM:\n%s", second.Body)
 	}
 
-	// Merged: the same comment is edited to say so.
-	e.gitea.MergePullRequest(t, repo, pr.Number)
-	merged := e.waitPlanComment(t, repo, pr.Number, "was merged")
-	if merged.ID != first.ID {
-		t.Errorf("the merge got comment %d, want comment %d edited", merged.ID, first.ID)
+	// Invalid: the errors, each as file:line linked to the line in the head.
+	w.Edit(t, "vms/store-042/nvr.yaml", func(s string) string { return strings.Replace(s, "  cpus: 4\n", "  cpus: 0\n", 1) })
+	h3 := w.Commit(t, "store-042: no cpus")
+	w.Push(t, "grow-nvr")
+	third := e.waitPlanComment(t, repo, pr.Number, h3)
+	if third.ID != first.ID {
+		t.Errorf("the invalid push got comment %d, want comment %d edited", third.ID, first.ID)
+	}
+	loc := regexp.MustCompile(`\[vms/store-042/nvr\.yaml:(\d+)\]\((\S+)\)`).FindStringSubmatch(third.Body)
+	if loc == nil || !strings.Contains(loc[2], "/src/commit/"+h3+"/vms/store-042/nvr.yaml#L"+loc[1]) || !strings.Contains(third.Body, "cpus") {
+		t.Errorf("the invalid head's comment does not link the error's file:line into the head:\n%s", third.Body)
+	}
+
+	// Closed: the same comment is edited to say so.
+	e.gitea.ClosePullRequest(t, repo, pr.Number)
+	closed := e.waitPlanComment(t, repo, pr.Number, "was closed")
+	if closed.ID != first.ID {
+		t.Errorf("the close got comment %d, want comment %d edited", closed.ID, first.ID)
+	}
+}
+
+// TestGiteaDestructiveLabelGate: a pull request that deletes a VM fails
+// nkudo/plan until the label nkudo/destructive-ok is added; adding it
+// (Gitea's label_updated delivery) turns nkudo/plan to success.
+func TestGiteaDestructiveLabelGate(t *testing.T) {
+	t.Parallel()
+	e := newGiteaEnv(t)
+	e.startAgents(t, "store-042")
+	repo, _ := e.newRepo(t, "")
+	w := giteatest.Clone(t, repo)
+	e.convergeStore042(t, w, repo)
+
+	w.Checkout(t, "drop-lane")
+	if err := os.Remove(filepath.Join(w.Dir, "vms", "store-042", "pos-2.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	head := w.Commit(t, "store-042: drop the second lane")
+	w.Push(t, "drop-lane")
+	pr := e.gitea.OpenPullRequest(t, repo, "drop-lane", "main", "Drop pos-2")
+
+	st := e.waitFinal(t, repo, head, giteaCtxPlan)
+	giteaWantState(t, st, "failure")
+	if want := "1 destructive action: add the label `nkudo/destructive-ok` to accept"; st.Description != want {
+		t.Errorf("nkudo/plan of the unlabelled pull request says %q, want %q", st.Description, want)
+	}
+
+	e.gitea.AddLabel(t, repo, pr.Number, "nkudo/destructive-ok")
+	ctx, cancel := context.WithTimeout(t.Context(), giteaStatusTimeout)
+	defer cancel()
+	for {
+		all, err := e.gitea.Statuses(ctx, repo, head)
+		if s, ok := giteatest.Latest(all)[giteaCtxPlan]; err == nil && ok && s.State == "success" {
+			if !strings.Contains(s.Description, "accepted by label nkudo/destructive-ok") {
+				t.Errorf("nkudo/plan after the label: %q", s.Description)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("nkudo/plan did not turn success after the label was added; statuses:\n%s", giteatest.FormatStatuses(all))
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if plans := e.plansFor(t, head); len(plans) != 0 {
+		t.Errorf("%d plans stored for the pull request head, want none", len(plans))
 	}
 }
 

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/store"
@@ -16,7 +18,7 @@ import (
 const repoCols = `id, tenant, name, url, branch, path, credentials_ref, webhook_secret <> '', suspended,
 	forge_kind, forge_api_url, forge_project, forge_credentials_ref,
 	last_seen_commit, last_seen_at, last_applied_commit, last_applied_at, last_error, last_error_at, created_at,
-	verify_mode, verify_ssh, verify_gpg`
+	verify_mode, verify_ssh, verify_gpg, destructive_label`
 
 func scanRepo(r Row) (store.Repository, error) {
 	var p store.Repository
@@ -25,7 +27,7 @@ func scanRepo(r Row) (store.Repository, error) {
 	err := r.Scan(&p.ID, &p.Tenant, &p.Name, &p.URL, &p.Branch, &p.Path, &p.CredentialsRef, &p.HasWebhookSecret, &p.Suspended,
 		&kind, &p.ForgeAPIURL, &p.ForgeProject, &p.ForgeCredentialsRef,
 		&p.LastSeenCommit, &seen, &p.LastAppliedCommit, &applied, &p.LastError, &errAt, &created,
-		&mode, &p.Verify.AllowedSigners, &p.Verify.GPGKeys)
+		&mode, &p.Verify.AllowedSigners, &p.Verify.GPGKeys, &p.DestructiveLabel)
 	p.ForgeKind = store.ForgeKind(kind)
 	p.Verify.Mode = store.VerifyMode(mode)
 	p.LastSeenAt, p.LastAppliedAt, p.LastErrorAt, p.CreatedAt = tm(seen), tm(applied), tm(errAt), tm(created)
@@ -38,7 +40,17 @@ func repoAudit(p store.Repository) map[string]any {
 		"name": p.Name, "url": p.URL, "branch": p.Branch, "path": p.Path, "suspended": p.Suspended,
 		"forgeKind": p.ForgeKind, "hasWebhookSecret": p.HasWebhookSecret,
 		"verifyMode": p.Verify.Mode, "verifyKeys": verifyKeysDigest(p.Verify),
+		"destructiveLabel": p.DestructiveLabel,
 	}
+}
+
+// checkLabel bounds a destructive label: forges limit label names, and one
+// that could never exist would lock every destructive pull request out.
+func checkLabel(l string) error {
+	if len(l) > 100 || strings.TrimSpace(l) != l || strings.ContainsFunc(l, unicode.IsControl) {
+		return errInvalid("destructiveLabel %q: want at most 100 characters, no control characters or surrounding spaces", l)
+	}
+	return nil
 }
 
 // verifyKeysDigest names the trusted keys of a policy in the audit log by
@@ -78,6 +90,9 @@ func (s *Store) CreateRepository(ctx context.Context, actor store.Actor, p store
 	if err := checkVerify(p.Verify); err != nil {
 		return store.Repository{}, fmt.Errorf("create repository: %w", err)
 	}
+	if err := checkLabel(p.DestructiveLabel); err != nil {
+		return store.Repository{}, fmt.Errorf("create repository: %w", err)
+	}
 	if p.ID == "" {
 		id, err := store.NewID()
 		if err != nil {
@@ -96,11 +111,11 @@ func (s *Store) CreateRepository(ctx context.Context, actor store.Actor, p store
 		}
 		_, err := t.Exec(ctx, `INSERT INTO repositories (id, tenant, name, url, branch, path, credentials_ref, webhook_secret, suspended,
 			forge_kind, forge_api_url, forge_project, forge_credentials_ref, created_at,
-			verify_mode, verify_ssh, verify_gpg)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			verify_mode, verify_ssh, verify_gpg, destructive_label)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			p.ID, p.Tenant, p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, sealed, p.Suspended,
 			string(p.ForgeKind), p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, us(t.now),
-			string(p.Verify.Mode), p.Verify.AllowedSigners, p.Verify.GPGKeys)
+			string(p.Verify.Mode), p.Verify.AllowedSigners, p.Verify.GPGKeys, p.DestructiveLabel)
 		if err != nil {
 			return s.conflict(err)
 		}
@@ -199,15 +214,22 @@ func (s *Store) UpdateRepository(ctx context.Context, actor store.Actor, tenant,
 			}
 			p.Verify = *u.Verify
 		}
+		if u.DestructiveLabel != nil {
+			if err := checkLabel(*u.DestructiveLabel); err != nil {
+				return err
+			}
+			p.DestructiveLabel = *u.DestructiveLabel
+		}
 		if p.Name == "" || p.URL == "" {
 			return errInvalid("name and url are required")
 		}
 		_, err = t.Exec(ctx, `UPDATE repositories SET name = $1, url = $2, branch = $3, path = $4, credentials_ref = $5,
 			webhook_secret = $6, suspended = $7, forge_kind = $8, forge_api_url = $9, forge_project = $10,
-			forge_credentials_ref = $11, verify_mode = $13, verify_ssh = $14, verify_gpg = $15 WHERE id = $12`,
+			forge_credentials_ref = $11, verify_mode = $13, verify_ssh = $14, verify_gpg = $15,
+			destructive_label = $16 WHERE id = $12`,
 			p.Name, p.URL, p.Branch, p.Path, p.CredentialsRef, secret, p.Suspended, string(p.ForgeKind),
 			p.ForgeAPIURL, p.ForgeProject, p.ForgeCredentialsRef, id,
-			string(p.Verify.Mode), p.Verify.AllowedSigners, p.Verify.GPGKeys)
+			string(p.Verify.Mode), p.Verify.AllowedSigners, p.Verify.GPGKeys, p.DestructiveLabel)
 		if err != nil {
 			return s.conflict(err)
 		}

@@ -106,6 +106,14 @@ func (s *Store) PutPreview(ctx context.Context, tenant string, p store.Preview) 
 	if len(pj) > 0 && !json.Valid(pj) {
 		return fmt.Errorf("put preview: %w", errInvalid("plan JSON is not JSON"))
 	}
+	invs := ""
+	if p.Inventories != nil {
+		b, err := json.Marshal(p.Inventories)
+		if err != nil {
+			return fmt.Errorf("put preview: inventories: %w", err)
+		}
+		invs = string(b)
+	}
 	err := s.write(ctx, func(t *wtx) error {
 		if _, err := s.getRepo(ctx, t, tenant, p.RepoID); err != nil {
 			return fmt.Errorf("repository %s: %w", p.RepoID, err)
@@ -114,11 +122,16 @@ func (s *Store) PutPreview(ctx context.Context, tenant string, p store.Preview) 
 		if at.IsZero() {
 			at = t.now
 		}
-		_, err := t.Exec(ctx, `INSERT INTO previews (repo_id, tenant, pr, commit_sha, summary, plan_text, plan_json, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		// A new preview takes the pull request's state: one computed after
+		// the close stays closed.
+		_, err := t.Exec(ctx, `INSERT INTO previews (repo_id, tenant, pr, commit_sha, summary, plan_text, plan_json, created_at,
+				state, base_commit, inventories)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+				COALESCE((SELECT state FROM previews WHERE repo_id = $1 AND pr = $3 LIMIT 1), 'open'), $9, $10)
 			ON CONFLICT (repo_id, pr, commit_sha) DO UPDATE SET summary = excluded.summary, plan_text = excluded.plan_text,
-				plan_json = excluded.plan_json, created_at = excluded.created_at`,
-			p.RepoID, tenant, p.PR, p.Commit, p.Summary, p.PlanText, string(pj), us(store.Micro(at)))
+				plan_json = excluded.plan_json, created_at = excluded.created_at,
+				base_commit = excluded.base_commit, inventories = excluded.inventories`,
+			p.RepoID, tenant, p.PR, p.Commit, p.Summary, p.PlanText, string(pj), us(store.Micro(at)), p.Base, invs)
 		return err
 	})
 	if err != nil {
@@ -127,15 +140,62 @@ func (s *Store) PutPreview(ctx context.Context, tenant string, p store.Preview) 
 	return nil
 }
 
-const previewCols = `tenant, repo_id, pr, commit_sha, summary, plan_text, plan_json, created_at`
+const previewCols = `tenant, repo_id, pr, commit_sha, summary, plan_text, plan_json, created_at, state, base_commit, inventories`
 
 func scanPreview(r Row) (store.Preview, error) {
 	var p store.Preview
-	var pj string
+	var pj, state, invs string
 	var at int64
-	err := r.Scan(&p.Tenant, &p.RepoID, &p.PR, &p.Commit, &p.Summary, &p.PlanText, &pj, &at)
-	p.PlanJSON, p.CreatedAt = raw(pj), tm(at)
+	err := r.Scan(&p.Tenant, &p.RepoID, &p.PR, &p.Commit, &p.Summary, &p.PlanText, &pj, &at, &state, &p.Base, &invs)
+	p.PlanJSON, p.CreatedAt, p.State = raw(pj), tm(at), store.PreviewState(state)
+	if err == nil && invs != "" {
+		if jerr := json.Unmarshal([]byte(invs), &p.Inventories); jerr != nil {
+			err = fmt.Errorf("preview of PR %d: inventories: %w", p.PR, jerr)
+		}
+	}
 	return p, err
+}
+
+// OpenPreviews implements store.Statuses.
+func (s *Store) OpenPreviews(ctx context.Context, tenant, repoID string) ([]store.Preview, error) {
+	// Every preview of a pull request has its state, so the newest of an
+	// open one is among the open rows; ties on created_at go as in
+	// GetPreview (lowest commit first).
+	rows, err := readAll(ctx, s, scanPreview, `SELECT tenant, repo_id, pr, commit_sha, summary, '', '', created_at, state, base_commit, inventories
+		FROM previews p WHERE tenant = $1 AND repo_id = $2 AND state = 'open'
+			AND created_at = (SELECT MAX(created_at) FROM previews q WHERE q.repo_id = p.repo_id AND q.pr = p.pr)
+		ORDER BY pr, commit_sha`, tenant, repoID)
+	if err != nil {
+		return nil, fmt.Errorf("open previews: %w", err)
+	}
+	out := rows[:0]
+	for i, p := range rows {
+		if i == 0 || rows[i-1].PR != p.PR {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// SetPreviewState implements store.Statuses.
+func (s *Store) SetPreviewState(ctx context.Context, tenant, repoID string, pr int, state store.PreviewState) error {
+	if !state.Valid() {
+		return fmt.Errorf("set preview state: %w", errInvalid("state %q is not open, closed or merged", state))
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		n, err := t.Exec(ctx, `UPDATE previews SET state = $1 WHERE tenant = $2 AND repo_id = $3 AND pr = $4`, string(state), tenant, repoID, pr)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set state of PR %d previews to %s: %w", pr, state, err)
+	}
+	return nil
 }
 
 // GetPreview implements store.Statuses.

@@ -315,3 +315,35 @@ func (i *Instance) Comments(ctx context.Context, r Repo, number int64) ([]Commen
 	sort.SliceStable(all, func(a, b int) bool { return all[a].ID < all[b].ID })
 	return all, nil
 }
+
+// ClosePullRequest closes a pull request without merging it.
+func (i *Instance) ClosePullRequest(t testing.TB, r Repo, number int64) {
+	t.Helper()
+	i.must(t, http.MethodPatch, fmt.Sprintf("%s/pulls/%d", r.path(), number), map[string]string{"state": "closed"}, nil)
+}
+
+// AddLabel puts the label name on issue or pull request number, creating
+// the repository's label first when it has none of that name. Gitea then
+// delivers a pull_request event with action label_updated.
+func (i *Instance) AddLabel(t testing.TB, r Repo, number int64, name string) {
+	t.Helper()
+	var labels []struct {
+		ID   int64  `json:"id"`
+		Name string `json:"name"`
+	}
+	i.must(t, http.MethodGet, r.path()+"/labels?limit=50", nil, &labels)
+	id := int64(0)
+	for _, l := range labels {
+		if l.Name == name {
+			id = l.ID
+		}
+	}
+	if id == 0 {
+		var l struct {
+			ID int64 `json:"id"`
+		}
+		i.must(t, http.MethodPost, r.path()+"/labels", map[string]string{"name": name, "color": "#e11d21"}, &l)
+		id = l.ID
+	}
+	i.must(t, http.MethodPost, fmt.Sprintf("%s/issues/%d/labels", r.path(), number), map[string]any{"labels": []int64{id}}, nil)
+}
