@@ -120,6 +120,15 @@ func (s *Server) renderSignIn(w http.ResponseWriter, status int, msg string) err
 
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller) error {
 	ui.SecurityHeaders(w.Header())
+	if ok, wait, global := s.signIns.allow(c.source); !ok {
+		who := "from " + c.source
+		if global {
+			who = "on this server (all clients)"
+		}
+		wait = max(wait, time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
+		return s.renderSignIn(w, http.StatusTooManyRequests, fmt.Sprintf("too many sign-in attempts %s: retry in %s", who, wait.Round(time.Second)))
+	}
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
