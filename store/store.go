@@ -581,6 +581,10 @@ type Statuses interface {
 	MarkCommitStatusPosted(ctx context.Context, tenant string, s CommitStatus, now time.Time) error
 	// CommitStatuses returns the statuses of one commit ordered by context.
 	CommitStatuses(ctx context.Context, tenant, repoID, commit string) ([]CommitStatus, error)
+	// RecentCommitStatuses returns the repository's statuses of every
+	// commit, most recently updated first (ties by commit, then context),
+	// at most limit (0 = 100): what a dashboard lists as recent commits.
+	RecentCommitStatuses(ctx context.Context, tenant, repoID string, limit int) ([]CommitStatus, error)
 	// UnpostedCommitStatuses returns statuses not yet accepted by the forge
 	// (all tenants, oldest first, at most limit; 0 = 100), for the poster's retry loop.
 	UnpostedCommitStatuses(ctx context.Context, limit int) ([]CommitStatus, error)
@@ -731,6 +735,12 @@ func PlanTopic(tenant, site string) string { return "plan/" + tenant + "/" + sit
 
 // LogTopic is notified when log lines of a plan arrive.
 func LogTopic(planID string) string { return "logs/" + planID }
+
+// FleetTopic is notified when a site of the tenant changes in a way a
+// fleet overview shows: by the store whenever it notifies the site's
+// PlanTopic, and by the control plane after heartbeats that change a
+// site's state and after action reports.
+func FleetTopic(tenant string) string { return "fleet/" + tenant }
 
 // Actor names who made a change, for the audit log.
 type Actor struct {

@@ -71,6 +71,8 @@ func Run(t *testing.T, open Open) {
 		{"Close", testClose},
 		{"Images", testImages},
 		{"ImageQuotaConcurrent", testImageQuotaConcurrent},
+		{"RecentCommitStatuses", testRecentCommitStatuses},
+		{"FleetWakeUp", testFleetWakeUp},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
