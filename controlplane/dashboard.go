@@ -47,6 +47,10 @@ func (s *Server) dashboardRoutes() []Route {
 		r("GET", ui.PathSite, AuthSession, s.handleSitePage),
 		r("GET", ui.PathPlan, AuthSession, s.handlePlanPage),
 		r("GET", ui.PathEvents, AuthSession, s.handlePlanEvents),
+		r("GET", ui.PathRepos, AuthSession, s.handleReposPage),
+		r("GET", ui.PathRepo, AuthSession, s.handleRepoPage),
+		r("POST", ui.PathRepoReconcile, AuthSession, s.handleRepoReconcile),
+		r("GET", ui.PathAudit, AuthSession, s.handleAuditPage),
 	}
 }
 
@@ -91,7 +95,7 @@ func (s *Server) writeUIError(w http.ResponseWriter, he *httpError, c *caller) {
 }
 
 func (s *Server) layout(c *caller, title string) ui.Layout {
-	return ui.Layout{Title: title, Tenant: c.tenant, CSRF: c.session.CSRF}
+	return ui.Layout{Title: title, Tenant: c.tenant, CSRF: c.session.CSRF, Admin: c.admin}
 }
 
 func secureCookie(name, value string, maxAge int) *http.Cookie {

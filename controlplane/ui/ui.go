@@ -1,7 +1,7 @@
-// Package ui owns the read-only web dashboard's presentation: the
-// embedded templates and assets, the page models (fleet, site, plan), their
-// filtering and sorting, browser sessions with their CSRF tokens, and the
-// security headers every page carries. It never reads the store: the
+// Package ui owns the web dashboard's presentation: the embedded
+// templates and assets, the page models (fleet, site, plan, repository,
+// audit), their filtering and sorting, browser sessions with their CSRF
+// tokens, and the security headers every page carries. It never reads the store: the
 // control plane fetches what a page shows, through the same tenant-scoped
 // authorisation as the API, and hands it here to render.
 package ui
@@ -55,11 +55,12 @@ type Renderer struct {
 // NewRenderer parses the embedded templates.
 func NewRenderer() (*Renderer, error) {
 	t, err := template.New("").Funcs(template.FuncMap{
-		"ago":      Ago,
-		"dur":      Dur,
-		"short":    Short,
-		"lower":    strings.ToLower,
-		"statecls": stateClass,
+		"ago":            Ago,
+		"dur":            Dur,
+		"short":          Short,
+		"lower":          strings.ToLower,
+		"statecls":       stateClass,
+		"statusContexts": func() []string { return StatusContexts },
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parse dashboard templates: %w", err)
@@ -126,6 +127,8 @@ type Layout struct {
 	Title  string
 	Tenant string
 	CSRF   string // for the sign-out form
+	// Admin shows the audit link (the session's token is an admin token).
+	Admin bool
 }
 
 // SignInPage is the sign-in form.

@@ -341,6 +341,13 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /ui/sites/{site}":                 {{name: "bravo's site page", who: isoAlphaSession, path: "/ui/sites/b2", want: notFound}},
 		"GET /ui/plans/{plan}":                 {{name: "bravo's plan page", who: isoAlphaSession, want: notFound}},
 		"GET /ui/plans/{plan}/events":          {{name: "bravo's plan stream", who: isoAlphaSession, want: notFound}},
+		"GET /ui/repos":                        {{name: "lists alpha's repositories only", who: isoAlphaSession, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /ui/repos/{repo}":                 {{name: "bravo's repository page", who: isoAlphaSession, want: notFound}},
+		"POST /ui/repos/{repo}/reconcile": {
+			{name: "reconcile bravo's repository with alpha's form token", who: isoAlphaSession, body: "csrf=" + f.alphaUI.CSRF, want: notFound},
+			{name: "reconcile without the form token", who: isoAlphaSession, body: "csrf=wrong", want: forbidden},
+		},
+		"GET /ui/audit": {{name: "a tenant session cannot read the audit log", who: isoAlphaSession, want: forbidden}},
 	}
 }
 
