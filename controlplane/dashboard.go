@@ -370,7 +370,71 @@ func (s *Server) handlePlanPage(w http.ResponseWriter, r *http.Request, c *calle
 		return err
 	}
 	p.Layout = s.layout(c, "Plan "+ui.Short(p.ID))
+	lines, more, err := s.store.LogPage(r.Context(), c.tenant, p.ID, 0, ui.LogPageLines, min(ui.LogPageBytes, s.opts.MaxLogPageBytes))
+	if err != nil {
+		return fmt.Errorf("log of plan %s: %w", p.ID, err)
+	}
+	for _, l := range lines {
+		p.Log = append(p.Log, logRow(l))
+		p.LogAfter = l.Seq
+	}
+	p.LogMore = more
+	if p.Live {
+		p.Events += "?log=" + strconv.FormatInt(p.LogAfter, 10)
+	}
 	return s.ui.Render(w, http.StatusOK, "plan.html", p)
+}
+
+func logRow(l store.LogLine) ui.LogRow {
+	return ui.LogRow{Seq: l.Seq, Time: l.Time, Action: l.ActionID, Stream: string(l.Stream), Line: l.Line}
+}
+
+// logAfter is where a plan stream's log starts: after the line the page
+// showed last (query parameter log), or after the last line this stream
+// sent before the browser reconnected (Last-Event-ID), whichever is later.
+func logAfter(r *http.Request) (int64, error) {
+	var after int64
+	if v := r.URL.Query().Get("log"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, badRequest("query parameter log %q: want the last log sequence number shown (0 or more)", v)
+		}
+		after = n
+	}
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > after {
+			after = n
+		}
+	}
+	return after, nil
+}
+
+// sendLogs sends the plan's log lines after seq as "log" events, a page
+// (ui.LogPageLines lines, ui.LogPageBytes) per event, until none is left;
+// each event's id is its last line's sequence number, so a reconnecting
+// browser resumes after it. It returns the last sequence number sent.
+func (s *Server) sendLogs(ctx context.Context, send func(event, id string, data []byte) error, tenant, plan string, after int64) (int64, error) {
+	for {
+		lines, more, err := s.store.LogPage(ctx, tenant, plan, after, ui.LogPageLines, min(ui.LogPageBytes, s.opts.MaxLogPageBytes))
+		if err != nil || len(lines) == 0 {
+			return after, err
+		}
+		ev := ui.LogEvent{Lines: make([]ui.LogRow, 0, len(lines))}
+		for _, l := range lines {
+			ev.Lines = append(ev.Lines, logRow(l))
+			after = l.Seq
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return after, err
+		}
+		if err := send("log", strconv.FormatInt(after, 10), b); err != nil {
+			return after, err
+		}
+		if !more {
+			return after, nil
+		}
+	}
 }
 
 // PlanPage reads one of the tenant's plans with its actions in phase order.
@@ -393,14 +457,19 @@ func (s *Server) PlanPage(ctx context.Context, tenant, id string) (ui.PlanPage, 
 }
 
 // handlePlanEvents streams a plan's state as Server-Sent Events: one
-// "plan" event now and after every change, woken by the store's plan and
-// plan-state signals (no timer reads the store), and "end" once the plan
-// is finished. It stops with the session, the request or the server.
+// "plan" event now and after every change, "log" events with the plan's
+// new log lines, woken by the store's plan, plan-state and log signals (no
+// timer reads the store), and "end" once the plan is finished. It stops
+// with the session, the request or the server.
 func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *caller) error {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	id := r.PathValue("plan")
 	sp, err := s.store.GetPlan(ctx, c.tenant, id)
+	if err != nil {
+		return err
+	}
+	after, err := logAfter(r)
 	if err != nil {
 		return err
 	}
@@ -413,13 +482,20 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	defer unsubPlan()
 	stateCh, unsubState := s.store.Subscribe(ctx, planStateTopic(id))
 	defer unsubState()
+	logCh, unsubLog := s.store.Subscribe(ctx, store.LogTopic(id))
+	defer unsubLog()
 
 	ui.SecurityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	send := func(event string, data []byte) error {
+	send := func(event, id string, data []byte) error {
+		if id != "" {
+			if _, err := fmt.Fprintf(w, "id: %s\n", id); err != nil {
+				return err
+			}
+		}
 		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
 			return err
 		}
@@ -431,7 +507,7 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	for {
 		if !s.tokenLive(ctx, c.session) {
 			s.sessions.Delete(c.sessionKey)
-			_ = send("end", []byte(`{"reason":"the session's API token was deleted or expired"}`))
+			_ = send("end", "", []byte(`{"reason":"the session's API token was deleted or expired"}`))
 			return nil
 		}
 		p, err := s.PlanPage(ctx, c.tenant, id)
@@ -443,18 +519,21 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 			return nil
 		}
 		if string(b) != string(last) {
-			if err := send("plan", b); err != nil {
+			if err := send("plan", "", b); err != nil {
 				return nil
 			}
 			last = b
 		}
-		if !p.Live {
-			_ = send("end", []byte("{}"))
+		if after, err = s.sendLogs(ctx, send, c.tenant, id, after); err != nil {
 			return nil
 		}
-		if !s.waitPlanChange(ctx, w, rc, c.session, planCh, stateCh, keep.C) {
+		if !p.Live {
+			_ = send("end", "", []byte("{}"))
+			return nil
+		}
+		if !s.waitPlanChange(ctx, w, rc, c.session, keep.C, planCh, stateCh, logCh) {
 			if isClosed(c.session.Done()) {
-				_ = send("end", []byte(`{"reason":"signed out"}`))
+				_ = send("end", "", []byte(`{"reason":"signed out"}`))
 			}
 			return nil
 		}
@@ -464,12 +543,14 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 // waitPlanChange blocks until a store signal says the plan may have
 // changed (true), or the stream must stop (false). Keep-alives are written
 // while waiting and never cause a read of the store.
-func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, planCh, stateCh <-chan struct{}, keep <-chan time.Time) bool {
+func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, keep <-chan time.Time, planCh, stateCh, logCh <-chan struct{}) bool {
 	for {
 		select {
 		case <-planCh:
 			return true
 		case <-stateCh:
+			return true
+		case <-logCh:
 			return true
 		case <-keep:
 			if !s.tokenLive(ctx, sess) {

@@ -61,6 +61,7 @@ func NewRenderer() (*Renderer, error) {
 		"lower":          strings.ToLower,
 		"statecls":       stateClass,
 		"statusContexts": func() []string { return StatusContexts },
+		"logKeep":        func() int { return LogKeepLines },
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parse dashboard templates: %w", err)
@@ -405,6 +406,35 @@ type PlanPage struct {
 	Live   bool
 	Events string // the event stream URL
 	Now    time.Time
+	// Log is the start of the plan's log (at most LogPageLines lines,
+	// LogPageBytes); LogMore says it goes on; LogAfter is the sequence
+	// number of its last line, where the event stream continues.
+	Log      []LogRow
+	LogMore  bool
+	LogAfter int64
+}
+
+// Bounds of the plan page's log: one read of the store, one event of the
+// stream, and the lines the page's script keeps (older ones are dropped
+// from the page as new ones arrive).
+const (
+	LogPageLines = 500
+	LogPageBytes = 256 << 10
+	LogKeepLines = 1000
+)
+
+// LogRow is one line of a plan's log.
+type LogRow struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Action string    `json:"action,omitempty"`
+	Stream string    `json:"stream"`
+	Line   string    `json:"line"`
+}
+
+// LogEvent is what a plan stream's "log" event carries.
+type LogEvent struct {
+	Lines []LogRow `json:"lines"`
 }
 
 // PlanEvent is what the plan event stream sends: the plan's status and

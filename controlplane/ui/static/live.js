@@ -29,6 +29,33 @@
       note.textContent = "live";
     }
   });
+  // The log: new lines are appended as text (never parsed as HTML), and
+  // the page keeps the newest data-keep lines so a long log stays light.
+  var log = document.getElementById("log");
+  var logNote = document.getElementById("log-note");
+  var keep = log ? parseInt(log.dataset.keep, 10) || 1000 : 0;
+  src.addEventListener("log", function (ev) {
+    if (!log) {
+      return;
+    }
+    var follow = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    (JSON.parse(ev.data).lines || []).forEach(function (l) {
+      var span = document.createElement("span");
+      span.className = "ln ln-" + l.stream;
+      span.dataset.seq = l.seq;
+      span.textContent = l.line + "\n";
+      log.appendChild(span);
+    });
+    while (log.childElementCount > keep) {
+      log.removeChild(log.firstElementChild);
+    }
+    if (logNote) {
+      logNote.textContent = "";
+    }
+    if (follow) {
+      log.scrollTop = log.scrollHeight;
+    }
+  });
   src.addEventListener("end", function () {
     src.close();
     if (note) {
