@@ -51,6 +51,7 @@ func (s *Server) dashboardRoutes() []Route {
 		r("GET", ui.PathRepo, AuthSession, s.handleRepoPage),
 		r("POST", ui.PathRepoReconcile, AuthSession, s.handleRepoReconcile),
 		r("GET", ui.PathAudit, AuthSession, s.handleAuditPage),
+		r("GET", ui.PathFleetEvents, AuthSession, s.handleFleetEvents),
 	}
 }
 
@@ -233,11 +234,15 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request, c *caller) 
 // FleetPage gathers the tenant's sites for the fleet page, filtered and
 // sorted by q.
 func (s *Server) FleetPage(ctx context.Context, tenant string, q ui.FleetQuery) (ui.FleetPage, error) {
-	now := s.now()
 	sites, err := s.store.ListSites(ctx, tenant)
 	if err != nil {
 		return ui.FleetPage{}, fmt.Errorf("list sites: %w", err)
 	}
+	return s.fleetPageOf(ctx, tenant, sites, q, s.now())
+}
+
+// fleetPageOf builds the fleet page of sites (the tenant's, as listed).
+func (s *Server) fleetPageOf(ctx context.Context, tenant string, sites []store.Site, q ui.FleetQuery, now time.Time) (ui.FleetPage, error) {
 	invs, err := s.store.Inventories(ctx, tenant)
 	if err != nil {
 		return ui.FleetPage{}, fmt.Errorf("inventories: %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/controlplane"
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/controlplane/ui"
 	"github.com/nkudo/nkudo/store"
@@ -125,5 +126,114 @@ func TestDashboardPlanStreamFollowsTheLog(t *testing.T) {
 	}
 	if status, _ := b.Get(api.Path(ui.PathEvents, plan.ID) + "?log=x"); status != http.StatusBadRequest {
 		t.Errorf("log=x: %d, want 400", status)
+	}
+}
+
+// fleetUpdate reads the next "sites" event of a fleet stream.
+func fleetUpdate(t *testing.T, next func() sseEvent) fleetEventView {
+	t.Helper()
+	ev := next()
+	if ev.name != "sites" {
+		t.Fatalf("event %q, want sites: %s", ev.name, ev.data)
+	}
+	var f fleetEventView
+	if err := json.Unmarshal([]byte(ev.data), &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+type fleetEventView struct {
+	Online int `json:"online"`
+	Total  int `json:"total"`
+	Sites  []struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+		Agent string `json:"agent"`
+		Plan  *struct {
+			ID     string `json:"id"`
+			Status string `json:"status"`
+		} `json:"plan"`
+	} `json:"sites"`
+}
+
+func (f fleetEventView) names() []string {
+	var out []string
+	for _, s := range f.Sites {
+		out = append(out, s.Name+"="+s.State)
+	}
+	return out
+}
+
+// TestDashboardFleetStream: the fleet stream sends every row when it
+// opens, then only the rows that changed, woken by a heartbeat that brings
+// a site online, a stored plan, and another tenant's changes not at all.
+func TestDashboardFleetStream(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	ctx := t.Context()
+	acme := env.NewTenant("acme")
+	env.NewTenant("bravo")
+	e1, e2 := env.Enroll("acme", "edge-1"), env.Enroll("acme", "edge-2")
+	b1 := env.Enroll("bravo", "bravo-1")
+	if _, err := e1.Client.Heartbeat(ctx, api.HeartbeatRequest{Facts: api.HostFacts{AgentVersion: "v1"}}); err != nil {
+		t.Fatal(err)
+	}
+	b := env.SignInDashboard(acme.Token, "")
+	if status, page := b.Get(ui.PathFleet); status != http.StatusOK || !strings.Contains(page, `data-events="/ui/fleet/events"`) {
+		t.Fatalf("fleet page: %d, no event stream", status)
+	}
+	next := openStream(t, env, b, ui.PathFleetEvents, nil)
+	first := fleetUpdate(t, next)
+	if got := strings.Join(first.names(), " "); got != "edge-1=online edge-2=never" || first.Online != 1 || first.Total != 2 {
+		t.Fatalf("first event: %s, %d of %d online; want both rows, edge-1 online", got, first.Online, first.Total)
+	}
+
+	// Bravo's heartbeat wakes bravo's fleet, not acme's: acme's next event
+	// is edge-2 coming online, and only edge-2.
+	if _, err := b1.Client.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.Client.Heartbeat(ctx, api.HeartbeatRequest{Facts: api.HostFacts{AgentVersion: "v2"}}); err != nil {
+		t.Fatal(err)
+	}
+	up := fleetUpdate(t, next)
+	if got := strings.Join(up.names(), " "); got != "edge-2=online" || up.Online != 2 || up.Sites[0].Agent != "v2" {
+		t.Fatalf("after edge-2's first heartbeat: %s (%d online), want only edge-2 online with agent v2", got, up.Online)
+	}
+
+	// A plan stored for edge-1 (by the reconciler, through the store)
+	// shows on edge-1's row.
+	plan := cptest.CreatePlan("acme", "edge-1", 1, "pos-1")
+	if _, err := env.Store().StorePlan(ctx, store.Actor{Kind: store.ActorSystem, ID: "test"}, plan, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pl := fleetUpdate(t, next)
+	if len(pl.Sites) != 1 || pl.Sites[0].Name != "edge-1" || pl.Sites[0].Plan == nil || pl.Sites[0].Plan.ID != plan.ID || pl.Sites[0].Plan.Status != "pending" {
+		t.Fatalf("after a plan for edge-1: %+v", pl.Sites)
+	}
+}
+
+// TestDashboardFleetStreamShowsSitesGoingOffline: a site whose heartbeats
+// stop sends no signal; the stream wakes at its deadline and shows it
+// offline.
+func TestDashboardFleetStreamShowsSitesGoingOffline(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{Configure: func(o *controlplane.Options) {
+		o.MinHeartbeatInterval, o.HeartbeatGrace = time.Second, time.Second
+	}})
+	acme := env.NewTenant("acme")
+	e1 := env.Enroll("acme", "edge-1")
+	if _, err := e1.Client.Heartbeat(t.Context(), api.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	b := env.SignInDashboard(acme.Token, "")
+	next := openStream(t, env, b, ui.PathFleetEvents, nil)
+	for {
+		f := fleetUpdate(t, next)
+		if len(f.Sites) == 1 && f.Sites[0].State == "offline" && f.Online == 0 {
+			return
+		}
+		if len(f.Sites) != 1 || f.Sites[0].State != "online" {
+			t.Fatalf("event %+v: want edge-1 online, then offline", f)
+		}
 	}
 }

@@ -12,6 +12,7 @@ const (
 	PathRepo          = "/ui/repos/{repo}"
 	PathRepoReconcile = "/ui/repos/{repo}/reconcile"
 	PathAudit         = "/ui/audit"
+	PathFleetEvents   = "/ui/fleet/events"
 )
 
 // StatusContexts are the commit status contexts a commit row shows, in
