@@ -80,6 +80,7 @@ type Store interface {
 	Coordination
 	Maintenance
 	Images
+	UISessions
 
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -706,6 +707,53 @@ func ValidImageDigest(d string) bool {
 // credential names (1–128 letters, digits, '.', '_', '-'), which file
 // names of kernels and disk images fit.
 func ValidImageName(name string) bool { return ValidCredentialName(name) }
+
+// UISessions keeps the dashboard's browser sessions, so every control
+// plane replica knows every session. A session is stored under the
+// SHA-256 of its cookie value, never the value itself, and holds the hash
+// of the API token it was opened with (re-checked by the caller on every
+// request). Sessions are not audited (sign-in and sign-out are, by the
+// control plane) and go with their tenant.
+type UISessions interface {
+	// CreateUISession records a new session. Expired sessions (by l) are
+	// dropped first; then, when the token has l.PerToken sessions, its
+	// least recently used is ended, and when the store holds l.Max, the
+	// least recently used of all. ErrInvalid if IDHash, TokenHash or
+	// Tenant is empty; ErrNotFound if the tenant does not exist.
+	CreateUISession(ctx context.Context, sess UISession, l UISessionLimits, now time.Time) error
+	// GetUISession returns the session stored under idHash. ErrNotFound
+	// if there is none, or it was idle longer than l.Idle or opened longer
+	// than l.Lifetime ago at now (it is then deleted). With touch its last
+	// use becomes now, written only when that moves it by more than
+	// UISessionTouch, so a busy page is not a write per request.
+	GetUISession(ctx context.Context, idHash string, l UISessionLimits, now time.Time, touch bool) (UISession, error)
+	// DeleteUISession ends the session stored under idHash (no error when
+	// there is none).
+	DeleteUISession(ctx context.Context, idHash string) error
+}
+
+// UISessionTouch is how far a session's last use must move before
+// GetUISession writes it.
+const UISessionTouch = time.Minute
+
+// UISession is one signed-in browser of the dashboard.
+type UISession struct {
+	// IDHash is the hex SHA-256 of the session's cookie value.
+	IDHash string `json:"idHash"`
+	// TokenHash is HashSecret of the API token used to sign in.
+	TokenHash string    `json:"tokenHash"`
+	Tenant    string    `json:"tenant"` // the tenant the session acts on
+	CreatedAt time.Time `json:"createdAt"`
+	SeenAt    time.Time `json:"seenAt"` // last use (to within UISessionTouch)
+}
+
+// UISessionLimits bound the dashboard's sessions; a zero field is no bound.
+type UISessionLimits struct {
+	Idle     time.Duration // unused this long: ended
+	Lifetime time.Duration // opened this long ago: ended
+	PerToken int           // sessions of one API token
+	Max      int           // sessions in all
+}
 
 // Coordination is what lets several control-plane replicas share work.
 type Coordination interface {

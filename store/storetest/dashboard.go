@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -62,5 +63,91 @@ func testFleetWakeUp(t *testing.T, s store.Store) {
 	}
 	if !quiet(other) {
 		t.Error("another tenant's fleet subscriber was woken")
+	}
+}
+
+// testUISessions: dashboard sessions are found by their ID hash, end
+// after their idle timeout and lifetime, are bounded per token and in
+// all (least recently used first), touch their last use at most once per
+// UISessionTouch, and go with their tenant.
+func testUISessions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	l := store.UISessionLimits{Idle: 15 * time.Minute, Lifetime: 12 * time.Hour, PerToken: 2, Max: 4}
+	mk := func(id, token, tenant string) store.UISession {
+		return store.UISession{IDHash: id, TokenHash: token, Tenant: tenant}
+	}
+	wantErr(t, s.CreateUISession(ctx, mk("", "tok", tenantA), l, epoch), store.ErrInvalid)
+	wantErr(t, s.CreateUISession(ctx, mk("x", "", tenantA), l, epoch), store.ErrInvalid)
+	wantErr(t, s.CreateUISession(ctx, mk("x", "tok", ""), l, epoch), store.ErrInvalid)
+	wantErr(t, s.CreateUISession(ctx, mk("x", "tok", "no-such-tenant"), l, epoch), store.ErrNotFound)
+
+	must(t, s.CreateUISession(ctx, mk("s1", "tok-a", tenantA), l, epoch))
+	got := mustGet(s.GetUISession(ctx, "s1", l, epoch.Add(time.Second), false))(t)
+	if got.TokenHash != "tok-a" || got.Tenant != tenantA || !got.CreatedAt.Equal(epoch) || !got.SeenAt.Equal(epoch) {
+		t.Errorf("session %+v", got)
+	}
+	_, err := s.GetUISession(ctx, "nope", l, epoch, false)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Touching within UISessionTouch writes nothing; after it, the last use moves.
+	got = mustGet(s.GetUISession(ctx, "s1", l, epoch.Add(30*time.Second), true))(t)
+	if !got.SeenAt.Equal(epoch) {
+		t.Errorf("touched within %s: seen %s", store.UISessionTouch, got.SeenAt)
+	}
+	at := epoch.Add(10 * time.Minute)
+	must2(s.GetUISession(ctx, "s1", l, at, true))(t)
+	if got := mustGet(s.GetUISession(ctx, "s1", l, at, false))(t); !got.SeenAt.Equal(at) {
+		t.Errorf("after a touch at %s: seen %s", at, got.SeenAt)
+	}
+	// Idle past the timeout: gone, and stays gone.
+	_, err = s.GetUISession(ctx, "s1", l, at.Add(16*time.Minute), false)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.GetUISession(ctx, "s1", l, at, false)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Lifetime: used every 10 minutes, still ends after 12 hours.
+	must(t, s.CreateUISession(ctx, mk("life", "tok-l", tenantA), l, epoch))
+	for at := epoch.Add(10 * time.Minute); at.Before(epoch.Add(12 * time.Hour)); at = at.Add(10 * time.Minute) {
+		must2(s.GetUISession(ctx, "life", l, at, true))(t)
+	}
+	_, err = s.GetUISession(ctx, "life", l, epoch.Add(12*time.Hour+time.Minute), true)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Per token: a third session of tok-b ends its least recently used.
+	now := epoch.Add(20 * time.Hour)
+	must(t, s.CreateUISession(ctx, mk("b1", "tok-b", tenantA), l, now))
+	must(t, s.CreateUISession(ctx, mk("b2", "tok-b", tenantA), l, now.Add(2*time.Minute)))
+	must2(s.GetUISession(ctx, "b1", l, now.Add(4*time.Minute), true))(t) // b1 now used more recently than b2
+	must(t, s.CreateUISession(ctx, mk("b3", "tok-b", tenantA), l, now.Add(5*time.Minute)))
+	alive := func(ids ...string) string {
+		var out []string
+		for _, id := range ids {
+			if _, err := s.GetUISession(ctx, id, l, now.Add(6*time.Minute), false); err == nil {
+				out = append(out, id)
+			}
+		}
+		return fmt.Sprint(out)
+	}
+	if got := alive("b1", "b2", "b3"); got != "[b1 b3]" {
+		t.Errorf("after a third session of one token: %s alive, want [b1 b3]", got)
+	}
+	// In all: Max 4 sessions; two more tokens push out the least recently used.
+	must(t, s.CreateUISession(ctx, mk("c1", "tok-c", tenantB), l, now.Add(5*time.Minute)))
+	must(t, s.CreateUISession(ctx, mk("c2", "tok-c", tenantB), l, now.Add(5*time.Minute)))
+	must(t, s.CreateUISession(ctx, mk("d1", "tok-d", tenantB), l, now.Add(6*time.Minute)))
+	if got := alive("b1", "b3", "c1", "c2", "d1"); got != "[b3 c1 c2 d1]" {
+		t.Errorf("beyond the total bound: %s alive, want [b3 c1 c2 d1]", got)
+	}
+
+	must(t, s.DeleteUISession(ctx, "b3"))
+	must(t, s.DeleteUISession(ctx, "b3")) // absent: no error
+	if got := alive("b3"); got != "[]" {
+		t.Errorf("deleted session still found")
+	}
+	// A deleted tenant takes its sessions along.
+	must(t, s.DeleteTenant(ctx, admin, tenantB))
+	if got := alive("c1", "c2", "d1"); got != "[]" {
+		t.Errorf("sessions of a deleted tenant: %s", got)
 	}
 }

@@ -73,6 +73,7 @@ func Run(t *testing.T, open Open) {
 		{"ImageQuotaConcurrent", testImageQuotaConcurrent},
 		{"RecentCommitStatuses", testRecentCommitStatuses},
 		{"FleetWakeUp", testFleetWakeUp},
+		{"UISessions", testUISessions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
