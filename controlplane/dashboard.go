@@ -64,14 +64,17 @@ func (s *Server) authSession(r *http.Request, c *caller) error {
 		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "not signed in, or the session ended: sign in again")
 	}
 	key := ui.SessionKey(ck.Value)
-	sess := s.sessions.Get(key, true)
+	sess, err := s.findSession(r.Context(), key, true)
+	if err != nil {
+		return err
+	}
 	if sess == nil {
 		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "not signed in, or the session ended: sign in again")
 	}
 	t, err := s.store.APITokenByHash(r.Context(), sess.TokenHash, s.now())
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenExpired):
-		s.sessions.Delete(key)
+		s.endSession(r.Context(), key)
 		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "the API token of this session was deleted or expired: sign in again")
 	case err != nil:
 		return err
@@ -107,9 +110,13 @@ func secureCookie(name, value string, maxAge int) *http.Cookie {
 
 func (s *Server) handleSignInPage(w http.ResponseWriter, r *http.Request, _ *caller) error {
 	ui.SecurityHeaders(w.Header())
-	if ck, err := r.Cookie(ui.SessionCookie); err == nil && s.sessions.Get(ui.SessionKey(ck.Value), false) != nil {
-		http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
-		return nil
+	if ck, err := r.Cookie(ui.SessionCookie); err == nil {
+		if sess, err := s.findSession(r.Context(), ui.SessionKey(ck.Value), false); err != nil {
+			return err
+		} else if sess != nil {
+			http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
+			return nil
+		}
 	}
 	return s.renderSignIn(w, http.StatusOK, "")
 }
@@ -174,9 +181,12 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller)
 		tenant = t.Tenant
 	}
 	if old, err := r.Cookie(ui.SessionCookie); err == nil {
-		s.sessions.Delete(ui.SessionKey(old.Value)) // one session per browser
+		s.endSession(r.Context(), ui.SessionKey(old.Value)) // one session per browser
 	}
-	key, _ := s.sessions.Create(hash, tenant)
+	key, err := s.openSession(r.Context(), hash, tenant)
+	if err != nil {
+		return err
+	}
 	c.tokenID, c.admin, c.tenant = t.ID, t.Admin, tenant
 	s.auditUI(r.Context(), c, "ui.signin")
 	http.SetCookie(w, secureCookie(ui.SessionCookie, string(key), 0))
@@ -193,7 +203,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, c *caller
 	if !c.session.CheckCSRF(r.PostForm.Get("csrf")) {
 		return errorf(http.StatusForbidden, api.CodeForbidden, "the form's csrf field does not match this session: reload the page and try again")
 	}
-	s.sessions.Delete(c.sessionKey)
+	s.endSession(r.Context(), c.sessionKey)
 	s.auditUI(r.Context(), c, "ui.signout")
 	http.SetCookie(w, secureCookie(ui.SessionCookie, "", -1))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
@@ -489,6 +499,8 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	defer unsubState()
 	logCh, unsubLog := s.store.Subscribe(ctx, store.LogTopic(id))
 	defer unsubLog()
+	endCh, unsubEnd := s.store.Subscribe(ctx, sessionTopic(c.sessionKey))
+	defer unsubEnd()
 
 	ui.SecurityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -510,9 +522,8 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	defer keep.Stop()
 	var last []byte
 	for {
-		if !s.tokenLive(ctx, c.session) {
-			s.sessions.Delete(c.sessionKey)
-			_ = send("end", "", []byte(`{"reason":"the session's API token was deleted or expired"}`))
+		if !s.streamSessionLive(ctx, c) {
+			_ = send("end", "", []byte(`{"reason":"the session ended (signed out, or its API token was deleted or expired)"}`))
 			return nil
 		}
 		p, err := s.PlanPage(ctx, c.tenant, id)
@@ -536,7 +547,7 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 			_ = send("end", "", []byte("{}"))
 			return nil
 		}
-		if !s.waitPlanChange(ctx, w, rc, c.session, keep.C, planCh, stateCh, logCh) {
+		if !s.waitPlanChange(ctx, w, rc, c, keep.C, endCh, planCh, stateCh, logCh) {
 			if isClosed(c.session.Done()) {
 				_ = send("end", "", []byte(`{"reason":"signed out"}`))
 			}
@@ -548,9 +559,11 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 // waitPlanChange blocks until a store signal says the plan may have
 // changed (true), or the stream must stop (false). Keep-alives are written
 // while waiting and never cause a read of the store.
-func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, keep <-chan time.Time, planCh, stateCh, logCh <-chan struct{}) bool {
+func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, c *caller, keep <-chan time.Time, endCh, planCh, stateCh, logCh <-chan struct{}) bool {
 	for {
 		select {
+		case <-endCh:
+			return true // the caller re-checks the session
 		case <-planCh:
 			return true
 		case <-stateCh:
@@ -558,13 +571,13 @@ func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *
 		case <-logCh:
 			return true
 		case <-keep:
-			if !s.tokenLive(ctx, sess) {
+			if !s.streamSessionLive(ctx, c) {
 				return true // the caller re-checks and ends the stream
 			}
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return false
 			}
-		case <-sess.Done():
+		case <-c.session.Done():
 			return false
 		case <-s.shutdown:
 			return false

@@ -140,6 +140,8 @@ func (s *Server) handleFleetEvents(w http.ResponseWriter, r *http.Request, c *ca
 	defer c.session.CloseStream()
 	wake, unsub := s.store.Subscribe(ctx, store.FleetTopic(c.tenant))
 	defer unsub()
+	endCh, unsubEnd := s.store.Subscribe(ctx, sessionTopic(c.sessionKey))
+	defer unsubEnd()
 
 	ui.SecurityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -157,9 +159,8 @@ func (s *Server) handleFleetEvents(w http.ResponseWriter, r *http.Request, c *ca
 	sent := map[string]string{} // site → key of the row last sent
 	first := true               // the first event is sent even when empty: the page knows it is live
 	for {
-		if !s.tokenLive(ctx, c.session) {
-			s.sessions.Delete(c.sessionKey)
-			_ = send("end", []byte(`{"reason":"the session's API token was deleted or expired"}`))
+		if !s.streamSessionLive(ctx, c) {
+			_ = send("end", []byte(`{"reason":"the session ended (signed out, or its API token was deleted or expired)"}`))
 			return nil
 		}
 		now := s.now()
@@ -202,7 +203,7 @@ func (s *Server) handleFleetEvents(w http.ResponseWriter, r *http.Request, c *ca
 			timer = time.NewTimer(at.Sub(now) + 10*time.Millisecond)
 			deadline = timer.C
 		}
-		ok := s.waitFleet(ctx, w, rc, c.session, keep.C, wake, deadline)
+		ok := s.waitFleet(ctx, w, rc, c, keep.C, endCh, wake, deadline)
 		if timer != nil {
 			timer.Stop()
 		}
@@ -229,21 +230,23 @@ func (s *Server) handleFleetEvents(w http.ResponseWriter, r *http.Request, c *ca
 
 // waitFleet blocks until the fleet may have changed (true) or the stream
 // must stop (false); keep-alives are written while waiting.
-func (s *Server) waitFleet(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, keep <-chan time.Time, wake <-chan struct{}, deadline <-chan time.Time) bool {
+func (s *Server) waitFleet(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, c *caller, keep <-chan time.Time, endCh, wake <-chan struct{}, deadline <-chan time.Time) bool {
 	for {
 		select {
+		case <-endCh:
+			return true // the caller re-checks the session
 		case <-wake:
 			return true
 		case <-deadline:
 			return true
 		case <-keep:
-			if !s.tokenLive(ctx, sess) {
+			if !s.streamSessionLive(ctx, c) {
 				return true // the caller re-checks and ends the stream
 			}
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return false
 			}
-		case <-sess.Done():
+		case <-c.session.Done():
 			return false
 		case <-s.shutdown:
 			return false
