@@ -492,7 +492,7 @@ func (d *demo) showPlans(ctx context.Context, sha string, shown, final map[strin
 // explore prints how to look around with nkudoctl (and curl).
 func (d *demo) explore() {
 	lines := []string{
-		"# dashboard: open " + d.url + "/ and sign in with the token below (read-only; the",
+		"# dashboard: open " + d.url + "/ and paste the NKUDO_TOKEN value below into its sign-in form (the",
 		"#   browser does not know the demo's dev CA: accept the warning or import NKUDO_CA_FILE)",
 		"export NKUDO_SERVER=" + d.url,
 		"export NKUDO_TOKEN=" + d.token,
