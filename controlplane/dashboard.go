@@ -375,6 +375,9 @@ func (s *Server) handleSitePage(w http.ResponseWriter, r *http.Request, c *calle
 	}
 	for _, pl := range plans {
 		p.Plans = append(p.Plans, *planSummary(pl))
+		if p.Running == nil && (pl.Status == model.PlanPending || pl.Status == model.PlanInProgress) {
+			p.Running = planSummary(pl)
+		}
 	}
 	return s.ui.Render(w, http.StatusOK, "site.html", p)
 }

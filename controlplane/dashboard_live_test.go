@@ -93,6 +93,9 @@ func TestDashboardPlanStreamFollowsTheLog(t *testing.T) {
 		}
 	}
 	appendLines(1, 2)
+	if status, site := b.Get("/ui/sites/store-1"); status != http.StatusOK || !strings.Contains(site, `id="running-plan">Plan <a href="/ui/plans/`+plan.ID+`"`) {
+		t.Errorf("the site page does not lead to its running plan: %d", status)
+	}
 	status, page := b.Get(api.Path(ui.PathPlan, plan.ID))
 	if status != http.StatusOK || !strings.Contains(page, "line &lt;2&gt;") || !strings.Contains(page, `/events?log=2"`) {
 		t.Fatalf("plan page: %d, want lines 1-2 and a stream continuing after 2\n%s", status, page)

@@ -356,6 +356,9 @@ type SitePage struct {
 	VMs           []VMRow
 	Plans         []PlanSummary
 	Now           time.Time
+	// Running is the site's plan that is pending or in progress (nil when
+	// none): the site page links to its live actions and log.
+	Running *PlanSummary
 }
 
 // Facts is the host facts the site page shows.
