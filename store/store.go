@@ -730,6 +730,25 @@ type UISessions interface {
 	// DeleteUISession ends the session stored under idHash (no error when
 	// there is none).
 	DeleteUISession(ctx context.Context, idHash string) error
+
+	// CreateUISignInCode records a single-use sign-in code (by its hash)
+	// that exchanges for a session of the API token TokenHash on Tenant
+	// until ExpiresAt; expired codes are dropped first. ErrInvalid if a
+	// field is empty; ErrNotFound if the tenant does not exist.
+	CreateUISignInCode(ctx context.Context, c UISignInCode, now time.Time) error
+	// RedeemUISignInCode consumes the code stored under codeHash: the first
+	// call before it expires returns it, every other call (or one after
+	// ExpiresAt) gets ErrNotFound.
+	RedeemUISignInCode(ctx context.Context, codeHash string, now time.Time) (UISignInCode, error)
+}
+
+// UISignInCode is a short-lived, single-use code that signs a browser in
+// to the dashboard without the API token ever being in a URL.
+type UISignInCode struct {
+	CodeHash  string    `json:"codeHash"`  // hex SHA-256 of the code
+	TokenHash string    `json:"tokenHash"` // HashSecret of the API token
+	Tenant    string    `json:"tenant"`
+	ExpiresAt time.Time `json:"expiresAt"`
 }
 
 // UISessionTouch is how far a session's last use must move before

@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +152,50 @@ func testUISessions(t *testing.T, s store.Store) {
 	must(t, s.DeleteTenant(ctx, admin, tenantB))
 	if got := alive("c1", "c2", "d1"); got != "[]" {
 		t.Errorf("sessions of a deleted tenant: %s", got)
+	}
+}
+
+// testUISignInCodes: a sign-in code is redeemed once, never after it
+// expired, by exactly one of several concurrent redeemers.
+func testUISignInCodes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	code := func(h string, exp time.Time) store.UISignInCode {
+		return store.UISignInCode{CodeHash: h, TokenHash: "tok", Tenant: tenantA, ExpiresAt: exp}
+	}
+	wantErr(t, s.CreateUISignInCode(ctx, store.UISignInCode{TokenHash: "tok", Tenant: tenantA, ExpiresAt: epoch}, epoch), store.ErrInvalid)
+	wantErr(t, s.CreateUISignInCode(ctx, store.UISignInCode{CodeHash: "x", TokenHash: "tok", Tenant: "no-such-tenant", ExpiresAt: epoch}, epoch), store.ErrNotFound)
+
+	must(t, s.CreateUISignInCode(ctx, code("c1", epoch.Add(10*time.Minute)), epoch))
+	got := mustGet(s.RedeemUISignInCode(ctx, "c1", epoch.Add(time.Minute)))(t)
+	if got.TokenHash != "tok" || got.Tenant != tenantA || !got.ExpiresAt.Equal(epoch.Add(10*time.Minute)) {
+		t.Errorf("redeemed %+v", got)
+	}
+	_, err := s.RedeemUISignInCode(ctx, "c1", epoch.Add(time.Minute))
+	wantErr(t, err, store.ErrNotFound)
+
+	must(t, s.CreateUISignInCode(ctx, code("late", epoch.Add(10*time.Minute)), epoch))
+	_, err = s.RedeemUISignInCode(ctx, "late", epoch.Add(11*time.Minute))
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.RedeemUISignInCode(ctx, "late", epoch.Add(time.Minute)) // consumed by the late try
+	wantErr(t, err, store.ErrNotFound)
+
+	must(t, s.CreateUISignInCode(ctx, code("race", epoch.Add(10*time.Minute)), epoch))
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.RedeemUISignInCode(ctx, "race", epoch.Add(time.Minute)); err == nil {
+				wins.Add(1)
+			} else if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("concurrent redeem: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := wins.Load(); n != 1 {
+		t.Errorf("%d concurrent redeems got the code, want exactly 1", n)
 	}
 }

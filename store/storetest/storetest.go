@@ -74,6 +74,7 @@ func Run(t *testing.T, open Open) {
 		{"RecentCommitStatuses", testRecentCommitStatuses},
 		{"FleetWakeUp", testFleetWakeUp},
 		{"UISessions", testUISessions},
+		{"UISignInCodes", testUISignInCodes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -120,3 +120,62 @@ func (s *Store) DeleteUISession(ctx context.Context, idHash string) error {
 	}
 	return nil
 }
+
+// CreateUISignInCode implements store.UISessions.
+func (s *Store) CreateUISignInCode(ctx context.Context, c store.UISignInCode, now time.Time) error {
+	switch {
+	case c.CodeHash == "":
+		return fmt.Errorf("create sign-in code: %w", errInvalid("codeHash is empty"))
+	case c.TokenHash == "":
+		return fmt.Errorf("create sign-in code: %w", errInvalid("tokenHash is empty"))
+	case c.Tenant == "":
+		return fmt.Errorf("create sign-in code: %w", errInvalid("tenant is empty"))
+	case c.ExpiresAt.IsZero():
+		return fmt.Errorf("create sign-in code: %w", errInvalid("expiresAt is zero"))
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		if err := s.tenantExists(ctx, t, c.Tenant); err != nil {
+			return err
+		}
+		if _, err := t.Exec(ctx, `DELETE FROM ui_signin_codes WHERE expires_at < $1`, us(now)); err != nil {
+			return err
+		}
+		_, err := t.Exec(ctx, `INSERT INTO ui_signin_codes (code_hash, token_hash, tenant, expires_at) VALUES ($1, $2, $3, $4)`,
+			c.CodeHash, c.TokenHash, c.Tenant, us(store.Micro(c.ExpiresAt)))
+		return s.conflict(err)
+	})
+	if err != nil {
+		return fmt.Errorf("create sign-in code for tenant %s: %w", c.Tenant, err)
+	}
+	return nil
+}
+
+// RedeemUISignInCode implements store.UISessions. The read and the delete
+// are one transaction with the row locked, so of two concurrent redeems
+// exactly one gets the code.
+func (s *Store) RedeemUISignInCode(ctx context.Context, codeHash string, now time.Time) (store.UISignInCode, error) {
+	var c store.UISignInCode
+	err := s.write(ctx, func(t *wtx) error {
+		var exp int64
+		if err := t.QueryRow(ctx, `SELECT code_hash, token_hash, tenant, expires_at FROM ui_signin_codes WHERE code_hash = $1`+s.d.ForUpdate,
+			codeHash).Scan(&c.CodeHash, &c.TokenHash, &c.Tenant, &exp); err != nil {
+			return s.notFound(err)
+		}
+		c.ExpiresAt = tm(exp)
+		n, err := t.Exec(ctx, `DELETE FROM ui_signin_codes WHERE code_hash = $1`, codeHash)
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return store.UISignInCode{}, fmt.Errorf("redeem sign-in code: %w", err)
+	}
+	if now.After(c.ExpiresAt) {
+		return store.UISignInCode{}, fmt.Errorf("redeem sign-in code: expired at %s: %w", c.ExpiresAt.Format(time.RFC3339), store.ErrNotFound)
+	}
+	return c, nil
+}

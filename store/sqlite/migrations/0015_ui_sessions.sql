@@ -12,3 +12,12 @@ CREATE TABLE ui_sessions (
 );
 CREATE INDEX ui_sessions_token ON ui_sessions (token_hash, seen_at);
 CREATE INDEX ui_sessions_seen ON ui_sessions (seen_at);
+
+-- Single-use dashboard sign-in codes: a link that signs a browser in
+-- without carrying the API token. Kept by hash; consumed on first use.
+CREATE TABLE ui_signin_codes (
+	code_hash  TEXT PRIMARY KEY,
+	token_hash TEXT NOT NULL,
+	tenant     TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+	expires_at BIGINT NOT NULL
+);
