@@ -43,6 +43,9 @@ func (s *Server) dashboardRoutes() []Route {
 		r("GET", ui.PathAsset, AuthPublic, s.handleAsset),
 		r("POST", ui.PathSignIn, AuthPublic, s.handleSignIn),
 		r("POST", ui.PathSignOut, AuthSession, s.handleSignOut),
+		r("GET", ui.PathSignInCode, AuthPublic, s.handleSignInCodePage),
+		r("POST", ui.PathSignInCode, AuthPublic, s.handleSignInCode),
+		r("POST", api.PathDashboardSignInCodes, AuthUser, s.handleCreateSignInCode),
 		r("GET", ui.PathFleet, AuthSession, s.handleFleet),
 		r("GET", ui.PathSite, AuthSession, s.handleSitePage),
 		r("GET", ui.PathPlan, AuthSession, s.handlePlanPage),
@@ -132,14 +135,8 @@ func (s *Server) renderSignIn(w http.ResponseWriter, status int, msg string) err
 
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller) error {
 	ui.SecurityHeaders(w.Header())
-	if ok, wait, global := s.signIns.allow(c.source); !ok {
-		who := "from " + c.source
-		if global {
-			who = "on this server (all clients)"
-		}
-		wait = max(wait, time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
-		return s.renderSignIn(w, http.StatusTooManyRequests, fmt.Sprintf("too many sign-in attempts %s: retry in %s", who, wait.Round(time.Second)))
+	if refused, err := s.limitSignIn(w, c); refused {
+		return err
 	}
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
@@ -180,10 +177,16 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller)
 	default:
 		tenant = t.Tenant
 	}
+	return s.startSession(w, r, c, hash, t, tenant)
+}
+
+// startSession opens a session of token t (hash tokenHash) on tenant for
+// the browser, audits the sign-in and sends it to the fleet.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, c *caller, tokenHash string, t store.APIToken, tenant string) error {
 	if old, err := r.Cookie(ui.SessionCookie); err == nil {
 		s.endSession(r.Context(), ui.SessionKey(old.Value)) // one session per browser
 	}
-	key, err := s.openSession(r.Context(), hash, tenant)
+	key, err := s.openSession(r.Context(), tokenHash, tenant)
 	if err != nil {
 		return err
 	}

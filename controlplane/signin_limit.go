@@ -2,6 +2,9 @@ package controlplane
 
 import (
 	"cmp"
+	"fmt"
+	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -108,4 +111,21 @@ func (l *signInLimiter) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.m)
+}
+
+// limitSignIn answers a sign-in attempt the limiter refuses (429 with
+// Retry-After and the sign-in page saying which limit); refused is false
+// when the attempt may go on.
+func (s *Server) limitSignIn(w http.ResponseWriter, c *caller) (refused bool, err error) {
+	ok, wait, global := s.signIns.allow(c.source)
+	if ok {
+		return false, nil
+	}
+	who := "from " + c.source
+	if global {
+		who = "on this server (all clients)"
+	}
+	wait = max(wait, time.Second)
+	w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
+	return true, s.renderSignIn(w, http.StatusTooManyRequests, fmt.Sprintf("too many sign-in attempts %s: retry in %s", who, wait.Round(time.Second)))
 }

@@ -13,6 +13,7 @@ const (
 	PathRepoReconcile = "/ui/repos/{repo}/reconcile"
 	PathAudit         = "/ui/audit"
 	PathFleetEvents   = "/ui/fleet/events"
+	PathSignInCode    = "/ui/signin/code" // ?code=: a one-time sign-in link
 )
 
 // StatusContexts are the commit status contexts a commit row shows, in

@@ -138,6 +138,12 @@ type SignInPage struct {
 	Error string
 }
 
+// SignInCodePage is the form that uses a one-time sign-in link's code.
+type SignInCodePage struct {
+	Layout
+	Code string
+}
+
 // ErrorPage is an error answer for a browser.
 type ErrorPage struct {
 	Layout

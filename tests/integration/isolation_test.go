@@ -362,8 +362,11 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 			{name: "reconcile bravo's repository with alpha's form token", who: isoAlphaSession, body: "csrf=" + f.alphaUI.CSRF, want: notFound},
 			{name: "reconcile without the form token", who: isoAlphaSession, body: "csrf=wrong", want: forbidden},
 		},
-		"GET /ui/audit":        {{name: "a tenant session cannot read the audit log", who: isoAlphaSession, want: forbidden}},
-		"GET /ui/fleet/events": {{name: "streams alpha's sites only", who: isoAlphaSession, want: []int{http.StatusOK}, check: noBravo, firstEvent: true}},
+		"GET /ui/audit":                   {{name: "a tenant session cannot read the audit log", who: isoAlphaSession, want: forbidden}},
+		"GET /ui/fleet/events":            {{name: "streams alpha's sites only", who: isoAlphaSession, want: []int{http.StatusOK}, check: noBravo, firstEvent: true}},
+		"GET /ui/signin/code":             {{name: "sign-in link form", who: isoAnonymous, query: "code=made-up", want: []int{http.StatusOK}, check: noSecret}},
+		"POST /ui/signin/code":            {{name: "a made-up code without the form cookie", who: isoAnonymous, body: "code=made-up&csrf=x", want: forbidden}},
+		"POST /v1/dashboard/signin-codes": {{name: "a link for alpha's own token", who: isoAlphaToken, body: `{}`, want: []int{http.StatusCreated}, check: noBravo}},
 	}
 }
 
