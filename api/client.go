@@ -644,3 +644,9 @@ func (c *Client) DeleteImage(ctx context.Context, sum string) error {
 	_, err := c.do(ctx, http.MethodDelete, Path(PathImage, sum), nil, nil, nil)
 	return err
 }
+
+// DashboardSignInLink asks for a one-time dashboard sign-in link for this
+// client's token.
+func (c *Client) DashboardSignInLink(ctx context.Context) (DashboardSignInLink, error) {
+	return call[DashboardSignInLink](ctx, c, http.MethodPost, PathDashboardSignInCodes, nil, struct{}{})
+}

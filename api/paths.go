@@ -53,6 +53,9 @@ const (
 	PathImages     = "/v1/images"
 	PathImage      = "/v1/images/{sha256}"
 	PathAgentImage = "/v1/agent/images/sha256/{sha256}"
+
+	// A one-time dashboard sign-in link for the calling token.
+	PathDashboardSignInCodes = "/v1/dashboard/signin-codes"
 )
 
 // TenantHeader lets an admin token act on one tenant's objects.

@@ -794,3 +794,11 @@ type PushImageResponse struct {
 	// Created is false when the tenant already had the image.
 	Created bool `json:"created"`
 }
+
+// DashboardSignInLink is a one-time link that signs a browser in to the
+// dashboard as the token that asked for it: single-use, valid until
+// ExpiresAt, carrying a code rather than the token.
+type DashboardSignInLink struct {
+	URL       string    `json:"url"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}

@@ -236,6 +236,9 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 	if res.Changed && s.opts.Reconciler != nil {
 		s.opts.Reconciler.InventoryChanged(ctx, c.id.Tenant, c.id.Site)
 	}
+	if s.heartbeatChangesFleet(c.site, res.Changed, f.AgentVersion, now) {
+		s.wakeFleet(ctx, c.id.Tenant)
+	}
 	return api.HeartbeatResponse{
 		NetBird:          s.pendingNetBird(ctx, c.id.Tenant, c.id.Site),
 		NextHeartbeat:    api.Duration(interval),
@@ -395,6 +398,9 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: o.New, PlanStatus: o.PlanStatus})
 	}
 	s.notifyPlanStates(ctx, req.Results)
+	if slices.ContainsFunc(req.Results, func(r api.ActionResult) bool { return r.Status == model.ActionRunning }) {
+		s.wakeFleet(ctx, c.id.Tenant) // a plan may have started; the store signals its end
+	}
 	return out, nil
 }
 

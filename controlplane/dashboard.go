@@ -43,10 +43,18 @@ func (s *Server) dashboardRoutes() []Route {
 		r("GET", ui.PathAsset, AuthPublic, s.handleAsset),
 		r("POST", ui.PathSignIn, AuthPublic, s.handleSignIn),
 		r("POST", ui.PathSignOut, AuthSession, s.handleSignOut),
+		r("GET", ui.PathSignInCode, AuthPublic, s.handleSignInCodePage),
+		r("POST", ui.PathSignInCode, AuthPublic, s.handleSignInCode),
+		r("POST", api.PathDashboardSignInCodes, AuthUser, s.handleCreateSignInCode),
 		r("GET", ui.PathFleet, AuthSession, s.handleFleet),
 		r("GET", ui.PathSite, AuthSession, s.handleSitePage),
 		r("GET", ui.PathPlan, AuthSession, s.handlePlanPage),
 		r("GET", ui.PathEvents, AuthSession, s.handlePlanEvents),
+		r("GET", ui.PathRepos, AuthSession, s.handleReposPage),
+		r("GET", ui.PathRepo, AuthSession, s.handleRepoPage),
+		r("POST", ui.PathRepoReconcile, AuthSession, s.handleRepoReconcile),
+		r("GET", ui.PathAudit, AuthSession, s.handleAuditPage),
+		r("GET", ui.PathFleetEvents, AuthSession, s.handleFleetEvents),
 	}
 }
 
@@ -59,14 +67,17 @@ func (s *Server) authSession(r *http.Request, c *caller) error {
 		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "not signed in, or the session ended: sign in again")
 	}
 	key := ui.SessionKey(ck.Value)
-	sess := s.sessions.Get(key, true)
+	sess, err := s.findSession(r.Context(), key, true)
+	if err != nil {
+		return err
+	}
 	if sess == nil {
 		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "not signed in, or the session ended: sign in again")
 	}
 	t, err := s.store.APITokenByHash(r.Context(), sess.TokenHash, s.now())
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenExpired):
-		s.sessions.Delete(key)
+		s.endSession(r.Context(), key)
 		return errorf(http.StatusUnauthorized, api.CodeUnauthorized, "the API token of this session was deleted or expired: sign in again")
 	case err != nil:
 		return err
@@ -91,7 +102,7 @@ func (s *Server) writeUIError(w http.ResponseWriter, he *httpError, c *caller) {
 }
 
 func (s *Server) layout(c *caller, title string) ui.Layout {
-	return ui.Layout{Title: title, Tenant: c.tenant, CSRF: c.session.CSRF}
+	return ui.Layout{Title: title, Tenant: c.tenant, CSRF: c.session.CSRF, Admin: c.admin}
 }
 
 func secureCookie(name, value string, maxAge int) *http.Cookie {
@@ -102,9 +113,13 @@ func secureCookie(name, value string, maxAge int) *http.Cookie {
 
 func (s *Server) handleSignInPage(w http.ResponseWriter, r *http.Request, _ *caller) error {
 	ui.SecurityHeaders(w.Header())
-	if ck, err := r.Cookie(ui.SessionCookie); err == nil && s.sessions.Get(ui.SessionKey(ck.Value), false) != nil {
-		http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
-		return nil
+	if ck, err := r.Cookie(ui.SessionCookie); err == nil {
+		if sess, err := s.findSession(r.Context(), ui.SessionKey(ck.Value), false); err != nil {
+			return err
+		} else if sess != nil {
+			http.Redirect(w, r, ui.PathFleet, http.StatusSeeOther)
+			return nil
+		}
 	}
 	return s.renderSignIn(w, http.StatusOK, "")
 }
@@ -120,6 +135,9 @@ func (s *Server) renderSignIn(w http.ResponseWriter, status int, msg string) err
 
 func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller) error {
 	ui.SecurityHeaders(w.Header())
+	if refused, err := s.limitSignIn(w, c); refused {
+		return err
+	}
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -159,10 +177,19 @@ func (s *Server) handleSignIn(w http.ResponseWriter, r *http.Request, c *caller)
 	default:
 		tenant = t.Tenant
 	}
+	return s.startSession(w, r, c, hash, t, tenant)
+}
+
+// startSession opens a session of token t (hash tokenHash) on tenant for
+// the browser, audits the sign-in and sends it to the fleet.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, c *caller, tokenHash string, t store.APIToken, tenant string) error {
 	if old, err := r.Cookie(ui.SessionCookie); err == nil {
-		s.sessions.Delete(ui.SessionKey(old.Value)) // one session per browser
+		s.endSession(r.Context(), ui.SessionKey(old.Value)) // one session per browser
 	}
-	key, _ := s.sessions.Create(hash, tenant)
+	key, err := s.openSession(r.Context(), tokenHash, tenant)
+	if err != nil {
+		return err
+	}
 	c.tokenID, c.admin, c.tenant = t.ID, t.Admin, tenant
 	s.auditUI(r.Context(), c, "ui.signin")
 	http.SetCookie(w, secureCookie(ui.SessionCookie, string(key), 0))
@@ -179,7 +206,7 @@ func (s *Server) handleSignOut(w http.ResponseWriter, r *http.Request, c *caller
 	if !c.session.CheckCSRF(r.PostForm.Get("csrf")) {
 		return errorf(http.StatusForbidden, api.CodeForbidden, "the form's csrf field does not match this session: reload the page and try again")
 	}
-	s.sessions.Delete(c.sessionKey)
+	s.endSession(r.Context(), c.sessionKey)
 	s.auditUI(r.Context(), c, "ui.signout")
 	http.SetCookie(w, secureCookie(ui.SessionCookie, "", -1))
 	http.Redirect(w, r, "/", http.StatusSeeOther)
@@ -220,11 +247,15 @@ func (s *Server) handleFleet(w http.ResponseWriter, r *http.Request, c *caller) 
 // FleetPage gathers the tenant's sites for the fleet page, filtered and
 // sorted by q.
 func (s *Server) FleetPage(ctx context.Context, tenant string, q ui.FleetQuery) (ui.FleetPage, error) {
-	now := s.now()
 	sites, err := s.store.ListSites(ctx, tenant)
 	if err != nil {
 		return ui.FleetPage{}, fmt.Errorf("list sites: %w", err)
 	}
+	return s.fleetPageOf(ctx, tenant, sites, q, s.now())
+}
+
+// fleetPageOf builds the fleet page of sites (the tenant's, as listed).
+func (s *Server) fleetPageOf(ctx context.Context, tenant string, sites []store.Site, q ui.FleetQuery, now time.Time) (ui.FleetPage, error) {
 	invs, err := s.store.Inventories(ctx, tenant)
 	if err != nil {
 		return ui.FleetPage{}, fmt.Errorf("inventories: %w", err)
@@ -347,6 +378,9 @@ func (s *Server) handleSitePage(w http.ResponseWriter, r *http.Request, c *calle
 	}
 	for _, pl := range plans {
 		p.Plans = append(p.Plans, *planSummary(pl))
+		if p.Running == nil && (pl.Status == model.PlanPending || pl.Status == model.PlanInProgress) {
+			p.Running = planSummary(pl)
+		}
 	}
 	return s.ui.Render(w, http.StatusOK, "site.html", p)
 }
@@ -357,7 +391,71 @@ func (s *Server) handlePlanPage(w http.ResponseWriter, r *http.Request, c *calle
 		return err
 	}
 	p.Layout = s.layout(c, "Plan "+ui.Short(p.ID))
+	lines, more, err := s.store.LogPage(r.Context(), c.tenant, p.ID, 0, ui.LogPageLines, min(ui.LogPageBytes, s.opts.MaxLogPageBytes))
+	if err != nil {
+		return fmt.Errorf("log of plan %s: %w", p.ID, err)
+	}
+	for _, l := range lines {
+		p.Log = append(p.Log, logRow(l))
+		p.LogAfter = l.Seq
+	}
+	p.LogMore = more
+	if p.Live {
+		p.Events += "?log=" + strconv.FormatInt(p.LogAfter, 10)
+	}
 	return s.ui.Render(w, http.StatusOK, "plan.html", p)
+}
+
+func logRow(l store.LogLine) ui.LogRow {
+	return ui.LogRow{Seq: l.Seq, Time: l.Time, Action: l.ActionID, Stream: string(l.Stream), Line: l.Line}
+}
+
+// logAfter is where a plan stream's log starts: after the line the page
+// showed last (query parameter log), or after the last line this stream
+// sent before the browser reconnected (Last-Event-ID), whichever is later.
+func logAfter(r *http.Request) (int64, error) {
+	var after int64
+	if v := r.URL.Query().Get("log"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, badRequest("query parameter log %q: want the last log sequence number shown (0 or more)", v)
+		}
+		after = n
+	}
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > after {
+			after = n
+		}
+	}
+	return after, nil
+}
+
+// sendLogs sends the plan's log lines after seq as "log" events, a page
+// (ui.LogPageLines lines, ui.LogPageBytes) per event, until none is left;
+// each event's id is its last line's sequence number, so a reconnecting
+// browser resumes after it. It returns the last sequence number sent.
+func (s *Server) sendLogs(ctx context.Context, send func(event, id string, data []byte) error, tenant, plan string, after int64) (int64, error) {
+	for {
+		lines, more, err := s.store.LogPage(ctx, tenant, plan, after, ui.LogPageLines, min(ui.LogPageBytes, s.opts.MaxLogPageBytes))
+		if err != nil || len(lines) == 0 {
+			return after, err
+		}
+		ev := ui.LogEvent{Lines: make([]ui.LogRow, 0, len(lines))}
+		for _, l := range lines {
+			ev.Lines = append(ev.Lines, logRow(l))
+			after = l.Seq
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return after, err
+		}
+		if err := send("log", strconv.FormatInt(after, 10), b); err != nil {
+			return after, err
+		}
+		if !more {
+			return after, nil
+		}
+	}
 }
 
 // PlanPage reads one of the tenant's plans with its actions in phase order.
@@ -380,14 +478,19 @@ func (s *Server) PlanPage(ctx context.Context, tenant, id string) (ui.PlanPage, 
 }
 
 // handlePlanEvents streams a plan's state as Server-Sent Events: one
-// "plan" event now and after every change, woken by the store's plan and
-// plan-state signals (no timer reads the store), and "end" once the plan
-// is finished. It stops with the session, the request or the server.
+// "plan" event now and after every change, "log" events with the plan's
+// new log lines, woken by the store's plan, plan-state and log signals (no
+// timer reads the store), and "end" once the plan is finished. It stops
+// with the session, the request or the server.
 func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *caller) error {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	id := r.PathValue("plan")
 	sp, err := s.store.GetPlan(ctx, c.tenant, id)
+	if err != nil {
+		return err
+	}
+	after, err := logAfter(r)
 	if err != nil {
 		return err
 	}
@@ -400,13 +503,22 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	defer unsubPlan()
 	stateCh, unsubState := s.store.Subscribe(ctx, planStateTopic(id))
 	defer unsubState()
+	logCh, unsubLog := s.store.Subscribe(ctx, store.LogTopic(id))
+	defer unsubLog()
+	endCh, unsubEnd := s.store.Subscribe(ctx, sessionTopic(c.sessionKey))
+	defer unsubEnd()
 
 	ui.SecurityHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	send := func(event string, data []byte) error {
+	send := func(event, id string, data []byte) error {
+		if id != "" {
+			if _, err := fmt.Fprintf(w, "id: %s\n", id); err != nil {
+				return err
+			}
+		}
 		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data); err != nil {
 			return err
 		}
@@ -416,9 +528,8 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 	defer keep.Stop()
 	var last []byte
 	for {
-		if !s.tokenLive(ctx, c.session) {
-			s.sessions.Delete(c.sessionKey)
-			_ = send("end", []byte(`{"reason":"the session's API token was deleted or expired"}`))
+		if !s.streamSessionLive(ctx, c) {
+			_ = send("end", "", []byte(`{"reason":"the session ended (signed out, or its API token was deleted or expired)"}`))
 			return nil
 		}
 		p, err := s.PlanPage(ctx, c.tenant, id)
@@ -430,18 +541,21 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 			return nil
 		}
 		if string(b) != string(last) {
-			if err := send("plan", b); err != nil {
+			if err := send("plan", "", b); err != nil {
 				return nil
 			}
 			last = b
 		}
-		if !p.Live {
-			_ = send("end", []byte("{}"))
+		if after, err = s.sendLogs(ctx, send, c.tenant, id, after); err != nil {
 			return nil
 		}
-		if !s.waitPlanChange(ctx, w, rc, c.session, planCh, stateCh, keep.C) {
+		if !p.Live {
+			_ = send("end", "", []byte("{}"))
+			return nil
+		}
+		if !s.waitPlanChange(ctx, w, rc, c, keep.C, endCh, planCh, stateCh, logCh) {
 			if isClosed(c.session.Done()) {
-				_ = send("end", []byte(`{"reason":"signed out"}`))
+				_ = send("end", "", []byte(`{"reason":"signed out"}`))
 			}
 			return nil
 		}
@@ -451,21 +565,25 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 // waitPlanChange blocks until a store signal says the plan may have
 // changed (true), or the stream must stop (false). Keep-alives are written
 // while waiting and never cause a read of the store.
-func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, sess *ui.Session, planCh, stateCh <-chan struct{}, keep <-chan time.Time) bool {
+func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, c *caller, keep <-chan time.Time, endCh, planCh, stateCh, logCh <-chan struct{}) bool {
 	for {
 		select {
+		case <-endCh:
+			return true // the caller re-checks the session
 		case <-planCh:
 			return true
 		case <-stateCh:
 			return true
+		case <-logCh:
+			return true
 		case <-keep:
-			if !s.tokenLive(ctx, sess) {
+			if !s.streamSessionLive(ctx, c) {
 				return true // the caller re-checks and ends the stream
 			}
 			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
 				return false
 			}
-		case <-sess.Done():
+		case <-c.session.Done():
 			return false
 		case <-s.shutdown:
 			return false

@@ -143,6 +143,14 @@ type Options struct {
 	ImageGCGrace time.Duration
 	// SessionIdle ends a dashboard session unused for this long. Default 15m.
 	SessionIdle time.Duration
+	// SignInRate and SignInBurst limit dashboard sign-in attempts per
+	// client address (defaults: one every 3s, burst 10); SignInGlobalRate
+	// and SignInGlobalBurst limit them over all addresses (defaults: 10/s,
+	// burst 100).
+	SignInRate        rate.Limit
+	SignInBurst       int
+	SignInGlobalRate  rate.Limit
+	SignInGlobalBurst int
 }
 
 // Server is the control plane API. Create it with New; serve it with Serve
@@ -171,6 +179,7 @@ type Server struct {
 	// The dashboard: its renderer and browser sessions (dashboard.go).
 	ui       *ui.Renderer
 	sessions *ui.Sessions
+	signIns  *signInLimiter
 
 	shutdownOnce sync.Once
 	shutdown     chan struct{} // closed when the server begins shutting down
@@ -258,6 +267,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.sessions = &ui.Sessions{Idle: opts.SessionIdle, Now: opts.Now}
+	s.signIns = signInLimiterFor(opts)
 	s.routes = s.routeTable()
 	s.handler = s.buildMux()
 	return s, nil

@@ -80,6 +80,7 @@ type Store interface {
 	Coordination
 	Maintenance
 	Images
+	UISessions
 
 	// Ping reports whether the database answers (for /readyz).
 	Ping(ctx context.Context) error
@@ -581,6 +582,10 @@ type Statuses interface {
 	MarkCommitStatusPosted(ctx context.Context, tenant string, s CommitStatus, now time.Time) error
 	// CommitStatuses returns the statuses of one commit ordered by context.
 	CommitStatuses(ctx context.Context, tenant, repoID, commit string) ([]CommitStatus, error)
+	// RecentCommitStatuses returns the repository's statuses of every
+	// commit, most recently updated first (ties by commit, then context),
+	// at most limit (0 = 100): what a dashboard lists as recent commits.
+	RecentCommitStatuses(ctx context.Context, tenant, repoID string, limit int) ([]CommitStatus, error)
 	// UnpostedCommitStatuses returns statuses not yet accepted by the forge
 	// (all tenants, oldest first, at most limit; 0 = 100), for the poster's retry loop.
 	UnpostedCommitStatuses(ctx context.Context, limit int) ([]CommitStatus, error)
@@ -715,6 +720,72 @@ func ValidImageDigest(d string) bool {
 // names of kernels and disk images fit.
 func ValidImageName(name string) bool { return ValidCredentialName(name) }
 
+// UISessions keeps the dashboard's browser sessions, so every control
+// plane replica knows every session. A session is stored under the
+// SHA-256 of its cookie value, never the value itself, and holds the hash
+// of the API token it was opened with (re-checked by the caller on every
+// request). Sessions are not audited (sign-in and sign-out are, by the
+// control plane) and go with their tenant.
+type UISessions interface {
+	// CreateUISession records a new session. Expired sessions (by l) are
+	// dropped first; then, when the token has l.PerToken sessions, its
+	// least recently used is ended, and when the store holds l.Max, the
+	// least recently used of all. ErrInvalid if IDHash, TokenHash or
+	// Tenant is empty; ErrNotFound if the tenant does not exist.
+	CreateUISession(ctx context.Context, sess UISession, l UISessionLimits, now time.Time) error
+	// GetUISession returns the session stored under idHash. ErrNotFound
+	// if there is none, or it was idle longer than l.Idle or opened longer
+	// than l.Lifetime ago at now (it is then deleted). With touch its last
+	// use becomes now, written only when that moves it by more than
+	// UISessionTouch, so a busy page is not a write per request.
+	GetUISession(ctx context.Context, idHash string, l UISessionLimits, now time.Time, touch bool) (UISession, error)
+	// DeleteUISession ends the session stored under idHash (no error when
+	// there is none).
+	DeleteUISession(ctx context.Context, idHash string) error
+
+	// CreateUISignInCode records a single-use sign-in code (by its hash)
+	// that exchanges for a session of the API token TokenHash on Tenant
+	// until ExpiresAt; expired codes are dropped first. ErrInvalid if a
+	// field is empty; ErrNotFound if the tenant does not exist.
+	CreateUISignInCode(ctx context.Context, c UISignInCode, now time.Time) error
+	// RedeemUISignInCode consumes the code stored under codeHash: the first
+	// call before it expires returns it, every other call (or one after
+	// ExpiresAt) gets ErrNotFound.
+	RedeemUISignInCode(ctx context.Context, codeHash string, now time.Time) (UISignInCode, error)
+}
+
+// UISignInCode is a short-lived, single-use code that signs a browser in
+// to the dashboard without the API token ever being in a URL.
+type UISignInCode struct {
+	CodeHash  string    `json:"codeHash"`  // hex SHA-256 of the code
+	TokenHash string    `json:"tokenHash"` // HashSecret of the API token
+	Tenant    string    `json:"tenant"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// UISessionTouch is how far a session's last use must move before
+// GetUISession writes it.
+const UISessionTouch = time.Minute
+
+// UISession is one signed-in browser of the dashboard.
+type UISession struct {
+	// IDHash is the hex SHA-256 of the session's cookie value.
+	IDHash string `json:"idHash"`
+	// TokenHash is HashSecret of the API token used to sign in.
+	TokenHash string    `json:"tokenHash"`
+	Tenant    string    `json:"tenant"` // the tenant the session acts on
+	CreatedAt time.Time `json:"createdAt"`
+	SeenAt    time.Time `json:"seenAt"` // last use (to within UISessionTouch)
+}
+
+// UISessionLimits bound the dashboard's sessions; a zero field is no bound.
+type UISessionLimits struct {
+	Idle     time.Duration // unused this long: ended
+	Lifetime time.Duration // opened this long ago: ended
+	PerToken int           // sessions of one API token
+	Max      int           // sessions in all
+}
+
 // Coordination is what lets several control-plane replicas share work.
 type Coordination interface {
 	// AcquireLease takes or renews the named lease for holder until ttl
@@ -743,6 +814,12 @@ func PlanTopic(tenant, site string) string { return "plan/" + tenant + "/" + sit
 
 // LogTopic is notified when log lines of a plan arrive.
 func LogTopic(planID string) string { return "logs/" + planID }
+
+// FleetTopic is notified when a site of the tenant changes in a way a
+// fleet overview shows: by the store whenever it notifies the site's
+// PlanTopic, and by the control plane after heartbeats that change a
+// site's state and after action reports.
+func FleetTopic(tenant string) string { return "fleet/" + tenant }
 
 // Actor names who made a change, for the audit log.
 type Actor struct {

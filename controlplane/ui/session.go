@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,11 +59,27 @@ type SessionKey string
 func (SessionKey) String() string   { return "[session]" }
 func (SessionKey) GoString() string { return "[session]" }
 
-// Sessions keeps the dashboard's sessions in memory, keyed by the SHA-256
-// of the cookie value. Memory rather than the store: a session adds
-// nothing the store must survive (its token is re-checked there on every
-// request), a restart only signs browsers out, and several replicas need
-// sticky routing of the dashboard (documented in docs/dashboard.md).
+// Hash is the hex SHA-256 of the cookie value: what the store keeps and
+// what names the session anywhere else.
+func (k SessionKey) Hash() string {
+	h := keyOf(k)
+	return hex.EncodeToString(h[:])
+}
+
+// CSRFOf is the CSRF token of the session with cookie value k. It is
+// derived from the cookie value rather than stored, so every replica
+// computes the same token, and the store (which keeps only the cookie's
+// hash) cannot give it away.
+func CSRFOf(k SessionKey) string {
+	h := sha256.Sum256([]byte("nkudo-csrf\x00" + string(k)))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// Sessions holds the dashboard's sessions one replica is serving, in
+// memory, keyed by the SHA-256 of the cookie value: what a session's open
+// event streams need locally (the channel that ends them, their count).
+// The store is the record every replica shares; the control plane checks
+// it on every request and adopts here a session opened elsewhere.
 type Sessions struct {
 	// Idle ends a session not used for this long; Lifetime ends it
 	// regardless. Max bounds the number of sessions (the oldest is
@@ -113,12 +130,23 @@ func keyOf(k SessionKey) [32]byte { return sha256.Sum256([]byte(k)) }
 
 // Create opens a session and returns its cookie value.
 func (s *Sessions) Create(tokenHash, tenant string) (SessionKey, *Session) {
+	k := SessionKey(RandomToken())
+	return k, s.Adopt(k, tokenHash, tenant)
+}
+
+// Adopt holds the session of cookie value k here, as opened with
+// tokenHash for tenant: a session the store knows, opened on another
+// replica or before this one restarted. An existing session of k is
+// returned as it is.
+func (s *Sessions) Adopt(k SessionKey, tokenHash, tenant string) *Session {
 	now := s.now()
 	_, _, max := s.limits()
-	k := SessionKey(RandomToken())
-	sess := &Session{TokenHash: tokenHash, Tenant: tenant, CSRF: RandomToken(), created: now, seen: now, done: make(chan struct{})}
+	sess := &Session{TokenHash: tokenHash, Tenant: tenant, CSRF: CSRFOf(k), created: now, seen: now, done: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if old := s.m[keyOf(k)]; old != nil {
+		return old
+	}
 	if s.m == nil {
 		s.m = map[[32]byte]*Session{}
 	}
@@ -134,7 +162,17 @@ func (s *Sessions) Create(tokenHash, tenant string) (SessionKey, *Session) {
 		s.endOldest(func(*Session) bool { return true })
 	}
 	s.m[keyOf(k)] = sess
-	return k, sess
+	return sess
+}
+
+// Limits are the session bounds in force (with their defaults).
+func (s *Sessions) Limits() (idle, lifetime time.Duration, max, perToken int) {
+	idle, lifetime, max = s.limits()
+	perToken = s.PerToken
+	if perToken <= 0 {
+		perToken = 32
+	}
+	return idle, lifetime, max, perToken
 }
 
 // Get returns the live session of cookie value k and, when touch is set,

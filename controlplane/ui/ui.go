@@ -1,7 +1,7 @@
-// Package ui owns the read-only web dashboard's presentation: the
-// embedded templates and assets, the page models (fleet, site, plan), their
-// filtering and sorting, browser sessions with their CSRF tokens, and the
-// security headers every page carries. It never reads the store: the
+// Package ui owns the web dashboard's presentation: the embedded
+// templates and assets, the page models (fleet, site, plan, repository,
+// audit), their filtering and sorting, browser sessions with their CSRF
+// tokens, and the security headers every page carries. It never reads the store: the
 // control plane fetches what a page shows, through the same tenant-scoped
 // authorisation as the API, and hands it here to render.
 package ui
@@ -55,11 +55,13 @@ type Renderer struct {
 // NewRenderer parses the embedded templates.
 func NewRenderer() (*Renderer, error) {
 	t, err := template.New("").Funcs(template.FuncMap{
-		"ago":      Ago,
-		"dur":      Dur,
-		"short":    Short,
-		"lower":    strings.ToLower,
-		"statecls": stateClass,
+		"ago":            Ago,
+		"dur":            Dur,
+		"short":          Short,
+		"lower":          strings.ToLower,
+		"statecls":       stateClass,
+		"statusContexts": func() []string { return StatusContexts },
+		"logKeep":        func() int { return LogKeepLines },
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("parse dashboard templates: %w", err)
@@ -126,12 +128,20 @@ type Layout struct {
 	Title  string
 	Tenant string
 	CSRF   string // for the sign-out form
+	// Admin shows the audit link (the session's token is an admin token).
+	Admin bool
 }
 
 // SignInPage is the sign-in form.
 type SignInPage struct {
 	Layout
 	Error string
+}
+
+// SignInCodePage is the form that uses a one-time sign-in link's code.
+type SignInCodePage struct {
+	Layout
+	Code string
 }
 
 // ErrorPage is an error answer for a browser.
@@ -352,6 +362,9 @@ type SitePage struct {
 	VMs           []VMRow
 	Plans         []PlanSummary
 	Now           time.Time
+	// Running is the site's plan that is pending or in progress (nil when
+	// none): the site page links to its live actions and log.
+	Running *PlanSummary
 }
 
 // Facts is the host facts the site page shows.
@@ -402,6 +415,35 @@ type PlanPage struct {
 	Live   bool
 	Events string // the event stream URL
 	Now    time.Time
+	// Log is the start of the plan's log (at most LogPageLines lines,
+	// LogPageBytes); LogMore says it goes on; LogAfter is the sequence
+	// number of its last line, where the event stream continues.
+	Log      []LogRow
+	LogMore  bool
+	LogAfter int64
+}
+
+// Bounds of the plan page's log: one read of the store, one event of the
+// stream, and the lines the page's script keeps (older ones are dropped
+// from the page as new ones arrive).
+const (
+	LogPageLines = 500
+	LogPageBytes = 256 << 10
+	LogKeepLines = 1000
+)
+
+// LogRow is one line of a plan's log.
+type LogRow struct {
+	Seq    int64     `json:"seq"`
+	Time   time.Time `json:"time"`
+	Action string    `json:"action,omitempty"`
+	Stream string    `json:"stream"`
+	Line   string    `json:"line"`
+}
+
+// LogEvent is what a plan stream's "log" event carries.
+type LogEvent struct {
+	Lines []LogRow `json:"lines"`
 }
 
 // PlanEvent is what the plan event stream sends: the plan's status and

@@ -261,7 +261,7 @@ func (d *demo) story(ctx context.Context, hv string, background func(string, fun
 	if err := d.secondCommit(ctx); err != nil {
 		return err
 	}
-	d.explore()
+	d.explore(ctx)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -159,9 +160,17 @@ func TestDemoOnceConvergesBothCommits(t *testing.T) {
 	if socks := sockets(dataDir); len(socks) > 0 {
 		t.Errorf("VMM sockets left after the demo: %v", socks)
 	}
-	for _, s := range []string{"plan:", "nkudo/apply", "every site converged", "NKUDO_TOKEN=", "# dashboard: open https://"} {
+	for _, s := range []string{"plan:", "nkudo/apply", "every site converged", "NKUDO_TOKEN=", "# dashboard: open https://", "one-time sign-in link", "/ui/signin/code?code="} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("story lacks %q", s)
+		}
+	}
+	// The sign-in link carries a code, never the token.
+	if m := regexp.MustCompile(`(?m)NKUDO_TOKEN=(\S+)`).FindStringSubmatch(out.String()); m != nil {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if strings.Contains(line, "/ui/signin/code?") && strings.Contains(line, m[1]) {
+				t.Errorf("the sign-in link carries the API token: %s", line)
+			}
 		}
 	}
 }

@@ -490,18 +490,28 @@ func (d *demo) showPlans(ctx context.Context, sha string, shown, final map[strin
 }
 
 // explore prints how to look around with nkudoctl (and curl).
-func (d *demo) explore() {
+func (d *demo) explore(ctx context.Context) {
 	lines := []string{
-		"# dashboard: open " + d.url + "/ and sign in with the token below (read-only; the",
+		"# dashboard: open " + d.url + "/ and paste the NKUDO_TOKEN value below into its sign-in form (the",
 		"#   browser does not know the demo's dev CA: accept the warning or import NKUDO_CA_FILE)",
-		"export NKUDO_SERVER=" + d.url,
-		"export NKUDO_TOKEN=" + d.token,
-		"export NKUDO_CA_FILE=" + d.caFile + "   # the demo's dev CA",
+	}
+	// A one-time link carries a single-use code, not the token.
+	link, err := d.client.DashboardSignInLink(ctx)
+	if err == nil {
+		lines = append(lines, "#   or open this one-time sign-in link (one browser, once, within 10 minutes):",
+			"#   "+link.URL)
+	} else {
+		lines = append(lines, "#   (no one-time sign-in link: "+err.Error()+")")
+	}
+	lines = append(lines,
+		"export NKUDO_SERVER="+d.url,
+		"export NKUDO_TOKEN="+d.token,
+		"export NKUDO_CA_FILE="+d.caFile+"   # the demo's dev CA",
 		"go run ./cmd/nkudoctl sites                      # agents, host facts, last heartbeat",
 		"go run ./cmd/nkudoctl vms                        # desired vs actual, per site",
-		"go run ./cmd/nkudoctl status " + d.second,
-		"go run ./cmd/nkudoctl plans --commit " + d.second,
-	}
+		"go run ./cmd/nkudoctl status "+d.second,
+		"go run ./cmd/nkudoctl plans --commit "+d.second,
+	)
 	if d.lastPlan != "" {
 		lines = append(lines, "go run ./cmd/nkudoctl logs "+short(d.lastPlan)+"                # what the agent did")
 	}
@@ -511,7 +521,7 @@ func (d *demo) explore() {
 		"#   git -C "+d.workDir+" commit -am 'my change' && go run ./cmd/nkudoctl apply --wait",
 	)
 	d.n.emit(Event{Step: StepExplore, Message: "explore the fleet from another terminal:", Detail: strings.Join(lines, "\n"),
-		Data: map[string]any{"server": d.url, "dashboard": d.url + "/", "token": d.token, "caFile": d.caFile, "repo": d.repoID,
+		Data: map[string]any{"server": d.url, "dashboard": d.url + "/", "signInLink": link.URL, "token": d.token, "caFile": d.caFile, "repo": d.repoID,
 			"commits": []string{d.first, d.second}, "repoDir": d.workDir}})
 }
 

@@ -72,6 +72,10 @@ func Run(t *testing.T, open Open) {
 		{"Close", testClose},
 		{"Images", testImages},
 		{"ImageQuotaConcurrent", testImageQuotaConcurrent},
+		{"RecentCommitStatuses", testRecentCommitStatuses},
+		{"FleetWakeUp", testFleetWakeUp},
+		{"UISessions", testUISessions},
+		{"UISignInCodes", testUISignInCodes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane/cptest"
+	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/store"
 )
@@ -124,7 +126,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	ctx := t.Context()
 	alpha, bravo := env.NewTenant("alpha"), env.NewTenant("bravo")
 	a1 := env.Enroll("alpha", "edge-1")
-	env.Enroll("alpha", "edge-2")
+	a2 := env.Enroll("alpha", "edge-2")
 	env.Enroll("bravo", "bravo-site")
 	if _, err := a1.Client.Heartbeat(ctx, api.HeartbeatRequest{
 		Facts: api.HostFacts{Hostname: "edge-1-host", CPUs: 4, MemoryMiB: 8192, KVM: true, AgentVersion: "v9.9.9"},
@@ -173,6 +175,21 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(b, chromedp.WaitVisible(chromedp.Search(`//span[@id="live-note" and text()="live"]`))); err != nil {
 		t.Fatalf("event stream never connected: %v", err)
 	}
+	// The agent's log lines appear in the page's log as they arrive.
+	if _, err := a1.Client.SendLogs(ctx, []api.LogLine{
+		{PlanID: plan.ID, ActionID: plan.Actions[0].ID, Seq: 1, Time: time.Now(), Stream: api.StreamAgent, Line: "creating <pos-1>"},
+		{PlanID: plan.ID, ActionID: plan.Actions[0].ID, Seq: 2, Time: time.Now(), Stream: api.StreamStderr, Line: "disk image verified"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	{
+		wctx, cancel := context.WithTimeout(b, 20*time.Second)
+		err := chromedp.Do(wctx, chromedp.WaitVisible(chromedp.CSS(`#log span[data-seq="2"].ln-stderr`)))
+		cancel()
+		if err != nil {
+			t.Fatalf("the log never showed the agent's lines: %v", err)
+		}
+	}
 	for _, a := range plan.Actions {
 		now := time.Now()
 		if _, err := a1.Client.ReportResults(ctx, api.ActionResult{PlanID: plan.ID, ActionID: a.ID, Status: model.ActionRunning, StartedAt: now}); err != nil {
@@ -191,12 +208,13 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var marker, durations string
+	var marker, durations, logText string
 	if err := chromedp.Do(b,
 		chromedp.WaitVisible(chromedp.CSS(`#plan-status.st-succeeded`)),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-action="%s"] .st-succeeded`, plan.Actions[1].ID))),
 		eval(`window.nkudoMarker || ""`, &marker),
 		text(`#actions tbody`, &durations),
+		text(`#log`, &logText),
 		screenshot(dir, "3-plan-succeeded"),
 	); err != nil {
 		t.Fatalf("plan page never showed the plan succeeded: %v", err)
@@ -206,6 +224,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(durations, "1s") {
 		t.Errorf("actions show no duration:\n%s", durations)
+	}
+	if !strings.Contains(logText, "creating <pos-1>") || !strings.Contains(logText, "disk image verified") {
+		t.Errorf("the plan's log shows %q, want both lines the agent sent (as text)", logText)
 	}
 
 	// The site page shows the host and its VMs, desired and reported.
@@ -221,6 +242,37 @@ func TestDashboardInBrowser(t *testing.T) {
 		if !strings.Contains(site, want) {
 			t.Errorf("site page lacks %q:\n%s", want, site)
 		}
+	}
+
+	// The fleet page follows the fleet: edge-2's first heartbeat turns its
+	// row online without a reload.
+	var e2State, fleetMarker string
+	if err := chromedp.Do(b,
+		chromedp.Navigate(env.URL+"/ui/fleet"),
+		chromedp.WaitVisible(chromedp.CSS(`tr[data-site="edge-2"] [data-state="never"]`)),
+		eval(`window.nkudoMarker = "same fleet page"`, &set),
+		chromedp.WaitVisible(chromedp.Search(`//span[@id="live-note" and text()="live"]`)),
+	); err != nil {
+		t.Fatalf("fleet page before edge-2's heartbeat: %v", err)
+	}
+	if _, err := a2.Client.Heartbeat(ctx, api.HeartbeatRequest{Facts: api.HostFacts{AgentVersion: "v9.9.8"}}); err != nil {
+		t.Fatal(err)
+	}
+	{
+		wctx, cancel := context.WithTimeout(b, 20*time.Second)
+		err := chromedp.Do(wctx,
+			chromedp.WaitVisible(chromedp.CSS(`tr[data-site="edge-2"] [data-state="online"]`)),
+			text(`tr[data-site="edge-2"] [data-role="agent"]`, &e2State),
+			eval(`window.nkudoMarker || ""`, &fleetMarker),
+			screenshot(dir, "4b-fleet-live"),
+		)
+		cancel()
+		if err != nil {
+			t.Fatalf("edge-2 never showed online on the open fleet page: %v", err)
+		}
+	}
+	if fleetMarker != "same fleet page" || e2State != "v9.9.8" {
+		t.Errorf("live fleet row: marker %q (want no reload), agent %q (want v9.9.8)", fleetMarker, e2State)
 	}
 
 	// The agent stops: a minute without heartbeats and the fleet shows
@@ -278,5 +330,116 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if !strings.Contains(after, "401") || strings.Contains(after, "edge-1") {
 		t.Errorf("after sign-out the fleet page still opens:\n%s", after)
+	}
+}
+
+// TestDashboardRepositoryAndAuditInBrowser opens, in headless Chromium, a
+// repository's page (commits with their statuses, the last error with
+// file:line, a pull request's preview as nkudoctl diff prints it), then
+// the audit page of an admin session (the chain verified, the tenant's
+// events), and checks a tenant session is refused the audit page.
+func TestDashboardRepositoryAndAuditInBrowser(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	ctx := t.Context()
+	alpha := env.NewTenant("alpha")
+	st, actor := env.Store(), store.Actor{Kind: store.ActorSystem, ID: "test"}
+	repo, err := st.CreateRepository(ctx, actor, store.Repository{Tenant: "alpha", Name: "fleet", URL: "https://git.example.net/fleet.git", Branch: "main"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cs := range []store.CommitStatus{
+		{Commit: "a1a1a1a1a1a1a1a1", Context: "nkudo/validate", State: store.StateSuccess, Description: "valid: 1 sites, 1 VMs"},
+		{Commit: "a1a1a1a1a1a1a1a1", Context: "nkudo/plan", State: store.StateSuccess, Description: "1 site: 1 create"},
+		{Commit: "a1a1a1a1a1a1a1a1", Context: "nkudo/apply", State: store.StateSuccess, Description: "1 site converged"},
+	} {
+		cs.RepoID = repo.ID
+		if _, err := st.SetCommitStatus(ctx, "alpha", cs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.MarkCommitApplied(ctx, actor, "alpha", repo.ID, "a1a1a1a1a1a1a1a1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetRepositoryError(ctx, "alpha", repo.ID, "commit b2b2b2b2b2b2: sites/edge.yaml:4: /spec/netbird: unknown field", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	res := diff.Result{Sites: []diff.SiteResult{{Site: "edge-1", Plan: cptest.CreatePlan("alpha", "edge-1", 0, "kiosk-1")}}}
+	var js, want bytes.Buffer
+	if err := diff.RenderJSON(&js, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := diff.RenderText(&want, res, diff.RenderOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutPreview(ctx, "alpha", store.Preview{RepoID: repo.ID, PR: 12, Commit: "c3c3c3c3c3c3c3c3", Summary: diff.Summary(res), PlanJSON: js.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	dir := artifacts(t)
+
+	b := browser(t)
+	var commits, lastError, preview string
+	if err := chromedp.Do(b,
+		signIn(env.URL, alpha.Token),
+		chromedp.Click(chromedp.Search(`//nav//a[text()="Repositories"]`)),
+		chromedp.WaitVisible(chromedp.ID("repos")),
+		screenshot(dir, "1-repositories"),
+		chromedp.Click(chromedp.Search(`//table[@id="repos"]//a[text()="fleet"]`)),
+		chromedp.WaitVisible(chromedp.ID("commits")),
+		text(`#commits tbody`, &commits),
+		text(`#last-error`, &lastError),
+		text(`article[data-pr="12"] pre`, &preview),
+		screenshot(dir, "2-repository"),
+	); err != nil {
+		t.Fatalf("repository page: %v", err)
+	}
+	for _, w := range []string{"a1a1a1a1a1a1", "in force", "success", "1 site: 1 create", "1 site converged"} {
+		if !strings.Contains(commits, w) {
+			t.Errorf("commits lack %q:\n%s", w, commits)
+		}
+	}
+	if !strings.Contains(lastError, "sites/edge.yaml:4") {
+		t.Errorf("last error %q lacks its file:line", lastError)
+	}
+	if strings.TrimSpace(preview) != strings.TrimSpace(want.String()) {
+		t.Errorf("preview shows\n%s\nwant what nkudoctl diff prints:\n%s", preview, want.String())
+	}
+	var navHasAudit bool
+	var denied string
+	if err := chromedp.Do(b,
+		eval(`!!document.querySelector('nav a[href="/ui/audit"]')`, &navHasAudit),
+		chromedp.Navigate(env.URL+"/ui/audit"),
+		text("main", &denied),
+		screenshot(dir, "3-audit-denied"),
+	); err != nil {
+		t.Fatalf("audit page as a tenant: %v", err)
+	}
+	if navHasAudit || !strings.Contains(denied, "403") {
+		t.Errorf("tenant session: audit link %v, audit page %q; want no link and 403", navHasAudit, denied)
+	}
+
+	ab := browser(t)
+	var chain, events string
+	if err := chromedp.Do(ab,
+		chromedp.Navigate(env.URL+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), env.AdminToken),
+		chromedp.SendKeys(chromedp.ID("tenant"), "alpha"),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitVisible(chromedp.ID("fleet")),
+		chromedp.Click(chromedp.Search(`//nav//a[text()="Audit"]`)),
+		chromedp.WaitVisible(chromedp.ID("audit")),
+		text("#chain", &chain),
+		text("#audit tbody", &events),
+		screenshot(dir, "4-audit"),
+	); err != nil {
+		t.Fatalf("audit page as admin: %v", err)
+	}
+	if !strings.Contains(chain, "intact") {
+		t.Errorf("chain verification shows %q, want intact", chain)
+	}
+	for _, w := range []string{"repository.create", "ui.signin", "repository/" + repo.ID} {
+		if !strings.Contains(events, w) {
+			t.Errorf("audit events lack %q:\n%s", w, events)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -160,6 +161,9 @@ type isoProbe struct {
 	want  []int
 	// check, when set, inspects a successful answer further.
 	check func(t *testing.T, body string)
+	// firstEvent reads an event stream that does not end by itself only up
+	// to its first event.
+	firstEvent bool
 }
 
 func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p isoProbe) (int, string) {
@@ -204,6 +208,17 @@ func (f *isoFixture) send(t *testing.T, rt controlplane.Route, p isoProbe) (int,
 	}
 	defer resp.Body.Close()
 	var b strings.Builder
+	if p.firstEvent && resp.StatusCode == http.StatusOK {
+		rd := bufio.NewReader(resp.Body)
+		for !strings.HasSuffix(b.String(), "\n\n") {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream ended before its first event: %v (read %q)", err, b.String())
+			}
+			b.WriteString(line)
+		}
+		return resp.StatusCode, b.String()
+	}
 	if _, err := io.Copy(&b, resp.Body); err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +356,17 @@ func (f *isoFixture) routeProbes() map[string][]isoProbe {
 		"GET /ui/sites/{site}":                 {{name: "bravo's site page", who: isoAlphaSession, path: "/ui/sites/b2", want: notFound}},
 		"GET /ui/plans/{plan}":                 {{name: "bravo's plan page", who: isoAlphaSession, want: notFound}},
 		"GET /ui/plans/{plan}/events":          {{name: "bravo's plan stream", who: isoAlphaSession, want: notFound}},
+		"GET /ui/repos":                        {{name: "lists alpha's repositories only", who: isoAlphaSession, want: []int{http.StatusOK}, check: noBravo}},
+		"GET /ui/repos/{repo}":                 {{name: "bravo's repository page", who: isoAlphaSession, want: notFound}},
+		"POST /ui/repos/{repo}/reconcile": {
+			{name: "reconcile bravo's repository with alpha's form token", who: isoAlphaSession, body: "csrf=" + f.alphaUI.CSRF, want: notFound},
+			{name: "reconcile without the form token", who: isoAlphaSession, body: "csrf=wrong", want: forbidden},
+		},
+		"GET /ui/audit":                   {{name: "a tenant session cannot read the audit log", who: isoAlphaSession, want: forbidden}},
+		"GET /ui/fleet/events":            {{name: "streams alpha's sites only", who: isoAlphaSession, want: []int{http.StatusOK}, check: noBravo, firstEvent: true}},
+		"GET /ui/signin/code":             {{name: "sign-in link form", who: isoAnonymous, query: "code=made-up", want: []int{http.StatusOK}, check: noSecret}},
+		"POST /ui/signin/code":            {{name: "a made-up code without the form cookie", who: isoAnonymous, body: "code=made-up&csrf=x", want: forbidden}},
+		"POST /v1/dashboard/signin-codes": {{name: "a link for alpha's own token", who: isoAlphaToken, body: `{}`, want: []int{http.StatusCreated}, check: noBravo}},
 	}
 }
 

@@ -171,6 +171,7 @@ func (s *Store) storePlan(ctx context.Context, t *wtx, actor store.Actor, p mode
 		"site": p.Site, "commit": p.Commit, "repo": repoID, "actions": len(p.Actions), "inventoryVersion": p.InventoryVersion,
 	})
 	t.notify(store.PlanTopic(p.Tenant, p.Site))
+	t.notify(store.FleetTopic(p.Tenant))
 	return true, nil
 }
 
@@ -203,6 +204,7 @@ func (s *Store) SupersedeActivePlan(ctx context.Context, actor store.Actor, tena
 			"site": site, "commit": commit, "planCommit": p.Plan.Commit, "was": string(prev), "reason": reason,
 		})
 		t.notify(store.PlanTopic(tenant, site))
+		t.notify(store.FleetTopic(tenant))
 		return s.loadActions(ctx, t, &p)
 	})
 	if err != nil {
@@ -433,6 +435,7 @@ func (s *Store) RecordActionResult(ctx context.Context, actor store.Actor, tenan
 				}
 				if next == model.PlanSucceeded || next == model.PlanFailed {
 					t.notify(store.PlanTopic(tenant, site))
+					t.notify(store.FleetTopic(tenant))
 				}
 			}
 		}

@@ -104,6 +104,7 @@ func (s *Store) DeleteSite(ctx context.Context, actor store.Actor, tenant, name 
 		}
 		t.audit(tenant, actor, "site.delete", "site/"+name, detail)
 		t.notify(store.PlanTopic(tenant, name))
+		t.notify(store.FleetTopic(tenant))
 		return nil
 	})
 	if err != nil {

@@ -84,6 +84,19 @@ func (s *Store) CommitStatuses(ctx context.Context, tenant, repoID, commit strin
 	return out, nil
 }
 
+// RecentCommitStatuses implements store.Statuses.
+func (s *Store) RecentCommitStatuses(ctx context.Context, tenant, repoID string, limit int) ([]store.CommitStatus, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	out, err := readAll(ctx, s, scanStatus, `SELECT `+statusCols+` FROM commit_statuses
+		WHERE tenant = $1 AND repo_id = $2 ORDER BY updated_at DESC, commit_sha, context LIMIT $3`, tenant, repoID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("recent statuses of repository %s: %w", repoID, err)
+	}
+	return out, nil
+}
+
 // UnpostedCommitStatuses implements store.Statuses.
 func (s *Store) UnpostedCommitStatuses(ctx context.Context, limit int) ([]store.CommitStatus, error) {
 	if limit <= 0 {
