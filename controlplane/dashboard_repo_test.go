@@ -121,20 +121,20 @@ func TestDashboardRepoAccess(t *testing.T) {
 	if status, body := bb.Get(ui.PathRepos); status != http.StatusOK || strings.Contains(body, repo.ID) {
 		t.Errorf("bravo's repository list: %d, shows acme's repository: %v", status, strings.Contains(body, repo.ID))
 	}
-	post := func(b *cptest.Browser, csrf string) *http.Response {
+	post := func(b *cptest.Browser, csrf string) (int, http.Header) {
 		t.Helper()
 		resp, err := b.Do("POST", reconcile, url.Values{"csrf": {csrf}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		return resp
+		return resp.StatusCode, resp.Header
 	}
-	if resp := post(bb, bb.CSRF); resp.StatusCode != http.StatusNotFound {
-		t.Errorf("bravo reconciling acme's repository: %d, want 404", resp.StatusCode)
+	if status, _ := post(bb, bb.CSRF); status != http.StatusNotFound {
+		t.Errorf("bravo reconciling acme's repository: %d, want 404", status)
 	}
-	if resp := post(a, "forged"); resp.StatusCode != http.StatusForbidden {
-		t.Errorf("reconcile with a wrong csrf token: %d, want 403", resp.StatusCode)
+	if status, _ := post(a, "forged"); status != http.StatusForbidden {
+		t.Errorf("reconcile with a wrong csrf token: %d, want 403", status)
 	}
 	if tr, _ := rec.calls(); len(tr) != 0 {
 		t.Fatalf("refused requests triggered reconciles: %v", tr)
@@ -142,9 +142,9 @@ func TestDashboardRepoAccess(t *testing.T) {
 	if status, body := a.Get(page); status != http.StatusOK || !strings.Contains(body, `id="reconcile"`) {
 		t.Fatalf("acme's repository page has no reconcile button: %d", status)
 	}
-	resp := post(a, a.CSRF)
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != page+"?reconcile=queued" {
-		t.Fatalf("reconcile: %d to %q, want 303 to the repository page", resp.StatusCode, resp.Header.Get("Location"))
+	status, header := post(a, a.CSRF)
+	if status != http.StatusSeeOther || header.Get("Location") != page+"?reconcile=queued" {
+		t.Fatalf("reconcile: %d to %q, want 303 to the repository page", status, header.Get("Location"))
 	}
 	if tr, _ := rec.calls(); len(tr) != 1 || tr[0] != "acme/"+repo.ID+"@" {
 		t.Errorf("triggers %v, want one for acme/%s", tr, repo.ID)
