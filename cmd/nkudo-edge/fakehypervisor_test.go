@@ -118,7 +118,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestGettingStartedEdgeCommandsParse: the nkudo-edge commands of
-// docs/getting-started.md name real commands and flags.
+// docs/getting-started.md name real commands and flags (the page's
+// enroll line is the one `nkudoctl sites token` prints; tests/e2e
+// TestGettingStarted runs it).
 func TestGettingStartedEdgeCommandsParse(t *testing.T) {
 	b, err := os.ReadFile("../../docs/getting-started.md")
 	if err != nil {
@@ -130,12 +132,13 @@ func TestGettingStartedEdgeCommandsParse(t *testing.T) {
 			continue
 		}
 		n++
+		line = strings.TrimSuffix(line, " &")
 		if _, err := parse(t, strings.Fields(line)[1:]...); err != nil {
 			t.Errorf("%q does not parse: %v", line, err)
 		}
 	}
-	if n < 2 {
-		t.Errorf("found %d nkudo-edge commands on the page, want the enroll and run of the development section", n)
+	if n < 1 {
+		t.Errorf("found %d nkudo-edge commands on the page, want the run of the development section", n)
 	}
 }
 
