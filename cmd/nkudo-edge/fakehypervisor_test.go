@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -47,13 +48,13 @@ func TestRunWithFakeHypervisor(t *testing.T) {
 	dir := t.TempDir()
 	pkiDir, state := filepath.Join(dir, "pki"), filepath.Join(dir, "state")
 	var out bytes.Buffer
-	if code := run([]string{"enroll", "--control-plane", env.URL, "--token", tok.Token, "--ca-hash", tok.CAFingerprint, "--pki-dir", pkiDir}, &out); code != 0 {
+	if code := run(t.Context(), []string{"enroll", "--control-plane", env.URL, "--token", tok.Token, "--ca-hash", tok.CAFingerprint, "--pki-dir", pkiDir}, &out, io.Discard); code != 0 {
 		t.Fatalf("enroll: exit %d: %s", code, out.String())
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
-		done <- runContext(ctx, []string{"run", "--hypervisor-fake", "--state-dir", state, "--pki-dir", pkiDir, "--poll-wait", "2s"}, &bytes.Buffer{})
+		done <- run(ctx, []string{"run", "--hypervisor-fake", "--state-dir", state, "--pki-dir", pkiDir, "--poll-wait", "2s"}, &bytes.Buffer{}, io.Discard)
 	}()
 	t.Cleanup(func() {
 		cancel()
