@@ -128,3 +128,54 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("config file's data-dir was not used: %v", err)
 	}
 }
+
+// TestConfigFileBelowEnvironment: flags beat the environment, which beats
+// the config file; a key that names no flag is an error naming it.
+func TestConfigFileBelowEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "nkudo.yaml")
+	if err := os.WriteFile(cfg, []byte("data-dir: "+filepath.Join(dir, "from-file")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NKUDO_DATA_DIR", filepath.Join(dir, "from-env"))
+	if code, _, errs := runCmd(t, t.Context(), "--config="+cfg, "migrate"); code != 0 {
+		t.Fatalf("migrate: exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "from-env", "nkudo.db")); err != nil {
+		t.Errorf("NKUDO_DATA_DIR did not win over the config file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "from-file")); err == nil {
+		t.Errorf("the config file's data-dir was used although NKUDO_DATA_DIR is set")
+	}
+	if code, _, errs := runCmd(t, t.Context(), "--config="+cfg, "migrate", "--data-dir="+filepath.Join(dir, "from-flag")); code != 0 {
+		t.Fatalf("migrate --data-dir: exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "from-flag", "nkudo.db")); err != nil {
+		t.Errorf("--data-dir did not win over NKUDO_DATA_DIR: %v", err)
+	}
+
+	if err := os.WriteFile(cfg, []byte("data-dir: x\ndata_dri: y\nlisten: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runCmd(t, t.Context(), "--config="+cfg, "migrate")
+	if code != 2 || !strings.Contains(errs, "unknown keys data-dri") {
+		t.Errorf("config file with a misspelt key: exit %d: %s", code, errs)
+	}
+}
+
+// TestVersionFlagAndUsageErrors: --version prints the version command's
+// line; a usage error exits 2 with the usage of that command only.
+func TestVersionFlagAndUsageErrors(t *testing.T) {
+	code, flag, _ := runCmd(t, t.Context(), "--version")
+	_, cmd, _ := runCmd(t, t.Context(), "version")
+	if code != 0 || flag != cmd || !strings.HasPrefix(flag, "nkudo ") {
+		t.Errorf("--version: exit %d, %q; version: %q", code, flag, cmd)
+	}
+	code, _, errs := runCmd(t, t.Context(), "admin", "tenant", "create", "--no-such-flag")
+	if code != 2 || !strings.Contains(errs, "--no-such-flag") || !strings.Contains(errs, "nkudo admin tenant create") {
+		t.Errorf("usage error: exit %d:\n%s", code, errs)
+	}
+	if strings.Contains(errs, "serve") || strings.Contains(errs, "token") {
+		t.Errorf("usage error shows other commands:\n%s", errs)
+	}
+}
