@@ -18,6 +18,9 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/internal/version"
 )
 
 // Globals are the flags shared by every command.
@@ -25,7 +28,20 @@ type Globals struct {
 	Server string `help:"Control-plane URL." env:"NKUDO_SERVER" placeholder:"URL"`
 	Token  string `help:"API token for the control plane." env:"NKUDO_TOKEN" placeholder:"TOKEN"`
 	Output string `help:"Output format: ${enum}." enum:"table,json" default:"table" short:"o"`
+	// ShowVersion is --version; the version command prints the same lines.
+	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
+
+// description is the root help text; it names the environment variables
+// that are not a flag's (a flag's own is shown beside it).
+const description = `n-kudo: run fleets of edge sites and their microVMs from git.
+
+Settings come from flags, then the environment, then the config file that
+"nkudoctl login" writes. Environment: NKUDO_SERVER, NKUDO_TOKEN (see the
+flags), NKUDO_CA_FILE (PEM bundle that verifies the server), NKUDO_CA_HASH
+(pin the server's CA: sha256:HEX), NKUDO_TENANT (tenant an admin token acts
+on), NKUDO_CONFIG (the config file; default <user config dir>/nkudo/config.json),
+NO_COLOR (no colour on a terminal).`
 
 // CLI is the command tree. Add new commands here, one field each.
 type CLI struct {
@@ -105,10 +121,10 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 	}()
 	parser, err := kong.New(&cli,
 		kong.Name("nkudoctl"),
-		kong.Description("n-kudo: run fleets of edge sites and their microVMs from git."),
-		kong.UsageOnError(),
+		kong.Description(description),
 		kong.Writers(s.Out, s.Err),
 		kong.Exit(func(c int) { panic(kongExit(c)) }),
+		kong.Vars{"version": fmt.Sprintf("nkudoctl %s\napi protocol %d", version.String(), api.ProtocolVersion)},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	)
 	if err != nil {
@@ -118,6 +134,7 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
+		printCommandUsage(err, s.Err)
 		return exitError
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
@@ -132,6 +149,17 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
 		return exitError
 	}
+}
+
+// printCommandUsage prints, after a usage error, the short usage of the
+// command the arguments reached, not the whole tree.
+func printCommandUsage(err error, w io.Writer) {
+	var pe *kong.ParseError
+	if !errors.As(err, &pe) || pe.Context == nil {
+		return
+	}
+	pe.Context.Stdout = w
+	_ = pe.Context.PrintUsage(true)
 }
 
 // isTerminal reports whether f is a character device (a terminal), without
