@@ -10,11 +10,13 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -147,8 +149,22 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 		return int(st)
 	default:
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintf(s.Err, "hint: %s\n", h)
+		}
 		return exitError
 	}
+}
+
+// hint says what to do about the errors a new user meets first.
+func hint(err error) string {
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) || strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		return "this machine does not trust the server's certificate authority: pass --ca-hash sha256:HEX " +
+			"(printed by `nkudo pki init` and with enrollment tokens) or --ca-file ca.crt to `nkudoctl login`, " +
+			"or set NKUDO_CA_FILE (or NKUDO_CA_HASH)"
+	}
+	return ""
 }
 
 // printCommandUsage prints, after a usage error, the short usage of the

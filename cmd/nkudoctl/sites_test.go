@@ -234,6 +234,14 @@ func TestSitesNetBird(t *testing.T) {
 	if nb := netBird(); nb == nil || nb.SetupKey != strings.ToLower(key) || nb.ManagementURL != "http://nb.internal" {
 		t.Errorf("enrollment after --setup-key-stdin gets %+v", nb)
 	}
+	// --setup-key-file - reads standard input too, as --actual - does.
+	code, out, errs = ctl(strings.ToLower(key)+"\n", "sites", "netbird", "store-043", "--setup-key-file", "-", "--management-url", mgmt)
+	if code != exitOK {
+		t.Fatalf("netbird --setup-key-file -: exit %d\n%s%s", code, out, errs)
+	}
+	if nb := netBird(); nb == nil || nb.SetupKey != strings.ToLower(key) || nb.ManagementURL != mgmt {
+		t.Errorf("enrollment after --setup-key-file - gets %+v", nb)
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -305,5 +313,21 @@ func TestSitesNetBird(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "store-043") {
 		t.Errorf("the server log does not mention store-043; the check above proves nothing:\n%s", logs.String())
+	}
+}
+
+// TestUnknownAuthorityHint: a server whose CA this machine does not trust
+// fails with a hint naming the flags and the variable that fix it.
+func TestUnknownAuthorityHint(t *testing.T) {
+	siteEnv(t)
+	t.Setenv("NKUDO_CA_HASH", "")
+	code, _, errs := nkudoctlIn(t, nil, "sites")
+	if code != exitError {
+		t.Fatalf("exit %d, want %d: %s", code, exitError, errs)
+	}
+	for _, want := range []string{"hint:", "--ca-hash", "--ca-file", "NKUDO_CA_FILE"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
 	}
 }
