@@ -581,6 +581,12 @@ type Statuses interface {
 	MarkCommitStatusPosted(ctx context.Context, tenant string, s CommitStatus, now time.Time) error
 	// CommitStatuses returns the statuses of one commit ordered by context.
 	CommitStatuses(ctx context.Context, tenant, repoID, commit string) ([]CommitStatus, error)
+	// CommitsWithPrefix returns the full SHAs of the tenant's commits that
+	// have a status or a plan (of repoID; of every repository when repoID
+	// is "") and start with prefix: distinct, sorted, at most limit. It
+	// lets people name a commit by the short form the CLI prints.
+	// ErrInvalid unless prefix is 4 to 64 lowercase hex digits.
+	CommitsWithPrefix(ctx context.Context, tenant, repoID, prefix string, limit int) ([]string, error)
 	// UnpostedCommitStatuses returns statuses not yet accepted by the forge
 	// (all tenants, oldest first, at most limit; 0 = 100), for the poster's retry loop.
 	UnpostedCommitStatuses(ctx context.Context, limit int) ([]CommitStatus, error)
