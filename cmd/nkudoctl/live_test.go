@@ -17,6 +17,7 @@ import (
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/reconciler/gittest"
+	"github.com/nkudo/nkudo/store"
 )
 
 // hooks hands the control plane's GitOps hooks to a loop built after the
@@ -156,6 +157,35 @@ func TestLiveCommands(t *testing.T) {
 	plans, err := acme.Client.ListPlans(t.Context(), api.PlanFilter{})
 	if err != nil || len(plans) == 0 {
 		t.Fatalf("plans: %v", err)
+	}
+	// A commit is named by any unique prefix, the 12 digits the CLI prints included.
+	if code, out, errs := nkudoctl(t, "status", shortSHA(c1)); code != 0 || !strings.Contains(out, "fleet @ "+c1) {
+		t.Errorf("status %s: exit %d\n%s%s", shortSHA(c1), code, out, errs)
+	}
+	if code, out, errs := nkudoctl(t, "plans", "--commit", c1[:7]); code != 0 || !strings.Contains(out, plans[0].Plan.ID[:12]) {
+		t.Errorf("plans --commit %s: exit %d\n%s%s", c1[:7], code, out, errs)
+	}
+	repos, err := acme.Client.ListRepos(t.Context())
+	if err != nil || len(repos) != 1 {
+		t.Fatalf("repos: %v %v", repos, err)
+	}
+	for _, sha := range []string{"feedbeef1" + strings.Repeat("0", 31), "feedbeef2" + strings.Repeat("0", 31)} {
+		if _, err := env.Store().SetCommitStatus(t.Context(), "acme", store.CommitStatus{RepoID: repos[0].ID, Commit: sha,
+			Context: "nkudo/validate", State: store.StateSuccess, UpdatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "feedbeef"}, "commit feedbeef is ambiguous: it starts feedbeef1000…, feedbeef2000…; give more digits"},
+		{[]string{"plans", "--commit", "FEEDBEEF"}, "commit FEEDBEEF is ambiguous"},
+		{[]string{"status", "0badc0de"}, "no commit starting with 0badc0de has a status or a plan"},
+	} {
+		if code, out, errs := nkudoctl(t, tc.args...); code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, want 2 and %q\n%s%s", tc.args, code, tc.want, out, errs)
+		}
 	}
 	for _, args := range [][]string{{"logs", plans[0].Plan.ID[:12]}, {"logs", "--follow", plans[0].Plan.ID}} {
 		// A finished plan: --follow returns once every line was sent.

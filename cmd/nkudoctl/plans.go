@@ -11,7 +11,7 @@ import (
 // PlansCmd lists plans, newest first.
 type PlansCmd struct {
 	Site   string `placeholder:"SITE" help:"Only this site's plans."`
-	Commit string `placeholder:"SHA" help:"Only plans of this commit."`
+	Commit string `placeholder:"SHA" help:"Only plans of this commit (or a unique prefix of at least 4 hex digits)."`
 	Repo   string `placeholder:"REPO" help:"Only plans of this repository (ID)."`
 	Status string `enum:",pending,in_progress,succeeded,failed,superseded" default:"" help:"Only plans in this status."`
 	Limit  int    `default:"50" help:"At most this many plans."`
