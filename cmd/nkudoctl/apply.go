@@ -171,11 +171,11 @@ func (c *ApplyCmd) follow(ctx context.Context, client *api.Client, repo api.Repo
 			if drawn > 0 {
 				fmt.Fprintf(s.Out, "\x1b[%dA", drawn)
 			}
-			for _, p := range rep.Sites {
-				fmt.Fprintf(s.Out, "\x1b[K  %-24s %s\n", p.Site, progressWord(p.Status))
+			lines := liveLines(rep, apply, desc)
+			for _, l := range lines {
+				fmt.Fprintf(s.Out, "\x1b[K%s\n", l)
 			}
-			fmt.Fprintf(s.Out, "\x1b[K  nkudo/apply: %s %s\n", apply, desc)
-			drawn = len(rep.Sites) + 1
+			drawn = len(lines)
 		} else {
 			for _, p := range rep.Sites {
 				if last[p.Site] != p.Status {
@@ -202,13 +202,29 @@ func (c *ApplyCmd) follow(ctx context.Context, client *api.Client, repo api.Repo
 	}
 }
 
-func progressWord(status string) string {
+// liveLines is the live table: one line per site, then nkudo/apply.
+func liveLines(rep commitReport, apply, desc string) []string {
+	lines := make([]string, 0, len(rep.Sites)+1)
+	for _, p := range rep.Sites {
+		lines = append(lines, fmt.Sprintf("  %-24s %s", p.Site, progressWord(p.Status, apply)))
+	}
+	return append(lines, fmt.Sprintf("  nkudo/apply: %s %s", apply, desc))
+}
+
+// progressWord says where a site's plan is. A plan that succeeded is
+// "converged" only once nkudo/apply is success: until then (the control
+// plane has not checked it yet, or the agent skipped it as stale and the
+// site is re-planned) the table claims no more than the plan's status.
+func progressWord(status, apply string) string {
 	switch status {
 	case "pending":
 		return "waiting for the agent"
 	case "in_progress":
 		return "applying…"
 	case "succeeded":
+		if apply != "success" {
+			return "plan succeeded"
+		}
 		return "converged ✓"
 	case "failed":
 		return "failed ✗"

@@ -217,3 +217,18 @@ func TestLiveCommands(t *testing.T) {
 		t.Errorf("apply --dry-run: %d %s", code, out)
 	}
 }
+
+// TestLiveTableConvergedOnlyWithApply: the live table of apply --wait says
+// "converged" only next to nkudo/apply success, never beside a pending one.
+func TestLiveTableConvergedOnlyWithApply(t *testing.T) {
+	rep := commitReport{Sites: []siteProgress{{Site: "store-042", Status: "succeeded"}, {Site: "store-043", Status: "in_progress"}}}
+	pending := strings.Join(liveLines(rep, "pending", "1 of 2 sites converged; waiting for store-043"), "\n")
+	if strings.Contains(pending, "converged ✓") || !strings.Contains(pending, "store-042                plan succeeded") {
+		t.Errorf("live table with nkudo/apply pending:\n%s", pending)
+	}
+	rep.Sites[1].Status = "succeeded"
+	done := strings.Join(liveLines(rep, "success", "2 of 2 sites converged"), "\n")
+	if strings.Count(done, "converged ✓") != 2 || !strings.HasSuffix(done, "nkudo/apply: success 2 of 2 sites converged") {
+		t.Errorf("live table with nkudo/apply success:\n%s", done)
+	}
+}
