@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -153,6 +154,17 @@ func TestLiveCommands(t *testing.T) {
 				t.Errorf("%v: output lacks %q:\n%s", ck.args, w, out)
 			}
 		}
+	}
+	// -o json: apply prints the commit's final report, --dry-run its own, and nothing else.
+	code, out, errs = nkudoctl(t, "apply", "--wait", "-o", "json", "--timeout", "30s")
+	var rep commitReport
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Commit != c1 || len(rep.Statuses) != 3 || len(rep.Sites) != 1 {
+		t.Errorf("apply --wait -o json: exit %d, %v: %+v\n%s%s", code, err, rep, out, errs)
+	}
+	code, out, errs = nkudoctl(t, "apply", "--dry-run", "-o", "json")
+	var dry dryRunReport
+	if err := json.Unmarshal([]byte(out), &dry); code != 0 || err != nil || dry.Repo != "fleet" || dry.DesiredNow != c1 || dry.InFlight == nil {
+		t.Errorf("apply --dry-run -o json: exit %d, %v: %+v\n%s%s", code, err, dry, out, errs)
 	}
 	plans, err := acme.Client.ListPlans(t.Context(), api.PlanFilter{})
 	if err != nil || len(plans) == 0 {
