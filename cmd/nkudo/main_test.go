@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -177,5 +178,36 @@ func TestVersionFlagAndUsageErrors(t *testing.T) {
 	}
 	if strings.Contains(errs, "serve") || strings.Contains(errs, "token") {
 		t.Errorf("usage error shows other commands:\n%s", errs)
+	}
+}
+
+// TestAdminJSON: the admin commands that print data print one JSON object
+// with -o json, and nothing else on stdout.
+func TestAdminJSON(t *testing.T) {
+	data := "--data-dir=" + t.TempDir()
+	code, out, errs := runCmd(t, t.Context(), "admin", "tenant", "create", "acme", "--name", "Acme", "-o", "json", data)
+	var tenant struct{ ID, Name string }
+	if err := json.Unmarshal([]byte(out), &tenant); code != 0 || err != nil || tenant.ID != "acme" || tenant.Name != "Acme" {
+		t.Fatalf("tenant create -o json: exit %d, %v: %q %s", code, err, out, errs)
+	}
+	code, out, errs = runCmd(t, t.Context(), "admin", "token", "create", "--tenant=acme", "--name=ci", "-o", "json", data)
+	var tok api.CreateTokenResponse
+	if err := json.Unmarshal([]byte(out), &tok); code != 0 || err != nil || !strings.HasPrefix(tok.Token, "nkudo_") || tok.Tenant != "acme" || tok.Name != "ci" {
+		t.Fatalf("token create -o json: exit %d, %v: %q %s", code, err, out, errs)
+	}
+	var rep struct {
+		Tenant   string
+		Deleted  bool
+		Contents struct {
+			APITokens int `json:"apiTokens"`
+		}
+	}
+	code, out, _ = runCmd(t, t.Context(), "admin", "tenant", "delete", "acme", "-o", "json", data)
+	if err := json.Unmarshal([]byte(out), &rep); code != 1 || err != nil || rep.Tenant != "acme" || rep.Deleted || rep.Contents.APITokens != 1 {
+		t.Errorf("tenant delete -o json without --purge: exit %d, %v: %q", code, err, out)
+	}
+	code, out, errs = runCmd(t, t.Context(), "admin", "tenant", "delete", "acme", "--purge", "--yes", "-o", "json", data)
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || !rep.Deleted {
+		t.Errorf("tenant delete --purge -o json: exit %d, %v: %q %s", code, err, out, errs)
 	}
 }
