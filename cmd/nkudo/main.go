@@ -20,6 +20,7 @@ import (
 	"github.com/alecthomas/kong"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nkudo/nkudo/internal/completion"
 	"github.com/nkudo/nkudo/internal/egress"
 	"github.com/nkudo/nkudo/internal/logging"
 	"github.com/nkudo/nkudo/internal/version"
@@ -57,6 +58,8 @@ type CLI struct {
 	Admin   AdminCmd   `cmd:"" help:"Bootstrap tenants, API tokens and revocations directly on the store."`
 	Demo    DemoCmd    `cmd:"" help:"Run the one-command demo: a control plane, a git repository and edge agents on this machine."`
 	Version VersionCmd `cmd:"" help:"Print the build identity (version, commit, date, Go, platform)."`
+
+	Completion completion.Cmd `cmd:"" help:"Print the shell code that completes nkudo's commands and flags (bash, zsh, fish)."`
 }
 
 // yamlConfig loads a YAML (or JSON) config file for kong. Keys are flag
@@ -160,6 +163,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		fmt.Fprintln(stderr, "nkudo:", err)
 		return 2
 	}
+	// The shell asking for completions (COMP_LINE set) is answered here.
+	completion.Complete(parser, func(c int) { panic(kongExit(c)) })
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintln(stderr, "nkudo:", err)

@@ -211,3 +211,18 @@ func TestAdminJSON(t *testing.T) {
 		t.Errorf("tenant delete --purge -o json: exit %d, %v: %q %s", code, err, out, errs)
 	}
 }
+
+// TestCompletion: with COMP_LINE set (bash's complete -C), nkudo prints
+// the candidates for the word being completed and exits 0.
+func TestCompletion(t *testing.T) {
+	t.Setenv("COMP_LINE", "nkudo admin to")
+	code, out, errs := runCmd(t, t.Context())
+	if code != 0 || strings.TrimSpace(out) != "token" {
+		t.Errorf("completion of %q: exit %d, %q %s", "nkudo admin to", code, out, errs)
+	}
+	t.Setenv("COMP_LINE", "")
+	code, out, _ = runCmd(t, t.Context(), "completion", "zsh")
+	if code != 0 || !strings.Contains(out, "bashcompinit") || !strings.Contains(out, " nkudo\n") {
+		t.Errorf("completion zsh: exit %d, %q", code, out)
+	}
+}

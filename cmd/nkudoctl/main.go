@@ -22,6 +22,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/internal/completion"
 	"github.com/nkudo/nkudo/internal/version"
 )
 
@@ -68,6 +69,8 @@ type CLI struct {
 	Secrets     SecretsCmd     `cmd:"" help:"Encrypt values (cloud-init user-data) so that only one site's agent can read them."`
 
 	Version VersionCmd `cmd:"" help:"Print nkudoctl's build identity and API protocol version."`
+
+	Completion completion.Cmd `cmd:"" help:"Print the shell code that completes nkudoctl's commands and flags (bash, zsh, fish)."`
 }
 
 // Streams are where a command reads and writes. In is nil when there is no
@@ -133,6 +136,8 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
 		return exitError
 	}
+	// The shell asking for completions (COMP_LINE set) is answered here.
+	completion.Complete(parser, func(c int) { panic(kongExit(c)) })
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
