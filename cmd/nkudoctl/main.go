@@ -30,9 +30,18 @@ import (
 type Globals struct {
 	Server string `help:"Control-plane URL." env:"NKUDO_SERVER" placeholder:"URL"`
 	Token  string `help:"API token for the control plane." env:"NKUDO_TOKEN" placeholder:"TOKEN"`
+	CAFile string `name:"ca-file" help:"PEM bundle that verifies the server." env:"NKUDO_CA_FILE" placeholder:"FILE"`
+	CAHash string `name:"ca-hash" help:"Pin the server's CA by fingerprint (as printed with enrollment tokens)." env:"NKUDO_CA_HASH" placeholder:"sha256:HEX"`
 	Output string `help:"Output format: ${enum}." enum:"table,json" default:"table" short:"o"`
 	// ShowVersion is --version; the version command prints the same lines.
 	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
+
+	// configTenant is the config file's tenant (NKUDO_TENANT overrides it;
+	// login's --tenant sets it). configErr is why the config file could not
+	// be read: reported by the commands that talk to the control plane,
+	// not by the offline ones.
+	configTenant string
+	configErr    error
 }
 
 // description is the root help text; it names the environment variables
@@ -40,11 +49,10 @@ type Globals struct {
 const description = `n-kudo: run fleets of edge sites and their microVMs from git.
 
 Settings come from flags, then the environment, then the config file that
-"nkudoctl login" writes. Environment: NKUDO_SERVER, NKUDO_TOKEN (see the
-flags), NKUDO_CA_FILE (PEM bundle that verifies the server), NKUDO_CA_HASH
-(pin the server's CA: sha256:HEX), NKUDO_TENANT (tenant an admin token acts
-on), NKUDO_CONFIG (the config file; default <user config dir>/nkudo/config.json),
-NO_COLOR (no colour on a terminal).`
+"nkudoctl login" writes. Environment: NKUDO_SERVER, NKUDO_TOKEN,
+NKUDO_CA_FILE, NKUDO_CA_HASH (see the flags), NKUDO_TENANT (tenant an admin
+token acts on), NKUDO_CONFIG (the config file; default <user config
+dir>/nkudo/config.json), NO_COLOR (no colour on a terminal).`
 
 // CLI is the command tree. Add new commands here, one field each.
 type CLI struct {
@@ -124,8 +132,11 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 			code = int(k)
 		}
 	}()
+	cfg, cfgErr := loadConfig()
+	cli.configTenant, cli.configErr = cfg.Tenant, cfgErr
 	parser, err := kong.New(&cli,
 		kong.Name("nkudoctl"),
+		kong.Resolvers(configResolver(cfg)),
 		kong.Description(description),
 		kong.Writers(s.Out, s.Err),
 		kong.Exit(func(c int) { panic(kongExit(c)) }),
