@@ -32,12 +32,7 @@ invalid, its plan was refused, or a site failed; 2 errors and timeouts.`
 }
 
 // Run triggers and follows.
-func (c *ApplyCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ApplyCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	repo, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err

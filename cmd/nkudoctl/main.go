@@ -2,8 +2,9 @@
 // previews a tenant's manifests offline, and talks to the control plane.
 //
 // Every command lives in its own file as a struct with a Run method; add it
-// to CLI below. Run may take any of *Globals, *Streams and context.Context
-// (cancelled on SIGINT/SIGTERM), which are bound by run. Commands write only
+// to CLI below. Run may take any of *Globals, *Streams, context.Context
+// (cancelled on SIGINT/SIGTERM) and *api.Client (built once from the
+// flags, environment and config file), which are bound by run. Commands write only
 // to the injected Streams and report their exit status by returning an error
 // (see exitStatus).
 package main
@@ -156,6 +157,22 @@ func run(ctx context.Context, args []string, s *Streams) (code int) {
 		return exitError
 	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
+	// The API client is built once, from the merged flags, environment and
+	// config file, for the commands whose Run takes one.
+	var client *api.Client
+	defer func() {
+		if client != nil {
+			client.CloseIdleConnections()
+		}
+	}()
+	if err := kctx.BindToProvider(func() (*api.Client, error) {
+		c, err := connect(&cli.Globals)
+		client = c
+		return c, err
+	}); err != nil {
+		fmt.Fprintf(s.Err, "nkudoctl: %v\n", err)
+		return exitError
+	}
 	err = kctx.Run(&cli.Globals, s)
 	var st exitStatus
 	switch {

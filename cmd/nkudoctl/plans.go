@@ -18,12 +18,7 @@ type PlansCmd struct {
 }
 
 // Run lists plans.
-func (c *PlansCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *PlansCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	plans, err := client.ListPlans(ctx, api.PlanFilter{Site: c.Site, Commit: c.Commit, RepoID: c.Repo, Status: c.Status, Limit: c.Limit})
 	if err != nil {
 		return fmt.Errorf("list plans: %w", err)

@@ -47,7 +47,7 @@ removes the key. Example:
 }
 
 // Run reads the key and sends it.
-func (c *SitesNetBirdCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *SitesNetBirdCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	if c.SetupKey != "" {
 		return errors.New("a setup key on the command line lands in shell history and the process list: " +
 			"pass --setup-key-file FILE or --setup-key-stdin (and consider replacing a key that was typed there)")
@@ -65,11 +65,6 @@ func (c *SitesNetBirdCmd) Run(ctx context.Context, g *Globals, s *Streams) error
 			return err
 		}
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	if err := client.SetNetBird(ctx, c.Site, api.SetNetBirdRequest{ManagementURL: c.ManagementURL, SetupKey: key}); err != nil {
 		return fmt.Errorf("set NetBird for site %s: %w", c.Site, err)
 	}

@@ -42,12 +42,7 @@ type siteProgress struct {
 const exitPending = 3
 
 // Run prints the report.
-func (c *StatusCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *StatusCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	repo, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err
