@@ -214,6 +214,19 @@ func TestLiveCommands(t *testing.T) {
 	if code, out, _ := nkudoctl(t, "diff", filepath.Join(g.Work, "manifests")); code != 1 || !strings.Contains(out, "vm-02") || !strings.Contains(out, "vm-01") {
 		t.Errorf("live diff of an edit: exit %d\n%s", code, out)
 	}
+	// Its plan IDs are the logged-in tenant's, as the control plane's are.
+	code, out, _ = nkudoctl(t, "diff", filepath.Join(g.Work, "manifests"), "-o", "json")
+	var live struct {
+		Sites []struct {
+			Plan struct {
+				ID     string `json:"id"`
+				Tenant string `json:"tenant"`
+			} `json:"plan"`
+		} `json:"sites"`
+	}
+	if err := json.Unmarshal([]byte(out), &live); code != 1 || err != nil || len(live.Sites) != 1 || live.Sites[0].Plan.Tenant != "acme" || live.Sites[0].Plan.ID == "" {
+		t.Errorf("live diff -o json: exit %d, %v: %+v\n%s", code, err, live, out)
+	}
 
 	// An invalid commit: apply says so and exits 1.
 	g.Write("manifests/site-0001.yaml", strings.Replace(gittest.Site("site-0001"), "kind: Site", "kind: Sight", 1))
