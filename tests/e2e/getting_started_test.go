@@ -321,12 +321,16 @@ func runBackground(t *testing.T, bins e2etest.Binaries, env []string, dir, logDi
 }
 
 // cleanEnv is the test's environment without what would change the
-// commands' behaviour: the runner's HOME, git and n-kudo settings.
+// commands' behaviour or let them write outside the test's directories:
+// the runner's HOME and XDG directories (nkudoctl's config file), git and
+// n-kudo settings, and the control plane's PKI and database variables.
 func cleanEnv() []string {
+	drop := map[string]bool{"HOME": true, "PATH": true, "DATABASE_URL": true, "CA_CERT_FILE": true, "CA_KEY_FILE": true,
+		"SERVER_CERT_FILE": true, "SERVER_KEY_FILE": true, "AUDIT_KEY_FILE": true, "REQUIRE_PERSISTENT_PKI": true}
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k == "HOME" || k == "PATH" || strings.HasPrefix(k, "GIT_") || strings.HasPrefix(k, "NKUDO_") || k == "DATABASE_URL" {
+		if drop[k] || strings.HasPrefix(k, "GIT_") || strings.HasPrefix(k, "NKUDO_") || strings.HasPrefix(k, "XDG_") {
 			continue
 		}
 		env = append(env, kv)
