@@ -395,6 +395,10 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		if o.New {
 			s.metrics.actions.WithLabelValues(string(res.Status)).Inc()
 		}
+		// The result that finished the plan: its last success, or its first failure.
+		if o.New && (o.PlanStatus == model.PlanSucceeded || o.PlanStatus == model.PlanFailed && res.Status == model.ActionFailed) {
+			s.log.Info("plan finished", "tenant", c.id.Tenant, "site", c.id.Site, "plan", res.PlanID, "status", o.PlanStatus)
+		}
 		out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: o.New, PlanStatus: o.PlanStatus})
 	}
 	s.notifyPlanStates(ctx, req.Results)

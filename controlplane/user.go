@@ -473,7 +473,11 @@ func (s *Server) handleCommitStatuses(w http.ResponseWriter, r *http.Request, c 
 	if _, err := s.store.GetRepository(r.Context(), c.tenant, repoID); err != nil {
 		return err
 	}
-	sts, err := s.store.CommitStatuses(r.Context(), c.tenant, repoID, r.PathValue("commit"))
+	commit, err := s.resolveCommit(r.Context(), c.tenant, repoID, r.PathValue("commit"))
+	if err != nil {
+		return err
+	}
+	sts, err := s.store.CommitStatuses(r.Context(), c.tenant, repoID, commit)
 	if err != nil {
 		return err
 	}
@@ -749,7 +753,36 @@ func (s *Server) handleSitePlans(w http.ResponseWriter, r *http.Request, c *call
 
 func (s *Server) handleListPlans(w http.ResponseWriter, r *http.Request, c *caller) error {
 	q := r.URL.Query()
-	return s.listPlans(w, r, c, store.PlanFilter{Site: q.Get("site"), Commit: q.Get("commit"), RepoID: q.Get("repo"), Status: model.PlanStatus(q.Get("status"))})
+	commit, err := s.resolveCommit(r.Context(), c.tenant, q.Get("repo"), q.Get("commit"))
+	if err != nil {
+		return err
+	}
+	return s.listPlans(w, r, c, store.PlanFilter{Site: q.Get("site"), Commit: commit, RepoID: q.Get("repo"), Status: model.PlanStatus(q.Get("status"))})
+}
+
+// resolveCommit expands a short hex commit (4 to 39 digits, as the CLI
+// prints 12) to the one full SHA with a status or plan that starts with
+// it; anything else is returned as given. ErrNotFound when no commit
+// matches, ErrInvalid when several do.
+func (s *Server) resolveCommit(ctx context.Context, tenant, repoID, commit string) (string, error) {
+	prefix := strings.ToLower(commit)
+	if len(prefix) < 4 || len(prefix) >= 40 || strings.Trim(prefix, "0123456789abcdef") != "" {
+		return commit, nil
+	}
+	shas, err := s.store.CommitsWithPrefix(ctx, tenant, repoID, prefix, 3)
+	if err != nil {
+		return "", err
+	}
+	switch len(shas) {
+	case 0:
+		return "", fmt.Errorf("no commit starting with %s has a status or a plan: %w", commit, store.ErrNotFound)
+	case 1:
+		return shas[0], nil
+	}
+	for i := range shas {
+		shas[i] = shas[i][:min(len(shas[i]), len(prefix)+4)] + "…"
+	}
+	return "", fmt.Errorf("commit %s is ambiguous: it starts %s; give more digits: %w", commit, strings.Join(shas, ", "), store.ErrInvalid)
 }
 
 func (s *Server) listPlans(w http.ResponseWriter, r *http.Request, c *caller, f store.PlanFilter) error {

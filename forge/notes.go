@@ -305,7 +305,8 @@ func formatNote(list []Status) []byte {
 	sort.Slice(list, func(i, j int) bool { return list[i].Context < list[j].Context })
 	var b bytes.Buffer
 	for _, st := range list {
-		st.SHA = "" // the note's name is the SHA
+		// Each record names its commit, so a line read out of the note
+		// (by hand, or copied elsewhere) still says which commit it is about.
 		line, _ := json.Marshal(st)
 		b.Write(line)
 		b.WriteByte('\n')

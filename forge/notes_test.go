@@ -181,8 +181,8 @@ func TestNotesNonBareRemote(t *testing.T) {
 			if err := w.Post(t.Context(), forge.Status{SHA: head, Context: "nkudo/plan", State: forge.StateSuccess}); err != nil {
 				t.Fatal(err)
 			}
-			if got := git(t, remote, "notes", "--ref=nkudo", "show", head); !strings.Contains(got, `"nkudo/plan"`) {
-				t.Errorf("git notes show in %s = %q, want the nkudo/plan status", remote, got)
+			if got := git(t, remote, "notes", "--ref=nkudo", "show", head); !strings.Contains(got, `"nkudo/plan"`) || !strings.Contains(got, `"sha":"`+head+`"`) {
+				t.Errorf("git notes show in %s = %q, want the nkudo/plan status with the commit SHA", remote, got)
 			}
 		})
 	}

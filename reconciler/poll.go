@@ -67,7 +67,7 @@ func (r *Reconciler) pollDue(ctx context.Context) {
 	now := r.now()
 	for _, repo := range repos {
 		due := r.polls.due(repo.ID, now, r.opts.PollInterval)
-		if due && !repo.Suspended && !r.enqueue(&task{kind: taskReconcile, tenant: repo.Tenant, repoID: repo.ID}) {
+		if due && !repo.Suspended && !r.enqueue(&task{kind: taskReconcile, tenant: repo.Tenant, repoID: repo.ID, trigger: "poll"}) {
 			// The queue is full: polled again at the next tick.
 			r.polls.retry(repo.ID)
 		}

@@ -213,6 +213,10 @@ type task struct {
 	sites  map[string]bool
 	// refresh marks a re-preview of an unchanged head (prfresh.go).
 	refresh bool
+
+	// trigger says what queued a reconcile, for its log line: "poll", or
+	// "request" (a webhook, the API, or another replica's notice).
+	trigger string
 }
 
 // New returns a Reconciler; call Run to start it.
@@ -334,7 +338,7 @@ func (r *Reconciler) Trigger(ctx context.Context, tenant, repoID, ref string) (a
 		res.Message = "repository is suspended: nothing is reconciled until it is resumed"
 		return res, nil
 	}
-	if !r.enqueue(&task{kind: taskReconcile, tenant: tenant, repoID: repo.ID, ref: ref}) {
+	if !r.enqueue(&task{kind: taskReconcile, tenant: tenant, repoID: repo.ID, ref: ref, trigger: "request"}) {
 		r.log.Warn("reconcile queue full, trigger dropped (polling will catch up)", "tenant", tenant, "repo", repo.ID, "waiting", r.queue.waiting())
 		res.Message = "the reconcile queue is full: not queued; the next poll reconciles the repository"
 		return res, nil
@@ -414,7 +418,16 @@ func (r *Reconciler) runTask(ctx context.Context, t *task) error {
 			r.done.suspended.Add(1)
 			return nil
 		}
-		_, err = r.Reconcile(ctx, repo, t.ref)
+		t0 := time.Now()
+		var res Result
+		if res, err = r.Reconcile(ctx, repo, t.ref); err == nil && !res.Skipped {
+			actions := 0
+			for _, p := range res.Stored {
+				actions += len(p.Actions)
+			}
+			r.log.Info("reconciled", "tenant", repo.Tenant, "repo", repo.Name, "commit", res.Commit, "trigger", t.trigger,
+				"sitesPlanned", len(res.Planned), "actions", actions, "summary", res.Summary, "duration", time.Since(t0).Round(time.Millisecond))
+		}
 	case taskPreview:
 		if t.refresh && r.refreshStale(ctx, t) {
 			return nil // a newer head was previewed, or the PR closed

@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
+	"github.com/nkudo/nkudo/diff"
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/store"
 )
@@ -27,7 +29,13 @@ func (r *Reconciler) reportPlans(ctx context.Context, repo store.Repository, com
 	} else {
 		desc := res.Summary
 		if n := len(res.Unregistered); n > 0 {
-			desc += fmt.Sprintf("; %d not registered (%s)", n, res.Unregistered[0])
+			// Count only the sites planned; name the unregistered ones apart.
+			planned := diff.Result{Sites: slices.DeleteFunc(slices.Clone(p.result.Sites), func(s diff.SiteResult) bool { return slices.Contains(res.Unregistered, s.Site) })}
+			names, more := res.Unregistered[:min(n, 3)], ""
+			if n > 3 {
+				more = fmt.Sprintf(" and %d more", n-3)
+			}
+			desc = diff.Summary(planned) + "; not registered: " + strings.Join(names, ", ") + more
 		}
 		r.setStatus(ctx, repo, commit, forge.ContextPlan, store.StateSuccess, desc)
 	}

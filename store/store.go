@@ -586,6 +586,12 @@ type Statuses interface {
 	// commit, most recently updated first (ties by commit, then context),
 	// at most limit (0 = 100): what a dashboard lists as recent commits.
 	RecentCommitStatuses(ctx context.Context, tenant, repoID string, limit int) ([]CommitStatus, error)
+	// CommitsWithPrefix returns the full SHAs of the tenant's commits that
+	// have a status or a plan (of repoID; of every repository when repoID
+	// is "") and start with prefix: distinct, sorted, at most limit. It
+	// lets people name a commit by the short form the CLI prints.
+	// ErrInvalid unless prefix is 4 to 64 lowercase hex digits.
+	CommitsWithPrefix(ctx context.Context, tenant, repoID, prefix string, limit int) ([]string, error)
 	// UnpostedCommitStatuses returns statuses not yet accepted by the forge
 	// (all tenants, oldest first, at most limit; 0 = 100), for the poster's retry loop.
 	UnpostedCommitStatuses(ctx context.Context, limit int) ([]CommitStatus, error)

@@ -96,7 +96,7 @@ func TestDebugBundle(t *testing.T) {
 	t.Run("output file", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "b.tar.gz")
 		var stdout bytes.Buffer
-		if code := run(append(base, "--output", out), &stdout); code != 0 {
+		if code := run(t.Context(), append(base, "--output", out), &stdout, io.Discard); code != 0 {
 			t.Fatalf("exit code %d", code)
 		}
 		if stdout.String() != out+"\n" {
@@ -112,7 +112,7 @@ func TestDebugBundle(t *testing.T) {
 		dir := t.TempDir()
 		t.Chdir(dir)
 		var stdout bytes.Buffer
-		if code := run(base, &stdout); code != 0 {
+		if code := run(t.Context(), base, &stdout, io.Discard); code != 0 {
 			t.Fatalf("exit code %d", code)
 		}
 		path := strings.TrimSpace(stdout.String())
@@ -127,14 +127,14 @@ func TestDebugBundle(t *testing.T) {
 	})
 	t.Run("standard output", func(t *testing.T) {
 		var stdout bytes.Buffer
-		if code := run(append(base, "-o", "-"), &stdout); code != 0 {
+		if code := run(t.Context(), append(base, "-o", "-"), &stdout, io.Discard); code != 0 {
 			t.Fatalf("exit code %d", code)
 		}
 		check(t, stdout.Bytes())
 	})
 	t.Run("unwritable output", func(t *testing.T) {
 		var stdout bytes.Buffer
-		if code := run(append(base, "-o", filepath.Join(t.TempDir(), "no", "such", "dir", "b.tar.gz")), &stdout); code != 1 || stdout.Len() != 0 {
+		if code := run(t.Context(), append(base, "-o", filepath.Join(t.TempDir(), "no", "such", "dir", "b.tar.gz")), &stdout, io.Discard); code != 1 || stdout.Len() != 0 {
 			t.Errorf("exit code %d, output %q; want 1 and nothing", code, stdout.String())
 		}
 	})
@@ -146,8 +146,8 @@ func TestDebugBundleQEMUProvider(t *testing.T) {
 	state := t.TempDir()
 	out := filepath.Join(t.TempDir(), "b.tar.gz")
 	var stdout bytes.Buffer
-	if code := run([]string{"debug-bundle", "--provider", "qemu", "--state-dir", state, "--pki-dir", filepath.Join(state, "pki"),
-		"--netbird", "/nonexistent/netbird", "--journal-unit=", "--output", out}, &stdout); code != 0 {
+	if code := run(t.Context(), []string{"debug-bundle", "--provider", "qemu", "--state-dir", state, "--pki-dir", filepath.Join(state, "pki"),
+		"--netbird", "/nonexistent/netbird", "--journal-unit=", "--output", out}, &stdout, io.Discard); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	data, err := os.ReadFile(out)

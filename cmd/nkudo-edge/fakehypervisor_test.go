@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -47,13 +48,13 @@ func TestRunWithFakeHypervisor(t *testing.T) {
 	dir := t.TempDir()
 	pkiDir, state := filepath.Join(dir, "pki"), filepath.Join(dir, "state")
 	var out bytes.Buffer
-	if code := run([]string{"enroll", "--control-plane", env.URL, "--token", tok.Token, "--ca-hash", tok.CAFingerprint, "--pki-dir", pkiDir}, &out); code != 0 {
+	if code := run(t.Context(), []string{"enroll", "--control-plane", env.URL, "--token", tok.Token, "--ca-hash", tok.CAFingerprint, "--pki-dir", pkiDir}, &out, io.Discard); code != 0 {
 		t.Fatalf("enroll: exit %d: %s", code, out.String())
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
-		done <- runContext(ctx, []string{"run", "--hypervisor-fake", "--state-dir", state, "--pki-dir", pkiDir, "--poll-wait", "2s"}, &bytes.Buffer{})
+		done <- run(ctx, []string{"run", "--hypervisor-fake", "--state-dir", state, "--pki-dir", pkiDir, "--poll-wait", "2s"}, &bytes.Buffer{}, io.Discard)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -118,7 +119,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // TestGettingStartedEdgeCommandsParse: the nkudo-edge commands of
-// docs/getting-started.md name real commands and flags.
+// docs/getting-started.md name real commands and flags (the page's
+// enroll line is the one `nkudoctl sites token` prints; tests/e2e
+// TestGettingStarted runs it).
 func TestGettingStartedEdgeCommandsParse(t *testing.T) {
 	b, err := os.ReadFile("../../docs/getting-started.md")
 	if err != nil {
@@ -130,12 +133,13 @@ func TestGettingStartedEdgeCommandsParse(t *testing.T) {
 			continue
 		}
 		n++
+		line = strings.TrimSuffix(line, " &")
 		if _, err := parse(t, strings.Fields(line)[1:]...); err != nil {
 			t.Errorf("%q does not parse: %v", line, err)
 		}
 	}
-	if n < 2 {
-		t.Errorf("found %d nkudo-edge commands on the page, want the enroll and run of the development section", n)
+	if n < 1 {
+		t.Errorf("found %d nkudo-edge commands on the page, want the run of the development section", n)
 	}
 }
 

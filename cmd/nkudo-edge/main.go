@@ -27,6 +27,7 @@ import (
 	"github.com/nkudo/nkudo/agent/providers/cloudhypervisor"
 	"github.com/nkudo/nkudo/agent/providers/qemu"
 	"github.com/nkudo/nkudo/api"
+	"github.com/nkudo/nkudo/internal/logging"
 	buildversion "github.com/nkudo/nkudo/internal/version"
 	"github.com/nkudo/nkudo/model"
 )
@@ -36,8 +37,9 @@ import (
 var version = buildversion.Get().Version
 
 type globals struct {
-	LogLevel  string `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error" env:"NKUDO_LOG_LEVEL"`
-	LogFormat string `help:"Log format: text or json." default:"text" enum:"text,json" env:"NKUDO_LOG_FORMAT"`
+	LogLevel    string           `help:"Log level: debug, info, warn, error." default:"info" enum:"debug,info,warn,error" env:"NKUDO_LOG_LEVEL"`
+	LogFormat   string           `help:"Log format: text or json." default:"text" enum:"text,json" env:"NKUDO_LOG_FORMAT"`
+	ShowVersion kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
 type cli struct {
@@ -86,36 +88,60 @@ type runCmd struct {
 
 type factsCmd struct {
 	providerFlags
+	Output string `help:"Output format: json (the heartbeat request the agent would send; the only format)." short:"o" enum:"json" default:"json"`
 }
 
-type versionCmd struct{}
+type versionCmd struct {
+	Output string `help:"Output format: text or json." short:"o" enum:"text,json" default:"text"`
+}
 
 func main() {
 	if isFakeHypervisor() {
 		os.Exit(fakeHypervisor())
 	}
-	os.Exit(run(os.Args[1:], os.Stdout))
-}
-
-func run(args []string, stdout io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return runContext(ctx, args, stdout)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// runContext runs one command until it is done or ctx ends.
-func runContext(ctx context.Context, args []string, stdout io.Writer) int {
+// kongExit unwinds a help or --version exit from inside kong, so that run
+// returns instead of ending the process.
+type kongExit int
+
+// run runs one command until it is done or ctx ends and returns the exit
+// code: 0 done, 1 the command failed, 2 a usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
 	var c cli
-	parser, err := kong.New(&c, kong.Name("nkudo-edge"), kong.Description("n-kudo edge agent"), kong.UsageOnError())
+	defer func() {
+		if r := recover(); r != nil {
+			k, ok := r.(kongExit)
+			if !ok {
+				panic(r)
+			}
+			code = int(k)
+		}
+	}()
+	parser, err := kong.New(&c, kong.Name("nkudo-edge"), kong.Description("n-kudo edge agent"),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(c int) { panic(kongExit(c)) }),
+		kong.Vars{"version": versionLine()},
+	)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(stderr, "nkudo-edge:", err)
 		return 2
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		parser.FatalIfErrorf(err)
+		fmt.Fprintln(stderr, "nkudo-edge:", err)
+		printCommandUsage(err, stderr)
+		return 2
 	}
-	logger := newLogger(os.Stderr, c.LogLevel, c.LogFormat)
+	logger, err := logging.New(stderr, c.LogLevel, c.LogFormat)
+	if err != nil {
+		fmt.Fprintln(stderr, "nkudo-edge:", err)
+		return 2
+	}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.BindTo(stdout, (*io.Writer)(nil))
 	if err := kctx.Run(logger); err != nil {
@@ -123,6 +149,17 @@ func runContext(ctx context.Context, args []string, stdout io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// printCommandUsage prints, after a usage error, the short usage of the
+// command the arguments reached, not the whole tree.
+func printCommandUsage(err error, w io.Writer) {
+	var pe *kong.ParseError
+	if !errors.As(err, &pe) || pe.Context == nil {
+		return
+	}
+	pe.Context.Stdout = w
+	_ = pe.Context.PrintUsage(true)
 }
 
 // kong binds these argument types for Run methods.
@@ -263,21 +300,22 @@ func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) 
 }
 
 func (v *versionCmd) Run(out io.Writer) error {
-	// "nkudo-edge v1.2.3 protocol 1 (commit …, built …, go… linux/amd64)"
-	info := buildversion.Get()
-	_, err := fmt.Fprintln(out, "nkudo-edge", version, "protocol", api.ProtocolVersion,
-		strings.TrimPrefix(info.String(), info.Version+" "))
+	if v.Output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			buildversion.Info
+			Protocol int `json:"protocolVersion"`
+		}{buildversion.Get(), api.ProtocolVersion})
+	}
+	_, err := fmt.Fprintln(out, versionLine())
 	return err
 }
 
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+// versionLine is "nkudo-edge v1.2.3 protocol 1 (commit …, built …, go…
+// linux/amd64)", printed by `version` and `--version`.
+func versionLine() string {
+	info := buildversion.Get()
+	return fmt.Sprintf("nkudo-edge %s protocol %d %s", version, api.ProtocolVersion,
+		strings.TrimPrefix(info.String(), info.Version+" "))
 }

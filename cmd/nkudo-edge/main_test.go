@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os/exec"
 	"strings"
 	"testing"
@@ -12,12 +13,12 @@ import (
 
 func TestVersionAndFacts(t *testing.T) {
 	var out bytes.Buffer
-	if code := run([]string{"version"}, &out); code != 0 || !strings.HasPrefix(out.String(), "nkudo-edge dev protocol 1") {
+	if code := run(t.Context(), []string{"version"}, &out, io.Discard); code != 0 || !strings.HasPrefix(out.String(), "nkudo-edge dev protocol 1") {
 		t.Fatalf("version: code %d, output %q", code, out.String())
 	}
 	out.Reset()
 	state := t.TempDir()
-	if code := run([]string{"facts", "--state-dir", state, "--hypervisor", "/nonexistent/cloud-hypervisor", "--netbird", "/nonexistent/netbird"}, &out); code != 0 {
+	if code := run(t.Context(), []string{"facts", "--state-dir", state, "--hypervisor", "/nonexistent/cloud-hypervisor", "--netbird", "/nonexistent/netbird"}, &out, io.Discard); code != 0 {
 		t.Fatalf("facts: code %d", code)
 	}
 	var req api.HeartbeatRequest
@@ -38,7 +39,7 @@ func TestEnrollAndRunFailClearly(t *testing.T) {
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			if code := run(args, &out); code != 1 {
+			if code := run(t.Context(), args, &out, io.Discard); code != 1 {
 				t.Errorf("exit code %d, want 1", code)
 			}
 		})
@@ -50,7 +51,7 @@ func TestEnrollAndRunFailClearly(t *testing.T) {
 func TestFactsWithQEMUProvider(t *testing.T) {
 	var out bytes.Buffer
 	state := t.TempDir()
-	if code := run([]string{"facts", "--provider", "qemu", "--state-dir", state, "--qemu", "/nonexistent/qemu-system-x86_64", "--netbird", "/nonexistent/netbird"}, &out); code != 0 {
+	if code := run(t.Context(), []string{"facts", "--provider", "qemu", "--state-dir", state, "--qemu", "/nonexistent/qemu-system-x86_64", "--netbird", "/nonexistent/netbird"}, &out, io.Discard); code != 0 {
 		t.Fatalf("facts: code %d", code)
 	}
 	var req api.HeartbeatRequest
@@ -64,7 +65,7 @@ func TestFactsWithQEMUProvider(t *testing.T) {
 		return
 	}
 	out.Reset()
-	if code := run([]string{"facts", "--provider", "qemu", "--state-dir", state, "--netbird", "/nonexistent/netbird"}, &out); code != 0 {
+	if code := run(t.Context(), []string{"facts", "--provider", "qemu", "--state-dir", state, "--netbird", "/nonexistent/netbird"}, &out, io.Discard); code != 0 {
 		t.Fatalf("facts: code %d", code)
 	}
 	req = api.HeartbeatRequest{}
@@ -73,5 +74,47 @@ func TestFactsWithQEMUProvider(t *testing.T) {
 	}
 	if h := req.Facts.Hypervisor; h.Name != "qemu" || h.Version == "" || h.Error != "" {
 		t.Errorf("hypervisor facts = %+v, want qemu with its version", h)
+	}
+}
+
+// TestVersionFlagAndJSON: --version prints what `version` prints, and
+// `version -o json` the build identity with the protocol version.
+func TestVersionFlagAndJSON(t *testing.T) {
+	var flag, cmd, js bytes.Buffer
+	if code := run(t.Context(), []string{"--version"}, &flag, io.Discard); code != 0 {
+		t.Fatalf("--version: exit %d", code)
+	}
+	if code := run(t.Context(), []string{"version"}, &cmd, io.Discard); code != 0 {
+		t.Fatalf("version: exit %d", code)
+	}
+	if flag.String() != cmd.String() || !strings.HasPrefix(flag.String(), "nkudo-edge ") {
+		t.Errorf("--version printed %q, version %q", flag.String(), cmd.String())
+	}
+	if code := run(t.Context(), []string{"version", "-o", "json"}, &js, io.Discard); code != 0 {
+		t.Fatalf("version -o json: exit %d", code)
+	}
+	var v struct {
+		Version  string `json:"version"`
+		Protocol int    `json:"protocolVersion"`
+	}
+	if err := json.Unmarshal(js.Bytes(), &v); err != nil || v.Version == "" || v.Protocol != api.ProtocolVersion {
+		t.Errorf("version -o json: %+v, %v\n%s", v, err, js.String())
+	}
+}
+
+// TestUsageErrorShowsThatCommand: a usage error exits 2 and prints the
+// usage of the command it is about, not of every command.
+func TestUsageErrorShowsThatCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(t.Context(), []string{"enroll", "--control-plane", "https://x", "--no-such-flag"}, &stdout, &stderr)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	got := stderr.String()
+	if !strings.Contains(got, "--no-such-flag") || !strings.Contains(got, "nkudo-edge enroll") {
+		t.Errorf("stderr lacks the error or the enroll usage:\n%s", got)
+	}
+	if strings.Contains(got, "debug-bundle") {
+		t.Errorf("stderr shows other commands:\n%s", got)
 	}
 }

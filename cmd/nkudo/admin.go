@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os/user"
 	"time"
 
@@ -40,6 +42,18 @@ type AdminSiteCmd struct {
 	Revoke AdminSiteRevokeCmd `cmd:"" help:"Revoke a site's agent certificate; its next request is refused."`
 }
 
+// OutputFlag is -o of the admin commands that print data.
+type OutputFlag struct {
+	Output string `help:"Output format: table or json." default:"table" enum:"table,json" short:"o"`
+}
+
+// writeJSON prints v indented, for -o json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 // localActor names the operator running an admin command, for the audit log.
 func localActor() store.Actor {
 	name := "local"
@@ -52,6 +66,7 @@ func localActor() store.Actor {
 // AdminTenantCreateCmd creates a tenant.
 type AdminTenantCreateCmd struct {
 	StoreFlags
+	OutputFlag
 	ID   string `arg:"" help:"Tenant ID (a DNS label: a-z, 0-9, '-')."`
 	Name string `help:"Display name."`
 }
@@ -70,6 +85,9 @@ func (c *AdminTenantCreateCmd) Run(ctx context.Context, g *Globals) (err error) 
 	if err != nil {
 		return fmt.Errorf("create tenant: %w", err)
 	}
+	if c.Output == "json" {
+		return writeJSON(g.stdout, t)
+	}
 	fmt.Fprintf(g.stdout, "tenant %s created\n", t.ID)
 	return nil
 }
@@ -77,6 +95,7 @@ func (c *AdminTenantCreateCmd) Run(ctx context.Context, g *Globals) (err error) 
 // AdminTokenCreateCmd creates an API token.
 type AdminTokenCreateCmd struct {
 	StoreFlags
+	OutputFlag
 	Tenant    string        `help:"Tenant the token acts for." xor:"scope" required:""`
 	AdminFlag bool          `name:"admin" help:"Create an admin-scope token (all tenants)." xor:"scope" required:""`
 	Name      string        `help:"What the token is for (free text)."`
@@ -94,6 +113,10 @@ func (c *AdminTokenCreateCmd) Run(ctx context.Context, g *Globals) (err error) {
 	if err != nil {
 		return fmt.Errorf("create token: %w", err)
 	}
+	if c.Output == "json" {
+		// The whole answer, the token included: shown only this once too.
+		return writeJSON(g.stdout, resp)
+	}
 	fmt.Fprintln(g.stdout, resp.Token)
 	scope := "tenant " + resp.Tenant
 	if resp.Admin {
@@ -106,6 +129,7 @@ func (c *AdminTokenCreateCmd) Run(ctx context.Context, g *Globals) (err error) {
 // AdminSiteRevokeCmd revokes a site's certificate.
 type AdminSiteRevokeCmd struct {
 	StoreFlags
+	OutputFlag
 	Tenant string `help:"Tenant of the site." required:""`
 	Site   string `arg:"" help:"Site name."`
 }
@@ -120,6 +144,9 @@ func (c *AdminSiteRevokeCmd) Run(ctx context.Context, g *Globals) (err error) {
 	serial, err := controlplane.RevokeSite(ctx, st, localActor(), c.Tenant, c.Site, time.Now())
 	if err != nil {
 		return fmt.Errorf("revoke site %s: %w", c.Site, err)
+	}
+	if c.Output == "json" {
+		return writeJSON(g.stdout, map[string]string{"tenant": c.Tenant, "site": c.Site, "serial": serial})
 	}
 	fmt.Fprintf(g.stdout, "certificate %s of site %s/%s revoked\n", serial, c.Tenant, c.Site)
 	return nil

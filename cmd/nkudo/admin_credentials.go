@@ -25,6 +25,7 @@ type AdminCredentialsCmd struct {
 // working once it is imported under the same name for their tenant.
 type AdminCredentialsImportCmd struct {
 	StoreFlags
+	OutputFlag
 	Tenant string `help:"Tenant that owns the credential." required:""`
 	Name   string `help:"Credential name (default: the file's name, which is what repositories referenced)."`
 	File   string `help:"File holding the secret: a token, \"user:password\", or a PEM private key." required:"" type:"path"`
@@ -69,6 +70,9 @@ func (c *AdminCredentialsImportCmd) Run(ctx context.Context, g *Globals) (err er
 	out, err := st.PutCredential(ctx, localActor(), cred, store.Secret(secret))
 	if err != nil {
 		return fmt.Errorf("import credential: %w", err)
+	}
+	if c.Output == "json" {
+		return writeJSON(g.stdout, out)
 	}
 	fmt.Fprintf(g.stdout, "credential %s/%s (%s, host %s, %s) imported\n", out.Tenant, out.Name, out.Kind, out.Host, out.Fingerprint)
 	return nil

@@ -33,6 +33,7 @@ func (e *exitError) Unwrap() error { return e.err }
 // AdminTenantDeleteCmd offboards a tenant.
 type AdminTenantDeleteCmd struct {
 	StoreFlags
+	OutputFlag
 	ID    string `arg:"" help:"Tenant ID."`
 	Purge bool   `help:"Really delete: revoke every site's agent certificate, then delete the tenant's tokens, repositories, sites, inventories, plans, logs, statuses and previews. Without it, only show what would be deleted."`
 	Yes   bool   `short:"y" help:"Do not ask for confirmation (needed when stdin is not a terminal)."`
@@ -53,19 +54,30 @@ func (c *AdminTenantDeleteCmd) Run(ctx context.Context, g *Globals) (err error) 
 	if err != nil {
 		return err
 	}
+	// -o json prints one object at the end, whatever the outcome.
+	rep := tenantDeleteReport{Tenant: c.ID, Contents: contents, Revoked: []revokedCert{}}
+	out := g.stdout
+	if c.Output == "json" {
+		out = io.Discard
+		defer func() {
+			if jerr := writeJSON(g.stdout, rep); jerr != nil {
+				err = errors.Join(err, jerr)
+			}
+		}()
+	}
 	verb := "would delete"
 	if c.Purge {
 		verb = "will delete"
 	}
-	fmt.Fprintf(g.stdout, "tenant %s: %s\n", c.ID, verb)
-	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(out, "tenant %s: %s\n", c.ID, verb)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	for _, r := range contents.Rows() {
 		fmt.Fprintf(w, "  %s\t%s\n", r[0], r[1])
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(g.stdout, "  (its audit events are kept, and a tenant.purge event is added)")
+	fmt.Fprintln(out, "  (its audit events are kept, and a tenant.purge event is added)")
 	if !c.Purge {
 		return &exitError{code: 1, err: fmt.Errorf("refusing to delete tenant %s without --purge", c.ID)}
 	}
@@ -81,12 +93,28 @@ func (c *AdminTenantDeleteCmd) Run(ctx context.Context, g *Globals) (err error) 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "tenant %s deleted; %d agent certificate(s) revoked\n", c.ID, len(res.Revoked))
+	rep.Deleted = true
+	fmt.Fprintf(out, "tenant %s deleted; %d agent certificate(s) revoked\n", c.ID, len(res.Revoked))
 	for _, r := range res.Revoked {
 		site, serial, _ := strings.Cut(r, ":")
-		fmt.Fprintf(g.stdout, "  revoked %s (site %s)\n", serial, site)
+		rep.Revoked = append(rep.Revoked, revokedCert{Site: site, Serial: serial})
+		fmt.Fprintf(out, "  revoked %s (site %s)\n", serial, site)
 	}
 	return nil
+}
+
+// tenantDeleteReport is admin tenant delete -o json: what the tenant
+// owns (or owned), whether it was deleted, and the certificates revoked.
+type tenantDeleteReport struct {
+	Tenant   string                     `json:"tenant"`
+	Contents maintenance.TenantContents `json:"contents"`
+	Deleted  bool                       `json:"deleted"`
+	Revoked  []revokedCert              `json:"revoked"`
+}
+
+type revokedCert struct {
+	Site   string `json:"site"`
+	Serial string `json:"serial"`
 }
 
 // confirm asks for the tenant ID to be typed back.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -17,5 +18,13 @@ func TestVersion(t *testing.T) {
 	}
 	if !strings.Contains(out, "(commit ") {
 		t.Errorf("version lacks the commit: %q", out)
+	}
+}
+
+func TestVersionJSON(t *testing.T) {
+	code, out, errs := runCmd(t, t.Context(), "version", "-o", "json")
+	var got version.Info
+	if err := json.Unmarshal([]byte(out), &got); code != 0 || err != nil || got != version.Get() {
+		t.Errorf("version -o json: exit %d, %v: %q %s", code, err, out, errs)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -31,33 +32,60 @@ invalid, its plan was refused, or a site failed; 2 errors and timeouts.`
 }
 
 // Run triggers and follows.
-func (c *ApplyCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ApplyCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	repo, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err
 	}
 	if c.DryRun {
-		return c.dryRun(ctx, client, repo, s)
+		d, err := c.dryRun(ctx, client, repo)
+		if err != nil {
+			return err
+		}
+		if g.Output == "json" {
+			return writeJSON(s, d)
+		}
+		return d.print(s)
 	}
+	if g.Output != "json" {
+		_, err := c.apply(ctx, client, repo, s)
+		return err
+	}
+	// -o json: the progress lines are not printed; the commit's final
+	// report (statuses and each site's plan) is, whatever the outcome.
+	quiet := *s
+	quiet.Out, quiet.Color = io.Discard, false
+	commit, err := c.apply(ctx, client, repo, &quiet)
+	if commit == "" {
+		return err
+	}
+	rep, rerr := report(ctx, client, repo, commit)
+	if rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if werr := writeJSON(s, rep); werr != nil {
+		return werr
+	}
+	return err
+}
+
+// apply triggers the reconcile and follows it, printing progress to s; it
+// returns the commit once known.
+func (c *ApplyCmd) apply(ctx context.Context, client *api.Client, repo api.Repository, s *Streams) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	before := repo.LastSeenCommit
 	res, err := client.Reconcile(ctx, repo.ID, c.Ref)
 	if err != nil {
-		return fmt.Errorf("trigger reconcile: %w", err)
+		return "", fmt.Errorf("trigger reconcile: %w", err)
 	}
 	if !res.Queued && res.Commit == "" {
-		return fmt.Errorf("reconcile not started: %s", res.Message)
+		return "", fmt.Errorf("reconcile not started: %s", res.Message)
 	}
 	fmt.Fprintf(s.Out, "reconcile of %s queued\n", repo.Name)
 	commit, err := c.commit(ctx, client, repo, before, res)
 	if err != nil {
-		return c.timeout(err)
+		return "", c.timeout(err)
 	}
 	fmt.Fprintf(s.Out, "commit %s\n", commit)
 
@@ -65,24 +93,24 @@ func (c *ApplyCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	for _, name := range []string{"nkudo/validate", "nkudo/plan"} {
 		st, err := waitStatus(ctx, client, repo.ID, commit, name, func(api.CommitStatus) bool { return true })
 		if err != nil {
-			return c.timeout(err)
+			return commit, c.timeout(err)
 		}
 		fmt.Fprintf(s.Out, "%-15s %-8s %s\n", name, st.State, st.Description)
 		if st.State == "failure" || st.State == "error" {
-			return exitStatus(exitChanges)
+			return commit, exitStatus(exitChanges)
 		}
 	}
 	rep, err := report(ctx, client, repo, commit)
 	if err != nil {
-		return err
+		return commit, err
 	}
 	for _, p := range rep.Sites {
 		fmt.Fprintf(s.Out, "  %s: plan %s %s\n", p.Site, shortSHA(p.Plan), p.Status)
 	}
 	if !c.Wait {
-		return nil
+		return commit, nil
 	}
-	return c.follow(ctx, client, repo, commit, s)
+	return commit, c.follow(ctx, client, repo, commit, s)
 }
 
 // commit finds the commit the reconcile is about: the ref itself when it is
@@ -171,11 +199,11 @@ func (c *ApplyCmd) follow(ctx context.Context, client *api.Client, repo api.Repo
 			if drawn > 0 {
 				fmt.Fprintf(s.Out, "\x1b[%dA", drawn)
 			}
-			for _, p := range rep.Sites {
-				fmt.Fprintf(s.Out, "\x1b[K  %-24s %s\n", p.Site, progressWord(p.Status))
+			lines := liveLines(rep, apply, desc)
+			for _, l := range lines {
+				fmt.Fprintf(s.Out, "\x1b[K%s\n", l)
 			}
-			fmt.Fprintf(s.Out, "\x1b[K  nkudo/apply: %s %s\n", apply, desc)
-			drawn = len(rep.Sites) + 1
+			drawn = len(lines)
 		} else {
 			for _, p := range rep.Sites {
 				if last[p.Site] != p.Status {
@@ -202,13 +230,29 @@ func (c *ApplyCmd) follow(ctx context.Context, client *api.Client, repo api.Repo
 	}
 }
 
-func progressWord(status string) string {
+// liveLines is the live table: one line per site, then nkudo/apply.
+func liveLines(rep commitReport, apply, desc string) []string {
+	lines := make([]string, 0, len(rep.Sites)+1)
+	for _, p := range rep.Sites {
+		lines = append(lines, fmt.Sprintf("  %-24s %s", p.Site, progressWord(p.Status, apply)))
+	}
+	return append(lines, fmt.Sprintf("  nkudo/apply: %s %s", apply, desc))
+}
+
+// progressWord says where a site's plan is. A plan that succeeded is
+// "converged" only once nkudo/apply is success: until then (the control
+// plane has not checked it yet, or the agent skipped it as stale and the
+// site is re-planned) the table claims no more than the plan's status.
+func progressWord(status, apply string) string {
 	switch status {
 	case "pending":
 		return "waiting for the agent"
 	case "in_progress":
 		return "applying…"
 	case "succeeded":
+		if apply != "success" {
+			return "plan succeeded"
+		}
 		return "converged ✓"
 	case "failed":
 		return "failed ✗"
@@ -218,31 +262,56 @@ func progressWord(status string) string {
 	return status
 }
 
-// dryRun prints what a reconcile would start from, and what is in flight.
-func (c *ApplyCmd) dryRun(ctx context.Context, client *api.Client, repo api.Repository, s *Streams) error {
-	ref := c.Ref
-	if ref == "" {
-		ref = repo.Branch
-		if ref == "" {
-			ref = "the default branch"
-		}
-	}
-	fmt.Fprintf(s.Out, "would reconcile %s (%s) at %s\n", repo.Name, repo.URL, ref)
-	if repo.LastAppliedCommit != "" {
-		fmt.Fprintf(s.Out, "desired now: %s\n", repo.LastAppliedCommit)
-	}
-	if repo.Suspended {
-		fmt.Fprintln(s.Out, "the repository is suspended: nothing would be reconciled")
+// dryRunReport is what apply --dry-run shows (-o json prints it as is).
+type dryRunReport struct {
+	Repo       string     `json:"repo"`
+	URL        string     `json:"url"`
+	Ref        string     `json:"ref"`
+	DesiredNow string     `json:"desiredNow,omitempty"`
+	Suspended  bool       `json:"suspended"`
+	InFlight   []inFlight `json:"inFlight"`
+}
+
+type inFlight struct {
+	Site   string `json:"site"`
+	Plan   string `json:"plan"`
+	Status string `json:"status"`
+	Commit string `json:"commit"`
+}
+
+// dryRun gathers what a reconcile would start from, and what is in flight.
+func (c *ApplyCmd) dryRun(ctx context.Context, client *api.Client, repo api.Repository) (dryRunReport, error) {
+	d := dryRunReport{Repo: repo.Name, URL: repo.URL, Ref: c.Ref, DesiredNow: repo.LastAppliedCommit, Suspended: repo.Suspended, InFlight: []inFlight{}}
+	if d.Ref == "" {
+		d.Ref = repo.Branch
 	}
 	for _, status := range []string{"pending", "in_progress"} {
 		plans, err := client.ListPlans(ctx, api.PlanFilter{RepoID: repo.ID, Status: status, Limit: 1000})
 		if err != nil {
-			return fmt.Errorf("list plans: %w", err)
+			return d, fmt.Errorf("list plans: %w", err)
 		}
 		for _, p := range plans {
-			fmt.Fprintf(s.Out, "in flight: %s plan %s (%s) of %s\n", p.Plan.Site, shortSHA(p.Plan.ID), status, shortSHA(p.Plan.Commit))
+			d.InFlight = append(d.InFlight, inFlight{Site: p.Plan.Site, Plan: p.Plan.ID, Status: status, Commit: p.Plan.Commit})
 		}
 	}
-	fmt.Fprintln(s.Out, "for the full plan of a working tree, run: nkudoctl diff DIR")
-	return nil
+	return d, nil
+}
+
+func (d dryRunReport) print(s *Streams) error {
+	ref := d.Ref
+	if ref == "" {
+		ref = "the default branch"
+	}
+	fmt.Fprintf(s.Out, "would reconcile %s (%s) at %s\n", d.Repo, d.URL, ref)
+	if d.DesiredNow != "" {
+		fmt.Fprintf(s.Out, "desired now: %s\n", d.DesiredNow)
+	}
+	if d.Suspended {
+		fmt.Fprintln(s.Out, "the repository is suspended: nothing would be reconciled")
+	}
+	for _, f := range d.InFlight {
+		fmt.Fprintf(s.Out, "in flight: %s plan %s (%s) of %s\n", f.Site, shortSHA(f.Plan), f.Status, shortSHA(f.Commit))
+	}
+	_, err := fmt.Fprintln(s.Out, "for the full plan of a working tree, run: nkudoctl diff DIR")
+	return err
 }

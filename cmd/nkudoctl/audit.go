@@ -30,7 +30,7 @@ type auditCheckpoint struct {
 }
 
 // Run prints OK or the first broken link. Exit 0 intact, 1 broken, 2 error.
-func (c *AuditVerifyCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *AuditVerifyCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	var cp *auditCheckpoint
 	if c.Checkpoint != "" {
 		b, err := os.ReadFile(c.Checkpoint)
@@ -42,11 +42,6 @@ func (c *AuditVerifyCmd) Run(ctx context.Context, g *Globals, s *Streams) error 
 			return fmt.Errorf("--checkpoint %s: want the JSON that --save-checkpoint writes (seq, hash)", c.Checkpoint)
 		}
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	v, err := client.VerifyAudit(ctx)
 	if err != nil {
 		return fmt.Errorf("verify audit log: %w", err)

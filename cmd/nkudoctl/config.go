@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/alecthomas/kong"
 
 	"github.com/nkudo/nkudo/api"
 )
@@ -39,7 +42,8 @@ func configPath() (string, error) {
 	return filepath.Join(dir, "nkudo", "config.json"), nil
 }
 
-// loadConfig reads the config file; a missing file is an empty config.
+// loadConfig reads the config file; a missing file is an empty config, a
+// key it does not know an error.
 func loadConfig() (clientConfig, error) {
 	var c clientConfig
 	p, err := configPath()
@@ -53,10 +57,32 @@ func loadConfig() (clientConfig, error) {
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("config %s: %w", p, err)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return clientConfig{}, fmt.Errorf("config %s: %w", p, err)
 	}
 	return c, nil
+}
+
+// configResolver gives kong the config file's values: a flag that is
+// neither on the command line nor set in its environment variable takes
+// the file's value, so flags win over the environment, which wins over
+// the file.
+func configResolver(c clientConfig) kong.Resolver {
+	values := map[string]string{"server": c.Server, "token": c.Token, "ca-file": c.CAFile, "ca-hash": c.CAHash}
+	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, f *kong.Flag) (any, error) {
+		v := values[f.Name]
+		if v == "" {
+			return nil, nil
+		}
+		for _, e := range f.Envs {
+			if os.Getenv(e) != "" {
+				return nil, nil
+			}
+		}
+		return v, nil
+	})
 }
 
 func saveConfig(c clientConfig) (string, error) {
@@ -79,23 +105,16 @@ func saveConfig(c clientConfig) (string, error) {
 	return p, nil
 }
 
-// resolve merges flags and environment (in g, and NKUDO_CA_FILE,
-// NKUDO_CA_HASH, NKUDO_TENANT) over the config file.
+// resolve is the connection settings: flags, environment and the config
+// file, merged by kong (configResolver), and the tenant (NKUDO_TENANT over
+// the file's).
 func resolve(g *Globals) (clientConfig, error) {
-	c, err := loadConfig()
-	if err != nil {
-		return c, err
+	if g.configErr != nil {
+		return clientConfig{}, g.configErr
 	}
-	if g.Server != "" {
-		c.Server = g.Server
-	}
-	if g.Token != "" {
-		c.Token = g.Token
-	}
-	for env, field := range map[string]*string{"NKUDO_CA_FILE": &c.CAFile, "NKUDO_CA_HASH": &c.CAHash, "NKUDO_TENANT": &c.Tenant} {
-		if v := os.Getenv(env); v != "" {
-			*field = v
-		}
+	c := clientConfig{Server: g.Server, Token: g.Token, CAFile: g.CAFile, CAHash: g.CAHash, Tenant: g.configTenant}
+	if v := os.Getenv("NKUDO_TENANT"); v != "" {
+		c.Tenant = v
 	}
 	if c.Server == "" {
 		return c, errors.New("no control plane: pass --server, set NKUDO_SERVER, or run nkudoctl login")

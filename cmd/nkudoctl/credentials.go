@@ -27,12 +27,7 @@ type CredentialsCmd struct {
 type CredentialsListCmd struct{}
 
 // Run lists.
-func (c *CredentialsListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *CredentialsListCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	creds, err := client.ListCredentials(ctx)
 	if err != nil {
 		return fmt.Errorf("list credentials: %w", err)
@@ -74,7 +69,7 @@ from the command line. Surrounding whitespace is ignored. Examples:
 }
 
 // Run reads the secret and sends it.
-func (c *CredentialsSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *CredentialsSetCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	secret, err := c.readSecret(s)
 	if err != nil {
 		return err
@@ -92,11 +87,6 @@ func (c *CredentialsSetCmd) Run(ctx context.Context, g *Globals, s *Streams) err
 	} else if c.Kind == api.CredentialSSHKey {
 		return errors.New("--known-hosts is required for an ssh-key: host keys are always pinned")
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	cr, err := client.PutCredential(ctx, c.Name, req)
 	if err != nil {
 		return fmt.Errorf("set credential %s: %w", c.Name, err)
@@ -148,12 +138,7 @@ type CredentialsRmCmd struct {
 }
 
 // Run removes.
-func (c *CredentialsRmCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *CredentialsRmCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	if err := client.DeleteCredential(ctx, c.Name); err != nil {
 		return fmt.Errorf("remove credential %s: %w", c.Name, err)
 	}

@@ -16,7 +16,7 @@ type DiffCmd struct {
 	Dir    string   `arg:"" optional:"" default:"." help:"Manifest directory (default: the current directory)."`
 	Actual string   `placeholder:"FILE" help:"Inventory JSON file of the sites (see docs/inventory-format.md); - reads standard input. Without it: the live inventory from the control plane (--server, NKUDO_SERVER or nkudoctl login)."`
 	Site   []string `placeholder:"SITE" help:"Only plan these sites (repeatable)."`
-	Tenant string   `default:"default" help:"Tenant name, part of every action and plan ID."`
+	Tenant string   `help:"Tenant name, part of every action and plan ID (default: the logged-in tenant against the live fleet, so the IDs match the plans the control plane stores; \"default\" with --actual)."`
 	Commit string   `help:"Commit to record in the plans."`
 	Color  string   `enum:"auto,always,never" default:"auto" help:"Colour the table output: ${enum}. auto = only on a terminal and without NO_COLOR."`
 }
@@ -63,7 +63,14 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	if err != nil {
 		return err
 	}
-	res := diff.Plan(desired, actual.inv, diff.Options{Tenant: c.Tenant, Commit: c.Commit, Sites: c.Site, NetBirdGroups: actual.groups})
+	tenant := c.Tenant
+	if tenant == "" {
+		tenant = actual.tenant
+	}
+	if tenant == "" {
+		tenant = "default"
+	}
+	res := diff.Plan(desired, actual.inv, diff.Options{Tenant: tenant, Commit: c.Commit, Sites: c.Site, NetBirdGroups: actual.groups})
 	if g.Output == "json" {
 		err = diff.RenderJSON(s.Out, res)
 	} else {

@@ -26,12 +26,7 @@ type ImagesCmd struct {
 type ImagesListCmd struct{}
 
 // Run lists.
-func (c *ImagesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ImagesListCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	imgs, err := client.ListImages(ctx)
 	if err != nil {
 		return fmt.Errorf("list images: %w", err)
@@ -79,7 +74,7 @@ named for a grace period (24 h by default). Examples:
 }
 
 // Run hashes, uploads and prints the snippet.
-func (c *ImagesPushCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *ImagesPushCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	name := c.Name
 	if name == "" {
 		name = filepath.Base(c.File)
@@ -101,11 +96,6 @@ func (c *ImagesPushCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		return fmt.Errorf("hash %s: %w", c.File, err)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	var res api.PushImageResponse
 	if img, err := client.GetImage(ctx, sum); err == nil && !img.Missing {
 		res.Image = img // already there: nothing to upload
@@ -138,12 +128,7 @@ type ImagesRmCmd struct {
 }
 
 // Run removes.
-func (c *ImagesRmCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ImagesRmCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	sum, err := c.resolve(ctx, client)
 	if err != nil {
 		return err

@@ -40,6 +40,8 @@ type inventoryNetBird struct {
 type observed struct {
 	inv    map[string]model.Inventory
 	groups map[string][]string
+	// tenant is whose sites these are, for a live inventory ("" from a file).
+	tenant string
 }
 
 // parseInventory reads the inventory file strictly: unknown fields,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/reconciler/gittest"
+	"github.com/nkudo/nkudo/store"
 )
 
 // hooks hands the control plane's GitOps hooks to a loop built after the
@@ -153,9 +155,49 @@ func TestLiveCommands(t *testing.T) {
 			}
 		}
 	}
+	// -o json: apply prints the commit's final report, --dry-run its own, and nothing else.
+	code, out, errs = nkudoctl(t, "apply", "--wait", "-o", "json", "--timeout", "30s")
+	var rep commitReport
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || rep.Commit != c1 || len(rep.Statuses) != 3 || len(rep.Sites) != 1 {
+		t.Errorf("apply --wait -o json: exit %d, %v: %+v\n%s%s", code, err, rep, out, errs)
+	}
+	code, out, errs = nkudoctl(t, "apply", "--dry-run", "-o", "json")
+	var dry dryRunReport
+	if err := json.Unmarshal([]byte(out), &dry); code != 0 || err != nil || dry.Repo != "fleet" || dry.DesiredNow != c1 || dry.InFlight == nil {
+		t.Errorf("apply --dry-run -o json: exit %d, %v: %+v\n%s%s", code, err, dry, out, errs)
+	}
 	plans, err := acme.Client.ListPlans(t.Context(), api.PlanFilter{})
 	if err != nil || len(plans) == 0 {
 		t.Fatalf("plans: %v", err)
+	}
+	// A commit is named by any unique prefix, the 12 digits the CLI prints included.
+	if code, out, errs := nkudoctl(t, "status", shortSHA(c1)); code != 0 || !strings.Contains(out, "fleet @ "+c1) {
+		t.Errorf("status %s: exit %d\n%s%s", shortSHA(c1), code, out, errs)
+	}
+	if code, out, errs := nkudoctl(t, "plans", "--commit", c1[:7]); code != 0 || !strings.Contains(out, plans[0].Plan.ID[:12]) {
+		t.Errorf("plans --commit %s: exit %d\n%s%s", c1[:7], code, out, errs)
+	}
+	repos, err := acme.Client.ListRepos(t.Context())
+	if err != nil || len(repos) != 1 {
+		t.Fatalf("repos: %v %v", repos, err)
+	}
+	for _, sha := range []string{"feedbeef1" + strings.Repeat("0", 31), "feedbeef2" + strings.Repeat("0", 31)} {
+		if _, err := env.Store().SetCommitStatus(t.Context(), "acme", store.CommitStatus{RepoID: repos[0].ID, Commit: sha,
+			Context: "nkudo/validate", State: store.StateSuccess, UpdatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "feedbeef"}, "commit feedbeef is ambiguous: it starts feedbeef1000…, feedbeef2000…; give more digits"},
+		{[]string{"plans", "--commit", "FEEDBEEF"}, "commit FEEDBEEF is ambiguous"},
+		{[]string{"status", "0badc0de"}, "no commit starting with 0badc0de has a status or a plan"},
+	} {
+		if code, out, errs := nkudoctl(t, tc.args...); code != 2 || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, want 2 and %q\n%s%s", tc.args, code, tc.want, out, errs)
+		}
 	}
 	for _, args := range [][]string{{"logs", plans[0].Plan.ID[:12]}, {"logs", "--follow", plans[0].Plan.ID}} {
 		// A finished plan: --follow returns once every line was sent.
@@ -172,6 +214,19 @@ func TestLiveCommands(t *testing.T) {
 	if code, out, _ := nkudoctl(t, "diff", filepath.Join(g.Work, "manifests")); code != 1 || !strings.Contains(out, "vm-02") || !strings.Contains(out, "vm-01") {
 		t.Errorf("live diff of an edit: exit %d\n%s", code, out)
 	}
+	// Its plan IDs are the logged-in tenant's, as the control plane's are.
+	code, out, _ = nkudoctl(t, "diff", filepath.Join(g.Work, "manifests"), "-o", "json")
+	var live struct {
+		Sites []struct {
+			Plan struct {
+				ID     string `json:"id"`
+				Tenant string `json:"tenant"`
+			} `json:"plan"`
+		} `json:"sites"`
+	}
+	if err := json.Unmarshal([]byte(out), &live); code != 1 || err != nil || len(live.Sites) != 1 || live.Sites[0].Plan.Tenant != "acme" || live.Sites[0].Plan.ID == "" {
+		t.Errorf("live diff -o json: exit %d, %v: %+v\n%s", code, err, live, out)
+	}
 
 	// An invalid commit: apply says so and exits 1.
 	g.Write("manifests/site-0001.yaml", strings.Replace(gittest.Site("site-0001"), "kind: Site", "kind: Sight", 1))
@@ -185,5 +240,20 @@ func TestLiveCommands(t *testing.T) {
 	}
 	if code, out, _ := nkudoctl(t, "apply", "--dry-run"); code != 0 || !strings.Contains(out, "would reconcile fleet") {
 		t.Errorf("apply --dry-run: %d %s", code, out)
+	}
+}
+
+// TestLiveTableConvergedOnlyWithApply: the live table of apply --wait says
+// "converged" only next to nkudo/apply success, never beside a pending one.
+func TestLiveTableConvergedOnlyWithApply(t *testing.T) {
+	rep := commitReport{Sites: []siteProgress{{Site: "store-042", Status: "succeeded"}, {Site: "store-043", Status: "in_progress"}}}
+	pending := strings.Join(liveLines(rep, "pending", "1 of 2 sites converged; waiting for store-043"), "\n")
+	if strings.Contains(pending, "converged ✓") || !strings.Contains(pending, "store-042                plan succeeded") {
+		t.Errorf("live table with nkudo/apply pending:\n%s", pending)
+	}
+	rep.Sites[1].Status = "succeeded"
+	done := strings.Join(liveLines(rep, "success", "2 of 2 sites converged"), "\n")
+	if strings.Count(done, "converged ✓") != 2 || !strings.HasSuffix(done, "nkudo/apply: success 2 of 2 sites converged") {
+		t.Errorf("live table with nkudo/apply success:\n%s", done)
 	}
 }

@@ -23,7 +23,9 @@ func liveInventory(ctx context.Context, g *Globals) (observed, error) {
 	}
 	out := make(map[string]model.Inventory, len(sites))
 	groups := map[string][]string{}
+	tenant := ""
 	for _, st := range sites {
+		tenant = st.Tenant
 		v, err := client.SiteVMs(ctx, st.Name)
 		if err != nil {
 			return observed{}, fmt.Errorf("live inventory of %s: %w", st.Name, err)
@@ -41,5 +43,5 @@ func liveInventory(ctx context.Context, g *Globals) (observed, error) {
 			groups[st.Name] = st.NetBirdSync.Groups
 		}
 	}
-	return observed{inv: out, groups: groups}, nil
+	return observed{inv: out, groups: groups, tenant: tenant}, nil
 }

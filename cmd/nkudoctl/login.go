@@ -8,15 +8,14 @@ import (
 // LoginCmd checks a control plane and token and saves them to the config file.
 type LoginCmd struct {
 	Server string `arg:"" optional:"" placeholder:"URL" help:"Control-plane URL (default: --server or NKUDO_SERVER)."`
-	CAFile string `name:"ca-file" placeholder:"FILE" help:"PEM bundle that verifies the server."`
-	CAHash string `name:"ca-hash" placeholder:"sha256:HEX" help:"Pin the server's CA by fingerprint (as printed with enrollment tokens)."`
 	Tenant string `placeholder:"TENANT" help:"Tenant an admin token acts on."`
 }
 
 // Help is the long help text.
 func (c *LoginCmd) Help() string {
 	return `Checks that the control plane answers and accepts the token (--token or
-NKUDO_TOKEN), then writes server, token and CA settings to the config file
+NKUDO_TOKEN), verifying its certificate with --ca-file or --ca-hash, then
+writes server, token and CA settings to the config file
 ($NKUDO_CONFIG, default ~/.config/nkudo/config.json, mode 0600). Later
 commands read it; flags and environment variables override it.`
 }
@@ -32,7 +31,7 @@ func (c *LoginCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		v   string
 	}{
 		{&cfg.Server, g.Server}, {&cfg.Server, c.Server}, {&cfg.Token, g.Token},
-		{&cfg.CAFile, c.CAFile}, {&cfg.CAHash, c.CAHash}, {&cfg.Tenant, c.Tenant},
+		{&cfg.CAFile, g.CAFile}, {&cfg.CAHash, g.CAHash}, {&cfg.Tenant, c.Tenant},
 	} {
 		if kv.v != "" {
 			*kv.dst = kv.v

@@ -16,12 +16,7 @@ type LogsCmd struct {
 }
 
 // Run prints the log.
-func (c *LogsCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *LogsCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	id, err := resolvePlanID(ctx, client, c.Plan)
 	if err != nil {
 		return err

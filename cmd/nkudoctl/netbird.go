@@ -20,12 +20,7 @@ type NetBirdCmd struct {
 type NetBirdShowCmd struct{}
 
 // Run shows.
-func (c *NetBirdShowCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *NetBirdShowCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	n, err := client.GetNetBirdIntegration(ctx)
 	if errors.Is(err, api.ErrNotFound) {
 		return errors.New("no NetBird integration: set one with `nkudoctl netbird set --url URL --token-file FILE`")
@@ -60,16 +55,11 @@ a personal access token, and save the token to a file:
 }
 
 // Run reads the token and sends it.
-func (c *NetBirdSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *NetBirdSetCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	token, err := (&CredentialsSetCmd{FromFile: c.TokenFile, Kind: api.CredentialToken}).readSecret(s)
 	if err != nil {
 		return fmt.Errorf("--token-file: %w", err)
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	n, err := client.SetNetBirdIntegration(ctx, api.SetNetBirdIntegrationRequest{
 		URL: strings.TrimSpace(c.URL), Token: token, Credential: c.Credential,
 	})
@@ -84,12 +74,7 @@ func (c *NetBirdSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 type NetBirdRmCmd struct{}
 
 // Run removes.
-func (c *NetBirdRmCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *NetBirdRmCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	if err := client.DeleteNetBirdIntegration(ctx); err != nil {
 		return fmt.Errorf("remove netbird integration: %w", err)
 	}

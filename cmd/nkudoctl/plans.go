@@ -11,19 +11,14 @@ import (
 // PlansCmd lists plans, newest first.
 type PlansCmd struct {
 	Site   string `placeholder:"SITE" help:"Only this site's plans."`
-	Commit string `placeholder:"SHA" help:"Only plans of this commit."`
+	Commit string `placeholder:"SHA" help:"Only plans of this commit (or a unique prefix of at least 4 hex digits)."`
 	Repo   string `placeholder:"REPO" help:"Only plans of this repository (ID)."`
 	Status string `enum:",pending,in_progress,succeeded,failed,superseded" default:"" help:"Only plans in this status."`
 	Limit  int    `default:"50" help:"At most this many plans."`
 }
 
 // Run lists plans.
-func (c *PlansCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *PlansCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	plans, err := client.ListPlans(ctx, api.PlanFilter{Site: c.Site, Commit: c.Commit, RepoID: c.Repo, Status: c.Status, Limit: c.Limit})
 	if err != nil {
 		return fmt.Errorf("list plans: %w", err)

@@ -134,7 +134,7 @@ type reposAdded struct {
 }
 
 // Run registers.
-func (c *ReposAddCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *ReposAddCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	kind, err := forgeKind(c.Forge)
 	if err != nil {
 		return err
@@ -143,11 +143,6 @@ func (c *ReposAddCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	if err != nil {
 		return err
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	repo, err := client.CreateRepo(ctx, api.CreateRepoRequest{
 		Name: c.Name, URL: c.URL, Branch: c.Branch, Path: c.Path, WebhookSecret: secret,
 		CredentialsRef: c.Credentials, ForgeKind: kind, ForgeAPIURL: c.ForgeAPIURL,
@@ -173,12 +168,7 @@ func (c *ReposAddCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 type ReposListCmd struct{}
 
 // Run lists.
-func (c *ReposListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ReposListCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	repos, err := client.ListRepos(ctx)
 	if err != nil {
 		return fmt.Errorf("list repositories: %w", err)
@@ -218,12 +208,7 @@ type ReposShowCmd struct {
 }
 
 // Run shows.
-func (c *ReposShowCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ReposShowCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	r, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err
@@ -284,7 +269,7 @@ type reposSet struct {
 }
 
 // Run changes.
-func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	req := api.UpdateRepoRequest{Branch: c.Branch, Path: c.Path, CredentialsRef: c.Credentials, ForgeCredentialsRef: c.ForgeCredentials,
 		DestructiveLabel: c.DestructiveLabel}
 	if c.Suspend || c.Resume {
@@ -301,11 +286,6 @@ func (c *ReposSetCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	if req == (api.UpdateRepoRequest{}) && !c.VerifyFlags.given() {
 		return errors.New("nothing to change: pass --branch, --path, --credentials, --forge-credentials, --suspend, --resume, --rotate-webhook-secret, --destructive-label or --verify-ssh/--verify-gpg/--verify-mode")
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	r, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err
@@ -342,12 +322,7 @@ type ReposRmCmd struct {
 }
 
 // Run removes.
-func (c *ReposRmCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ReposRmCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	r, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err
@@ -369,12 +344,7 @@ type ReposReconcileCmd struct {
 }
 
 // Run triggers.
-func (c *ReposReconcileCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *ReposReconcileCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	r, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err

@@ -34,6 +34,8 @@ type SecretsEncryptCmd struct {
 
 // Run encrypts the value. The plaintext goes from the file straight into
 // the encrypter; only the site's public recipient is fetched from the API.
+// The input is read and checked before connecting: a secret too large to
+// encrypt is refused without a control plane.
 func (c *SecretsEncryptCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 	var in io.Reader
 	if c.File == "-" {

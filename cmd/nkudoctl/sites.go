@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"text/tabwriter"
 	"time"
+
+	"github.com/nkudo/nkudo/api"
 )
 
 // SitesCmd groups the site commands; without a subcommand it lists sites.
@@ -19,12 +21,7 @@ type SitesCmd struct {
 type SitesListCmd struct{}
 
 // Run lists sites.
-func (c *SitesListCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *SitesListCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	sites, err := client.ListSites(ctx)
 	if err != nil {
 		return fmt.Errorf("list sites: %w", err)

@@ -20,7 +20,7 @@ const maxSetupKey = 1024
 // SitesNetBirdCmd sets a site's NetBird setup key and management URL.
 type SitesNetBirdCmd struct {
 	Site          string `arg:"" help:"Site name."`
-	SetupKeyFile  string `name:"setup-key-file" placeholder:"FILE" xor:"key" help:"Read the setup key from FILE."`
+	SetupKeyFile  string `name:"setup-key-file" placeholder:"FILE" xor:"key" help:"Read the setup key from FILE; - reads standard input."`
 	SetupKeyStdin bool   `name:"setup-key-stdin" xor:"key" help:"Read the setup key from standard input."`
 	Clear         bool   `xor:"key" help:"Remove the site's setup key."`
 	ManagementURL string `name:"management-url" required:"" placeholder:"URL" help:"NetBird management URL (http or https)."`
@@ -36,7 +36,8 @@ func (c *SitesNetBirdCmd) Help() string {
 The agent picks them up at its next certificate renewal and runs
 "netbird up" with them when it next starts.
 
-The key is read from --setup-key-file FILE or --setup-key-stdin (surrounding
+The key is read from --setup-key-file FILE (- for standard input, like
+--setup-key-stdin) or --setup-key-stdin (surrounding
 whitespace is ignored), never from the command line, where it would land in
 shell history and the process list; nkudoctl never prints it. --clear
 removes the key. Example:
@@ -46,7 +47,7 @@ removes the key. Example:
 }
 
 // Run reads the key and sends it.
-func (c *SitesNetBirdCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *SitesNetBirdCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	if c.SetupKey != "" {
 		return errors.New("a setup key on the command line lands in shell history and the process list: " +
 			"pass --setup-key-file FILE or --setup-key-stdin (and consider replacing a key that was typed there)")
@@ -64,11 +65,6 @@ func (c *SitesNetBirdCmd) Run(ctx context.Context, g *Globals, s *Streams) error
 			return err
 		}
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	if err := client.SetNetBird(ctx, c.Site, api.SetNetBirdRequest{ManagementURL: c.ManagementURL, SetupKey: key}); err != nil {
 		return fmt.Errorf("set NetBird for site %s: %w", c.Site, err)
 	}
@@ -88,9 +84,9 @@ func (c *SitesNetBirdCmd) readKey(s *Streams) (string, error) {
 		r    io.Reader
 		from string
 	)
-	if c.SetupKeyStdin {
+	if c.SetupKeyStdin || c.SetupKeyFile == "-" {
 		if s.In == nil {
-			return "", errors.New("--setup-key-stdin: no standard input")
+			return "", errors.New("setup key: no standard input to read")
 		}
 		r, from = s.In, "standard input"
 	} else {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"text/tabwriter"
 	"time"
+
+	"github.com/nkudo/nkudo/api"
 )
 
 // SitesShowCmd shows one site.
@@ -13,12 +15,7 @@ type SitesShowCmd struct {
 }
 
 // Run shows the site.
-func (c *SitesShowCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *SitesShowCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	st, err := client.GetSite(ctx, c.Site)
 	if err != nil {
 		return fmt.Errorf("get site %s: %w", c.Site, err)

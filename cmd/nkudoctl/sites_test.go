@@ -234,6 +234,14 @@ func TestSitesNetBird(t *testing.T) {
 	if nb := netBird(); nb == nil || nb.SetupKey != strings.ToLower(key) || nb.ManagementURL != "http://nb.internal" {
 		t.Errorf("enrollment after --setup-key-stdin gets %+v", nb)
 	}
+	// --setup-key-file - reads standard input too, as --actual - does.
+	code, out, errs = ctl(strings.ToLower(key)+"\n", "sites", "netbird", "store-043", "--setup-key-file", "-", "--management-url", mgmt)
+	if code != exitOK {
+		t.Fatalf("netbird --setup-key-file -: exit %d\n%s%s", code, out, errs)
+	}
+	if nb := netBird(); nb == nil || nb.SetupKey != strings.ToLower(key) || nb.ManagementURL != mgmt {
+		t.Errorf("enrollment after --setup-key-file - gets %+v", nb)
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -305,5 +313,65 @@ func TestSitesNetBird(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "store-043") {
 		t.Errorf("the server log does not mention store-043; the check above proves nothing:\n%s", logs.String())
+	}
+}
+
+// TestUnknownAuthorityHint: a server whose CA this machine does not trust
+// fails with a hint naming the flags and the variable that fix it.
+func TestUnknownAuthorityHint(t *testing.T) {
+	siteEnv(t)
+	t.Setenv("NKUDO_CA_HASH", "")
+	code, _, errs := nkudoctlIn(t, nil, "sites")
+	if code != exitError {
+		t.Fatalf("exit %d, want %d: %s", code, exitError, errs)
+	}
+	for _, want := range []string{"hint:", "--ca-hash", "--ca-file", "NKUDO_CA_FILE"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errs)
+		}
+	}
+}
+
+// TestConfigPrecedence: the config file `login` writes is read through
+// kong: flags win over the environment, which wins over the file; a key the
+// file should not have is an error for the commands that connect, and the
+// offline ones do not read it.
+func TestConfigPrecedence(t *testing.T) {
+	env, acme, _ := siteEnv(t)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	t.Setenv("NKUDO_CONFIG", cfg)
+	for _, k := range []string{"NKUDO_SERVER", "NKUDO_TOKEN", "NKUDO_CA_HASH"} {
+		t.Setenv(k, "")
+	}
+	write := func(c string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(`{"server": "` + env.URL + `", "token": "` + acme.Token + `", "caHash": "` + env.CAFingerprint + `"}`)
+	if code, out, errs := nkudoctlIn(t, nil, "sites"); code != exitOK {
+		t.Fatalf("sites from the config file alone: exit %d\n%s%s", code, out, errs)
+	}
+	// Nothing listens on port 1: a command that uses it fails.
+	t.Setenv("NKUDO_SERVER", "https://127.0.0.1:1")
+	if code, _, errs := nkudoctlIn(t, nil, "sites"); code != exitError || !strings.Contains(errs, "127.0.0.1:1") {
+		t.Errorf("NKUDO_SERVER did not win over the config file: exit %d: %s", code, errs)
+	}
+	if code, out, errs := nkudoctlIn(t, nil, "sites", "--server", env.URL); code != exitOK {
+		t.Errorf("--server did not win over NKUDO_SERVER: exit %d\n%s%s", code, out, errs)
+	}
+	t.Setenv("NKUDO_SERVER", "")
+
+	write(`{"server": "` + env.URL + `", "tokn": "x"}`)
+	if code, _, errs := nkudoctlIn(t, nil, "sites"); code != exitError || !strings.Contains(errs, `unknown field "tokn"`) {
+		t.Errorf("config file with an unknown key: exit %d: %s", code, errs)
+	}
+	example, err := filepath.Abs("../../manifests-example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := nkudoctlIn(t, nil, "validate", example); code != exitOK {
+		t.Errorf("validate with a broken config file: exit %d\n%s%s", code, out, errs)
 	}
 }

@@ -31,15 +31,10 @@ before they expire.`
 }
 
 // Run creates the token (and the site, with --create) and prints the command.
-func (c *SitesTokenCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
+func (c *SitesTokenCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	if c.TTL < 0 {
 		return fmt.Errorf("--ttl %s: want a positive duration", c.TTL)
 	}
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
 	if c.Create {
 		_, err := client.GetSite(ctx, c.Site)
 		switch {

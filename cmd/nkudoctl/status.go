@@ -11,7 +11,7 @@ import (
 
 // StatusCmd shows a commit's statuses and each site's convergence.
 type StatusCmd struct {
-	SHA  string `arg:"" optional:"" placeholder:"SHA" help:"Commit (default: the newest commit seen on the branch)."`
+	SHA  string `arg:"" optional:"" placeholder:"SHA" help:"Commit, or any unique prefix of at least 4 hex digits such as the 12 the CLI prints (default: the newest commit seen on the branch)."`
 	Repo string `placeholder:"REPO" help:"Repository ID or name (default: the tenant's only repository)."`
 }
 
@@ -42,12 +42,7 @@ type siteProgress struct {
 const exitPending = 3
 
 // Run prints the report.
-func (c *StatusCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *StatusCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	repo, err := pickRepo(ctx, client, c.Repo)
 	if err != nil {
 		return err
@@ -77,6 +72,9 @@ func report(ctx context.Context, client *api.Client, repo api.Repository, sha st
 	sts, err := client.CommitStatuses(ctx, repo.ID, sha)
 	if err != nil {
 		return commitReport{}, fmt.Errorf("statuses of %s: %w", shortSHA(sha), err)
+	}
+	if len(sts) > 0 {
+		sha = sts[0].Commit // the full SHA of a prefix the server resolved
 	}
 	plans, err := client.ListPlans(ctx, api.PlanFilter{Commit: sha, RepoID: repo.ID, Limit: 10000})
 	if err != nil {

@@ -14,12 +14,7 @@ type VMsCmd struct {
 }
 
 // Run lists VMs.
-func (c *VMsCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
-	client, err := connect(g)
-	if err != nil {
-		return err
-	}
-	defer client.CloseIdleConnections()
+func (c *VMsCmd) Run(ctx context.Context, g *Globals, s *Streams, client *api.Client) error {
 	sites := c.Site
 	if len(sites) == 0 {
 		list, err := client.ListSites(ctx)

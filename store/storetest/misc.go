@@ -230,6 +230,58 @@ func testCommitStatuses(t *testing.T, s store.Store) {
 	}
 }
 
+func testCommitsWithPrefix(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	r, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r", URL: "u"}, "")
+	must(t, err)
+	r2, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantA, Name: "r2", URL: "u2"}, "")
+	must(t, err)
+	rb, err := s.CreateRepository(ctx, admin, store.Repository{Tenant: tenantB, Name: "r", URL: "u"}, "")
+	must(t, err)
+	sha := func(head string) string { return head + strings.Repeat("0", 40-len(head)) }
+	for _, st := range []struct {
+		tenant, repo, commit, context string
+	}{
+		{tenantA, r.ID, sha("abcd1"), "nkudo/validate"},
+		{tenantA, r.ID, sha("abcd1"), "nkudo/plan"}, // one commit, two statuses
+		{tenantA, r.ID, sha("abcd2"), "nkudo/validate"},
+		{tenantA, r2.ID, sha("abcd3"), "nkudo/validate"},
+		{tenantB, rb.ID, sha("abcd4"), "nkudo/validate"},
+	} {
+		must2(s.SetCommitStatus(ctx, st.tenant, store.CommitStatus{RepoID: st.repo, Commit: st.commit, Context: st.context, State: store.StateSuccess, UpdatedAt: epoch}))(t)
+	}
+	// A commit known only by its plan counts too.
+	p := plan(tenantA, siteA, "x", "vm-a")
+	p.Commit = sha("abce5")
+	must2(s.StorePlan(ctx, admin, p, r.ID, epoch))(t)
+
+	for _, tc := range []struct {
+		name, tenant, repo, prefix string
+		limit                      int
+		want                       []string
+	}{
+		{"two in the repository", tenantA, r.ID, "abcd", 0, []string{sha("abcd1"), sha("abcd2")}},
+		{"one", tenantA, r.ID, "abcd2", 0, []string{sha("abcd2")}},
+		{"the full SHA", tenantA, r.ID, sha("abcd1"), 0, []string{sha("abcd1")}},
+		{"from a plan", tenantA, r.ID, "abce", 0, []string{sha("abce5")}},
+		{"every repository", tenantA, "", "abcd", 0, []string{sha("abcd1"), sha("abcd2"), sha("abcd3")}},
+		{"limited", tenantA, "", "abcd", 2, []string{sha("abcd1"), sha("abcd2")}},
+		{"none", tenantA, r.ID, "ffff", 0, nil},
+		{"other tenant", tenantB, "", "abcd", 0, []string{sha("abcd4")}},
+	} {
+		got, err := s.CommitsWithPrefix(ctx, tc.tenant, tc.repo, tc.prefix, tc.limit)
+		must(t, err)
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("%s: CommitsWithPrefix(%q) (-want +got):\n%s", tc.name, tc.prefix, diff)
+		}
+	}
+	for _, bad := range []string{"", "abc", "ABCD", "ab%d", "abc_", "zzzz"} {
+		_, err := s.CommitsWithPrefix(ctx, tenantA, "", bad, 0)
+		wantErr(t, err, store.ErrInvalid)
+	}
+}
+
 func testPreviews(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	seed(t, s)

@@ -57,6 +57,7 @@ func Run(t *testing.T, open Open) {
 		{"PrunePlans", testPrunePlans},
 		{"Logs", testLogs},
 		{"CommitStatuses", testCommitStatuses},
+		{"CommitsWithPrefix", testCommitsWithPrefix},
 		{"Previews", testPreviews},
 		{"PreviewState", testPreviewState},
 		{"WebhookDeliveries", testDeliveries},

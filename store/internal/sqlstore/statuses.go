@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/store"
@@ -93,6 +94,28 @@ func (s *Store) RecentCommitStatuses(ctx context.Context, tenant, repoID string,
 		WHERE tenant = $1 AND repo_id = $2 ORDER BY updated_at DESC, commit_sha, context LIMIT $3`, tenant, repoID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("recent statuses of repository %s: %w", repoID, err)
+	}
+	return out, nil
+}
+
+// CommitsWithPrefix implements store.Statuses.
+func (s *Store) CommitsWithPrefix(ctx context.Context, tenant, repoID, prefix string, limit int) ([]string, error) {
+	// Hex only: the prefix goes into a LIKE pattern, where % and _ are wildcards.
+	if len(prefix) < 4 || len(prefix) > 64 || strings.Trim(prefix, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("commits with prefix %q: %w", prefix, errInvalid("want 4 to 64 lowercase hex digits"))
+	}
+	if limit <= 0 {
+		limit = 10
+	}
+	out, err := readAll(ctx, s, func(r Row) (string, error) {
+		var sha string
+		return sha, r.Scan(&sha)
+	}, `SELECT commit_sha FROM commit_statuses WHERE tenant = $1 AND ($2 = '' OR repo_id = $2) AND commit_sha LIKE $3
+		UNION
+		SELECT commit_sha FROM plans WHERE tenant = $1 AND ($2 = '' OR repo_id = $2) AND commit_sha LIKE $3
+		ORDER BY 1 LIMIT $4`, tenant, repoID, prefix+"%", limit)
+	if err != nil {
+		return nil, fmt.Errorf("commits with prefix %s: %w", prefix, err)
 	}
 	return out, nil
 }
