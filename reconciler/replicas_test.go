@@ -18,11 +18,13 @@ import (
 	"github.com/nkudo/nkudo/store/postgres"
 )
 
-// TestReplicasOneFinalApplyStatus: two reconcilers on one Postgres track
-// the same commit with different views. Replica a planned it and follows
-// all three sites; replica b starts after one site converged and adopts
-// the pending status with the two sites still active. Both reach a verdict
-// (a: 3 of 3, b: 2 of 2); the forge gets exactly one final nkudo/apply.
+// TestReplicasOneFinalApplyStatus: two reconcilers on one Postgres.
+// Replica a plans a commit and follows its nkudo/apply; a second replica
+// b, running beside it, leaves the commit alone (a holds its lease). Then
+// a stops after one site converged: b adopts the pending status with the
+// two sites still active and writes the verdict. The forge gets exactly
+// one final nkudo/apply, and no replica rewrote the pending one while the
+// other followed it.
 func TestReplicasOneFinalApplyStatus(t *testing.T) {
 	url := pgtest.URL(t)
 	open := func() store.Store {
@@ -63,7 +65,19 @@ func TestReplicasOneFinalApplyStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.rec.Close)
-	runLoop(t, e.rec)
+	actx, stopA := context.WithCancel(ctx)
+	aDone := make(chan struct{})
+	go func() { e.rec.Run(actx); close(aDone) }()
+	t.Cleanup(func() { stopA(); <-aDone })
+
+	ob := e.opts
+	ob.Store, ob.DataDir, ob.Holder = open(), t.TempDir(), "replica-b"
+	b, err := reconciler.New(ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	runLoop(t, b)
 
 	e.git.Fleet("fleet", 3, 1)
 	c1 := e.git.Commit("three sites")
@@ -71,15 +85,16 @@ func TestReplicasOneFinalApplyStatus(t *testing.T) {
 	want := desiredVMs(threeSites, 1, model.VMRunning)
 	e.converge("site-0001", want, "")
 	waitFor(t, "replica a to count site-0001", func() bool { return strings.HasPrefix(e.status(c1, forge.ContextApply).Description, "1 of 3") })
-
-	ob := e.opts
-	ob.Store, ob.DataDir = open(), t.TempDir()
-	b, err := reconciler.New(ob)
-	if err != nil {
-		t.Fatal(err)
+	// b looks for commits nobody follows every 12 checks; a holds this one.
+	for range 30 {
+		time.Sleep(20 * time.Millisecond)
+		if d := e.status(c1, forge.ContextApply).Description; !strings.HasPrefix(d, "1 of 3") {
+			t.Fatalf("pending status rewritten to %q while replica a follows the commit", d)
+		}
 	}
-	t.Cleanup(b.Close)
-	runLoop(t, b)
+
+	stopA()
+	<-aDone
 	waitFor(t, "replica b to adopt the pending commit", func() bool {
 		return strings.HasPrefix(e.status(c1, forge.ContextApply).Description, "0 of 2")
 	})
