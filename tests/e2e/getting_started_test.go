@@ -42,6 +42,8 @@ var skippedOnPurpose = map[string]string{
 	"push-github":        "pushes to GitHub",
 	"inspect-public":     "needs nkudo.example.com and a plan ID",
 	"preview-github":     "needs a pull request on GitHub",
+	"preview-cli":        "needs a pull request on GitHub",
+	"label-github":       "sets the GitHub repository's label",
 }
 
 // pageBlock is one ```sh block of the page.
