@@ -265,7 +265,7 @@ func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
 	return conn{d: d, tx: d.w, pool: d.w, stmts: &d.wstmts}.QueryRow(ctx, q, args...)
 }
 
-func (d *db) NotifyTx(context.Context, sqlstore.Conn, string) error { return nil }
+func (d *db) NotifyTx(context.Context, sqlstore.Conn, []string) error { return nil }
 
 func (d *db) IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 

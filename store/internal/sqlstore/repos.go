@@ -462,12 +462,17 @@ func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, 
 		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
 			return err
 		}
-		// The records are upserted together at the end, a few hundred rows
-		// per statement: per-statement cost was most of a large batch.
-		rows := make([]int, 0, len(recs)) // indexes into recs, one per site
-		pos := map[string]int{}           // site → its index in rows
-		for i, rec := range recs {
-			if rec.Plan != nil {
+		// Plans are stored together, a few statements for the batch, unless
+		// one site or plan id comes twice: then one by one, in order.
+		if plansBatchable(recs) {
+			if err := s.storePlans(ctx, t, actor, tenant, repoID, recs, bodies, now, out); err != nil {
+				return err
+			}
+		} else {
+			for i, rec := range recs {
+				if rec.Plan == nil {
+					continue
+				}
 				// storePlan locks the site row first, before it writes
 				// anything: ErrNotFound is a site not registered, and the
 				// transaction goes on with the other sites.
@@ -480,6 +485,15 @@ func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, 
 					return fmt.Errorf("plan of %s: %w", rec.Desired.Site, err)
 				}
 				out[i].Stored = stored
+			}
+		}
+		// The records are upserted together at the end, a few hundred rows
+		// per statement: per-statement cost was most of a large batch.
+		rows := make([]int, 0, len(recs)) // indexes into recs, one per site
+		pos := map[string]int{}           // site → its index in rows
+		for i, rec := range recs {
+			if out[i].Err != nil {
+				continue // its plan could not be stored: nothing recorded
 			}
 			// A site twice in one batch: the later record wins, as two
 			// calls in a row would leave it.
