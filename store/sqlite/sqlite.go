@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -208,7 +209,7 @@ func Pending(ctx context.Context, path string) ([]string, error) {
 type db struct {
 	w, r      *sql.DB
 	closeOnce sync.Once
-	rebound   sync.Map // query text -> text with ?N placeholders
+	rebound   sync.Map // query text -> bound
 	// Statements prepared once per pool and reused by every transaction:
 	// preparing (parsing and planning) was a large share of a write's cost.
 	wstmts, rstmts stmtCache
@@ -290,17 +291,52 @@ func (d *db) Close() error {
 	return err
 }
 
-// placeholder matches the $N placeholders sqlstore writes; SQLite spells
-// numbered parameters ?N.
+// placeholder matches the $N placeholders sqlstore writes.
 var placeholder = regexp.MustCompile(`\$(\d+)`)
 
-func (d *db) rebind(q string) string {
+// bound is a query as SQLite runs it: sqlstore's $N placeholders become
+// anonymous ?s, and order[i] is the index of the argument the i-th takes
+// (nil: the arguments in their own order). Numbered parameters (?N) would
+// do without reordering, but SQLite looks each one's name up in a list,
+// which made binding a multi-row INSERT quadratic in its parameters.
+type bound struct {
+	q     string
+	order []int
+}
+
+func (d *db) rebind(q string) bound {
 	if v, ok := d.rebound.Load(q); ok {
-		return v.(string)
+		return v.(bound)
 	}
-	r := placeholder.ReplaceAllString(q, "?$1")
-	d.rebound.Store(q, r)
-	return r
+	var order []int
+	inOrder := true
+	r := placeholder.ReplaceAllStringFunc(q, func(m string) string {
+		n, _ := strconv.Atoi(m[1:])
+		inOrder = inOrder && n == len(order)+1
+		order = append(order, n-1)
+		return "?"
+	})
+	b := bound{q: r}
+	if !inOrder {
+		b.order = order
+	}
+	d.rebound.Store(q, b)
+	return b
+}
+
+// args orders args for b's placeholders.
+func (b bound) args(args []any) ([]any, error) {
+	if b.order == nil {
+		return args, nil
+	}
+	out := make([]any, len(b.order))
+	for i, n := range b.order {
+		if n < 0 || n >= len(args) {
+			return nil, fmt.Errorf("no argument for $%d (%d given)", n+1, len(args))
+		}
+		out[i] = args[n]
+	}
+	return out, nil
 }
 
 // queryer is what *sql.Tx and *sql.DB have in common.
@@ -347,13 +383,16 @@ func (c conn) stmt(ctx context.Context, q string) *sql.Stmt {
 }
 
 func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
-	q = c.d.rebind(q)
+	b := c.d.rebind(q)
+	args, err := b.args(args)
+	if err != nil {
+		return 0, err
+	}
 	var res sql.Result
-	var err error
-	if ps := c.stmt(ctx, q); ps != nil {
+	if ps := c.stmt(ctx, b.q); ps != nil {
 		res, err = ps.ExecContext(ctx, args...)
 	} else {
-		res, err = c.tx.ExecContext(ctx, q, args...)
+		res, err = c.tx.ExecContext(ctx, b.q, args...)
 	}
 	if err != nil {
 		return 0, err
@@ -362,13 +401,16 @@ func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 }
 
 func (c conn) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, error) {
-	q = c.d.rebind(q)
+	b := c.d.rebind(q)
+	args, err := b.args(args)
+	if err != nil {
+		return nil, err
+	}
 	var rows *sql.Rows
-	var err error
-	if ps := c.stmt(ctx, q); ps != nil {
+	if ps := c.stmt(ctx, b.q); ps != nil {
 		rows, err = ps.QueryContext(ctx, args...)
 	} else {
-		rows, err = c.tx.QueryContext(ctx, q, args...)
+		rows, err = c.tx.QueryContext(ctx, b.q, args...)
 	}
 	if err != nil {
 		return nil, err
@@ -377,12 +419,21 @@ func (c conn) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, 
 }
 
 func (c conn) QueryRow(ctx context.Context, q string, args ...any) sqlstore.Row {
-	q = c.d.rebind(q)
-	if ps := c.stmt(ctx, q); ps != nil {
+	b := c.d.rebind(q)
+	args, err := b.args(args)
+	if err != nil {
+		return errRow{err}
+	}
+	if ps := c.stmt(ctx, b.q); ps != nil {
 		return ps.QueryRowContext(ctx, args...)
 	}
-	return c.tx.QueryRowContext(ctx, q, args...)
+	return c.tx.QueryRowContext(ctx, b.q, args...)
 }
+
+// errRow is a Row whose Scan fails with err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 type sqlRows struct{ *sql.Rows }
 

@@ -37,14 +37,14 @@ func TestStatementCache(t *testing.T) {
 	if n := count(); n != 1 {
 		t.Fatalf("count = %d, want 1", n)
 	}
-	first, _ := d.wstmts.lookup(d.rebind(q))
+	first, _ := d.wstmts.lookup(d.rebind(q).q)
 	if first == nil {
 		t.Fatal("a statement run in a write transaction was not prepared after it")
 	}
 	if n := count(); n != 1 {
 		t.Fatalf("count through the prepared statement = %d, want 1", n)
 	}
-	if again, _ := d.wstmts.lookup(d.rebind(q)); again != first {
+	if again, _ := d.wstmts.lookup(d.rebind(q).q); again != first {
 		t.Error("the statement was prepared again")
 	}
 
@@ -55,7 +55,7 @@ func TestStatementCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ps, ok := d.wstmts.lookup(d.rebind(q)); ps != nil || ok {
+		if ps, ok := d.wstmts.lookup(d.rebind(q).q); ps != nil || ok {
 			t.Errorf("%.30q… cached", q)
 		}
 	}
@@ -75,5 +75,27 @@ func TestStatementCache(t *testing.T) {
 	d.rstmts.mu.Unlock()
 	if size != maxCachedStmts {
 		t.Errorf("read cache holds %d statements, want its bound %d", size, maxCachedStmts)
+	}
+}
+
+// sqlstore's $N placeholders run as anonymous ?s: repeated and out of
+// order, each takes its own argument; a missing one is an error.
+func TestPlaceholders(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "nkudo.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := s.db.ReadConn()
+	var got string
+	if err := c.QueryRow(ctx, `SELECT $2 || $1 || $2 || $3`, "a", "b", "c").Scan(&got); err != nil || got != "babc" {
+		t.Errorf("$2 || $1 || $2 || $3 = %q (%v), want babc", got, err)
+	}
+	if err := c.QueryRow(ctx, `SELECT $1 || $2 || $3`, "a", "b", "c").Scan(&got); err != nil || got != "abc" {
+		t.Errorf("$1 || $2 || $3 = %q (%v), want abc", got, err)
+	}
+	if err := c.QueryRow(ctx, `SELECT $1 || $3`, "a", "b").Scan(&got); err == nil || !strings.Contains(err.Error(), "$3") {
+		t.Errorf("a missing argument: %v, want an error naming $3", err)
 	}
 }
