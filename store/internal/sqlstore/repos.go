@@ -318,7 +318,10 @@ func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[str
 		if _, err := s.getRepo(ctx, c, tenant, repoID); err != nil {
 			return err
 		}
-		rows, err := c.Query(ctx, `SELECT site, hash, inventory_version, commit_sha, updated_at, state <> '' FROM site_desired WHERE repo_id = $1`, repoID)
+		// octet_length, not state <> '': both databases answer it from the
+		// value's header, without reading the documents (in SQLite, a
+		// site's overflow pages: most of this query's time).
+		rows, err := c.Query(ctx, `SELECT site, hash, inventory_version, commit_sha, updated_at, octet_length(state) > 0 FROM site_desired WHERE repo_id = $1`, repoID)
 		if err != nil {
 			return err
 		}
