@@ -477,13 +477,13 @@ func plansBatchable(recs []store.SitePlanRecord) bool {
 	return true
 }
 
-// storePlans is storePlan for the plans of recs (bodies[i] from planBody;
+// storePlans is storePlan for the plans of recs (encoded by encodeRecords;
 // plansBatchable(recs) must hold), with a few statements per batch instead
 // of several per plan: one locks the sites, one reads which plans exist,
 // multi-row INSERTs write plans and actions, one UPDATE supersedes the
 // older active plans. A plan whose site is not registered gets
 // out[i].Err wrapping ErrNotFound; out[i].Stored is storePlan's answer.
-func (s *Store) storePlans(ctx context.Context, t *wtx, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, bodies []string, now time.Time, out []store.SitePlanResult) error {
+func (s *Store) storePlans(ctx context.Context, t *wtx, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, enc encoded, now time.Time, out []store.SitePlanResult) error {
 	at := us(store.Micro(now))
 	if at == 0 {
 		at = us(t.now)
@@ -577,7 +577,7 @@ func (s *Store) storePlans(ctx context.Context, t *wtx, actor store.Actor, tenan
 		args := make([]any, 0, 11*len(chunk))
 		for _, i := range chunk {
 			p := recs[i].Plan
-			args = append(args, p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, bodies[i], string(model.PlanPending), "", at, at)
+			args = append(args, p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, enc.bodies[i], string(model.PlanPending), "", at, at)
 		}
 		if _, err := t.Exec(ctx, `INSERT INTO plans (id, tenant, site, repo_id, commit_sha, inventory_version, body, status, superseded_by, created_at, updated_at) VALUES `+
 			values(len(chunk), 11), args...); err != nil {
@@ -597,11 +597,7 @@ func (s *Store) storePlans(ctx context.Context, t *wtx, actor store.Actor, tenan
 	for _, i := range insert {
 		p := recs[i].Plan
 		for n, a := range p.Actions {
-			ab, err := json.Marshal(a)
-			if err != nil {
-				return fmt.Errorf("encode action %s: %w", a.ID, err)
-			}
-			args = append(args, p.ID, a.ID, n, string(ab), string(model.ActionPending))
+			args = append(args, p.ID, a.ID, n, enc.actions[i][n], string(model.ActionPending))
 			if len(args) == cap(args) {
 				if err := flush(); err != nil {
 					return fmt.Errorf("insert actions: %w", err)
