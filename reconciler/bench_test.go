@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/reconciler"
 	"github.com/nkudo/nkudo/reconciler/gittest"
 	"github.com/nkudo/nkudo/store"
+	"github.com/nkudo/nkudo/store/postgres"
 )
 
 const benchSites, benchVMs = 1000, 10
@@ -42,7 +45,26 @@ func changeOneSite(e *env, n int) string {
 // BenchmarkReconcileCold reconciles a 1,000-site × 10-VM repository from
 // scratch: clone, load and validate 11,000 documents, plan every site,
 // store 1,000 plans.
-func BenchmarkReconcileCold(b *testing.B) {
+func BenchmarkReconcileCold(b *testing.B) { benchReconcileCold(b, openStore) }
+
+// BenchmarkReconcileColdPostgres is BenchmarkReconcileCold storing into
+// PostgreSQL (pgtest's throw-away cluster, or NKUDO_TEST_DATABASE_URL).
+// It runs only when NKUDO_TEST_POSTGRES or NKUDO_TEST_DATABASE_URL is set.
+func BenchmarkReconcileColdPostgres(b *testing.B) {
+	if os.Getenv("NKUDO_TEST_POSTGRES") == "" && os.Getenv("NKUDO_TEST_DATABASE_URL") == "" {
+		b.Skip("PostgreSQL benchmark: set NKUDO_TEST_POSTGRES=require or NKUDO_TEST_DATABASE_URL")
+	}
+	benchReconcileCold(b, func(t testing.TB) store.Store {
+		st, err := postgres.Open(t.Context(), pgtest.URL(t), postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	})
+}
+
+func benchReconcileCold(b *testing.B, open func(testing.TB) store.Store) {
 	e := newEnv(b, benchSiteNames(), nil)
 	e.git.Fleet("fleet", benchSites, benchVMs)
 	e.git.Commit("fleet")
@@ -51,7 +73,7 @@ func BenchmarkReconcileCold(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		cpu.pause()
-		st := openStore(b)
+		st := open(b)
 		if _, err := st.CreateTenant(b.Context(), admin, store.Tenant{ID: tenant}); err != nil {
 			b.Fatal(err)
 		}

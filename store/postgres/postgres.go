@@ -334,8 +334,9 @@ func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
 	return d.hbPool.QueryRow(ctx, q, args...)
 }
 
-func (d *db) NotifyTx(ctx context.Context, c sqlstore.Conn, topic string) error {
-	_, err := c.Exec(ctx, `SELECT pg_notify($1, $2)`, channel, topic)
+func (d *db) NotifyTx(ctx context.Context, c sqlstore.Conn, topics []string) error {
+	// One statement for all: a batch of plans wakes one topic per site.
+	_, err := c.Exec(ctx, `SELECT pg_notify($1, topic) FROM unnest($2::text[]) AS topic`, channel, topics)
 	return err
 }
 

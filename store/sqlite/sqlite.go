@@ -19,6 +19,8 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -207,7 +209,10 @@ func Pending(ctx context.Context, path string) ([]string, error) {
 type db struct {
 	w, r      *sql.DB
 	closeOnce sync.Once
-	rebound   sync.Map // query text -> text with ?N placeholders
+	rebound   sync.Map // query text -> bound
+	// Statements prepared once per pool and reused by every transaction:
+	// preparing (parsing and planning) was a large share of a write's cost.
+	wstmts, rstmts stmtCache
 }
 
 func (d *db) migrate(ctx context.Context) ([]string, error) {
@@ -216,10 +221,19 @@ func (d *db) migrate(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	inTx := func(fn func(sqlstore.Conn) error) error { return d.Write(ctx, fn) }
-	return sqlstore.Apply(ctx, conn{d, d.w}, ms, inTx, d.IsNoRows)
+	return sqlstore.Apply(ctx, conn{d: d, tx: d.w}, ms, inTx, d.IsNoRows)
 }
 
 func (d *db) tx(ctx context.Context, pool *sql.DB, readOnly bool, fn func(sqlstore.Conn) error) (err error) {
+	stmts := &d.rstmts
+	if pool == d.w {
+		stmts = &d.wstmts
+	}
+	var misses []string
+	// Statements this transaction ran unprepared are prepared once it is
+	// over: preparing on the pool takes a connection, and the writer's
+	// only one is the transaction's until then.
+	defer func() { stmts.prepare(ctx, pool, misses) }()
 	tx, err := pool.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -229,7 +243,7 @@ func (d *db) tx(ctx context.Context, pool *sql.DB, readOnly bool, fn func(sqlsto
 			_ = tx.Rollback()
 		}
 	}()
-	if err = fn(conn{d, tx}); err != nil {
+	if err = fn(conn{d: d, tx: tx, sqltx: tx, stmts: stmts, misses: &misses}); err != nil {
 		return err
 	}
 	if err = tx.Commit(); err != nil {
@@ -246,13 +260,13 @@ func (d *db) Write(ctx context.Context, fn func(sqlstore.Conn) error) error {
 	return d.tx(ctx, d.w, false, fn)
 }
 
-func (d *db) ReadConn() sqlstore.Conn { return conn{d, d.r} }
+func (d *db) ReadConn() sqlstore.Conn { return conn{d: d, tx: d.r, pool: d.r, stmts: &d.rstmts} }
 
 func (d *db) WriteRow(ctx context.Context, q string, args ...any) sqlstore.Row {
-	return d.w.QueryRowContext(ctx, d.rebind(q), args...)
+	return conn{d: d, tx: d.w, pool: d.w, stmts: &d.wstmts}.QueryRow(ctx, q, args...)
 }
 
-func (d *db) NotifyTx(context.Context, sqlstore.Conn, string) error { return nil }
+func (d *db) NotifyTx(context.Context, sqlstore.Conn, []string) error { return nil }
 
 func (d *db) IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
@@ -272,22 +286,57 @@ func (d *db) Ping(ctx context.Context) error {
 func (d *db) Close() error {
 	var err error
 	d.closeOnce.Do(func() {
-		err = errors.Join(d.r.Close(), d.w.Close())
+		err = errors.Join(d.rstmts.close(), d.wstmts.close(), d.r.Close(), d.w.Close())
 	})
 	return err
 }
 
-// placeholder matches the $N placeholders sqlstore writes; SQLite spells
-// numbered parameters ?N.
+// placeholder matches the $N placeholders sqlstore writes.
 var placeholder = regexp.MustCompile(`\$(\d+)`)
 
-func (d *db) rebind(q string) string {
+// bound is a query as SQLite runs it: sqlstore's $N placeholders become
+// anonymous ?s, and order[i] is the index of the argument the i-th takes
+// (nil: the arguments in their own order). Numbered parameters (?N) would
+// do without reordering, but SQLite looks each one's name up in a list,
+// which made binding a multi-row INSERT quadratic in its parameters.
+type bound struct {
+	q     string
+	order []int
+}
+
+func (d *db) rebind(q string) bound {
 	if v, ok := d.rebound.Load(q); ok {
-		return v.(string)
+		return v.(bound)
 	}
-	r := placeholder.ReplaceAllString(q, "?$1")
-	d.rebound.Store(q, r)
-	return r
+	var order []int
+	inOrder := true
+	r := placeholder.ReplaceAllStringFunc(q, func(m string) string {
+		n, _ := strconv.Atoi(m[1:])
+		inOrder = inOrder && n == len(order)+1
+		order = append(order, n-1)
+		return "?"
+	})
+	b := bound{q: r}
+	if !inOrder {
+		b.order = order
+	}
+	d.rebound.Store(q, b)
+	return b
+}
+
+// args orders args for b's placeholders.
+func (b bound) args(args []any) ([]any, error) {
+	if b.order == nil {
+		return args, nil
+	}
+	out := make([]any, len(b.order))
+	for i, n := range b.order {
+		if n < 0 || n >= len(args) {
+			return nil, fmt.Errorf("no argument for $%d (%d given)", n+1, len(args))
+		}
+		out[i] = args[n]
+	}
+	return out, nil
 }
 
 // queryer is what *sql.Tx and *sql.DB have in common.
@@ -297,13 +346,54 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// conn runs sqlstore's statements on tx: a transaction (sqltx, then
+// statements not prepared yet are noted in misses) or a pool (pool, then
+// they are prepared on the spot: no connection is held).
 type conn struct {
-	d  *db
-	tx queryer
+	d      *db
+	tx     queryer
+	sqltx  *sql.Tx
+	pool   *sql.DB
+	stmts  *stmtCache
+	misses *[]string
+}
+
+// stmt returns q prepared for this conn, or nil when it is not (q then
+// runs as a one-off statement, prepared and finalized by the driver).
+func (c conn) stmt(ctx context.Context, q string) *sql.Stmt {
+	if c.stmts == nil {
+		return nil
+	}
+	ps, ok := c.stmts.lookup(q)
+	switch {
+	case ps != nil && c.sqltx != nil:
+		// The transaction's own handle on ps: database/sql reuses the
+		// statement already prepared on the transaction's connection.
+		return c.sqltx.StmtContext(ctx, ps)
+	case ps != nil || !ok:
+		return ps
+	case c.sqltx != nil:
+		*c.misses = append(*c.misses, q)
+		return nil
+	default:
+		c.stmts.prepare(ctx, c.pool, []string{q})
+		ps, _ = c.stmts.lookup(q)
+		return ps
+	}
 }
 
 func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
-	res, err := c.tx.ExecContext(ctx, c.d.rebind(q), args...)
+	b := c.d.rebind(q)
+	args, err := b.args(args)
+	if err != nil {
+		return 0, err
+	}
+	var res sql.Result
+	if ps := c.stmt(ctx, b.q); ps != nil {
+		res, err = ps.ExecContext(ctx, args...)
+	} else {
+		res, err = c.tx.ExecContext(ctx, b.q, args...)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -311,7 +401,17 @@ func (c conn) Exec(ctx context.Context, q string, args ...any) (int64, error) {
 }
 
 func (c conn) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, error) {
-	rows, err := c.tx.QueryContext(ctx, c.d.rebind(q), args...)
+	b := c.d.rebind(q)
+	args, err := b.args(args)
+	if err != nil {
+		return nil, err
+	}
+	var rows *sql.Rows
+	if ps := c.stmt(ctx, b.q); ps != nil {
+		rows, err = ps.QueryContext(ctx, args...)
+	} else {
+		rows, err = c.tx.QueryContext(ctx, b.q, args...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -319,9 +419,105 @@ func (c conn) Query(ctx context.Context, q string, args ...any) (sqlstore.Rows, 
 }
 
 func (c conn) QueryRow(ctx context.Context, q string, args ...any) sqlstore.Row {
-	return c.tx.QueryRowContext(ctx, c.d.rebind(q), args...)
+	b := c.d.rebind(q)
+	args, err := b.args(args)
+	if err != nil {
+		return errRow{err}
+	}
+	if ps := c.stmt(ctx, b.q); ps != nil {
+		return ps.QueryRowContext(ctx, args...)
+	}
+	return c.tx.QueryRowContext(ctx, b.q, args...)
 }
+
+// errRow is a Row whose Scan fails with err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 type sqlRows struct{ *sql.Rows }
 
 func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+// Bounds of a stmtCache. Statements are never evicted (one in use must
+// not be closed under its user), so the cache stops growing when full;
+// long statements (multi-row INSERTs of a batch) are left out: their
+// preparation is shared by many rows already, and their programs are large.
+const (
+	maxCachedStmts   = 256
+	maxCachedStmtLen = 2048
+)
+
+// cacheable says whether q is worth keeping prepared: a short query or
+// data change, not a schema change or a pragma (run once, if ever again).
+func cacheable(q string) bool {
+	if len(q) > maxCachedStmtLen {
+		return false
+	}
+	verb, _, _ := strings.Cut(strings.TrimSpace(q), " ")
+	switch strings.ToUpper(verb) {
+	case "SELECT", "INSERT", "UPDATE", "DELETE", "WITH":
+		return true
+	}
+	return false
+}
+
+// stmtCache holds statements prepared on one pool, by query text.
+type stmtCache struct {
+	mu     sync.Mutex
+	m      map[string]*sql.Stmt
+	closed bool
+}
+
+// lookup returns q's prepared statement, or nil and whether q may still
+// be cached.
+func (c *stmtCache) lookup(q string) (*sql.Stmt, bool) {
+	if !cacheable(q) {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps, ok := c.m[q]
+	if ok {
+		return ps, true
+	}
+	return nil, !c.closed && len(c.m) < maxCachedStmts
+}
+
+// prepare prepares the queries in qs not cached yet on pool. The caller
+// must hold no connection of pool. A query that fails to prepare is left
+// out: run unprepared, it reports its own error.
+func (c *stmtCache) prepare(ctx context.Context, pool *sql.DB, qs []string) {
+	for _, q := range qs {
+		if _, ok := c.lookup(q); !ok {
+			continue
+		}
+		ps, err := pool.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, dup := c.m[q]; dup || c.closed || len(c.m) >= maxCachedStmts {
+			c.mu.Unlock()
+			_ = ps.Close()
+			continue
+		}
+		if c.m == nil {
+			c.m = map[string]*sql.Stmt{}
+		}
+		c.m[q] = ps
+		c.mu.Unlock()
+	}
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	var errs []error
+	for _, ps := range c.m {
+		errs = append(errs, ps.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
+}

@@ -88,6 +88,10 @@ func Run(t *testing.T, open Open) {
 		t.Parallel()
 		testAuditTamper(t, open)
 	})
+	t.Run("RecordSitePlansBatch", func(t *testing.T) {
+		t.Parallel()
+		testRecordSitePlansBatch(t, open)
+	})
 	t.Run("SealedRows", func(t *testing.T) {
 		t.Parallel()
 		testSealedRows(t, open)

@@ -36,6 +36,21 @@ func (s *Store) appendAudit(ctx context.Context, t *wtx, events []store.AuditEve
 	}
 	out := make([]store.AuditEvent, 0, len(events))
 	mac := headMAC
+	// The events are inserted auditRows at a time: a batch of plans
+	// brings one event per plan.
+	const auditRows = 200
+	args := make([]any, 0, 10*min(len(events), auditRows))
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		_, err := t.Exec(ctx, `INSERT INTO audit_events (`+auditCols+`) VALUES `+values(len(args)/10, 10), args...)
+		args = args[:0]
+		if err != nil {
+			return fmt.Errorf("insert audit events: %w", err)
+		}
+		return nil
+	}
 	for _, e := range events {
 		seq++
 		e.Seq = seq
@@ -49,12 +64,17 @@ func (s *Store) appendAudit(ctx context.Context, t *wtx, events []store.AuditEve
 		if s.auditKey != nil {
 			e.MAC = s.auditKey.MAC(e.Hash)
 		}
-		if _, err := t.Exec(ctx, `INSERT INTO audit_events (`+auditCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			e.Seq, us(e.Time), e.Tenant, e.Actor, e.Action, e.Object, string(e.Detail), e.PrevHash, e.Hash, e.MAC); err != nil {
-			return nil, fmt.Errorf("insert audit event: %w", err)
+		args = append(args, e.Seq, us(e.Time), e.Tenant, e.Actor, e.Action, e.Object, string(e.Detail), e.PrevHash, e.Hash, e.MAC)
+		if len(args) == 10*auditRows {
+			if err := flush(); err != nil {
+				return nil, err
+			}
 		}
 		prev, mac = e.Hash, e.MAC
 		out = append(out, e)
+	}
+	if err := flush(); err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return out, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -127,16 +128,7 @@ func (s *Store) storePlan(ctx context.Context, t *wtx, actor store.Actor, p mode
 	case err == nil:
 		// Superseded earlier, wanted again: revive it. Actions that
 		// already finished keep their results.
-		revived := model.PlanPending
-		var done int
-		if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM actions WHERE plan_id = $1 AND status <> 'pending'`, p.ID).Scan(&done); err != nil {
-			return false, err
-		}
-		if done > 0 {
-			revived = model.PlanInProgress
-		}
-		if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', superseded_commit = '', updated_at = $2 WHERE id = $3`,
-			string(revived), at, p.ID); err != nil {
+		if err := s.revivePlan(ctx, t, p.ID, at); err != nil {
 			return false, err
 		}
 	case s.b.IsNoRows(err):
@@ -469,4 +461,211 @@ func (s *Store) PrunePlans(ctx context.Context, actor store.Actor, cutoff time.T
 		return 0, fmt.Errorf("prune plans: %w", err)
 	}
 	return n, nil
+}
+
+// plansBatchable says whether storePlans may store the plans of recs
+// together: no two plans for one site and no plan id twice. A batch with
+// either is stored plan by plan (storePlan), so each plan sees the one
+// before it exactly as separate calls would.
+func plansBatchable(recs []store.SitePlanRecord) bool {
+	sites, ids := map[string]bool{}, map[string]bool{}
+	for _, rec := range recs {
+		if p := rec.Plan; p != nil {
+			if sites[p.Site] || ids[p.ID] {
+				return false
+			}
+			sites[p.Site], ids[p.ID] = true, true
+		}
+	}
+	return true
+}
+
+// storePlans is storePlan for the plans of recs (encoded by encodeRecords;
+// plansBatchable(recs) must hold), with a few statements per batch instead
+// of several per plan: one locks the sites, one reads which plans exist,
+// multi-row INSERTs write plans and actions, one UPDATE supersedes the
+// older active plans. A plan whose site is not registered gets
+// out[i].Err wrapping ErrNotFound; out[i].Stored is storePlan's answer.
+func (s *Store) storePlans(ctx context.Context, t *wtx, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, enc encoded, now time.Time, out []store.SitePlanResult) error {
+	at := us(store.Micro(now))
+	if at == 0 {
+		at = us(t.now)
+	}
+	var idx []int // records with a plan, by site: the lock order
+	for i, rec := range recs {
+		if rec.Plan != nil {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	sort.Slice(idx, func(a, b int) bool { return recs[idx[a]].Plan.Site < recs[idx[b]].Plan.Site })
+
+	// Lock the sites' rows, as storePlan does one by one; a site that is
+	// not there is not registered.
+	registered := map[string]bool{}
+	for from := 0; from < len(idx); from += batchRows {
+		chunk := idx[from:min(from+batchRows, len(idx))]
+		args := make([]any, 0, 1+len(chunk))
+		args = append(args, tenant)
+		for _, i := range chunk {
+			args = append(args, recs[i].Plan.Site)
+		}
+		err := s.scanEach(ctx, t, func(r Row) error {
+			var site string
+			if err := r.Scan(&site); err != nil {
+				return err
+			}
+			registered[site] = true
+			return nil
+		}, `SELECT name FROM sites WHERE tenant = $1 AND name IN (`+list(2, len(chunk))+`) ORDER BY name`+s.d.ForUpdate, args...)
+		if err != nil {
+			return fmt.Errorf("lock sites: %w", err)
+		}
+	}
+	live := idx[:0:0] // records whose site is registered
+	for _, i := range idx {
+		p := recs[i].Plan
+		if !registered[p.Site] {
+			out[i].Err = fmt.Errorf("record plan %s: %w", p.ID, fmt.Errorf("site %s/%s: %w", tenant, p.Site, store.ErrNotFound))
+			continue
+		}
+		live = append(live, i)
+	}
+
+	// Which plans exist already (stored before, or superseded since).
+	type existing struct{ status, tenant, site string }
+	have := map[string]existing{}
+	for from := 0; from < len(live); from += batchRows {
+		chunk := live[from:min(from+batchRows, len(live))]
+		args := make([]any, 0, len(chunk))
+		for _, i := range chunk {
+			args = append(args, recs[i].Plan.ID)
+		}
+		err := s.scanEach(ctx, t, func(r Row) error {
+			var id string
+			var e existing
+			if err := r.Scan(&id, &e.status, &e.tenant, &e.site); err != nil {
+				return err
+			}
+			have[id] = e
+			return nil
+		}, `SELECT id, status, tenant, site FROM plans WHERE id IN (`+list(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return fmt.Errorf("read plans: %w", err)
+		}
+	}
+	var insert, stored []int
+	for _, i := range live {
+		p := recs[i].Plan
+		e, ok := have[p.ID]
+		switch {
+		case !ok:
+			insert = append(insert, i)
+		case e.tenant != p.Tenant || e.site != p.Site:
+			return fmt.Errorf("plan of %s: plan id %s belongs to another site: %w", p.Site, p.ID, store.ErrConflict)
+		case model.PlanStatus(e.status) != model.PlanSuperseded:
+			continue // already stored: nothing to do
+		default:
+			if err := s.revivePlan(ctx, t, p.ID, at); err != nil {
+				return fmt.Errorf("plan of %s: %w", p.Site, err)
+			}
+		}
+		stored = append(stored, i)
+	}
+
+	for from := 0; from < len(insert); from += batchRows {
+		chunk := insert[from:min(from+batchRows, len(insert))]
+		args := make([]any, 0, 11*len(chunk))
+		for _, i := range chunk {
+			p := recs[i].Plan
+			args = append(args, p.ID, p.Tenant, p.Site, repoID, p.Commit, p.InventoryVersion, enc.bodies[i], string(model.PlanPending), "", at, at)
+		}
+		if _, err := t.Exec(ctx, `INSERT INTO plans (id, tenant, site, repo_id, commit_sha, inventory_version, body, status, superseded_by, created_at, updated_at) VALUES `+
+			values(len(chunk), 11), args...); err != nil {
+			return fmt.Errorf("insert %d plans: %w", len(chunk), err)
+		}
+	}
+	// The actions of all new plans, batchRows rows per statement.
+	args := make([]any, 0, 5*batchRows)
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		_, err := t.Exec(ctx, `INSERT INTO actions (plan_id, id, idx, body, status) VALUES `+values(len(args)/5, 5), args...)
+		args = args[:0]
+		return err
+	}
+	for _, i := range insert {
+		p := recs[i].Plan
+		for n, a := range p.Actions {
+			args = append(args, p.ID, a.ID, n, enc.actions[i][n], string(model.ActionPending))
+			if len(args) == cap(args) {
+				if err := flush(); err != nil {
+					return fmt.Errorf("insert actions: %w", err)
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("insert actions: %w", err)
+	}
+
+	// Each stored plan supersedes the other active plans of its site.
+	for from := 0; from < len(stored); from += batchRows {
+		chunk := stored[from:min(from+batchRows, len(stored))]
+		args := make([]any, 0, 2+3*len(chunk))
+		args = append(args, at, tenant)
+		for _, i := range chunk {
+			p := recs[i].Plan
+			args = append(args, p.Site, p.ID, p.Commit)
+		}
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'superseded', superseded_by = v.column2, superseded_commit = v.column3, updated_at = $1
+			FROM (VALUES `+valuesFrom(3, len(chunk), 3)+`) AS v
+			WHERE plans.tenant = $2 AND plans.site = v.column1 AND plans.id <> v.column2 AND plans.status IN ('pending', 'in_progress')`, args...); err != nil {
+			return fmt.Errorf("supersede older plans: %w", err)
+		}
+	}
+	sort.Ints(stored) // audit events in record order, as one call after another
+	for _, i := range stored {
+		p := recs[i].Plan
+		out[i].Stored = true
+		t.audit(p.Tenant, actor, "plan.store", "plan/"+p.ID, map[string]any{
+			"site": p.Site, "commit": p.Commit, "repo": repoID, "actions": len(p.Actions), "inventoryVersion": p.InventoryVersion,
+		})
+		t.notify(store.PlanTopic(p.Tenant, p.Site))
+	}
+	return nil
+}
+
+// revivePlan makes a superseded plan active again (storePlan's rule: the
+// actions that finished keep their results).
+func (s *Store) revivePlan(ctx context.Context, t *wtx, id string, at int64) error {
+	revived := model.PlanPending
+	var done int
+	if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM actions WHERE plan_id = $1 AND status <> 'pending'`, id).Scan(&done); err != nil {
+		return err
+	}
+	if done > 0 {
+		revived = model.PlanInProgress
+	}
+	_, err := t.Exec(ctx, `UPDATE plans SET status = $1, superseded_by = '', superseded_commit = '', updated_at = $2 WHERE id = $3`,
+		string(revived), at, id)
+	return err
+}
+
+// scanEach runs the query q in c and calls scan for each row.
+func (s *Store) scanEach(ctx context.Context, c Conn, scan func(Row) error, q string, args ...any) error {
+	rows, err := c.Query(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -340,7 +342,10 @@ func (s *Store) SiteDesired(ctx context.Context, tenant, repoID string) (map[str
 		if _, err := s.getRepo(ctx, c, tenant, repoID); err != nil {
 			return err
 		}
-		rows, err := c.Query(ctx, `SELECT site, hash, inventory_version, commit_sha, updated_at, state <> '' FROM site_desired WHERE repo_id = $1`, repoID)
+		// octet_length, not state <> '': both databases answer it from the
+		// value's header, without reading the documents (in SQLite, a
+		// site's overflow pages: most of this query's time).
+		rows, err := c.Query(ctx, `SELECT site, hash, inventory_version, commit_sha, updated_at, octet_length(state) > 0 FROM site_desired WHERE repo_id = $1`, repoID)
 		if err != nil {
 			return err
 		}
@@ -462,34 +467,28 @@ func (s *Store) RecordSitePlan(ctx context.Context, actor store.Actor, tenant, r
 // RecordSitePlan would record it, all in one transaction (one commit, one
 // fsync, instead of one per site).
 func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, repoID string, recs []store.SitePlanRecord, now time.Time) ([]store.SitePlanResult, error) {
-	states := make([]string, len(recs))
-	bodies := make([]string, len(recs))
-	for i, rec := range recs {
-		var err error
-		if states[i], err = encodeSiteState(rec.Desired); err != nil {
-			return nil, fmt.Errorf("record plans: records[%d]: %w", i, err)
-		}
-		if p := rec.Plan; p != nil {
-			if p.Tenant != tenant || p.Site != rec.Desired.Site {
-				return nil, fmt.Errorf("record plans: records[%d]: plan %s: %w", i, p.ID, errInvalid("plan tenant and site must match the desired state's"))
-			}
-			if bodies[i], err = planBody(*p); err != nil {
-				return nil, fmt.Errorf("record plans: records[%d]: %w", i, err)
-			}
-		}
+	enc, err := encodeRecords(tenant, recs)
+	if err != nil {
+		return nil, fmt.Errorf("record plans: %w", err)
 	}
+	states, bodies := enc.states, enc.bodies
 	var out []store.SitePlanResult
-	err := s.write(ctx, func(t *wtx) error {
+	err = s.write(ctx, func(t *wtx) error {
 		out = make([]store.SitePlanResult, len(recs))
 		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
 			return err
 		}
-		// The records are upserted together at the end, a few hundred rows
-		// per statement: per-statement cost was most of a large batch.
-		rows := make([]int, 0, len(recs)) // indexes into recs, one per site
-		pos := map[string]int{}           // site → its index in rows
-		for i, rec := range recs {
-			if rec.Plan != nil {
+		// Plans are stored together, a few statements for the batch, unless
+		// one site or plan id comes twice: then one by one, in order.
+		if plansBatchable(recs) {
+			if err := s.storePlans(ctx, t, actor, tenant, repoID, recs, enc, now, out); err != nil {
+				return err
+			}
+		} else {
+			for i, rec := range recs {
+				if rec.Plan == nil {
+					continue
+				}
 				// storePlan locks the site row first, before it writes
 				// anything: ErrNotFound is a site not registered, and the
 				// transaction goes on with the other sites.
@@ -502,6 +501,15 @@ func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, 
 					return fmt.Errorf("plan of %s: %w", rec.Desired.Site, err)
 				}
 				out[i].Stored = stored
+			}
+		}
+		// The records are upserted together at the end, a few hundred rows
+		// per statement: per-statement cost was most of a large batch.
+		rows := make([]int, 0, len(recs)) // indexes into recs, one per site
+		pos := map[string]int{}           // site → its index in rows
+		for i, rec := range recs {
+			if out[i].Err != nil {
+				continue // its plan could not be stored: nothing recorded
 			}
 			// A site twice in one batch: the later record wins, as two
 			// calls in a row would leave it.
@@ -536,6 +544,71 @@ func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, 
 	}
 	return out, nil
 }
+
+// encoded is a batch of records as stored: per record, the desired
+// state's documents, the plan's head and its actions (empty without a plan).
+type encoded struct {
+	states, bodies []string
+	actions        [][]string
+}
+
+// encodeRecords checks and encodes recs, on every core: encoding is most
+// of a large batch's work outside the database, and none of it needs the
+// write transaction. An error names the first bad record.
+func encodeRecords(tenant string, recs []store.SitePlanRecord) (encoded, error) {
+	enc := encoded{states: make([]string, len(recs)), bodies: make([]string, len(recs)), actions: make([][]string, len(recs))}
+	errs := make([]error, len(recs))
+	one := func(i int) error {
+		rec := recs[i]
+		var err error
+		if enc.states[i], err = encodeSiteState(rec.Desired); err != nil {
+			return err
+		}
+		p := rec.Plan
+		if p == nil {
+			return nil
+		}
+		if p.Tenant != tenant || p.Site != rec.Desired.Site {
+			return fmt.Errorf("plan %s: %w", p.ID, errInvalid("plan tenant and site must match the desired state's"))
+		}
+		if enc.bodies[i], err = planBody(*p); err != nil {
+			return err
+		}
+		enc.actions[i] = make([]string, len(p.Actions))
+		for n, a := range p.Actions {
+			b, err := json.Marshal(a)
+			if err != nil {
+				return fmt.Errorf("encode action %s: %w", a.ID, err)
+			}
+			enc.actions[i][n] = string(b)
+		}
+		return nil
+	}
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(recs)/encodePerWorker))
+	each := func(w int) {
+		for i := w; i < len(recs); i += workers {
+			errs[i] = one(i)
+		}
+	}
+	if workers == 1 {
+		each(0)
+	} else {
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() { each(w) })
+		}
+		wg.Wait()
+	}
+	for i, err := range errs {
+		if err != nil {
+			return encoded{}, fmt.Errorf("records[%d]: %w", i, err)
+		}
+	}
+	return enc, nil
+}
+
+// encodePerWorker is the fewest records worth a goroutine of their own.
+const encodePerWorker = 16
 
 // encodeSiteState checks d and encodes its documents for site_desired.state.
 func encodeSiteState(d store.SiteDesired) (string, error) {

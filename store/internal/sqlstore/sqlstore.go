@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,9 +59,9 @@ type Backend interface {
 	// transaction: one round trip for the hottest write, the heartbeat.
 	// A backend may trade the durability of the last moments for speed here.
 	WriteRow(ctx context.Context, query string, args ...any) Row
-	// NotifyTx queues a cross-replica wake-up of topic, delivered on commit
-	// (a no-op for a single-process backend).
-	NotifyTx(ctx context.Context, c Conn, topic string) error
+	// NotifyTx queues cross-replica wake-ups of topics, delivered on
+	// commit (a no-op for a single-process backend).
+	NotifyTx(ctx context.Context, c Conn, topics []string) error
 	IsNoRows(err error) bool
 	IsUniqueViolation(err error) bool
 	Ping(ctx context.Context) error
@@ -241,9 +242,9 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 				return err
 			}
 		}
-		for _, topic := range t.topics {
-			if err := s.b.NotifyTx(ctx, c, topic); err != nil {
-				return fmt.Errorf("notify %s: %w", topic, err)
+		if len(t.topics) > 0 {
+			if err := s.b.NotifyTx(ctx, c, t.topics); err != nil {
+				return fmt.Errorf("notify %s: %w", strings.Join(t.topics, ", "), err)
 			}
 		}
 		topics = t.topics
@@ -380,9 +381,13 @@ func errInvalid(format string, a ...any) error {
 
 // values renders the placeholders of a multi-row INSERT: rows groups of
 // cols placeholders, numbered from 1.
-func values(rows, cols int) string {
+func values(rows, cols int) string { return valuesFrom(1, rows, cols) }
+
+// valuesFrom is values numbered from first.
+func valuesFrom(first, rows, cols int) string {
 	var b strings.Builder
-	n := 1
+	b.Grow(rows * cols * 6)
+	n := first
 	for r := range rows {
 		if r > 0 {
 			b.WriteString(", ")
@@ -392,10 +397,25 @@ func values(rows, cols int) string {
 			if c > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "$%d", n)
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
 			n++
 		}
 		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// list renders n placeholders numbered from first, for an IN list.
+func list(first, n int) string {
+	var b strings.Builder
+	b.Grow(n * 6)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(first + i))
 	}
 	return b.String()
 }
