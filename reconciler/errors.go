@@ -38,6 +38,11 @@ const (
 	// another replica). Nothing failed: no status, no lastError, not
 	// counted; the replica that goes on reports.
 	ReasonCancelled Reason = "cancelled"
+	// ReasonLeaseLost: the store refused a write because the repository's
+	// lease had passed to another replica while this one worked (it
+	// stalled past the lease). Nothing was written and nothing failed: no
+	// status, no lastError, not counted; logged at info, as a handover.
+	ReasonLeaseLost Reason = "lease-lost"
 )
 
 // reasonRules is the one table from a reason to what it shows.
@@ -54,6 +59,7 @@ var reasonRules = map[Reason]struct {
 	ReasonNoManifests: {store.StateFailure, false, slog.LevelInfo, "invalid"},
 	ReasonStore:       {"", true, slog.LevelError, "error"},
 	ReasonCancelled:   {"", false, slog.LevelDebug, ""},
+	ReasonLeaseLost:   {"", false, slog.LevelInfo, ""},
 }
 
 // Error is a failed reconcile or preview: why (Reason), what the commit's
@@ -99,7 +105,7 @@ func (e *Error) Status() (context string, state store.StatusState, description s
 // LastError is the repository's lastError for the failure; ok is false
 // when it leaves lastError alone (work cut short).
 func (e *Error) LastError() (string, bool) {
-	if e.Reason == ReasonCancelled {
+	if e.Reason == ReasonCancelled || e.Reason == ReasonLeaseLost {
 		return "", false
 	}
 	return e.Error(), true
@@ -108,7 +114,8 @@ func (e *Error) LastError() (string, bool) {
 // LogLevel is the level the failure is logged at: the repository's content
 // at fault is info (the tenant sees it on the commit), a source or a read
 // that may pass next time is a warning, the control plane's own failure an
-// error, and work cut short is debug.
+// error, work cut short is debug, and a write refused because the lease
+// passed to another replica is info.
 func (e *Error) LogLevel() slog.Level { return reasonRules[e.Reason].level }
 
 // metricReason is the failure's nkudo_reconcile_errors_total label ("" =
@@ -152,6 +159,8 @@ func asError(ctx context.Context, err error) *Error {
 		return newError(ReasonInvalid, "", err)
 	case errors.Is(err, schema.ErrNoManifests):
 		return newError(ReasonNoManifests, "", err)
+	case errors.Is(err, store.ErrLeaseLost):
+		return newError(ReasonLeaseLost, "", err)
 	}
 	return newError(ReasonStore, "", err)
 }

@@ -72,6 +72,9 @@ func TestErrorMapping(t *testing.T) {
 		{"stale lease or shutdown", asError(cancelled, fetchError(fetchErr)), want{
 			Reason: ReasonCancelled, Level: slog.LevelDebug,
 		}},
+		{"write refused: the lease passed to another replica", asError(t.Context(), fmt.Errorf("store plans: %w", store.ErrLeaseLost)), want{
+			Reason: ReasonLeaseLost, Level: slog.LevelInfo,
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got want

@@ -70,7 +70,10 @@ func (r *Reconciler) lease(ctx context.Context, repoID string) (context.Context,
 	if !ok {
 		return ctx, nil, false, nil
 	}
-	lctx, cancel := context.WithCancelCause(ctx)
+	// The store refuses this work's plan and desired-state writes once the
+	// lease is gone, even if this replica stalled (GC pause, partition)
+	// before it noticed: the renewal below cannot be on time for certain.
+	lctx, cancel := context.WithCancelCause(store.WithLease(ctx, store.Lease{Name: name, Holder: r.opts.Holder}))
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(r.opts.LeaseTTL / 3)

@@ -67,6 +67,7 @@ func Run(t *testing.T, open Open) {
 		{"AuditConcurrent", testAuditConcurrent},
 		{"LeaseExclusive", testLeaseExclusive},
 		{"LeaseExpiryHandover", testLeaseHandover},
+		{"LeaseFence", testLeaseFence},
 		{"WakeUp", testWakeUp},
 		{"TenantScoping", testTenantScoping},
 		{"TenantPurge", testTenantPurge},

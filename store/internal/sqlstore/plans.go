@@ -173,6 +173,9 @@ func (s *Store) SupersedeActivePlan(ctx context.Context, actor store.Actor, tena
 	at := us(store.Micro(now))
 	var p store.StoredPlan
 	err := s.write(ctx, func(t *wtx) error {
+		if err := s.checkFence(ctx, t); err != nil {
+			return err
+		}
 		if err := s.lockSite(ctx, t, tenant, site); err != nil {
 			return err
 		}

@@ -307,6 +307,9 @@ func (s *Store) MarkCommitSeen(ctx context.Context, tenant, id, commit string, n
 // MarkCommitApplied implements store.Repositories.
 func (s *Store) MarkCommitApplied(ctx context.Context, actor store.Actor, tenant, id, commit string, now time.Time) error {
 	err := s.write(ctx, func(t *wtx) error {
+		if err := s.checkFence(ctx, t); err != nil {
+			return err
+		}
 		if err := s.updateRepo(ctx, t, tenant, id, `last_applied_commit = $3, last_applied_at = $4, last_error = '', last_error_at = 0`,
 			commit, us(store.Micro(now))); err != nil {
 			return err
@@ -423,6 +426,9 @@ func (s *Store) SetSiteDesired(ctx context.Context, tenant, repoID string, d sto
 		return fmt.Errorf("set desired state: %w", err)
 	}
 	err = s.write(ctx, func(t *wtx) error {
+		if err := s.checkFence(ctx, t); err != nil {
+			return err
+		}
 		return s.setSiteDesired(ctx, t, tenant, repoID, d, state)
 	})
 	if err != nil {
@@ -448,6 +454,9 @@ func (s *Store) RecordSitePlan(ctx context.Context, actor store.Actor, tenant, r
 	}
 	var stored bool
 	err = s.write(ctx, func(t *wtx) error {
+		if err := s.checkFence(ctx, t); err != nil {
+			return err
+		}
 		stored = false
 		if plan != nil {
 			var err error
@@ -474,6 +483,9 @@ func (s *Store) RecordSitePlans(ctx context.Context, actor store.Actor, tenant, 
 	states, bodies := enc.states, enc.bodies
 	var out []store.SitePlanResult
 	err = s.write(ctx, func(t *wtx) error {
+		if err := s.checkFence(ctx, t); err != nil {
+			return err
+		}
 		out = make([]store.SitePlanResult, len(recs))
 		if _, err := s.getRepo(ctx, t, tenant, repoID); err != nil {
 			return err
