@@ -50,6 +50,7 @@ type BenchFleetCmd struct {
 	HeartbeatInterval time.Duration `help:"Heartbeat interval the control plane hands the agents." default:"10s"`
 	PollWait          time.Duration `help:"The agents' plan long-poll." default:"30s"`
 	WorkDir           string        `help:"Directory for the database, PKI, repository and agents' state (default: a temporary directory, removed afterwards)." type:"path" placeholder:"DIR"`
+	AgentDir          string        `help:"Directory for the simulated agents' state (default: a temporary directory in /dev/shm when there is one, so the agents' fsyncs do not weigh on the control plane's figures; else in the work dir)." type:"path" placeholder:"DIR"`
 	NkudoBinary       string        `help:"The nkudo executable the replicas run (default: this one)." type:"path" placeholder:"FILE"`
 	Output            string        `short:"o" help:"Report format: table or json." default:"table" enum:"table,json"`
 	Quiet             bool          `help:"No progress lines on stderr."`
@@ -84,6 +85,9 @@ func (c *BenchFleetCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func (c *BenchFleetCmd) run(ctx context.Context, progress io.Writer) (*fleetsim.Report, error) {
+	if err := fleetsim.CheckSize(c.Sites, c.VMs, c.Timeout); err != nil {
+		return nil, err
+	}
 	switch {
 	case c.Replicas < 0:
 		return nil, fmt.Errorf("--replicas %d: want 0 (in-process) or more", c.Replicas)
@@ -105,6 +109,18 @@ func (c *BenchFleetCmd) run(ctx context.Context, progress io.Writer) (*fleetsim.
 		defer os.RemoveAll(d)
 		dir = d
 	}
+	agents := c.AgentDir
+	if agents == "" {
+		agents = filepath.Join(dir, "fleet")
+		if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+			d, err := os.MkdirTemp("/dev/shm", "nkudo-bench-fleet-")
+			if err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(d)
+			agents = d
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout+time.Minute)
 	defer cancel()
 	cp, stop, err := c.startControlPlane(ctx, dir)
@@ -113,7 +129,7 @@ func (c *BenchFleetCmd) run(ctx context.Context, progress io.Writer) (*fleetsim.
 	}
 	defer stop()
 	return fleetsim.Run(ctx, fleetsim.Options{
-		Sites: c.Sites, VMs: c.VMs, Timeout: c.Timeout, WorkDir: filepath.Join(dir, "fleet"), ControlPlane: cp,
+		Sites: c.Sites, VMs: c.VMs, Timeout: c.Timeout, WorkDir: agents, ControlPlane: cp,
 		Latency: c.Latency, FailureRate: c.FailureRate, PollWait: c.PollWait, KillReplicaAfter: c.KillReplicaAfter,
 		Progress: progress,
 	})

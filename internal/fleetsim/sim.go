@@ -106,14 +106,24 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o *Options) check() error {
+// CheckSize checks a run's size against the bounds.
+func CheckSize(sites, vms int, timeout time.Duration) error {
 	switch {
-	case o.Sites < 1 || o.Sites > MaxSites:
-		return fmt.Errorf("sites: %d: want 1 to %d", o.Sites, MaxSites)
-	case o.VMs < 1 || o.VMs > MaxVMs:
-		return fmt.Errorf("vms: %d: want 1 to %d per site", o.VMs, MaxVMs)
-	case o.Timeout < 0 || o.Timeout > MaxTimeout:
-		return fmt.Errorf("timeout: %s: want at most %s", o.Timeout, MaxTimeout)
+	case sites < 1 || sites > MaxSites:
+		return fmt.Errorf("sites: %d: want 1 to %d", sites, MaxSites)
+	case vms < 1 || vms > MaxVMs:
+		return fmt.Errorf("vms: %d: want 1 to %d per site", vms, MaxVMs)
+	case timeout < 0 || timeout > MaxTimeout:
+		return fmt.Errorf("timeout: %s: want at most %s", timeout, MaxTimeout)
+	}
+	return nil
+}
+
+func (o *Options) check() error {
+	if err := CheckSize(o.Sites, o.VMs, o.Timeout); err != nil {
+		return err
+	}
+	switch {
 	case o.FailureRate < 0 || o.FailureRate >= 1:
 		return fmt.Errorf("failure rate: %g: want 0 to below 1", o.FailureRate)
 	case o.Latency < 0:
