@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,12 @@ import (
 type ClientConfig struct {
 	// BaseURL is the control plane, for example "https://cp.example.net:8443".
 	BaseURL string
+	// FailoverURLs are more replicas of the same control plane (nil = none).
+	// A request that meets a connection error or a 500, 502, 503 or 504 is
+	// sent again to the next URL in turn (BaseURL first), and the client
+	// stays on the URL that answered. Only the JSON calls fail over; the
+	// streaming ones (FollowLogs, PushImage, CRL) use the current URL.
+	FailoverURLs []string
 	// Token is a bearer API token ("" = none).
 	Token string
 	// Tenant is sent in the Nkudo-Tenant header, for admin tokens acting on a tenant.
@@ -52,6 +59,9 @@ type Client struct {
 	hc     *http.Client
 	cfg    ClientConfig
 	closer interface{ CloseIdleConnections() }
+	// bases are BaseURL and the FailoverURLs; current indexes the one in use.
+	bases   []*url.URL
+	current atomic.Int32
 }
 
 // NewClient returns a Client for cfg.
@@ -60,7 +70,14 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return nil, fmt.Errorf("control plane URL %q: want scheme://host[:port]", cfg.BaseURL)
 	}
-	c := &Client{base: u, cfg: cfg}
+	c := &Client{base: u, cfg: cfg, bases: []*url.URL{u}}
+	for _, f := range cfg.FailoverURLs {
+		fu, err := url.Parse(strings.TrimRight(f, "/"))
+		if err != nil || fu.Scheme == "" || fu.Host == "" {
+			return nil, fmt.Errorf("failover control plane URL %q: want scheme://host[:port]", f)
+		}
+		c.bases = append(c.bases, fu)
+	}
 	if cfg.HTTPClient != nil {
 		c.hc = cfg.HTTPClient
 		c.closer = cfg.HTTPClient
@@ -135,9 +152,17 @@ func (c *Client) CloseIdleConnections() {
 // BaseURL is the control plane URL the client talks to.
 func (c *Client) BaseURL() string { return c.base.String() }
 
+// CurrentURL is the control plane URL the next request goes to: BaseURL
+// until a failover moved to one of the FailoverURLs.
+func (c *Client) CurrentURL() string { return c.bases[c.current.Load()].String() }
+
 func (c *Client) newRequest(ctx context.Context, method, path string, query url.Values, in any) (*http.Request, error) {
-	u := *c.base
-	u.Path = c.base.Path + path
+	return c.newRequestTo(ctx, c.bases[c.current.Load()], method, path, query, in)
+}
+
+func (c *Client) newRequestTo(ctx context.Context, base *url.URL, method, path string, query url.Values, in any) (*http.Request, error) {
+	u := *base
+	u.Path = base.Path + path
 	u.RawPath = ""
 	if p, err := url.PathUnescape(u.Path); err == nil && p != u.Path {
 		u.RawPath = u.Path
@@ -176,14 +201,32 @@ func (c *Client) newRequest(ctx context.Context, method, path string, query url.
 
 // do sends a request and decodes a 2xx JSON answer into out (when non-nil).
 // It returns the status code; 204 leaves out untouched.
+// With FailoverURLs, a connection error or a 5xx that another replica may
+// not share sends the request to the next URL, each URL at most once per call.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (int, error) {
-	req, err := c.newRequest(ctx, method, path, query, in)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("%s %s: %w", method, path, err)
+	var resp *http.Response
+	for attempt := 1; ; attempt++ {
+		i := c.current.Load()
+		req, err := c.newRequestTo(ctx, c.bases[i], method, path, query, in)
+		if err != nil {
+			return 0, err
+		}
+		resp, err = c.hc.Do(req)
+		last := attempt >= len(c.bases) || ctx.Err() != nil
+		if err != nil {
+			if !last {
+				c.failover(i)
+				continue
+			}
+			return 0, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if !last && failoverStatus(resp.StatusCode) {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			c.failover(i)
+			continue
+		}
+		break
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -197,6 +240,22 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		return resp.StatusCode, fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// failover moves the client from URL i to the next one, unless another
+// request already moved it.
+func (c *Client) failover(i int32) {
+	c.current.CompareAndSwap(i, (i+1)%int32(len(c.bases)))
+}
+
+// failoverStatus says whether an answer with this status is worth asking
+// another replica: the replica failed or is overloaded, not the request.
+func failoverStatus(code int) bool {
+	switch code {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // call is do for the many endpoints that answer one JSON value: it returns
@@ -220,9 +279,29 @@ func decodeError(resp *http.Response) error {
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)
 		}
-		return &Error{Status: resp.StatusCode, Message: msg}
+		return &Error{Status: resp.StatusCode, Message: msg, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	}
-	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message}
+	return &Error{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message,
+		RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
+}
+
+// maxRetryAfter caps what a Retry-After header can ask for: a broken or
+// hostile proxy must not park an agent for days.
+const maxRetryAfter = 10 * time.Minute
+
+// retryAfter parses a Retry-After header: delay-seconds or an HTTP date
+// (0 when absent, unparsable or in the past).
+func retryAfter(h string) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
+		return min(max(time.Duration(n)*time.Second, 0), maxRetryAfter)
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		return min(max(time.Until(t), 0), maxRetryAfter)
+	}
+	return 0
 }
 
 // ---- Operational ----

@@ -35,6 +35,10 @@
 //     to the control plane, fetched by the agent like any image URL. A new
 //     route only: older agents fetch it as plain HTTPS (and fail on the
 //     control plane's private CA without their certificate).
+//   - 1 (2026-12-07): ClientConfig.FailoverURLs (an agent knows several
+//     replicas and moves to the next on a connection error or 5xx) and
+//     Error.RetryAfter (the Retry-After header of a 503 or 429, which the
+//     agent waits out). Client-side only: no wire change.
 package api
 
 // ProtocolVersion is the agent protocol this package speaks; see the changelog above.

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code is a machine-readable error code in the error envelope. Clients map
@@ -92,6 +93,19 @@ type Error struct {
 	Status  int // HTTP status
 	Code    Code
 	Message string
+	// RetryAfter is the server's Retry-After header (0 = none): how long
+	// to wait before asking again, with 503 and 429 answers.
+	RetryAfter time.Duration
+}
+
+// RetryAfter is how long err (an *Error in its chain) asks the caller to
+// wait before the next request; 0 when it does not say.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
 }
 
 func (e *Error) Error() string {

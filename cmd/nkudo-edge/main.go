@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -79,7 +80,7 @@ type edgeProvider interface {
 
 type runCmd struct {
 	providerFlags
-	ControlPlane string        `help:"Control plane URL (default: the one enrolled with)." env:"NKUDO_CONTROL_PLANE"`
+	ControlPlane []string      `help:"Control plane URL; repeat it (or separate with commas) for replicas, tried in turn on a connection error or 5xx (default: the one enrolled with)." env:"NKUDO_CONTROL_PLANE"`
 	PKIDir       string        `help:"Where key and certificates are stored." default:"/var/lib/nkudo-edge/pki" name:"pki-dir"`
 	PollWait     time.Duration `help:"Plan long-poll duration." default:"30s"`
 }
@@ -204,12 +205,10 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	url := r.ControlPlane
-	if url == "" {
-		url = id.ControlPlane()
-	}
-	client, err := api.NewClient(api.ClientConfig{BaseURL: url, RootCAs: id.RootCAs(), Certificate: id.Certificate,
-		UserAgent: "nkudo-edge/" + version})
+	urls := controlPlaneURLs(r.ControlPlane, id.ControlPlane())
+	url := urls[0]
+	client, err := api.NewClient(api.ClientConfig{BaseURL: url, FailoverURLs: urls[1:], RootCAs: id.RootCAs(),
+		Certificate: id.Certificate, UserAgent: "nkudo-edge/" + version})
 	if err != nil {
 		return err
 	}
@@ -234,7 +233,7 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	if err := ex.Cache.Prune(time.Now(), 30*24*time.Hour); err != nil {
 		logger.Warn("cannot prune the action cache", "err", err)
 	}
-	logger.Info("agent starting", "version", version, "tenant", id.Tenant(), "site", id.Site(), "controlPlane", url)
+	logger.Info("agent starting", "version", version, "tenant", id.Tenant(), "site", id.Site(), "controlPlane", strings.Join(urls, ","))
 	a := agent.New(agent.Config{
 		Client: client, Executor: ex, Facts: r.facts(prov, logger), Logger: logger, AgentVersion: version,
 		SiteRecipient: id.SiteRecipient(),
@@ -246,6 +245,23 @@ func (r *runCmd) Run(ctx context.Context, logger *slog.Logger) error {
 	err = a.Run(ctx)
 	logger.Info("agent stopped")
 	return err
+}
+
+// controlPlaneURLs is the agent's list of control-plane replicas: the
+// --control-plane values in order (blank ones and repeats dropped), or the
+// URL enrolled with when there are none.
+func controlPlaneURLs(flags []string, enrolled string) []string {
+	var urls []string
+	for _, u := range flags {
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		if u != "" && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return []string{enrolled}
+	}
+	return urls
 }
 
 func (f *factsCmd) Run(ctx context.Context, logger *slog.Logger, out io.Writer) error {

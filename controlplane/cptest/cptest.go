@@ -289,6 +289,13 @@ func (e *Env) stop() {
 	}
 }
 
+// Stop stops the server and closes the store for good, as a replica that
+// goes away does (failover tests); its address refuses connections after.
+func (e *Env) Stop() {
+	e.t.Helper()
+	e.stop()
+}
+
 // Restart stops the server and the store (gracefully: in-flight requests
 // finish, long-polls return) and starts both again on the same data and
 // the same address, so clients reconnect to the same URL.

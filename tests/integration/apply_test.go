@@ -72,6 +72,8 @@ type edgeSite struct {
 	extraVMMEnv   []string
 	// netbird, when set, is the agent's NetBird client (facts and joins).
 	netbird *agentnetbird.Client
+	// failover are more control-plane URLs the agent fails over to.
+	failover []string
 }
 
 // newEdgeSite creates tenant and site, enrolls with the real enroll code
@@ -170,7 +172,7 @@ func (e *edgeSite) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := api.NewClient(api.ClientConfig{BaseURL: e.env.URL, RootCAs: id.RootCAs(), Certificate: id.Certificate})
+	client, err := api.NewClient(api.ClientConfig{BaseURL: e.env.URL, FailoverURLs: e.failover, RootCAs: id.RootCAs(), Certificate: id.Certificate})
 	if err != nil {
 		t.Fatal(err)
 	}
