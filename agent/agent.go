@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nkudo/nkudo/api"
@@ -51,6 +52,14 @@ type Config struct {
 	// plan is still active; zero means 5s. A control plane that does not
 	// answer in time does not hold the plan back.
 	CheckTimeout time.Duration
+	// MaxBackoff caps the wait between two failed attempts of a loop
+	// (heartbeat, plan poll, delivery); zero means DefaultMaxBackoff. The
+	// first wait after a failure is spread over the heartbeat interval up
+	// to this cap; a Retry-After from the control plane is waited out even
+	// when longer.
+	MaxBackoff time.Duration
+	// After is the loops' timer (nil: time.After); tests record the waits.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Agent runs the edge loops: heartbeat, plan long-poll, execution and
@@ -90,6 +99,9 @@ type Agent struct {
 	nbJoined, nbFailed string
 	nbBusy             sync.Mutex     // held while a join runs
 	nbJoins            sync.WaitGroup // the join goroutine, for Run to wait on
+	// interval is the heartbeat interval in use (nanoseconds), the spread
+	// of every loop's first retry.
+	interval atomic.Int64
 }
 
 // New builds an agent.
@@ -106,10 +118,20 @@ func New(cfg Config) *Agent {
 	if cfg.CheckTimeout == 0 {
 		cfg.CheckTimeout = 5 * time.Second
 	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
 	acked := make(chan struct{})
-	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
 		newPlan: make(chan struct{}, 1), kickHB: make(chan struct{}, 1), kickDeliver: make(chan struct{}, 1),
 		acked: acked, firstHB: acked}
+	a.interval.Store(int64(cfg.FirstHeartbeat))
+	return a
+}
+
+// retryWait is how long a loop waits after a failed attempt.
+func (a *Agent) retryWait(b *backoff, err error) time.Duration {
+	return b.next(time.Duration(a.interval.Load()), err)
 }
 
 // jitter spreads d by ±10 %.
@@ -288,7 +310,7 @@ func (a *Agent) freshVersion(ctx context.Context) (int64, error) {
 
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	interval := a.cfg.FirstHeartbeat
-	backoff := time.Second
+	retry := backoff{max: a.cfg.MaxBackoff}
 	failing := false
 	for {
 		resp, err := a.Heartbeat(ctx)
@@ -297,17 +319,17 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		case err != nil && ctx.Err() != nil:
 			return
 		case err != nil:
+			wait = a.retryWait(&retry, err)
 			if !failing {
-				a.log.Warn("heartbeat failed; retrying", "err", err)
+				a.log.Warn("heartbeat failed; retrying", "err", err, "in", wait)
 			}
 			failing = true
-			wait = min(jitter(backoff), wait)
-			backoff = min(backoff*2, 30*time.Second)
 		default:
 			if failing {
 				a.log.Info("heartbeat recovered")
 			}
-			failing, backoff = false, time.Second
+			failing = false
+			retry.reset()
 			if resp.NetBird != nil {
 				a.joinNetBird(ctx, *resp.NetBird)
 			}
@@ -318,14 +340,24 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			}
 			if d := resp.NextHeartbeat.D(); d > 0 {
 				interval = d
+				a.interval.Store(int64(d))
 				wait = jitter(d)
 			}
+		}
+		if api.RetryAfter(err) > 0 {
+			// The control plane asked for quiet: a kick does not cut it short.
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.cfg.After(wait):
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.kickHB:
-		case <-time.After(wait):
+		case <-a.cfg.After(wait):
 		}
 	}
 }
@@ -346,23 +378,23 @@ func kick(ch chan<- struct{}) {
 // get the same answer at once, and a plan made active again must arrive.
 func (a *Agent) pollLoop(ctx context.Context) {
 	after := ""
-	backoff := time.Second
+	retry := backoff{max: a.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		p, err := a.cfg.Client.WatchPlan(ctx, after, a.cfg.PollWait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			a.log.Debug("plan poll failed", "err", err)
+			wait := a.retryWait(&retry, err)
+			a.log.Debug("plan poll failed", "err", err, "retry_in", wait)
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(jitter(backoff)):
+			case <-a.cfg.After(wait):
 			}
-			backoff = min(backoff*2, 10*time.Second)
 			continue
 		}
-		backoff = time.Second
+		retry.reset()
 		if p == nil {
 			continue
 		}
@@ -521,7 +553,7 @@ func (a *Agent) execLoop(ctx context.Context) {
 const heldRetry = time.Second
 
 func (a *Agent) deliverLoop(ctx context.Context) {
-	backoff := time.Second
+	retry := backoff{max: a.cfg.MaxBackoff}
 	failing, holding := false, false
 	for {
 		err := a.Deliver(ctx)
@@ -535,14 +567,14 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 				a.log.Warn("control plane unreachable; buffering results and logs on disk", "err", err)
 			}
 			failing = true
-			wait = jitter(backoff)
-			backoff = min(backoff*2, 30*time.Second)
+			wait = a.retryWait(&retry, err)
 		} else {
 			// The control plane took everything queued.
 			if failing {
 				a.log.Info("buffered results and logs delivered")
 			}
-			failing, backoff = false, time.Second
+			failing = false
+			retry.reset()
 		}
 		switch {
 		case held:
@@ -564,7 +596,7 @@ func (a *Agent) deliverLoop(ctx context.Context) {
 		case <-a.cfg.Executor.Results.Wake():
 		case <-a.cfg.Executor.Logs.Wake():
 		case <-a.kickDeliver:
-		case <-time.After(wait):
+		case <-a.cfg.After(wait):
 		}
 	}
 }

@@ -180,7 +180,7 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 func runAgent(t *testing.T, r *rig, cp *memCP) {
 	t.Helper()
 	a := agent.New(agent.Config{Client: cp, Executor: r.ex, Facts: agent.FactsSource{StateDir: r.state, Hypervisor: r.prov},
-		AgentVersion: "test", PollWait: time.Second, FirstHeartbeat: time.Hour})
+		AgentVersion: "test", PollWait: time.Second, FirstHeartbeat: time.Hour, MaxBackoff: 200 * time.Millisecond})
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

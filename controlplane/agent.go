@@ -319,6 +319,7 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 				return nil, err
 			}
 		}
+		parked(ctx)
 		select {
 		case <-ch:
 		case <-timer.C:

@@ -296,6 +296,9 @@ func (s *Server) handleAgentImage(w http.ResponseWriter, r *http.Request, c *cal
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("ETag", `"sha256:`+sum+`"`)
+	// A download may take long on a slow link and costs no CPU: it must
+	// not hold one of the agent-request slots heartbeats need.
+	parked(r.Context())
 	http.ServeContent(w, r, "", st.ModTime(), f)
 	return nil
 }

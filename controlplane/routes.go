@@ -239,7 +239,18 @@ func (s *Server) wrap(rt Route) http.Handler {
 			}
 			r.Body = http.MaxBytesReader(rec, r.Body, limit)
 		}
-		c, err := s.authenticate(r, rt)
+		var c *caller
+		var err error
+		if rt.Auth == AuthAgent {
+			// Bounded before authentication, which reads the store.
+			var release func()
+			release, err = s.overload.enterAgent()
+			defer release()
+			r = r.WithContext(withPark(r.Context(), release))
+		}
+		if err == nil {
+			c, err = s.authenticate(r, rt)
+		}
 		if err == nil {
 			err = rt.handle(rec, r, c)
 		}

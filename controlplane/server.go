@@ -103,6 +103,14 @@ type Options struct {
 	MaxLogPageBytes int64
 	// MaxLongPoll caps the wait of the plan long-poll. Default 60s.
 	MaxLongPoll time.Duration
+	// MaxAgentRequests bounds the agent requests served at once (a plan
+	// long-poll counts until it parks); more get 503 with a Retry-After of
+	// 1–10 s. Default DefaultMaxAgentRequests; negative: no bound.
+	MaxAgentRequests int
+	// MaxHandshakes bounds the TLS handshakes in progress; a new one waits
+	// up to a second for a slot, then fails. Default DefaultMaxHandshakes;
+	// negative: no bound.
+	MaxHandshakes int
 	// ShutdownTimeout bounds how long Serve waits for in-flight requests
 	// once its context ends. Default 30s.
 	ShutdownTimeout time.Duration
@@ -161,6 +169,8 @@ type Server struct {
 	sites    siteCounter
 
 	waiting atomic.Int64 // plan long-polls currently waiting
+	// overload bounds handshakes and agent requests (overload.go).
+	overload *overload
 
 	// Bounds of the public routes (public.go).
 	crlSlots       busySlots
@@ -250,6 +260,9 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.metrics = m
+	if s.overload, err = newOverload(opts.MaxAgentRequests, opts.MaxHandshakes, m.reg); err != nil {
+		return nil, err
+	}
 	if err := m.watchCertificates(opts.PKI); err != nil {
 		return nil, err
 	}
@@ -289,7 +302,8 @@ func (s *Server) TLSConfig() *tls.Config {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
-		TLSConfig:         s.TLSConfig(),
+		TLSConfig:         s.overload.tlsConfig(s.TLSConfig()),
+		ConnState:         s.overload.connState,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Bodies are small (agent reports ≤ MaxBodyBytes, forge deliveries
 		// ≤ 25 MiB); a client that trickles one is cut off. No WriteTimeout:

@@ -122,6 +122,8 @@ type ServeCmd struct {
 	NoPerSiteMetrics     bool          `help:"Drop the per-site heartbeat lag gauge (large fleets); the histogram stays." env:"NKUDO_NO_PER_SITE_METRICS"`
 	ShutdownTimeout      time.Duration `help:"How long in-flight requests may finish after SIGTERM." default:"30s" env:"NKUDO_SHUTDOWN_TIMEOUT"`
 	DashboardIdle        time.Duration `help:"End a dashboard browser session after this long without a request." default:"15m" env:"NKUDO_DASHBOARD_IDLE"`
+	MaxAgentRequests     int           `help:"Agent requests served at once (a parked plan long-poll does not count); more get 503 with Retry-After. Negative: no bound." default:"256" env:"NKUDO_MAX_AGENT_REQUESTS"`
+	MaxTLSHandshakes     int           `help:"TLS handshakes in progress at once; a new one waits up to 1s for a slot, then fails. Negative: no bound." default:"64" name:"max-tls-handshakes" env:"NKUDO_MAX_TLS_HANDSHAKES"`
 }
 
 // Run serves until the context (SIGINT/SIGTERM) ends.
@@ -168,6 +170,8 @@ func (c *ServeCmd) Serve(ctx context.Context, log *slog.Logger, ln net.Listener)
 		DisablePerSiteMetrics: c.NoPerSiteMetrics,
 		ShutdownTimeout:       c.ShutdownTimeout,
 		SessionIdle:           c.DashboardIdle,
+		MaxAgentRequests:      c.MaxAgentRequests,
+		MaxHandshakes:         c.MaxTLSHandshakes,
 	}
 	if err := c.ImageFlags.apply(c.DataDir, &opts); err != nil {
 		return err
