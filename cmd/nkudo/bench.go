@@ -44,7 +44,8 @@ type BenchFleetCmd struct {
 	Replicas    int           `help:"0: serve in this process; N: start N 'nkudo serve' processes on loopback (more than one needs Postgres)." default:"0"`
 	// KillReplicaAfter is a count of converged sites, not a time, so the
 	// kill lands mid-rollout whatever the machine's speed.
-	KillReplicaAfter  int           `help:"kill -9 the first replica once this many sites have converged in the rollout (needs --replicas 2 or more)." placeholder:"SITES"`
+	KillReplicaAfter  int           `help:"kill -9 replica --kill-replica once this many sites have converged in the rollout (needs --replicas 2 or more)." placeholder:"SITES"`
+	KillReplica       int           `help:"Which replica --kill-replica-after kills: 0 is the one webhooks reach first, so it reconciles; the others serve agents." default:"1"`
 	Latency           time.Duration `help:"Added to every simulated hypervisor call." default:"0s"`
 	FailureRate       float64       `help:"Share (0–1) of simulated hypervisor calls that fail." default:"0"`
 	HeartbeatInterval time.Duration `help:"Heartbeat interval the control plane hands the agents." default:"10s"`
@@ -130,7 +131,7 @@ func (c *BenchFleetCmd) run(ctx context.Context, progress io.Writer) (*fleetsim.
 	defer stop()
 	return fleetsim.Run(ctx, fleetsim.Options{
 		Sites: c.Sites, VMs: c.VMs, Timeout: c.Timeout, WorkDir: agents, ControlPlane: cp,
-		Latency: c.Latency, FailureRate: c.FailureRate, PollWait: c.PollWait, KillReplicaAfter: c.KillReplicaAfter,
+		Latency: c.Latency, FailureRate: c.FailureRate, PollWait: c.PollWait, KillReplicaAfter: c.KillReplicaAfter, KillReplica: c.KillReplica,
 		Progress: progress,
 	})
 }

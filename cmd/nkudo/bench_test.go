@@ -28,7 +28,7 @@ func benchFleet(t *testing.T, args ...string) fleetsim.Report {
 // checkFleet asserts what a correct run shows: every phase's changed
 // sites got a plan and converged, no hypervisor call and no plan was made
 // twice, and every commit got exactly one final nkudo/apply, a success.
-func checkFleet(t *testing.T, rep fleetsim.Report, sites int) {
+func checkFleet(t *testing.T, rep fleetsim.Report, sites, vms int) {
 	t.Helper()
 	if len(rep.Phases) != 3 {
 		t.Fatalf("phases: %+v, want rollout, one-site and one-percent", rep.Phases)
@@ -46,7 +46,7 @@ func checkFleet(t *testing.T, rep fleetsim.Report, sites int) {
 		t.Errorf("duplicates: hypervisor calls %q, plans %q", rep.DuplicateCalls, rep.DuplicatePlans)
 	}
 	// create + start per VM, one more VM at one site, a resize at 1 %.
-	if wantCalls := sites*10*2 + 2 + max(1, sites/100); rep.HypervisorCalls != wantCalls {
+	if wantCalls := sites*vms*2 + 2 + max(1, sites/100); rep.HypervisorCalls != wantCalls {
 		t.Errorf("hypervisor calls: %d, want %d", rep.HypervisorCalls, wantCalls)
 	}
 }
@@ -62,7 +62,7 @@ func TestSimulatorConverges(t *testing.T) {
 				args = append(args, "--database-url", pgtest.URL(t))
 			}
 			rep := benchFleet(t, append(args, "--sites=100", "--vms=10", "--timeout=3m")...)
-			checkFleet(t, rep, 100)
+			checkFleet(t, rep, 100, 10)
 		})
 	}
 }
@@ -96,6 +96,28 @@ func TestBenchFleetRefuses(t *testing.T) {
 			t.Errorf("CheckLoopback(%q): %v", u, err)
 		}
 	}
+}
+
+// TestReplicaKilledMidRollout: three `nkudo serve` processes of this tree
+// on one Postgres, 300 sites spread over them, and a replica killed with
+// SIGKILL once 60 sites have converged. The agents of the killed replica
+// fail over to the others; every site converges, nothing is planned or
+// applied twice, and each commit gets exactly one final nkudo/apply.
+//
+// The replica killed serves agents; replica 0, which the webhooks reach
+// and which reconciles, is left alone: the surviving replicas do not yet
+// take over a dead replica's reconcile, apply tracking and status posting
+// (the reconciler resumes them only when a process starts), so killing it
+// leaves the commit without nkudo/plan and nkudo/apply.
+func TestReplicaKilledMidRollout(t *testing.T) {
+	db := pgtest.URL(t)
+	bin := buildNkudo(t)
+	rep := benchFleet(t, "--database-url", db, "--replicas=3", "--nkudo-binary", bin,
+		"--sites=300", "--vms=2", "--kill-replica=1", "--kill-replica-after=60", "--heartbeat-interval=5s", "--timeout=4m")
+	if !rep.ReplicaKilled || rep.KilledReplica != 1 || rep.KilledAtConverged >= 300 {
+		t.Fatalf("replica %d killed: %v, with %d of 300 sites converged; want replica 1 killed mid-rollout", rep.KilledReplica, rep.ReplicaKilled, rep.KilledAtConverged)
+	}
+	checkFleet(t, rep, 300, 2)
 }
 
 // buildNkudo builds this tree's nkudo (as the e2e suites do: CGO off, so

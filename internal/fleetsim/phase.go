@@ -57,9 +57,10 @@ func (s *sim) runPhase(ctx context.Context, name string, changed []*site) (*Phas
 		s.converged.Store(int64(len(changed) - len(pending)))
 		if k := s.o.KillReplicaAfter; k > 0 && name == "rollout" && len(changed)-len(pending) >= k && !s.killed.Load() {
 			s.killed.Store(true)
-			s.phase.Store(name + " (replica 0 killed)")
-			if err := s.o.ControlPlane.Kill(0); err != nil {
-				s.o.Logger.Error("kill replica 0", "err", err)
+			s.killedAt.Store(int64(len(changed) - len(pending)))
+			s.phase.Store(fmt.Sprintf("%s (replica %d killed)", name, s.o.KillReplica))
+			if err := s.o.ControlPlane.Kill(s.o.KillReplica); err != nil {
+				s.o.Logger.Error("kill replica", "replica", s.o.KillReplica, "err", err)
 			}
 		}
 		return len(pending) == 0, fmt.Sprintf("%d/%d converged", len(changed)-len(pending), len(changed))

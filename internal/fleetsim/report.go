@@ -95,6 +95,10 @@ type Report struct {
 	ControlPlane    *Usage   `json:"controlPlane,omitempty"`
 	DatabaseBytes   int64    `json:"databaseBytes,omitempty"`
 	ReplicaKilled   bool     `json:"replicaKilled,omitempty"`
+	// KilledAtConverged is how many sites had converged in the rollout
+	// when the replica was killed.
+	KilledAtConverged int `json:"killedAtConverged,omitempty"`
+	KilledReplica     int `json:"killedReplica,omitempty"`
 }
 
 // Problems lists what makes the run incorrect: duplicates, a commit
@@ -146,7 +150,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "database\t%s\n", mib(r.DatabaseBytes))
 	}
 	if r.ReplicaKilled {
-		fmt.Fprintf(tw, "replica killed\treplica 0, kill -9, during the rollout\n")
+		fmt.Fprintf(tw, "replica killed\treplica %d, kill -9, with %d of %d sites converged in the rollout\n", r.KilledReplica, r.KilledAtConverged, r.Sites)
 	}
 	fmt.Fprintf(tw, "elapsed\t%s\n", r.Elapsed)
 	if p := r.Problems(); len(p) > 0 {

@@ -94,9 +94,12 @@ type Options struct {
 	Enrollers int
 	// PollWait is the agents' plan long-poll (0: the agent's default).
 	PollWait time.Duration
-	// KillReplicaAfter, when > 0, kills replica 0 (ControlPlane.Kill) once
-	// that many sites have converged in the first rollout.
+	// KillReplicaAfter, when > 0, kills replica KillReplica
+	// (ControlPlane.Kill) once that many sites have converged in the first
+	// rollout. Webhooks go to replica 0 first, so replica 0 is the one that
+	// reconciles (it takes the repository's lease); the others serve agents.
 	KillReplicaAfter int
+	KillReplica      int
 	// SkipChanges ends the scenario after the first rollout.
 	SkipChanges bool
 	// Progress receives a line every ProgressEvery (nil: none; 0: 2s).
@@ -134,6 +137,8 @@ func (o *Options) check() error {
 		return errors.New("control plane: no URL")
 	case o.ControlPlane.AdminToken == "" || o.ControlPlane.CAPool == nil || o.ControlPlane.CAFingerprint == "":
 		return errors.New("control plane: admin token, CA pool and CA fingerprint are required")
+	case o.KillReplicaAfter > 0 && (o.KillReplica < 0 || o.KillReplica >= len(o.ControlPlane.URLs)):
+		return fmt.Errorf("kill replica: %d: want 0 to %d", o.KillReplica, len(o.ControlPlane.URLs)-1)
 	case o.KillReplicaAfter > 0 && o.ControlPlane.Kill == nil:
 		return errors.New("kill replica after: the control plane's replicas cannot be killed (start them with the simulator)")
 	}
@@ -223,6 +228,7 @@ type sim struct {
 	converged atomic.Int64 // sites converged in the running phase
 	phase     atomic.Value // string
 	killed    atomic.Bool
+	killedAt  atomic.Int64 // sites converged in the rollout when the replica was killed
 }
 
 // Run runs the scenario and reports it. It fails when the fleet does not
@@ -238,7 +244,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	s.phase.Store("start")
 	cp := o.ControlPlane
 	var err error
-	s.admin, err = api.NewClient(api.ClientConfig{BaseURL: cp.URLs[0], Token: cp.AdminToken, Tenant: Tenant, RootCAs: cp.CAPool, UserAgent: "nkudo-fleetsim"})
+	s.admin, err = api.NewClient(api.ClientConfig{BaseURL: cp.URLs[0], FailoverURLs: cp.URLs[1:], Token: cp.AdminToken, Tenant: Tenant, RootCAs: cp.CAPool, UserAgent: "nkudo-fleetsim"})
 	if err != nil {
 		return nil, err
 	}
@@ -365,6 +371,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.DatabaseBytes = n
 	}
 	rep.ReplicaKilled = s.killed.Load()
+	rep.KilledAtConverged = int(s.killedAt.Load())
+	rep.KilledReplica = o.KillReplica
 	rep.Elapsed = Seconds(time.Since(rep.Started).Seconds())
 	return rep, nil
 }
@@ -520,9 +528,13 @@ func (s *sim) startAgent(ctx context.Context, st *site, wg *sync.WaitGroup) erro
 	return nil
 }
 
-// agentClient is the site's mTLS client of its control plane.
+// agentClient is the site's mTLS client of its control plane: its own
+// replica, failing over to the others in turn, as `nkudo-edge run` does
+// with --control-plane repeated.
 func (s *sim) agentClient(st *site, id *agent.Identity) (*api.Client, error) {
-	return api.NewClient(api.ClientConfig{BaseURL: s.siteURLs(st)[0], RootCAs: id.RootCAs(), Certificate: id.Certificate, UserAgent: "nkudo-edge/fleetsim"})
+	urls := s.siteURLs(st)
+	return api.NewClient(api.ClientConfig{BaseURL: urls[0], FailoverURLs: urls[1:], RootCAs: id.RootCAs(), Certificate: id.Certificate,
+		UserAgent: "nkudo-edge/fleetsim"})
 }
 
 // webhook delivers a signed Gitea push of main from before to after, to
