@@ -2,56 +2,107 @@ package fleetsim
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
 	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
-// repo is the simulated tenant repository: a git work tree on this machine,
-// written with go-git, that the control plane fetches as a local source.
+// repo is the simulated tenant repository: a bare git repository on this
+// machine that the control plane fetches as a local source. Commits are
+// built from objects directly (one blob per changed site, one tree, one
+// commit), so a commit costs what it changes, not the size of the fleet:
+// a work tree's status over ten thousand files would dominate the run.
 type repo struct {
-	dir string
-	r   *git.Repository
+	dir   string
+	r     *git.Repository
+	files map[string]plumbing.Hash // manifests/<site>.yaml → blob
+	head  plumbing.Hash
 }
 
 func initRepo(dir string) (*repo, error) {
-	r, err := git.PlainInitWithOptions(dir, &git.PlainInitOptions{InitOptions: git.InitOptions{DefaultBranch: "refs/heads/main"}})
+	r, err := git.PlainInitWithOptions(dir, &git.PlainInitOptions{Bare: true, InitOptions: git.InitOptions{DefaultBranch: "refs/heads/main"}})
 	if err != nil {
 		return nil, fmt.Errorf("git init %s: %w", dir, err)
 	}
-	return &repo{dir: dir, r: r}, nil
+	return &repo{dir: dir, r: r, files: map[string]plumbing.Hash{}}, nil
 }
 
-// write replaces the manifest file of one site.
+// write stores one site's manifest file for the next commit.
 func (g *repo) write(site string, body string) error {
-	p := filepath.Join(g.dir, "manifests", site+".yaml")
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
+	h, err := g.put(plumbing.BlobObject, func(o plumbing.EncodedObject) error {
+		w, err := o.Writer()
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write([]byte(body)); err != nil {
+			return err
+		}
+		return w.Close()
+	})
+	if err != nil {
+		return fmt.Errorf("git blob of %s: %w", site, err)
 	}
-	return os.WriteFile(p, []byte(body), 0o644)
+	g.files[site+".yaml"] = h
+	return nil
 }
 
-// commit stages the named sites' files and commits them.
-func (g *repo) commit(msg string, sites []string) (string, error) {
-	wt, err := g.r.Worktree()
+func (g *repo) put(t plumbing.ObjectType, fill func(plumbing.EncodedObject) error) (plumbing.Hash, error) {
+	o := g.r.Storer.NewEncodedObject()
+	o.SetType(t)
+	if err := fill(o); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return g.r.Storer.SetEncodedObject(o)
+}
+
+// commit commits every file written so far on main and returns the
+// commit's hash. The tree is manifests/<site>.yaml.
+func (g *repo) commit(msg string) (string, error) {
+	names := make([]string, 0, len(g.files))
+	for n := range g.files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	sub := &object.Tree{}
+	for _, n := range names {
+		sub.Entries = append(sub.Entries, object.TreeEntry{Name: n, Mode: filemode.Regular, Hash: g.files[n]})
+	}
+	subHash, err := g.put(plumbing.TreeObject, sub.Encode)
 	if err != nil {
-		return "", fmt.Errorf("git worktree: %w", err)
+		return "", fmt.Errorf("git tree: %w", err)
 	}
-	for _, s := range sites {
-		if _, err := wt.Add(filepath.ToSlash(filepath.Join("manifests", s+".yaml"))); err != nil {
-			return "", fmt.Errorf("git add %s: %w", s, err)
-		}
+	root := &object.Tree{Entries: []object.TreeEntry{{Name: "manifests", Mode: filemode.Dir, Hash: subHash}}}
+	rootHash, err := g.put(plumbing.TreeObject, root.Encode)
+	if err != nil {
+		return "", fmt.Errorf("git tree: %w", err)
 	}
-	sig := &object.Signature{Name: "fleetsim", Email: "fleetsim@nkudo.invalid", When: time.Now()}
-	h, err := wt.Commit(msg, &git.CommitOptions{Author: sig, Committer: sig})
+	sig := object.Signature{Name: "fleetsim", Email: "fleetsim@nkudo.invalid", When: time.Now()}
+	c := &object.Commit{Author: sig, Committer: sig, Message: msg + "\n", TreeHash: rootHash}
+	if !g.head.IsZero() {
+		c.ParentHashes = []plumbing.Hash{g.head}
+	}
+	h, err := g.put(plumbing.CommitObject, c.Encode)
 	if err != nil {
 		return "", fmt.Errorf("git commit: %w", err)
 	}
+	if err := g.r.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName("main"), h)); err != nil {
+		return "", fmt.Errorf("git update main: %w", err)
+	}
+	g.head = h
 	return h.String(), nil
+}
+
+// before is the commit main pointed at before the next one (zeros at first).
+func (g *repo) before() string {
+	if g.head.IsZero() {
+		return strings.Repeat("0", 40)
+	}
+	return g.head.String()
 }
 
 // vmSpec is what the simulator commits for one VM; resizable up to 4 CPUs,

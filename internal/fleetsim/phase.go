@@ -3,7 +3,6 @@ package fleetsim
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nkudo/nkudo/store"
@@ -15,18 +14,13 @@ import (
 func (s *sim) runPhase(ctx context.Context, name string, changed []*site) (*Phase, error) {
 	s.phase.Store(name)
 	s.converged.Store(0)
-	names := make([]string, len(changed))
-	for i, st := range changed {
-		names[i] = st.name
+	for _, st := range changed {
 		if err := s.repo.write(st.name, siteManifest(st.name, st.vms)); err != nil {
 			return nil, fmt.Errorf("%s: write %s: %w", name, st.name, err)
 		}
 	}
-	before := strings.Repeat("0", 40)
-	if h, err := s.repo.r.Head(); err == nil {
-		before = h.Hash().String()
-	}
-	sha, err := s.repo.commit(name, names)
+	before := s.repo.before()
+	sha, err := s.repo.commit(name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
