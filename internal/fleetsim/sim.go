@@ -261,6 +261,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 
+	// The sites exist before anything reads them (the progress lines).
+	s.sites = make([]*site, o.Sites)
+	for i := range s.sites {
+		s.sites[i] = &site{name: SiteName(i + 1), hv: NewHypervisor(o.Latency, o.FailureRate)}
+	}
 	rep := &Report{Sites: o.Sites, VMs: o.VMs, Replicas: len(cp.URLs), Started: time.Now().UTC()}
 	stopProgress := s.progress(ctx)
 	defer stopProgress()
@@ -429,10 +434,6 @@ func SiteName(i int) string { return fmt.Sprintf("site-%05d", i) }
 
 // enroll creates every site and enrolls its agent with a one-time token.
 func (s *sim) enroll(ctx context.Context) error {
-	s.sites = make([]*site, s.o.Sites)
-	for i := range s.sites {
-		s.sites[i] = &site{name: SiteName(i + 1), hv: NewHypervisor(s.o.Latency, s.o.FailureRate)}
-	}
 	var next atomic.Int64
 	var done atomic.Int64
 	errs := make(chan error, s.o.Enrollers)
@@ -605,8 +606,12 @@ func (s *sim) progress(ctx context.Context) func() {
 				return
 			case <-t.C:
 			}
-			fmt.Fprintf(s.o.Progress, "fleetsim %6.1fs %-12s sites done %d/%d, heartbeats %d, statuses %d\n",
-				time.Since(start).Seconds(), s.phase.Load(), s.converged.Load(), s.o.Sites, s.heartbeats(), s.sink.total())
+			var hbErrors int64
+			for _, st := range s.sites {
+				hbErrors += st.hbErrors.Load()
+			}
+			fmt.Fprintf(s.o.Progress, "fleetsim %6.1fs %-12s sites done %d/%d, heartbeats %d (%d failed), statuses %d\n",
+				time.Since(start).Seconds(), s.phase.Load(), s.converged.Load(), s.o.Sites, s.heartbeats(), hbErrors, s.sink.total())
 		}
 	}()
 	return func() { cancel(); <-done }
