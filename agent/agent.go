@@ -39,7 +39,9 @@ type Config struct {
 	// SiteRecipient, the site key's age recipient, is reported with every
 	// heartbeat (Identity.SiteRecipient).
 	SiteRecipient string
-	// PollWait is the long-poll duration; zero means 30s.
+	// PollWait is the long-poll duration; zero means 2m. Longer polls cost
+	// the control plane fewer re-armed requests; a proxy in front of it
+	// must allow requests this long.
 	PollWait time.Duration
 	// FirstHeartbeat is the interval used until the server names one; zero means 15s.
 	FirstHeartbeat time.Duration
@@ -110,7 +112,7 @@ func New(cfg Config) *Agent {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.PollWait == 0 {
-		cfg.PollWait = 30 * time.Second
+		cfg.PollWait = 2 * time.Minute
 	}
 	if cfg.FirstHeartbeat == 0 {
 		cfg.FirstHeartbeat = 15 * time.Second

@@ -366,7 +366,7 @@ func (c *Client) Heartbeat(ctx context.Context, req HeartbeatRequest) (Heartbeat
 // WaitPlan long-polls for the site's active plan when it differs from
 // after (the ID of the plan the agent already has, "" for none). The server
 // holds the request up to wait (0 = answer at once; the server caps it at
-// its maximum, 60s by default). It returns (nil, nil) when wait elapses
+// its maximum, 5m by default). It returns (nil, nil) when wait elapses
 // without a newer plan.
 func (c *Client) WaitPlan(ctx context.Context, after string, wait time.Duration) (*AgentPlan, error) {
 	q := url.Values{}

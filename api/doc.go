@@ -39,6 +39,11 @@
 //     replicas and moves to the next on a connection error or 5xx) and
 //     Error.RetryAfter (the Retry-After header of a 503 or 429, which the
 //     agent waits out). Client-side only: no wire change.
+//   - 1 (2026-12-07): agent routes answer 503 unavailable with Retry-After
+//     when the control plane is at its overload bound; the plan long-poll's
+//     wait is capped at 5 minutes (was 60 s) and the agent asks for 2.
+//     Older agents retry a 503 with their own backoff and keep their 30 s
+//     polls.
 package api
 
 // ProtocolVersion is the agent protocol this package speaks; see the changelog above.

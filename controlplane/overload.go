@@ -31,8 +31,10 @@ const (
 	DefaultMaxHandshakes    = 64
 )
 
-// handshakeWait is how long a TLS handshake waits for a slot before it fails.
-const handshakeWait = time.Second
+// handshakeWait is how long a TLS handshake waits for a slot before it
+// fails: long enough that a queue of handshakes drains at CPU speed, short
+// of the 10 s a client gives a handshake.
+const handshakeWait = 3 * time.Second
 
 // overloadRetryAfter bounds the Retry-After of an overload answer: drawn
 // from [1s, overloadRetryAfter] so the refused agents come back spread.

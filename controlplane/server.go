@@ -101,14 +101,16 @@ type Options struct {
 	// MaxLogPageBytes bounds the line text of one page of a plan's log
 	// (and of one read of a follow stream). Default 4 MiB.
 	MaxLogPageBytes int64
-	// MaxLongPoll caps the wait of the plan long-poll. Default 60s.
+	// MaxLongPoll caps the wait of the plan long-poll. Default 5m: a
+	// parked poll costs no CPU, and every return is a request to answer
+	// and a store read when the agent re-arms it.
 	MaxLongPoll time.Duration
 	// MaxAgentRequests bounds the agent requests served at once (a plan
 	// long-poll counts until it parks); more get 503 with a Retry-After of
 	// 1–10 s. Default DefaultMaxAgentRequests; negative: no bound.
 	MaxAgentRequests int
 	// MaxHandshakes bounds the TLS handshakes in progress; a new one waits
-	// up to a second for a slot, then fails. Default DefaultMaxHandshakes;
+	// up to 3 s for a slot, then fails. Default DefaultMaxHandshakes;
 	// negative: no bound.
 	MaxHandshakes int
 	// ShutdownTimeout bounds how long Serve waits for in-flight requests
@@ -225,7 +227,7 @@ func New(opts Options) (*Server, error) {
 		opts.MaxLogPageBytes = 4 << 20
 	}
 	if opts.MaxLongPoll <= 0 {
-		opts.MaxLongPoll = 60 * time.Second
+		opts.MaxLongPoll = 5 * time.Minute
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = 30 * time.Second

@@ -51,20 +51,41 @@ func (r *Reconciler) trackActive(ctx context.Context, repo store.Repository, com
 		r.setStatus(ctx, repo, commit, forge.ContextApply, store.StateSuccess, "nothing to apply: every site is converged")
 		return
 	}
+	// One replica follows a commit at a time, so replicas do not take
+	// turns rewriting its pending status; SetCommitStatusOnce still keeps
+	// one verdict should two overlap while a lease changes hands. Without
+	// an answer from the store, track anyway: the status stays once-only.
+	if ok, err := r.store.AcquireLease(ctx, applyLease(repo.ID, commit), r.opts.Holder, r.opts.LeaseTTL); err != nil {
+		r.log.Warn("apply tracking lease", "repo", repo.ID, "commit", commit, "err", err)
+	} else if !ok {
+		r.log.Debug("another replica follows this commit's apply", "repo", repo.ID, "commit", commit)
+		return
+	}
 	r.setStatus(ctx, repo, commit, forge.ContextApply, store.StatePending, fmt.Sprintf("0 of %d sites converged", len(plans)))
 	r.mu.Lock()
 	r.tracked[repo.ID+"/"+commit] = t
 	r.mu.Unlock()
 }
 
+// applyLease names the lease of one commit's apply tracking.
+func applyLease(repoID, commit string) string { return "apply/" + repoID + "/" + commit }
+
+// adoptEvery is how many apply checks pass between two looks for pending
+// commits nobody follows (their replica died: its lease ran out).
+const adoptEvery = 12
+
 func (r *Reconciler) applyLoop(ctx context.Context) {
 	tk := time.NewTicker(r.opts.ApplyCheckInterval)
 	defer tk.Stop()
-	for {
+	defer r.releaseApplyLeases(context.WithoutCancel(ctx))
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tk.C:
+		}
+		if n%adoptEvery == 0 {
+			r.adoptPending(ctx)
 		}
 		r.mu.Lock()
 		list := make([]*tracking, 0, len(r.tracked))
@@ -78,8 +99,64 @@ func (r *Reconciler) applyLoop(ctx context.Context) {
 	}
 }
 
+// adoptPending follows the pending nkudo/apply of each repository's last
+// applied commit that no replica follows (trackActive takes its lease).
+func (r *Reconciler) adoptPending(ctx context.Context) {
+	repos, err := r.store.ListAllRepositories(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Error("adopt pending apply statuses: list repositories", "err", err)
+		}
+		return
+	}
+	for _, repo := range repos {
+		if repo.LastAppliedCommit == "" {
+			continue
+		}
+		r.mu.Lock()
+		_, mine := r.tracked[repo.ID+"/"+repo.LastAppliedCommit]
+		r.mu.Unlock()
+		if mine {
+			continue
+		}
+		sts, err := r.store.CommitStatuses(ctx, repo.Tenant, repo.ID, repo.LastAppliedCommit)
+		if err != nil {
+			continue
+		}
+		for _, st := range sts {
+			if st.Context == forge.ContextApply && st.State == store.StatePending {
+				r.trackActive(ctx, repo, repo.LastAppliedCommit, nil)
+			}
+		}
+	}
+}
+
+// releaseApplyLeases lets another replica adopt this one's commits at once
+// when it stops.
+func (r *Reconciler) releaseApplyLeases(ctx context.Context) {
+	r.mu.Lock()
+	keys := make([]*tracking, 0, len(r.tracked))
+	for _, t := range r.tracked {
+		keys = append(keys, t)
+	}
+	r.mu.Unlock()
+	for _, t := range keys {
+		if err := r.store.ReleaseLease(ctx, applyLease(t.repo.ID, t.commit), r.opts.Holder); err != nil {
+			r.log.Warn("release apply tracking lease", "repo", t.repo.ID, "commit", t.commit, "err", err)
+		}
+	}
+}
+
 // checkApply re-evaluates one commit's nkudo/apply status.
 func (r *Reconciler) checkApply(ctx context.Context, t *tracking) {
+	lease := applyLease(t.repo.ID, t.commit)
+	if ok, err := r.store.RenewLease(ctx, lease, r.opts.Holder, r.opts.LeaseTTL); err == nil && !ok {
+		// Taken over (this replica stalled past the lease): the new holder follows it.
+		r.mu.Lock()
+		delete(r.tracked, t.repo.ID+"/"+t.commit)
+		r.mu.Unlock()
+		return
+	}
 	state, desc, done, err := r.evaluate(ctx, t)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -92,6 +169,9 @@ func (r *Reconciler) checkApply(ctx context.Context, t *tracking) {
 		r.mu.Lock()
 		delete(r.tracked, t.repo.ID+"/"+t.commit)
 		r.mu.Unlock()
+		if err := r.store.ReleaseLease(ctx, lease, r.opts.Holder); err != nil {
+			r.log.Warn("release apply tracking lease", "repo", t.repo.ID, "commit", t.commit, "err", err)
+		}
 	}
 }
 

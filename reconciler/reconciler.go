@@ -567,20 +567,7 @@ func (r *Reconciler) resume(ctx context.Context) {
 		r.log.Error("resume: list repositories", "err", err)
 		return
 	}
-	for _, repo := range repos {
-		if repo.LastAppliedCommit == "" {
-			continue
-		}
-		sts, err := r.store.CommitStatuses(ctx, repo.Tenant, repo.ID, repo.LastAppliedCommit)
-		if err != nil {
-			continue
-		}
-		for _, st := range sts {
-			if st.Context == forge.ContextApply && st.State == store.StatePending {
-				r.trackActive(ctx, repo, repo.LastAppliedCommit, nil)
-			}
-		}
-	}
+	r.adoptPending(ctx)
 	unposted, err := r.store.UnpostedCommitStatuses(ctx, 1000)
 	if err != nil {
 		r.log.Error("resume: unposted statuses", "err", err)

@@ -46,7 +46,14 @@ func (r *Reconciler) setStatus(ctx context.Context, repo store.Repository, sha, 
 		Tenant: repo.Tenant, RepoID: repo.ID, Commit: sha, Context: label,
 		State: state, Description: forge.Trim(desc, 1000), TargetURL: r.targetURL(repo, sha), UpdatedAt: r.now(),
 	}
-	changed, err := r.store.SetCommitStatus(ctx, repo.Tenant, cs)
+	set := r.store.SetCommitStatus
+	if label == forge.ContextApply {
+		// Every replica may track a commit (each adopts pending ones at
+		// start); the store keeps the first final verdict, so the forge
+		// gets exactly one.
+		set = r.store.SetCommitStatusOnce
+	}
+	changed, err := set(ctx, repo.Tenant, cs)
 	if err != nil {
 		r.log.Error("store commit status", "repo", repo.ID, "commit", sha, "context", label, "err", err)
 		changed = true // the forge still gets it

@@ -575,6 +575,13 @@ type Statuses interface {
 	// changed is true; otherwise nothing is written. ErrNotFound if the
 	// repository is absent; ErrInvalid for an unknown state.
 	SetCommitStatus(ctx context.Context, tenant string, s CommitStatus) (changed bool, err error)
+	// SetCommitStatusOnce is SetCommitStatus for a context that ends once
+	// (nkudo/apply): while the stored state is pending (or there is none)
+	// it behaves the same; once a final state (success, failure, error) is
+	// stored, nothing changes it and changed is false. Several replicas
+	// may race to finish one commit: the first final state written wins,
+	// and only its writer sees changed. Errors as SetCommitStatus.
+	SetCommitStatusOnce(ctx context.Context, tenant string, s CommitStatus) (changed bool, err error)
 	// MarkCommitStatusPosted records that the forge accepted the status
 	// with this exact state (a newer state set meanwhile stays unposted).
 	// ErrNotFound if absent.

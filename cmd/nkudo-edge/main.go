@@ -82,7 +82,7 @@ type runCmd struct {
 	providerFlags
 	ControlPlane []string      `help:"Control plane URL; repeat it (or separate with commas) for replicas, tried in turn on a connection error or 5xx (default: the one enrolled with)." env:"NKUDO_CONTROL_PLANE"`
 	PKIDir       string        `help:"Where key and certificates are stored." default:"/var/lib/nkudo-edge/pki" name:"pki-dir"`
-	PollWait     time.Duration `help:"Plan long-poll duration." default:"30s"`
+	PollWait     time.Duration `help:"Plan long-poll duration (a proxy in front of the control plane must allow requests this long)." default:"2m" env:"NKUDO_POLL_WAIT"`
 }
 
 type factsCmd struct {

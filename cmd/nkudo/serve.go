@@ -123,7 +123,7 @@ type ServeCmd struct {
 	ShutdownTimeout      time.Duration `help:"How long in-flight requests may finish after SIGTERM." default:"30s" env:"NKUDO_SHUTDOWN_TIMEOUT"`
 	DashboardIdle        time.Duration `help:"End a dashboard browser session after this long without a request." default:"15m" env:"NKUDO_DASHBOARD_IDLE"`
 	MaxAgentRequests     int           `help:"Agent requests served at once (a parked plan long-poll does not count); more get 503 with Retry-After. Negative: no bound." default:"256" env:"NKUDO_MAX_AGENT_REQUESTS"`
-	MaxTLSHandshakes     int           `help:"TLS handshakes in progress at once; a new one waits up to 1s for a slot, then fails. Negative: no bound." default:"64" name:"max-tls-handshakes" env:"NKUDO_MAX_TLS_HANDSHAKES"`
+	MaxTLSHandshakes     int           `help:"TLS handshakes in progress at once; a new one waits up to 3s for a slot, then fails. Negative: no bound." default:"64" name:"max-tls-handshakes" env:"NKUDO_MAX_TLS_HANDSHAKES"`
 }
 
 // Run serves until the context (SIGINT/SIGTERM) ends.

@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -139,6 +140,58 @@ func TestReplicasLeaseAndDedupe(t *testing.T) {
 		wg.Wait()
 		if leases != 1 || stored != 1 {
 			t.Errorf("round %d: %d replicas got the lease and %d stored the plan; want 1 and 1", round, leases, stored)
+		}
+	}
+}
+
+// Replicas racing to finish one commit's nkudo/apply, each with its own
+// verdict: exactly one final status is written, and it is never replaced.
+func TestReplicasFinalStatusOnce(t *testing.T) {
+	r := replicas(t, 2)
+	seedSite(t, r[0])
+	repo, err := r[0].CreateRepository(t.Context(), admin, store.Repository{Tenant: "acme", Name: "fleet", URL: "https://git.example/fleet.git"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		commit := fmt.Sprintf("c%d", round)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var winners []string
+		for i := range 8 {
+			s := r[i%2]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				state := store.StateSuccess
+				if i%3 == 0 {
+					state = store.StateFailure
+				}
+				desc := fmt.Sprintf("verdict of writer %d", i)
+				// Each writer tracked the commit (pending) before its verdict.
+				if _, err := s.SetCommitStatusOnce(t.Context(), "acme", store.CommitStatus{RepoID: repo.ID, Commit: commit,
+					Context: "nkudo/apply", State: store.StatePending, Description: "0 of 1 sites converged"}); err != nil {
+					t.Error(err)
+				}
+				changed, err := s.SetCommitStatusOnce(t.Context(), "acme", store.CommitStatus{RepoID: repo.ID, Commit: commit,
+					Context: "nkudo/apply", State: state, Description: desc})
+				if err != nil {
+					t.Error(err)
+				}
+				if changed {
+					mu.Lock()
+					winners = append(winners, desc)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		got, err := r[1].CommitStatuses(t.Context(), "acme", repo.ID, commit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(winners) != 1 || len(got) != 1 || got[0].Description != winners[0] {
+			t.Errorf("round %d: final writes that won: %q; stored %+v; want exactly one, the stored one", round, winners, got)
 		}
 	}
 }

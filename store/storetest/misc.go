@@ -222,6 +222,7 @@ func testCommitStatuses(t *testing.T, s store.Store) {
 		t.Errorf("after stale post: %+v", got[0])
 	}
 	wantErr(t, s.MarkCommitStatusPosted(ctx, tenantB, cs, epoch), store.ErrNotFound)
+	testCommitStatusOnce(t, s, r.ID)
 	other, err := s.CommitStatuses(ctx, tenantB, r.ID, "c1")
 	must(t, err)
 	if len(other) != 0 {
@@ -695,4 +696,50 @@ func testClose(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrClosed)
 	_, err = s.CreateTenant(ctx, admin, store.Tenant{ID: "x"})
 	wantErr(t, err, store.ErrClosed)
+}
+
+// testCommitStatusOnce: a context set with SetCommitStatusOnce moves
+// freely while pending and never again once final, whoever writes.
+func testCommitStatusOnce(t *testing.T, s store.Store, repo string) {
+	ctx := t.Context()
+	set := func(state store.StatusState, desc string) bool {
+		t.Helper()
+		changed, err := s.SetCommitStatusOnce(ctx, tenantA, store.CommitStatus{RepoID: repo, Commit: "c9", Context: "nkudo/apply",
+			State: state, Description: desc, UpdatedAt: epoch})
+		must(t, err)
+		return changed
+	}
+	_, err := s.SetCommitStatusOnce(ctx, tenantB, store.CommitStatus{RepoID: repo, Commit: "c9", Context: "nkudo/apply", State: store.StatePending})
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.SetCommitStatusOnce(ctx, tenantA, store.CommitStatus{RepoID: repo, Commit: "c9", Context: "nkudo/apply", State: "weird"})
+	wantErr(t, err, store.ErrInvalid)
+	steps := []struct {
+		state store.StatusState
+		desc  string
+		want  bool
+	}{
+		{store.StatePending, "0 of 2 sites converged", true},
+		{store.StatePending, "0 of 2 sites converged", false}, // identical
+		{store.StatePending, "1 of 2 sites converged", true},
+		{store.StateSuccess, "2 sites converged", true},
+		{store.StateSuccess, "2 sites converged", false},
+		{store.StateFailure, "store-1: create vm failed", false}, // another replica, too late
+		{store.StatePending, "0 of 2 sites converged", false},    // a re-tracking cannot reopen it
+		{store.StateSuccess, "2 sites converged in 3s", false},
+	}
+	for i, st := range steps {
+		if got := set(st.state, st.desc); got != st.want {
+			t.Errorf("step %d (%s %q): changed %v, want %v", i+1, st.state, st.desc, got, st.want)
+		}
+	}
+	got, err := s.CommitStatuses(ctx, tenantA, repo, "c9")
+	must(t, err)
+	if len(got) != 1 || got[0].State != store.StateSuccess || got[0].Description != "2 sites converged" {
+		t.Errorf("final status %+v, want the first final one (success, 2 sites converged)", got)
+	}
+	// SetCommitStatus keeps its own rules: it may still overwrite.
+	if changed, err := s.SetCommitStatus(ctx, tenantA, store.CommitStatus{RepoID: repo, Commit: "c9", Context: "nkudo/apply",
+		State: store.StateError, Description: "x", UpdatedAt: epoch}); err != nil || !changed {
+		t.Errorf("SetCommitStatus over a final state: changed %v, %v", changed, err)
+	}
 }

@@ -322,10 +322,8 @@ func (h *Hub) Subscribe(ctx context.Context, topic string) (<-chan struct{}, fun
 	h.subs[topic][ch] = struct{}{}
 	h.mu.Unlock()
 	var once sync.Once
-	done := make(chan struct{})
 	cancel := func() {
 		once.Do(func() {
-			close(done)
 			h.mu.Lock()
 			delete(h.subs[topic], ch)
 			if len(h.subs[topic]) == 0 {
@@ -334,14 +332,10 @@ func (h *Hub) Subscribe(ctx context.Context, topic string) (<-chan struct{}, fun
 			h.mu.Unlock()
 		})
 	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			cancel()
-		case <-done:
-		}
-	}()
-	return ch, cancel
+	// A callback, not a goroutine per subscriber: every parked plan
+	// long-poll holds a subscription, and a fleet parks thousands.
+	stop := context.AfterFunc(ctx, cancel)
+	return ch, func() { stop(); cancel() }
 }
 
 // Publish wakes the subscribers of topic.

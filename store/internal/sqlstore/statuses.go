@@ -55,6 +55,43 @@ func (s *Store) SetCommitStatus(ctx context.Context, tenant string, cs store.Com
 	return changed, nil
 }
 
+// SetCommitStatusOnce implements store.Statuses. The final state is kept
+// by the statement's own condition, so the database arbitrates between
+// replicas: the row is locked by the upsert, and a second final write
+// finds the first one's state.
+func (s *Store) SetCommitStatusOnce(ctx context.Context, tenant string, cs store.CommitStatus) (bool, error) {
+	if !cs.State.Valid() || cs.Commit == "" || cs.Context == "" {
+		return false, fmt.Errorf("set commit status: %w", errInvalid("commit, context and a valid state are required"))
+	}
+	var changed bool
+	err := s.write(ctx, func(t *wtx) error {
+		changed = false
+		if _, err := s.getRepo(ctx, t, tenant, cs.RepoID); err != nil {
+			return fmt.Errorf("repository %s: %w", cs.RepoID, err)
+		}
+		at := cs.UpdatedAt
+		if at.IsZero() {
+			at = t.now
+		}
+		n, err := t.Exec(ctx, `INSERT INTO commit_statuses (repo_id, tenant, commit_sha, context, state, description, target_url, updated_at, posted, posted_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, 0)
+			ON CONFLICT (repo_id, commit_sha, context) DO UPDATE SET state = excluded.state, description = excluded.description,
+				target_url = excluded.target_url, updated_at = excluded.updated_at, posted = FALSE, posted_at = 0
+			WHERE commit_statuses.state = $9 AND (commit_statuses.state <> excluded.state OR commit_statuses.description <> excluded.description
+				OR commit_statuses.target_url <> excluded.target_url)`,
+			cs.RepoID, tenant, cs.Commit, cs.Context, string(cs.State), cs.Description, cs.TargetURL, us(store.Micro(at)), string(store.StatePending))
+		if err != nil {
+			return err
+		}
+		changed = n > 0
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("set status %s of %s once: %w", cs.Context, cs.Commit, err)
+	}
+	return changed, nil
+}
+
 // MarkCommitStatusPosted implements store.Statuses.
 func (s *Store) MarkCommitStatusPosted(ctx context.Context, tenant string, cs store.CommitStatus, now time.Time) error {
 	err := s.write(ctx, func(t *wtx) error {
