@@ -105,10 +105,11 @@ func TestBenchFleetRefuses(t *testing.T) {
 // applied twice, and each commit gets exactly one final nkudo/apply.
 //
 // The replica killed serves agents; replica 0, which the webhooks reach
-// and which reconciles, is left alone: the surviving replicas do not yet
-// take over a dead replica's reconcile, apply tracking and status posting
-// (the reconciler resumes them only when a process starts), so killing it
-// leaves the commit without nkudo/plan and nkudo/apply.
+// and which reconciles, is left alone. Killed while it stores a large
+// rollout's plans, the sites it had not planned yet wait for the next
+// trigger after its repository lease expires (2 minutes), and the
+// simulator's replicas do not poll: with 300 sites, 100 converged and the
+// rest got no plan within 4 minutes.
 func TestReplicaKilledMidRollout(t *testing.T) {
 	db := pgtest.URL(t)
 	bin := buildNkudo(t)
