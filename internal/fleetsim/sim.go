@@ -301,51 +301,58 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	hbStart, hbCount := time.Now(), s.heartbeats()
+	err = s.phases(ctx, rep)
+	// The figures so far are reported even when a phase failed: they say
+	// where the fleet stopped. Summing up gets its own short deadline, as
+	// the run's may be what ended.
+	sctx, cancelSum := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancelSum()
+	if d := time.Since(hbStart); d > 0 {
+		rep.HeartbeatsPerSecond = float64(s.heartbeats()-hbCount) / d.Seconds()
+	}
+	return rep, errors.Join(err, s.summarize(sctx, rep))
+}
 
+// phases runs the scenario's commits, appending each phase to rep.
+func (s *sim) phases(ctx context.Context, rep *Report) error {
+	o := s.o
 	// Rollout: every site gets VMs vm-01…
 	for _, st := range s.sites {
 		for v := 1; v <= o.VMs; v++ {
 			st.vms = append(st.vms, vmSpec{name: fmt.Sprintf("vm-%02d", v), cpus: 1})
 		}
 	}
-	ph, err := s.runPhase(ctx, "rollout", s.sites)
-	if ph != nil {
-		rep.Phases = append(rep.Phases, *ph)
-	}
-	if err != nil {
-		return rep, err
-	}
-	if !o.SkipChanges {
-		// One site gets one more VM.
-		one := s.sites[0]
-		one.vms = append(one.vms, vmSpec{name: fmt.Sprintf("vm-%02d", o.VMs+1), cpus: 1})
-		ph, err = s.runPhase(ctx, "one-site", s.sites[:1])
+	run := func(name string, changed []*site) error {
+		ph, err := s.runPhase(ctx, name, changed)
 		if ph != nil {
 			rep.Phases = append(rep.Phases, *ph)
 		}
-		if err != nil {
-			return rep, err
-		}
-		// 1 % of the sites (at least one) resize their first VM.
-		n := max(1, len(s.sites)/100)
-		step := len(s.sites) / n
-		var changed []*site
-		for i := 0; i < n; i++ {
-			st := s.sites[i*step]
-			st.vms[0].cpus = 2
-			changed = append(changed, st)
-		}
-		ph, err = s.runPhase(ctx, "one-percent", changed)
-		if ph != nil {
-			rep.Phases = append(rep.Phases, *ph)
-		}
-		if err != nil {
-			return rep, err
-		}
+		return err
 	}
-	if d := time.Since(hbStart); d > 0 {
-		rep.HeartbeatsPerSecond = float64(s.heartbeats()-hbCount) / d.Seconds()
+	if err := run("rollout", s.sites); err != nil || o.SkipChanges {
+		return err
 	}
+	// One site gets one more VM.
+	one := s.sites[0]
+	one.vms = append(one.vms, vmSpec{name: fmt.Sprintf("vm-%02d", o.VMs+1), cpus: 1})
+	if err := run("one-site", s.sites[:1]); err != nil {
+		return err
+	}
+	// 1 % of the sites (at least one) resize their first VM.
+	n := max(1, len(s.sites)/100)
+	step := len(s.sites) / n
+	var changed []*site
+	for i := 0; i < n; i++ {
+		st := s.sites[i*step]
+		st.vms[0].cpus = 2
+		changed = append(changed, st)
+	}
+	return run("one-percent", changed)
+}
+
+// summarize fills in the run's totals and checks.
+func (s *sim) summarize(ctx context.Context, rep *Report) error {
+	cp := s.o.ControlPlane
 	for _, st := range s.sites {
 		rep.HeartbeatErrors += st.hbErrors.Load()
 		calls, failed := st.hv.Calls()
@@ -356,30 +363,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	rep.StatusesWritten = s.sink.total()
+	rep.ReplicaKilled = s.killed.Load()
+	rep.KilledAtConverged = int(s.killedAt.Load())
+	rep.KilledReplica = s.o.KillReplica
+	rep.Elapsed = Seconds(time.Since(rep.Started).Seconds())
+	var errs []error
 	if cp.Store != nil {
-		if err := s.planChecks(ctx, rep); err != nil {
-			return rep, err
-		}
+		errs = append(errs, s.planChecks(ctx, rep))
 	}
 	if cp.Usage != nil {
 		u, err := cp.Usage()
 		if err != nil {
-			return rep, fmt.Errorf("control plane usage: %w", err)
+			errs = append(errs, fmt.Errorf("control plane usage: %w", err))
+		} else {
+			rep.ControlPlane = &u
 		}
-		rep.ControlPlane = &u
 	}
 	if cp.DBSize != nil {
 		n, err := cp.DBSize(ctx)
 		if err != nil {
-			return rep, fmt.Errorf("database size: %w", err)
+			errs = append(errs, fmt.Errorf("database size: %w", err))
 		}
 		rep.DatabaseBytes = n
 	}
-	rep.ReplicaKilled = s.killed.Load()
-	rep.KilledAtConverged = int(s.killedAt.Load())
-	rep.KilledReplica = o.KillReplica
-	rep.Elapsed = Seconds(time.Since(rep.Started).Seconds())
-	return rep, nil
+	return errors.Join(errs...)
 }
 
 func (s *sim) heartbeats() int64 {
