@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -50,6 +51,11 @@ type ClientConfig struct {
 	HTTPClient *http.Client
 	// UserAgent is sent with every request ("" = "nkudo-api-client").
 	UserAgent string
+	// IdlePing is how long a connection may be silent before the client
+	// pings it; one that does not answer within a third of that is
+	// dropped, ending the requests on it (a long-poll parked on a replica
+	// whose host vanished). 0 = 30s. Ignored with HTTPClient.
+	IdlePing time.Duration
 }
 
 // Client is a typed client of the control plane API. Errors from the server
@@ -90,6 +96,15 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
 	tr.ForceAttemptHTTP2 = true
+	// A replica whose host vanished sends no reset: dial it for at most
+	// 10s, and ping a connection that has been silent (IdlePing), so a
+	// long-poll parked on it ends and the next request fails over.
+	ping := cfg.IdlePing
+	if ping <= 0 {
+		ping = 30 * time.Second
+	}
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.HTTP2 = &http.HTTP2Config{SendPingTimeout: ping, PingTimeout: ping / 3}
 	c.hc = &http.Client{Transport: tr}
 	c.closer = tr
 	return c, nil

@@ -38,7 +38,9 @@
 //   - 1 (2026-12-07): ClientConfig.FailoverURLs (an agent knows several
 //     replicas and moves to the next on a connection error or 5xx) and
 //     Error.RetryAfter (the Retry-After header of a 503 or 429, which the
-//     agent waits out). Client-side only: no wire change.
+//     agent waits out), ClientConfig.IdlePing (a silent connection is
+//     pinged and dropped when the ping goes unanswered). Client-side only:
+//     no wire change.
 //   - 1 (2026-12-07): agent routes answer 503 unavailable with Retry-After
 //     when the control plane is at its overload bound; the plan long-poll's
 //     wait is capped at 5 minutes (was 60 s) and the agent asks for 2.

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -149,5 +150,95 @@ func TestFailoverURLValidated(t *testing.T) {
 	_, err := NewClient(ClientConfig{BaseURL: "https://a.example", FailoverURLs: []string{"b.example"}})
 	if err == nil || !strings.Contains(err.Error(), "failover control plane URL") {
 		t.Fatalf("err = %v, want one naming the failover URL", err)
+	}
+}
+
+// A long-poll parked on a replica whose host vanishes (no reset, no
+// answer: a proxy that stops forwarding) ends once an unanswered ping
+// shows the connection dead, and the next call fails over.
+func TestClientDropsSilentConnection(t *testing.T) {
+	parked := make(chan struct{}, 1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == PathAgentPlan {
+			parked <- struct{}{}
+			<-r.Context().Done() // a long-poll that never answers
+			return
+		}
+		_, _ = w.Write([]byte(`{"inventoryVersion":7}`))
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	good, _ := replica(t, 0, "")
+
+	// The vanishing host: a TCP relay that can stop forwarding without closing.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var frozen atomic.Bool
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			relay := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						return
+					}
+					if frozen.Load() {
+						continue // swallowed: the host is gone
+					}
+					if _, err := dst.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}
+			go relay(up, c)
+			go relay(c, up)
+		}
+	}()
+
+	tr := srv.Client().Transport.(*http.Transport)
+	c, err := NewClient(ClientConfig{BaseURL: "https://" + ln.Addr().String(), FailoverURLs: []string{good.URL},
+		RootCAs: tr.TLSClientConfig.RootCAs, IdlePing: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.WaitPlan(t.Context(), "", time.Hour)
+		done <- err
+	}()
+	select {
+	case <-parked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("long-poll never reached the server")
+	}
+	frozen.Store(true)
+	select {
+	case err := <-done:
+		// The dead connection failed the poll over to the good replica,
+		// which answered at once.
+		if err != nil {
+			t.Fatalf("long-poll after the host vanished: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("long-poll on a silent connection never ended")
+	}
+	if c.CurrentURL() != good.URL {
+		t.Errorf("now on %s, want %s", c.CurrentURL(), good.URL)
 	}
 }
