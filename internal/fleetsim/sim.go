@@ -181,6 +181,7 @@ func CheckLoopback(raw string) error {
 
 // site is one simulated site.
 type site struct {
+	index  int // from 1, as in its name
 	name   string
 	hv     *Hypervisor
 	client *api.Client
@@ -264,7 +265,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// The sites exist before anything reads them (the progress lines).
 	s.sites = make([]*site, o.Sites)
 	for i := range s.sites {
-		s.sites[i] = &site{name: SiteName(i + 1), hv: NewHypervisor(o.Latency, o.FailureRate)}
+		s.sites[i] = &site{index: i + 1, name: SiteName(i + 1), hv: NewHypervisor(o.Latency, o.FailureRate)}
 	}
 	rep := &Report{Sites: o.Sites, VMs: o.VMs, Replicas: len(cp.URLs), Started: time.Now().UTC()}
 	stopProgress := s.progress(ctx)
@@ -494,9 +495,7 @@ func (s *sim) enrollOne(ctx context.Context, st *site) error {
 // (sites are spread over the replicas in turn) first.
 func (s *sim) siteURLs(st *site) []string {
 	urls := s.o.ControlPlane.URLs
-	i := 0
-	fmt.Sscanf(strings.TrimPrefix(st.name, "site-"), "%d", &i)
-	k := i % len(urls)
+	k := st.index % len(urls)
 	return append(slices.Clone(urls[k:]), urls[:k]...)
 }
 
