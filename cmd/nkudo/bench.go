@@ -50,11 +50,14 @@ type BenchFleetCmd struct {
 	FailureRate       float64       `help:"Share (0–1) of simulated hypervisor calls that fail." default:"0"`
 	HeartbeatInterval time.Duration `help:"Heartbeat interval the control plane hands the agents." default:"10s"`
 	PollWait          time.Duration `help:"The agents' plan long-poll." default:"30s"`
-	WorkDir           string        `help:"Directory for the database, PKI, repository and agents' state (default: a temporary directory, removed afterwards)." type:"path" placeholder:"DIR"`
-	AgentDir          string        `help:"Directory for the simulated agents' state (default: a temporary directory in /dev/shm when there is one, so the agents' fsyncs do not weigh on the control plane's figures; else in the work dir)." type:"path" placeholder:"DIR"`
-	NkudoBinary       string        `help:"The nkudo executable the replicas run (default: this one)." type:"path" placeholder:"FILE"`
-	Output            string        `short:"o" help:"Report format: table or json." default:"table" enum:"table,json"`
-	Quiet             bool          `help:"No progress lines on stderr."`
+	// Polling is off by default: every commit arrives by webhook, so the
+	// figures time the webhook path alone.
+	PollInterval string `help:"The control plane's --poll-interval (negative: no polling)." default:"-1s"`
+	WorkDir      string `help:"Directory for the database, PKI, repository and agents' state (default: a temporary directory, removed afterwards)." type:"path" placeholder:"DIR"`
+	AgentDir     string `help:"Directory for the simulated agents' state (default: a temporary directory in /dev/shm when there is one, so the agents' fsyncs do not weigh on the control plane's figures; else in the work dir)." type:"path" placeholder:"DIR"`
+	NkudoBinary  string `help:"The nkudo executable the replicas run (default: this one)." type:"path" placeholder:"FILE"`
+	Output       string `short:"o" help:"Report format: table or json." default:"table" enum:"table,json"`
+	Quiet        bool   `help:"No progress lines on stderr."`
 }
 
 // Run runs the simulation and prints the report; it fails when the fleet
@@ -231,8 +234,8 @@ func (c *BenchFleetCmd) startControlPlane(ctx context.Context, dir string) (cp f
 }
 
 // serveArgs are the `nkudo serve` arguments of one control plane of the
-// simulation: loopback only, local repositories allowed, no polling (the
-// simulator delivers webhooks), enrollment unthrottled, and the heartbeat
+// simulation: loopback only, local repositories allowed, no polling unless
+// asked (the simulator delivers webhooks), enrollment unthrottled, and the heartbeat
 // interval fixed at --heartbeat-interval whatever the fleet's size.
 func (c *BenchFleetCmd) serveArgs(addr, dataDir, secretKey string, f pki.InitFiles) []string {
 	rate := float64(c.Sites) / c.HeartbeatInterval.Seconds()
@@ -240,7 +243,7 @@ func (c *BenchFleetCmd) serveArgs(addr, dataDir, secretKey string, f pki.InitFil
 		"--data-dir=" + dataDir, "--database-url=" + c.DatabaseURL, "--secret-key-file=" + secretKey,
 		"--ca-cert-file=" + f.CACert, "--ca-key-file=" + f.CAKey, "--server-cert-file=" + f.ServerCert, "--server-key-file=" + f.ServerKey,
 		"--audit-key-file=" + f.AuditKey,
-		"--allow-local-sources", "--egress-allow=127.0.0.0/8", "--poll-interval=-1s",
+		"--allow-local-sources", "--egress-allow=127.0.0.0/8", "--poll-interval=" + c.PollInterval,
 		"--min-heartbeat-interval=" + c.HeartbeatInterval.String(), "--heartbeat-rate=" + strconv.FormatFloat(max(rate, 1), 'f', -1, 64),
 		"--enroll-per-minute=1000000000", "--enroll-burst=" + strconv.Itoa(max(c.Sites, 5)),
 		"--no-per-site-metrics", "--shutdown-timeout=5s", "--log-level=warn",
