@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,26 +100,37 @@ func TestBenchFleetRefuses(t *testing.T) {
 }
 
 // TestReplicaKilledMidRollout: three `nkudo serve` processes of this tree
-// on one Postgres, 300 sites spread over them, and a replica killed with
+// on one Postgres, 300 sites spread over them, and one replica killed with
 // SIGKILL once 60 sites have converged. The agents of the killed replica
 // fail over to the others; every site converges, nothing is planned or
 // applied twice, and each commit gets exactly one final nkudo/apply.
 //
-// The replica killed serves agents; replica 0, which the webhooks reach
-// and which reconciles, is left alone. Killed while it stores a large
-// rollout's plans, the sites it had not planned yet wait for the next
-// trigger after its repository lease expires (2 minutes), and the
-// simulator's replicas do not poll: with 300 sites, 100 converged and the
-// rest got no plan within 4 minutes.
+// "serving" kills a replica that only serves agents. "reconciling" kills
+// replica 0, which the webhooks reach and which reconciles, while it is
+// storing the rollout's plans: the rest of the rollout waits until its
+// repository lease expires (2 minutes) and a poll on another replica
+// reconciles the commit again, so the replicas poll every 30 s there.
 func TestReplicaKilledMidRollout(t *testing.T) {
-	db := pgtest.URL(t)
 	bin := buildNkudo(t)
-	rep := benchFleet(t, "--database-url", db, "--replicas=3", "--nkudo-binary", bin,
-		"--sites=300", "--vms=2", "--kill-replica=1", "--kill-replica-after=60", "--heartbeat-interval=5s", "--timeout=4m")
-	if !rep.ReplicaKilled || rep.KilledReplica != 1 || rep.KilledAtConverged >= 300 {
-		t.Fatalf("replica %d killed: %v, with %d of 300 sites converged; want replica 1 killed mid-rollout", rep.KilledReplica, rep.ReplicaKilled, rep.KilledAtConverged)
+	for _, tc := range []struct {
+		name    string
+		replica int
+		args    []string
+	}{
+		{"serving", 1, []string{"--timeout=4m"}},
+		{"reconciling", 0, []string{"--poll-interval=30s", "--timeout=6m"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := pgtest.URL(t)
+			rep := benchFleet(t, append([]string{"--database-url", db, "--replicas=3", "--nkudo-binary", bin,
+				"--sites=300", "--vms=2", fmt.Sprintf("--kill-replica=%d", tc.replica), "--kill-replica-after=60", "--heartbeat-interval=5s"}, tc.args...)...)
+			if !rep.ReplicaKilled || rep.KilledReplica != tc.replica || rep.KilledAtConverged >= 300 {
+				t.Fatalf("replica %d killed: %v, with %d of 300 sites converged; want replica %d killed mid-rollout",
+					rep.KilledReplica, rep.ReplicaKilled, rep.KilledAtConverged, tc.replica)
+			}
+			checkFleet(t, rep, 300, 2)
+		})
 	}
-	checkFleet(t, rep, 300, 2)
 }
 
 // buildNkudo builds this tree's nkudo (as the e2e suites do: CGO off, so
