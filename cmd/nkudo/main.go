@@ -58,6 +58,7 @@ type CLI struct {
 	Admin   AdminCmd   `cmd:"" help:"Bootstrap tenants, API tokens and revocations directly on the store."`
 	Demo    DemoCmd    `cmd:"" help:"Run the one-command demo: a control plane, a git repository and edge agents on this machine."`
 	Version VersionCmd `cmd:"" help:"Print the build identity (version, commit, date, Go, platform)."`
+	Bench   BenchCmd   `cmd:"" help:"Measure a control plane on this machine (fleet simulator)."`
 
 	Completion completion.Cmd `cmd:"" help:"Print the shell code that completes nkudo's commands and flags (bash, zsh, fish)."`
 }
