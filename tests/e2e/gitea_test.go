@@ -504,6 +504,7 @@ func newGiteaEnv(t *testing.T, serveArgs ...string) *giteaEnv {
 type giteaCP struct {
 	URL     string
 	DataDir string
+	Token   string // the tenant's API token, as `nkudo admin token create` printed it
 	client  *api.Client
 	hc      *http.Client // trusts the control plane's CA
 	proc    *e2etest.Proc
@@ -568,7 +569,7 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs 
 	})
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
-	cp := &giteaCP{URL: url, DataDir: dataDir, client: client, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, proc: proc}
+	cp := &giteaCP{URL: url, DataDir: dataDir, Token: token, client: client, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, proc: proc}
 	t.Cleanup(tr.CloseIdleConnections)
 	cp.requireGitOps(t)
 	return cp
