@@ -51,6 +51,9 @@ var forgeRewrites = []string{
 	// The edge host: the release's installer and tarball, staged into a
 	// directory instead of / (install-edge.sh --root: no root, no systemd).
 	"./install-edge.sh --tarball nkudo-edge_VERSION_linux_amd64.tar.gz", "INSTALL_EDGE",
+	// The control-plane host: the tarball's health-check.sh and the CA.
+	"./health-check.sh", "HEALTH_CHECK",
+	"/etc/nkudo/pki/ca.crt", "CA_FILE",
 	"https://nkudo.example.com:8443", "CP_URL",
 	"https://git.example.com", "GITEA_URL",
 	"git.example.com", "GITEA_HOST",
@@ -66,7 +69,7 @@ var forgeRewrites = []string{
 
 // forgeVars are the names forgeRewrites' replacements use, filled in by
 // the test's setup and forgeSteps.
-var forgeVars = []string{"INSTALL_EDGE", "CP_URL", "GITEA_URL", "GITEA_HOST", "GITEA_PROJECT", "API_TOKEN",
+var forgeVars = []string{"INSTALL_EDGE", "HEALTH_CHECK", "CA_FILE", "CP_URL", "GITEA_URL", "GITEA_HOST", "GITEA_PROJECT", "API_TOKEN",
 	"ENROLL_TOKEN", "CA_HASH", "PLAN_ID", "PR_NUMBER", "REPO_ID"}
 
 // forgeSteps are what the reader does between the page's commands, by the
@@ -76,7 +79,8 @@ var forgeVars = []string{"INSTALL_EDGE", "CP_URL", "GITEA_URL", "GITEA_HOST", "G
 var forgeSteps = map[string]struct {
 	before, after func(t *testing.T, f *forgeRun)
 }{
-	"login": {},
+	"health-check": {},
+	"login":        {},
 	"images-push": {before: func(t *testing.T, f *forgeRun) {
 		// The reader's own kernel and disk image: the fake hypervisor checks
 		// only that they exist.
@@ -208,7 +212,7 @@ var forgeExit = map[string]int{"nkudoctl preview 7": 1}
 // (blocks, in order) against a real Gitea and returns how many commands
 // ran. The installation of sections 1 and 2 (root, systemd) is replaced by
 // a control plane the test starts with the development opt-ins Gitea's
-// plain-http loopback needs; everything from `nkudoctl login` on is the
+// plain-http loopback needs; everything from `health-check.sh` on is the
 // page's commands, rewritten by forgeRewrites, with forgeSteps between.
 func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 	if m := giteaMissing(); m != "" {
@@ -238,6 +242,12 @@ func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	root, err := e2etest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.vars["HEALTH_CHECK"] = filepath.Join(root, "scripts", "health-check.sh")
+	f.vars["CA_FILE"] = filepath.Join(f.cp.DataDir, "pki", "ca.crt")
 	f.vars["CP_URL"], f.vars["GITEA_URL"], f.vars["GITEA_HOST"] = f.cp.URL, g.URL, gu.Host
 	f.vars["GITEA_PROJECT"], f.vars["API_TOKEN"], f.vars["CA_HASH"] = r.FullName, f.cp.Token, caFingerprint(t, ca)
 	f.dir = e2etest.Clone(t, r.AuthURL).Dir
