@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -35,6 +34,7 @@ type forgeRun struct {
 	repo  giteatest.Repo
 	dir   string // the reader's clone of the repository: the commands' working directory
 	edge  string // the edge host's root (install-edge.sh --root)
+	etc   string // the control-plane host's /etc/nkudo
 	env   []string
 	logs  string
 
@@ -51,9 +51,11 @@ var forgeRewrites = []string{
 	// The edge host: the release's installer and tarball, staged into a
 	// directory instead of / (install-edge.sh --root: no root, no systemd).
 	"./install-edge.sh --tarball nkudo-edge_VERSION_linux_amd64.tar.gz", "INSTALL_EDGE",
-	// The control-plane host: the tarball's health-check.sh and the CA.
+	// The control-plane host: its configuration directory, the tarball's
+	// health-check.sh, the server certificate's name.
+	"/etc/nkudo", "ETC_DIR",
 	"./health-check.sh", "HEALTH_CHECK",
-	"/etc/nkudo/pki/ca.crt", "CA_FILE",
+	"--host nkudo.example.com", "--host 127.0.0.1",
 	"https://nkudo.example.com:8443", "CP_URL",
 	"https://git.example.com", "GITEA_URL",
 	"git.example.com", "GITEA_HOST",
@@ -69,7 +71,7 @@ var forgeRewrites = []string{
 
 // forgeVars are the names forgeRewrites' replacements use, filled in by
 // the test's setup and forgeSteps.
-var forgeVars = []string{"INSTALL_EDGE", "HEALTH_CHECK", "CA_FILE", "CP_URL", "GITEA_URL", "GITEA_HOST", "GITEA_PROJECT", "API_TOKEN",
+var forgeVars = []string{"INSTALL_EDGE", "ETC_DIR", "HEALTH_CHECK", "CP_URL", "GITEA_URL", "GITEA_HOST", "GITEA_PROJECT", "API_TOKEN",
 	"ENROLL_TOKEN", "CA_HASH", "PLAN_ID", "PR_NUMBER", "REPO_ID"}
 
 // forgeSteps are what the reader does between the page's commands, by the
@@ -79,6 +81,25 @@ var forgeVars = []string{"INSTALL_EDGE", "HEALTH_CHECK", "CA_FILE", "CP_URL", "G
 var forgeSteps = map[string]struct {
 	before, after func(t *testing.T, f *forgeRun)
 }{
+	"install-pki": {after: func(t *testing.T, f *forgeRun) {
+		// What the reader puts into /etc/nkudo/nkudo.env: the PKI settings
+		// `pki init` printed and the secret key; then the service starts.
+		env := []string{"NKUDO_SECRET_KEY_FILE=" + filepath.Join(f.etc, "secret.key")}
+		for _, line := range strings.Split(f.outputs[0], "\n") {
+			if m := regexp.MustCompile(`^([A-Z_]+_FILE)=(\S+)$`).FindStringSubmatch(line); m != nil {
+				env = append(env, m[0])
+			}
+			if fp, ok := strings.CutPrefix(line, "# CA fingerprint: "); ok {
+				f.vars["CA_HASH"] = fp
+			}
+		}
+		if len(env) != 6 || f.vars["CA_HASH"] == "" {
+			t.Fatalf("nkudo pki init did not print the four PKI files, the audit key and the CA fingerprint:\n%s", f.outputs[0])
+		}
+		f.cp = startGiteaCPEnv(t, f.bins, f.logs, env)
+		f.vars["CP_URL"], f.vars["API_TOKEN"] = f.cp.URL, f.cp.Token
+		f.env = append(f.env, "NKUDO_TOKEN="+f.cp.Token)
+	}},
 	"health-check": {},
 	"login":        {},
 	"images-push": {before: func(t *testing.T, f *forgeRun) {
@@ -195,7 +216,7 @@ var forgeSteps = map[string]struct {
 		}
 	}},
 	"preview-api": {before: func(t *testing.T, f *forgeRun) {
-		copyFile(t, filepath.Join(f.cp.DataDir, "pki", "ca.crt"), filepath.Join(f.dir, "ca.crt"))
+		copyFile(t, f.cp.CAFile, filepath.Join(f.dir, "ca.crt"))
 	}, after: func(t *testing.T, f *forgeRun) {
 		if out := strings.Join(f.outputs, "\n"); !strings.Contains(out, f.headPR) {
 			t.Errorf("GET previews/%s does not name the head %s:\n%s", f.vars["PR_NUMBER"], f.headPR, out)
@@ -210,10 +231,12 @@ var forgeExit = map[string]int{"nkudoctl preview 7": 1}
 
 // runForgeHalf runs the page's blocks above its development section
 // (blocks, in order) against a real Gitea and returns how many commands
-// ran. The installation of sections 1 and 2 (root, systemd) is replaced by
-// a control plane the test starts with the development opt-ins Gitea's
-// plain-http loopback needs; everything from `health-check.sh` on is the
-// page's commands, rewritten by forgeRewrites, with forgeSteps between.
+// ran. The page's commands run rewritten by forgeRewrites, with forgeSteps
+// between; the root and systemd parts of sections 1 and 2 (installing the
+// binaries, starting the unit, the tenant and token) are the test's:
+// after `nkudo pki init` it starts the control plane on that PKI and
+// secret key, with the development opt-ins Gitea's plain-http loopback
+// needs, and creates the tenant and its token.
 func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 	if m := giteaMissing(); m != "" {
 		giteatest.SkipOrFail(t, "n-kudo parts missing from the tree: "+m)
@@ -221,7 +244,7 @@ func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 	g := giteatest.Start(t)
 	g.LogOnFailure(t)
 	f := &forgeRun{bins: bins, gitea: g, logs: t.TempDir(), images: map[string]string{}, vars: map[string]string{}}
-	f.cp = startGiteaCP(t, bins, f.logs)
+	f.etc = t.TempDir()
 	var r giteatest.Repo
 	// The page's repository is named fleet: `repos set fleet` uses the name.
 	if err := g.Do(t.Context(), "POST", "/user/repos", map[string]any{"name": "fleet", "default_branch": "main"}, &r); err != nil {
@@ -238,18 +261,12 @@ func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := os.ReadFile(filepath.Join(f.cp.DataDir, "pki", "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	root, err := e2etest.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.vars["HEALTH_CHECK"] = filepath.Join(root, "scripts", "health-check.sh")
-	f.vars["CA_FILE"] = filepath.Join(f.cp.DataDir, "pki", "ca.crt")
-	f.vars["CP_URL"], f.vars["GITEA_URL"], f.vars["GITEA_HOST"] = f.cp.URL, g.URL, gu.Host
-	f.vars["GITEA_PROJECT"], f.vars["API_TOKEN"], f.vars["CA_HASH"] = r.FullName, f.cp.Token, caFingerprint(t, ca)
+	f.vars["ETC_DIR"], f.vars["GITEA_URL"], f.vars["GITEA_HOST"], f.vars["GITEA_PROJECT"] = f.etc, g.URL, gu.Host, r.FullName
 	f.dir = e2etest.Clone(t, r.AuthURL).Dir
 	// A short root: the VMs' API sockets live below it (108-byte limit).
 	if f.edge, err = os.MkdirTemp("", "gse-"); err != nil {
@@ -265,7 +282,7 @@ func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 	})
 	f.env = []string{
 		"PATH=" + bins.Dir + string(os.PathListSeparator) + os.Getenv("PATH"),
-		"HOME=" + t.TempDir(), "NO_COLOR=1", "NKUDO_TOKEN=" + f.cp.Token,
+		"HOME=" + t.TempDir(), "NO_COLOR=1",
 		"GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 		"GIT_AUTHOR_NAME=n-kudo getting started", "GIT_AUTHOR_EMAIL=gs@nkudo.invalid",
 		"GIT_COMMITTER_NAME=n-kudo getting started", "GIT_COMMITTER_EMAIL=gs@nkudo.invalid",
@@ -379,17 +396,6 @@ func field(t *testing.T, out, name string) string {
 		t.Fatalf("the output has no %q line:\n%s", name, out)
 	}
 	return m[1]
-}
-
-// caFingerprint is the CA's pin as the CLI prints it: sha256 of the DER.
-func caFingerprint(t *testing.T, pemBytes []byte) string {
-	t.Helper()
-	blk, _ := pem.Decode(pemBytes)
-	if blk == nil {
-		t.Fatal("the CA file holds no PEM block")
-	}
-	sum := sha256.Sum256(blk.Bytes)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 func waitStickyComment(t *testing.T, g *giteatest.Instance, r giteatest.Repo, number int64, sha string) giteatest.Comment {

@@ -28,7 +28,7 @@ const gettingStartedPage = "docs/getting-started.md"
 // skipped by accident.
 var skippedOnPurpose = map[string]string{
 	"install-tarball":    "installs a release tarball as root with systemd",
-	"install-pki":        "writes /etc/nkudo as root",
+	"install-pki-owner":  "gives /etc/nkudo to the nkudo group, as root",
 	"install-service":    "installs and starts a systemd unit",
 	"install-container":  "needs docker",
 	"tenant-on-host":     "reads /etc/nkudo/nkudo.env of an installed host",
