@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -35,8 +36,10 @@ type forgeRun struct {
 	dir   string // the reader's clone of the repository: the commands' working directory
 	edge  string // the edge host's root (install-edge.sh --root)
 	etc   string // the control-plane host's /etc/nkudo
-	env   []string
-	logs  string
+	// client is the API as the page's tenant acme, for the test's checks.
+	client *api.Client
+	env    []string
+	logs   string
 
 	images  map[string]string // file → sha256 of the reader's pushed images
 	outputs []string          // of the current block's commands
@@ -56,6 +59,8 @@ var forgeRewrites = []string{
 	"/etc/nkudo", "ETC_DIR",
 	"./health-check.sh", "HEALTH_CHECK",
 	"--host nkudo.example.com", "--host 127.0.0.1",
+	// The test runs as one user: there is no nkudo system user to become.
+	"sudo -u nkudo env", "env",
 	"https://nkudo.example.com:8443", "CP_URL",
 	"https://git.example.com", "GITEA_URL",
 	"git.example.com", "GITEA_HOST",
@@ -97,8 +102,26 @@ var forgeSteps = map[string]struct {
 			t.Fatalf("nkudo pki init did not print the four PKI files, the audit key and the CA fingerprint:\n%s", f.outputs[0])
 		}
 		f.cp = startGiteaCPEnv(t, f.bins, f.logs, env)
-		f.vars["CP_URL"], f.vars["API_TOKEN"] = f.cp.URL, f.cp.Token
-		f.env = append(f.env, "NKUDO_TOKEN="+f.cp.Token)
+		f.vars["CP_URL"] = f.cp.URL
+		// The service's settings, where the page's admin commands read them.
+		conf := append([]string{"NKUDO_LISTEN=" + strings.TrimPrefix(f.cp.URL, "https://"),
+			"NKUDO_PUBLIC_URL=" + f.cp.URL, "NKUDO_DATA_DIR=" + f.cp.DataDir}, env...)
+		writeFile(t, filepath.Join(f.etc, "nkudo.env"), strings.Join(conf, "\n")+"\n")
+	}},
+	"tenant-on-host": {after: func(t *testing.T, f *forgeRun) {
+		// The token is printed once: the reader copies it into the login.
+		m := regexp.MustCompile(`(?m)^nkudo_\S+$`).FindString(f.outputs[1])
+		if m == "" {
+			t.Fatalf("nkudo admin token create printed no token:\n%s", f.outputs[1])
+		}
+		f.vars["API_TOKEN"] = m
+		f.env = append(f.env, "NKUDO_TOKEN="+m)
+		pool := x509.NewCertPool()
+		ca, err := os.ReadFile(f.cp.CAFile)
+		if err != nil || !pool.AppendCertsFromPEM(ca) {
+			t.Fatalf("read the CA %s: %v", f.cp.CAFile, err)
+		}
+		f.client, _ = e2etest.Clients(t, f.cp.URL, m, pool)
 	}},
 	"health-check": {},
 	"login":        {},
@@ -176,7 +199,7 @@ var forgeSteps = map[string]struct {
 				"--poll-wait", "5s", "--stop-timeout", "2s"},
 		})
 		e2etest.Eventually(t, t.Context(), 60*time.Second, "the agent of store-042 reports", func(ctx context.Context) error {
-			vms, err := f.cp.client.SiteVMs(ctx, "store-042")
+			vms, err := f.client.SiteVMs(ctx, "store-042")
 			if err != nil {
 				return err
 			}
@@ -191,7 +214,7 @@ var forgeSteps = map[string]struct {
 		editFile(t, filepath.Join(f.dir, "vms", "store-042", "pos-1.yaml"), "cpus: 2\n", "cpus: 4\n")
 	}},
 	"inspect": {before: func(t *testing.T, f *forgeRun) {
-		plans, err := f.cp.client.ListPlans(t.Context(), api.PlanFilter{})
+		plans, err := f.client.ListPlans(t.Context(), api.PlanFilter{})
 		if err != nil || len(plans) == 0 {
 			t.Fatalf("list plans after apply --wait: %v (%d plans)", err, len(plans))
 		}
@@ -308,7 +331,7 @@ func runForgeHalf(t *testing.T, bins e2etest.Binaries, blocks []pageBlock) int {
 
 	// The push converged: pos-1 runs with 4 CPUs, in sync, and Gitea shows
 	// nkudo/apply = success on the pushed commit.
-	sites, err := f.cp.client.SiteVMs(t.Context(), "store-042")
+	sites, err := f.client.SiteVMs(t.Context(), "store-042")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,6 @@ var skippedOnPurpose = map[string]string{
 	"install-pki-owner":  "gives /etc/nkudo to the nkudo group, as root",
 	"install-service":    "installs and starts a systemd unit",
 	"install-container":  "needs docker",
-	"tenant-on-host":     "reads /etc/nkudo/nkudo.env of an installed host",
 	"credentials-github": "GitHub's form of credentials-gitea, which runs against Gitea",
 	"repos-add-github":   "GitHub's form of repos-add-gitea, which runs against Gitea",
 }
