@@ -24,10 +24,11 @@ import (
 	"github.com/nkudo/nkudo/tests/e2e/giteatest"
 )
 
-// forgeRun is the state of the page's forge half: a control plane standing
-// in for the installed one of sections 1 and 2, a real Gitea standing in
-// for "GitHub or Gitea", and what the reader learns on the way (the
-// repository ID, the enrollment token, the pull request's number).
+// forgeRun is the state of the page's forge half: the control plane of
+// sections 1 and 2 (on the page's PKI, started by the test where the page
+// uses systemd), a real Gitea standing in for "GitHub or Gitea", an edge
+// host staged in a directory, and what the reader learns on the way (the
+// token, the repository ID, the enrollment token, the pull request).
 type forgeRun struct {
 	bins  e2etest.Binaries
 	gitea *giteatest.Instance
