@@ -504,6 +504,8 @@ func newGiteaEnv(t *testing.T, serveArgs ...string) *giteaEnv {
 type giteaCP struct {
 	URL     string
 	DataDir string
+	Token   string // the tenant's API token, as `nkudo admin token create` printed it
+	CAFile  string
 	client  *api.Client
 	hc      *http.Client // trusts the control plane's CA
 	proc    *e2etest.Proc
@@ -511,9 +513,16 @@ type giteaCP struct {
 
 func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs ...string) *giteaCP {
 	t.Helper()
+	return startGiteaCPEnv(t, bins, logDir, nil, serveArgs...)
+}
+
+// startGiteaCPEnv is startGiteaCP with extra environment for `nkudo serve`
+// and `nkudo admin` (a persistent PKI: CA_CERT_FILE and the others).
+func startGiteaCPEnv(t *testing.T, bins e2etest.Binaries, logDir string, extraEnv []string, serveArgs ...string) *giteaCP {
+	t.Helper()
 	ctx := t.Context()
 	dataDir := t.TempDir()
-	env := []string{"NKUDO_DATA_DIR=" + dataDir}
+	env := append([]string{"NKUDO_DATA_DIR=" + dataDir}, extraEnv...)
 	e2etest.Run(t, ctx, env, bins.Nkudo, "admin", "tenant", "create", giteaTenant, "--data-dir", dataDir)
 	// The token is the one line on stdout; logs go to stderr.
 	cmd := exec.CommandContext(ctx, bins.Nkudo, "admin", "token", "create", "--tenant", giteaTenant, "--name", "gitea-e2e", "--data-dir", dataDir)
@@ -540,6 +549,11 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs 
 			"--allow-local-sources", "--egress-allow", "127.0.0.0/8", "--egress-allow", "::1/128"}, serveArgs...),
 	})
 	caPath := filepath.Join(dataDir, "pki", "ca.crt")
+	for _, kv := range extraEnv {
+		if v, ok := strings.CutPrefix(kv, "CA_CERT_FILE="); ok {
+			caPath = v
+		}
+	}
 	var pool *x509.CertPool
 	e2etest.Eventually(t, ctx, 30*time.Second, "nkudo serve writes its CA", func(context.Context) error {
 		if done, err := proc.Exited(); done {
@@ -568,7 +582,7 @@ func startGiteaCP(t *testing.T, bins e2etest.Binaries, logDir string, serveArgs 
 	})
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
-	cp := &giteaCP{URL: url, DataDir: dataDir, client: client, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, proc: proc}
+	cp := &giteaCP{URL: url, DataDir: dataDir, Token: token, CAFile: caPath, client: client, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}, proc: proc}
 	t.Cleanup(tr.CloseIdleConnections)
 	cp.requireGitOps(t)
 	return cp
