@@ -820,6 +820,30 @@ type Coordination interface {
 	// Notify wakes the subscribers of topic on every replica. Stores call
 	// it themselves after plan and log writes; callers may use other topics.
 	Notify(ctx context.Context, topic string) error
+
+	// RequestReconcile records that a reconcile of the repository was
+	// accepted (a webhook push, an API trigger), so that it outlives the
+	// replica that accepted it.
+	RequestReconcile(ctx context.Context, tenant, repoID string) error
+	// ReconcileRequested returns the repository's count of requests so far
+	// (0: none); a reconcile reads it when it starts and hands it to
+	// ReconcileHandled when it finishes.
+	ReconcileRequested(ctx context.Context, repoID string) (int64, error)
+	// ReconcileHandled records that a reconcile attempt covering the first
+	// seq requests finished; it never moves the count back.
+	ReconcileHandled(ctx context.Context, repoID string, seq int64) error
+	// PendingReconciles lists the repositories with requests no finished
+	// attempt covered and no unexpired lease named leasePrefix+repoID:
+	// work the replica that accepted it did not finish.
+	PendingReconciles(ctx context.Context, leasePrefix string) ([]ReconcileRequest, error)
+}
+
+// ReconcileRequest is a repository with reconcile requests not yet handled.
+type ReconcileRequest struct {
+	Tenant, RepoID string
+	// Requested and Handled are the counts of requests so far and of those
+	// a finished reconcile attempt covered.
+	Requested, Handled int64
 }
 
 // PlanTopic is notified when a site's active plan changes.

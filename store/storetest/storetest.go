@@ -68,6 +68,7 @@ func Run(t *testing.T, open Open) {
 		{"LeaseExclusive", testLeaseExclusive},
 		{"LeaseExpiryHandover", testLeaseHandover},
 		{"LeaseFence", testLeaseFence},
+		{"ReconcileRequests", testReconcileRequests},
 		{"WakeUp", testWakeUp},
 		{"TenantScoping", testTenantScoping},
 		{"TenantPurge", testTenantPurge},
