@@ -132,6 +132,7 @@ func (r *Reconciler) applyLoop(ctx context.Context) {
 		if n%adoptEvery == 0 {
 			r.adoptPending(ctx)
 		}
+		r.adoptRequests(ctx)
 		for _, t := range r.tracker.list() {
 			r.checkApply(ctx, t)
 		}

@@ -127,6 +127,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, repo store.Repository, ref s
 		return Result{Skipped: true}, nil
 	}
 	defer release()
+	finish := r.startRequests(ctx, repo.ID)
+	defer func() { finish(rerr) }()
 	// Every failure counts, the store's included (before release ends the
 	// lease's context, so that a reconcile cut short by shutdown or by a
 	// lease lost to another replica does not).

@@ -338,6 +338,7 @@ func (r *Reconciler) Trigger(ctx context.Context, tenant, repoID, ref string) (a
 		res.Message = "repository is suspended: nothing is reconciled until it is resumed"
 		return res, nil
 	}
+	r.recordRequest(ctx, tenant, repo.ID)
 	if !r.enqueue(&task{kind: taskReconcile, tenant: tenant, repoID: repo.ID, ref: ref, trigger: "request"}) {
 		r.log.Warn("reconcile queue full, trigger dropped (polling will catch up)", "tenant", tenant, "repo", repo.ID, "waiting", r.queue.waiting())
 		res.Message = "the reconcile queue is full: not queued; the next poll reconciles the repository"
@@ -416,6 +417,9 @@ func (r *Reconciler) runTask(ctx context.Context, t *task) error {
 	case taskReconcile:
 		if repo.Suspended {
 			r.done.suspended.Add(1)
+			return nil
+		}
+		if r.adoptedDone(ctx, t) {
 			return nil
 		}
 		t0 := time.Now()

@@ -832,9 +832,9 @@ type Coordination interface {
 	// ReconcileHandled records that a reconcile attempt covering the first
 	// seq requests finished; it never moves the count back.
 	ReconcileHandled(ctx context.Context, repoID string, seq int64) error
-	// PendingReconciles lists the repositories with requests no finished
-	// attempt covered and no unexpired lease named leasePrefix+repoID:
-	// work the replica that accepted it did not finish.
+	// PendingReconciles lists the repositories, not suspended, with
+	// requests no finished attempt covered and no unexpired lease named
+	// leasePrefix+repoID: work the replica that accepted it did not finish.
 	PendingReconciles(ctx context.Context, leasePrefix string) ([]ReconcileRequest, error)
 }
 

@@ -68,6 +68,7 @@ func (s *Store) PendingReconciles(ctx context.Context, leasePrefix string) ([]st
 		return x, err
 	}, `SELECT r.tenant, r.repo_id, r.requested, r.handled, COALESCE(l.holder, '')
 		FROM reconcile_requests r
+		JOIN repositories p ON p.id = r.repo_id AND NOT p.suspended
 		LEFT JOIN leases l ON l.name = CAST($1 AS TEXT) || r.repo_id AND l.expires_at > `+s.d.NowMicros+`
 		WHERE r.requested > r.handled ORDER BY r.repo_id`, leasePrefix)
 	if err != nil {
