@@ -58,6 +58,9 @@ type BenchFleetCmd struct {
 	NkudoBinary  string `help:"The nkudo executable the replicas run (default: this one)." type:"path" placeholder:"FILE"`
 	Output       string `short:"o" help:"Report format: table or json." default:"table" enum:"table,json"`
 	Quiet        bool   `help:"No progress lines on stderr."`
+
+	// A short lease moves a killed reconciling replica's work sooner.
+	LeaseTTL time.Duration `name:"lease-ttl" help:"The control plane's --lease-ttl (0: its default)." default:"0s"`
 }
 
 // Run runs the simulation and prints the report; it fails when the fleet
@@ -239,7 +242,7 @@ func (c *BenchFleetCmd) startControlPlane(ctx context.Context, dir string) (cp f
 // interval fixed at --heartbeat-interval whatever the fleet's size.
 func (c *BenchFleetCmd) serveArgs(addr, dataDir, secretKey string, f pki.InitFiles) []string {
 	rate := float64(c.Sites) / c.HeartbeatInterval.Seconds()
-	return []string{"serve", "--listen=" + addr, "--public-url=https://" + addr,
+	args := []string{"serve", "--listen=" + addr, "--public-url=https://" + addr,
 		"--data-dir=" + dataDir, "--database-url=" + c.DatabaseURL, "--secret-key-file=" + secretKey,
 		"--ca-cert-file=" + f.CACert, "--ca-key-file=" + f.CAKey, "--server-cert-file=" + f.ServerCert, "--server-key-file=" + f.ServerKey,
 		"--audit-key-file=" + f.AuditKey,
@@ -249,6 +252,10 @@ func (c *BenchFleetCmd) serveArgs(addr, dataDir, secretKey string, f pki.InitFil
 		"--no-per-site-metrics", "--shutdown-timeout=5s", "--log-level=warn",
 		"--retention-interval=-1s", "--image-gc-interval=-1s",
 	}
+	if c.LeaseTTL > 0 {
+		args = append(args, "--lease-ttl="+c.LeaseTTL.String())
+	}
+	return args
 }
 
 // serveInProcess runs `nkudo serve` with args in this process, its log to

@@ -107,9 +107,9 @@ func TestBenchFleetRefuses(t *testing.T) {
 //
 // "serving" kills a replica that only serves agents. "reconciling" kills
 // replica 0, which the webhooks reach and which reconciles, while it is
-// storing the rollout's plans: the rest of the rollout waits until its
-// repository lease expires (2 minutes) and a poll on another replica
-// reconciles the commit again, so the replicas poll every 30 s there.
+// storing the rollout's plans. Polling stays off: the webhook's request is
+// in the store, and another replica adopts it once the dead one's
+// repository lease lapses (--lease-ttl, 15 s here rather than 2 minutes).
 func TestReplicaKilledMidRollout(t *testing.T) {
 	bin := buildNkudo(t)
 	for _, tc := range []struct {
@@ -118,7 +118,7 @@ func TestReplicaKilledMidRollout(t *testing.T) {
 		args    []string
 	}{
 		{"serving", 1, []string{"--timeout=4m"}},
-		{"reconciling", 0, []string{"--poll-interval=30s", "--timeout=6m"}},
+		{"reconciling", 0, []string{"--lease-ttl=15s", "--timeout=6m"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db := pgtest.URL(t)

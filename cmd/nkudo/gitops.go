@@ -48,6 +48,9 @@ type GitOpsFlags struct {
 	MaxMirrorSize string `help:"Largest git mirror of one repository on disk, checked after every fetch (bytes, or with KiB, MiB, GiB; -1 for no limit)." default:"1GiB" env:"NKUDO_MAX_MIRROR_SIZE" placeholder:"SIZE"`
 	// LoadTimeout bounds loading and validating the manifests of one commit.
 	LoadTimeout time.Duration `help:"Longest time loading the manifests of one commit may take." default:"30s" env:"NKUDO_LOAD_TIMEOUT"`
+	// LeaseTTL bounds how long the work of a replica that died stays
+	// stuck: another replica takes its repositories over once it lapses.
+	LeaseTTL time.Duration `name:"lease-ttl" help:"How long a replica's repository lease lasts without renewal (renewed every third of it); a dead replica's work is taken over when it lapses." default:"2m" env:"NKUDO_LEASE_TTL"`
 }
 
 // parseSize reads a byte count with an optional KiB, MiB or GiB suffix;
@@ -95,6 +98,11 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 	if f.LoadTimeout < 0 {
 		return nil, fmt.Errorf("--load-timeout: %s: want a positive duration", f.LoadTimeout)
 	}
+	// Renewed every third of it: below a second a slow database call
+	// would lose a live replica its lease.
+	if f.LeaseTTL != 0 && f.LeaseTTL < time.Second {
+		return nil, fmt.Errorf("--lease-ttl: %s: want at least 1s", f.LeaseTTL)
+	}
 	allow, err := egress.ParseAllow(f.EgressAllow)
 	if err != nil {
 		return nil, fmt.Errorf("--egress-allow: %w", err)
@@ -120,6 +128,7 @@ func wireGitOps(ctx context.Context, st store.Store, log *slog.Logger, dataDir, 
 		AllowLocalSources: f.AllowLocalSources, ProtectedDirs: protected,
 		Egress: egress.Policy{Allow: allow}, GitFetchMaxBytes: f.GitFetchMaxBytes,
 		Metrics: opts.Registry, RefreshInterval: f.PreviewRefresh,
+		LeaseTTL: f.LeaseTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start GitOps loop: %w", err)
