@@ -72,6 +72,11 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	if name == "" || holder == "" || ttl <= 0 {
 		return false, fmt.Errorf("acquire lease: %w", errInvalid("name, holder and a positive ttl are required"))
 	}
+	// Registered before the write: a concurrent acquire by another holder
+	// of this process must never take the lease for an earlier process's.
+	if s.processLeases {
+		s.holders.Store(holder, true)
+	}
 	var got bool
 	err := s.write(ctx, func(t *wtx) error {
 		if s.processLeases {
@@ -93,9 +98,6 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	})
 	if err != nil {
 		return false, fmt.Errorf("acquire lease %s: %w", name, err)
-	}
-	if got && s.processLeases {
-		s.holders.Store(holder, true)
 	}
 	return got, nil
 }

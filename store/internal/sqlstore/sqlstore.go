@@ -118,7 +118,7 @@ type Store struct {
 	auditKey      store.AuditKey
 	auditKeyFresh bool
 	processLeases bool
-	holders       sync.Map // holder → true: holders that acquired a lease through this Store
+	holders       sync.Map // holder → true: holders of this process: every holder that asked this Store for a lease
 }
 
 var _ store.Store = (*Store)(nil)
