@@ -370,7 +370,9 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		}
 	}
 	now := s.now()
-	out := api.ResultsResponse{Results: make([]api.ResultAck, 0, len(req.Results))}
+	out := api.ResultsResponse{Results: make([]api.ResultAck, len(req.Results))}
+	var finals []store.ActionResult
+	var finalAt []int // finals[j] is req.Results[finalAt[j]]
 	for i, res := range req.Results {
 		if res.Status == model.ActionRunning {
 			started := res.StartedAt
@@ -380,27 +382,45 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 			if err := s.store.StartAction(ctx, c.id.Tenant, c.id.Site, res.PlanID, res.ActionID, started); err != nil {
 				return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
 			}
-			out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: true, PlanStatus: model.PlanInProgress})
+			out.Results[i] = api.ResultAck{ActionID: res.ActionID, New: true, PlanStatus: model.PlanInProgress}
 			continue
 		}
-		finished := res.FinishedAt
-		if finished.IsZero() {
-			finished = now
-		}
 		final := res
-		final.FinishedAt = finished
-		o, err := s.store.RecordActionResult(ctx, c.actor(), c.id.Tenant, c.id.Site, final)
+		if final.FinishedAt.IsZero() {
+			final.FinishedAt = now
+		}
+		finals = append(finals, final)
+		finalAt = append(finalAt, i)
+	}
+	if len(finals) > 0 {
+		// One transaction for the batch: each audited write waits its turn
+		// on the audit chain's head, so a result per transaction made a
+		// rollout's results queue behind each other.
+		outs, err := s.store.RecordActionResults(ctx, c.actor(), c.id.Tenant, c.id.Site, finals)
 		if err != nil {
-			return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
+			if ctx.Err() != nil {
+				return api.ResultsResponse{}, fmt.Errorf("results: %w", err)
+			}
+			// A refused result fails the whole batch: record them one by
+			// one to keep the others and name the refused one.
+			outs = make([]store.ResultOutcome, len(finals))
+			for j, final := range finals {
+				if outs[j], err = s.store.RecordActionResult(ctx, c.actor(), c.id.Tenant, c.id.Site, final); err != nil {
+					return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", finalAt[j], err)
+				}
+			}
 		}
-		if o.New {
-			s.metrics.actions.WithLabelValues(string(res.Status)).Inc()
+		for j, o := range outs {
+			res := req.Results[finalAt[j]]
+			if o.New {
+				s.metrics.actions.WithLabelValues(string(res.Status)).Inc()
+			}
+			// The result that finished the plan: its last success, or its first failure.
+			if o.New && (o.PlanStatus == model.PlanSucceeded || o.PlanStatus == model.PlanFailed && res.Status == model.ActionFailed) {
+				s.log.Info("plan finished", "tenant", c.id.Tenant, "site", c.id.Site, "plan", res.PlanID, "status", o.PlanStatus)
+			}
+			out.Results[finalAt[j]] = api.ResultAck{ActionID: res.ActionID, New: o.New, PlanStatus: o.PlanStatus}
 		}
-		// The result that finished the plan: its last success, or its first failure.
-		if o.New && (o.PlanStatus == model.PlanSucceeded || o.PlanStatus == model.PlanFailed && res.Status == model.ActionFailed) {
-			s.log.Info("plan finished", "tenant", c.id.Tenant, "site", c.id.Site, "plan", res.PlanID, "status", o.PlanStatus)
-		}
-		out.Results = append(out.Results, api.ResultAck{ActionID: res.ActionID, New: o.New, PlanStatus: o.PlanStatus})
 	}
 	s.notifyPlanStates(ctx, req.Results)
 	if slices.ContainsFunc(req.Results, func(r api.ActionResult) bool { return r.Status == model.ActionRunning }) {

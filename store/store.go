@@ -498,6 +498,11 @@ type Plans interface {
 	// ErrNotFound if the plan or action is absent, or the plan is not the
 	// given site's; ErrInvalid for a non-terminal status.
 	RecordActionResult(ctx context.Context, actor Actor, tenant, site string, r ActionResult) (ResultOutcome, error)
+	// RecordActionResults records several finished actions of the site as
+	// RecordActionResult does, in one transaction: all or none (the error
+	// names the first refused result). An agent reports a batch at once,
+	// and one transaction appends to the audit chain once for all of them.
+	RecordActionResults(ctx context.Context, actor Actor, tenant, site string, rs []ActionResult) ([]ResultOutcome, error)
 }
 
 // Logs stores execution log lines streamed by agents.

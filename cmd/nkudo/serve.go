@@ -124,11 +124,19 @@ type ServeCmd struct {
 	DashboardIdle        time.Duration `help:"End a dashboard browser session after this long without a request." default:"15m" env:"NKUDO_DASHBOARD_IDLE"`
 	MaxAgentRequests     int           `help:"Agent requests served at once (a parked plan long-poll does not count); more get 503 with Retry-After. Negative: no bound." default:"256" env:"NKUDO_MAX_AGENT_REQUESTS"`
 	MaxTLSHandshakes     int           `help:"TLS handshakes in progress at once; a new one waits up to 3s for a slot, then fails. Negative: no bound." default:"64" name:"max-tls-handshakes" env:"NKUDO_MAX_TLS_HANDSHAKES"`
+	DebugAddr            string        `help:"Loopback address (host:port) serving net/http/pprof under /debug/pprof/, plain HTTP without authentication. Empty: off." env:"NKUDO_DEBUG_ADDR" placeholder:"ADDR"`
 }
 
 // Run serves until the context (SIGINT/SIGTERM) ends.
 func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	log := g.Logger()
+	if c.DebugAddr != "" {
+		stop, err := startDebug(ctx, log, c.DebugAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -54,6 +54,7 @@ func Run(t *testing.T, open Open) {
 		{"PlanSupersedeActive", testPlanSupersedeActive},
 		{"ActionLifecycle", testActionLifecycle},
 		{"ActionFailure", testActionFailure},
+		{"RecordActionResults", testRecordActionResults},
 		{"PrunePlans", testPrunePlans},
 		{"Logs", testLogs},
 		{"CommitStatuses", testCommitStatuses},

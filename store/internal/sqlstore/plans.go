@@ -361,90 +361,114 @@ func (s *Store) StartAction(ctx context.Context, tenant, site, planID, actionID 
 
 // RecordActionResult implements store.Plans.
 func (s *Store) RecordActionResult(ctx context.Context, actor store.Actor, tenant, site string, r store.ActionResult) (store.ResultOutcome, error) {
-	switch r.Status {
-	case model.ActionSucceeded, model.ActionFailed, model.ActionSkipped:
-	default:
-		return store.ResultOutcome{}, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("status %q is not terminal", r.Status))
+	outs, err := s.RecordActionResults(ctx, actor, tenant, site, []store.ActionResult{r})
+	if err != nil {
+		return store.ResultOutcome{}, err
 	}
-	result := store.CompactJSON(r.Output)
-	if len(result) > 0 && !json.Valid(result) {
-		return store.ResultOutcome{}, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("result is not JSON"))
-	}
-	var out store.ResultOutcome
-	err := s.write(ctx, func(t *wtx) error {
-		out = store.ResultOutcome{}
-		status, err := s.planOf(ctx, t, tenant, site, r.PlanID)
-		if err != nil {
-			return err
-		}
-		out.PlanStatus = status
-		var astatus, aresult, aerr string
-		var started int64
-		if err := t.QueryRow(ctx, `SELECT status, result, error, started_at FROM actions WHERE plan_id = $1 AND id = $2`,
-			r.PlanID, r.ActionID).Scan(&astatus, &aresult, &aerr, &started); err != nil {
-			return fmt.Errorf("action %s: %w", r.ActionID, s.notFound(err))
-		}
-		switch model.ActionStatus(astatus) {
-		case model.ActionPending, model.ActionRunning:
+	return outs[0], nil
+}
+
+// RecordActionResults implements store.Store.
+func (s *Store) RecordActionResults(ctx context.Context, actor store.Actor, tenant, site string, rs []store.ActionResult) ([]store.ResultOutcome, error) {
+	results := make([][]byte, len(rs))
+	for i, r := range rs {
+		switch r.Status {
+		case model.ActionSucceeded, model.ActionFailed, model.ActionSkipped:
 		default:
-			if model.ActionStatus(astatus) == r.Status && aresult == string(result) && aerr == r.Error {
-				return nil // the same result again: accepted once already
+			return nil, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("status %q is not terminal", r.Status))
+		}
+		results[i] = store.CompactJSON(r.Output)
+		if len(results[i]) > 0 && !json.Valid(results[i]) {
+			return nil, fmt.Errorf("record result of action %s: %w", r.ActionID, errInvalid("result is not JSON"))
+		}
+	}
+	outs := make([]store.ResultOutcome, len(rs))
+	err := s.write(ctx, func(t *wtx) error {
+		for i, r := range rs {
+			o, err := s.recordResult(ctx, t, actor, tenant, site, r, results[i])
+			if err != nil {
+				return fmt.Errorf("record result of action %s of plan %s: %w", r.ActionID, r.PlanID, err)
 			}
-			return fmt.Errorf("action %s already %s with another result: %w", r.ActionID, astatus, store.ErrConflict)
+			outs[i] = o
 		}
-		startedAt := us(store.Micro(r.StartedAt))
-		if startedAt == 0 {
-			startedAt = started
-		}
-		finished := r.FinishedAt
-		if finished.IsZero() {
-			finished = t.now
-		}
-		if _, err := t.Exec(ctx, `UPDATE actions SET status = $1, result = $2, error = $3, started_at = $4, finished_at = $5
-			WHERE plan_id = $6 AND id = $7`,
-			string(r.Status), string(result), r.Error, startedAt, us(store.Micro(finished)), r.PlanID, r.ActionID); err != nil {
-			return err
-		}
-		out.New = true
-		next := status
-		if status != model.PlanSuperseded {
-			var open, failed int
-			if err := t.QueryRow(ctx, `SELECT
-				COALESCE(SUM(CASE WHEN status IN ('pending', 'running') THEN 1 ELSE 0 END), 0),
-				COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0)
-				FROM actions WHERE plan_id = $1`, r.PlanID).Scan(&open, &failed); err != nil {
-				return err
-			}
-			switch {
-			case failed > 0:
-				next = model.PlanFailed
-			case open == 0:
-				next = model.PlanSucceeded
-			default:
-				next = model.PlanInProgress
-			}
-			if next != status {
-				if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, updated_at = $2 WHERE id = $3`,
-					string(next), us(t.now), r.PlanID); err != nil {
-					return err
-				}
-				if next == model.PlanSucceeded || next == model.PlanFailed {
-					t.notify(store.PlanTopic(tenant, site))
-					t.notify(store.FleetTopic(tenant))
-				}
-			}
-		}
-		out.PlanStatus = next
-		detail := map[string]any{"plan": r.PlanID, "status": r.Status, "planStatus": next}
-		if r.Error != "" {
-			detail["error"] = r.Error
-		}
-		t.audit(tenant, actor, "action.result", "action/"+r.ActionID, detail)
 		return nil
 	})
 	if err != nil {
-		return store.ResultOutcome{}, fmt.Errorf("record result of action %s of plan %s: %w", r.ActionID, r.PlanID, err)
+		return nil, err
 	}
+	return outs, nil
+}
+
+// recordResult records one finished action in t; result is r.Output compacted.
+func (s *Store) recordResult(ctx context.Context, t *wtx, actor store.Actor, tenant, site string, r store.ActionResult, result []byte) (store.ResultOutcome, error) {
+	var out store.ResultOutcome
+	status, err := s.planOf(ctx, t, tenant, site, r.PlanID)
+	if err != nil {
+		return out, err
+	}
+	out.PlanStatus = status
+	var astatus, aresult, aerr string
+	var started int64
+	if err := t.QueryRow(ctx, `SELECT status, result, error, started_at FROM actions WHERE plan_id = $1 AND id = $2`,
+		r.PlanID, r.ActionID).Scan(&astatus, &aresult, &aerr, &started); err != nil {
+		return out, fmt.Errorf("action %s: %w", r.ActionID, s.notFound(err))
+	}
+	switch model.ActionStatus(astatus) {
+	case model.ActionPending, model.ActionRunning:
+	default:
+		if model.ActionStatus(astatus) == r.Status && aresult == string(result) && aerr == r.Error {
+			return out, nil // the same result again: accepted once already
+		}
+		return out, fmt.Errorf("action %s already %s with another result: %w", r.ActionID, astatus, store.ErrConflict)
+	}
+	startedAt := us(store.Micro(r.StartedAt))
+	if startedAt == 0 {
+		startedAt = started
+	}
+	finished := r.FinishedAt
+	if finished.IsZero() {
+		finished = t.now
+	}
+	if _, err := t.Exec(ctx, `UPDATE actions SET status = $1, result = $2, error = $3, started_at = $4, finished_at = $5
+		WHERE plan_id = $6 AND id = $7`,
+		string(r.Status), string(result), r.Error, startedAt, us(store.Micro(finished)), r.PlanID, r.ActionID); err != nil {
+		return out, err
+	}
+	out.New = true
+	next := status
+	if status != model.PlanSuperseded {
+		var open, failed int
+		if err := t.QueryRow(ctx, `SELECT
+			COALESCE(SUM(CASE WHEN status IN ('pending', 'running') THEN 1 ELSE 0 END), 0),
+			COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0)
+			FROM actions WHERE plan_id = $1`, r.PlanID).Scan(&open, &failed); err != nil {
+			return out, err
+		}
+		switch {
+		case failed > 0:
+			next = model.PlanFailed
+		case open == 0:
+			next = model.PlanSucceeded
+		default:
+			next = model.PlanInProgress
+		}
+		if next != status {
+			if _, err := t.Exec(ctx, `UPDATE plans SET status = $1, updated_at = $2 WHERE id = $3`,
+				string(next), us(t.now), r.PlanID); err != nil {
+				return out, err
+			}
+			if next == model.PlanSucceeded || next == model.PlanFailed {
+				t.notify(store.PlanTopic(tenant, site))
+				t.notify(store.FleetTopic(tenant))
+			}
+		}
+	}
+	out.PlanStatus = next
+	detail := map[string]any{"plan": r.PlanID, "status": r.Status, "planStatus": next}
+	if r.Error != "" {
+		detail["error"] = r.Error
+	}
+	t.audit(tenant, actor, "action.result", "action/"+r.ActionID, detail)
 	return out, nil
 }
 
