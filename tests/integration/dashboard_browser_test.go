@@ -279,15 +279,24 @@ func TestDashboardInBrowser(t *testing.T) {
 	// edge-1 offline.
 	clock.Advance(time.Minute)
 	var state string
-	if err := chromedp.Do(b,
-		chromedp.Navigate(env.URL+"/ui/fleet"),
-		text(`tr[data-site="edge-1"] [data-state]`, &state),
-		screenshot(dir, "5-fleet-offline"),
-	); err != nil {
+	if err := chromedp.Do(b, chromedp.Navigate(env.URL+"/ui/fleet")); err != nil {
 		t.Fatalf("fleet after the agent stopped: %v", err)
 	}
-	if state != "offline" {
-		t.Errorf("edge-1 without heartbeats for a minute shows %q, want offline", state)
+	// The live stream re-renders the rows as the page opens; wait for the
+	// state rather than read a row that may be replaced under the reader.
+	{
+		wctx, cancel := context.WithTimeout(b, 20*time.Second)
+		err := chromedp.Do(wctx, chromedp.WaitVisible(chromedp.CSS(`tr[data-site="edge-1"] [data-state="offline"]`)))
+		cancel()
+		if err := chromedp.Do(b,
+			text(`tr[data-site="edge-1"] [data-state]`, &state),
+			screenshot(dir, "5-fleet-offline"),
+		); err != nil {
+			t.Fatalf("fleet after the agent stopped: %v", err)
+		}
+		if err != nil || state != "offline" {
+			t.Errorf("edge-1 without heartbeats for a minute shows %q, want offline (%v)", state, err)
+		}
 	}
 
 	// Bravo's session, in its own browser, cannot open alpha's plan page,
