@@ -24,32 +24,7 @@ func scanStatus(r Row) (store.CommitStatus, error) {
 
 // SetCommitStatus implements store.Statuses.
 func (s *Store) SetCommitStatus(ctx context.Context, tenant string, cs store.CommitStatus) (bool, error) {
-	if !cs.State.Valid() || cs.Commit == "" || cs.Context == "" {
-		return false, fmt.Errorf("set commit status: %w", errInvalid("commit, context and a valid state are required"))
-	}
-	var changed bool
-	err := s.write(ctx, func(t *wtx) error {
-		changed = false
-		if _, err := s.getRepo(ctx, t, tenant, cs.RepoID); err != nil {
-			return fmt.Errorf("repository %s: %w", cs.RepoID, err)
-		}
-		at := cs.UpdatedAt
-		if at.IsZero() {
-			at = t.now
-		}
-		n, err := t.Exec(ctx, `INSERT INTO commit_statuses (repo_id, tenant, commit_sha, context, state, description, target_url, updated_at, posted, posted_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, 0)
-			ON CONFLICT (repo_id, commit_sha, context) DO UPDATE SET state = excluded.state, description = excluded.description,
-				target_url = excluded.target_url, updated_at = excluded.updated_at, posted = FALSE, posted_at = 0
-			WHERE commit_statuses.state <> excluded.state OR commit_statuses.description <> excluded.description
-				OR commit_statuses.target_url <> excluded.target_url`,
-			cs.RepoID, tenant, cs.Commit, cs.Context, string(cs.State), cs.Description, cs.TargetURL, us(store.Micro(at)))
-		if err != nil {
-			return err
-		}
-		changed = n > 0
-		return nil
-	})
+	changed, err := s.setCommitStatus(ctx, tenant, cs, false)
 	if err != nil {
 		return false, fmt.Errorf("set status %s of %s: %w", cs.Context, cs.Commit, err)
 	}
@@ -61,8 +36,23 @@ func (s *Store) SetCommitStatus(ctx context.Context, tenant string, cs store.Com
 // replicas: the row is locked by the upsert, and a second final write
 // finds the first one's state.
 func (s *Store) SetCommitStatusOnce(ctx context.Context, tenant string, cs store.CommitStatus) (bool, error) {
+	changed, err := s.setCommitStatus(ctx, tenant, cs, true)
+	if err != nil {
+		return false, fmt.Errorf("set status %s of %s once: %w", cs.Context, cs.Commit, err)
+	}
+	return changed, nil
+}
+
+// setCommitStatus upserts cs, writing only when something changed; with
+// onlyPending, a stored status is changed only while it is pending.
+func (s *Store) setCommitStatus(ctx context.Context, tenant string, cs store.CommitStatus, onlyPending bool) (bool, error) {
 	if !cs.State.Valid() || cs.Commit == "" || cs.Context == "" {
-		return false, fmt.Errorf("set commit status: %w", errInvalid("commit, context and a valid state are required"))
+		return false, errInvalid("commit, context and a valid state are required")
+	}
+	// $9 = '' leaves the stored state unconstrained.
+	from := ""
+	if onlyPending {
+		from = string(store.StatePending)
 	}
 	var changed bool
 	err := s.write(ctx, func(t *wtx) error {
@@ -78,19 +68,16 @@ func (s *Store) SetCommitStatusOnce(ctx context.Context, tenant string, cs store
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, FALSE, 0)
 			ON CONFLICT (repo_id, commit_sha, context) DO UPDATE SET state = excluded.state, description = excluded.description,
 				target_url = excluded.target_url, updated_at = excluded.updated_at, posted = FALSE, posted_at = 0
-			WHERE commit_statuses.state = $9 AND (commit_statuses.state <> excluded.state OR commit_statuses.description <> excluded.description
+			WHERE ($9 = '' OR commit_statuses.state = $9) AND (commit_statuses.state <> excluded.state OR commit_statuses.description <> excluded.description
 				OR commit_statuses.target_url <> excluded.target_url)`,
-			cs.RepoID, tenant, cs.Commit, cs.Context, string(cs.State), cs.Description, cs.TargetURL, us(store.Micro(at)), string(store.StatePending))
+			cs.RepoID, tenant, cs.Commit, cs.Context, string(cs.State), cs.Description, cs.TargetURL, us(store.Micro(at)), from)
 		if err != nil {
 			return err
 		}
 		changed = n > 0
 		return nil
 	})
-	if err != nil {
-		return false, fmt.Errorf("set status %s of %s once: %w", cs.Context, cs.Commit, err)
-	}
-	return changed, nil
+	return changed, err
 }
 
 // MarkCommitStatusPosted implements store.Statuses.
