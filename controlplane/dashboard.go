@@ -566,15 +566,25 @@ func (s *Server) handlePlanEvents(w http.ResponseWriter, r *http.Request, c *cal
 // changed (true), or the stream must stop (false). Keep-alives are written
 // while waiting and never cause a read of the store.
 func (s *Server) waitPlanChange(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, c *caller, keep <-chan time.Time, endCh, planCh, stateCh, logCh <-chan struct{}) bool {
+	return s.waitStream(ctx, w, rc, c, keep, endCh, planCh, stateCh, logCh, nil)
+}
+
+// waitStream blocks a dashboard event stream until one of the wake
+// channels or deadline fires (true: re-read and send), or the stream must
+// stop (false). A nil channel never fires. Keep-alives are written while
+// waiting; endCh makes the caller re-check the session.
+func (s *Server) waitStream(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, c *caller, keep <-chan time.Time, endCh, wake1, wake2, wake3 <-chan struct{}, deadline <-chan time.Time) bool {
 	for {
 		select {
 		case <-endCh:
-			return true // the caller re-checks the session
-		case <-planCh:
 			return true
-		case <-stateCh:
+		case <-wake1:
 			return true
-		case <-logCh:
+		case <-wake2:
+			return true
+		case <-wake3:
+			return true
+		case <-deadline:
 			return true
 		case <-keep:
 			if !s.streamSessionLive(ctx, c) {

@@ -231,27 +231,5 @@ func (s *Server) handleFleetEvents(w http.ResponseWriter, r *http.Request, c *ca
 // waitFleet blocks until the fleet may have changed (true) or the stream
 // must stop (false); keep-alives are written while waiting.
 func (s *Server) waitFleet(ctx context.Context, w http.ResponseWriter, rc *http.ResponseController, c *caller, keep <-chan time.Time, endCh, wake <-chan struct{}, deadline <-chan time.Time) bool {
-	for {
-		select {
-		case <-endCh:
-			return true // the caller re-checks the session
-		case <-wake:
-			return true
-		case <-deadline:
-			return true
-		case <-keep:
-			if !s.streamSessionLive(ctx, c) {
-				return true // the caller re-checks and ends the stream
-			}
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
-				return false
-			}
-		case <-c.session.Done():
-			return false
-		case <-s.shutdown:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
+	return s.waitStream(ctx, w, rc, c, keep, endCh, wake, nil, nil, deadline)
 }
