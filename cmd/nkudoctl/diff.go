@@ -71,11 +71,18 @@ func (c *DiffCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		tenant = "default"
 	}
 	res := diff.Plan(desired, actual.inv, diff.Options{Tenant: tenant, Commit: c.Commit, Sites: c.Site, NetBirdGroups: actual.groups})
-	if g.Output == "json" {
+	return renderPlan(s, g.Output, c.Color, res)
+}
+
+// renderPlan prints res as diff does (text with colour as asked, or
+// JSON) and returns diff's exit status: exitChanges when a site changes.
+func renderPlan(s *Streams, output, colorFlag string, res diff.Result) error {
+	var err error
+	if output == "json" {
 		err = diff.RenderJSON(s.Out, res)
 	} else {
 		color := s.Color
-		switch c.Color {
+		switch colorFlag {
 		case "always":
 			color = true
 		case "never":

@@ -79,25 +79,7 @@ func (c *PreviewCmd) Run(ctx context.Context, g *Globals, s *Streams) error {
 		return fmt.Errorf("preview of pull request %d: plan JSON: %w", c.PR, err)
 	}
 	res := diff.Result{Sites: stored.Sites}
-	if g.Output == "json" {
-		err = diff.RenderJSON(s.Out, res)
-	} else {
-		color := s.Color
-		switch c.Color {
-		case "always":
-			color = true
-		case "never":
-			color = false
-		}
-		err = diff.RenderText(s.Out, res, diff.RenderOptions{Color: color})
-	}
-	if err != nil {
-		return err
-	}
-	if hasChanges(res) {
-		return exitStatus(exitChanges)
-	}
-	return nil
+	return renderPlan(s, g.Output, c.Color, res)
 }
 
 // previewRow is one pull request in preview --list.
