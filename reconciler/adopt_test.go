@@ -37,10 +37,9 @@ func (s *blockingStore) RecordSitePlans(ctx context.Context, actor store.Actor, 
 	return s.Store.RecordSitePlans(ctx, actor, tenant, repoID, recs, now)
 }
 
-// adoptEnv is a repository of three sites on a throw-away Postgres, and a
-// way to start replicas on it (each its own connection pool), all with
-// polling off.
-func adoptEnv(t *testing.T) (*env, func() store.Store, func(st store.Store, holder string) *reconciler.Reconciler) {
+// pgReplicaEnv is a repository of three sites on a throw-away Postgres,
+// and a way to open more connection pools on it, one per replica.
+func pgReplicaEnv(t *testing.T) (*env, func() store.Store) {
 	url := pgtest.URL(t)
 	open := func() store.Store {
 		st, err := postgres.Open(t.Context(), url, postgres.Options{})
@@ -65,6 +64,14 @@ func adoptEnv(t *testing.T) (*env, func() store.Store, func(st store.Store, hold
 		t.Fatal(err)
 	}
 	e.repo = repo
+	return e, open
+}
+
+// adoptEnv is a repository of three sites on a throw-away Postgres, and a
+// way to start replicas on it (each its own connection pool), all with
+// polling off.
+func adoptEnv(t *testing.T) (*env, func() store.Store, func(st store.Store, holder string) *reconciler.Reconciler) {
+	e, open := pgReplicaEnv(t)
 	newReplica := func(st store.Store, holder string) *reconciler.Reconciler {
 		r, err := reconciler.New(reconciler.Options{
 			Store: st, Holder: holder, DataDir: t.TempDir(), PublicURL: "https://cp.example.com",

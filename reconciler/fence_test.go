@@ -9,13 +9,9 @@ import (
 	"time"
 
 	"github.com/nkudo/nkudo/forge"
-	"github.com/nkudo/nkudo/forge/forgetest"
 	"github.com/nkudo/nkudo/internal/egress"
-	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/reconciler"
-	"github.com/nkudo/nkudo/reconciler/gittest"
 	"github.com/nkudo/nkudo/store"
-	"github.com/nkudo/nkudo/store/postgres"
 )
 
 // stallingStore freezes its first plan write until resume is closed, as a
@@ -43,31 +39,11 @@ func (s *stallingStore) RecordSitePlans(ctx context.Context, actor store.Actor, 
 // with ErrLeaseLost (a handover, not a failure: no lastError, no failure
 // status), and every site keeps c2's plan and desired state.
 func TestReplicaStalledPastLeaseStoresNothing(t *testing.T) {
-	url := pgtest.URL(t)
-	open := func() store.Store {
-		st, err := postgres.Open(t.Context(), url, postgres.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
+	e, open := pgReplicaEnv(t)
 	ctx := t.Context()
-	stA := &stallingStore{Store: open(), reached: make(chan struct{}), resume: make(chan struct{})}
-	e := &env{t: t, st: stA.Store, git: gittest.New(t), forge: forgetest.New(t)}
-	if _, err := e.st.CreateTenant(ctx, admin, store.Tenant{ID: tenant}); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range threeSites {
-		if _, err := e.st.CreateSite(ctx, admin, tenant, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	repo, err := e.st.CreateRepository(ctx, admin, store.Repository{Tenant: tenant, Name: "fleet", URL: e.git.Remote, Branch: "main"}, "hook-secret")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.repo = repo
+	stA := &stallingStore{Store: e.st, reached: make(chan struct{}), resume: make(chan struct{})}
+	repo := e.repo
+	var err error
 	newReplica := func(st store.Store, holder string) *reconciler.Reconciler {
 		o := reconciler.Options{
 			DataDir: t.TempDir(), PublicURL: "https://cp.example.com",

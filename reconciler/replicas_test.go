@@ -10,12 +10,9 @@ import (
 	"github.com/nkudo/nkudo/forge"
 	"github.com/nkudo/nkudo/forge/forgetest"
 	"github.com/nkudo/nkudo/internal/egress"
-	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/model"
 	"github.com/nkudo/nkudo/reconciler"
-	"github.com/nkudo/nkudo/reconciler/gittest"
 	"github.com/nkudo/nkudo/store"
-	"github.com/nkudo/nkudo/store/postgres"
 )
 
 // TestReplicasOneFinalApplyStatus: two reconcilers on one Postgres.
@@ -26,30 +23,9 @@ import (
 // one final nkudo/apply, and no replica rewrote the pending one while the
 // other followed it.
 func TestReplicasOneFinalApplyStatus(t *testing.T) {
-	url := pgtest.URL(t)
-	open := func() store.Store {
-		st, err := postgres.Open(t.Context(), url, postgres.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		return st
-	}
+	e, open := pgReplicaEnv(t)
 	ctx := t.Context()
-	e := &env{t: t, st: open(), git: gittest.New(t), forge: forgetest.New(t)}
-	if _, err := e.st.CreateTenant(ctx, admin, store.Tenant{ID: tenant}); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range threeSites {
-		if _, err := e.st.CreateSite(ctx, admin, tenant, s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	repo, err := e.st.CreateRepository(ctx, admin, store.Repository{Tenant: tenant, Name: "fleet", URL: e.git.Remote, Branch: "main"}, "hook-secret")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.repo = repo
+	var err error
 	e.opts = reconciler.Options{
 		Store: e.st, DataDir: t.TempDir(), PublicURL: "https://cp.example.com",
 		Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
