@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,13 +23,26 @@ import (
 // signInCodeTTL is how long a sign-in link is valid.
 const signInCodeTTL = 10 * time.Minute
 
+// The live sign-in links are bounded: a token asking for more than
+// signInCodesPerToken voids its own oldest, and a tenant's tokens together
+// hold at most signInCodesPerTenant, so no caller grows the table without
+// bound or voids another token's links.
+const (
+	signInCodesPerToken  = 5
+	signInCodesPerTenant = 100
+)
+
 func (s *Server) handleCreateSignInCode(w http.ResponseWriter, r *http.Request, c *caller) error {
 	tok := strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 	code := ui.RandomToken()
 	now := s.now()
 	exp := now.Add(signInCodeTTL)
 	if err := s.store.CreateUISignInCode(r.Context(), store.UISignInCode{CodeHash: store.HashSecret(code), TokenHash: store.HashSecret(tok),
-		Tenant: c.tenant, ExpiresAt: exp}, now); err != nil {
+		Tenant: c.tenant, ExpiresAt: exp}, store.UISignInCodeLimits{PerToken: signInCodesPerToken, PerTenant: signInCodesPerTenant}, now); err != nil {
+		if errors.Is(err, store.ErrQuota) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(signInCodeTTL.Seconds())))
+			return errorf(http.StatusTooManyRequests, api.CodeRateLimited, "%v: use one, or wait until they expire (%s after they were made)", err, signInCodeTTL)
+		}
 		return err
 	}
 	if _, err := s.store.AppendAudit(r.Context(), store.AuditEvent{Tenant: c.tenant, Actor: c.actor().String(),

@@ -1,6 +1,8 @@
 package controlplane_test
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane/cptest"
 	"github.com/nkudo/nkudo/controlplane/ui"
 )
@@ -132,5 +135,62 @@ func TestDashboardSignInLink(t *testing.T) {
 	}
 	if links != 3 {
 		t.Errorf("%d ui.signinlink audit events, want 3", links)
+	}
+}
+
+// TestDashboardSignInLinkBounds: a token's sixth link voids its first
+// (the others stay valid); a tenant's tokens together hold at most 100
+// live links, the next is refused with 429 and Retry-After until they are
+// used or expire; another tenant is not affected.
+func TestDashboardSignInLinkBounds(t *testing.T) {
+	clock := &cptest.Clock{}
+	env := cptest.Start(t, cptest.Options{Clock: clock})
+	acme := env.NewTenant("acme")
+	other := env.NewTenant("other")
+	ctx := t.Context()
+	var links []string
+	for range 6 {
+		l, err := acme.Client.DashboardSignInLink(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l.URL)
+	}
+	if status, _, session := useSignInLink(t, env, links[0]); status != http.StatusUnauthorized || session != nil {
+		t.Errorf("a token's first link after its sixth: %d, session %v; want it voided", status, session)
+	}
+	if status, body, session := useSignInLink(t, env, links[1]); status != http.StatusSeeOther || session == nil {
+		t.Errorf("a token's second link after its sixth: %d\n%s", status, body)
+	}
+
+	// 4 live links of acme's first token; 19 more tokens with 5 each
+	// make 99; then one more of a new token is the 100th.
+	for i := range 20 {
+		tok, err := env.Admin.CreateToken(ctx, api.CreateTokenRequest{Tenant: "acme", Name: fmt.Sprintf("t%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := env.UserClient(tok.Token, "")
+		n := 5
+		if i == 19 {
+			n = 1
+		}
+		for range n {
+			if _, err := c.DashboardSignInLink(ctx); err != nil {
+				t.Fatalf("token %d: %v", i, err)
+			}
+		}
+	}
+	_, err := acme.Client.DashboardSignInLink(ctx)
+	var apiErr *api.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusTooManyRequests || apiErr.Code != api.CodeRateLimited || apiErr.RetryAfter <= 0 {
+		t.Fatalf("link 101 of a tenant: %v; want 429 rate_limited with Retry-After", err)
+	}
+	if _, err := other.Client.DashboardSignInLink(ctx); err != nil {
+		t.Errorf("another tenant's link while acme is at its bound: %v", err)
+	}
+	clock.Advance(11 * time.Minute)
+	if _, err := acme.Client.DashboardSignInLink(ctx); err != nil {
+		t.Errorf("a link once the others expired: %v", err)
 	}
 }

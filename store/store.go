@@ -763,9 +763,13 @@ type UISessions interface {
 
 	// CreateUISignInCode records a single-use sign-in code (by its hash)
 	// that exchanges for a session of the API token TokenHash on Tenant
-	// until ExpiresAt; expired codes are dropped first. ErrInvalid if a
-	// field is empty; ErrNotFound if the tenant does not exist.
-	CreateUISignInCode(ctx context.Context, c UISignInCode, now time.Time) error
+	// until ExpiresAt; expired codes are dropped first. Then, when the
+	// token has l.PerToken live codes, its oldest are dropped (a token can
+	// only spend its own links), and when the tenant has l.PerTenant, the
+	// code is refused with ErrQuota (one token must not void another's
+	// links). ErrInvalid if a field is empty; ErrNotFound if the tenant
+	// does not exist.
+	CreateUISignInCode(ctx context.Context, c UISignInCode, l UISignInCodeLimits, now time.Time) error
 	// RedeemUISignInCode consumes the code stored under codeHash: the first
 	// call before it expires returns it, every other call (or one after
 	// ExpiresAt) gets ErrNotFound.
@@ -779,6 +783,13 @@ type UISignInCode struct {
 	TokenHash string    `json:"tokenHash"` // HashSecret of the API token
 	Tenant    string    `json:"tenant"`
 	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+// UISignInCodeLimits bound the live sign-in codes; a zero field is no
+// bound.
+type UISignInCodeLimits struct {
+	PerToken  int // codes of one API token: the oldest beyond are dropped
+	PerTenant int // codes of one tenant: a new one beyond is refused
 }
 
 // UISessionTouch is how far a session's last use must move before

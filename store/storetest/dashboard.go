@@ -163,10 +163,10 @@ func testUISignInCodes(t *testing.T, s store.Store) {
 	code := func(h string, exp time.Time) store.UISignInCode {
 		return store.UISignInCode{CodeHash: h, TokenHash: "tok", Tenant: tenantA, ExpiresAt: exp}
 	}
-	wantErr(t, s.CreateUISignInCode(ctx, store.UISignInCode{TokenHash: "tok", Tenant: tenantA, ExpiresAt: epoch}, epoch), store.ErrInvalid)
-	wantErr(t, s.CreateUISignInCode(ctx, store.UISignInCode{CodeHash: "x", TokenHash: "tok", Tenant: "no-such-tenant", ExpiresAt: epoch}, epoch), store.ErrNotFound)
+	wantErr(t, s.CreateUISignInCode(ctx, store.UISignInCode{TokenHash: "tok", Tenant: tenantA, ExpiresAt: epoch}, store.UISignInCodeLimits{}, epoch), store.ErrInvalid)
+	wantErr(t, s.CreateUISignInCode(ctx, store.UISignInCode{CodeHash: "x", TokenHash: "tok", Tenant: "no-such-tenant", ExpiresAt: epoch}, store.UISignInCodeLimits{}, epoch), store.ErrNotFound)
 
-	must(t, s.CreateUISignInCode(ctx, code("c1", epoch.Add(10*time.Minute)), epoch))
+	must(t, s.CreateUISignInCode(ctx, code("c1", epoch.Add(10*time.Minute)), store.UISignInCodeLimits{}, epoch))
 	got := mustGet(s.RedeemUISignInCode(ctx, "c1", epoch.Add(time.Minute)))(t)
 	if got.TokenHash != "tok" || got.Tenant != tenantA || !got.ExpiresAt.Equal(epoch.Add(10*time.Minute)) {
 		t.Errorf("redeemed %+v", got)
@@ -174,13 +174,13 @@ func testUISignInCodes(t *testing.T, s store.Store) {
 	_, err := s.RedeemUISignInCode(ctx, "c1", epoch.Add(time.Minute))
 	wantErr(t, err, store.ErrNotFound)
 
-	must(t, s.CreateUISignInCode(ctx, code("late", epoch.Add(10*time.Minute)), epoch))
+	must(t, s.CreateUISignInCode(ctx, code("late", epoch.Add(10*time.Minute)), store.UISignInCodeLimits{}, epoch))
 	_, err = s.RedeemUISignInCode(ctx, "late", epoch.Add(11*time.Minute))
 	wantErr(t, err, store.ErrNotFound)
 	_, err = s.RedeemUISignInCode(ctx, "late", epoch.Add(time.Minute)) // consumed by the late try
 	wantErr(t, err, store.ErrNotFound)
 
-	must(t, s.CreateUISignInCode(ctx, code("race", epoch.Add(10*time.Minute)), epoch))
+	must(t, s.CreateUISignInCode(ctx, code("race", epoch.Add(10*time.Minute)), store.UISignInCodeLimits{}, epoch))
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for range 8 {
@@ -197,5 +197,31 @@ func testUISignInCodes(t *testing.T, s store.Store) {
 	wg.Wait()
 	if n := wins.Load(); n != 1 {
 		t.Errorf("%d concurrent redeems got the code, want exactly 1", n)
+	}
+
+	// Bounds: a token's third code voids its oldest; a tenant's codes
+	// beyond its bound are refused (voiding is never across tokens), and
+	// expired codes do not count.
+	lim := store.UISignInCodeLimits{PerToken: 2, PerTenant: 3}
+	at := func(m int) time.Time { return epoch.Add(time.Duration(m) * time.Minute) }
+	byToken := func(h, tok string, exp time.Time) store.UISignInCode {
+		return store.UISignInCode{CodeHash: h, TokenHash: tok, Tenant: tenantA, ExpiresAt: exp}
+	}
+	must(t, s.CreateUISignInCode(ctx, byToken("t1-a", "tok1", at(10)), lim, at(0)))
+	must(t, s.CreateUISignInCode(ctx, byToken("t1-b", "tok1", at(30)), lim, at(1)))
+	must(t, s.CreateUISignInCode(ctx, byToken("t1-c", "tok1", at(30)), lim, at(2)))
+	must(t, s.CreateUISignInCode(ctx, byToken("t2-a", "tok2", at(12)), lim, at(2)))
+	wantErr(t, s.CreateUISignInCode(ctx, byToken("t3-a", "tok3", at(30)), lim, at(2)), store.ErrQuota)
+	// Another tenant has its own bound.
+	must(t, s.CreateUISignInCode(ctx, store.UISignInCode{CodeHash: "b-a", TokenHash: "tokB", Tenant: tenantB, ExpiresAt: at(30)}, lim, at(2)))
+	// t2-a expired at 12: room for one more.
+	must(t, s.CreateUISignInCode(ctx, byToken("t3-a", "tok3", at(30)), lim, at(13)))
+	wantErr(t, s.CreateUISignInCode(ctx, byToken("t3-b", "tok4", at(30)), lim, at(13)), store.ErrQuota)
+	_, err = s.RedeemUISignInCode(ctx, "t1-a", at(3))
+	wantErr(t, err, store.ErrNotFound) // voided by its token's third code
+	for _, h := range []string{"t1-b", "t1-c", "t3-a", "b-a"} {
+		if _, err := s.RedeemUISignInCode(ctx, h, at(14)); err != nil {
+			t.Errorf("code %s after the bounds applied: %v", h, err)
+		}
 	}
 }

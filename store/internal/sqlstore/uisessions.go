@@ -122,7 +122,7 @@ func (s *Store) DeleteUISession(ctx context.Context, idHash string) error {
 }
 
 // CreateUISignInCode implements store.UISessions.
-func (s *Store) CreateUISignInCode(ctx context.Context, c store.UISignInCode, now time.Time) error {
+func (s *Store) CreateUISignInCode(ctx context.Context, c store.UISignInCode, l store.UISignInCodeLimits, now time.Time) error {
 	switch {
 	case c.CodeHash == "":
 		return fmt.Errorf("create sign-in code: %w", errInvalid("codeHash is empty"))
@@ -134,11 +134,31 @@ func (s *Store) CreateUISignInCode(ctx context.Context, c store.UISignInCode, no
 		return fmt.Errorf("create sign-in code: %w", errInvalid("expiresAt is zero"))
 	}
 	err := s.write(ctx, func(t *wtx) error {
-		if err := s.tenantExists(ctx, t, c.Tenant); err != nil {
-			return err
+		// The tenant's row is locked so that concurrent creations count
+		// each other's codes against PerTenant.
+		var one int
+		if err := t.QueryRow(ctx, `SELECT 1 FROM tenants WHERE id = $1`+s.d.ForUpdate, c.Tenant).Scan(&one); err != nil {
+			return fmt.Errorf("tenant %s: %w", c.Tenant, s.notFound(err))
 		}
 		if _, err := t.Exec(ctx, `DELETE FROM ui_signin_codes WHERE expires_at < $1`, us(now)); err != nil {
 			return err
+		}
+		if l.PerToken > 0 {
+			// The token's newest PerToken-1 codes stay valid.
+			if _, err := t.Exec(ctx, `DELETE FROM ui_signin_codes WHERE token_hash = $1 AND code_hash NOT IN
+				(SELECT code_hash FROM ui_signin_codes WHERE token_hash = $1 ORDER BY expires_at DESC, code_hash LIMIT $2)`,
+				c.TokenHash, l.PerToken-1); err != nil {
+				return err
+			}
+		}
+		if l.PerTenant > 0 {
+			var n int
+			if err := t.QueryRow(ctx, `SELECT COUNT(*) FROM ui_signin_codes WHERE tenant = $1`, c.Tenant).Scan(&n); err != nil {
+				return err
+			}
+			if n >= l.PerTenant {
+				return fmt.Errorf("%w: tenant %s has %d live sign-in links, the most it may have", store.ErrQuota, c.Tenant, n)
+			}
 		}
 		_, err := t.Exec(ctx, `INSERT INTO ui_signin_codes (code_hash, token_hash, tenant, expires_at) VALUES ($1, $2, $3, $4)`,
 			c.CodeHash, c.TokenHash, c.Tenant, us(store.Micro(c.ExpiresAt)))
