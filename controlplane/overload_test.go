@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,4 +201,49 @@ func metricValue(t *testing.T, env *cptest.Env, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestHTTP2ReadFrameBound: the server announces the protocol's smallest
+// SETTINGS_MAX_FRAME_SIZE, so no client can make a connection keep a
+// read buffer larger than 16 KiB (the default would allow 1 MiB).
+func TestHTTP2ReadFrameBound(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(env.URL, "https://"), &tls.Config{RootCAs: env.CAPool, NextProtos: []string{"h2"}, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	// The client preface and an empty SETTINGS frame; the server's first
+	// frame is its SETTINGS.
+	if _, err := io.WriteString(conn, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var head [9]byte
+	if _, err := io.ReadFull(conn, head[:]); err != nil {
+		t.Fatal(err)
+	}
+	n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])
+	if head[3] != 0x4 || n%6 != 0 || n > 1024 {
+		t.Fatalf("first frame: type %d, length %d; want SETTINGS", head[3], n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(conn, payload); err != nil {
+		t.Fatal(err)
+	}
+	const settingsMaxFrameSize = 0x5
+	for i := 0; i < n; i += 6 {
+		id := int(payload[i])<<8 | int(payload[i+1])
+		v := int(payload[i+2])<<24 | int(payload[i+3])<<16 | int(payload[i+4])<<8 | int(payload[i+5])
+		if id == settingsMaxFrameSize {
+			if v != 16<<10 {
+				t.Errorf("SETTINGS_MAX_FRAME_SIZE %d, want %d", v, 16<<10)
+			}
+			return
+		}
+	}
+	t.Errorf("the server's SETTINGS (%d bytes) carry no SETTINGS_MAX_FRAME_SIZE", n)
 }

@@ -322,6 +322,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// long-polls and log streams answer late on purpose.
 		ReadTimeout: 2 * time.Minute,
 		IdleTimeout: 2 * time.Minute,
+		// Each HTTP/2 connection keeps a read buffer as large as the
+		// largest frame its client sent (1 MiB allowed by default); with
+		// thousands of agents each parked on its own connection, the
+		// protocol's minimum bounds what one large upload leaves behind.
+		HTTP2:       &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
