@@ -125,8 +125,9 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("listen for notifications: %w", err)
 	}
 	s := sqlstore.New(d, sqlstore.Dialect{
-		ForUpdate: " FOR UPDATE",
-		NowMicros: `(extract(epoch from clock_timestamp()) * 1000000)::bigint`,
+		ForUpdate:   " FOR UPDATE",
+		NowMicros:   `(extract(epoch from clock_timestamp()) * 1000000)::bigint`,
+		WritableCTE: true,
 	}, d.hub, sqlstore.Options{Logger: o.Logger, Now: o.Now, Key: o.Key, AuditKey: o.AuditKey, AuditKeyFresh: o.AuditKeyFresh})
 	if !o.NoMigrate {
 		if _, err := s.SealPlaintext(ctx); err != nil {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -22,6 +23,27 @@ func Bench(b *testing.B, open OpenB) {
 	b.Run("ActionResult", func(b *testing.B) { benchActionResult(b, open(b)) })
 	b.Run("AppendLogs50", func(b *testing.B) { benchAppendLogs(b, open(b)) })
 	b.Run("AuthLookups", func(b *testing.B) { benchAuth(b, open(b)) })
+	b.Run("AuditedParallel", func(b *testing.B) { benchAuditedParallel(b, open(b)) })
+}
+
+// benchAuditedParallel measures audited writes from 64 writers at once:
+// every audited transaction takes the audit chain's head, so this is the
+// rate at which a busy control plane's mutations (action results, plans,
+// sign-ins) can commit.
+func benchAuditedParallel(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	benchSeed(b, s)
+	b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.AppendAudit(ctx, store.AuditEvent{Tenant: tenantA, Actor: "agent:site-000", Action: "bench.audited", Object: "site/site-000"}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	opsPerSec(b, b.N)
 }
 
 // benchAuth measures what every request costs before its handler runs: an

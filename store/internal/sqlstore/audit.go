@@ -40,11 +40,19 @@ func (s *Store) appendAudit(ctx context.Context, t *wtx, events []store.AuditEve
 	// brings one event per plan.
 	const auditRows = 200
 	args := make([]any, 0, 10*min(len(events), auditRows))
-	flush := func() error {
+	// withHead, on the last rows where the dialect allows it, moves the
+	// head in the same statement.
+	flush := func(withHead bool) error {
 		if len(args) == 0 {
 			return nil
 		}
-		_, err := t.Exec(ctx, `INSERT INTO audit_events (`+auditCols+`) VALUES `+values(len(args)/10, 10), args...)
+		insert := `INSERT INTO audit_events (` + auditCols + `) VALUES ` + values(len(args)/10, 10)
+		if withHead {
+			n := len(args)
+			args = append(args, seq, prev, mac)
+			insert = fmt.Sprintf(`WITH ins AS (%s) UPDATE audit_head SET seq = $%d, hash = $%d, mac = $%d WHERE id = 1`, insert, n+1, n+2, n+3)
+		}
+		_, err := t.Exec(ctx, insert, args...)
 		args = args[:0]
 		if err != nil {
 			return fmt.Errorf("insert audit events: %w", err)
@@ -66,14 +74,20 @@ func (s *Store) appendAudit(ctx context.Context, t *wtx, events []store.AuditEve
 		}
 		args = append(args, e.Seq, us(e.Time), e.Tenant, e.Actor, e.Action, e.Object, string(e.Detail), e.PrevHash, e.Hash, e.MAC)
 		if len(args) == 10*auditRows {
-			if err := flush(); err != nil {
+			if err := flush(false); err != nil {
 				return nil, err
 			}
 		}
 		prev, mac = e.Hash, e.MAC
 		out = append(out, e)
 	}
-	if err := flush(); err != nil {
+	if s.d.WritableCTE && len(args) > 0 {
+		if err := flush(true); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	if err := flush(false); err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {

@@ -76,6 +76,10 @@ type Dialect struct {
 	// NowMicros is an SQL expression for the database's current time in
 	// microseconds, used for leases so replicas with skewed clocks agree.
 	NowMicros string
+	// WritableCTE says an INSERT may run inside a WITH of an UPDATE (one
+	// statement, so one round trip, for the audit chain's last rows and
+	// its head).
+	WritableCTE bool
 }
 
 // Options configure a Store.
@@ -237,14 +241,18 @@ func (s *Store) write(ctx context.Context, fn func(*wtx) error) error {
 		if err := fn(t); err != nil {
 			return err
 		}
-		if len(t.audits) > 0 {
-			if _, err := s.appendAudit(ctx, t, t.audits); err != nil {
-				return err
-			}
-		}
+		// Notifications are queued before the audit append (they are sent
+		// at commit either way): from the audit head's lock to the commit,
+		// every audited transaction waits, so that span holds no more
+		// statements than the chain needs.
 		if len(t.topics) > 0 {
 			if err := s.b.NotifyTx(ctx, c, t.topics); err != nil {
 				return fmt.Errorf("notify %s: %w", strings.Join(t.topics, ", "), err)
+			}
+		}
+		if len(t.audits) > 0 {
+			if _, err := s.appendAudit(ctx, t, t.audits); err != nil {
+				return err
 			}
 		}
 		topics = t.topics
