@@ -42,7 +42,11 @@ const overloadRetryAfter = 10 * time.Second
 
 // overload holds both bounds; a nil slot channel is no bound.
 type overload struct {
-	agent      chan struct{}
+	agent chan struct{}
+	// heartbeats is a reserve of a quarter of the agent bound that only
+	// heartbeats may take once agent is full: a rollout's result uploads
+	// must not refuse the heartbeats that say the sites are alive.
+	heartbeats chan struct{}
 	handshakes chan struct{}
 	refused    *prometheus.CounterVec
 
@@ -60,6 +64,7 @@ func newOverload(agentMax, handshakeMax int, reg *prometheus.Registry) (*overloa
 	}
 	if agentMax > 0 {
 		o.agent = make(chan struct{}, agentMax)
+		o.heartbeats = make(chan struct{}, max(1, agentMax/4))
 	}
 	if handshakeMax > 0 {
 		o.handshakes = make(chan struct{}, handshakeMax)
@@ -74,16 +79,25 @@ func newOverload(agentMax, handshakeMax int, reg *prometheus.Registry) (*overloa
 	return o, nil
 }
 
-// enterAgent takes an agent-request slot, or answers 503 with Retry-After.
-// release is idempotent.
-func (o *overload) enterAgent() (release func(), err error) {
+// enterAgent takes an agent-request slot (a heartbeat may also take one
+// of the reserve), or answers 503 with Retry-After. release is idempotent.
+func (o *overload) enterAgent(heartbeat bool) (release func(), err error) {
 	if o.agent == nil {
 		return func() {}, nil
 	}
-	select {
-	case o.agent <- struct{}{}:
-		var once sync.Once
-		return func() { once.Do(func() { <-o.agent }) }, nil
+	take := func(slots chan struct{}) bool {
+		select {
+		case slots <- struct{}{}:
+			var once sync.Once
+			release = func() { once.Do(func() { <-slots }) }
+			return true
+		default:
+			return false
+		}
+	}
+	switch {
+	case take(o.agent), heartbeat && take(o.heartbeats):
+		return release, nil
 	default:
 		o.refused.WithLabelValues("agent_request").Inc()
 		retry := time.Second + rand.N(overloadRetryAfter-time.Second+1)

@@ -18,9 +18,10 @@ import (
 )
 
 // TestAgentRequestBound: with room for one agent request, a second one
-// while the first is being served gets 503 with a Retry-After of 1–10 s;
-// once the first is done the next one is served. A parked long-poll does
-// not hold the slot.
+// while the first is being served gets 503 with a Retry-After of 1–10 s,
+// unless it is a heartbeat (served from the heartbeat reserve); once the
+// first is done the next one is served. A parked long-poll does not hold
+// the slot.
 func TestAgentRequestBound(t *testing.T) {
 	env := cptest.Start(t, cptest.Options{Configure: func(o *controlplane.Options) { o.MaxAgentRequests = 1 }})
 	env.NewTenant("acme")
@@ -81,12 +82,14 @@ func TestAgentRequestBound(t *testing.T) {
 		}()
 		go func() { _, _ = pw.Write([]byte(`{"protocolVersion":1,`)) }()
 		for {
-			_, err := ag.Client.Heartbeat(ctx, api.HeartbeatRequest{})
+			// Logs, not a heartbeat: heartbeats have a reserve beyond the
+			// bound. An empty batch is answered 400 once admitted.
+			_, err := ag.Client.SendLogs(ctx, nil)
 			var ae *api.Error
-			if errors.As(err, &ae) {
+			if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {
 				refused = ae
-			} else if err != nil {
-				t.Fatalf("heartbeat: %v", err)
+			} else if err != nil && (ae == nil || ae.Status != http.StatusBadRequest) {
+				t.Fatalf("logs: %v", err)
 			}
 			select {
 			case code := <-slow:
@@ -105,6 +108,10 @@ func TestAgentRequestBound(t *testing.T) {
 	if refused.Status != http.StatusServiceUnavailable || !errors.Is(refused, api.ErrUnavailable) ||
 		refused.RetryAfter < time.Second || refused.RetryAfter > 10*time.Second {
 		t.Fatalf("refused with %v (Retry-After %s), want 503 unavailable after 1–10s", refused, refused.RetryAfter)
+	}
+	// A heartbeat takes the reserve (one slot here) while the bound is full.
+	if _, err := ag.Client.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+		t.Errorf("heartbeat while the slow one holds the only slot: %v; want it served from the heartbeat reserve", err)
 	}
 
 	go func() { _, _ = pw.Write([]byte(`"vms":[]}`)); pw.Close() }()

@@ -244,7 +244,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 		if rt.Auth == AuthAgent {
 			// Bounded before authentication, which reads the store.
 			var release func()
-			release, err = s.overload.enterAgent()
+			release, err = s.overload.enterAgent(rt.Pattern == api.PathAgentHB)
 			defer release()
 			r = r.WithContext(withPark(r.Context(), release))
 		}
