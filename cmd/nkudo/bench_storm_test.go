@@ -1,0 +1,97 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nkudo/nkudo/internal/fleetsim"
+	"github.com/nkudo/nkudo/internal/pgtest"
+)
+
+// checkStorm asserts what a reconnect storm must show: every agent had a
+// heartbeat acknowledged by the restarted control plane (none gave up),
+// each one's time is there, and every site still holds its VMs.
+func checkStorm(t *testing.T, rep fleetsim.Report, sites int) {
+	t.Helper()
+	st := rep.Storm
+	if st == nil {
+		t.Fatal("no reconnect storm in the report")
+	}
+	t.Logf("reconnect storm: stop %s, ready %s; all connected %s, per agent p50/p99/max %s; %d requests failed (%d heartbeats) %+v; connected RSS %+v",
+		st.Stop, st.Ready, st.AllConnected, st.Reconnect, st.RequestErrors, st.HeartbeatErrors, st.Errors, rep.RSS)
+	if st.GaveUp != 0 || st.Reconnect.N != sites {
+		t.Errorf("reconnect storm: %d agents gave up, %d reconnected; want 0 and %d", st.GaveUp, st.Reconnect.N, sites)
+	}
+	if st.AllConnected <= 0 || st.Reconnect.Max != st.AllConnected || st.Reconnect.P50 <= 0 {
+		t.Errorf("reconnect storm: all connected after %s, per agent %s; want the last agent's time, above 0", st.AllConnected, st.Reconnect)
+	}
+	if st.NotHolding != 0 {
+		t.Errorf("reconnect storm: %d sites do not hold their VMs afterwards", st.NotHolding)
+	}
+	var sum int64
+	for _, n := range []int64{st.Errors.Refused, st.Errors.TLSOrReset, st.Errors.Overloaded, st.Errors.Other} {
+		sum += n
+	}
+	if sum != st.RequestErrors || st.HeartbeatErrors > st.RequestErrors {
+		t.Errorf("reconnect storm: %d failed requests (%d heartbeats), sorted as %+v", st.RequestErrors, st.HeartbeatErrors, st.Errors)
+	}
+	m := rep.RSS
+	if m == nil || m.BeforeBytes <= 0 || m.ConnectedBytes <= 0 || m.AfterStormBytes <= 0 {
+		t.Fatalf("connected RSS: %+v, want before, connected and after-storm figures", m)
+	}
+	if m.PerAgentBytes != (m.ConnectedBytes-m.BeforeBytes)/int64(sites) {
+		t.Errorf("connected RSS: %d bytes per agent, want (%d − %d) ÷ %d", m.PerAgentBytes, m.ConnectedBytes, m.BeforeBytes, sites)
+	}
+}
+
+// TestReconnectStorm restarts the whole in-process control plane under 100
+// connected agents with nothing committed (--no-changes): every agent
+// comes back and the connected RSS is measured. A correctness check;
+// nothing here is timed. The 1 s heartbeat interval keeps it short: the
+// agents' first retry is spread over that interval.
+func TestReconnectStorm(t *testing.T) {
+	rep := benchFleet(t, "--sites=100", "--vms=1", "--no-changes", "--reconnect-storm", "--heartbeat-interval=1s", "--timeout=3m")
+	if len(rep.Phases) != 0 || rep.HypervisorCalls != 0 {
+		t.Errorf("--no-changes ran phases %+v with %d hypervisor calls", rep.Phases, rep.HypervisorCalls)
+	}
+	checkStorm(t, rep, 100)
+	if !strings.Contains(rep.RSS.Note, "agents") {
+		t.Errorf("in-process RSS note %q does not say the agents are included", rep.RSS.Note)
+	}
+}
+
+// TestReconnectStormAfterRollout: 20 sites × 2 VMs through the whole
+// scenario, then the control plane restarted: the agents come back to
+// plans they have applied, and no action runs again (checkFleet counts
+// every hypervisor call, across the restart).
+func TestReconnectStormAfterRollout(t *testing.T) {
+	rep := benchFleet(t, "--sites=20", "--vms=2", "--reconnect-storm", "--heartbeat-interval=1s", "--timeout=3m")
+	checkFleet(t, rep, 20, 2)
+	checkStorm(t, rep, 20)
+}
+
+// TestReconnectStormReplica: one `nkudo serve` process on Postgres,
+// killed with SIGKILL and started again; the agents come back, and the
+// figures are read from the new process (its pid differs).
+func TestReconnectStormReplica(t *testing.T) {
+	bin := buildNkudo(t)
+	rep := benchFleet(t, "--database-url", pgtest.URL(t), "--replicas=1", "--nkudo-binary", bin,
+		"--sites=50", "--vms=1", "--no-changes", "--reconnect-storm", "--heartbeat-interval=1s", "--timeout=3m")
+	checkStorm(t, rep, 50)
+	if rep.RSS.Note != "" {
+		t.Errorf("one replica's RSS note: %q, want none", rep.RSS.Note)
+	}
+	if rep.ControlPlane == nil || rep.ControlPlane.PeakRSSBytes <= 0 || rep.ControlPlane.CPUSeconds <= 0 {
+		t.Errorf("control plane usage after the restart: %+v", rep.ControlPlane)
+	}
+}
+
+// TestBenchFleetStormRefuses: --no-changes has no rollout to kill a replica in.
+func TestBenchFleetStormRefuses(t *testing.T) {
+	args := []string{"bench", "fleet", "--quiet", "--work-dir", t.TempDir(), "--replicas=2", "--database-url=postgres://127.0.0.1:1/none",
+		"--kill-replica-after=5", "--no-changes"}
+	code, _, errs := runCmd(t, t.Context(), args...)
+	if want := "--no-changes has none"; code == 0 || !strings.Contains(errs, want) {
+		t.Errorf("exit %d, stderr %q; want an error containing %q", code, errs, want)
+	}
+}
