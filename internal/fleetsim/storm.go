@@ -102,9 +102,13 @@ func (s *sim) storm(ctx context.Context) (*Storm, error) {
 		site.reconnected.Store(0)
 	}
 	s.converged.Store(0)
+	// The bound covers the restart too: a control plane that does not come
+	// back leaves every agent without an answer.
+	bctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
 	start := time.Now()
 	var down time.Time
-	err := s.o.ControlPlane.Restart(ctx, func() {
+	err := s.o.ControlPlane.Restart(bctx, func() {
 		down = time.Now()
 		// From here on an acknowledged heartbeat can only come from the
 		// restarted control plane.
@@ -119,9 +123,7 @@ func (s *sim) storm(ctx context.Context) (*Storm, error) {
 	st.Stop = Seconds(down.Sub(start).Seconds())
 	st.Ready = Seconds(time.Since(down).Seconds())
 
-	wctx, cancel := context.WithTimeout(ctx, max(bound-time.Since(start), 0))
-	defer cancel()
-	waitErr := s.waitFor(wctx, "every agent reconnected", func() (bool, string) {
+	waitErr := s.waitFor(bctx, "every agent reconnected", func() (bool, string) {
 		n := 0
 		for _, site := range s.sites {
 			if site.reconnected.Load() != 0 {
@@ -131,8 +133,9 @@ func (s *sim) storm(ctx context.Context) (*Storm, error) {
 		s.converged.Store(int64(n))
 		return n == len(s.sites), fmt.Sprintf("%d/%d agents reconnected", n, len(s.sites))
 	})
-	if waitErr != nil && ctx.Err() != nil {
-		// The run's own deadline or cancellation, not the storm's bound.
+	if waitErr != nil && errors.Is(ctx.Err(), context.Canceled) {
+		// The run was cancelled; a deadline, the run's or the bound, is
+		// the bound running out: the agents not back gave up.
 		return st, waitErr
 	}
 	var times []time.Duration
