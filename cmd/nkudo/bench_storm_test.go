@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,5 +95,55 @@ func TestBenchFleetStormRefuses(t *testing.T) {
 	code, _, errs := runCmd(t, t.Context(), args...)
 	if want := "--no-changes has none"; code == 0 || !strings.Contains(errs, want) {
 		t.Errorf("exit %d, stderr %q; want an error containing %q", code, errs, want)
+	}
+}
+
+// TestReplicaSetRestart: a restart kills each replica and starts a new
+// process with the same arguments in its slot; Kill, Usage and RSS then
+// reach the new process, and the usage carries the old one's CPU time on.
+func TestReplicaSetRestart(t *testing.T) {
+	var set replicaSet
+	t.Cleanup(set.stop)
+	for i := range 2 {
+		r, err := startReplica("sleep", []string{"600"}, filepath.Join(t.TempDir(), fmt.Sprintf("replica-%d.log", i)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.add(r)
+	}
+	old := set.all()
+	old[0].mu.Lock()
+	old[0].cpu = 7 // seconds, as if it had worked
+	old[0].mu.Unlock()
+	wasDown := false
+	if err := set.restart(func() {
+		for i, r := range old {
+			if r.cmd.ProcessState == nil {
+				t.Errorf("replica %d still running when down was called", i)
+			}
+		}
+		wasDown = true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !wasDown {
+		t.Fatal("restart did not call down")
+	}
+	for i, r := range set.all() {
+		if r == old[i] || r.cmd.Process.Pid == old[i].cmd.Process.Pid || strings.Join(r.args, " ") != "600" {
+			t.Errorf("replica %d: pid %d (was %d), args %q; want a new process with the same arguments", i, r.cmd.Process.Pid, old[i].cmd.Process.Pid, r.args)
+		}
+	}
+	if u := replicaUsage(set.all()); u.CPUSeconds < 7 {
+		t.Errorf("usage after the restart: %.2f CPU seconds, want the killed process's 7 carried on", u.CPUSeconds)
+	}
+	if n, _, err := set.rss(); err != nil || n <= 0 {
+		t.Errorf("RSS of the restarted replicas: %d, %v", n, err)
+	}
+	if err := set.get(1).kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := set.get(1).kill(); err != nil {
+		t.Errorf("killing a killed replica again: %v", err)
 	}
 }
