@@ -229,7 +229,7 @@ func (c *BenchFleetCmd) startControlPlane(ctx context.Context, dir string) (cp f
 				if err := srv.start(ctx); err != nil {
 					return err
 				}
-				return waitReady(rctx, url, cp.CAPool)
+				return srv.ready(rctx, url, cp.CAPool)
 			}
 			continue
 		}
@@ -302,7 +302,8 @@ type inProcessServer struct {
 
 	mu     sync.Mutex
 	cancel context.CancelFunc // nil when stopped
-	done   chan int
+	done   chan struct{}      // closed when run returned, with code set
+	code   int
 	log    *os.File
 }
 
@@ -312,26 +313,60 @@ func (s *inProcessServer) start(ctx context.Context) error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, s.args, logf, logf) }()
+	done := make(chan struct{})
 	s.mu.Lock()
 	s.cancel, s.done, s.log = cancel, done, logf
 	s.mu.Unlock()
+	go func() {
+		code := run(ctx, s.args, logf, logf)
+		s.mu.Lock()
+		s.code = code
+		s.mu.Unlock()
+		close(done)
+	}()
 	return nil
+}
+
+// ready waits until the server answers its readiness check at url, and
+// fails at once when it has exited instead (a port taken, a store that
+// does not open).
+func (s *inProcessServer) ready(ctx context.Context, url string, pool *x509.CertPool) error {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := waitReady(ctx, url, pool)
+	select {
+	case <-done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return fmt.Errorf("nkudo serve exited with code %d before it was ready; see %s", s.code, s.logPath)
+	default:
+	}
+	return err
 }
 
 // stop ends the server as its context's end does (a graceful shutdown)
 // and waits for it; stopping a stopped server does nothing.
 func (s *inProcessServer) stop() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cancel == nil {
+	cancel, done, logf := s.cancel, s.done, s.log
+	s.cancel = nil
+	s.mu.Unlock()
+	if cancel == nil {
 		return
 	}
-	s.cancel()
-	<-s.done
-	s.log.Close()
-	s.cancel = nil
+	cancel()
+	<-done
+	logf.Close()
 }
 
 // selfUsage is this process's peak RSS and CPU time: the in-process

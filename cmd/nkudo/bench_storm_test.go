@@ -147,3 +147,18 @@ func TestReplicaSetRestart(t *testing.T) {
 		t.Errorf("killing a killed replica again: %v", err)
 	}
 }
+
+// TestInProcessServerExitNotReady: a restarted in-process server that
+// exits instead of serving is reported as such, with its log, rather than
+// waited on until the readiness check gives up.
+func TestInProcessServerExitNotReady(t *testing.T) {
+	srv := &inProcessServer{args: []string{"serve", "--no-such-flag"}, logPath: filepath.Join(t.TempDir(), "serve.log")}
+	if err := srv.start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.stop()
+	err := srv.ready(t.Context(), "https://127.0.0.1:1", nil)
+	if err == nil || !strings.Contains(err.Error(), "nkudo serve exited with code 2") || !strings.Contains(err.Error(), "serve.log") {
+		t.Errorf("ready of a server that exited: %v", err)
+	}
+}
