@@ -147,15 +147,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw)
 	if len(r.Phases) > 0 {
 		fmt.Fprintln(tw, "phase\tsites\tcommit → plans stored\tconverged p50 / p99 / max\tpickup p50 / p99 / max\tnkudo/apply")
-	}
-	for _, p := range r.Phases {
-		plans := "-"
-		if p.PlansStored > 0 {
-			plans = fmt.Sprintf("%s (%d)", p.CommitToPlansStored, p.PlansStored)
+		for _, p := range r.Phases {
+			plans := "-"
+			if p.PlansStored > 0 {
+				plans = fmt.Sprintf("%s (%d)", p.CommitToPlansStored, p.PlansStored)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s after %s (%d final)\n", p.Name, p.Sites, plans, p.Converge, p.Pickup, p.Apply, p.ApplyFinal, p.ApplyFinals)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s after %s (%d final)\n", p.Name, p.Sites, plans, p.Converge, p.Pickup, p.Apply, p.ApplyFinal, p.ApplyFinals)
+		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw)
 	if r.HeartbeatsPerSecond > 0 {
 		fmt.Fprintf(tw, "heartbeats\t%.0f/s sustained, %d failed\n", r.HeartbeatsPerSecond, r.HeartbeatErrors)
 	} else {
