@@ -72,19 +72,24 @@ func TestReconnectStormAfterRollout(t *testing.T) {
 	checkStorm(t, rep, 20)
 }
 
-// TestReconnectStormReplica: one `nkudo serve` process on Postgres,
-// killed with SIGKILL and started again; the agents come back, and the
-// figures are read from the new process (its pid differs).
+// TestReconnectStormReplica: `nkudo serve` processes on Postgres (one,
+// then three), every one killed with SIGKILL and started again; the agents
+// come back, and the figures are read from the new processes (their pids
+// differ).
 func TestReconnectStormReplica(t *testing.T) {
 	bin := buildNkudo(t)
-	rep := benchFleet(t, "--database-url", pgtest.URL(t), "--replicas=1", "--nkudo-binary", bin,
-		"--sites=50", "--vms=1", "--no-changes", "--reconnect-storm", "--heartbeat-interval=1s", "--timeout=3m")
-	checkStorm(t, rep, 50)
-	if rep.RSS.Note != "" {
-		t.Errorf("one replica's RSS note: %q, want none", rep.RSS.Note)
-	}
-	if rep.ControlPlane == nil || rep.ControlPlane.PeakRSSBytes <= 0 || rep.ControlPlane.CPUSeconds <= 0 {
-		t.Errorf("control plane usage after the restart: %+v", rep.ControlPlane)
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			rep := benchFleet(t, "--database-url", pgtest.URL(t), fmt.Sprintf("--replicas=%d", replicas), "--nkudo-binary", bin,
+				"--sites=50", "--vms=1", "--no-changes", "--reconnect-storm", "--heartbeat-interval=1s", "--timeout=3m")
+			checkStorm(t, rep, 50)
+			if want := fmt.Sprintf("sum over %d replicas", replicas); (replicas > 1) != (rep.RSS.Note == want) {
+				t.Errorf("RSS note of %d replicas: %q", replicas, rep.RSS.Note)
+			}
+			if rep.ControlPlane == nil || rep.ControlPlane.PeakRSSBytes <= 0 || rep.ControlPlane.CPUSeconds <= 0 {
+				t.Errorf("control plane usage after the restart: %+v", rep.ControlPlane)
+			}
+		})
 	}
 }
 
