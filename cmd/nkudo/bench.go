@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,10 @@ type BenchFleetCmd struct {
 
 	// A short lease moves a killed reconciling replica's work sooner.
 	LeaseTTL time.Duration `name:"lease-ttl" help:"The control plane's --lease-ttl (0: its default)." default:"0s"`
+
+	// Connection cost alone: 10,000 sites without a 100,000-VM rollout.
+	NoChanges      bool `help:"Commit nothing: enroll the sites and connect their agents (then --reconnect-storm if given)."`
+	ReconnectStorm bool `help:"Last, restart the whole control plane at once (in-process: stop and start; replicas: kill -9 each and start it again) and time every agent coming back."`
 }
 
 // Run runs the simulation and prints the report; it fails when the fleet
@@ -104,6 +109,8 @@ func (c *BenchFleetCmd) run(ctx context.Context, progress io.Writer) (*fleetsim.
 		return nil, fmt.Errorf("--replicas %d: several replicas need --database-url postgres://…", c.Replicas)
 	case c.KillReplicaAfter > 0 && c.Replicas < 2:
 		return nil, errors.New("--kill-replica-after needs --replicas 2 or more")
+	case c.KillReplicaAfter > 0 && c.NoChanges:
+		return nil, errors.New("--kill-replica-after kills a replica in the rollout; --no-changes has none")
 	case c.HeartbeatInterval < time.Second:
 		return nil, fmt.Errorf("--heartbeat-interval %s: at least 1s", c.HeartbeatInterval)
 	}
@@ -138,6 +145,7 @@ func (c *BenchFleetCmd) run(ctx context.Context, progress io.Writer) (*fleetsim.
 	return fleetsim.Run(ctx, fleetsim.Options{
 		Sites: c.Sites, VMs: c.VMs, Timeout: c.Timeout, WorkDir: agents, ControlPlane: cp,
 		Latency: c.Latency, FailureRate: c.FailureRate, PollWait: c.PollWait, KillReplicaAfter: c.KillReplicaAfter, KillReplica: c.KillReplica,
+		NoChanges: c.NoChanges, ReconnectStorm: c.ReconnectStorm,
 		Progress: progress,
 	})
 }
@@ -188,7 +196,8 @@ func (c *BenchFleetCmd) startControlPlane(ctx context.Context, dir string) (cp f
 	cp.AdminToken = tok.Token
 	cp.DBSize = func(ctx context.Context) (int64, error) { return databaseSize(ctx, c.DatabaseURL, data) }
 
-	var replicas []*replica
+	var replicas replicaSet
+	stops = append(stops, replicas.stop)
 	n := max(c.Replicas, 1)
 	for i := range n {
 		addr, err := freeLoopbackAddr()
@@ -202,12 +211,26 @@ func (c *BenchFleetCmd) startControlPlane(ctx context.Context, dir string) (cp f
 		}
 		args := c.serveArgs(addr, dataDir, filepath.Join(data, "secret.key"), files)
 		if c.Replicas == 0 {
-			s, err := serveInProcess(ctx, args, filepath.Join(dir, "serve.log"))
-			if err != nil {
+			srv := &inProcessServer{args: args, logPath: filepath.Join(dir, "serve.log")}
+			if err := srv.start(ctx); err != nil {
 				return cp, stop, err
 			}
-			stops = append(stops, s)
+			stops = append(stops, srv.stop)
 			cp.Usage = selfUsage
+			cp.RSS = func() (int64, string, error) {
+				n, err := procStatusBytes("/proc/self/status", "VmRSS")
+				return n, "in-process: includes the simulated agents", err
+			}
+			// The server lives on the run's context, not the storm's.
+			url := cp.URLs[0]
+			cp.Restart = func(rctx context.Context, down func()) error {
+				srv.stop()
+				down()
+				if err := srv.start(ctx); err != nil {
+					return err
+				}
+				return srv.ready(rctx, url, cp.CAPool)
+			}
 			continue
 		}
 		bin := c.NkudoBinary
@@ -216,16 +239,28 @@ func (c *BenchFleetCmd) startControlPlane(ctx context.Context, dir string) (cp f
 				return cp, stop, fmt.Errorf("find the nkudo executable: %w", err)
 			}
 		}
-		r, err := startReplica(bin, args, filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)))
+		r, err := startReplica(bin, args, filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)), nil)
 		if err != nil {
 			return cp, stop, err
 		}
-		stops = append(stops, r.stop)
-		replicas = append(replicas, r)
+		replicas.add(r)
 	}
 	if c.Replicas > 0 {
-		cp.Kill = func(i int) error { return replicas[i].kill() }
-		cp.Usage = func() (fleetsim.Usage, error) { return replicaUsage(replicas), nil }
+		cp.Kill = func(i int) error { return replicas.get(i).kill() }
+		cp.Usage = func() (fleetsim.Usage, error) { return replicaUsage(replicas.all()), nil }
+		cp.RSS = replicas.rss
+		urls := cp.URLs
+		cp.Restart = func(rctx context.Context, down func()) error {
+			if err := replicas.restart(down); err != nil {
+				return err
+			}
+			for _, u := range urls {
+				if err := waitReady(rctx, u, cp.CAPool); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 	}
 	// Ready: every replica answers its readiness check.
 	for _, u := range cp.URLs {
@@ -258,17 +293,80 @@ func (c *BenchFleetCmd) serveArgs(addr, dataDir, secretKey string, f pki.InitFil
 	return args
 }
 
-// serveInProcess runs `nkudo serve` with args in this process, its log to
-// logPath, until the returned stop is called.
-func serveInProcess(ctx context.Context, args []string, logPath string) (stop func(), err error) {
-	logf, err := os.Create(logPath)
+// inProcessServer runs `nkudo serve` with args in this process, its log
+// appended to logPath; it can be stopped and started again (the reconnect
+// storm) on the same address and data.
+type inProcessServer struct {
+	args    []string
+	logPath string
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // nil when stopped
+	done   chan struct{}      // closed when run returned, with code set
+	code   int
+	log    *os.File
+}
+
+func (s *inProcessServer) start(ctx context.Context) error {
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan int, 1)
-	go func() { done <- run(ctx, args, logf, logf) }()
-	return func() { cancel(); <-done; logf.Close() }, nil
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.cancel, s.done, s.log = cancel, done, logf
+	s.mu.Unlock()
+	go func() {
+		code := run(ctx, s.args, logf, logf)
+		s.mu.Lock()
+		s.code = code
+		s.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+// ready waits until the server answers its readiness check at url, and
+// fails at once when it has exited instead (a port taken, a store that
+// does not open).
+func (s *inProcessServer) ready(ctx context.Context, url string, pool *x509.CertPool) error {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := waitReady(ctx, url, pool)
+	select {
+	case <-done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return fmt.Errorf("nkudo serve exited with code %d before it was ready; see %s", s.code, s.logPath)
+	default:
+	}
+	return err
+}
+
+// stop ends the server as its context's end does (a graceful shutdown)
+// and waits for it; stopping a stopped server does nothing.
+func (s *inProcessServer) stop() {
+	s.mu.Lock()
+	cancel, done, logf := s.cancel, s.done, s.log
+	s.cancel = nil
+	s.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+	logf.Close()
 }
 
 // selfUsage is this process's peak RSS and CPU time: the in-process
@@ -285,17 +383,24 @@ func selfUsage() (fleetsim.Usage, error) {
 
 // replica is one `nkudo serve` child process.
 type replica struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+	cmd     *exec.Cmd
+	done    chan struct{}
+	log     *os.File
+	bin     string
+	args    []string
+	logPath string
 
 	mu      sync.Mutex
-	peakRSS int64   // bytes, the largest VmHWM read
-	cpu     float64 // seconds, the last utime+stime read
+	peakRSS int64   // bytes, the largest VmHWM read (of this slot's earlier processes too)
+	cpu     float64 // seconds, the last utime+stime read plus cpuBase
+	cpuBase float64 // seconds used by this slot's earlier processes
 }
 
-func startReplica(bin string, args []string, logPath string) (*replica, error) {
-	logf, err := os.Create(logPath)
+// startReplica starts `bin args`, its output appended to logPath. prev,
+// when not nil, is the replica's earlier process (killed): the new one
+// carries its peak RSS and CPU time on, so the report covers both.
+func startReplica(bin string, args []string, logPath string, prev *replica) (*replica, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +412,12 @@ func startReplica(bin string, args []string, logPath string) (*replica, error) {
 		logf.Close()
 		return nil, fmt.Errorf("start %s serve: %w", bin, err)
 	}
-	r := &replica{cmd: cmd, done: make(chan struct{}), log: logf}
+	r := &replica{cmd: cmd, done: make(chan struct{}), log: logf, bin: bin, args: args, logPath: logPath}
+	if prev != nil {
+		prev.mu.Lock()
+		r.peakRSS, r.cpu, r.cpuBase = prev.peakRSS, prev.cpu, prev.cpu
+		prev.mu.Unlock()
+	}
 	go func() { cmd.Wait(); close(r.done) }()
 	// Sampled, because a killed replica's /proc entry goes with it.
 	go func() {
@@ -355,14 +465,123 @@ func (r *replica) sample() {
 	}
 	r.mu.Lock()
 	r.peakRSS = max(r.peakRSS, hwm*1024)
-	r.cpu = max(r.cpu, cpu)
+	r.cpu = max(r.cpu, r.cpuBase+cpu)
 	r.mu.Unlock()
 }
 
-// kill ends the replica with SIGKILL.
+// rss is the replica's current RSS (VmRSS); 0 when it is not running.
+func (r *replica) rss() (int64, error) {
+	select {
+	case <-r.done:
+		return 0, nil
+	default:
+	}
+	n, err := procStatusBytes(fmt.Sprintf("/proc/%d/status", r.cmd.Process.Pid), "VmRSS")
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // ended since
+	}
+	return n, err
+}
+
+// procStatusBytes reads a "Field:  N kB" line of a /proc/<pid>/status file.
+func procStatusBytes(path, field string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %s: %w", path, field, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s line", path, field)
+}
+
+// replicaSet is the simulation's replicas; a restart replaces them, so
+// Kill, Usage and RSS always reach the running processes.
+type replicaSet struct {
+	mu sync.Mutex
+	rs []*replica
+}
+
+func (s *replicaSet) add(r *replica) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rs = append(s.rs, r)
+}
+
+func (s *replicaSet) get(i int) *replica {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rs[i]
+}
+
+func (s *replicaSet) all() []*replica {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.rs)
+}
+
+// restart kills every replica with SIGKILL, calls down, then starts each
+// again with its own arguments on its own address.
+func (s *replicaSet) restart(down func()) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.rs {
+		if err := r.kill(); err != nil {
+			return err
+		}
+		r.log.Close()
+	}
+	down()
+	for i, r := range s.rs {
+		n, err := startReplica(r.bin, r.args, r.logPath, r)
+		if err != nil {
+			return fmt.Errorf("restart replica %d: %w", i, err)
+		}
+		s.rs[i] = n
+	}
+	return nil
+}
+
+// rss sums the replicas' current RSS.
+func (s *replicaSet) rss() (int64, string, error) {
+	var sum int64
+	rs := s.all()
+	for _, r := range rs {
+		n, err := r.rss()
+		if err != nil {
+			return 0, "", err
+		}
+		sum += n
+	}
+	note := ""
+	if len(rs) > 1 {
+		note = fmt.Sprintf("sum over %d replicas", len(rs))
+	}
+	return sum, note, nil
+}
+
+// stop stops every replica.
+func (s *replicaSet) stop() {
+	for _, r := range s.all() {
+		r.stop()
+	}
+}
+
+// kill ends the replica with SIGKILL; one that has ended already is left be.
 func (r *replica) kill() error {
+	select {
+	case <-r.done:
+		return nil
+	default:
+	}
 	r.sample()
-	if err := r.cmd.Process.Kill(); err != nil {
+	if err := r.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("kill replica %d: %w", r.cmd.Process.Pid, err)
 	}
 	<-r.done

@@ -99,10 +99,17 @@ type Report struct {
 	// when the replica was killed.
 	KilledAtConverged int `json:"killedAtConverged,omitempty"`
 	KilledReplica     int `json:"killedReplica,omitempty"`
+	// RSS is the control plane's current RSS before the sites and with
+	// every agent connected (nil: not reported).
+	RSS *ConnectedRSS `json:"rss,omitempty"`
+	// Storm is the reconnect storm (nil: not run).
+	Storm *Storm `json:"reconnectStorm,omitempty"`
 }
 
 // Problems lists what makes the run incorrect: duplicates, a commit
-// without exactly one final nkudo/apply, or one that did not succeed.
+// without exactly one final nkudo/apply, or one that did not succeed, an
+// agent that did not come back from the reconnect storm, or a site whose
+// VMs changed across it.
 func (r *Report) Problems() []string {
 	var out []string
 	for _, d := range r.DuplicateCalls {
@@ -119,6 +126,14 @@ func (r *Report) Problems() []string {
 			out = append(out, fmt.Sprintf("%s: %d final nkudo/apply statuses on %s, want 1", p.Name, p.ApplyFinals, p.Commit))
 		}
 	}
+	if st := r.Storm; st != nil {
+		if st.GaveUp > 0 {
+			out = append(out, fmt.Sprintf("reconnect storm: %d of %d agents gave up (no heartbeat acknowledged within %s)", st.GaveUp, r.Sites, st.Bound))
+		}
+		if st.NotHolding > 0 {
+			out = append(out, fmt.Sprintf("reconnect storm: %d sites' hypervisors do not hold their desired VMs afterwards", st.NotHolding))
+		}
+	}
 	return out
 }
 
@@ -130,24 +145,49 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(tw, "fleet\t%d sites × %d VMs, %d replica(s)\n", r.Sites, r.VMs, max(r.Replicas, 1))
 	fmt.Fprintf(tw, "enroll\t%s\n", r.Enroll)
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "phase\tsites\tcommit → plans stored\tconverged p50 / p99 / max\tpickup p50 / p99 / max\tnkudo/apply")
-	for _, p := range r.Phases {
-		plans := "-"
-		if p.PlansStored > 0 {
-			plans = fmt.Sprintf("%s (%d)", p.CommitToPlansStored, p.PlansStored)
+	if len(r.Phases) > 0 {
+		fmt.Fprintln(tw, "phase\tsites\tcommit → plans stored\tconverged p50 / p99 / max\tpickup p50 / p99 / max\tnkudo/apply")
+		for _, p := range r.Phases {
+			plans := "-"
+			if p.PlansStored > 0 {
+				plans = fmt.Sprintf("%s (%d)", p.CommitToPlansStored, p.PlansStored)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s after %s (%d final)\n", p.Name, p.Sites, plans, p.Converge, p.Pickup, p.Apply, p.ApplyFinal, p.ApplyFinals)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s after %s (%d final)\n", p.Name, p.Sites, plans, p.Converge, p.Pickup, p.Apply, p.ApplyFinal, p.ApplyFinals)
+		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw)
-	fmt.Fprintf(tw, "heartbeats\t%.0f/s sustained, %d failed\n", r.HeartbeatsPerSecond, r.HeartbeatErrors)
+	if r.HeartbeatsPerSecond > 0 {
+		fmt.Fprintf(tw, "heartbeats\t%.0f/s sustained, %d failed\n", r.HeartbeatsPerSecond, r.HeartbeatErrors)
+	} else {
+		fmt.Fprintf(tw, "heartbeats\t%d failed\n", r.HeartbeatErrors)
+	}
 	fmt.Fprintf(tw, "hypervisor calls\t%d (%d failed by injection), %d duplicate\n", r.HypervisorCalls, r.HypervisorFailures, len(r.DuplicateCalls))
 	fmt.Fprintf(tw, "duplicate plans\t%d\n", len(r.DuplicatePlans))
 	fmt.Fprintf(tw, "statuses written\t%d\n", r.StatusesWritten)
 	if u := r.ControlPlane; u != nil {
 		fmt.Fprintf(tw, "control plane\tpeak RSS %s, CPU %.1fs%s\n", mib(u.PeakRSSBytes), u.CPUSeconds, note(u.Note))
 	}
+	if m := r.RSS; m != nil {
+		after := ""
+		if m.AfterStormBytes > 0 {
+			after = ", after the storm " + mib(m.AfterStormBytes)
+		}
+		fmt.Fprintf(tw, "connected RSS\t%s with every agent connected, %s before: %.1f KiB per agent%s%s\n",
+			mib(m.ConnectedBytes), mib(m.BeforeBytes), float64(m.PerAgentBytes)/1024, after, note(m.Note))
+	}
 	if r.DatabaseBytes > 0 {
 		fmt.Fprintf(tw, "database\t%s\n", mib(r.DatabaseBytes))
+	}
+	if st := r.Storm; st != nil {
+		all := "not all (bound " + st.Bound.String() + ")"
+		if st.GaveUp == 0 {
+			all = st.AllConnected.String()
+		}
+		fmt.Fprintf(tw, "reconnect storm\tstop %s, ready %s after; all connected after %s, per agent p50 / p99 / max %s\n",
+			st.Stop, st.Ready, all, st.Reconnect)
+		e := st.Errors
+		fmt.Fprintf(tw, "\t%d agent requests failed (%d heartbeats; refused %d, TLS or reset %d, overloaded %d, other %d); %d of %d agents gave up; %d sites not holding their VMs\n",
+			st.RequestErrors, st.HeartbeatErrors, e.Refused, e.TLSOrReset, e.Overloaded, e.Other, st.GaveUp, r.Sites, st.NotHolding)
 	}
 	if r.ReplicaKilled {
 		fmt.Fprintf(tw, "replica killed\treplica %d, kill -9, with %d of %d sites converged in the rollout\n", r.KilledReplica, r.KilledAtConverged, r.Sites)

@@ -67,6 +67,15 @@ type ControlPlane struct {
 	DBSize func(ctx context.Context) (int64, error)
 	// Kill ends replica i abruptly (kill -9); nil when replicas cannot be killed.
 	Kill func(i int) error
+	// Restart stops the whole control plane at once (every replica) and
+	// starts it again on the same addresses and database, returning once
+	// it is ready; it calls down when every replica has stopped and none
+	// has started yet, which is when the reconnect storm is timed from.
+	// nil: it cannot be restarted (no reconnect storm).
+	Restart func(ctx context.Context, down func()) error
+	// RSS reports the control plane's current resident memory and what
+	// was measured (nil: not reported).
+	RSS func() (bytes int64, note string, err error)
 }
 
 // Usage is what the control plane has consumed.
@@ -102,6 +111,15 @@ type Options struct {
 	KillReplica      int
 	// SkipChanges ends the scenario after the first rollout.
 	SkipChanges bool
+	// NoChanges commits nothing: the sites enroll and connect, then the
+	// reconnect storm runs when asked. It measures connection cost alone.
+	NoChanges bool
+	// ReconnectStorm adds a last phase: the whole control plane restarted
+	// at once (ControlPlane.Restart), timed until every agent is back.
+	// StormBound bounds it (0: DefaultStormBound, and never past Timeout):
+	// an agent not back by then gave up.
+	ReconnectStorm bool
+	StormBound     time.Duration
 	// Progress receives a line every ProgressEvery (nil: none; 0: 2s).
 	Progress      io.Writer
 	ProgressEvery time.Duration
@@ -141,6 +159,12 @@ func (o *Options) check() error {
 		return fmt.Errorf("kill replica: %d: want 0 to %d", o.KillReplica, len(o.ControlPlane.URLs)-1)
 	case o.KillReplicaAfter > 0 && o.ControlPlane.Kill == nil:
 		return errors.New("kill replica after: the control plane's replicas cannot be killed (start them with the simulator)")
+	case o.KillReplicaAfter > 0 && o.NoChanges:
+		return errors.New("kill replica after: the replica is killed in the rollout, and no changes means no rollout")
+	case o.ReconnectStorm && o.ControlPlane.Restart == nil:
+		return errors.New("reconnect storm: the control plane cannot be restarted (start it with the simulator)")
+	case o.StormBound < 0:
+		return fmt.Errorf("storm bound: %s: want a positive duration", o.StormBound)
 	}
 	for _, u := range o.ControlPlane.URLs {
 		if err := CheckLoopback(u); err != nil {
@@ -158,6 +182,9 @@ func (o *Options) check() error {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.StormBound == 0 {
+		o.StormBound = DefaultStormBound
 	}
 	return nil
 }
@@ -188,6 +215,9 @@ type site struct {
 	vms    []vmSpec
 	// heartbeats counts acknowledged heartbeats; hbErrors failed ones.
 	heartbeats, hbErrors atomic.Int64
+	// reconnected is when (unix ns) the first heartbeat sent after the
+	// control plane went down in the storm was acknowledged; 0: not yet.
+	reconnected atomic.Int64
 }
 
 // want is the site's desired inventory.
@@ -199,19 +229,54 @@ func (s *site) want() map[string]model.ObservedVM {
 	return out
 }
 
-// countingClient is the agent's control-plane client, counting heartbeats.
+// countingClient is the agent's control-plane client, counting heartbeats
+// and sorting every failed request by kind.
 type countingClient struct {
 	*api.Client
-	s *site
+	s   *site
+	sim *sim
 }
 
 func (c countingClient) Heartbeat(ctx context.Context, req api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+	sent := time.Now().UnixNano()
 	resp, err := c.Client.Heartbeat(ctx, req)
-	if err != nil {
+	switch {
+	case err != nil:
 		c.s.hbErrors.Add(1)
-	} else {
+		c.failed(ctx, err)
+	default:
 		c.s.heartbeats.Add(1)
+		// Sent after the control plane went down: the restarted one answered.
+		if down := c.sim.downAt.Load(); down != 0 && sent >= down {
+			c.s.reconnected.CompareAndSwap(0, time.Now().UnixNano())
+		}
 	}
+	return resp, err
+}
+
+// failed counts a failed request by class; one the agent itself
+// cancelled (it is stopping) is not a failure of the control plane.
+func (c countingClient) failed(ctx context.Context, err error) {
+	if err != nil && ctx.Err() == nil {
+		c.sim.errs[classify(err)].Add(1)
+	}
+}
+
+func (c countingClient) WatchPlan(ctx context.Context, after string, wait time.Duration) (*api.AgentPlan, error) {
+	p, err := c.Client.WatchPlan(ctx, after, wait)
+	c.failed(ctx, err)
+	return p, err
+}
+
+func (c countingClient) ReportResults(ctx context.Context, results ...api.ActionResult) (api.ResultsResponse, error) {
+	resp, err := c.Client.ReportResults(ctx, results...)
+	c.failed(ctx, err)
+	return resp, err
+}
+
+func (c countingClient) SendLogs(ctx context.Context, lines []api.LogLine) (api.LogsResponse, error) {
+	resp, err := c.Client.SendLogs(ctx, lines)
+	c.failed(ctx, err)
 	return resp, err
 }
 
@@ -230,6 +295,10 @@ type sim struct {
 	phase     atomic.Value // string
 	killed    atomic.Bool
 	killedAt  atomic.Int64 // sites converged in the rollout when the replica was killed
+	// downAt is when (unix ns) the control plane went down in the
+	// reconnect storm; 0 before it.
+	downAt atomic.Int64
+	errs   [numErrClasses]atomic.Int64 // failed agent requests by class
 }
 
 // Run runs the scenario and reports it. It fails when the fleet does not
@@ -270,6 +339,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Sites: o.Sites, VMs: o.VMs, Replicas: len(cp.URLs), Started: time.Now().UTC()}
 	stopProgress := s.progress(ctx)
 	defer stopProgress()
+	// The control plane alone, started and idle: what each agent adds is
+	// measured against this.
+	before, note, err := s.rss()
+	if err != nil {
+		return nil, fmt.Errorf("control plane RSS: %w", err)
+	}
 
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
@@ -301,16 +376,35 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if cp.RSS != nil {
+		connected, _, err := s.rss()
+		if err != nil {
+			return nil, fmt.Errorf("control plane RSS: %w", err)
+		}
+		rep.RSS = &ConnectedRSS{BeforeBytes: before, ConnectedBytes: connected, PerAgentBytes: (connected - before) / int64(len(s.sites)), Note: note}
+	}
 	hbStart, hbCount := time.Now(), s.heartbeats()
-	err = s.phases(ctx, rep)
+	if !o.NoChanges {
+		err = s.phases(ctx, rep)
+	}
+	// Heartbeats are counted up to the storm, which stops them on purpose;
+	// under a second says nothing.
+	if d := time.Since(hbStart); d >= time.Second {
+		rep.HeartbeatsPerSecond = float64(s.heartbeats()-hbCount) / d.Seconds()
+	}
+	if err == nil && o.ReconnectStorm {
+		rep.Storm, err = s.storm(ctx)
+		if err == nil && rep.RSS != nil {
+			if rep.RSS.AfterStormBytes, _, err = s.rss(); err != nil {
+				err = fmt.Errorf("control plane RSS: %w", err)
+			}
+		}
+	}
 	// The figures so far are reported even when a phase failed: they say
 	// where the fleet stopped. Summing up gets its own short deadline, as
 	// the run's may be what ended.
 	sctx, cancelSum := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancelSum()
-	if d := time.Since(hbStart); d > 0 {
-		rep.HeartbeatsPerSecond = float64(s.heartbeats()-hbCount) / d.Seconds()
-	}
 	return rep, errors.Join(err, s.summarize(sctx, rep))
 }
 
@@ -517,7 +611,7 @@ func (s *sim) startAgent(ctx context.Context, st *site, wg *sync.WaitGroup) erro
 		return fmt.Errorf("executor of %s: %w", st.name, err)
 	}
 	a := agent.New(agent.Config{
-		Client: countingClient{Client: client, s: st}, Executor: ex, Logger: log, AgentVersion: "fleetsim",
+		Client: countingClient{Client: client, s: st, sim: s}, Executor: ex, Logger: log, AgentVersion: "fleetsim",
 		Facts:         agent.FactsSource{StateDir: dir, Hypervisor: st.hv, ProcDir: s.procs, KVMPath: filepath.Join(dir, "no-kvm"), AgentVersion: "fleetsim"},
 		SiteRecipient: id.SiteRecipient(),
 		PollWait:      s.o.PollWait,
