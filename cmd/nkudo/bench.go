@@ -50,7 +50,9 @@ type BenchFleetCmd struct {
 	Latency           time.Duration `help:"Added to every simulated hypervisor call." default:"0s"`
 	FailureRate       float64       `help:"Share (0–1) of simulated hypervisor calls that fail." default:"0"`
 	HeartbeatInterval time.Duration `help:"Heartbeat interval the control plane hands the agents." default:"10s"`
-	PollWait          time.Duration `help:"The agents' plan long-poll." default:"30s"`
+	// The agent's own default (nkudo-edge --poll-wait), so idle agents
+	// cost the server what real ones do.
+	PollWait time.Duration `help:"The agents' plan long-poll." default:"2m"`
 	// Polling is off by default: every commit arrives by webhook, so the
 	// figures time the webhook path alone.
 	PollInterval string `help:"The control plane's --poll-interval (negative: no polling)." default:"-1s"`
