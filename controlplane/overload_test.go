@@ -53,9 +53,10 @@ func TestAgentRequestBound(t *testing.T) {
 		}
 	}
 
-	// A heartbeat whose body trickles in holds the only slot. (An answer
+	// A log upload whose body trickles in holds the only slot. (An answer
 	// reaches the client just before its slot is released, so the slow
-	// one may find the slot still taken: then it starts again.)
+	// one may find the slot still taken: then it starts again.) Not a
+	// heartbeat: one could take the heartbeat reserve instead.
 	hc := env.HTTPClient(&ag.Cert)
 	var refused *api.Error
 	var pw *io.PipeWriter
@@ -63,24 +64,24 @@ func TestAgentRequestBound(t *testing.T) {
 	deadline = time.Now().Add(20 * time.Second)
 	for refused == nil {
 		if time.Now().After(deadline) {
-			t.Fatal("a heartbeat beside one in progress was never refused")
+			t.Fatal("a request beside one in progress was never refused")
 		}
 		var pr *io.PipeReader
 		pr, pw = io.Pipe()
 		slow = make(chan int, 1)
 		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, env.URL+api.PathAgentHB, pr)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, env.URL+api.PathAgentLogs, pr)
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := hc.Do(req)
 			if err != nil {
-				t.Errorf("slow heartbeat: %v", err)
+				t.Errorf("slow log upload: %v", err)
 				slow <- 0
 				return
 			}
 			resp.Body.Close()
 			slow <- resp.StatusCode
 		}()
-		go func() { _, _ = pw.Write([]byte(`{"protocolVersion":1,`)) }()
+		go func() { _, _ = pw.Write([]byte(`{"lines":`)) }()
 		for {
 			// Logs, not a heartbeat: heartbeats have a reserve beyond the
 			// bound. An empty batch is answered 400 once admitted.
@@ -94,7 +95,7 @@ func TestAgentRequestBound(t *testing.T) {
 			select {
 			case code := <-slow:
 				if code != http.StatusServiceUnavailable {
-					t.Fatalf("the slow heartbeat ended early: HTTP %d", code)
+					t.Fatalf("the slow log upload ended early: HTTP %d", code)
 				}
 				refused = nil // refused itself: start again
 			default:
@@ -114,9 +115,9 @@ func TestAgentRequestBound(t *testing.T) {
 		t.Errorf("heartbeat while the slow one holds the only slot: %v; want it served from the heartbeat reserve", err)
 	}
 
-	go func() { _, _ = pw.Write([]byte(`"vms":[]}`)); pw.Close() }()
-	if code := <-slow; code != http.StatusOK {
-		t.Fatalf("the slow heartbeat: HTTP %d, want 200", code)
+	go func() { _, _ = pw.Write([]byte(`[]}`)); pw.Close() }()
+	if code := <-slow; code != http.StatusBadRequest {
+		t.Fatalf("the slow log upload: HTTP %d, want 400 (served: an empty batch)", code)
 	}
 	if _, err := ag.Client.Heartbeat(ctx, api.HeartbeatRequest{}); err != nil {
 		t.Fatalf("heartbeat once the slot is free: %v", err)
