@@ -168,6 +168,12 @@ func (o *overload) connState(c net.Conn, state http.ConnState) {
 	if tc, ok := c.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
+	o.handshakeFailed(raw)
+}
+
+// handshakeFailed releases the slot of the handshake on raw, if it holds
+// one.
+func (o *overload) handshakeFailed(raw net.Conn) {
 	o.mu.Lock()
 	release := o.pending[raw]
 	o.mu.Unlock()

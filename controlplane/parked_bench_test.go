@@ -98,10 +98,12 @@ func runParkedFleet(dir string) int {
 //
 //	go test ./controlplane -run '^$' -bench BenchmarkParkedLongPolls -benchtime 1x
 //
-// On the 2-core CI machine (SQLite): about 62-65 KiB and 3 goroutines per
-// agent, of which ~38 KiB are the three goroutines' stacks (the HTTP/2
+// On the 2-core CI machine (SQLite): about 55-56 KiB and 3 goroutines per
+// agent, of which ~30 KiB are the three goroutines' stacks (the HTTP/2
 // connection's reader and server loop, and the handler); 4 goroutines
-// before the store's wake-up hub stopped running one per subscriber.
+// before the store's wake-up hub stopped running one per subscriber, and
+// ~37 KiB of stacks before the TLS handshake moved off the connection's
+// goroutine (handshakeListener).
 func BenchmarkParkedLongPolls(b *testing.B) {
 	for _, n := range []int{100, 500} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {

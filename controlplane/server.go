@@ -332,7 +332,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	srv.RegisterOnShutdown(s.beginShutdown)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, srv.TLSConfig)) }()
+	go func() { errc <- srv.Serve(newHandshakeListener(ln, srv.TLSConfig, s.overload.handshakeFailed, s.log)) }()
 	s.log.Info("serving", "addr", ln.Addr().String(), "pki_mode", s.pki.Mode())
 	select {
 	case err := <-errc:
