@@ -373,15 +373,16 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 	out := api.ResultsResponse{Results: make([]api.ResultAck, len(req.Results))}
 	var finals []store.ActionResult
 	var finalAt []int // finals[j] is req.Results[finalAt[j]]
+	var starts []store.ActionStart
+	var startAt []int // starts[j] is req.Results[startAt[j]]
 	for i, res := range req.Results {
 		if res.Status == model.ActionRunning {
 			started := res.StartedAt
 			if started.IsZero() {
 				started = now
 			}
-			if err := s.store.StartAction(ctx, c.id.Tenant, c.id.Site, res.PlanID, res.ActionID, started); err != nil {
-				return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
-			}
+			starts = append(starts, store.ActionStart{PlanID: res.PlanID, ActionID: res.ActionID, Time: started})
+			startAt = append(startAt, i)
 			out.Results[i] = api.ResultAck{ActionID: res.ActionID, New: true, PlanStatus: model.PlanInProgress}
 			continue
 		}
@@ -391,6 +392,22 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		}
 		finals = append(finals, final)
 		finalAt = append(finalAt, i)
+	}
+	if len(starts) > 0 {
+		// One transaction for the starts too; as before, every start is
+		// recorded ahead of the batch's outcomes.
+		if err := s.store.StartActions(ctx, c.id.Tenant, c.id.Site, starts); err != nil {
+			if ctx.Err() != nil {
+				return api.ResultsResponse{}, fmt.Errorf("results: %w", err)
+			}
+			// A refused start fails the whole batch: start them one by one
+			// to keep the others and name the refused one.
+			for j, st := range starts {
+				if err := s.store.StartAction(ctx, c.id.Tenant, c.id.Site, st.PlanID, st.ActionID, st.Time); err != nil {
+					return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", startAt[j], err)
+				}
+			}
+		}
 	}
 	if len(finals) > 0 {
 		// One transaction for the batch: each audited write waits its turn

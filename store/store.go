@@ -503,6 +503,12 @@ type Plans interface {
 	// names the first refused result). An agent reports a batch at once,
 	// and one transaction appends to the audit chain once for all of them.
 	RecordActionResults(ctx context.Context, actor Actor, tenant, site string, rs []ActionResult) ([]ResultOutcome, error)
+	// StartActions marks several actions of the site running as
+	// StartAction does, in order and in one transaction: all or none (the
+	// error wraps the first refusal, ErrNotFound or ErrSuperseded, and
+	// names its action). An agent reports its starts in batches under a
+	// rollout, and a transaction per start queued them on the pool.
+	StartActions(ctx context.Context, tenant, site string, starts []ActionStart) error
 }
 
 // Logs stores execution log lines streamed by agents.
@@ -1154,6 +1160,12 @@ type PlanFilter struct {
 // ActionResult is an agent's report of an action (model.ActionResult, the
 // type the agent sends); RecordActionResult takes the final ones.
 type ActionResult = model.ActionResult
+
+// ActionStart is one action an agent reports running, for StartActions.
+type ActionStart struct {
+	PlanID, ActionID string
+	Time             time.Time // when it started
+}
 
 // ResultOutcome says what RecordActionResult did.
 type ResultOutcome struct {

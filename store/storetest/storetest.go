@@ -55,6 +55,7 @@ func Run(t *testing.T, open Open) {
 		{"ActionLifecycle", testActionLifecycle},
 		{"ActionFailure", testActionFailure},
 		{"RecordActionResults", testRecordActionResults},
+		{"StartActions", testStartActions},
 		{"PrunePlans", testPrunePlans},
 		{"Logs", testLogs},
 		{"CommitStatuses", testCommitStatuses},

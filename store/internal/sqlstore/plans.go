@@ -325,36 +325,56 @@ func (s *Store) planOf(ctx context.Context, t *wtx, tenant, site, planID string)
 
 // StartAction implements store.Plans.
 func (s *Store) StartAction(ctx context.Context, tenant, site, planID, actionID string, now time.Time) error {
-	at := us(store.Micro(now))
 	err := s.write(ctx, func(t *wtx) error {
-		status, err := s.planOf(ctx, t, tenant, site, planID)
-		if err != nil {
-			return err
-		}
-		var astatus string
-		if err := t.QueryRow(ctx, `SELECT status FROM actions WHERE plan_id = $1 AND id = $2`, planID, actionID).Scan(&astatus); err != nil {
-			return fmt.Errorf("action %s: %w", actionID, s.notFound(err))
-		}
-		if model.ActionStatus(astatus) != model.ActionPending {
-			// Already running or finished: a repeated or late report.
-			return nil
-		}
-		if status == model.PlanSuperseded {
-			return store.ErrSuperseded
-		}
-		if _, err := t.Exec(ctx, `UPDATE actions SET status = 'running', started_at = $1 WHERE plan_id = $2 AND id = $3`,
-			at, planID, actionID); err != nil {
-			return err
-		}
-		if status == model.PlanPending {
-			if _, err := t.Exec(ctx, `UPDATE plans SET status = 'in_progress', updated_at = $1 WHERE id = $2`, at, planID); err != nil {
-				return err
+		return s.startAction(ctx, t, tenant, site, planID, actionID, now)
+	})
+	if err != nil {
+		return fmt.Errorf("start action %s of plan %s: %w", actionID, planID, err)
+	}
+	return nil
+}
+
+// StartActions implements store.Plans.
+func (s *Store) StartActions(ctx context.Context, tenant, site string, starts []store.ActionStart) error {
+	if len(starts) == 0 {
+		return nil
+	}
+	return s.write(ctx, func(t *wtx) error {
+		for _, a := range starts {
+			if err := s.startAction(ctx, t, tenant, site, a.PlanID, a.ActionID, a.Time); err != nil {
+				return fmt.Errorf("start action %s of plan %s: %w", a.ActionID, a.PlanID, err)
 			}
 		}
 		return nil
 	})
+}
+
+// startAction marks one pending action running in t (store.StartAction).
+func (s *Store) startAction(ctx context.Context, t *wtx, tenant, site, planID, actionID string, now time.Time) error {
+	at := us(store.Micro(now))
+	status, err := s.planOf(ctx, t, tenant, site, planID)
 	if err != nil {
-		return fmt.Errorf("start action %s of plan %s: %w", actionID, planID, err)
+		return err
+	}
+	var astatus string
+	if err := t.QueryRow(ctx, `SELECT status FROM actions WHERE plan_id = $1 AND id = $2`, planID, actionID).Scan(&astatus); err != nil {
+		return fmt.Errorf("action %s: %w", actionID, s.notFound(err))
+	}
+	if model.ActionStatus(astatus) != model.ActionPending {
+		// Already running or finished: a repeated or late report.
+		return nil
+	}
+	if status == model.PlanSuperseded {
+		return store.ErrSuperseded
+	}
+	if _, err := t.Exec(ctx, `UPDATE actions SET status = 'running', started_at = $1 WHERE plan_id = $2 AND id = $3`,
+		at, planID, actionID); err != nil {
+		return err
+	}
+	if status == model.PlanPending {
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'in_progress', updated_at = $1 WHERE id = $2`, at, planID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
