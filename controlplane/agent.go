@@ -446,19 +446,15 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 	return out, nil
 }
 
-// notifyPlanStates wakes the dashboard's streams of the plans reported on.
-// A lost wake-up only delays a page, so failures are logged.
+// notifyPlanStates wakes the dashboard's streams of the plans reported on,
+// without waiting: the notifier writes the topics with the other pending
+// wake-ups (and deduplicates them). A lost wake-up only delays a page.
 func (s *Server) notifyPlanStates(ctx context.Context, results []api.ActionResult) {
-	seen := map[string]bool{}
+	topics := make([]string, 0, len(results))
 	for _, res := range results {
-		if seen[res.PlanID] {
-			continue
-		}
-		seen[res.PlanID] = true
-		if err := s.store.Notify(ctx, planStateTopic(res.PlanID)); err != nil {
-			s.log.Warn("notify plan state", "plan", res.PlanID, "err", err)
-		}
+		topics = append(topics, planStateTopic(res.PlanID))
 	}
+	s.notes.notify(ctx, topics...)
 }
 
 // ---- logs ----

@@ -831,6 +831,11 @@ type Coordination interface {
 	// Notify wakes the subscribers of topic on every replica. Stores call
 	// it themselves after plan and log writes; callers may use other topics.
 	Notify(ctx context.Context, topic string) error
+	// NotifyTopics wakes the subscribers of every topic in topics, as
+	// Notify does for one, with a single write for all of them: callers
+	// that coalesce wake-ups pay one transaction per batch. A topic given
+	// twice is notified once or twice; an empty list writes nothing.
+	NotifyTopics(ctx context.Context, topics []string) error
 
 	// RequestReconcile records that a reconcile of the repository was
 	// accepted (a webhook push, an API trigger), so that it outlives the

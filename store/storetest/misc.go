@@ -692,6 +692,25 @@ func testWakeUp(t *testing.T, s store.Store) {
 	if !quiet(ch) {
 		t.Error("woken after cancel")
 	}
+	// NotifyTopics wakes every topic it names with one call, and no other.
+	var many []<-chan struct{}
+	for i := range 3 {
+		c, cancel := s.Subscribe(ctx, fmt.Sprintf("many/%d", i))
+		defer cancel()
+		many = append(many, c)
+	}
+	unnamed, cancelUnnamed := s.Subscribe(ctx, "many/unnamed")
+	defer cancelUnnamed()
+	must(t, s.NotifyTopics(ctx, nil))
+	must(t, s.NotifyTopics(ctx, []string{"many/0", "many/1", "many/2", "many/1"}))
+	for i, c := range many {
+		if !woken(c) {
+			t.Errorf("NotifyTopics did not wake topic many/%d", i)
+		}
+	}
+	if !quiet(unnamed) {
+		t.Error("NotifyTopics woke a topic it did not name")
+	}
 	// Wake-ups coalesce: many notifications, the subscriber drains at least one.
 	c3, cancel3 := s.Subscribe(ctx, "burst")
 	defer cancel3()
