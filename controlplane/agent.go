@@ -240,7 +240,7 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 		s.wakeFleet(ctx, c.id.Tenant)
 	}
 	return api.HeartbeatResponse{
-		NetBird:          s.pendingNetBird(ctx, c.id.Tenant, c.id.Site),
+		NetBird:          s.pendingNetBird(ctx, c.id.Tenant, c.id.Site, res.NetBirdSetupKey),
 		NextHeartbeat:    api.Duration(interval),
 		InventoryVersion: res.InventoryVersion,
 		ServerTime:       now.UTC(),

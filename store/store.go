@@ -1142,6 +1142,11 @@ type Heartbeat struct {
 type HeartbeatResult struct {
 	InventoryVersion int64
 	Changed          bool // true when the VM set differed (the planner should look)
+	// NetBirdSetupKey is the site's pending NetBird setup key (what
+	// GetNetBirdPeer's SetupKey says), read by the heartbeat's own
+	// statement so a heartbeat needs no second read; empty when none is
+	// pending, or when it cannot be opened (logged; GetNetBirdPeer says why).
+	NetBirdSetupKey Secret
 }
 
 // StoredPlan is a plan with its lifecycle (model.StoredPlan, the type the

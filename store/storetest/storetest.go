@@ -48,6 +48,7 @@ func Run(t *testing.T, open Open) {
 		{"RevokeRenewRace", testRevokeRenewRace},
 		{"Heartbeat", testHeartbeat},
 		{"HeartbeatConcurrent", testHeartbeatConcurrent},
+		{"HeartbeatNetBirdKey", testHeartbeatNetBirdKey},
 		{"PlanStoreAndDedupe", testPlanDedupe},
 		{"PlanDedupeConcurrent", testPlanDedupeConcurrent},
 		{"PlanSupersession", testPlanSupersession},
