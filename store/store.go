@@ -862,7 +862,10 @@ type ReconcileRequest struct {
 	Requested, Handled int64
 }
 
-// PlanTopic is notified when a site's active plan changes.
+// PlanTopic is notified when a site's active plan changes to another
+// plan or is superseded: a plan is stored, revived or superseded, or the
+// site deleted. A plan that succeeds or fails does not notify it (no
+// long-poll's answer changes); FleetTopic is notified then.
 func PlanTopic(tenant, site string) string { return "plan/" + tenant + "/" + site }
 
 // LogTopic is notified when log lines of a plan arrive.

@@ -478,7 +478,11 @@ func (s *Store) recordResult(ctx context.Context, t *wtx, actor store.Actor, ten
 				return out, err
 			}
 			if next == model.PlanSucceeded || next == model.PlanFailed {
-				t.notify(store.PlanTopic(tenant, site))
+				// Not the plan topic: a plan ending changes no parked
+				// long-poll's answer (nothing is active, and it did not end
+				// superseded), and under a rollout every site's poll woke
+				// for a read that found nothing new. The control plane
+				// wakes the plan's dashboard stream after the report.
 				t.notify(store.FleetTopic(tenant))
 			}
 		}
