@@ -303,6 +303,9 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 	}()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	// afterSettled: after succeeded, failed or is another site's plan,
+	// which no later write changes, so a wake-up need not read it again.
+	afterSettled := false
 	for {
 		p, err := s.store.ActivePlan(ctx, id.Tenant, id.Site)
 		switch {
@@ -310,7 +313,7 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 			return &api.AgentPlan{Plan: p.Plan, Status: p.Status}, nil
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return nil, err
-		case err != nil && watch && after != "":
+		case err != nil && watch && after != "" && !afterSettled:
 			// No active plan: say whether after was superseded. Unknown
 			// or another site's plan IDs get the plain long-poll.
 			old, err := s.store.GetPlan(ctx, id.Tenant, after)
@@ -318,7 +321,9 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 			case err == nil && old.Plan.Site == id.Site && old.Status == model.PlanSuperseded:
 				return &api.AgentPlan{Plan: old.Plan, Status: old.Status, SupersededBy: old.SupersededBy,
 					SupersededByCommit: old.SupersededByCommit}, nil
-			case err != nil && !errors.Is(err, store.ErrNotFound):
+			case err == nil:
+				afterSettled = old.Plan.Site != id.Site || old.Status == model.PlanSucceeded || old.Status == model.PlanFailed
+			case !errors.Is(err, store.ErrNotFound):
 				return nil, err
 			}
 		}
