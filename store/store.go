@@ -873,7 +873,7 @@ func LogTopic(planID string) string { return "logs/" + planID }
 
 // FleetTopic is notified when a site of the tenant changes in a way a
 // fleet overview shows: by the store whenever it notifies the site's
-// PlanTopic, and by the control plane after heartbeats that change a
+// PlanTopic or a plan finishes, and by the control plane after heartbeats that change a
 // site's state and after action reports.
 func FleetTopic(tenant string) string { return "fleet/" + tenant }
 
