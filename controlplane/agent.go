@@ -240,7 +240,7 @@ func (s *Server) Heartbeat(ctx context.Context, c *caller, req api.HeartbeatRequ
 		s.wakeFleet(ctx, c.id.Tenant)
 	}
 	return api.HeartbeatResponse{
-		NetBird:          s.pendingNetBird(ctx, c.id.Tenant, c.id.Site),
+		NetBird:          s.pendingNetBird(ctx, c.id.Tenant, c.id.Site, res.NetBirdSetupKey),
 		NextHeartbeat:    api.Duration(interval),
 		InventoryVersion: res.InventoryVersion,
 		ServerTime:       now.UTC(),
@@ -303,6 +303,9 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 	}()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	// afterSettled: after succeeded, failed or is another site's plan,
+	// which no later write changes, so a wake-up need not read it again.
+	afterSettled := false
 	for {
 		p, err := s.store.ActivePlan(ctx, id.Tenant, id.Site)
 		switch {
@@ -310,7 +313,7 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 			return &api.AgentPlan{Plan: p.Plan, Status: p.Status}, nil
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return nil, err
-		case err != nil && watch && after != "":
+		case err != nil && watch && after != "" && !afterSettled:
 			// No active plan: say whether after was superseded. Unknown
 			// or another site's plan IDs get the plain long-poll.
 			old, err := s.store.GetPlan(ctx, id.Tenant, after)
@@ -318,7 +321,9 @@ func (s *Server) waitPlan(ctx context.Context, id pki.Identity, after string, wa
 			case err == nil && old.Plan.Site == id.Site && old.Status == model.PlanSuperseded:
 				return &api.AgentPlan{Plan: old.Plan, Status: old.Status, SupersededBy: old.SupersededBy,
 					SupersededByCommit: old.SupersededByCommit}, nil
-			case err != nil && !errors.Is(err, store.ErrNotFound):
+			case err == nil:
+				afterSettled = old.Plan.Site != id.Site || old.Status == model.PlanSucceeded || old.Status == model.PlanFailed
+			case !errors.Is(err, store.ErrNotFound):
 				return nil, err
 			}
 		}
@@ -373,15 +378,16 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 	out := api.ResultsResponse{Results: make([]api.ResultAck, len(req.Results))}
 	var finals []store.ActionResult
 	var finalAt []int // finals[j] is req.Results[finalAt[j]]
+	var starts []store.ActionStart
+	var startAt []int // starts[j] is req.Results[startAt[j]]
 	for i, res := range req.Results {
 		if res.Status == model.ActionRunning {
 			started := res.StartedAt
 			if started.IsZero() {
 				started = now
 			}
-			if err := s.store.StartAction(ctx, c.id.Tenant, c.id.Site, res.PlanID, res.ActionID, started); err != nil {
-				return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", i, err)
-			}
+			starts = append(starts, store.ActionStart{PlanID: res.PlanID, ActionID: res.ActionID, Time: started})
+			startAt = append(startAt, i)
 			out.Results[i] = api.ResultAck{ActionID: res.ActionID, New: true, PlanStatus: model.PlanInProgress}
 			continue
 		}
@@ -391,6 +397,22 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 		}
 		finals = append(finals, final)
 		finalAt = append(finalAt, i)
+	}
+	if len(starts) > 0 {
+		// One transaction for the starts too; as before, every start is
+		// recorded ahead of the batch's outcomes.
+		if err := s.store.StartActions(ctx, c.id.Tenant, c.id.Site, starts); err != nil {
+			if ctx.Err() != nil {
+				return api.ResultsResponse{}, fmt.Errorf("results: %w", err)
+			}
+			// A refused start fails the whole batch: start them one by one
+			// to keep the others and name the refused one.
+			for j, st := range starts {
+				if err := s.store.StartAction(ctx, c.id.Tenant, c.id.Site, st.PlanID, st.ActionID, st.Time); err != nil {
+					return api.ResultsResponse{}, fmt.Errorf("results[%d]: %w", startAt[j], err)
+				}
+			}
+		}
 	}
 	if len(finals) > 0 {
 		// One transaction for the batch: each audited write waits its turn
@@ -429,19 +451,15 @@ func (s *Server) ReportResults(ctx context.Context, c *caller, req api.ResultsRe
 	return out, nil
 }
 
-// notifyPlanStates wakes the dashboard's streams of the plans reported on.
-// A lost wake-up only delays a page, so failures are logged.
+// notifyPlanStates wakes the dashboard's streams of the plans reported on,
+// without waiting: the notifier writes the topics with the other pending
+// wake-ups (and deduplicates them). A lost wake-up only delays a page.
 func (s *Server) notifyPlanStates(ctx context.Context, results []api.ActionResult) {
-	seen := map[string]bool{}
+	topics := make([]string, 0, len(results))
 	for _, res := range results {
-		if seen[res.PlanID] {
-			continue
-		}
-		seen[res.PlanID] = true
-		if err := s.store.Notify(ctx, planStateTopic(res.PlanID)); err != nil {
-			s.log.Warn("notify plan state", "plan", res.PlanID, "err", err)
-		}
+		topics = append(topics, planStateTopic(res.PlanID))
 	}
+	s.notes.notify(ctx, topics...)
 }
 
 // ---- logs ----

@@ -27,12 +27,11 @@ import (
 // most one read per second.
 const minFleetRead = time.Second
 
-// wakeFleet notifies the tenant's fleet topic. A lost wake-up only delays
-// a page, so a failure is logged.
+// wakeFleet notifies the tenant's fleet topic without waiting: the
+// notifier writes it with the other pending wake-ups. A lost wake-up only
+// delays a page, so a failure is logged there.
 func (s *Server) wakeFleet(ctx context.Context, tenant string) {
-	if err := s.store.Notify(ctx, store.FleetTopic(tenant)); err != nil {
-		s.log.Warn("notify fleet", "tenant", tenant, "err", err)
-	}
+	s.notes.notify(ctx, store.FleetTopic(tenant))
 }
 
 // heartbeatChangesFleet reports whether a heartbeat changes the site's row

@@ -104,21 +104,21 @@ func (s *Server) handleDeleteNetBird(w http.ResponseWriter, r *http.Request, c *
 	return nil
 }
 
-// pendingNetBird is the setup key minted for the site and not used yet,
-// with the management URL, for the heartbeat answer; nil when there is
-// none. A failure to read it never fails the heartbeat: the key comes
-// with the next one.
-func (s *Server) pendingNetBird(ctx context.Context, tenant, site string) *api.NetBirdConfig {
-	p, err := s.store.GetNetBirdPeer(ctx, tenant, site)
-	if err != nil || p.SetupKey == "" {
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.log.Warn("cannot read the site's NetBird key for its heartbeat", "tenant", tenant, "site", site, "err", err)
-		}
+// pendingNetBird is the setup key minted for the site and not used yet
+// (key, which RecordHeartbeat read with the heartbeat), with the
+// management URL, for the heartbeat answer; nil when there is none. The
+// integration is read only when a key is pending. A failure to read it
+// never fails the heartbeat: the key comes with the next one.
+func (s *Server) pendingNetBird(ctx context.Context, tenant, site string, key store.Secret) *api.NetBirdConfig {
+	if key == "" {
 		return nil
 	}
 	n, err := s.store.GetNetBirdIntegration(ctx, tenant)
 	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("cannot read the NetBird integration for a site's heartbeat", "tenant", tenant, "site", site, "err", err)
+		}
 		return nil
 	}
-	return &api.NetBirdConfig{ManagementURL: n.URL, SetupKey: p.SetupKey.Reveal()}
+	return &api.NetBirdConfig{ManagementURL: n.URL, SetupKey: key.Reveal()}
 }

@@ -59,3 +59,60 @@ func TestReportResultsBatch(t *testing.T) {
 		t.Errorf("acks = %+v, want %+v", resp.Results, want)
 	}
 }
+
+// TestReportResultsStartsBatch: a batch's starts are recorded together, and
+// a refused start (its plan was superseded) keeps the starts before it and
+// is named by index with the superseded code the agent acts on.
+func TestReportResultsStartsBatch(t *testing.T) {
+	env := cptest.Start(t, cptest.Options{})
+	ctx := t.Context()
+	env.NewTenant("acme")
+	agent := env.Enroll("acme", "s1")
+	spec := model.VMSpec{State: model.VMRunning, CPUs: 1, MemoryMiB: 256}
+	actions := func(ids ...string) []model.Action {
+		var out []model.Action
+		for _, id := range ids {
+			out = append(out, model.Action{ID: id, Operation: model.OpCreate, VM: "vm-" + id, Reason: model.ReasonMissing, Spec: &spec, SpecHash: spec.Hash()})
+		}
+		return out
+	}
+	sys := store.Actor{Kind: store.ActorSystem, ID: "test"}
+	if _, err := env.Store().StorePlan(ctx, sys, model.Plan{ID: "p1", Tenant: "acme", Site: "s1", Actions: actions("a1", "a2")}, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Store().StorePlan(ctx, sys, model.Plan{ID: "p2", Tenant: "acme", Site: "s1", Actions: actions("b1", "b2", "b3")}, "", time.Now()); err != nil {
+		t.Fatal(err) // p1 is superseded
+	}
+	running := func(plan, id string) api.ActionResult {
+		return api.ActionResult{PlanID: plan, ActionID: id, Status: model.ActionRunning}
+	}
+	resp, err := agent.Client.ReportResults(ctx, running("p2", "b1"), running("p2", "b2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ack := range resp.Results {
+		if !ack.New || ack.PlanStatus != model.PlanInProgress {
+			t.Errorf("ack %d = %+v, want new, in progress", i, ack)
+		}
+	}
+	_, err = agent.Client.ReportResults(ctx, running("p2", "b3"), running("p1", "a1"))
+	if !errors.Is(err, api.ErrSuperseded) || !strings.Contains(err.Error(), "results[1]") {
+		t.Fatalf("batch with a start of a superseded plan: err = %v, want superseded naming results[1]", err)
+	}
+	p2, err := env.Store().GetPlan(ctx, "acme", "p2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, err := env.Store().GetPlan(ctx, "acme", "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range p2.Actions {
+		if a.Status != model.ActionRunning {
+			t.Errorf("p2 action %d: %s, want running", i, a.Status)
+		}
+	}
+	if p1.Actions[0].Status != model.ActionPending {
+		t.Errorf("superseded p1's a1 became %s", p1.Actions[0].Status)
+	}
+}

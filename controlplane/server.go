@@ -179,6 +179,9 @@ type Server struct {
 	sites    siteCounter
 
 	waiting atomic.Int64 // plan long-polls currently waiting
+	// notes coalesces fire-and-forget wake-ups into batched store writes
+	// (notifier.go).
+	notes *notifier
 	// overload bounds handshakes and agent requests (overload.go).
 	overload *overload
 
@@ -274,6 +277,9 @@ func New(opts Options) (*Server, error) {
 	if s.overload, err = newOverload(opts.MaxAgentRequests, opts.MaxHandshakes, m.reg); err != nil {
 		return nil, err
 	}
+	if s.notes, err = newNotifier(opts.Store, s.log, m.reg); err != nil {
+		return nil, err
+	}
 	if err := m.watchCertificates(opts.PKI); err != nil {
 		return nil, err
 	}
@@ -345,6 +351,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.beginShutdown()
 	err := srv.Shutdown(sctx)
 	<-errc
+	// The handlers are done: write the wake-ups they queued.
+	if werr := s.notes.wait(sctx); werr != nil {
+		s.log.Warn("wake-ups not written before shutdown", "err", werr)
+	}
 	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -503,6 +503,12 @@ type Plans interface {
 	// names the first refused result). An agent reports a batch at once,
 	// and one transaction appends to the audit chain once for all of them.
 	RecordActionResults(ctx context.Context, actor Actor, tenant, site string, rs []ActionResult) ([]ResultOutcome, error)
+	// StartActions marks several actions of the site running as
+	// StartAction does, in order and in one transaction: all or none (the
+	// error wraps the first refusal, ErrNotFound or ErrSuperseded, and
+	// names its action). An agent reports its starts in batches under a
+	// rollout, and a transaction per start queued them on the pool.
+	StartActions(ctx context.Context, tenant, site string, starts []ActionStart) error
 }
 
 // Logs stores execution log lines streamed by agents.
@@ -836,6 +842,11 @@ type Coordination interface {
 	// Notify wakes the subscribers of topic on every replica. Stores call
 	// it themselves after plan and log writes; callers may use other topics.
 	Notify(ctx context.Context, topic string) error
+	// NotifyTopics wakes the subscribers of every topic in topics, as
+	// Notify does for one, with a single write for all of them: callers
+	// that coalesce wake-ups pay one transaction per batch. A topic given
+	// twice is notified once or twice; an empty list writes nothing.
+	NotifyTopics(ctx context.Context, topics []string) error
 
 	// RequestReconcile records that a reconcile of the repository was
 	// accepted (a webhook push, an API trigger), so that it outlives the
@@ -862,7 +873,10 @@ type ReconcileRequest struct {
 	Requested, Handled int64
 }
 
-// PlanTopic is notified when a site's active plan changes.
+// PlanTopic is notified when a site's active plan changes to another
+// plan or is superseded: a plan is stored, revived or superseded, or the
+// site deleted. A plan that succeeds or fails does not notify it (no
+// long-poll's answer changes); FleetTopic is notified then.
 func PlanTopic(tenant, site string) string { return "plan/" + tenant + "/" + site }
 
 // LogTopic is notified when log lines of a plan arrive.
@@ -870,7 +884,7 @@ func LogTopic(planID string) string { return "logs/" + planID }
 
 // FleetTopic is notified when a site of the tenant changes in a way a
 // fleet overview shows: by the store whenever it notifies the site's
-// PlanTopic, and by the control plane after heartbeats that change a
+// PlanTopic or a plan finishes, and by the control plane after heartbeats that change a
 // site's state and after action reports.
 func FleetTopic(tenant string) string { return "fleet/" + tenant }
 
@@ -1142,6 +1156,11 @@ type Heartbeat struct {
 type HeartbeatResult struct {
 	InventoryVersion int64
 	Changed          bool // true when the VM set differed (the planner should look)
+	// NetBirdSetupKey is the site's pending NetBird setup key (what
+	// GetNetBirdPeer's SetupKey says), read by the heartbeat's own
+	// statement so a heartbeat needs no second read; empty when none is
+	// pending, or when it cannot be opened (logged; GetNetBirdPeer says why).
+	NetBirdSetupKey Secret
 }
 
 // StoredPlan is a plan with its lifecycle (model.StoredPlan, the type the
@@ -1165,6 +1184,12 @@ type PlanFilter struct {
 // ActionResult is an agent's report of an action (model.ActionResult, the
 // type the agent sends); RecordActionResult takes the final ones.
 type ActionResult = model.ActionResult
+
+// ActionStart is one action an agent reports running, for StartActions.
+type ActionStart struct {
+	PlanID, ActionID string
+	Time             time.Time // when it started
+}
 
 // ResultOutcome says what RecordActionResult did.
 type ResultOutcome struct {

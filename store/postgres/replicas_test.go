@@ -74,6 +74,21 @@ func TestReplicasWakeUp(t *testing.T) {
 	if !wait(logs) {
 		t.Fatal("replica 1 not woken by logs appended on replica 0")
 	}
+	// A batch of topics notified on replica 0 wakes each on replica 1.
+	var batch []<-chan struct{}
+	for i := range 3 {
+		ch, cancel := r[1].Subscribe(t.Context(), fmt.Sprintf("batch/%d", i))
+		defer cancel()
+		batch = append(batch, ch)
+	}
+	if err := r[0].NotifyTopics(t.Context(), []string{"batch/0", "batch/1", "batch/2"}); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range batch {
+		if !wait(ch) {
+			t.Errorf("replica 1 not woken for batch/%d notified with others on replica 0", i)
+		}
+	}
 }
 
 // The listener reconnects after its connection is killed, wakes every

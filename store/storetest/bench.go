@@ -3,6 +3,7 @@ package storetest
 import (
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ func Bench(b *testing.B, open OpenB) {
 	b.Run("AppendLogs50", func(b *testing.B) { benchAppendLogs(b, open(b)) })
 	b.Run("AuthLookups", func(b *testing.B) { benchAuth(b, open(b)) })
 	b.Run("AuditedParallel", func(b *testing.B) { benchAuditedParallel(b, open(b)) })
+	b.Run("ActivePlanParallel", func(b *testing.B) { benchActivePlan(b, open(b)) })
 }
 
 // benchAuditedParallel measures audited writes from 64 writers at once:
@@ -39,6 +41,30 @@ func benchAuditedParallel(b *testing.B, s store.Store) {
 		for pb.Next() {
 			if _, err := s.AppendAudit(ctx, store.AuditEvent{Tenant: tenantA, Actor: "agent:site-000", Action: "bench.audited", Object: "site/site-000"}); err != nil {
 				b.Error(err)
+				return
+			}
+		}
+	})
+	opsPerSec(b, b.N)
+}
+
+// benchActivePlan reads sites' active 4-action plans from parallel
+// goroutines, as woken plan long-polls do under a rollout.
+func benchActivePlan(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	benchSeed(b, s)
+	now := time.Now()
+	for i := range benchSites {
+		p := plan(tenantA, fmt.Sprintf("site-%03d", i), "a", "vm-a", "vm-b", "vm-c", "vm-d")
+		must2(s.StorePlan(ctx, admin, p, "", now))(b)
+	}
+	var n atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			site := fmt.Sprintf("site-%03d", n.Add(1)%benchSites)
+			if p, err := s.ActivePlan(ctx, tenantA, site); err != nil || len(p.Actions) != 4 {
+				b.Errorf("ActivePlan(%s): %v, %d actions", site, err, len(p.Actions))
 				return
 			}
 		}

@@ -669,10 +669,22 @@ func testWakeUp(t *testing.T, s store.Store) {
 	if !quiet(otherCh) {
 		t.Error("another site's subscriber was woken")
 	}
-	// A finished plan wakes the site's subscribers too (status changed).
+	// A finished plan wakes the fleet, not the plan topic: no long-poll's
+	// answer changes, and under a rollout each woke for a read. (Drop a
+	// repeat of StorePlan's wake-up first: on PostgreSQL the listener
+	// delivers it again.)
+	fleet, cancelFleet := s.Subscribe(ctx, store.FleetTopic(tenantA))
+	defer cancelFleet()
+	select {
+	case <-ch:
+	default:
+	}
 	must2(s.RecordActionResult(ctx, agent, tenantA, siteA, store.ActionResult{PlanID: p.ID, ActionID: p.Actions[0].ID, Status: model.ActionSucceeded, FinishedAt: epoch}))(t)
-	if !woken(ch) {
-		t.Error("plan subscriber not woken when the plan finished")
+	if !woken(fleet) {
+		t.Error("fleet subscriber not woken when the plan finished")
+	}
+	if !quiet(ch) {
+		t.Error("plan subscriber woken when the plan finished")
 	}
 	// Custom topics.
 	c2, cancel2 := s.Subscribe(ctx, "custom/topic")
@@ -691,6 +703,25 @@ func testWakeUp(t *testing.T, s store.Store) {
 	must2(s.StorePlan(ctx, admin, plan(tenantA, siteA, "2", "vm-b"), "", epoch))(t)
 	if !quiet(ch) {
 		t.Error("woken after cancel")
+	}
+	// NotifyTopics wakes every topic it names with one call, and no other.
+	var many []<-chan struct{}
+	for i := range 3 {
+		c, cancel := s.Subscribe(ctx, fmt.Sprintf("many/%d", i))
+		defer cancel()
+		many = append(many, c)
+	}
+	unnamed, cancelUnnamed := s.Subscribe(ctx, "many/unnamed")
+	defer cancelUnnamed()
+	must(t, s.NotifyTopics(ctx, nil))
+	must(t, s.NotifyTopics(ctx, []string{"many/0", "many/1", "many/2", "many/1"}))
+	for i, c := range many {
+		if !woken(c) {
+			t.Errorf("NotifyTopics did not wake topic many/%d", i)
+		}
+	}
+	if !quiet(unnamed) {
+		t.Error("NotifyTopics woke a topic it did not name")
 	}
 	// Wake-ups coalesce: many notifications, the subscriber drains at least one.
 	c3, cancel3 := s.Subscribe(ctx, "burst")

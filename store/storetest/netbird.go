@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -118,4 +119,53 @@ func testNetBirdPeers(t *testing.T, s store.Store) {
 	}
 	must(t, s.DeleteNetBirdPeer(ctx, tenantA, "edge-1"))
 	wantErr(t, s.DeleteNetBirdPeer(ctx, tenantA, "edge-1"), store.ErrNotFound)
+}
+
+// testHeartbeatNetBirdKey: a heartbeat answers with its own site's pending
+// setup key, opened, and with none once it is used, for another site or
+// tenant, or when the sealed key does not open (the heartbeat is still
+// recorded).
+func testHeartbeatNetBirdKey(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	seed(t, s)
+	beat := func(tenant, site string) store.HeartbeatResult {
+		t.Helper()
+		res, err := s.RecordHeartbeat(ctx, tenant, site, store.Heartbeat{Time: epoch})
+		must(t, err)
+		return res
+	}
+	if k := beat(tenantA, siteA).NetBirdSetupKey; k != "" {
+		t.Errorf("heartbeat with no peer row: key %q", k.Reveal())
+	}
+	must(t, s.PutNetBirdPeer(ctx, store.NetBirdPeer{Tenant: tenantA, Site: siteA, KeyID: "sk1", SetupKey: nbKey}))
+	must(t, s.PutNetBirdPeer(ctx, store.NetBirdPeer{Tenant: tenantA, Site: siteB, PeerID: "joined"}))
+	if k := beat(tenantA, siteA).NetBirdSetupKey; k.Reveal() != nbKey {
+		t.Errorf("heartbeat with a pending key: key %q, want %q", k.Reveal(), nbKey)
+	}
+	for _, o := range [][2]string{{tenantA, siteB}, {tenantB, siteA}} {
+		if k := beat(o[0], o[1]).NetBirdSetupKey; k != "" {
+			t.Errorf("heartbeat of %s/%s got another site's key %q", o[0], o[1], k.Reveal())
+		}
+	}
+	if raw, ok := s.(Raw); ok {
+		// Sealed to its row: moved to another site's row it does not open,
+		// and that site's heartbeat is recorded without a key.
+		must(t, raw.ExecRaw(ctx, `UPDATE netbird_peers SET setup_key = (SELECT setup_key FROM netbird_peers WHERE tenant = '`+tenantA+`' AND site = '`+siteA+`')
+			WHERE tenant = '`+tenantA+`' AND site = '`+siteB+`'`))
+		res, err := s.RecordHeartbeat(ctx, tenantA, siteB, store.Heartbeat{Time: epoch.Add(time.Minute)})
+		must(t, err)
+		if res.NetBirdSetupKey != "" {
+			t.Errorf("a key moved to another site's row opened: %q", res.NetBirdSetupKey.Reveal())
+		}
+		st, err := s.GetSite(ctx, tenantA, siteB)
+		must(t, err)
+		if !st.LastHeartbeat.Equal(epoch.Add(time.Minute)) {
+			t.Errorf("heartbeat with an unopenable key not recorded: last heartbeat %v", st.LastHeartbeat)
+		}
+	}
+	// Used: cleared, and the heartbeat carries nothing.
+	must(t, s.PutNetBirdPeer(ctx, store.NetBirdPeer{Tenant: tenantA, Site: siteA, PeerID: "pe1"}))
+	if k := beat(tenantA, siteA).NetBirdSetupKey; k != "" {
+		t.Errorf("heartbeat after the key was used: key %q", k.Reveal())
+	}
 }

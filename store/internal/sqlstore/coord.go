@@ -169,3 +169,20 @@ func (s *Store) Notify(ctx context.Context, topic string) error {
 	}
 	return nil
 }
+
+// NotifyTopics implements store.Coordination.
+func (s *Store) NotifyTopics(ctx context.Context, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(t *wtx) error {
+		for _, topic := range topics {
+			t.notify(topic)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("notify %d topics: %w", len(topics), err)
+	}
+	return nil
+}

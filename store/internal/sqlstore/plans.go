@@ -15,37 +15,118 @@ import (
 const planCols = `id, tenant, site, repo_id, body, status, superseded_by, superseded_commit, created_at, updated_at`
 
 func scanPlan(r Row) (store.StoredPlan, error) {
-	var p store.StoredPlan
-	var id, tenant, site, body, status string
-	var created, updated int64
-	if err := r.Scan(&id, &tenant, &site, &p.RepoID, &body, &status, &p.SupersededBy, &p.SupersededByCommit, &created, &updated); err != nil {
-		return p, err
+	var v planScan
+	if err := r.Scan(v.dest()...); err != nil {
+		return v.p, err
 	}
-	if err := json.Unmarshal([]byte(body), &p.Plan); err != nil {
-		return p, fmt.Errorf("decode plan %s: %w", id, err)
+	return v.plan()
+}
+
+// planScan holds a plan row's columns (planCols) as scanned.
+type planScan struct {
+	p                              store.StoredPlan
+	id, tenant, site, body, status string
+	created, updated               int64
+}
+
+func (v *planScan) dest() []any {
+	return []any{&v.id, &v.tenant, &v.site, &v.p.RepoID, &v.body, &v.status, &v.p.SupersededBy, &v.p.SupersededByCommit, &v.created, &v.updated}
+}
+
+func (v *planScan) plan() (store.StoredPlan, error) {
+	p := v.p
+	if err := json.Unmarshal([]byte(v.body), &p.Plan); err != nil {
+		return p, fmt.Errorf("decode plan %s: %w", v.id, err)
 	}
-	p.Plan.ID, p.Plan.Tenant, p.Plan.Site = id, tenant, site
-	p.Status = model.PlanStatus(status)
-	p.CreatedAt, p.UpdatedAt = tm(created), tm(updated)
+	p.Plan.ID, p.Plan.Tenant, p.Plan.Site = v.id, v.tenant, v.site
+	p.Status = model.PlanStatus(v.status)
+	p.CreatedAt, p.UpdatedAt = tm(v.created), tm(v.updated)
 	return p, nil
 }
 
 const actionCols = `plan_id, idx, body, status, result, error, started_at, finished_at`
 
 func scanAction(r Row) (store.ActionRecord, error) {
-	var a store.ActionRecord
-	var planID, body, status, result string
-	var started, finished int64
-	if err := r.Scan(&planID, &a.Index, &body, &status, &result, &a.Error, &started, &finished); err != nil {
-		return a, err
+	var v actionScan
+	if err := r.Scan(v.dest()...); err != nil {
+		return v.a, err
 	}
-	if err := json.Unmarshal([]byte(body), &a.Action); err != nil {
-		return a, fmt.Errorf("decode action of plan %s: %w", planID, err)
+	return v.action()
+}
+
+// actionScan holds an action row's columns (actionCols) as scanned.
+type actionScan struct {
+	a                            store.ActionRecord
+	planID, body, status, result string
+	started, finished            int64
+}
+
+func (v *actionScan) dest() []any {
+	return []any{&v.planID, &v.a.Index, &v.body, &v.status, &v.result, &v.a.Error, &v.started, &v.finished}
+}
+
+func (v *actionScan) action() (store.ActionRecord, error) {
+	a := v.a
+	if err := json.Unmarshal([]byte(v.body), &a.Action); err != nil {
+		return a, fmt.Errorf("decode action of plan %s: %w", v.planID, err)
 	}
-	a.Status = model.ActionStatus(status)
-	a.Output = raw(result)
-	a.StartedAt, a.FinishedAt = tm(started), tm(finished)
+	a.Status = model.ActionStatus(v.status)
+	a.Output = raw(v.result)
+	a.StartedAt, a.FinishedAt = tm(v.started), tm(v.finished)
 	return a, nil
+}
+
+// planWithActions reads the plan whose id the subquery pick selects, with
+// its actions, in one statement: no transaction, so one round trip where
+// BEGIN, two queries and COMMIT took four (the long-poll reads it on
+// every wake-up). A single statement sees one snapshot, as the
+// transaction did. ErrNotFound when pick selects nothing.
+func (s *Store) planWithActions(ctx context.Context, pick string, args ...any) (store.StoredPlan, error) {
+	var p store.StoredPlan
+	found := false
+	err := s.read1(ctx, func(c Conn) error {
+		rows, err := c.Query(ctx, `SELECT p.id, p.tenant, p.site, p.repo_id, p.body, p.status, p.superseded_by,
+				p.superseded_commit, p.created_at, p.updated_at,
+				COALESCE(a.plan_id, ''), COALESCE(a.idx, -1), COALESCE(a.body, ''), COALESCE(a.status, ''),
+				COALESCE(a.result, ''), COALESCE(a.error, ''), COALESCE(a.started_at, 0), COALESCE(a.finished_at, 0)
+			FROM plans p LEFT JOIN actions a ON a.plan_id = p.id
+			WHERE p.id = (`+pick+`) ORDER BY a.idx`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var pv planScan
+			var av actionScan
+			if err := rows.Scan(append(pv.dest(), av.dest()...)...); err != nil {
+				return err
+			}
+			if !found {
+				if p, err = pv.plan(); err != nil {
+					return err
+				}
+				p.Plan.Actions = []model.Action{}
+				found = true
+			}
+			if av.planID == "" {
+				continue // a plan without actions: the join's one empty row
+			}
+			a, err := av.action()
+			if err != nil {
+				return err
+			}
+			p.Actions = append(p.Actions, a)
+			p.Plan.Actions = append(p.Plan.Actions, a.Action)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !found {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	return p, err
 }
 
 // loadActions fills p.Actions and p.Plan.Actions from the actions table.
@@ -210,14 +291,7 @@ func (s *Store) SupersedeActivePlan(ctx context.Context, actor store.Actor, tena
 
 // GetPlan implements store.Plans.
 func (s *Store) GetPlan(ctx context.Context, tenant, id string) (store.StoredPlan, error) {
-	var p store.StoredPlan
-	err := s.read(ctx, func(c Conn) (err error) {
-		p, err = scanPlan(c.QueryRow(ctx, `SELECT `+planCols+` FROM plans WHERE tenant = $1 AND id = $2`, tenant, id))
-		if err != nil {
-			return s.notFound(err)
-		}
-		return s.loadActions(ctx, c, &p)
-	})
+	p, err := s.planWithActions(ctx, `SELECT id FROM plans WHERE tenant = $1 AND id = $2`, tenant, id)
 	if err != nil {
 		return store.StoredPlan{}, fmt.Errorf("get plan %s/%s: %w", tenant, id, err)
 	}
@@ -226,15 +300,8 @@ func (s *Store) GetPlan(ctx context.Context, tenant, id string) (store.StoredPla
 
 // ActivePlan implements store.Plans.
 func (s *Store) ActivePlan(ctx context.Context, tenant, site string) (store.StoredPlan, error) {
-	var p store.StoredPlan
-	err := s.read(ctx, func(c Conn) (err error) {
-		p, err = scanPlan(c.QueryRow(ctx, `SELECT `+planCols+` FROM plans
-			WHERE tenant = $1 AND site = $2 AND status IN ('pending', 'in_progress') ORDER BY updated_at DESC LIMIT 1`, tenant, site))
-		if err != nil {
-			return s.notFound(err)
-		}
-		return s.loadActions(ctx, c, &p)
-	})
+	p, err := s.planWithActions(ctx, `SELECT id FROM plans
+		WHERE tenant = $1 AND site = $2 AND status IN ('pending', 'in_progress') ORDER BY updated_at DESC LIMIT 1`, tenant, site)
 	if err != nil {
 		return store.StoredPlan{}, fmt.Errorf("active plan of %s/%s: %w", tenant, site, err)
 	}
@@ -325,36 +392,56 @@ func (s *Store) planOf(ctx context.Context, t *wtx, tenant, site, planID string)
 
 // StartAction implements store.Plans.
 func (s *Store) StartAction(ctx context.Context, tenant, site, planID, actionID string, now time.Time) error {
-	at := us(store.Micro(now))
 	err := s.write(ctx, func(t *wtx) error {
-		status, err := s.planOf(ctx, t, tenant, site, planID)
-		if err != nil {
-			return err
-		}
-		var astatus string
-		if err := t.QueryRow(ctx, `SELECT status FROM actions WHERE plan_id = $1 AND id = $2`, planID, actionID).Scan(&astatus); err != nil {
-			return fmt.Errorf("action %s: %w", actionID, s.notFound(err))
-		}
-		if model.ActionStatus(astatus) != model.ActionPending {
-			// Already running or finished: a repeated or late report.
-			return nil
-		}
-		if status == model.PlanSuperseded {
-			return store.ErrSuperseded
-		}
-		if _, err := t.Exec(ctx, `UPDATE actions SET status = 'running', started_at = $1 WHERE plan_id = $2 AND id = $3`,
-			at, planID, actionID); err != nil {
-			return err
-		}
-		if status == model.PlanPending {
-			if _, err := t.Exec(ctx, `UPDATE plans SET status = 'in_progress', updated_at = $1 WHERE id = $2`, at, planID); err != nil {
-				return err
+		return s.startAction(ctx, t, tenant, site, planID, actionID, now)
+	})
+	if err != nil {
+		return fmt.Errorf("start action %s of plan %s: %w", actionID, planID, err)
+	}
+	return nil
+}
+
+// StartActions implements store.Plans.
+func (s *Store) StartActions(ctx context.Context, tenant, site string, starts []store.ActionStart) error {
+	if len(starts) == 0 {
+		return nil
+	}
+	return s.write(ctx, func(t *wtx) error {
+		for _, a := range starts {
+			if err := s.startAction(ctx, t, tenant, site, a.PlanID, a.ActionID, a.Time); err != nil {
+				return fmt.Errorf("start action %s of plan %s: %w", a.ActionID, a.PlanID, err)
 			}
 		}
 		return nil
 	})
+}
+
+// startAction marks one pending action running in t (store.StartAction).
+func (s *Store) startAction(ctx context.Context, t *wtx, tenant, site, planID, actionID string, now time.Time) error {
+	at := us(store.Micro(now))
+	status, err := s.planOf(ctx, t, tenant, site, planID)
 	if err != nil {
-		return fmt.Errorf("start action %s of plan %s: %w", actionID, planID, err)
+		return err
+	}
+	var astatus string
+	if err := t.QueryRow(ctx, `SELECT status FROM actions WHERE plan_id = $1 AND id = $2`, planID, actionID).Scan(&astatus); err != nil {
+		return fmt.Errorf("action %s: %w", actionID, s.notFound(err))
+	}
+	if model.ActionStatus(astatus) != model.ActionPending {
+		// Already running or finished: a repeated or late report.
+		return nil
+	}
+	if status == model.PlanSuperseded {
+		return store.ErrSuperseded
+	}
+	if _, err := t.Exec(ctx, `UPDATE actions SET status = 'running', started_at = $1 WHERE plan_id = $2 AND id = $3`,
+		at, planID, actionID); err != nil {
+		return err
+	}
+	if status == model.PlanPending {
+		if _, err := t.Exec(ctx, `UPDATE plans SET status = 'in_progress', updated_at = $1 WHERE id = $2`, at, planID); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -458,7 +545,11 @@ func (s *Store) recordResult(ctx context.Context, t *wtx, actor store.Actor, ten
 				return out, err
 			}
 			if next == model.PlanSucceeded || next == model.PlanFailed {
-				t.notify(store.PlanTopic(tenant, site))
+				// Not the plan topic: a plan ending changes no parked
+				// long-poll's answer (nothing is active, and it did not end
+				// superseded), and under a rollout every site's poll woke
+				// for a read that found nothing new. The control plane
+				// wakes the plan's dashboard stream after the report.
 				t.notify(store.FleetTopic(tenant))
 			}
 		}

@@ -459,10 +459,24 @@ func (s *Store) RecordHeartbeat(ctx context.Context, tenant, site string, hb sto
 		set += fmt.Sprintf(`, heartbeat_interval = $%d`, len(args))
 	}
 	var res store.HeartbeatResult
+	var sealed string
+	// The pending NetBird key rides along in a scalar subquery: the agent
+	// gets it in the heartbeat's answer, and almost always there is none.
 	err = s.b.WriteRow(ctx, `UPDATE sites SET `+set+` WHERE tenant = $1 AND name = $2
-		RETURNING inventory_version, heartbeat_seq = inventory_changed_seq`, args...).Scan(&res.InventoryVersion, &res.Changed)
+		RETURNING inventory_version, heartbeat_seq = inventory_changed_seq,
+			COALESCE((SELECT setup_key FROM netbird_peers WHERE tenant = $1 AND site = $2), '')`,
+		args...).Scan(&res.InventoryVersion, &res.Changed, &sealed)
 	if err != nil {
 		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, s.notFound(err))
+	}
+	if sealed != "" {
+		// The heartbeat is recorded: a key that does not open only stays
+		// undelivered, as a failed GetNetBirdPeer would leave it.
+		if v, err := s.key.Open(sealed, netbirdPeerAD(tenant, site)...); err != nil {
+			s.log.Warn("cannot open the site's pending NetBird setup key", "component", "store", "tenant", tenant, "site", site, "err", err)
+		} else {
+			res.NetBirdSetupKey = store.Secret(v)
+		}
 	}
 	return res, nil
 }
