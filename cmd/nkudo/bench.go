@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nkudo/nkudo/api"
 	"github.com/nkudo/nkudo/controlplane"
@@ -665,7 +666,13 @@ func databaseSize(ctx context.Context, url, dataDir string) (int64, error) {
 		}
 		return n, nil
 	}
-	conn, err := pgx.Connect(ctx, url)
+	// The pool's own parameters (pool_max_conns, …), which nkudo serve
+	// takes in the same URL, are not connection parameters.
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", backend.Redact(url), err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		return 0, fmt.Errorf("connect %s: %w", backend.Redact(url), err)
 	}

@@ -167,3 +167,17 @@ func TestInProcessServerExitNotReady(t *testing.T) {
 		t.Errorf("ready of a server that exited: %v", err)
 	}
 }
+
+// TestDatabaseSizeTakesPoolParameters: the URL that nkudo serve takes,
+// pool parameters included, also measures the database's size.
+func TestDatabaseSizeTakesPoolParameters(t *testing.T) {
+	u := pgtest.URL(t)
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	n, err := databaseSize(t.Context(), u+sep+"pool_max_conns=4", "")
+	if err != nil || n <= 0 {
+		t.Fatalf("databaseSize with pool_max_conns: %d, %v; want a size", n, err)
+	}
+}
