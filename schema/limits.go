@@ -23,8 +23,9 @@ const (
 	// MaxDocumentsPerFile bounds the YAML documents in one file ("---" separated,
 	// empty ones included).
 	MaxDocumentsPerFile = 1000
-	// MaxDocuments bounds the manifests in one tree.
-	MaxDocuments = 50000
+	// MaxDocuments bounds the manifests in one tree: room for MaxSites
+	// sites of ten VMs each, with their Site manifests.
+	MaxDocuments = 120000
 	// MaxDepth bounds the nesting of mappings and sequences in a document.
 	// A manifest needs 5 levels.
 	MaxDepth = 32
