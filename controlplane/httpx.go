@@ -62,6 +62,8 @@ func toHTTPError(err error) (*httpError, bool) {
 		return &httpError{status: http.StatusBadRequest, code: api.CodeBadRequest, msg: err.Error()}, true
 	case errors.Is(err, pki.ErrBadCSR):
 		return &httpError{status: http.StatusBadRequest, code: api.CodeBadRequest, msg: err.Error()}, true
+	case errors.Is(err, store.ErrBusy):
+		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: err.Error(), retryAfter: spreadRetryAfter()}, true
 	case errors.Is(err, context.Canceled), errors.Is(err, store.ErrClosed):
 		return &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable, msg: "server is shutting down or the request was cancelled"}, true
 	}

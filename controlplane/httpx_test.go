@@ -29,6 +29,7 @@ func TestToHTTPError(t *testing.T) {
 		{fmt.Errorf("name: %w", store.ErrInvalid), 400, api.CodeBadRequest, true},
 		{&http.MaxBytesError{Limit: 10}, 413, api.CodeTooLarge, true},
 		{context.Canceled, 503, api.CodeUnavailable, true},
+		{fmt.Errorf("record heartbeat: %w", store.ErrBusy), 503, api.CodeUnavailable, true},
 		{errors.New("disk on fire"), 500, api.CodeInternal, false},
 	}
 	for _, tt := range tests {
@@ -38,6 +39,9 @@ func TestToHTTPError(t *testing.T) {
 		}
 		if !expected && strings.Contains(he.msg, "disk") {
 			t.Errorf("an unexpected error's text reached the client: %q", he.msg)
+		}
+		if errors.Is(tt.err, store.ErrBusy) && (he.retryAfter < time.Second || he.retryAfter > overloadRetryAfter) {
+			t.Errorf("toHTTPError(%v): Retry-After %s, want 1s–%s", tt.err, he.retryAfter, overloadRetryAfter)
 		}
 	}
 }

@@ -100,10 +100,15 @@ func (o *overload) enterAgent(heartbeat bool) (release func(), err error) {
 		return release, nil
 	default:
 		o.refused.WithLabelValues("agent_request").Inc()
-		retry := time.Second + rand.N(overloadRetryAfter-time.Second+1)
 		return func() {}, &httpError{status: http.StatusServiceUnavailable, code: api.CodeUnavailable,
-			msg: "too many agent requests in progress; retry after the Retry-After delay", retryAfter: retry.Truncate(time.Second)}
+			msg: "too many agent requests in progress; retry after the Retry-After delay", retryAfter: spreadRetryAfter()}
 	}
+}
+
+// spreadRetryAfter is a whole-second Retry-After drawn from [1s,
+// overloadRetryAfter], so the refused agents come back spread.
+func spreadRetryAfter() time.Duration {
+	return (time.Second + rand.N(overloadRetryAfter-time.Second+1)).Truncate(time.Second)
 }
 
 // parkKey carries the request's slot release to a long-poll that parks.

@@ -60,6 +60,10 @@ var (
 	ErrAuditKey = errors.New("audit chain is keyed: the store needs the audit key")
 	// ErrQuota: storing the object would take its tenant over a quota.
 	ErrQuota = errors.New("quota exceeded")
+	// ErrBusy: a write waited as long as it may for a row another
+	// transaction holds (a heartbeat of a site whose plans are being
+	// stored); retrying later succeeds.
+	ErrBusy = errors.New("busy: another write holds the record; retry later")
 )
 
 // Store is everything the control plane and the GitOps loop persist.

@@ -102,6 +102,11 @@ func Open(ctx context.Context, url string, o Options) (*Store, error) {
 		hcfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	hcfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	// A heartbeat waits at most this long for its site's row: storing a
+	// batch of plans locks its sites until it commits, and heartbeats
+	// blocked behind it would hold this small pool, stalling every other
+	// site's heartbeat. Given up, it is answered 503 and retried.
+	hcfg.ConnConfig.RuntimeParams["lock_timeout"] = "1s"
 	hcfg.MaxConns = min(hcfg.MaxConns, 4)
 	hbPool, err := pgxpool.NewWithConfig(ctx, hcfg)
 	if err != nil {
@@ -342,6 +347,11 @@ func (d *db) NotifyTx(ctx context.Context, c sqlstore.Conn, topics []string) err
 }
 
 func (d *db) IsNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+func (d *db) IsLockTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03" // lock_not_available
+}
 
 func (d *db) IsUniqueViolation(err error) bool {
 	var pe *pgconn.PgError

@@ -270,6 +270,10 @@ func (d *db) NotifyTx(context.Context, sqlstore.Conn, []string) error { return n
 
 func (d *db) IsNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
+// IsLockTimeout is false: SQLite's one writer queues heartbeats behind the
+// write in progress, and a plan batch's write is short.
+func (d *db) IsLockTimeout(error) bool { return false }
+
 func (d *db) IsUniqueViolation(err error) bool {
 	var se *sqlite.Error
 	if !errors.As(err, &se) {

@@ -467,6 +467,9 @@ func (s *Store) RecordHeartbeat(ctx context.Context, tenant, site string, hb sto
 			COALESCE((SELECT setup_key FROM netbird_peers WHERE tenant = $1 AND site = $2), '')`,
 		args...).Scan(&res.InventoryVersion, &res.Changed, &sealed)
 	if err != nil {
+		if s.b.IsLockTimeout(err) {
+			err = store.ErrBusy
+		}
 		return store.HeartbeatResult{}, fmt.Errorf("record heartbeat of %s/%s: %w", tenant, site, s.notFound(err))
 	}
 	if sealed != "" {

@@ -64,6 +64,9 @@ type Backend interface {
 	NotifyTx(ctx context.Context, c Conn, topics []string) error
 	IsNoRows(err error) bool
 	IsUniqueViolation(err error) bool
+	// IsLockTimeout says err is a statement given up after waiting its
+	// bound for a lock (WriteRow's, where the backend sets one).
+	IsLockTimeout(err error) bool
 	Ping(ctx context.Context) error
 	Close() error
 }
