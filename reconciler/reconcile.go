@@ -289,6 +289,16 @@ func (r *Reconciler) repairDrift(ctx context.Context, repo store.Repository, sit
 			rerr = e
 		}
 	}()
+	// Read again under the lease: the task may have waited while the
+	// repository was suspended, and a suspended repository's drift is
+	// left alone.
+	if repo, err = r.store.GetRepository(ctx, repo.Tenant, repo.ID); err != nil {
+		return fmt.Errorf("load repository: %w", err)
+	}
+	if repo.Suspended {
+		r.done.suspended.Add(1)
+		return nil
+	}
 	l, err := r.desiredFromStore(ctx, repo, sites)
 	if err != nil {
 		return err
