@@ -8,9 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/nkudo/nkudo/internal/pgtest"
 	"github.com/nkudo/nkudo/store"
-	"github.com/nkudo/nkudo/store/postgres"
 )
 
 // TestHeartbeatBusyWhileSiteLocked: a heartbeat of a site whose row
@@ -19,12 +17,7 @@ import (
 // transaction ends; once the row is free, heartbeats are recorded.
 func TestHeartbeatBusyWhileSiteLocked(t *testing.T) {
 	ctx := t.Context()
-	url := pgtest.URL(t)
-	s, err := postgres.Open(ctx, url, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, url := openURL(t)
 	admin := store.Actor{Kind: store.ActorAdmin, ID: "t"}
 	if _, err := s.CreateTenant(ctx, admin, store.Tenant{ID: "acme"}); err != nil {
 		t.Fatal(err)

@@ -13,12 +13,21 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func open(t *testing.T) store.Store {
 	t.Helper()
-	s, err := postgres.Open(t.Context(), pgtest.URL(t), postgres.Options{})
+	s, _ := openURL(t)
+	return s
+}
+
+// openURL opens a store on a fresh database and returns its URL too, for
+// tests that reach the database beside the store.
+func openURL(t *testing.T) (*postgres.Store, string) {
+	t.Helper()
+	url := pgtest.URL(t)
+	s, err := postgres.Open(t.Context(), url, postgres.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s
+	return s, url
 }
 
 func TestConformance(t *testing.T) {
@@ -41,12 +50,7 @@ func BenchmarkStore(b *testing.B) {
 // Secrets are sealed before they reach the database.
 func TestNoPlaintextSecrets(t *testing.T) {
 	ctx := t.Context()
-	url := pgtest.URL(t)
-	s, err := postgres.Open(ctx, url, postgres.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, url := openURL(t)
 	admin := store.Actor{Kind: store.ActorAdmin, ID: "t"}
 	const secret = "PLAINTEXT-4c1e"
 	if _, err := s.CreateTenant(ctx, admin, store.Tenant{ID: "acme"}); err != nil {
