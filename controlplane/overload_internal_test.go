@@ -25,26 +25,22 @@ func TestOverloadHeartbeatReserve(t *testing.T) {
 		return release, err == nil
 	}
 	var held []func()
-	for i := range 8 {
-		release, ok := enter(false)
-		if !ok {
-			t.Fatalf("request %d of 8 refused", i+1)
+	// fill takes n slots as heartbeats or other requests, then checks
+	// that one more of the same kind is refused.
+	fill := func(n int, heartbeat bool, what string) {
+		for i := range n {
+			release, ok := enter(heartbeat)
+			if !ok {
+				t.Fatalf("%s %d of %d refused", what, i+1, n)
+			}
+			held = append(held, release)
 		}
-		held = append(held, release)
-	}
-	if _, ok := enter(false); ok {
-		t.Fatal("a ninth request was served with the bound full")
-	}
-	for i := range 2 {
-		release, ok := enter(true)
-		if !ok {
-			t.Fatalf("heartbeat %d of the reserve of 2 refused", i+1)
+		if _, ok := enter(heartbeat); ok {
+			t.Fatalf("%s %d was served beyond its %d slots", what, n+1, n)
 		}
-		held = append(held, release)
 	}
-	if _, ok := enter(true); ok {
-		t.Fatal("a heartbeat beyond the reserve was served")
-	}
+	fill(8, false, "request")  // the bound
+	fill(2, true, "heartbeat") // the reserve: a quarter of it
 	held[0]()
 	held[0]() // idempotent
 	if _, ok := enter(false); !ok {
